@@ -1,0 +1,3 @@
+fn main() {
+    println!("pgsafe {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,1 @@
+//! Test support: real PostgreSQL clusters of every supported major version.

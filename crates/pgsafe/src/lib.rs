@@ -1,0 +1,15 @@
+//! pgsafe: safe online physical backups of PostgreSQL 10–18.
+//!
+//! Every behaviour lives in this library; the `pgsafe` binary only parses arguments, renders
+//! output and maps errors to exit codes. Format modules (`types`, `label`, `control`, `wal`) are
+//! pure: they parse and encode bytes and never touch the file system (the one exception,
+//! `control::read_control_file`, is a small IO wrapper kept beside its format).
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod conninfo;
+pub mod control;
+pub mod label;
+pub mod types;
+pub mod wal;
+
+pub use types::{Lsn, PgVersion, SystemId, TimelineId, TypeError, WalSegSize, WalSegment};
