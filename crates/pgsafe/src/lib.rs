@@ -8,6 +8,7 @@
 
 pub mod conninfo;
 pub mod control;
+pub mod fsutil;
 pub mod label;
 pub mod types;
 pub mod wal;
