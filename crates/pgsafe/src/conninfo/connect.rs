@@ -1,0 +1,408 @@
+//! Connecting: `postgres::Config`s from [`ConnSettings`], trying targets in order, errors that
+//! say which server was tried, what it answered and what to check, and the session setup.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::{
+    ConnSettings, DEFAULT_APPLICATION_NAME, DEFAULT_KEEPALIVES_IDLE_SECS, Host, PasswordSource,
+    Target, TargetSessionAttrs,
+};
+use crate::types::PgVersion;
+
+impl ConnSettings {
+    /// One `postgres::Config` per target, in order, with pgsafe's session defaults applied.
+    pub fn to_postgres_configs(&self) -> Vec<postgres::Config> {
+        self.targets.iter().map(|t| self.config_for(t)).collect()
+    }
+
+    fn config_for(&self, t: &Target) -> postgres::Config {
+        use postgres::config::{SslMode as PgSsl, TargetSessionAttrs as PgTsa};
+        let mut c = postgres::Config::new();
+        c.user(&self.user)
+            .dbname(&self.dbname)
+            .port(t.port)
+            .application_name(
+                self.application_name
+                    .as_deref()
+                    .unwrap_or(DEFAULT_APPLICATION_NAME),
+            )
+            // No TLS connector in this build: disable/allow/prefer all mean a plain connection.
+            .ssl_mode(PgSsl::Disable)
+            .target_session_attrs(match self.target_session_attrs {
+                TargetSessionAttrs::Any => PgTsa::Any,
+                TargetSessionAttrs::ReadWrite => PgTsa::ReadWrite,
+                TargetSessionAttrs::ReadOnly => PgTsa::ReadOnly,
+            })
+            .keepalives(self.keepalives.enabled);
+        match &t.host {
+            Host::Tcp(name) => c.host(name),
+            Host::Unix(dir) => c.host_path(dir),
+        };
+        if let Some(addr) = t.hostaddr {
+            c.hostaddr(addr);
+        }
+        if let Some(pw) = &t.password {
+            c.password(pw.expose());
+        }
+        if let Some(o) = &self.options {
+            c.options(o);
+        }
+        if let Some(s) = self.connect_timeout {
+            c.connect_timeout(Duration::from_secs(s.into()));
+        }
+        if let Some(ms) = self.tcp_user_timeout_ms {
+            c.tcp_user_timeout(Duration::from_millis(ms.into()));
+        }
+        // 0 = the system default: leave the crate's default (2 h, Linux's default too).
+        match self.keepalives.idle_secs {
+            None => {
+                c.keepalives_idle(Duration::from_secs(DEFAULT_KEEPALIVES_IDLE_SECS.into()));
+            }
+            Some(0) => {}
+            Some(s) => {
+                c.keepalives_idle(Duration::from_secs(s.into()));
+            }
+        }
+        if let Some(s) = self.keepalives.interval_secs.filter(|s| *s > 0) {
+            c.keepalives_interval(Duration::from_secs(s.into()));
+        }
+        if let Some(n) = self.keepalives.count.filter(|n| *n > 0) {
+            c.keepalives_retries(n);
+        }
+        c
+    }
+
+    /// Connects to the first target that accepts, trying them in order (libpq semantics).
+    pub fn connect(&self) -> Result<postgres::Client, ConnectError> {
+        self.connect_inner().map(|(client, _)| client)
+    }
+
+    fn connect_inner(&self) -> Result<(postgres::Client, &Target), ConnectError> {
+        let mut attempts = Vec::new();
+        for t in &self.targets {
+            match self.config_for(t).connect(postgres::NoTls) {
+                Ok(client) => return Ok((client, t)),
+                Err(e) => attempts.push(ConnectAttempt::from_error(self, t, &e)),
+            }
+        }
+        Err(ConnectError::Failed { attempts })
+    }
+
+    /// Connects, reads `server_version_num` and runs [`session_setup_sql`] for that version.
+    pub fn connect_session(&self) -> Result<(postgres::Client, PgVersion), ConnectError> {
+        let (mut client, t) = self.connect_inner()?;
+        let setup = |step: &str, message: String| ConnectError::Setup {
+            target: t.describe(),
+            step: step.to_owned(),
+            message,
+        };
+        let show = "SHOW server_version_num";
+        let rows = client
+            .simple_query(show)
+            .map_err(|e| setup(show, error_text(&e)))?;
+        let text = rows
+            .iter()
+            .find_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .ok_or_else(|| setup(show, "no row returned".into()))?;
+        let version =
+            PgVersion::from_server_version_num(&text).map_err(|e| setup(show, e.to_string()))?;
+        for sql in session_setup_sql(version) {
+            client
+                .batch_execute(sql)
+                .map_err(|e| setup(sql, error_text(&e)))?;
+        }
+        Ok((client, version))
+    }
+}
+
+/// Statements run right after connecting so that no server-side timeout can cut the backup
+/// session: `statement_timeout`, `idle_in_transaction_session_timeout` (9.6+),
+/// `idle_session_timeout` (14+) and `transaction_timeout` (17+) set to 0. `lock_timeout` is
+/// left alone (the backup session takes no locks worth waiting on).
+pub fn session_setup_sql(version: PgVersion) -> Vec<&'static str> {
+    let mut v = vec![
+        "SET statement_timeout = 0",
+        "SET idle_in_transaction_session_timeout = 0",
+    ];
+    if version.at_least(14) {
+        v.push("SET idle_session_timeout = 0");
+    }
+    if version.at_least(17) {
+        v.push("SET transaction_timeout = 0");
+    }
+    v
+}
+
+/// How one connection attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Nothing listening, no such socket, host name not found, network unreachable.
+    Unreachable,
+    Timeout,
+    /// The server wants a password and none was found.
+    PasswordRequired,
+    /// The server rejected the password (SQLSTATE 28P01).
+    AuthenticationFailed,
+    /// The server refused the session: pg_hba.conf, no such database, too many connections,
+    /// starting up, not the wanted read-write/read-only kind...
+    Rejected,
+    Other,
+}
+
+/// One failed attempt: which server, what happened, the server's or OS's message, a hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectAttempt {
+    pub target: String,
+    pub kind: FailureKind,
+    pub message: String,
+    pub sqlstate: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ConnectAttempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "connection to {} failed: {}", self.target, self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why [`ConnSettings::connect`] or [`ConnSettings::connect_session`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// Every target failed; one entry per target, in order.
+    #[error("{}", render_attempts(.attempts))]
+    Failed { attempts: Vec<ConnectAttempt> },
+    /// Connected, but preparing the session failed.
+    #[error("connected to {target}, but \"{step}\" failed: {message}")]
+    Setup {
+        target: String,
+        step: String,
+        message: String,
+    },
+}
+
+impl ConnectError {
+    /// The kind of the last failed attempt, if any.
+    pub fn kind(&self) -> Option<FailureKind> {
+        match self {
+            ConnectError::Failed { attempts } => attempts.last().map(|a| a.kind),
+            ConnectError::Setup { .. } => None,
+        }
+    }
+}
+
+fn render_attempts(attempts: &[ConnectAttempt]) -> String {
+    if attempts.is_empty() {
+        return "no server to connect to (empty host list)".into();
+    }
+    attempts
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A `postgres::Error` with its cause (its own `Display` omits it).
+fn error_text(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{}:  {}", db.severity(), db.message());
+        if let Some(d) = db.detail() {
+            s.push_str(&format!(" (DETAIL: {d})"));
+        }
+        return s;
+    }
+    match std::error::Error::source(e) {
+        Some(src) => format!("{e}: {src}"),
+        None => e.to_string(),
+    }
+}
+
+/// Like [`error_text`], but in libpq's words for connection failures: the OS error alone
+/// ("Connection refused"), or `fe_sendauth: no password supplied`.
+fn connect_error_text(e: &postgres::Error) -> String {
+    let src = std::error::Error::source(e);
+    if e.as_db_error().is_none() {
+        if let Some(io) = src.and_then(|s| s.downcast_ref::<std::io::Error>()) {
+            return io.to_string();
+        }
+        if src.is_some_and(|s| s.to_string() == "password missing") {
+            return "fe_sendauth: no password supplied".into();
+        }
+    }
+    error_text(e)
+}
+
+impl ConnectAttempt {
+    fn from_error(s: &ConnSettings, t: &Target, e: &postgres::Error) -> ConnectAttempt {
+        let user = &s.user;
+        let (kind, sqlstate, hint) = if let Some(db) = e.as_db_error() {
+            let code = db.code().code();
+            let (kind, hint) = match code {
+                "28P01" => (
+                    FailureKind::AuthenticationFailed,
+                    Some(format!(
+                        "password authentication failed for user \"{user}\": check PGPASSWORD, {} or \
+                     the password in the connection string{}",
+                        passfile_name(s),
+                        match &t.password_source {
+                            PasswordSource::Passfile(p) =>
+                                format!(" (the password used came from {})", p.display()),
+                            PasswordSource::Env =>
+                                " (the password used came from PGPASSWORD)".into(),
+                            PasswordSource::ConnString =>
+                                " (the password used came from the connection string)".into(),
+                            PasswordSource::None => String::new(),
+                        }
+                    )),
+                ),
+                "28000" => (
+                    FailureKind::Rejected,
+                    Some(format!(
+                        "check that pg_hba.conf on the server lets user \"{user}\" connect to database \
+                     \"{}\" from here, with a method pgsafe supports (trust, peer, password, md5, \
+                     scram-sha-256)",
+                        s.dbname
+                    )),
+                ),
+                "3D000" => (
+                    FailureKind::Rejected,
+                    Some(format!(
+                        "database \"{}\" does not exist: name an existing one with -d (for example -d postgres)",
+                        s.dbname
+                    )),
+                ),
+                "57P03" => (
+                    FailureKind::Rejected,
+                    Some(
+                        "the server is starting up, shutting down or \
+                     not accepting connections yet; retry when it is ready"
+                            .into(),
+                    ),
+                ),
+                "53300" | "53400" => (
+                    FailureKind::Rejected,
+                    Some(
+                        "the server has no free \
+                     connection slot for this user; free one or raise max_connections"
+                            .into(),
+                    ),
+                ),
+                _ => (FailureKind::Rejected, None),
+            };
+            (kind, Some(code.to_owned()), hint)
+        } else {
+            let (kind, hint) = classify_client_error(s, t, e);
+            (kind, None, hint)
+        };
+        ConnectAttempt {
+            target: t.describe(),
+            kind,
+            message: connect_error_text(e),
+            sqlstate,
+            hint,
+        }
+    }
+}
+
+fn passfile_name(s: &ConnSettings) -> String {
+    s.passfile
+        .as_ref()
+        .map_or("~/.pgpass".into(), |p| p.display().to_string())
+}
+
+fn classify_client_error(
+    s: &ConnSettings,
+    t: &Target,
+    e: &postgres::Error,
+) -> (FailureKind, Option<String>) {
+    use std::io::ErrorKind as K;
+    let src = std::error::Error::source(e);
+    let src_text = src.map(ToString::to_string).unwrap_or_default();
+    let unreachable = || match t.socket_path() {
+        Some(p) => format!(
+            "is the server running locally and accepting connections on Unix socket \"{}\"? \
+             (give the socket directory with -h, the port with -p)",
+            p.display()
+        ),
+        None => format!(
+            "is the server running on host \"{}\" and accepting TCP/IP connections on port {}?",
+            t.host, t.port
+        ),
+    };
+    if let Some(io) = src.and_then(|s| s.downcast_ref::<std::io::Error>()) {
+        return match io.kind() {
+            K::TimedOut => (
+                FailureKind::Timeout,
+                Some(format!(
+                    "no answer within connect_timeout={} s; check the host, port and firewalls",
+                    s.connect_timeout.unwrap_or(0)
+                )),
+            ),
+            K::PermissionDenied
+                if src_text.contains("does not allow writes")
+                    || src_text.contains("not read only") =>
+            {
+                (
+                    FailureKind::Rejected,
+                    Some(format!(
+                        "target_session_attrs={} excluded this server",
+                        s.target_session_attrs.as_str()
+                    )),
+                )
+            }
+            K::PermissionDenied => (
+                FailureKind::Unreachable,
+                Some(format!(
+                    "{} (check the permissions of the socket and its directory)",
+                    unreachable()
+                )),
+            ),
+            _ if src_text.contains("lookup address") => (
+                FailureKind::Unreachable,
+                Some(format!(
+                    "could not translate host name \"{}\" to an address; check the host name",
+                    t.host
+                )),
+            ),
+            K::ConnectionRefused
+            | K::NotFound
+            | K::AddrNotAvailable
+            | K::HostUnreachable
+            | K::NetworkUnreachable
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::UnexpectedEof => (FailureKind::Unreachable, Some(unreachable())),
+            _ => (FailureKind::Other, None),
+        };
+    }
+    if src_text == "password missing" {
+        return (
+            FailureKind::PasswordRequired,
+            Some(format!(
+                "the server asks for a password for user \"{}\" and none was found: set PGPASSWORD, \
+             add a line to {} (mode 0600), or put the password in the connection string",
+                s.user,
+                passfile_name(s)
+            )),
+        );
+    }
+    if src_text.contains("unsupported authentication method") {
+        return (
+            FailureKind::Rejected,
+            Some(
+                "pgsafe can use trust, peer, password, md5 and scram-sha-256 authentication".into(),
+            ),
+        );
+    }
+    if e.to_string().contains("timeout") {
+        return (FailureKind::Timeout, None);
+    }
+    (FailureKind::Other, None)
+}
