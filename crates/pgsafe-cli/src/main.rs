@@ -1,3 +1,122 @@
-fn main() {
-    println!("pgsafe {}", env!("CARGO_PKG_VERSION"));
+//! The `pgsafe` command: parses arguments, renders results and maps errors to exit codes.
+//! All behaviour lives in the `pgsafe` library crate.
+
+mod conn;
+mod inspect;
+mod render;
+mod snapshot;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes (documented in the README and in `--help`).
+pub mod exit {
+    /// The command did what was asked.
+    pub const OK: u8 = 0;
+    /// The command ran, and its answer is "no" (a check found problems).
+    pub const PROBLEMS: u8 = 1;
+    /// Error: bad input, or a server or file-system failure.
+    pub const ERROR: u8 = 2;
+    /// `snapshot --exec`: the command failed, so the backup was aborted.
+    pub const EXEC_FAILED: u8 = 3;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "pgsafe",
+    version,
+    about = "Safe online physical backups of PostgreSQL 10–18",
+    long_about = "pgsafe takes safe online physical backups of PostgreSQL 10–18 with the \
+                  non-exclusive backup API, stores backup_label and tablespace_map with the \
+                  backup byte for byte, and tells a crashed server from a restored backup.",
+    after_help = "Exit codes: 0 success; 1 the command ran and its answer is \"no\" (a check \
+                  found problems); 2 error (bad input, server or file-system failure); 3 the \
+                  command given to `snapshot --exec` failed and the backup was aborted.\n\
+                  Results go to stdout, messages to stderr."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Snapshot mode, pre-backup hook: start a non-exclusive backup held open by a detached
+    /// holder process; returns as soon as the server is in backup mode.
+    #[command(
+        disable_help_flag = true,
+        long_about = "Pre-backup hook for storage snapshots and backup software. Starts a \
+                      non-exclusive backup (pg_backup_start on 15+, pg_start_backup(label, fast, \
+                      false) on 10-14) in a detached holder process that keeps the session open \
+                      until `pgsafe stop`. Exits 0 only after the server confirmed backup mode; \
+                      never leaves a holder behind on failure. Returns at once even when its \
+                      stdout/stderr are captured through pipes.",
+        after_help = "Example hook configuration:\n  pre-backup:  pgsafe start --id nightly -d \"host=/var/run/postgresql user=postgres\"\n  \
+                      (take the snapshot)\n  post-backup: pgsafe stop --id nightly --output-dir /mnt/snap/pgdata"
+    )]
+    Start(snapshot::StartArgs),
+    /// Snapshot mode, post-backup hook: stop the backup, write backup_label/tablespace_map.
+    #[command(
+        long_about = "Asks the holder to stop the backup in the session that started it, \
+                      receives backup_label, tablespace_map and the stop LSN, and writes them \
+                      durably into --output-dir (typically the mounted snapshot). Waits for WAL \
+                      archiving when the server archives. Idempotent: running it again returns \
+                      the same result. Exits non-zero, saying the backup is NOT usable, if the \
+                      holder died, the session was lost, or the backup was aborted."
+    )]
+    Stop(snapshot::StopArgs),
+    /// Show the backups the holders know: ID, state, start LSN, age, server, holder pid.
+    Status(snapshot::IdArgs),
+    /// End a held backup without a label (the server discards it).
+    Abort(snapshot::IdArgs),
+    /// One shot: start, run a snapshot/copy command, stop, write the label files.
+    #[command(disable_help_flag = true)]
+    Snapshot(snapshot::SnapshotArgs),
+    /// Internal: the detached holder process started by `pgsafe start`.
+    #[command(name = "__holder", hide = true)]
+    Holder {
+        #[arg(long)]
+        run_dir: PathBuf,
+    },
+    /// Show what a data directory's pg_control, backup_label, tablespace_map and signal files say
+    /// (read-only; safe on a running server's directory).
+    #[command(
+        long_about = "Read-only. Decodes global/pg_control (state, checkpoint and redo LSN, \
+                      timeline, minimum recovery point, backup start/end points, wal_level, \
+                      data checksums, WAL segment size) and reports any backup_label, \
+                      tablespace_map, postmaster.pid and recovery signal files found in PGDATA. \
+                      Writes nothing.",
+        after_help = "Examples:\n  pgsafe inspect /var/lib/postgresql/16/main\n  \
+                      pgsafe inspect --json \"$PGDATA\" | jq .control.state"
+    )]
+    Inspect {
+        /// The data directory (the folder initdb created; holds PG_VERSION and global/).
+        #[arg(value_name = "PGDATA", env = "PGDATA")]
+        pgdata: PathBuf,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect { pgdata, json } => inspect::run(&pgdata, json),
+        Command::Start(a) => snapshot::start(a),
+        Command::Stop(a) => snapshot::stop(a),
+        Command::Status(a) => snapshot::status(a),
+        Command::Abort(a) => snapshot::abort(a),
+        Command::Snapshot(a) => snapshot::snapshot(a),
+        Command::Holder { run_dir } => snapshot::holder(run_dir),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("pgsafe: error: {e:#}");
+            ExitCode::from(exit::ERROR)
+        }
+    }
 }

@@ -19,7 +19,11 @@ pub struct FsError {
 
 impl FsError {
     pub fn new(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> FsError {
-        FsError { action, path: path.into(), source }
+        FsError {
+            action,
+            path: path.into(),
+            source,
+        }
     }
 }
 
@@ -39,7 +43,10 @@ impl<T> IoContext<T> for io::Result<T> {
 /// never a mix, and after return the new content survives a crash.
 pub fn write_durable(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FsError> {
     let dir = parent_dir(path);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.pgsafe-tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -50,7 +57,8 @@ pub fn write_durable(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FsError
             .open(&tmp)
             .ctx("create", &tmp)?;
         // The mode given to open() is filtered by the umask; set it exactly.
-        f.set_permissions(fs::Permissions::from_mode(mode)).ctx("set permissions of", &tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .ctx("set permissions of", &tmp)?;
         f.write_all(bytes).ctx("write", &tmp)?;
         f.sync_all().ctx("fsync", &tmp)?;
         fs::rename(&tmp, path).ctx("rename into place", path)?;
@@ -64,7 +72,9 @@ pub fn write_durable(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FsError
 
 /// fsyncs a directory, making renames and creations inside it durable.
 pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
-    File::open(dir).and_then(|d| d.sync_all()).ctx("fsync directory", dir)
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx("fsync directory", dir)
 }
 
 /// The directory holding `path` (`.` for a bare file name).
@@ -81,15 +91,23 @@ pub fn parent_dir(path: &Path) -> PathBuf {
 pub fn ensure_private_dir(dir: &Path) -> Result<(), FsError> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     if !dir.exists() {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).ctx("create", dir)?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).ctx("set permissions of", dir)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .ctx("create", dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .ctx("set permissions of", dir)?;
     }
     let meta = fs::symlink_metadata(dir).ctx("inspect", dir)?;
     let uid = nix::unistd::geteuid().as_raw();
     let problem = if !meta.is_dir() {
         Some("it is not a directory (or is a symbolic link)".to_owned())
     } else if meta.uid() != uid {
-        Some(format!("it is owned by uid {}, not by the current user (uid {uid})", meta.uid()))
+        Some(format!(
+            "it is owned by uid {}, not by the current user (uid {uid})",
+            meta.uid()
+        ))
     } else if meta.mode() & 0o077 != 0 {
         Some(format!(
             "its mode is {:04o}; group and others must have no access (chmod 700 it)",

@@ -8,8 +8,11 @@
 
 pub mod conninfo;
 pub mod control;
+pub mod datadir;
 pub mod fsutil;
+pub mod hold;
 pub mod label;
+pub mod session;
 pub mod types;
 pub mod wal;
 

@@ -21,13 +21,13 @@ pub enum TypeError {
     SystemId(String),
     #[error("invalid PostgreSQL version {0:?}: {1}")]
     Version(String, &'static str),
-    #[error(
-        "invalid WAL segment size {0} bytes: must be a power of two from 1 MiB to 1 GiB"
-    )]
+    #[error("invalid WAL segment size {0} bytes: must be a power of two from 1 MiB to 1 GiB")]
     WalSegSize(u64),
     #[error("invalid WAL file name {0:?}: expected 24 uppercase hex digits")]
     WalName(String),
-    #[error("WAL file name {name:?} is not valid for a {size} segment size (segment part too large)")]
+    #[error(
+        "WAL file name {name:?} is not valid for a {size} segment size (segment part too large)"
+    )]
     WalNameForSize { name: String, size: WalSegSize },
 }
 
@@ -153,7 +153,9 @@ impl FromStr for SystemId {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(TypeError::SystemId(s.to_owned()));
         }
-        s.parse().map(SystemId).map_err(|_| TypeError::SystemId(s.to_owned()))
+        s.parse()
+            .map(SystemId)
+            .map_err(|_| TypeError::SystemId(s.to_owned()))
     }
 }
 
@@ -186,7 +188,10 @@ impl PgVersion {
         if (90000..100000).contains(&num) || (100000..10_000_000).contains(&num) {
             Ok(PgVersion(num))
         } else {
-            Err(TypeError::Version(num.to_string(), "not a server_version_num"))
+            Err(TypeError::Version(
+                num.to_string(),
+                "not a server_version_num",
+            ))
         }
     }
 
@@ -205,19 +210,29 @@ impl PgVersion {
             .map_err(|_| TypeError::Version(String::from_utf8_lossy(bytes).into(), "not text"))?;
         let line = text.strip_suffix('\n').unwrap_or(text);
         if line.contains(['\n', '\r']) || line.is_empty() {
-            return Err(TypeError::Version(text.to_owned(), "expected one line like \"15\""));
+            return Err(TypeError::Version(
+                text.to_owned(),
+                "expected one line like \"15\"",
+            ));
         }
         match line.split_once('.') {
             Some(("9", minor)) => {
-                let m: u32 = parse_dec(minor).ok_or(TypeError::Version(text.to_owned(), "bad 9.x"))?;
+                let m: u32 =
+                    parse_dec(minor).ok_or(TypeError::Version(text.to_owned(), "bad 9.x"))?;
                 Self::from_num(90000 + m * 100)
             }
-            Some(_) => Err(TypeError::Version(text.to_owned(), "unexpected dotted major")),
+            Some(_) => Err(TypeError::Version(
+                text.to_owned(),
+                "unexpected dotted major",
+            )),
             None => {
                 let major = parse_dec(line)
                     .ok_or(TypeError::Version(text.to_owned(), "not a major number"))?;
                 if major < 10 {
-                    return Err(TypeError::Version(text.to_owned(), "major below 10 without a dot"));
+                    return Err(TypeError::Version(
+                        text.to_owned(),
+                        "major below 10 without a dot",
+                    ));
                 }
                 Self::from_num(major * 10000)
             }
@@ -232,7 +247,11 @@ impl PgVersion {
     /// The major version: 10..=18 for modern versions, 96 for 9.6 (so that ordering holds only
     /// among 10+; use [`PgVersion::major_name`] for display).
     pub fn major(self) -> u32 {
-        if self.0 >= 100000 { self.0 / 10000 } else { self.0 / 100 }
+        if self.0 >= 100000 {
+            self.0 / 10000
+        } else {
+            self.0 / 100
+        }
     }
 
     /// `"15"`, or `"9.6"` for pre-10 versions.
@@ -246,7 +265,11 @@ impl PgVersion {
 
     /// Minor release (the `18` in 15.18); 0 when only the major is known.
     pub fn minor(self) -> u32 {
-        if self.0 >= 100000 { self.0 % 10000 } else { self.0 % 100 }
+        if self.0 >= 100000 {
+            self.0 % 10000
+        } else {
+            self.0 % 100
+        }
     }
 
     pub fn is_supported(self) -> bool {
@@ -368,7 +391,11 @@ impl WalSegment {
     /// The segment with number `segno` (LSN / segment size) on timeline `tli`.
     pub fn from_segno(tli: TimelineId, segno: u64, size: WalSegSize) -> Self {
         let n = size.segments_per_xlogid();
-        WalSegment { tli, log: (segno / n) as u32, seg: (segno % n) as u32 }
+        WalSegment {
+            tli,
+            log: (segno / n) as u32,
+            seg: (segno % n) as u32,
+        }
     }
 
     /// The segment containing `lsn` (`XLByteToSeg`): use for start positions.
@@ -386,7 +413,10 @@ impl WalSegment {
     pub fn segno(self, size: WalSegSize) -> Result<u64, TypeError> {
         let n = size.segments_per_xlogid();
         if u64::from(self.seg) >= n {
-            return Err(TypeError::WalNameForSize { name: self.to_string(), size });
+            return Err(TypeError::WalNameForSize {
+                name: self.to_string(),
+                size,
+            });
         }
         Ok(u64::from(self.log) * n + u64::from(self.seg))
     }
@@ -461,7 +491,17 @@ mod tests {
         assert_eq!(Lsn(0x0200_0028).to_string(), "0/2000028");
         assert_eq!(Lsn(0x1A_3F00_0060).to_string(), "1A/3F000060");
         assert_eq!("1a/3f000060".parse::<Lsn>(), Ok(Lsn(0x1A_3F00_0060)));
-        for bad in ["", "/", "0/", "/0", "0/123456789", "g/0", "0 /1", "0/1/2", "+1/0"] {
+        for bad in [
+            "",
+            "/",
+            "0/",
+            "/0",
+            "0/123456789",
+            "g/0",
+            "0 /1",
+            "0/1/2",
+            "+1/0",
+        ] {
             assert!(bad.parse::<Lsn>().is_err(), "{bad:?} must not parse");
         }
     }
@@ -494,12 +534,19 @@ mod tests {
         let one: Vec<_> =
             WalSegment::range(Lsn(0x2000028), Lsn(0x2000100), TimelineId(1), seg16()).collect();
         assert_eq!(one.len(), 1);
-        assert_eq!(WalSegment::range(Lsn(10), Lsn(10), TimelineId(1), seg16()).count(), 0);
+        assert_eq!(
+            WalSegment::range(Lsn(10), Lsn(10), TimelineId(1), seg16()).count(),
+            0
+        );
     }
 
     #[test]
     fn wal_name_rejects_bad_forms_and_wrong_size() {
-        for bad in ["00000001000000000000000", "00000001000000000000000g", "0000000100000000000000a3"] {
+        for bad in [
+            "00000001000000000000000",
+            "00000001000000000000000g",
+            "0000000100000000000000a3",
+        ] {
             assert!(bad.parse::<WalSegment>().is_err());
         }
         // seg part 0x100 is impossible with 16 MiB segments (N = 256)
@@ -511,16 +558,30 @@ mod tests {
     #[test]
     fn versions_parse_from_every_source() {
         let v = PgVersion::from_server_version_num("150018\n").unwrap();
-        assert_eq!((v.major(), v.minor(), v.to_string()), (15, 18, "15.18".into()));
+        assert_eq!(
+            (v.major(), v.minor(), v.to_string()),
+            (15, 18, "15.18".into())
+        );
         let old = PgVersion::from_server_version_num("90624").unwrap();
-        assert_eq!((old.major_name(), old.to_string()), ("9.6".into(), "9.6.24".into()));
+        assert_eq!(
+            (old.major_name(), old.to_string()),
+            ("9.6".into(), "9.6.24".into())
+        );
         assert!(!old.is_supported());
-        assert_eq!(PgVersion::from_pg_version_file(b"18\n").unwrap().major(), 18);
-        assert_eq!(PgVersion::from_pg_version_file(b"9.6\n").unwrap().major_name(), "9.6");
+        assert_eq!(
+            PgVersion::from_pg_version_file(b"18\n").unwrap().major(),
+            18
+        );
+        assert_eq!(
+            PgVersion::from_pg_version_file(b"9.6\n")
+                .unwrap()
+                .major_name(),
+            "9.6"
+        );
         for bad in [&b""[..], b"\n", b"15\n\n", b"abc\n", b"9\n", b"\xff\n"] {
             assert!(PgVersion::from_pg_version_file(bad).is_err(), "{bad:?}");
         }
-        assert!(PgVersion::from_num(190000).unwrap().is_supported() == false);
+        assert!(!PgVersion::from_num(190000).unwrap().is_supported());
         assert!("10".parse::<PgVersion>().unwrap().is_supported());
         assert!(PgVersion::from_server_version_num("banana").is_err());
     }

@@ -1,0 +1,424 @@
+//! Snapshot mode: `start`, `stop`, `status`, `abort`, `snapshot`, and the hidden holder entry.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use pgsafe::hold::{
+    self, BackupId, BackupRecord, BackupState, HolderConfig, RunDir, SnapshotOptions, StopOptions,
+    WaitArchive,
+};
+
+use crate::conn::ConnArgs;
+use crate::exit;
+use crate::render::{epoch, field};
+
+#[derive(Args, Debug)]
+pub struct RunDirArg {
+    /// Private directory for holder sockets, records and logs (default: $XDG_RUNTIME_DIR/pgsafe,
+    /// else /tmp/pgsafe-$UID). Must be owned by you with mode 0700.
+    #[arg(long, value_name = "DIR", env = "PGSAFE_RUN_DIR")]
+    pub run_dir: Option<PathBuf>,
+}
+
+impl RunDirArg {
+    pub fn open(&self) -> anyhow::Result<RunDir> {
+        let path = self
+            .run_dir
+            .clone()
+            .unwrap_or_else(|| RunDir::default_path(&|k| std::env::var(k).ok()));
+        Ok(RunDir::open(path)?)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(flatten)]
+    pub run_dir: RunDirArg,
+    /// Backup ID: names this backup for stop/status/abort; several IDs may run at once.
+    #[arg(long, default_value = "default")]
+    pub id: BackupId,
+    /// Label stored in backup_label (one line, at most 1023 bytes). Default: "pgsafe <ID>".
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Request an immediate checkpoint (default: the caller is waiting).
+    #[arg(long, overrides_with = "spread")]
+    pub fast: bool,
+    /// Wait for a spread checkpoint instead (less I/O impact, start can take minutes).
+    #[arg(long)]
+    pub spread: bool,
+    /// Abort the backup if it is still held after this long (e.g. 90m, 24h, 2d).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub max_hold: Duration,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub run_dir: RunDirArg,
+    #[arg(long, default_value = "default")]
+    pub id: BackupId,
+    /// Write backup_label (and tablespace_map, when the backup has tablespaces) into DIR —
+    /// typically the root of the mounted snapshot or the backup's staging folder.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ArchiveArgs {
+    /// Wait until the WAL the backup needs is archived; fail if this server does not archive.
+    /// Default: wait when archiving is on (primary: archive_mode on/always; standby: always).
+    #[arg(long, conflicts_with = "no_wait_archive")]
+    pub wait_archive: bool,
+    /// Do not wait for WAL archiving (you then make sure the WAL reaches the backup).
+    #[arg(long)]
+    pub no_wait_archive: bool,
+    /// How long to wait for archiving before reporting the WAL file still missing.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub archive_timeout: Duration,
+}
+
+impl ArchiveArgs {
+    fn options(&self) -> StopOptions {
+        let wait_archive = if self.wait_archive {
+            WaitArchive::Yes
+        } else if self.no_wait_archive {
+            WaitArchive::No
+        } else {
+            WaitArchive::Auto
+        };
+        StopOptions {
+            wait_archive,
+            archive_timeout_secs: self.archive_timeout.as_secs(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct IdArgs {
+    #[command(flatten)]
+    pub run_dir: RunDirArg,
+    /// Backup ID (status: all backups when omitted).
+    #[arg(long)]
+    pub id: Option<BackupId>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Command that takes the snapshot or copy (run with sh -c). It sees PGSAFE_START_LSN,
+    /// PGSAFE_START_WAL, PGSAFE_START_TIMELINE, PGSAFE_BACKUP_ID, PGSAFE_LABEL and
+    /// PGSAFE_OUTPUT_DIR. If it fails, the backup is aborted and nothing is written.
+    #[arg(long, value_name = "CMD")]
+    pub exec: String,
+    /// Where to write backup_label / tablespace_map after the command succeeded.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    #[arg(long, default_value = "snapshot")]
+    pub id: BackupId,
+    #[arg(long)]
+    pub label: Option<String>,
+    #[arg(long, overrides_with = "spread")]
+    pub fast: bool,
+    #[arg(long)]
+    pub spread: bool,
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `"2s"`, `"90m"`, `"24h"`, `"2d"`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 90m, 24h"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use s, m, h or d")),
+    };
+    n.checked_mul(mult)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+pub fn start(args: StartArgs) -> anyhow::Result<u8> {
+    let conn = args.conn.resolve()?;
+    let run_dir = args.run_dir.open()?;
+    let label = args.label.unwrap_or_else(|| format!("pgsafe {}", args.id));
+    pgsafe::session::check_label(&label)?;
+    let config = HolderConfig {
+        id: args.id.clone(),
+        conn,
+        label,
+        fast: !args.spread,
+        max_hold_secs: args.max_hold.as_secs().max(1),
+    };
+    let exe = std::env::current_exe().context("find the pgsafe executable to start the holder")?;
+    let run_dir_arg = run_dir.path().to_string_lossy().into_owned();
+    let rec = hold::spawn_holder(
+        &run_dir,
+        &exe,
+        &["__holder", "--run-dir", &run_dir_arg],
+        &config,
+    )?;
+    if args.json {
+        crate::render::json(&rec)?;
+    } else {
+        println!("backup {} in progress", rec.id);
+        print_start(&rec);
+        field(
+            "holder",
+            format!(
+                "pid {} (log {})",
+                rec.holder_pid,
+                run_dir.log(&rec.id).display()
+            ),
+        );
+        println!(
+            "Take the snapshot or copy now, then run: pgsafe stop --id {}{}",
+            rec.id,
+            if run_dir.path() == RunDir::default_path(&|k| std::env::var(k).ok()) {
+                String::new()
+            } else {
+                format!(" --run-dir {}", run_dir.path().display())
+            }
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn print_start(rec: &BackupRecord) {
+    if let (Some(lsn), Some(wal), Some(tli)) = (rec.start_lsn, rec.start_wal, rec.start_tli) {
+        field("start LSN", lsn);
+        field("start WAL file", format!("{wal} (timeline {tli})"));
+    }
+    field("label", &rec.label);
+    field(
+        "server",
+        format!(
+            "{} ({}{})",
+            rec.server,
+            rec.server_version.as_deref().unwrap_or("?"),
+            if rec.from_standby { ", standby" } else { "" }
+        ),
+    );
+}
+
+pub fn stop(args: StopArgs) -> anyhow::Result<u8> {
+    let run_dir = args.run_dir.open()?;
+    let rec = hold::stop(&run_dir, &args.id, args.archive.options())?;
+    let written = match (&rec.result, &args.output_dir) {
+        (Some(res), Some(dir)) if rec.state == BackupState::Complete => hold::write_label_files(
+            dir,
+            res.backup_label.as_bytes(),
+            res.tablespace_map.as_bytes(),
+        )?,
+        _ => vec![],
+    };
+    report_final(&rec, &written, args.json)
+}
+
+/// Prints a stopped (or failed) backup; exit code 0 only if it is usable.
+fn report_final(rec: &BackupRecord, written: &[PathBuf], json: bool) -> anyhow::Result<u8> {
+    if json {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            record: &'a BackupRecord,
+            usable: bool,
+            written: &'a [PathBuf],
+        }
+        crate::render::json(&Out {
+            record: rec,
+            usable: rec.is_usable(),
+            written,
+        })?;
+    } else if let Some(res) = rec
+        .result
+        .as_ref()
+        .filter(|_| rec.state == BackupState::Complete)
+    {
+        println!("backup {} complete", rec.id);
+        print_start(rec);
+        field("stop LSN", res.stop_lsn);
+        field(
+            "stop WAL file",
+            format!("{} (timeline {})", res.stop_wal, res.stop_tli),
+        );
+        field("WAL archiving", &res.archive.detail);
+        field("stopped at", epoch(res.stopped_at));
+        for p in written {
+            field("wrote", p.display());
+        }
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "--- backup_label ---")?;
+        out.write_all(res.backup_label.as_bytes())?;
+        if !res.tablespace_map.is_empty() {
+            writeln!(out, "--- tablespace_map ---")?;
+            out.write_all(res.tablespace_map.as_bytes())?;
+        }
+        writeln!(out, "--- end ---")?;
+    }
+    if rec.is_usable() {
+        return Ok(exit::OK);
+    }
+    let why = match (&rec.failure, &rec.result) {
+        (Some(f), _) => f.clone(),
+        (None, Some(res)) => res.archive.detail.clone(),
+        (None, None) => format!("the backup is {}", rec.state),
+    };
+    eprintln!("pgsafe: error: backup {} is NOT usable: {why}", rec.id);
+    Ok(exit::ERROR)
+}
+
+pub fn status(args: IdArgs) -> anyhow::Result<u8> {
+    let run_dir = args.run_dir.open()?;
+    let ids = match args.id {
+        Some(id) => vec![id],
+        None => run_dir.ids()?,
+    };
+    let recs = ids
+        .iter()
+        .map(|id| hold::status(&run_dir, id))
+        .collect::<Result<Vec<_>, _>>()?;
+    if args.json {
+        crate::render::json(&recs)?;
+        return Ok(exit::OK);
+    }
+    if recs.is_empty() {
+        println!("no backups known in {}", run_dir.path().display());
+    }
+    let now = hold_now();
+    println!(
+        "{:<16} {:<12} {:<14} {:>8}  {:<8} server",
+        "ID", "STATE", "START LSN", "AGE", "HOLDER"
+    );
+    for r in &recs {
+        let age = Duration::from_secs(now.saturating_sub(r.started_at).max(0) as u64);
+        println!(
+            "{:<16} {:<12} {:<14} {:>8}  {:<8} {}",
+            r.id,
+            r.state.to_string(),
+            r.start_lsn
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "-".into()),
+            fmt_age(age),
+            if r.state.is_final() {
+                "-".into()
+            } else {
+                r.holder_pid.to_string()
+            },
+            r.server
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn hold_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn fmt_age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+pub fn abort(args: IdArgs) -> anyhow::Result<u8> {
+    let run_dir = args.run_dir.open()?;
+    let id = args
+        .id
+        .unwrap_or_else(|| BackupId::try_from("default".to_owned()).expect("valid ID"));
+    let rec = hold::abort(&run_dir, &id)?;
+    if args.json {
+        crate::render::json(&rec)?;
+    } else {
+        println!("backup {}: {}", rec.id, rec.state);
+        if let Some(f) = &rec.failure {
+            println!("{f}");
+        }
+    }
+    Ok(exit::OK)
+}
+
+pub fn snapshot(args: SnapshotArgs) -> anyhow::Result<u8> {
+    let conn = args.conn.resolve()?;
+    let label = args.label.unwrap_or_else(|| format!("pgsafe {}", args.id));
+    let opts = SnapshotOptions {
+        id: args.id,
+        conn,
+        label,
+        fast: !args.spread,
+        command: args.exec,
+        output_dir: args.output_dir,
+        stop: args.archive.options(),
+    };
+    let report = hold::snapshot(&opts)?;
+    if !report.command_succeeded {
+        if args.json {
+            crate::render::json(&report)?;
+        }
+        eprintln!(
+            "pgsafe: error: backup {} aborted: {}",
+            report.record.id,
+            report
+                .record
+                .failure
+                .as_deref()
+                .unwrap_or("the command failed")
+        );
+        return Ok(exit::EXEC_FAILED);
+    }
+    report_final(&report.record, &report.written, args.json)
+}
+
+/// The hidden holder entry: stdin carries the configuration, stdout is the readiness pipe.
+pub fn holder(run_dir: PathBuf) -> anyhow::Result<u8> {
+    let run_dir = RunDir::open(run_dir)?;
+    let mut stdin = std::io::stdin().lock();
+    let mut stdout = std::io::stdout().lock();
+    hold::run_holder(&run_dir, &mut stdin, &mut stdout)?;
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

@@ -1,0 +1,579 @@
+//! Snapshot mode: a detached *holder* process keeps the backup session open between
+//! `pgsafe start` and `pgsafe stop`, so pre-/post-backup hooks that return at once can still use
+//! the non-exclusive backup API.
+//!
+//! One holder per backup ID. Everything about a backup lives in the private run directory:
+//!
+//! | file | written by | meaning |
+//! |---|---|---|
+//! | `<id>.lock` | holder | `flock`ed for the holder's whole life: the only liveness test trusted |
+//! | `<id>.sock` | holder | control socket (0600, peer uid checked), JSON lines, versioned |
+//! | `<id>.json` | holder, or `stop` for a dead holder | the [`BackupRecord`]; final once `state` is final |
+//! | `<id>.log`  | holder | the holder's log (its stderr) |
+//!
+//! A record whose state is final (complete, failed, aborted) is written durably before the
+//! holder answers, so a repeated `stop` returns the same result even after the holder exited.
+
+mod holder;
+mod oneshot;
+mod protocol;
+
+pub use holder::{HolderConfig, run_holder};
+pub use oneshot::{SnapshotOptions, SnapshotReport, snapshot, write_label_files};
+pub use protocol::{Request, Response, StopOptions, WaitArchive};
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{self, FsError, IoContext};
+pub use crate::session::ArchiveStatus;
+use crate::types::{Lsn, TimelineId, WalSegment};
+
+/// Longest socket path the kernel accepts (`sun_path` is 108 bytes including the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HoldError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(
+        "invalid backup ID {0:?}: use 1–64 letters, digits, '.', '_' or '-' (not starting with '.')"
+    )]
+    BadId(String),
+    #[error(
+        "a backup with ID {id:?} is already in progress (holder pid {pid}); stop or abort it first, or use another --id"
+    )]
+    AlreadyRunning { id: String, pid: String },
+    #[error("no backup with ID {id:?} in {run_dir}{known}")]
+    UnknownId {
+        id: String,
+        run_dir: PathBuf,
+        known: String,
+    },
+    #[error("socket path {0} is longer than {MAX_SOCKET_PATH} bytes: use a shorter --run-dir")]
+    SocketPathTooLong(PathBuf),
+    #[error("start the holder process {exe}: {source}")]
+    Spawn { exe: PathBuf, source: io::Error },
+    #[error("the backup could not start: {0}")]
+    StartFailed(String),
+    #[error("talk to the holder of backup {id:?} over {socket}: {source}")]
+    Channel {
+        id: String,
+        socket: PathBuf,
+        source: io::Error,
+    },
+    #[error("the holder of backup {id:?} answered something pgsafe does not understand: {detail}")]
+    Protocol { id: String, detail: String },
+    #[error("the holder refused: {0}")]
+    Refused(String),
+    #[error("read backup record {path}: {detail}")]
+    BadRecord { path: PathBuf, detail: String },
+}
+
+/// A backup ID: names the holder, its socket and its files.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BackupId(String);
+
+impl BackupId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for BackupId {
+    type Err = HoldError;
+    fn from_str(s: &str) -> Result<Self, HoldError> {
+        let ok = (1..=64).contains(&s.len())
+            && !s.starts_with('.')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(BackupId(s.to_owned()))
+        } else {
+            Err(HoldError::BadId(s.to_owned()))
+        }
+    }
+}
+
+impl TryFrom<String> for BackupId {
+    type Error = HoldError;
+    fn try_from(s: String) -> Result<Self, HoldError> {
+        s.parse()
+    }
+}
+
+impl From<BackupId> for String {
+    fn from(id: BackupId) -> String {
+        id.0
+    }
+}
+
+impl std::fmt::Display for BackupId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Life cycle of a held backup. `Complete`, `Failed` and `Aborted` are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupState {
+    Starting,
+    InProgress,
+    Stopping,
+    Complete,
+    Failed,
+    Aborted,
+}
+
+impl BackupState {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            BackupState::Complete | BackupState::Failed | BackupState::Aborted
+        )
+    }
+}
+
+impl std::fmt::Display for BackupState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackupState::Starting => "starting",
+            BackupState::InProgress => "in progress",
+            BackupState::Stopping => "stopping",
+            BackupState::Complete => "complete",
+            BackupState::Failed => "failed",
+            BackupState::Aborted => "aborted",
+        })
+    }
+}
+
+/// Everything known about one held backup; what `status` and `stop` print.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupRecord {
+    pub id: BackupId,
+    pub state: BackupState,
+    pub holder_pid: u32,
+    /// Connection target without password.
+    pub server: String,
+    pub server_version: Option<String>,
+    pub from_standby: bool,
+    pub label: String,
+    pub fast: bool,
+    pub start_lsn: Option<Lsn>,
+    pub start_tli: Option<TimelineId>,
+    pub start_wal: Option<WalSegment>,
+    /// Unix seconds.
+    pub started_at: i64,
+    pub start_duration_ms: Option<u64>,
+    pub max_hold_secs: u64,
+    pub result: Option<StopResult>,
+    /// Why the backup is not usable (failed or aborted).
+    pub failure: Option<String>,
+}
+
+/// What the server returned at stop, and whether the WAL it needs has been archived.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StopResult {
+    /// `backup_label` exactly as returned by the server.
+    pub backup_label: String,
+    /// `tablespace_map` exactly as returned; empty when there are no tablespaces.
+    pub tablespace_map: String,
+    pub stop_lsn: Lsn,
+    pub stop_tli: TimelineId,
+    /// The last WAL segment the backup needs.
+    pub stop_wal: WalSegment,
+    pub stopped_at: i64,
+    pub stop_duration_ms: u64,
+    pub archive: ArchiveStatus,
+}
+
+impl BackupRecord {
+    /// Usable: complete, and the WAL is archived when that was asked for.
+    pub fn is_usable(&self) -> bool {
+        self.state == BackupState::Complete
+            && self.result.as_ref().is_some_and(|r| r.archive.complete)
+    }
+}
+
+/// The private directory holding holders' sockets and records.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// `$XDG_RUNTIME_DIR/pgsafe` when set, else `/tmp/pgsafe-<uid>`.
+    pub fn default_path(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+        match env("XDG_RUNTIME_DIR").filter(|v| v.starts_with('/')) {
+            Some(x) => Path::new(&x).join("pgsafe"),
+            None => PathBuf::from(format!("/tmp/pgsafe-{}", nix::unistd::geteuid().as_raw())),
+        }
+    }
+
+    /// Opens (creating with mode 0700 if needed) and checks that it is private.
+    pub fn open(path: impl Into<PathBuf>) -> Result<RunDir, HoldError> {
+        let path = path.into();
+        fsutil::ensure_private_dir(&path)?;
+        Ok(RunDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn socket(&self, id: &BackupId) -> PathBuf {
+        self.path.join(format!("{id}.sock"))
+    }
+    pub fn record_path(&self, id: &BackupId) -> PathBuf {
+        self.path.join(format!("{id}.json"))
+    }
+    pub fn log(&self, id: &BackupId) -> PathBuf {
+        self.path.join(format!("{id}.log"))
+    }
+    fn lock_path(&self, id: &BackupId) -> PathBuf {
+        self.path.join(format!("{id}.lock"))
+    }
+
+    /// Takes the holder lock of `id` without waiting; `None` if a live holder has it.
+    pub fn try_lock(&self, id: &BackupId) -> Result<Option<Flock<File>>, HoldError> {
+        let p = self.lock_path(id);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .ctx("open lock file", &p)?;
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(lock)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(FsError::new("lock", p, io::Error::from(e)).into()),
+        }
+    }
+
+    /// True if a live holder owns `id`.
+    pub fn is_live(&self, id: &BackupId) -> Result<bool, HoldError> {
+        Ok(self.try_lock(id)?.is_none())
+    }
+
+    pub fn read_record(&self, id: &BackupId) -> Result<Option<BackupRecord>, HoldError> {
+        let p = self.record_path(id);
+        match fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| HoldError::BadRecord {
+                    path: p,
+                    detail: e.to_string(),
+                }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(FsError::new("read", p, e).into()),
+        }
+    }
+
+    pub fn write_record(&self, rec: &BackupRecord) -> Result<(), HoldError> {
+        let bytes = serde_json::to_vec_pretty(rec).map_err(|e| HoldError::BadRecord {
+            path: self.record_path(&rec.id),
+            detail: e.to_string(),
+        })?;
+        fsutil::write_durable(&self.record_path(&rec.id), &bytes, 0o600)?;
+        Ok(())
+    }
+
+    /// IDs that have a record, sorted.
+    pub fn ids(&self) -> Result<Vec<BackupId>, HoldError> {
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&self.path).ctx("list", &self.path)? {
+            let entry = entry.ctx("list", &self.path)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".json").and_then(|s| s.parse().ok()) {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn check_socket_len(&self, id: &BackupId) -> Result<(), HoldError> {
+        let s = self.socket(id);
+        if s.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(HoldError::SocketPathTooLong(s));
+        }
+        Ok(())
+    }
+}
+
+/// Starts a holder: re-executes `exe` with `args` (which must lead to [`run_holder`]), detached
+/// (its stdin is a pipe carrying `config` — so the password never appears in its arguments or
+/// environment —, its stdout a pipe used once to report readiness, its stderr the log file), and
+/// waits until it reports that the server confirmed backup mode, or why it could not.
+pub fn spawn_holder(
+    run_dir: &RunDir,
+    exe: &Path,
+    args: &[&str],
+    config: &HolderConfig,
+) -> Result<BackupRecord, HoldError> {
+    let id = &config.id;
+    run_dir.check_socket_len(id)?;
+    if run_dir.is_live(id)? {
+        let pid = run_dir
+            .read_record(id)
+            .ok()
+            .flatten()
+            .map_or_else(|| "unknown".into(), |r| r.holder_pid.to_string());
+        return Err(HoldError::AlreadyRunning {
+            id: id.to_string(),
+            pid,
+        });
+    }
+    let log_path = run_dir.log(id);
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .ctx("open holder log", &log_path)?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .env_remove("PGPASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .current_dir("/")
+        .spawn()
+        .map_err(|source| HoldError::Spawn {
+            exe: exe.to_path_buf(),
+            source,
+        })?;
+    let payload = serde_json::to_vec(config).map_err(|e| HoldError::Protocol {
+        id: id.to_string(),
+        detail: e.to_string(),
+    })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // An error here means the child died at once; its report (or EOF) below says why.
+        let _ = stdin.write_all(&payload);
+    }
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    let report: Result<protocol::Ready, _> = serde_json::from_str(line.trim());
+    match report {
+        Ok(protocol::Ready {
+            record: Some(rec), ..
+        }) => Ok(rec),
+        Ok(protocol::Ready { error: Some(e), .. }) => {
+            let _ = child.wait();
+            Err(HoldError::StartFailed(e))
+        }
+        _ => {
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            let tail = log_tail(&log_path, 10);
+            Err(HoldError::StartFailed(format!(
+                "the holder process exited ({status}) before confirming backup mode; \
+                 its log {} ends with:\n{tail}",
+                log_path.display()
+            )))
+        }
+    }
+}
+
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Sends one request to the holder of `id` and returns its answer.
+pub fn request(
+    run_dir: &RunDir,
+    id: &BackupId,
+    req: &Request,
+    timeout: Option<Duration>,
+) -> Result<Response, HoldError> {
+    let socket = run_dir.socket(id);
+    let chan = |source| HoldError::Channel {
+        id: id.to_string(),
+        socket: socket.clone(),
+        source,
+    };
+    let mut stream = UnixStream::connect(&socket).map_err(chan)?;
+    stream.set_read_timeout(timeout).map_err(chan)?;
+    let mut line =
+        serde_json::to_string(&protocol::RequestLine(req)).map_err(|e| HoldError::Protocol {
+            id: id.to_string(),
+            detail: e.to_string(),
+        })?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(chan)?;
+    let mut answer = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut answer)
+        .map_err(chan)?;
+    serde_json::from_str(answer.trim()).map_err(|e| HoldError::Protocol {
+        id: id.to_string(),
+        detail: format!("{e} in {answer:?}"),
+    })
+}
+
+/// The current record of `id`: from its live holder if there is one, else from its record file
+/// (a record that is not final but whose holder is gone is turned into a failure and saved).
+pub fn status(run_dir: &RunDir, id: &BackupId) -> Result<BackupRecord, HoldError> {
+    if run_dir.is_live(id)? {
+        if let Ok(Response {
+            record: Some(r), ..
+        }) = request(run_dir, id, &Request::Status, Some(Duration::from_secs(10)))
+        {
+            return Ok(r);
+        }
+        // The holder is alive but busy (e.g. still starting): its record file is current.
+        if let Some(r) = run_dir.read_record(id)? {
+            return Ok(r);
+        }
+    }
+    settle_dead(run_dir, id)
+}
+
+/// Stops the backup `id` (idempotent: a final record is returned again as it is).
+pub fn stop(run_dir: &RunDir, id: &BackupId, opts: StopOptions) -> Result<BackupRecord, HoldError> {
+    if run_dir.is_live(id)? {
+        match request(run_dir, id, &Request::Stop(opts), None) {
+            Ok(Response {
+                record: Some(r), ..
+            }) => return Ok(r),
+            Ok(Response { error: Some(e), .. }) => return Err(HoldError::Refused(e)),
+            Ok(_) => {
+                return Err(HoldError::Protocol {
+                    id: id.to_string(),
+                    detail: "empty answer".into(),
+                });
+            }
+            // The holder died while we talked to it: fall through to its record.
+            Err(HoldError::Channel { .. }) if !run_dir.is_live(id)? => {}
+            Err(e) => return Err(e),
+        }
+    }
+    settle_dead(run_dir, id)
+}
+
+/// Aborts the backup `id`: the holder closes its session and the server discards the backup.
+pub fn abort(run_dir: &RunDir, id: &BackupId) -> Result<BackupRecord, HoldError> {
+    if run_dir.is_live(id)? {
+        match request(run_dir, id, &Request::Abort, Some(Duration::from_secs(60))) {
+            Ok(Response {
+                record: Some(r), ..
+            }) => return Ok(r),
+            Ok(Response { error: Some(e), .. }) => return Err(HoldError::Refused(e)),
+            Ok(_) | Err(HoldError::Channel { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    settle_dead(run_dir, id)
+}
+
+/// No live holder: the record file is the truth. A non-final record means the holder died
+/// without finishing: the server aborted the backup when the session ended.
+fn settle_dead(run_dir: &RunDir, id: &BackupId) -> Result<BackupRecord, HoldError> {
+    let Some(mut rec) = run_dir.read_record(id)? else {
+        let ids = run_dir.ids()?;
+        let known = if ids.is_empty() {
+            " (no backups are known there; was `pgsafe start` run with another --run-dir?)".into()
+        } else {
+            let names: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+            format!(" (known IDs: {})", names.join(", "))
+        };
+        return Err(HoldError::UnknownId {
+            id: id.to_string(),
+            run_dir: run_dir.path().to_path_buf(),
+            known,
+        });
+    };
+    if !rec.state.is_final() {
+        rec.failure = Some(format!(
+            "the holder process (pid {}) ended while the backup was {}: its database session is \
+             gone, so the server aborted the backup. The copy taken since `pgsafe start` is NOT \
+             usable; start a new backup. The holder's log is {}",
+            rec.holder_pid,
+            rec.state,
+            run_dir.log(id).display()
+        ));
+        rec.state = BackupState::Failed;
+        run_dir.write_record(&rec)?;
+    }
+    Ok(rec)
+}
+
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_validated() {
+        for ok in ["default", "nightly-2026.11.21", "a_b", "X"] {
+            assert!(ok.parse::<BackupId>().is_ok(), "{ok}");
+        }
+        for bad in ["", ".hidden", "a/b", "a b", "x".repeat(65).as_str(), "é"] {
+            assert!(bad.parse::<BackupId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_id_lists_known_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::open(dir.path().join("run")).unwrap();
+        let err = stop(&run, &"nope".parse().unwrap(), StopOptions::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("no backup with ID \"nope\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_dead_holder_is_settled_as_failed_and_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::open(dir.path().join("run")).unwrap();
+        let id: BackupId = "b1".parse().unwrap();
+        let rec = BackupRecord {
+            id: id.clone(),
+            state: BackupState::InProgress,
+            holder_pid: 999_999,
+            server: "host=/tmp".into(),
+            server_version: None,
+            from_standby: false,
+            label: "x".into(),
+            fast: true,
+            start_lsn: None,
+            start_tli: None,
+            start_wal: None,
+            started_at: 0,
+            start_duration_ms: None,
+            max_hold_secs: 60,
+            result: None,
+            failure: None,
+        };
+        run.write_record(&rec).unwrap();
+        let got = stop(&run, &id, StopOptions::default()).unwrap();
+        assert_eq!(got.state, BackupState::Failed);
+        assert!(got.failure.as_deref().unwrap_or("").contains("NOT usable"));
+        assert_eq!(
+            run.read_record(&id).unwrap().unwrap().state,
+            BackupState::Failed
+        );
+        assert!(!got.is_usable());
+    }
+}

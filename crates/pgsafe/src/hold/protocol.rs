@@ -1,0 +1,120 @@
+//! The holder's control protocol: one JSON object per line, each request answered by one
+//! response line. `v` is the protocol version; a holder refuses versions it does not speak.
+
+use serde::{Deserialize, Serialize};
+
+use super::BackupRecord;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A request to a holder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Stop(StopOptions),
+    Abort,
+}
+
+/// The wire form of a request: `{"v":1,"op":"stop","wait_archive":"auto",...}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Envelope {
+    pub v: u32,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+impl Serialize for RequestLine<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Envelope {
+            v: PROTOCOL_VERSION,
+            request: self.0.clone(),
+        }
+        .serialize(s)
+    }
+}
+
+/// Serializes a [`Request`] with the protocol version.
+pub(crate) struct RequestLine<'a>(pub &'a Request);
+
+/// Whether `stop` waits until the WAL the backup needs is archived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitArchive {
+    /// Wait when archiving applies to this server (primary with archive_mode on/always,
+    /// standby with archive_mode=always).
+    #[default]
+    Auto,
+    /// Wait; refuse when archiving does not apply (and leave the backup running).
+    Yes,
+    /// Do not wait.
+    No,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct StopOptions {
+    pub wait_archive: WaitArchive,
+    pub archive_timeout_secs: u64,
+}
+
+impl Default for StopOptions {
+    fn default() -> Self {
+        StopOptions {
+            wait_archive: WaitArchive::Auto,
+            archive_timeout_secs: 300,
+        }
+    }
+}
+
+/// A holder's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub v: u32,
+    pub record: Option<BackupRecord>,
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn record(r: BackupRecord) -> Response {
+        Response {
+            v: PROTOCOL_VERSION,
+            record: Some(r),
+            error: None,
+        }
+    }
+    pub fn error(e: impl Into<String>) -> Response {
+        Response {
+            v: PROTOCOL_VERSION,
+            record: None,
+            error: Some(e.into()),
+        }
+    }
+}
+
+/// The one line a starting holder writes to its parent: the record once the server confirmed
+/// backup mode, or the reason it could not start.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Ready {
+    pub record: Option<BackupRecord>,
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_carry_the_version() {
+        let r = Request::Stop(StopOptions::default());
+        let s = serde_json::to_string(&RequestLine(&r)).unwrap();
+        assert!(
+            s.contains("\"v\":1") && s.contains("\"op\":\"stop\""),
+            "{s}"
+        );
+        let e: Envelope = serde_json::from_str(&s).unwrap();
+        assert!(matches!(e.request, Request::Stop(o) if o.archive_timeout_secs == 300));
+        let e: Envelope = serde_json::from_str(r#"{"v":1,"op":"status"}"#).unwrap();
+        assert!(matches!(e.request, Request::Status));
+        assert!(serde_json::from_str::<Envelope>(r#"{"v":1,"op":"drop_table"}"#).is_err());
+    }
+}
