@@ -6,12 +6,18 @@
 //! `control::read_control_file`, is a small IO wrapper kept beside its format).
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod checksum;
 pub mod conninfo;
 pub mod control;
+pub mod copy;
 pub mod datadir;
+pub mod doctor;
 pub mod fsutil;
 pub mod hold;
 pub mod label;
+pub mod manifest;
+pub mod plan;
+pub mod progress;
 pub mod session;
 pub mod types;
 pub mod wal;
