@@ -157,7 +157,7 @@ pub fn run_holder(
     );
 
     let shared = Arc::new(Mutex::new(rec));
-    let (tx, rx) = mpsc::channel::<(Request, mpsc::Sender<Response>)>();
+    let (tx, rx) = mpsc::channel::<Command>();
     {
         let shared = Arc::clone(&shared);
         std::thread::spawn(move || accept_loop(listener, shared, tx));
@@ -182,24 +182,30 @@ fn start(config: &HolderConfig) -> Result<BackupStarted, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A request for the main loop, the channel for its answer, and a channel that the connection
+/// thread closes once the answer is written (so the holder never exits with an answer unsent).
+type Command = (Request, mpsc::Sender<Response>, mpsc::Receiver<()>);
+
 /// Accepts control connections; each is served on its own short thread. `status` is answered
 /// from the shared record; `stop`/`abort` go to the main loop, which owns the session.
 fn accept_loop(
     listener: UnixListener,
     shared: Arc<Mutex<BackupRecord>>,
-    tx: mpsc::Sender<(Request, mpsc::Sender<Response>)>,
+    tx: mpsc::Sender<Command>,
 ) {
     for stream in listener.incoming().flatten() {
         let shared = Arc::clone(&shared);
         let tx = tx.clone();
         std::thread::spawn(move || {
+            let (written_tx, written_rx) = mpsc::channel::<()>();
             let answer = match peer_allowed(&stream) {
                 Err(why) => Response::error(why),
-                Ok(()) => handle(&stream, &shared, &tx),
+                Ok(()) => handle(&stream, &shared, &tx, written_rx),
             };
             if let Ok(line) = serde_json::to_string(&answer) {
                 let _ = (&stream).write_all(format!("{line}\n").as_bytes());
             }
+            drop(written_tx);
         });
     }
 }
@@ -226,7 +232,8 @@ fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
 fn handle(
     stream: &UnixStream,
     shared: &Mutex<BackupRecord>,
-    tx: &mpsc::Sender<(Request, mpsc::Sender<Response>)>,
+    tx: &mpsc::Sender<Command>,
+    written: mpsc::Receiver<()>,
 ) -> Response {
     let mut line = String::new();
     if let Err(e) = BufReader::new(stream).read_line(&mut line) {
@@ -252,7 +259,7 @@ fn handle(
         ),
         req => {
             let (reply_tx, reply_rx) = mpsc::channel();
-            if tx.send((req, reply_tx)).is_err() {
+            if tx.send((req, reply_tx, written)).is_err() {
                 return Response::error("the holder is shutting down");
             }
             reply_rx
@@ -305,10 +312,7 @@ impl Holder<'_> {
         })
     }
 
-    fn serve(
-        mut self,
-        rx: &mpsc::Receiver<(Request, mpsc::Sender<Response>)>,
-    ) -> Result<(), HoldError> {
+    fn serve(mut self, rx: &mpsc::Receiver<Command>) -> Result<(), HoldError> {
         let max_hold = Duration::from_secs(self.record().max_hold_secs);
         let began = Instant::now();
         let mut last_ping = Instant::now();
@@ -324,12 +328,16 @@ impl Holder<'_> {
                 _ => {}
             }
             match rx.recv_timeout(Duration::from_millis(500)) {
-                Ok((req, reply)) => {
+                Ok((req, reply, written)) => {
                     let answer = match self.on_request(req) {
                         Ok(r) => Response::record(r),
                         Err(e) => Response::error(e),
                     };
-                    let _ = reply.send(answer);
+                    // Wait until the connection thread has written the answer (it closes its end
+                    // of `written` then) before possibly exiting.
+                    if reply.send(answer).is_ok() {
+                        let _ = written.recv_timeout(Duration::from_secs(10));
+                    }
                 }
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
                 Err(RecvTimeoutError::Timeout) => {}

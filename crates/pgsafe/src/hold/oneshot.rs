@@ -113,19 +113,6 @@ pub fn snapshot(opts: &SnapshotOptions) -> Result<SnapshotReport, HoldError> {
             }
         )));
     }
-    if let Some(dir) = &opts.output_dir {
-        if !dir.is_dir() {
-            return Err(FsError::new(
-                "use output directory",
-                dir,
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "it does not exist or is not a directory",
-                ),
-            )
-            .into());
-        }
-    }
     let started = session
         .start_backup(&opts.label, opts.fast)
         .map_err(|e| start_err(e.to_string()))?;
@@ -187,8 +174,25 @@ pub fn snapshot(opts: &SnapshotOptions) -> Result<SnapshotReport, HoldError> {
             "the server could not stop the backup: {e}; the copy is NOT usable"
         ))
     })?;
+    // The output directory may be created by the command (a mounted snapshot), so it is only
+    // used now. If writing fails the label must not be lost: it goes into the error.
     let written = match &opts.output_dir {
-        Some(dir) => write_label_files(dir, stopped.label.as_bytes(), &stopped.tablespace_map)?,
+        Some(dir) => write_label_files(dir, stopped.label.as_bytes(), &stopped.tablespace_map)
+            .map_err(|e| {
+                let map = if stopped.tablespace_map.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "tablespace_map:\n{}",
+                        String::from_utf8_lossy(&stopped.tablespace_map)
+                    )
+                };
+                HoldError::Refused(format!(
+                    "the backup completed, but its label files could not be written ({e}); write \
+                     them yourself, byte for byte, into the backup's root. backup_label:\n{}{map}",
+                    String::from_utf8_lossy(stopped.label.as_bytes()),
+                ))
+            })?,
         None => vec![],
     };
     let mut result = StopResult {
