@@ -308,6 +308,7 @@ pub fn status(args: IdArgs) -> anyhow::Result<u8> {
     }
     if recs.is_empty() {
         println!("no backups known in {}", run_dir.path().display());
+        return Ok(exit::OK);
     }
     let now = hold_now();
     println!(
