@@ -1,1 +1,796 @@
-//! (being written)
+//! Executes a [`BackupPlan`] into a target directory with parallel workers.
+//!
+//! * **Scheduling.** The plan's files (largest first) become a fixed work list that scoped worker
+//!   threads take items from through one atomic index: no producer thread, no channel, no queue
+//!   memory beyond the list itself. Each worker reuses one read buffer
+//!   ([`CopyOptions::buffer_size`], 1 MiB).
+//! * **Ranges.** In the uncompressed layout with CRC-32C (or no checksum), a file larger than
+//!   [`CopyOptions::split_size`] (64 MiB) is split into ranges of that size that different
+//!   workers copy at once: each range opens the source itself (its own read-ahead), reads with
+//!   positioned reads and writes with `write_at` into the destination, preallocated with
+//!   `fallocate` to the planned size. Each range computes the CRC-32C of its bytes; the file's
+//!   checksum is the ranges' CRCs combined in file order (`crc32c_combine`), so no byte is read
+//!   twice. SHA-256 cannot be combined and is computed in one pass, so with `--checksum sha256`
+//!   files are not split. Compressed files are not split either: one worker compresses a file
+//!   as one frame, keeping memory bounded (a range compressed ahead of its predecessor would have
+//!   to be held in memory or in a temporary file). PostgreSQL splits relations into 1 GiB
+//!   segments and the largest files are scheduled first, so a large database still keeps every
+//!   worker busy; only the tail of the copy can wait for one last large file.
+//! * **Files that change.** A file whose open fails with ENOENT vanished (a DROP TABLE during the
+//!   backup is normal): it is left out and listed in [`CopyReport::vanished`]. Every file is read
+//!   up to its planned size at most: one that grew is stored with its planned size (the WAL
+//!   replayed at recovery brings the rest). One that shrank is stored as it was read, and the
+//!   stored size is what is recorded — pgsafe does not zero-pad to the planned size as
+//!   pg_basebackup (whose tar header fixes the size beforehand) does; a shorter file is what a
+//!   file-system copy of a live cluster gives, recovery handles it the same way, and the recorded
+//!   size, checksum and stored bytes always agree. For a split file the stored content ends at
+//!   the first range that came back short (later ranges, read after the file grew again, are
+//!   cut off by truncating the destination). Files that shrank are listed in
+//!   [`CopyReport::resized`].
+//! * **Failure.** The first error (with the operation and the path) stops every worker before
+//!   its next buffer and is returned; a cancel flag set by the caller (Ctrl-C) does the same and
+//!   gives [`CopyError::Cancelled`]. Files already written are left in the target (it is
+//!   incomplete without the completion marker written by the caller).
+//! * **Durability.** With [`CopyOptions::sync`] (the default) each file is fsynced by the worker
+//!   that completed it, and every directory is fsynced at the end, so everything the report lists
+//!   is on disk when [`copy_plan`] returns.
+//! * **pg_control** is copied last, after all workers have finished, from a read whose CRC
+//!   checks (a torn read of the live file is retried).
+//! * **Throttling.** `max_rate` limits reads across all workers (a shared token bucket).
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::checksum::{ChecksumAlgorithm, Checksummer};
+use crate::control::{ControlError, ControlFile, READ_ATTEMPTS, READ_RETRY_DELAY};
+use crate::fsutil::{FsError, IoContext};
+use crate::plan::{BackupPlan, PlanFile, RelPath};
+use crate::progress::Progress;
+
+mod compress;
+#[cfg(test)]
+mod tests;
+
+pub use compress::{Compression, DEFAULT_ZSTD_LEVEL};
+
+/// Default [`CopyOptions::split_size`]: 64 MiB (a 1 GiB relation segment becomes 16 ranges).
+pub const DEFAULT_SPLIT_SIZE: u64 = 64 << 20;
+/// Default [`CopyOptions::buffer_size`].
+pub const DEFAULT_BUFFER_SIZE: usize = 1 << 20;
+
+/// How to execute a plan.
+#[derive(Clone, Copy)]
+pub struct CopyOptions<'a> {
+    /// Worker threads (0 counts as 1).
+    pub jobs: usize,
+    pub compression: Compression,
+    /// Per-file checksum over the uncompressed content.
+    pub checksum: ChecksumAlgorithm,
+    /// Read limit in bytes per second across all workers.
+    pub max_rate: Option<u64>,
+    /// Set by the caller to stop the copy (Ctrl-C): [`CopyError::Cancelled`].
+    pub cancel: Option<&'a AtomicBool>,
+    /// Files larger than this are copied as ranges of this size by several workers (uncompressed
+    /// layout with CRC-32C or no checksum only; see the module documentation).
+    pub split_size: u64,
+    /// Bytes read (and written) at a time by each worker.
+    pub buffer_size: usize,
+    /// fsync every written file and every directory (turn off only for tests and benchmarks).
+    pub sync: bool,
+    /// Called by a worker just before it opens a source file (once per range of a split file):
+    /// lets tests change the data directory at a chosen point of the copy.
+    pub before_open: Option<&'a (dyn Fn(&RelPath) + Sync)>,
+}
+
+impl Default for CopyOptions<'_> {
+    fn default() -> Self {
+        CopyOptions {
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            compression: Compression::None,
+            checksum: ChecksumAlgorithm::Crc32c,
+            max_rate: None,
+            cancel: None,
+            split_size: DEFAULT_SPLIT_SIZE,
+            buffer_size: DEFAULT_BUFFER_SIZE,
+            sync: true,
+            before_open: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for CopyOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CopyOptions")
+            .field("jobs", &self.jobs)
+            .field("compression", &self.compression)
+            .field("checksum", &self.checksum)
+            .field("max_rate", &self.max_rate)
+            .field("split_size", &self.split_size)
+            .field("buffer_size", &self.buffer_size)
+            .field("sync", &self.sync)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One stored file, as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiedFile {
+    /// The file's path in PGDATA terms (`base/5/16384`, `pg_tblspc/16385/PG_15_…/5/16386`).
+    pub rel_path: RelPath,
+    /// Uncompressed bytes stored (what the manifest's `Size` is).
+    pub size: u64,
+    /// Bytes on disk (equal to `size` when uncompressed).
+    pub stored_size: u64,
+    /// Checksum of the uncompressed content, lowercase hex; `None` without a checksum.
+    pub checksum: Option<String>,
+    /// The source's `st_mtime` when the copy opened it, seconds since the Unix epoch.
+    pub mtime: i64,
+    /// Where it is in the backup: `rel_path` plus the compression suffix.
+    pub stored_path: RelPath,
+}
+
+/// A file whose size changed between planning and copying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SizeChange {
+    pub rel_path: RelPath,
+    pub planned: u64,
+    pub stored: u64,
+}
+
+/// What [`copy_plan`] did.
+#[derive(Debug, Clone)]
+pub struct CopyReport {
+    /// Every stored file: data files sorted by path, then `global/pg_control` last.
+    pub files: Vec<CopiedFile>,
+    /// Planned files that no longer existed when the copy opened them (left out).
+    pub vanished: Vec<RelPath>,
+    /// Stored files shorter than planned (they shrank while the backup ran). A file that grew is
+    /// stored with its planned size and not listed.
+    pub resized: Vec<SizeChange>,
+    /// Uncompressed bytes stored.
+    pub bytes: u64,
+    /// Bytes on disk.
+    pub stored_bytes: u64,
+    pub elapsed: Duration,
+}
+
+/// Why a copy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(transparent)]
+    Io(#[from] FsError),
+    #[error("copy pg_control {path}: {source}")]
+    Control {
+        path: PathBuf,
+        #[source]
+        source: ControlError,
+    },
+    #[error("the copy was cancelled")]
+    Cancelled,
+}
+
+/// Copies every directory and file of `plan` into `target` (created if missing; files must not
+/// exist there yet), then `global/pg_control`, then makes it all durable.
+pub fn copy_plan(
+    plan: &BackupPlan,
+    target: &Path,
+    opts: &CopyOptions<'_>,
+    progress: &dyn Progress,
+) -> Result<CopyReport, CopyError> {
+    let started = Instant::now();
+    progress.phase("copy");
+    progress.plan(plan.total_files(), plan.total_bytes());
+    let created_target = create_target(target, plan.root_mode)?;
+    for d in &plan.dirs {
+        create_dir(&target.join(d.rel_path.as_path()))?;
+    }
+
+    let ctx = Ctx::new(plan, target, opts, progress);
+    let jobs = opts.jobs.clamp(1, ctx.items.len().max(1));
+    let outputs: Vec<WorkerOut> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..jobs).map(|_| s.spawn(|| ctx.worker())).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    if let Some(e) = ctx.take_error() {
+        return Err(e);
+    }
+    if ctx.cancelled() {
+        return Err(CopyError::Cancelled);
+    }
+    let mut report = CopyReport {
+        files: Vec::with_capacity(plan.files.len() + 1),
+        vanished: Vec::new(),
+        resized: Vec::new(),
+        bytes: 0,
+        stored_bytes: 0,
+        elapsed: Duration::ZERO,
+    };
+    for out in outputs {
+        report.files.extend(out.files);
+        report.vanished.extend(out.vanished);
+        report.resized.extend(out.resized);
+    }
+    report.files.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+    report.vanished.sort();
+    report.resized.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+
+    progress.phase("pg_control");
+    let control = copy_control_file(plan, target, opts)?;
+    progress.bytes(control.size);
+    progress.file_done(&control.rel_path.to_string(), control.size);
+    report.files.push(control);
+
+    progress.phase("sync");
+    finish_dirs(plan, target, created_target, opts.sync)?;
+    report.bytes = report.files.iter().map(|f| f.size).sum();
+    report.stored_bytes = report.files.iter().map(|f| f.stored_size).sum();
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Copies `global/pg_control` into `target` (whose `global/` must exist): reads it until its
+/// CRC checks (a running server rewrites it in place; up to [`READ_ATTEMPTS`] reads), then stores
+/// it like any file. [`copy_plan`] calls this after every other file is stored.
+pub fn copy_control_file(
+    plan: &BackupPlan,
+    target: &Path,
+    opts: &CopyOptions<'_>,
+) -> Result<CopiedFile, CopyError> {
+    let file = &plan.control_file;
+    let mut attempt = 1;
+    let (bytes, mtime) = loop {
+        let mut src = File::open(&file.source).ctx("open", &file.source)?;
+        let mtime = src.metadata().ctx("inspect", &file.source)?.mtime();
+        let mut bytes = Vec::with_capacity(8192);
+        // pg_control is 8 KiB; read a little more than that at most.
+        (&mut src)
+            .take(1 << 16)
+            .read_to_end(&mut bytes)
+            .ctx("read", &file.source)?;
+        match ControlFile::decode(&bytes) {
+            Ok(_) => break (bytes, mtime),
+            Err(ControlError::BadCrc { .. }) if attempt < READ_ATTEMPTS => {
+                attempt += 1;
+                std::thread::sleep(READ_RETRY_DELAY);
+            }
+            Err(source) => {
+                return Err(CopyError::Control {
+                    path: file.source.clone(),
+                    source,
+                });
+            }
+        }
+    };
+    let stored_path = file.rel_path.with_suffix(opts.compression.suffix());
+    let dst_path = target.join(stored_path.as_path());
+    let dst = create_file(&dst_path, file.mode)?;
+    let mut sink = opts.compression.sink(dst).ctx("write", &dst_path)?;
+    sink.write_all(&bytes).ctx("write", &dst_path)?;
+    let (dst, stored_size) = sink.finish().ctx("write", &dst_path)?;
+    if opts.sync {
+        dst.sync_data().ctx("fsync", &dst_path)?;
+    }
+    Ok(CopiedFile {
+        rel_path: file.rel_path.clone(),
+        size: bytes.len() as u64,
+        stored_size,
+        checksum: opts.checksum.of(&bytes),
+        mtime,
+        stored_path,
+    })
+}
+
+/// Creates `target` if missing (mode `root_mode`); returns whether it did.
+fn create_target(target: &Path, root_mode: u32) -> Result<bool, FsError> {
+    match fs::symlink_metadata(target) {
+        Ok(m) if m.is_dir() => Ok(false),
+        Ok(_) => Err(FsError::new(
+            "use target",
+            target,
+            io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(target)
+                .ctx("create", target)?;
+            fs::set_permissions(target, fs::Permissions::from_mode(root_mode | 0o700))
+                .ctx("set permissions of", target)?;
+            Ok(true)
+        }
+        Err(e) => Err(FsError::new("inspect", target, e)),
+    }
+}
+
+/// Creates one directory of the plan, owner-writable until [`finish_dirs`] sets its mode.
+fn create_dir(path: &Path) -> Result<(), FsError> {
+    match DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) => Err(FsError::new("create directory", path, e)),
+    }
+}
+
+/// Sets the planned modes (deepest first) and fsyncs every directory, the target and (when the
+/// copy created the target) its parent.
+fn finish_dirs(plan: &BackupPlan, target: &Path, created: bool, sync: bool) -> Result<(), FsError> {
+    for d in plan.dirs.iter().rev() {
+        let path = target.join(d.rel_path.as_path());
+        if d.mode != 0o700 {
+            fs::set_permissions(&path, fs::Permissions::from_mode(d.mode))
+                .ctx("set permissions of", &path)?;
+        }
+        if sync {
+            crate::fsutil::sync_dir(&path)?;
+        }
+    }
+    if sync {
+        crate::fsutil::sync_dir(target)?;
+        if created {
+            crate::fsutil::sync_dir(&crate::fsutil::parent_dir(target))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates a stored file that must not exist yet, with the source's permission bits (at least
+/// owner read/write).
+fn create_file(path: &Path, mode: u32) -> Result<File, FsError> {
+    let mode = (mode & 0o777) | 0o600;
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .ctx("create", path)?;
+    // The mode given to open() is filtered by the umask; set it exactly.
+    if mode != 0o600 {
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .ctx("set permissions of", path)?;
+    }
+    Ok(f)
+}
+
+/// One unit of work: a whole file, or one range of a split file.
+enum Work {
+    Whole(usize),
+    Range { split: usize, index: usize },
+}
+
+/// A file copied as ranges, and what its ranges have done so far.
+struct Split<'p> {
+    file: &'p PlanFile,
+    /// (offset, length) of each range.
+    ranges: Vec<(u64, u64)>,
+    state: Mutex<SplitState>,
+}
+
+#[derive(Default)]
+struct SplitState {
+    dst: Option<Arc<File>>,
+    results: Vec<Option<RangeDone>>,
+    done: usize,
+    mtime: Option<i64>,
+}
+
+#[derive(Clone, Copy)]
+struct RangeDone {
+    bytes: u64,
+    crc: u32,
+    vanished: bool,
+}
+
+/// What a worker produced.
+#[derive(Default)]
+struct WorkerOut {
+    files: Vec<CopiedFile>,
+    vanished: Vec<RelPath>,
+    resized: Vec<SizeChange>,
+}
+
+enum Outcome {
+    Stored(CopiedFile, u64),
+    Vanished(RelPath),
+    /// A range of a file whose other ranges are still being copied.
+    Pending,
+}
+
+/// Shared state of one copy.
+struct Ctx<'a> {
+    plan: &'a BackupPlan,
+    target: &'a Path,
+    opts: &'a CopyOptions<'a>,
+    progress: &'a dyn Progress,
+    items: Vec<Work>,
+    splits: Vec<Split<'a>>,
+    next: AtomicUsize,
+    failed: AtomicBool,
+    error: Mutex<Option<CopyError>>,
+    throttle: Option<Throttle>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A worker that panicked while holding the lock is re-raised at join: the data is unused.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<'a> Ctx<'a> {
+    fn new(
+        plan: &'a BackupPlan,
+        target: &'a Path,
+        opts: &'a CopyOptions<'a>,
+        progress: &'a dyn Progress,
+    ) -> Ctx<'a> {
+        let splittable = opts.compression.is_none()
+            && matches!(
+                opts.checksum,
+                ChecksumAlgorithm::Crc32c | ChecksumAlgorithm::None
+            );
+        let split_size = opts.split_size.max(1);
+        let mut items = Vec::with_capacity(plan.files.len());
+        let mut splits = Vec::new();
+        for (i, f) in plan.files.iter().enumerate() {
+            if splittable && f.size > split_size {
+                let ranges: Vec<(u64, u64)> = (0..f.size.div_ceil(split_size))
+                    .map(|k| {
+                        let off = k * split_size;
+                        (off, split_size.min(f.size - off))
+                    })
+                    .collect();
+                for index in 0..ranges.len() {
+                    items.push(Work::Range {
+                        split: splits.len(),
+                        index,
+                    });
+                }
+                splits.push(Split {
+                    file: f,
+                    state: Mutex::new(SplitState {
+                        results: vec![None; ranges.len()],
+                        ..SplitState::default()
+                    }),
+                    ranges,
+                });
+            } else {
+                items.push(Work::Whole(i));
+            }
+        }
+        Ctx {
+            plan,
+            target,
+            opts,
+            progress,
+            items,
+            splits,
+            next: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            throttle: opts.max_rate.map(Throttle::new),
+        }
+    }
+
+    /// True once any worker failed or the caller cancelled.
+    fn cancelled(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+            || self.opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    fn fail(&self, e: CopyError) {
+        let mut slot = lock(&self.error);
+        if slot.is_none() && !matches!(e, CopyError::Cancelled) {
+            *slot = Some(e);
+        }
+        self.failed.store(true, Ordering::Relaxed);
+    }
+
+    fn take_error(&self) -> Option<CopyError> {
+        lock(&self.error).take()
+    }
+
+    fn worker(&self) -> WorkerOut {
+        let mut out = WorkerOut::default();
+        let mut buf = vec![0u8; self.opts.buffer_size.max(4096)];
+        while !self.cancelled() {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = self.items.get(i) else {
+                break;
+            };
+            let result = match item {
+                Work::Whole(f) => self.copy_whole(&self.plan.files[*f], &mut buf),
+                Work::Range { split, index } => {
+                    self.copy_range(&self.splits[*split], *index, &mut buf)
+                }
+            };
+            match result {
+                Ok(Outcome::Stored(f, planned)) => {
+                    self.progress.file_done(&f.rel_path.to_string(), f.size);
+                    if f.size != planned {
+                        out.resized.push(SizeChange {
+                            rel_path: f.rel_path.clone(),
+                            planned,
+                            stored: f.size,
+                        });
+                    }
+                    out.files.push(f);
+                }
+                Ok(Outcome::Vanished(rel)) => out.vanished.push(rel),
+                Ok(Outcome::Pending) => {}
+                Err(e) => {
+                    self.fail(e);
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Accounts for `n` bytes read: progress, throttling, and the stop check.
+    fn after_read(&self, n: usize) -> Result<(), CopyError> {
+        self.progress.bytes(n as u64);
+        if let Some(t) = &self.throttle {
+            t.take(n as u64, || self.cancelled());
+        }
+        if self.cancelled() {
+            return Err(CopyError::Cancelled);
+        }
+        Ok(())
+    }
+
+    fn stored_path(&self, file: &PlanFile) -> (RelPath, PathBuf) {
+        let stored = file.rel_path.with_suffix(self.opts.compression.suffix());
+        let path = self.target.join(stored.as_path());
+        (stored, path)
+    }
+
+    /// Opens a source file; `None` if it vanished.
+    fn open_source(&self, file: &PlanFile) -> Result<Option<File>, CopyError> {
+        if let Some(hook) = self.opts.before_open {
+            hook(&file.rel_path);
+        }
+        match File::open(&file.source) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(FsError::new("open", &file.source, e).into()),
+        }
+    }
+
+    /// Copies a file in one pass: read, checksum, compress, write, fsync.
+    fn copy_whole(&self, file: &PlanFile, buf: &mut [u8]) -> Result<Outcome, CopyError> {
+        let Some(mut src) = self.open_source(file)? else {
+            return Ok(Outcome::Vanished(file.rel_path.clone()));
+        };
+        let mtime = src.metadata().ctx("inspect", &file.source)?.mtime();
+        let (stored_path, dst_path) = self.stored_path(file);
+        let dst = create_file(&dst_path, file.mode)?;
+        let mut sink = self.opts.compression.sink(dst).ctx("write", &dst_path)?;
+        let mut hasher = self.opts.checksum.hasher();
+        let mut done = 0u64;
+        while done < file.size {
+            let want = buf
+                .len()
+                .min(usize::try_from(file.size - done).unwrap_or(usize::MAX));
+            let n = match src.read(&mut buf[..want]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(FsError::new("read", &file.source, e).into()),
+            };
+            hasher.update(&buf[..n]);
+            sink.write_all(&buf[..n]).ctx("write", &dst_path)?;
+            done += n as u64;
+            self.after_read(n)?;
+        }
+        let (dst, stored_size) = sink.finish().ctx("write", &dst_path)?;
+        if self.opts.sync {
+            dst.sync_data().ctx("fsync", &dst_path)?;
+        }
+        Ok(Outcome::Stored(
+            CopiedFile {
+                rel_path: file.rel_path.clone(),
+                size: done,
+                stored_size,
+                checksum: hasher.finish_hex(),
+                mtime,
+                stored_path,
+            },
+            file.size,
+        ))
+    }
+
+    /// Copies one range of a split file; the worker finishing the last range completes the file.
+    fn copy_range(
+        &self,
+        split: &Split<'_>,
+        index: usize,
+        buf: &mut [u8],
+    ) -> Result<Outcome, CopyError> {
+        let file = split.file;
+        let (offset, len) = split.ranges[index];
+        let Some(src) = self.open_source(file)? else {
+            let gone = RangeDone {
+                bytes: 0,
+                crc: 0,
+                vanished: true,
+            };
+            return self.range_done(split, index, gone);
+        };
+        let mtime = src.metadata().ctx("inspect", &file.source)?.mtime();
+        let dst = self.split_destination(split, mtime)?;
+        let dst_path = self.stored_path(file).1;
+        let crc_on = self.opts.checksum == ChecksumAlgorithm::Crc32c;
+        let mut crc = 0u32;
+        let mut done = 0u64;
+        while done < len {
+            let want = buf
+                .len()
+                .min(usize::try_from(len - done).unwrap_or(usize::MAX));
+            let n = match src.read_at(&mut buf[..want], offset + done) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(FsError::new("read", &file.source, e).into()),
+            };
+            if crc_on {
+                crc = crc32c::crc32c_append(crc, &buf[..n]);
+            }
+            dst.write_all_at(&buf[..n], offset + done)
+                .ctx("write", &dst_path)?;
+            done += n as u64;
+            self.after_read(n)?;
+        }
+        let result = RangeDone {
+            bytes: done,
+            crc,
+            vanished: false,
+        };
+        self.range_done(split, index, result)
+    }
+
+    /// The shared destination of a split file, created (and preallocated) by the first range.
+    fn split_destination(&self, split: &Split<'_>, mtime: i64) -> Result<Arc<File>, CopyError> {
+        let mut st = lock(&split.state);
+        if st.mtime.is_none() {
+            st.mtime = Some(mtime);
+        }
+        if let Some(d) = &st.dst {
+            return Ok(Arc::clone(d));
+        }
+        let path = self.stored_path(split.file).1;
+        let f = create_file(&path, split.file.mode)?;
+        preallocate(&f, split.file.size).ctx("preallocate", &path)?;
+        let f = Arc::new(f);
+        st.dst = Some(Arc::clone(&f));
+        Ok(f)
+    }
+
+    /// Records a finished range; completes the file when it was the last one.
+    fn range_done(
+        &self,
+        split: &Split<'_>,
+        index: usize,
+        r: RangeDone,
+    ) -> Result<Outcome, CopyError> {
+        let (results, dst, mtime) = {
+            let mut st = lock(&split.state);
+            st.results[index] = Some(r);
+            st.done += 1;
+            if st.done < split.ranges.len() {
+                return Ok(Outcome::Pending);
+            }
+            (std::mem::take(&mut st.results), st.dst.take(), st.mtime)
+        };
+        let file = split.file;
+        let (stored_path, dst_path) = self.stored_path(file);
+        let first_vanished = results
+            .first()
+            .copied()
+            .flatten()
+            .is_none_or(|r| r.vanished);
+        if first_vanished {
+            if dst.is_some() {
+                fs::remove_file(&dst_path).ctx("remove", &dst_path)?;
+            }
+            return Ok(Outcome::Vanished(file.rel_path.clone()));
+        }
+        // Stored content: every range up to and including the first short one.
+        let mut size = 0u64;
+        let mut crc = 0u32;
+        for ((offset, len), r) in split.ranges.iter().zip(&results) {
+            let r = r.unwrap_or(RangeDone {
+                bytes: 0,
+                crc: 0,
+                vanished: true,
+            });
+            crc = crc32c::crc32c_combine(crc, r.crc, r.bytes as usize);
+            size = offset + r.bytes;
+            if r.bytes < *len {
+                break;
+            }
+        }
+        let Some(dst) = dst else {
+            // Only reachable if range 0 vanished, handled above.
+            return Ok(Outcome::Vanished(file.rel_path.clone()));
+        };
+        if size < file.size {
+            dst.set_len(size).ctx("truncate", &dst_path)?;
+        }
+        if self.opts.sync {
+            dst.sync_data().ctx("fsync", &dst_path)?;
+        }
+        let checksum = match self.opts.checksum {
+            ChecksumAlgorithm::Crc32c => Checksummer::Crc32c(crc).finish_hex(),
+            _ => None,
+        };
+        Ok(Outcome::Stored(
+            CopiedFile {
+                rel_path: file.rel_path.clone(),
+                size,
+                stored_size: size,
+                checksum,
+                mtime: mtime.unwrap_or(file.mtime),
+                stored_path,
+            },
+            file.size,
+        ))
+    }
+}
+
+/// Reserves `len` bytes for a file written out of order (`fallocate`; `ftruncate` where the file
+/// system does not support it).
+fn preallocate(f: &File, len: u64) -> io::Result<()> {
+    let Ok(l) = i64::try_from(len) else {
+        return f.set_len(len);
+    };
+    match nix::fcntl::fallocate(f, nix::fcntl::FallocateFlags::empty(), 0, l) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EOPNOTSUPP) | Err(nix::errno::Errno::ENOSYS) => f.set_len(len),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+/// A token bucket shared by the workers: `rate` bytes per second, bursts of up to 100 ms.
+struct Throttle {
+    rate: f64,
+    /// When the bucket will be empty given what was taken so far (theoretical arrival time).
+    due: Mutex<Instant>,
+}
+
+impl Throttle {
+    const BURST: Duration = Duration::from_millis(100);
+
+    fn new(rate: u64) -> Throttle {
+        Throttle {
+            rate: rate.max(1) as f64,
+            due: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Takes `n` bytes, sleeping while the bucket is overdrawn (waking early when `stop()`).
+    fn take(&self, n: u64, stop: impl Fn() -> bool) {
+        let until = self.reserve(n, Instant::now());
+        loop {
+            let now = Instant::now();
+            if until <= now || stop() {
+                return;
+            }
+            std::thread::sleep((until - now).min(Duration::from_millis(50)));
+        }
+    }
+
+    /// Books `n` bytes at time `now`; returns when the caller may go on.
+    fn reserve(&self, n: u64, now: Instant) -> Instant {
+        let mut due = lock(&self.due);
+        let base = (*due).max(now.checked_sub(Self::BURST).unwrap_or(now));
+        *due = base + Duration::from_secs_f64(n as f64 / self.rate);
+        *due
+    }
+}
