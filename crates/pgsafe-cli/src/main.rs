@@ -1,8 +1,10 @@
 //! The `pgsafe` command: parses arguments, renders results and maps errors to exit codes.
 //! All behaviour lives in the `pgsafe` library crate.
 
+mod backup;
 mod conn;
 mod inspect;
+mod progress;
 mod render;
 mod snapshot;
 
@@ -43,6 +45,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Take a complete, self-contained, verifiable backup of a running server, copied in
+    /// parallel: data files, backup_label, tablespace_map, the WAL it needs, backup_manifest.
+    #[command(
+        disable_help_flag = true,
+        long_about = "Takes a complete backup of a running PostgreSQL 10-18 server into a new \
+                      folder, reading PGDATA directly (run it on the database host, or with \
+                      PGDATA mounted) while the server is in non-exclusive backup mode: \
+                      parallel copy with per-file checksums and optional compression, \
+                      global/pg_control last, backup_label and tablespace_map exactly as the \
+                      server returned them, the WAL from start to stop (reserved by a temporary \
+                      replication slot) and a PostgreSQL-format backup_manifest. pgsafe.json is \
+                      written last: a folder without it is an incomplete backup.",
+        after_help = "Example:\n  pgsafe backup -D /var/lib/postgresql/16/main --target \
+                      /backup/2026-11-21 -d \"host=/var/run/postgresql user=postgres\""
+    )]
+    Backup(backup::BackupArgs),
     /// Snapshot mode, pre-backup hook: start a non-exclusive backup held open by a detached
     /// holder process; returns as soon as the server is in backup mode.
     #[command(
@@ -80,6 +98,7 @@ enum Command {
         #[arg(long)]
         run_dir: PathBuf,
     },
+    /// Tell a crashed server from a restored backup: verdict, evidence, exact next steps.
     /// Show what a data directory's pg_control, backup_label, tablespace_map and signal files say
     /// (read-only; safe on a running server's directory).
     #[command(
@@ -105,6 +124,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { pgdata, json } => inspect::run(&pgdata, json),
+        Command::Backup(a) => backup::run(a),
         Command::Start(a) => snapshot::start(a),
         Command::Stop(a) => snapshot::stop(a),
         Command::Status(a) => snapshot::status(a),

@@ -493,6 +493,23 @@ impl BackupStopped {
     }
 }
 
+/// The server's own words for a database error (message, detail, hint), or the client error.
+pub fn db_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => {
+            let mut s = d.message().to_owned();
+            if let Some(detail) = d.detail() {
+                s.push_str(&format!(" ({detail})"));
+            }
+            if let Some(hint) = d.hint() {
+                s.push_str(&format!("; hint: {hint}"));
+            }
+            s
+        }
+        None => e.to_string(),
+    }
+}
+
 fn simple_value(client: &mut Client, query: &'static str) -> Result<String, SessionError> {
     let msgs = client
         .simple_query(query)

@@ -1,0 +1,195 @@
+//! `pgsafe backup`: argument parsing, progress and the summary; the work is in the library.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Args;
+use pgsafe::backup::{self, BackupError, BackupOptions, COMPLETE_MARKER, WalMode};
+use pgsafe::checksum::ChecksumAlgorithm;
+use pgsafe::copy::Compression;
+
+use crate::conn::ConnArgs;
+use crate::exit;
+use crate::progress::{CliProgress, ProgressMode};
+use crate::render::field;
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// The data directory of the server you connect to (pgsafe reads the files directly; run it
+    /// on the database host or with PGDATA mounted).
+    #[arg(short = 'D', long = "pgdata", value_name = "PGDATA", env = "PGDATA")]
+    pub pgdata: PathBuf,
+    /// Where the backup goes: a new or empty folder.
+    #[arg(long, value_name = "DIR")]
+    pub target: PathBuf,
+    /// Label stored in backup_label. Default: "pgsafe backup <time>".
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Immediate checkpoint at start (default).
+    #[arg(long, overrides_with = "spread")]
+    pub fast: bool,
+    /// Spread checkpoint at start (less I/O impact; the start can take minutes).
+    #[arg(long)]
+    pub spread: bool,
+    /// Parallel copy workers (default: number of CPU cores).
+    #[arg(short = 'j', long)]
+    pub jobs: Option<usize>,
+    /// Per-file compression: none, zstd[:LEVEL] (level 1 by default), lz4. Only the uncompressed
+    /// layout can be checked with PostgreSQL's pg_verifybackup; pgsafe verify reads all.
+    #[arg(long, default_value = "none", value_name = "METHOD")]
+    pub compress: Compression,
+    /// Per-file checksum recorded in backup_manifest.
+    #[arg(long, default_value = "crc32c", value_name = "ALGORITHM")]
+    pub checksum: ChecksumAlgorithm,
+    /// Read at most this many bytes per second (suffixes k, M, G: e.g. 100M).
+    #[arg(long, value_parser = parse_rate, value_name = "RATE")]
+    pub max_rate: Option<u64>,
+    /// WAL: include (copied into the backup, self-contained; default), archive (wait until the
+    /// server's archive has it), none (your own archive provides it).
+    #[arg(long, default_value = "include", value_name = "MODE")]
+    pub wal: WalMode,
+    /// With --wal archive: how long to wait for archiving.
+    #[arg(long, default_value = "5m", value_parser = crate::snapshot::parse_duration)]
+    pub archive_timeout: std::time::Duration,
+    /// Go on despite too little free space on the target, or a server data_directory that
+    /// differs from PGDATA (the same folder mounted at another path).
+    #[arg(long)]
+    pub force: bool,
+    /// Remove the partial target if the backup fails (default: keep it, marked incomplete).
+    #[arg(long)]
+    pub remove_on_failure: bool,
+    /// Progress display on stderr.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `"100M"`, `"1G"`, `"512k"` or bytes.
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a rate like 100M"))?;
+    match n.checked_mul(mult) {
+        Some(0) | None => Err(format!("{s:?}: the rate must be above 0")),
+        Some(v) => Ok(v),
+    }
+}
+
+pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
+    let conn = args.conn.resolve()?;
+    let label = args.label.unwrap_or_else(|| {
+        format!(
+            "pgsafe backup {}",
+            chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    });
+    pgsafe::session::check_label(&label)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let opts = BackupOptions {
+        pgdata: args.pgdata,
+        target: args.target.clone(),
+        conn,
+        label,
+        fast: !args.spread,
+        jobs: args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        compression: args.compress,
+        checksum: args.checksum,
+        max_rate: args.max_rate,
+        wal: args.wal,
+        force: args.force,
+        archive_timeout: args.archive_timeout,
+        cancel: Some(Arc::clone(&cancel)),
+        before_open: None,
+    };
+    let progress = CliProgress::new(args.progress);
+    let target_existed = args.target.exists();
+    let result = backup::run_backup(&opts, &progress);
+    progress.finish();
+    let info = match result {
+        Ok(i) => i,
+        Err(e) => {
+            let written = args.target.join(backup::INCOMPLETE_MARKER).exists();
+            if written && args.remove_on_failure && !target_existed {
+                let _ = std::fs::remove_dir_all(&args.target);
+                eprintln!(
+                    "pgsafe: removed the partial backup {}",
+                    args.target.display()
+                );
+            } else if written {
+                eprintln!(
+                    "pgsafe: {} is an INCOMPLETE backup (no {COMPLETE_MARKER}): do not restore \
+                     it; remove it (or rerun with --remove-on-failure)",
+                    args.target.display()
+                );
+            }
+            return Err(describe(e));
+        }
+    };
+    let _ = cancel.load(Ordering::Relaxed);
+    if args.json {
+        crate::render::json(&info)?;
+    } else {
+        let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+        println!("backup complete: {}", args.target.display());
+        field("label", &info.label);
+        field(
+            "server",
+            format!(
+                "PostgreSQL {}{}",
+                info.server_version,
+                if info.from_standby { " (standby)" } else { "" }
+            ),
+        );
+        field(
+            "start / stop LSN",
+            format!(
+                "{} / {} (timeline {})",
+                info.start_lsn, info.stop_lsn, info.stop_tli
+            ),
+        );
+        field("files", info.files);
+        field(
+            "size",
+            format!(
+                "{} ({} stored, {})",
+                mib(info.bytes),
+                mib(info.stored_bytes),
+                info.compression
+            ),
+        );
+        field(
+            "WAL",
+            format!(
+                "{} segment(s), {}",
+                info.wal.segments.len(),
+                info.wal.source
+            ),
+        );
+        field(
+            "time",
+            format!(
+                "{:.1} s ({:.1} MiB/s copying)",
+                info.duration_secs, info.copy_mib_per_sec
+            ),
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn describe(e: BackupError) -> anyhow::Error {
+    anyhow::Error::new(e).context("the backup failed")
+}

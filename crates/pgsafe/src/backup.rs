@@ -1,0 +1,777 @@
+//! `pgsafe backup`: a complete, self-contained, verifiable backup of a running cluster.
+//!
+//! Order (each step only after the previous one succeeded):
+//! 1. preflight, writing nothing: server version, wal_level, privileges, PGDATA is this server's
+//!    (system identifier in its pg_control = `pg_control_system()`, and `data_directory` when the
+//!    server tells it), target missing or empty, free space;
+//! 2. a temporary physical replication slot reserving WAL, in the backup session;
+//! 3. non-exclusive start in that session; 4. plan; 5. parallel copy, `global/pg_control` last;
+//! 6. stop; `backup_label` / `tablespace_map` written byte for byte, durably;
+//! 7. WAL start..stop copied from `pg_wal` (each segment's header checked) or awaited in the
+//!    archive; 8. `backup_manifest`; 9. `pgsafe.json` written last — its presence is what marks
+//!    the backup complete. Until then `pgsafe.incomplete` says the folder is not a backup.
+//!
+//! Any failure drops the session, which makes the server abort the backup and drop the
+//! temporary slot; the target keeps its `pgsafe.incomplete` marker.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::checksum::ChecksumAlgorithm;
+use crate::conninfo::ConnSettings;
+use crate::copy::{self, Compression, CopyError, CopyOptions, CopyReport};
+use crate::datadir::{DataDir, DataDirError};
+use crate::fsutil::{self, FsError, IoContext};
+use crate::manifest::{ManifestError, ManifestVersion, ManifestWriter};
+use crate::plan::{BackupPlan, PlanError, PlanOptions, RelPath};
+use crate::progress::Progress;
+use crate::session::{BackupStopped, ServerInfo, Session, SessionError};
+use crate::types::{Lsn, PgVersion, SystemId, TimelineId, WalSegSize, WalSegment};
+use crate::wal::{self, TimelineHistory};
+
+/// The completion marker: written last, atomically. No `pgsafe.json`, no backup.
+pub const COMPLETE_MARKER: &str = "pgsafe.json";
+/// Present while a backup is being written (and after it failed).
+pub const INCOMPLETE_MARKER: &str = "pgsafe.incomplete";
+pub const MANIFEST_FILE: &str = "backup_manifest";
+/// Version of the `pgsafe.json` format.
+pub const INFO_FORMAT: u32 = 1;
+
+/// Where the WAL a backup needs comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WalMode {
+    /// Copied into the backup's `pg_wal/` (self-contained).
+    #[default]
+    Include,
+    /// Left to the server's WAL archive; the backup waits until it is archived.
+    Archive,
+    /// Not handled: the user's own archive must provide it.
+    None,
+}
+
+impl std::str::FromStr for WalMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "include" => Ok(WalMode::Include),
+            "archive" => Ok(WalMode::Archive),
+            "none" => Ok(WalMode::None),
+            _ => Err(format!(
+                "unknown WAL mode {s:?}: use include, archive or none"
+            )),
+        }
+    }
+}
+
+/// What `pgsafe backup` needs.
+#[derive(Clone)]
+pub struct BackupOptions {
+    pub pgdata: PathBuf,
+    pub target: PathBuf,
+    pub conn: ConnSettings,
+    pub label: String,
+    pub fast: bool,
+    pub jobs: usize,
+    pub compression: Compression,
+    pub checksum: ChecksumAlgorithm,
+    pub max_rate: Option<u64>,
+    pub wal: WalMode,
+    /// Proceed despite too little free space, or a `data_directory` that differs from PGDATA
+    /// (the same directory mounted at another path).
+    pub force: bool,
+    pub archive_timeout: Duration,
+    /// Set to stop the backup (Ctrl-C).
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Test hook: called before each data file is opened by the copy.
+    pub before_open: Option<Arc<dyn Fn(&RelPath) + Send + Sync>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("connect to the server: {0}")]
+    Connect(String),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("data directory: {0}")]
+    DataDir(#[from] DataDirError),
+    #[error(
+        "{pgdata} is not the data directory of the server you connected to: {why}. Pass the \
+         PGDATA of that server (SHOW data_directory tells it), or connect to the server that runs \
+         on this PGDATA"
+    )]
+    WrongPgdata { pgdata: PathBuf, why: String },
+    #[error(
+        "target {0} is not empty: a backup goes into a new or empty folder (pgsafe never mixes \
+         files into an existing one)"
+    )]
+    TargetNotEmpty(PathBuf),
+    #[error(
+        "not enough free space on the target: the data is about {need} MiB, {avail} MiB are \
+         free in {path}; free space or pass --force to try anyway"
+    )]
+    NoSpace {
+        path: PathBuf,
+        need: u64,
+        avail: u64,
+    },
+    #[error(
+        "this server has max_replication_slots = 0, so pgsafe cannot reserve the WAL the backup \
+         needs: set max_replication_slots (needs a restart), or use --wal archive (WAL from the \
+         server's archive) or --wal none"
+    )]
+    NoSlots,
+    #[error("create the temporary replication slot: {0}")]
+    Slot(String),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error("WAL: {0}")]
+    Wal(String),
+    #[error("write backup_manifest: {0}")]
+    Manifest(#[from] ManifestError),
+    #[error("the backup was cancelled")]
+    Cancelled,
+}
+
+/// `pgsafe.json`: everything about a complete backup. Its presence marks the backup complete.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupInfo {
+    pub format: u32,
+    pub pgsafe_version: String,
+    pub label: String,
+    pub system_identifier: SystemId,
+    pub server_version: PgVersion,
+    pub from_standby: bool,
+    pub start_lsn: Lsn,
+    pub start_tli: TimelineId,
+    pub start_wal: WalSegment,
+    pub checkpoint_lsn: Lsn,
+    pub stop_lsn: Lsn,
+    pub stop_tli: TimelineId,
+    pub stop_wal: WalSegment,
+    pub wal_segment_size: WalSegSize,
+    pub data_checksums: bool,
+    pub compression: Compression,
+    pub checksum: ChecksumAlgorithm,
+    pub wal: WalInfo,
+    /// Tablespaces: OID and where they were (their files are inside the backup).
+    pub tablespaces: Vec<TablespaceInfo>,
+    pub files: u64,
+    /// Uncompressed bytes of the data files.
+    pub bytes: u64,
+    /// Bytes on disk of the data files.
+    pub stored_bytes: u64,
+    pub vanished_files: u64,
+    pub shrunk_files: u64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub duration_secs: f64,
+    pub copy_secs: f64,
+    /// Uncompressed MiB per second over the copy phase.
+    pub copy_mib_per_sec: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WalInfo {
+    pub mode: WalMode,
+    /// Segments stored in `pg_wal/` (Include), or needed from the archive (Archive, None).
+    pub segments: Vec<WalSegment>,
+    pub history_files: Vec<String>,
+    pub bytes: u64,
+    /// Where the WAL comes from, in words.
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TablespaceInfo {
+    pub oid: u32,
+    pub original_path: PathBuf,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs a whole backup; see the module documentation.
+pub fn run_backup(
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupInfo, BackupError> {
+    let began = Instant::now();
+    let started_at = now();
+    progress.phase("preflight");
+    let client = opts
+        .conn
+        .connect()
+        .map_err(|e| BackupError::Connect(e.to_string()))?;
+    let mut session = Session::new(client)?;
+    session.preflight()?;
+    let info = session.info().clone();
+    let datadir = DataDir::open(&opts.pgdata)?;
+    check_pgdata(&datadir, &info, opts.force)?;
+    check_target(&opts.target)?;
+    let plan_opts = plan_options(&mut session, &datadir)?;
+    let estimate = BackupPlan::build(&opts.pgdata, info.version, &plan_opts)?;
+    if !opts.force {
+        check_space(&opts.target, estimate.total_bytes())?;
+    }
+    let slot = match opts.wal {
+        WalMode::Include => Some(create_slot(&mut session)?),
+        WalMode::Archive | WalMode::None => None,
+    };
+
+    // From here on the target exists and is marked incomplete until pgsafe.json is written.
+    create_target(&opts.target)?;
+    let started = session.start_backup(&opts.label, opts.fast)?;
+    let result = (|| {
+        progress.phase("plan");
+        let plan = BackupPlan::build(&opts.pgdata, info.version, &plan_opts)?;
+        for w in &plan.warnings {
+            progress.warn(w);
+        }
+        let report = copy_data(opts, &plan, progress)?;
+        Ok::<_, BackupError>((plan, report))
+    })();
+    let (plan, report) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            started.abort();
+            return Err(e);
+        }
+    };
+    progress.phase("stop");
+    let stopped = started.stop(false)?;
+    finish(
+        opts, progress, &info, &plan, report, stopped, slot, began, started_at,
+    )
+}
+
+/// Everything after the stop: label files, WAL, manifest, completion marker.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+    info: &ServerInfo,
+    plan: &BackupPlan,
+    report: CopyReport,
+    stopped: BackupStopped,
+    slot: Option<String>,
+    began: Instant,
+    started_at: i64,
+) -> Result<BackupInfo, BackupError> {
+    let target = &opts.target;
+    let label_bytes = stopped.label.as_bytes().to_vec();
+    fsutil::write_durable(&target.join("backup_label"), &label_bytes, 0o600)?;
+    if !stopped.tablespace_map.is_empty() {
+        fsutil::write_durable(
+            &target.join("tablespace_map"),
+            &stopped.tablespace_map,
+            0o600,
+        )?;
+    }
+    let (start_lsn, start_tli) = (stopped.start_lsn, stopped.start_tli);
+    let (stop_lsn, stop_tli) = (stopped.stop_lsn, stopped.stop_tli);
+    let seg_size = info.wal_segment_size;
+    let history = read_history(&opts.pgdata, stop_tli)?;
+    let segments = wal::backup_wal_segments(
+        start_lsn,
+        start_tli,
+        stop_lsn,
+        stop_tli,
+        seg_size,
+        history.as_ref(),
+    )
+    .map_err(|e| BackupError::Wal(e.to_string()))?;
+    let history_files =
+        wal::backup_history_files(start_lsn, start_tli, stop_lsn, stop_tli, history.as_ref())
+            .map_err(|e| BackupError::Wal(e.to_string()))?;
+    let map_bytes = stopped.tablespace_map.clone();
+    let mut session = stopped.into_session();
+    progress.phase("wal");
+    let wal_info = match opts.wal {
+        WalMode::Include => {
+            if info.in_recovery {
+                wait_received(&mut session, stop_lsn, Duration::from_secs(300))?;
+            }
+            let bytes = copy_wal(opts, info, &segments, &history_files, progress)?;
+            WalInfo {
+                mode: WalMode::Include,
+                segments: segments.clone(),
+                history_files,
+                bytes,
+                source: "included in pg_wal/ of the backup".into(),
+            }
+        }
+        WalMode::Archive => {
+            let last = segments
+                .last()
+                .copied()
+                .unwrap_or(stopped_wal(stop_lsn, stop_tli, seg_size));
+            if !info.archiving_applies() {
+                return Err(BackupError::Wal(format!(
+                    "--wal archive, but this server does not archive WAL (archive_mode = {}{}): \
+                     use --wal include",
+                    info.archive_mode,
+                    if info.in_recovery {
+                        " on a standby"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            let st = session.wait_for_archive(last, opts.archive_timeout.as_secs());
+            if !st.complete {
+                return Err(BackupError::Wal(st.detail));
+            }
+            WalInfo {
+                mode: WalMode::Archive,
+                segments: segments.clone(),
+                history_files,
+                bytes: 0,
+                source: format!(
+                    "the server's WAL archive (archive_command); restore with a restore_command \
+                     that reads it. {}",
+                    st.detail
+                ),
+            }
+        }
+        WalMode::None => WalInfo {
+            mode: WalMode::None,
+            segments: segments.clone(),
+            history_files,
+            bytes: 0,
+            source: "not handled by pgsafe (--wal none): the listed segments must come from your \
+                     own WAL archive at restore time"
+                .into(),
+        },
+    };
+    if let Some(slot) = &slot {
+        // Temporary slots vanish with the session anyway; drop it now to release the WAL.
+        let _ = session
+            .client()
+            .execute("SELECT pg_drop_replication_slot($1)", &[slot]);
+    }
+
+    let label = crate::label::BackupLabel::parse(&label_bytes).map_err(SessionError::from)?;
+    let copy_secs = report.elapsed.as_secs_f64();
+    let backup_info = BackupInfo {
+        format: INFO_FORMAT,
+        pgsafe_version: env!("CARGO_PKG_VERSION").into(),
+        label: opts.label.clone(),
+        system_identifier: info.system_id,
+        server_version: info.version,
+        from_standby: info.in_recovery,
+        start_lsn,
+        start_tli,
+        start_wal: WalSegment::containing(start_lsn, start_tli, seg_size),
+        checkpoint_lsn: label.checkpoint_lsn(),
+        stop_lsn,
+        stop_tli,
+        stop_wal: stopped_wal(stop_lsn, stop_tli, seg_size),
+        wal_segment_size: seg_size,
+        data_checksums: DataDir::open(&opts.pgdata)?
+            .control()?
+            .data_checksum_version
+            != 0,
+        compression: opts.compression,
+        checksum: opts.checksum,
+        wal: wal_info,
+        tablespaces: plan
+            .tablespaces
+            .iter()
+            .map(|(oid, p)| TablespaceInfo {
+                oid: *oid,
+                original_path: p.clone(),
+            })
+            .collect(),
+        files: report.files.len() as u64,
+        bytes: report.bytes,
+        stored_bytes: report.stored_bytes,
+        vanished_files: report.vanished.len() as u64,
+        shrunk_files: report.resized.len() as u64,
+        started_at,
+        finished_at: now(),
+        duration_secs: began.elapsed().as_secs_f64(),
+        copy_secs,
+        copy_mib_per_sec: if copy_secs > 0.0 {
+            report.bytes as f64 / (1024.0 * 1024.0) / copy_secs
+        } else {
+            0.0
+        },
+    };
+    let json = serde_json::to_vec_pretty(&backup_info)
+        .map_err(|e| BackupError::Wal(format!("encode {COMPLETE_MARKER}: {e}")))?;
+    // The manifest lists pgsafe.json too (so pg_verifybackup accepts the complete backup), but
+    // pgsafe.json itself is written after the manifest: until it exists the backup is
+    // incomplete, and a verifier sees a file missing.
+    progress.phase("manifest");
+    let mut small: Vec<(&[u8], &[u8])> = vec![(b"backup_label", &label_bytes)];
+    if !map_bytes.is_empty() {
+        small.push((b"tablespace_map", &map_bytes));
+    }
+    small.push((COMPLETE_MARKER.as_bytes(), &json));
+    let manifest = build_manifest(
+        info,
+        &report,
+        &small,
+        (start_lsn, start_tli),
+        (stop_lsn, stop_tli),
+        history.as_ref(),
+        opts.checksum,
+    )?;
+    fsutil::write_durable(&target.join(MANIFEST_FILE), &manifest, 0o600)?;
+    fsutil::write_durable(&target.join(COMPLETE_MARKER), &json, 0o600)?;
+    fs::remove_file(target.join(INCOMPLETE_MARKER))
+        .ctx("remove", &target.join(INCOMPLETE_MARKER))?;
+    fsutil::sync_dir(target)?;
+    drop(session);
+    Ok(backup_info)
+}
+
+fn stopped_wal(stop_lsn: Lsn, tli: TimelineId, seg: WalSegSize) -> WalSegment {
+    WalSegment::containing_end(stop_lsn, tli, seg)
+}
+
+/// System identifier and (when readable) `data_directory` must match the connected server.
+fn check_pgdata(datadir: &DataDir, info: &ServerInfo, force: bool) -> Result<(), BackupError> {
+    let pgdata = datadir.path().to_path_buf();
+    let control = datadir.control()?;
+    if control.system_identifier != info.system_id {
+        return Err(BackupError::WrongPgdata {
+            pgdata,
+            why: format!(
+                "its pg_control has system identifier {}, the server's is {}",
+                control.system_identifier, info.system_id
+            ),
+        });
+    }
+    let version = datadir.pg_version()?;
+    if version.major() != info.version.major() {
+        return Err(BackupError::WrongPgdata {
+            pgdata,
+            why: format!(
+                "its PG_VERSION says {}, the server is {}",
+                version.major_name(),
+                info.version
+            ),
+        });
+    }
+    // A standby has its primary's system identifier: data_directory tells them apart.
+    if let Some(dd) = &info.data_directory {
+        let theirs = fs::canonicalize(dd).ok();
+        let ours = fs::canonicalize(&pgdata).ok();
+        if theirs.is_some() && theirs != ours && !force {
+            return Err(BackupError::WrongPgdata {
+                pgdata,
+                why: format!(
+                    "the server's data_directory is {dd} (a standby and its primary share a \
+                     system identifier; if this is the same directory mounted at another path, \
+                     pass --force)"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_target(target: &Path) -> Result<(), BackupError> {
+    match fs::read_dir(target) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                return Err(BackupError::TargetNotEmpty(target.to_path_buf()));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // The parent must exist and be writable; checked by creating it later, but say now
+            // if the parent is missing.
+            let parent = fsutil::parent_dir(target);
+            if !parent.is_dir() {
+                return Err(FsError::new(
+                    "use target",
+                    target,
+                    io::Error::new(io::ErrorKind::NotFound, "its parent folder does not exist"),
+                )
+                .into());
+            }
+            Ok(())
+        }
+        Err(e) => Err(FsError::new("use target", target, e).into()),
+    }
+}
+
+fn check_space(target: &Path, bytes: u64) -> Result<(), BackupError> {
+    let mut probe = target.to_path_buf();
+    while !probe.exists() {
+        probe = fsutil::parent_dir(&probe);
+    }
+    let st = nix::sys::statvfs::statvfs(&probe)
+        .map_err(|e| FsError::new("check free space of", &probe, io::Error::from(e)))?;
+    let avail = st.blocks_available() as u64 * st.fragment_size() as u64;
+    // WAL and metadata on top of the data: keep a margin of 64 MiB.
+    if avail < bytes + (64 << 20) {
+        return Err(BackupError::NoSpace {
+            path: probe,
+            need: bytes >> 20,
+            avail: avail >> 20,
+        });
+    }
+    Ok(())
+}
+
+fn create_target(target: &Path) -> Result<(), BackupError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !target.exists() {
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(target)
+            .ctx("create target", target)?;
+        fs::set_permissions(target, fs::Permissions::from_mode(0o700))
+            .ctx("set permissions of", target)?;
+    }
+    fsutil::write_durable(
+        &target.join(INCOMPLETE_MARKER),
+        b"This folder is NOT a usable backup: pgsafe backup did not finish writing it.\n\
+          A complete backup has pgsafe.json. Remove this folder and take a new backup.\n",
+        0o600,
+    )?;
+    Ok(())
+}
+
+/// Settings that change what the walk leaves out.
+fn plan_options(session: &mut Session, datadir: &DataDir) -> Result<PlanOptions, BackupError> {
+    let stats_temp_directory = if session.info().version.at_least(15) {
+        None
+    } else {
+        session
+            .client()
+            .query_one("SELECT current_setting('stats_temp_directory')", &[])
+            .ok()
+            .map(|r| PathBuf::from(r.get::<_, String>(0)))
+    };
+    Ok(PlanOptions {
+        stats_temp_directory,
+        catalog_version: Some(datadir.control()?.catalog_version_no),
+    })
+}
+
+/// A temporary physical slot with immediately reserved WAL (10+): the server keeps every
+/// segment from now on until the session ends or the slot is dropped.
+fn create_slot(session: &mut Session) -> Result<String, BackupError> {
+    let slots: String = session
+        .client()
+        .query_one("SELECT current_setting('max_replication_slots')", &[])
+        .map_err(|e| BackupError::Slot(e.to_string()))?
+        .get(0);
+    if slots.trim() == "0" {
+        return Err(BackupError::NoSlots);
+    }
+    let name = format!("pgsafe_{}_{}", std::process::id(), now());
+    session
+        .client()
+        .execute(
+            "SELECT pg_create_physical_replication_slot($1, true, true)",
+            &[&name],
+        )
+        .map_err(|e| {
+            let hint = match e.as_db_error().map(|d| d.code().code()) {
+                Some("42501") => {
+                    " (the user needs the REPLICATION attribute: ALTER ROLE … REPLICATION; or use \
+                     --wal archive)"
+                }
+                Some("53400") => {
+                    " (all replication slots are in use: raise max_replication_slots, or use --wal \
+                     archive)"
+                }
+                _ => "",
+            };
+            BackupError::Slot(format!("{}{hint}", crate::session::db_message(&e)))
+        })?;
+    Ok(name)
+}
+
+fn copy_data(
+    opts: &BackupOptions,
+    plan: &BackupPlan,
+    progress: &dyn Progress,
+) -> Result<CopyReport, BackupError> {
+    let hook = opts.before_open.clone();
+    let hook_fn = move |p: &RelPath| {
+        if let Some(h) = &hook {
+            h(p)
+        }
+    };
+    let copy_opts = CopyOptions {
+        jobs: opts.jobs.max(1),
+        compression: opts.compression,
+        checksum: opts.checksum,
+        max_rate: opts.max_rate,
+        cancel: opts.cancel.as_deref(),
+        before_open: Some(&hook_fn),
+        ..CopyOptions::default()
+    };
+    match copy::copy_plan(plan, &opts.target, &copy_opts, progress) {
+        Err(CopyError::Cancelled) => Err(BackupError::Cancelled),
+        other => Ok(other?),
+    }
+}
+
+fn read_history(pgdata: &Path, tli: TimelineId) -> Result<Option<TimelineHistory>, BackupError> {
+    if tli.0 <= 1 {
+        return Ok(None);
+    }
+    let path = pgdata.join("pg_wal").join(tli.history_file_name());
+    let bytes = fs::read(&path).ctx("read timeline history", &path)?;
+    TimelineHistory::parse(tli, &bytes)
+        .map(Some)
+        .map_err(|e| BackupError::Wal(format!("{}: {e}", path.display())))
+}
+
+/// On a standby the last segment may still be arriving: wait until the stop LSN is received.
+fn wait_received(session: &mut Session, stop: Lsn, limit: Duration) -> Result<(), BackupError> {
+    let t = Instant::now();
+    loop {
+        let row = session
+            .client()
+            .query_one(
+                "SELECT coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text",
+                &[],
+            )
+            .map_err(|e| BackupError::Wal(format!("check received WAL: {e}")))?;
+        let got: Option<String> = row.get(0);
+        if let Some(l) = got.and_then(|s| s.parse::<Lsn>().ok()) {
+            if l >= stop {
+                return Ok(());
+            }
+        }
+        if t.elapsed() > limit {
+            return Err(BackupError::Wal(format!(
+                "the standby has not received WAL up to the backup's stop position {stop} after \
+                 {}s: is it still connected to its primary?",
+                limit.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Copies the backup's WAL segments (and history files) from PGDATA/pg_wal into the backup,
+/// checking each segment's size and first page header, so a recycled or foreign file is never
+/// taken. Stored uncompressed, so the restored `pg_wal/` is usable as it is.
+fn copy_wal(
+    opts: &BackupOptions,
+    info: &ServerInfo,
+    segments: &[WalSegment],
+    history_files: &[String],
+    progress: &dyn Progress,
+) -> Result<u64, BackupError> {
+    let src = opts.pgdata.join("pg_wal");
+    let dst = opts.target.join("pg_wal");
+    fs::create_dir_all(&dst).ctx("create", &dst)?;
+    let seg_size = info.wal_segment_size;
+    let mut total = 0;
+    for seg in segments {
+        let name = seg.to_string();
+        let path = src.join(&name);
+        let mut bytes = Vec::with_capacity(seg_size.bytes() as usize);
+        match File::open(&path) {
+            Ok(f) => f
+                .take(seg_size.bytes() + 1)
+                .read_to_end(&mut bytes)
+                .ctx("read", &path)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(BackupError::Wal(format!(
+                    "WAL segment {name}, needed by the backup, is not in {} (it should have been \
+                     kept by the backup's replication slot; was it removed by hand?)",
+                    src.display()
+                )));
+            }
+            Err(e) => return Err(FsError::new("open", path, e).into()),
+        };
+        if bytes.len() as u64 != seg_size.bytes() {
+            return Err(BackupError::Wal(format!(
+                "WAL segment {} is {} bytes, expected {}",
+                path.display(),
+                bytes.len(),
+                seg_size.bytes()
+            )));
+        }
+        wal::check_segment_header(
+            &bytes,
+            *seg,
+            seg_size,
+            Some(info.system_id),
+            Some(info.version.major()),
+        )
+        .map_err(|e| BackupError::Wal(format!("{}: {e}", path.display())))?;
+        write_synced(&dst.join(&name), &bytes)?;
+        progress.bytes(bytes.len() as u64);
+        total += bytes.len() as u64;
+    }
+    for h in history_files {
+        let path = src.join(h);
+        let bytes = fs::read(&path).ctx("read timeline history", &path)?;
+        write_synced(&dst.join(h), &bytes)?;
+        total += bytes.len() as u64;
+    }
+    let status = dst.join("archive_status");
+    fs::create_dir_all(&status).ctx("create", &status)?;
+    fsutil::sync_dir(&status)?;
+    fsutil::sync_dir(&dst)?;
+    Ok(total)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .ctx("create", path)?;
+    f.write_all(bytes).ctx("write", path)?;
+    f.sync_all().ctx("fsync", path)?;
+    Ok(())
+}
+
+/// The manifest: every stored data file and the small files written by pgsafe itself
+/// (`backup_label`, `tablespace_map`, `pgsafe.json`), with WAL-Ranges
+/// from the label's start to the stop LSN.
+fn build_manifest(
+    info: &ServerInfo,
+    report: &CopyReport,
+    small_files: &[(&[u8], &[u8])],
+    (start_lsn, start_tli): (Lsn, TimelineId),
+    (stop_lsn, stop_tli): (Lsn, TimelineId),
+    history: Option<&TimelineHistory>,
+    alg: ChecksumAlgorithm,
+) -> Result<Vec<u8>, BackupError> {
+    let version = ManifestVersion::for_server(info.version);
+    let mut w = ManifestWriter::new(version, Some(info.system_id))?;
+    let sum = |bytes: &[u8]| alg.of(bytes).map(|h| (alg, h));
+    let t = now();
+    for (path, content) in small_files {
+        w.add_file(path, content.len() as u64, t, sum(content))?;
+    }
+    for f in &report.files {
+        let checksum = f.checksum.clone().map(|h| (alg, h));
+        w.add_file(f.rel_path.as_bytes(), f.size, f.mtime, checksum)?;
+    }
+    let ranges = wal::backup_wal_ranges(start_lsn, start_tli, stop_lsn, stop_tli, history)
+        .map_err(|e| BackupError::Wal(e.to_string()))?;
+    Ok(w.finish(&ranges))
+}
