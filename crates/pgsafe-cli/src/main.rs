@@ -3,6 +3,7 @@
 
 mod backup;
 mod conn;
+mod doctor;
 mod inspect;
 mod progress;
 mod render;
@@ -99,6 +100,8 @@ enum Command {
         run_dir: PathBuf,
     },
     /// Tell a crashed server from a restored backup: verdict, evidence, exact next steps.
+    #[command(long_about = doctor::LONG_ABOUT, after_help = doctor::AFTER_HELP)]
+    Doctor(doctor::DoctorArgs),
     /// Show what a data directory's pg_control, backup_label, tablespace_map and signal files say
     /// (read-only; safe on a running server's directory).
     #[command(
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { pgdata, json } => inspect::run(&pgdata, json),
+        Command::Doctor(a) => doctor::run(a),
         Command::Backup(a) => backup::run(a),
         Command::Start(a) => snapshot::start(a),
         Command::Stop(a) => snapshot::stop(a),

@@ -1,1 +1,344 @@
-//! (being written)
+//! `pgsafe doctor`: tell a crashed server from a restored backup, and say exactly what is safe.
+//!
+//! A data directory holding a `backup_label` is either (a) a primary that crashed while an
+//! exclusive backup (`pg_start_backup()`, PostgreSQL ≤ 14) was running — it may refuse to start,
+//! and renaming the label is the fix — or (b) a restored backup, where removing the same file
+//! silently corrupts the database. PostgreSQL cannot tell them apart; this module gathers every
+//! piece of evidence ([`Facts`], the only IO) and classifies it ([`classify`], pure) into one of
+//! nine [`DoctorState`]s with the evidence, a confidence, the exact next steps and, for the one
+//! unambiguous repair (state 4), a [`FixAction`] that [`apply_fix`] performs: rename
+//! `backup_label` to [`REMOVED_LABEL_FILE`], never delete.
+//!
+//! The state machine (details in `classify.rs`):
+//! 1. running: `postmaster.pid` names a live PostgreSQL process in this directory (or
+//!    `--connect` reached the server of this directory);
+//! 2. cleanly shut down: pg_control "shut down" / "shut down in recovery", no label;
+//! 3. crashed: pg_control "in production" (or another unclean state), no label, no sign of a
+//!    restore, the WAL from pg_control's redo point to its checkpoint is in `pg_wal`;
+//! 4. crashed while an exclusive backup was running: exclusive label, ≤ 14, no recovery
+//!    signal, no restore marker/sentinel/manifest, pg_control "in production", `postmaster.pid`
+//!    stale or absent, `postmaster.opts` present (backup tools leave it out), pg_control's
+//!    checkpoint newer than the label's and its WAL present; the rename is offered only when
+//!    the label's own WAL is gone (otherwise the server starts as is, which is safe either way);
+//! 5. restored backup, ready to recover: a label (not from pg_rewind) with its WAL in `pg_wal`
+//!    or obtainable (restore_command / primary_conninfo with a signal file), or a recovery from
+//!    a backup that was interrupted and can resume;
+//! 6. restored backup that will fail or corrupt: label missing (restore marker, sentinel, or
+//!    the file pattern a backup tool leaves), or WAL missing with nowhere to get it from, or a
+//!    label the server will reject (incremental, standby label with a primary's pg_control);
+//! 7. recovery finished: `backup_label.old`, backup end reached, cleanly shut down since;
+//! 8. a label written by pg_rewind;
+//! 9. not a data directory, or unknown / damaged (says what is missing).
+
+mod classify;
+mod conf;
+mod facts;
+mod fix;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::control::ControlFile;
+use crate::types::{Lsn, SystemId, TimelineId};
+
+pub use classify::classify;
+pub use conf::{Setting, Settings, parse_conf_text};
+pub use facts::{
+    BackupEnd, ControlFacts, Facts, Files, Liveness, MapEntryFacts, MapFacts, MarkerFacts,
+    PidFacts, SegState, ServerFacts, WalFacts, gather,
+};
+pub use fix::{FixOutcome, apply_fix, refusal};
+
+/// The file a pgsafe restore writes into the restored PGDATA (JSON, see [`RestoreMarker`]).
+/// PostgreSQL ignores unknown files in the data directory root.
+pub const RESTORE_MARKER_FILE: &str = "pgsafe_restore.json";
+
+/// What `doctor --fix` renames `backup_label` to (never deletes it).
+pub const REMOVED_LABEL_FILE: &str = "backup_label.pgsafe-removed";
+
+/// Current [`RestoreMarker::format`].
+pub const RESTORE_MARKER_FORMAT: u32 = 1;
+
+/// The checkpoint location a pgsafe restore writes into the restored pg_control so that the
+/// server cannot start without the backup's `backup_label`: `FFFFFFFF/28`.
+///
+/// Why this value:
+/// * Every version checks `XRecOffIsValid(ControlFile->checkPoint)` at the very start of
+///   `StartupXLOG`, *before* reading `backup_label` ("control file contains invalid data" /
+///   "invalid checkpoint location"). An LSN inside a page header would therefore stop the
+///   server even with the label, so the page offset must be ≥ 24 (`SizeOfXLogShortPHD`) for
+///   every WAL block size (1–64 kB): the low 16 bits are 0x0028 (offset 40, just past a
+///   segment's long header, a place where a record may start).
+/// * With `backup_label`, recovery reads the checkpoint named by the label and overwrites
+///   pg_control's `checkPoint`, so the sentinel is never used.
+/// * Without it, recovery tries to read a checkpoint record at `FFFFFFFF/28`, 16 EiB into the
+///   WAL: no such segment can exist, so startup fails with "could not locate a valid checkpoint
+///   record" — it cannot start from pg_control and replay the wrong WAL.
+/// * PostgreSQL 10 falls back to `prevCheckPoint` when the latest checkpoint is unreadable:
+///   [`apply_sentinel`] writes the sentinel there too.
+/// * The high word leaves 4 GiB of headroom below `u64::MAX` for segment arithmetic, and
+///   `FFFFFFFF/28` is recognisable in `pg_controldata` output.
+pub const SENTINEL_CHECKPOINT: Lsn = Lsn(0xFFFF_FFFF_0000_0028);
+
+/// True if pg_control carries the restore sentinel (the directory was restored by pgsafe and
+/// has not yet been started successfully from its `backup_label`).
+pub fn has_sentinel(control: &ControlFile) -> bool {
+    control.checkpoint == SENTINEL_CHECKPOINT
+}
+
+/// Sets the sentinel in a pg_control image (checkpoint and, on PostgreSQL 9.6/10, the previous
+/// checkpoint). The caller encodes and writes the file (durably, pg_control last).
+pub fn apply_sentinel(control: &mut ControlFile) {
+    control.checkpoint = SENTINEL_CHECKPOINT;
+    if let Some(prev) = control.prev_checkpoint.as_mut() {
+        *prev = SENTINEL_CHECKPOINT;
+    }
+}
+
+/// Content of [`RESTORE_MARKER_FILE`]: which backup this directory was restored from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreMarker {
+    /// [`RESTORE_MARKER_FORMAT`].
+    pub format: u32,
+    /// The backup's identifier (e.g. its folder name).
+    pub backup_id: String,
+    /// The `LABEL` of the backup, if any.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// `START WAL LOCATION` of the backup's `backup_label`.
+    pub start_lsn: Lsn,
+    #[serde(default)]
+    pub start_timeline: Option<TimelineId>,
+    #[serde(default)]
+    pub checkpoint_lsn: Option<Lsn>,
+    /// Where the backup ended (the stop LSN): recovery needs WAL at least up to here.
+    #[serde(default)]
+    pub stop_lsn: Option<Lsn>,
+    #[serde(default)]
+    pub stop_timeline: Option<TimelineId>,
+    /// `START TIME` of the label.
+    #[serde(default)]
+    pub backup_start_time: Option<String>,
+    /// When the restore ran (RFC 3339, UTC).
+    pub restored_at: String,
+    /// Where the backup was restored from (a path or URL), so the label can be found again.
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub system_identifier: Option<SystemId>,
+    /// Whether pg_control got [`SENTINEL_CHECKPOINT`].
+    #[serde(default)]
+    pub sentinel: bool,
+    #[serde(default)]
+    pub pgsafe_version: Option<String>,
+}
+
+impl RestoreMarker {
+    pub fn parse(bytes: &[u8]) -> Result<RestoreMarker, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// Pretty JSON with a final newline.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+}
+
+/// The nine states `doctor` tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoctorState {
+    /// 1: a server is running on this directory.
+    Running,
+    /// 2: cleanly shut down; starts normally.
+    CleanShutdown,
+    /// 3: crashed; normal crash recovery will run at the next start.
+    Crashed,
+    /// 4: crashed while an exclusive backup was running.
+    CrashedDuringExclusiveBackup,
+    /// 5: a restored backup, ready to recover.
+    RestoredReady,
+    /// 6: a restored backup that will fail to start or would be corrupted.
+    RestoredBroken,
+    /// 7: restored from a backup; recovery finished.
+    RecoveryFinished,
+    /// 8: rewound by pg_rewind (its label is in place).
+    RewoundByPgRewind,
+    /// 9: not a data directory, or a state pgsafe cannot classify.
+    Unknown,
+}
+
+impl DoctorState {
+    /// 1–9, as in the documentation.
+    pub fn number(self) -> u8 {
+        match self {
+            DoctorState::Running => 1,
+            DoctorState::CleanShutdown => 2,
+            DoctorState::Crashed => 3,
+            DoctorState::CrashedDuringExclusiveBackup => 4,
+            DoctorState::RestoredReady => 5,
+            DoctorState::RestoredBroken => 6,
+            DoctorState::RecoveryFinished => 7,
+            DoctorState::RewoundByPgRewind => 8,
+            DoctorState::Unknown => 9,
+        }
+    }
+
+    /// True for the states in which the directory is healthy or can be started as it is
+    /// (1, 2, 3, 5, 7); the CLI exits 0 for those.
+    pub fn is_healthy(self) -> bool {
+        matches!(
+            self,
+            DoctorState::Running
+                | DoctorState::CleanShutdown
+                | DoctorState::Crashed
+                | DoctorState::RestoredReady
+                | DoctorState::RecoveryFinished
+        )
+    }
+
+    /// A short name for humans.
+    pub fn title(self) -> &'static str {
+        match self {
+            DoctorState::Running => "running",
+            DoctorState::CleanShutdown => "cleanly shut down",
+            DoctorState::Crashed => "crashed",
+            DoctorState::CrashedDuringExclusiveBackup => "crashed during an exclusive backup",
+            DoctorState::RestoredReady => "restored backup, ready to recover",
+            DoctorState::RestoredBroken => "restored backup that will fail or corrupt",
+            DoctorState::RecoveryFinished => "restored, recovery finished",
+            DoctorState::RewoundByPgRewind => "rewound by pg_rewind",
+            DoctorState::Unknown => "unknown",
+        }
+    }
+}
+
+/// How sure the verdict is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Confidence {
+    Low,
+    Medium,
+    High,
+}
+
+impl std::fmt::Display for Confidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Confidence::Low => "low",
+            Confidence::Medium => "medium",
+            Confidence::High => "high",
+        })
+    }
+}
+
+/// One next step: what to do and why, and the exact command if there is one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub action: String,
+    pub command: Option<String>,
+}
+
+impl Step {
+    pub fn says(action: impl Into<String>) -> Step {
+        Step {
+            action: action.into(),
+            command: None,
+        }
+    }
+
+    pub fn run(action: impl Into<String>, command: impl Into<String>) -> Step {
+        Step {
+            action: action.into(),
+            command: Some(command.into()),
+        }
+    }
+}
+
+/// The single repair `doctor --fix` may perform: rename `from` to `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FixAction {
+    pub description: String,
+    pub from: PathBuf,
+    pub to: PathBuf,
+}
+
+/// The doctor's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub state: DoctorState,
+    /// [`DoctorState::number`].
+    pub state_number: u8,
+    /// One line: what this directory is and what to do.
+    pub summary: String,
+    pub confidence: Confidence,
+    /// The facts that led to the verdict, one sentence each.
+    pub evidence: Vec<String>,
+    /// Warnings: what would make the advice wrong, risks that remain.
+    pub caveats: Vec<String>,
+    /// What to do, in order.
+    pub next_steps: Vec<Step>,
+    /// What only the user can know and must confirm before acting (empty when unambiguous).
+    pub must_confirm: Vec<String>,
+    /// Present only when the verdict is unambiguous and `--fix` may act.
+    pub fix: Option<FixAction>,
+}
+
+/// What [`diagnose`] may use besides the directory.
+#[derive(Debug, Clone, Default)]
+pub struct DoctorOptions {
+    /// `--connect`: ask the server too.
+    pub conn: Option<crate::conninfo::ConnSettings>,
+    /// Configuration files outside PGDATA to read for `restore_command` (e.g. Debian's
+    /// `/etc/postgresql/<version>/<cluster>/postgresql.conf`), read after PGDATA's own.
+    pub config_files: Vec<PathBuf>,
+}
+
+/// Facts and verdict together (what `--json` prints).
+#[derive(Debug, Serialize)]
+pub struct Diagnosis {
+    pub verdict: Verdict,
+    pub facts: Facts,
+}
+
+/// Why the doctor could not examine the directory at all.
+#[derive(Debug, thiserror::Error)]
+pub enum DoctorError {
+    #[error("{path} does not exist")]
+    Missing { path: PathBuf },
+    #[error("{path} is not a directory (pass the data directory itself)")]
+    NotADirectory { path: PathBuf },
+    #[error("cannot read {what} in {path}: {source}{}", permission_hint(.source))]
+    Io {
+        what: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--fix refused: {0}")]
+    FixRefused(String),
+    #[error("--fix: {0}")]
+    Fs(#[from] crate::fsutil::FsError),
+}
+
+fn permission_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        " (run pgsafe doctor as the data directory's owner, e.g. sudo -u postgres, or as root)"
+    } else {
+        ""
+    }
+}
+
+/// Gathers the facts about `path` and classifies them.
+pub fn diagnose(
+    path: impl AsRef<std::path::Path>,
+    opts: &DoctorOptions,
+) -> Result<Diagnosis, DoctorError> {
+    let facts = gather(path.as_ref(), opts)?;
+    let verdict = classify(&facts);
+    Ok(Diagnosis { verdict, facts })
+}

@@ -1,0 +1,451 @@
+//! States without a `backup_label`: 2, 3, 5/6 (interrupted recovery, missing label), 7, 9.
+
+use super::*;
+
+impl Ctx<'_> {
+    // ---- no label ------------------------------------------------------------------------------
+
+    pub(super) fn without_label(&self) -> Verdict {
+        let f = self.f;
+        let c = self.c;
+        let marker = f.marker.as_ref().and_then(|m| m.parsed.as_ref());
+        let old = f.label_old.as_ref().and_then(|l| l.parsed.as_ref());
+        let consumed_marker_backup =
+            marker.is_some_and(|m| old.is_some_and(|o| o.start_lsn() == m.start_lsn));
+
+        if c.sentinel {
+            return self.label_missing(
+                Confidence::High,
+                vec![
+                    self.sentinel_line(),
+                    "backup_label is missing: PostgreSQL will refuse to start (\"could not locate \
+                     a valid checkpoint record\") — the sentinel doing its job, no harm done yet"
+                        .into(),
+                ],
+            );
+        }
+        if c.backup_start_point.is_valid() || c.backup_end_required || c.backup_end_point.is_valid()
+        {
+            return self.resume_recovery();
+        }
+        if f.marker.is_some() && !consumed_marker_backup {
+            let mut ev: Vec<String> = self.marker_line().into_iter().collect();
+            ev.push(
+                "backup_label is missing and recovery from that backup never began (no \
+                 backup_label.old from it)"
+                    .into(),
+            );
+            let conf = if marker.is_some() {
+                Confidence::High
+            } else {
+                Confidence::Medium
+            };
+            return self.label_missing(conf, ev);
+        }
+        if old.is_none() && !matches!(c.state, DbState::ShutDown) {
+            let mut signs = Vec::new();
+            if f.files.backup_manifest || f.files.pgsafe_json {
+                signs.push(
+                    "a backup_manifest or pgsafe.json is in the directory: it is (a copy of) a \
+                     backup folder, and its backup_label is missing"
+                        .to_owned(),
+                );
+            }
+            if !f.files.postmaster_opts && f.postmaster.liveness == Liveness::Absent {
+                signs.push(format!(
+                    "pg_control says \"{}\" — the server was running when these files were \
+                     captured — yet postmaster.pid and postmaster.opts, which a server that ran \
+                     here always leaves, are both missing: backup tools leave exactly these two \
+                     out",
+                    c.state
+                ));
+            }
+            if f.postmaster.names_this_directory == Some(false) {
+                signs.push(format!(
+                    "postmaster.pid was written by a server running in {}: these files were \
+                     copied from there",
+                    f.postmaster.data_directory.as_deref().unwrap_or("?")
+                ));
+            }
+            if !signs.is_empty() {
+                return self.label_missing(Confidence::Medium, signs);
+            }
+        }
+        match c.state {
+            DbState::ShutDown if old.is_some() && !f.files.standby_signal => self.finished(),
+            DbState::ShutDown | DbState::ShutDownInRecovery => self.clean(),
+            _ => self.crashed(),
+        }
+    }
+
+    /// 6: a restore whose backup_label is missing.
+    fn label_missing(&self, confidence: Confidence, mut ev: Vec<String>) -> Verdict {
+        let f = self.f;
+        let marker = f.marker.as_ref().and_then(|m| m.parsed.as_ref());
+        let mut d = Draft::new(
+            DoctorState::RestoredBroken,
+            confidence,
+            "a restored backup whose backup_label is missing: put the backup's label back before \
+             starting — without it the database would be silently corrupted",
+        );
+        ev.push(self.control_line());
+        ev.extend(self.pid_line());
+        ev.push(self.wal_summary());
+        ev.extend(self.server_context());
+        d.evidence = ev;
+        let src = marker.and_then(|m| m.source.clone());
+        let (action, cmd) = match (&src, marker) {
+            (Some(s), _) => (
+                format!(
+                    "Copy the backup's backup_label (and tablespace_map, if the backup has one) \
+                     back, byte for byte, from the backup this directory was restored from ({s}):"
+                ),
+                format!(
+                    "cp {} {}/",
+                    shq(&format!("{}/backup_label", s.trim_end_matches('/'))),
+                    self.dir()
+                ),
+            ),
+            (None, Some(m)) => (
+                format!(
+                    "Copy backup_label (and tablespace_map, if any) back from backup {} (start \
+                     {}), byte for byte:",
+                    m.backup_id, m.start_lsn
+                ),
+                format!("cp BACKUP/backup_label {}/", self.dir()),
+            ),
+            (None, None) => (
+                "Find the backup this directory was restored from and copy its backup_label (and \
+                 tablespace_map, if any) back, byte for byte:"
+                    .to_owned(),
+                format!("cp BACKUP/backup_label {}/", self.dir()),
+            ),
+        };
+        d.steps.push(Step::run(action, cmd));
+        d.steps.push(Step::run(
+            "Then check again before starting:",
+            format!("pgsafe doctor {}", self.dir()),
+        ));
+        d.caveats.push(
+            "Do not start the server without the label, and do not run pg_resetwal: PostgreSQL \
+             would recover from pg_control's checkpoint, which is later than where the backup \
+             began, and data changed during the backup would be silently lost or corrupted."
+                .into(),
+        );
+        if confidence < Confidence::High {
+            d.confirm.push(
+                "Was this directory restored from a backup? If it is instead the original \
+                 server's directory after a crash (and someone removed postmaster.pid and \
+                 postmaster.opts), crash recovery is right: start it."
+                    .into(),
+            );
+        }
+        d.done()
+    }
+
+    /// 5 or 6: recovery from a backup began (the label was consumed) and was interrupted.
+    fn resume_recovery(&self) -> Verdict {
+        let f = self.f;
+        let c = self.c;
+        let mut ev = vec![
+            format!(
+                "pg_control: backup start point {}, backup end point {}, end-of-backup record \
+                 required: {} — recovery from a base backup began and has not reached the end of \
+                 the backup",
+                c.backup_start_point,
+                c.backup_end_point,
+                if c.backup_end_required { "yes" } else { "no" }
+            ),
+            self.control_line(),
+        ];
+        if let Some(old) = f.label_old.as_ref().and_then(|l| l.parsed.as_ref()) {
+            ev.push(format!(
+                "backup_label.old: the label was consumed when recovery began ({})",
+                self.label_line(old).trim_start_matches("backup_label: ")
+            ));
+        }
+        ev.extend(self.marker_line());
+        ev.extend(self.pid_line());
+        let end = f
+            .backup_end
+            .as_ref()
+            .map(|e| e.lsn)
+            .or(c.backup_end_point.is_valid().then_some(c.backup_end_point))
+            .unwrap_or(c.min_recovery_point)
+            .max(c.checkpoint);
+        let (miss, n) = self.missing(
+            c.redo,
+            Lsn(end.0.saturating_sub(1)).max(c.checkpoint),
+            c.timeline,
+        );
+        ev.push(self.wal_summary());
+        let source = self.wal_source();
+        if miss.is_empty() || source.is_some() {
+            let mut d = Draft::new(
+                DoctorState::RestoredReady,
+                if miss.is_empty() {
+                    Confidence::High
+                } else {
+                    Confidence::Medium
+                },
+                "a restored backup whose recovery was interrupted; it resumes where it stopped: \
+                 start it",
+            )
+            .evidence(ev);
+            if let Some(s) = source {
+                d.evidence.push(format!("recovery can fetch WAL by {s}"));
+            }
+            d.steps.extend(self.stale_pid_step());
+            d.steps
+                .push(self.start_step("Start the server; recovery continues from pg_control."));
+            return d.done();
+        }
+        let mut d = Draft::new(
+            DoctorState::RestoredBroken,
+            Confidence::High,
+            format!(
+                "a restored backup whose recovery was interrupted and cannot continue: WAL \
+                 segment {} is missing and no restore_command is in use",
+                miss[0]
+            ),
+        )
+        .evidence(ev);
+        d.evidence.push(format!("missing: {}", seg_list(&miss, n)));
+        d.steps.push(Step::run(
+            "Copy the missing WAL from the backup's pg_wal/ or your WAL archive into pg_wal:",
+            format!("cp BACKUP/pg_wal/{} {}/", miss[0], self.file("pg_wal")),
+        ));
+        d.steps.push(self.start_step("Then start it."));
+        d.done()
+    }
+
+    /// 7.
+    fn finished(&self) -> Verdict {
+        let f = self.f;
+        let mut d = Draft::new(
+            DoctorState::RecoveryFinished,
+            Confidence::High,
+            "restored from a backup; recovery finished and the server was shut down cleanly \
+             since: it starts normally",
+        );
+        if let Some(old) = f.label_old.as_ref().and_then(|l| l.parsed.as_ref()) {
+            d.evidence.push(format!(
+                "backup_label.old: recovery consumed the label of the backup this directory came \
+                 from ({})",
+                self.label_line(old).trim_start_matches("backup_label: ")
+            ));
+        }
+        d.evidence.push(
+            "pg_control has no backup start point pending: replay reached the end of the backup"
+                .into(),
+        );
+        d.evidence.push(self.control_line());
+        d.evidence.extend(self.marker_line());
+        if f.files.recovery_done {
+            d.evidence
+                .push("recovery.done: archive recovery ended (recovery.conf was renamed)".into());
+        }
+        if let Some(v) = self.checkpoint_wal_problem() {
+            return v;
+        }
+        d.steps.push(Step::says("Nothing to repair."));
+        d.steps.push(self.start_step("Start it when you want."));
+        d.done()
+    }
+
+    /// Whether pg_wal lacks the segments from redo to checkpoint (the server would not start).
+    fn checkpoint_wal_problem(&self) -> Option<Verdict> {
+        let c = self.c;
+        let (miss, n) = self.missing(c.redo, c.checkpoint, c.timeline);
+        if miss.is_empty() {
+            return None;
+        }
+        let mut d = Draft::new(
+            DoctorState::Unknown,
+            Confidence::High,
+            format!(
+                "PostgreSQL will not start: pg_wal lacks {}, which holds pg_control's latest \
+                 checkpoint",
+                miss[0]
+            ),
+        );
+        d.evidence.push(self.control_line());
+        d.evidence.push(format!(
+            "missing: {} (the server stops with \"could not locate a valid checkpoint record\")",
+            seg_list(&miss, n)
+        ));
+        d.evidence.push(self.wal_summary());
+        d.evidence.extend(self.pid_line());
+        d.confirm.push(
+            "Where did pg_wal's files go — a WAL directory on another disk that is not mounted, a \
+             copy made without pg_wal, a cleanup script?"
+                .into(),
+        );
+        d.steps.push(Step::says(
+            "Put the missing WAL segments back into pg_wal (from where they were moved, or from \
+             the WAL archive), then run pgsafe doctor again.",
+        ));
+        d.caveats.push(
+            "pg_resetwal would make the server start, but throws away the WAL it needs: data \
+             loss and possibly corruption. Use it only as the last resort, on a copy."
+                .into(),
+        );
+        Some(d.done())
+    }
+
+    /// 2.
+    fn clean(&self) -> Verdict {
+        let f = self.f;
+        let c = self.c;
+        if let Some(v) = self.checkpoint_wal_problem() {
+            return v;
+        }
+        if let Some(v) = self.recovery_conf_on_12(DoctorState::Unknown) {
+            return v;
+        }
+        let standby = c.state == DbState::ShutDownInRecovery;
+        let mut d = Draft::new(
+            DoctorState::CleanShutdown,
+            Confidence::High,
+            if standby {
+                "cleanly shut down (as a standby): it starts normally"
+            } else {
+                "cleanly shut down: it starts normally"
+            },
+        );
+        d.evidence.push(self.control_line());
+        d.evidence.push(match f.postmaster.liveness {
+            Liveness::Absent => "no postmaster.pid: no server is running".to_owned(),
+            _ => self.pid_line().unwrap_or_default(),
+        });
+        if let Some(old) = f.label_old.as_ref().and_then(|l| l.parsed.as_ref()) {
+            d.evidence.push(format!(
+                "backup_label.old: this directory was started from a backup once (start {})",
+                old.start_lsn()
+            ));
+        }
+        if f.files.removed_label {
+            d.evidence.push(format!(
+                "{REMOVED_LABEL_FILE}: a leftover backup_label was renamed here earlier (by \
+                 pgsafe doctor --fix or by hand)"
+            ));
+        }
+        d.evidence.extend(self.server_context());
+        if standby && !self.recovery_requested() {
+            d.caveats.push(format!(
+                "It was a standby, but {} is missing: it would start as a primary (a split brain \
+                 if its primary still runs). Put it back if it should stay a standby.",
+                if self.pre12() {
+                    "recovery.conf"
+                } else {
+                    "standby.signal"
+                }
+            ));
+        }
+        d.steps.extend(self.stale_pid_step());
+        d.steps.push(Step::says("Nothing to repair."));
+        d.done()
+    }
+
+    fn recovery_conf_on_12(&self, state: DoctorState) -> Option<Verdict> {
+        if !self.f.files.recovery_conf || self.pre12() {
+            return None;
+        }
+        let mut d = Draft::new(
+            state,
+            Confidence::High,
+            format!(
+                "PostgreSQL {} will refuse to start: recovery.conf is not supported since 12",
+                self.version.major_name()
+            ),
+        );
+        d.evidence.push(self.control_line());
+        d.evidence.push(
+            "recovery.conf exists (FATAL: using recovery command file \"recovery.conf\" is not \
+             supported)"
+                .into(),
+        );
+        d.steps.push(Step::run(
+            "Move its settings into postgresql.conf, use standby.signal (standby) or \
+             recovery.signal (archive recovery) instead, and set the old file aside:",
+            format!(
+                "mv {} {}",
+                self.file("recovery.conf"),
+                self.file("recovery.conf.pgsafe-old")
+            ),
+        ));
+        Some(d.done())
+    }
+
+    /// 3.
+    fn crashed(&self) -> Verdict {
+        let f = self.f;
+        let c = self.c;
+        if let Some(v) = self.checkpoint_wal_problem() {
+            return v;
+        }
+        if let Some(v) = self.recovery_conf_on_12(DoctorState::Unknown) {
+            return v;
+        }
+        let in_recovery = matches!(c.state, DbState::InArchiveRecovery);
+        let confidence = if f.files.postmaster_opts || f.postmaster.liveness == Liveness::Stale {
+            Confidence::High
+        } else {
+            Confidence::Medium
+        };
+        let mut d = Draft::new(
+            DoctorState::Crashed,
+            confidence,
+            if in_recovery {
+                "crashed (or was killed) while in recovery; it resumes recovery at the next start"
+            } else {
+                "crashed (or was killed); normal crash recovery will run at the next start"
+            },
+        );
+        d.evidence.push(self.control_line());
+        d.evidence.extend(self.pid_line());
+        if f.postmaster.liveness == Liveness::Absent {
+            d.evidence.push(
+                "no postmaster.pid (removed after the crash, or by a failed start attempt)".into(),
+            );
+        }
+        d.evidence.push(format!(
+            "pg_wal holds the WAL from pg_control's redo point {} ({}) onward: crash recovery can \
+             replay it",
+            c.redo,
+            WalSegment::containing(c.redo, c.timeline, c.wal_seg_size)
+        ));
+        d.evidence.push(self.wal_summary());
+        d.evidence
+            .push("no backup_label: there is no backup to recover from".into());
+        if let Some(old) = f.label_old.as_ref().and_then(|l| l.parsed.as_ref()) {
+            d.evidence.push(format!(
+                "backup_label.old: this directory was restored from a backup once (start {}); \
+                 that recovery finished",
+                old.start_lsn()
+            ));
+        }
+        if f.files.removed_label {
+            d.evidence.push(format!(
+                "{REMOVED_LABEL_FILE}: a leftover backup_label was renamed here earlier (by \
+                 pgsafe doctor --fix or by hand)"
+            ));
+        }
+        d.evidence.extend(self.server_context());
+        if in_recovery && !self.recovery_requested() {
+            d.caveats.push(format!(
+                "It was recovering (a standby?), but {} is missing: it would finish recovery and \
+                 start as a primary. Put it back if it should stay a standby.",
+                if self.pre12() {
+                    "recovery.conf"
+                } else {
+                    "standby.signal"
+                }
+            ));
+        }
+        d.steps.extend(self.stale_pid_step());
+        d.steps
+            .push(self.start_step("Start the server; it recovers by itself."));
+        d.done()
+    }
+}
