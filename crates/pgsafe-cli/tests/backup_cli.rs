@@ -343,3 +343,203 @@ fn compressed_layouts_round_trip() {
         }
     }
 }
+
+/// Waits until the server has logged that a backup session ended without stopping (the server
+/// aborted the non-exclusive backup) and no replication slot is left.
+fn assert_server_clean(c: &Cluster) {
+    let t = Instant::now();
+    loop {
+        let slots: i64 = c.query_one("SELECT count(*) FROM pg_replication_slots");
+        let aborted = c
+            .server_log()
+            .contains("aborting backup due to backend exiting before");
+        if slots == 0 && aborted {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "slots left: {slots}, backup aborted in log: {aborted}\n{}",
+            c.server_log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn refused(out: &Output, needles: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    for n in needles {
+        assert!(err.contains(n), "expected {n:?} in: {err}");
+    }
+    err
+}
+
+/// Bad input is refused before anything is written: another cluster's PGDATA, a non-empty
+/// target, wal_level = minimal, an unreachable server, a target that cannot be created.
+#[test]
+fn bad_input_writes_nothing() {
+    let install = PgInstall::major(16);
+    let c = Cluster::started(
+        &install,
+        ClusterOptions::new().fast_unsafe().fresh_initdb(true),
+    );
+    let other = Cluster::new(
+        &install,
+        ClusterOptions::new().fast_unsafe().fresh_initdb(true),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("b");
+    let conn = c.conninfo();
+    let t = target.to_str().unwrap();
+
+    let out = pgsafe(&[
+        "backup",
+        "-d",
+        &conn,
+        "-D",
+        other.data_dir().to_str().unwrap(),
+        "--target",
+        t,
+    ]);
+    refused(
+        &out,
+        &[
+            "is not the data directory of the server",
+            "system identifier",
+        ],
+    );
+    assert!(!target.exists(), "nothing written");
+
+    fs::create_dir(&target).unwrap();
+    fs::write(target.join("old"), "x").unwrap();
+    let out = backup(&c, &target, &[]);
+    refused(&out, &["is not empty"]);
+    assert_eq!(
+        fs::read_dir(&target).unwrap().count(),
+        1,
+        "target untouched"
+    );
+    fs::remove_dir_all(&target).unwrap();
+
+    let out = pgsafe(&[
+        "backup",
+        "-d",
+        "host=/nonexistent port=1",
+        "-D",
+        c.data_dir().to_str().unwrap(),
+        "--target",
+        t,
+    ]);
+    refused(&out, &["/nonexistent/.s.PGSQL.1"]);
+    assert!(!target.exists());
+
+    let out = backup(&c, &dir.path().join("no/such/parent"), &[]);
+    refused(&out, &["parent folder does not exist"]);
+
+    let minimal = Cluster::started(
+        &install,
+        ClusterOptions::new()
+            .fast_unsafe()
+            .conf("wal_level = minimal")
+            .conf("max_wal_senders = 0")
+            .conf("archive_mode = off"),
+    );
+    let out = backup(&minimal, &target, &[]);
+    refused(&out, &["wal_level"]);
+    assert!(!target.exists());
+    assert_eq!(
+        c.query_one::<i64>("SELECT count(*) FROM pg_replication_slots"),
+        0
+    );
+}
+
+/// A target filesystem that fills up: without --force the free-space check refuses before
+/// writing; with --force the copy fails on ENOSPC, the target is left visibly incomplete, and
+/// the server's backup and slot are gone. Needs root to mount a small tmpfs (CI runs as root).
+#[test]
+fn full_filesystem_fails_cleanly() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "full_filesystem_fails_cleanly needs root to mount a tmpfs; run the suite as root"
+        );
+        return;
+    }
+    let c = Cluster::started(&PgInstall::major(15), ClusterOptions::new().fast_unsafe());
+    c.execute("CREATE TABLE big AS SELECT g, repeat(md5(g::text), 20) AS v FROM generate_series(1, 40000) g");
+    let mnt = tempfile::tempdir().unwrap();
+    let ok_mount = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=8m",
+            "tmpfs",
+            mnt.path().to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(ok_mount.success(), "mount a tmpfs");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.path());
+    let target = mnt.path().join("b");
+    let out = backup(&c, &target, &[]);
+    refused(&out, &["not enough free space"]);
+    assert!(!target.exists(), "nothing written");
+
+    let out = backup(&c, &target, &["--force"]);
+    let err = refused(&out, &["No space left on device", "INCOMPLETE"]);
+    assert!(!target.join("pgsafe.json").exists(), "{err}");
+    assert!(target.join("pgsafe.incomplete").exists());
+    assert_server_clean(&c);
+}
+
+/// The backup process killed with SIGKILL mid-copy: the server's backup ends with the session,
+/// the temporary slot is gone, the target stays marked incomplete, and the next backup works.
+#[test]
+fn killed_backup_leaves_nothing_on_the_server() {
+    let c = Cluster::started(&PgInstall::major(17), ClusterOptions::new().fast_unsafe());
+    c.execute("CREATE TABLE big AS SELECT g, repeat(md5(g::text), 20) AS v FROM generate_series(1, 100000) g");
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("b");
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("pgsafe"))
+        .args([
+            "backup",
+            "-d",
+            &c.conninfo(),
+            "-D",
+            c.data_dir().to_str().unwrap(),
+        ])
+        .args([
+            "--target",
+            target.to_str().unwrap(),
+            "--max-rate",
+            "2M",
+            "--progress",
+            "none",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !target.join("base").exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the copy never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(target.join("pgsafe.incomplete").exists() && !target.join("pgsafe.json").exists());
+    assert_server_clean(&c);
+    let again = dir.path().join("again");
+    ok(backup(&c, &again, &[]), "the next backup");
+    assert!(again.join("pgsafe.json").exists());
+}
