@@ -70,6 +70,9 @@ impl std::str::FromStr for WalMode {
     }
 }
 
+/// A test hook called with each data file's path just before the copy opens it.
+pub type CopyHook = Arc<dyn Fn(&RelPath) + Send + Sync>;
+
 /// What `pgsafe backup` needs.
 #[derive(Clone)]
 pub struct BackupOptions {
@@ -90,7 +93,7 @@ pub struct BackupOptions {
     /// Set to stop the backup (Ctrl-C).
     pub cancel: Option<Arc<AtomicBool>>,
     /// Test hook: called before each data file is opened by the copy.
-    pub before_open: Option<Arc<dyn Fn(&RelPath) + Send + Sync>>,
+    pub before_open: Option<CopyHook>,
 }
 
 #[derive(Debug, thiserror::Error)]
