@@ -79,7 +79,9 @@ fn ddl_during_copy(major: u32) {
         info.vanished_files,
         info.shrunk_files
     );
-    let stored = fs::metadata(target.join(&dropme)).map(|md| md.len()).unwrap_or(0);
+    let stored = fs::metadata(target.join(&dropme))
+        .map(|md| md.len())
+        .unwrap_or(0);
     assert_eq!(stored, 0, "{m}: nothing of the dropped table is stored");
     assert!(target.join("pgsafe.json").exists());
 
