@@ -115,6 +115,21 @@ pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
         cancel: Some(Arc::clone(&cancel)),
         before_open: None,
     };
+    {
+        // First Ctrl-C (or SIGTERM): stop cleanly — the server-side backup is aborted and the
+        // target stays marked incomplete. A second one exits at once (the server still aborts
+        // the backup when the session ends).
+        let cancel = Arc::clone(&cancel);
+        let _ = ctrlc::set_handler(move || {
+            if cancel.swap(true, Ordering::SeqCst) {
+                eprintln!("pgsafe: interrupted again; exiting now");
+                std::process::exit(130);
+            }
+            eprintln!(
+                "pgsafe: interrupted; cancelling the backup (press Ctrl-C again to exit now)"
+            );
+        });
+    }
     let progress = CliProgress::new(args.progress);
     let target_existed = args.target.exists();
     let result = backup::run_backup(&opts, &progress);
@@ -139,7 +154,6 @@ pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
             return Err(describe(e));
         }
     };
-    let _ = cancel.load(Ordering::Relaxed);
     if args.json {
         crate::render::json(&info)?;
     } else {

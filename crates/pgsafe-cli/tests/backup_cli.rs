@@ -543,3 +543,209 @@ fn killed_backup_leaves_nothing_on_the_server() {
     ok(backup(&c, &again, &[]), "the next backup");
     assert!(again.join("pgsafe.json").exists());
 }
+
+/// Ctrl-C (SIGINT) mid-copy: the backup is cancelled cleanly — exit 2, "cancelled", the target
+/// marked incomplete, the server's backup aborted and the slot gone.
+#[test]
+fn ctrl_c_cancels_cleanly() {
+    let c = Cluster::started(&PgInstall::major(14), ClusterOptions::new().fast_unsafe());
+    c.execute("CREATE TABLE big AS SELECT g, repeat(md5(g::text), 20) AS v FROM generate_series(1, 100000) g");
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("b");
+    let child = Command::new(assert_cmd::cargo::cargo_bin("pgsafe"))
+        .args([
+            "backup",
+            "-d",
+            &c.conninfo(),
+            "-D",
+            c.data_dir().to_str().unwrap(),
+        ])
+        .args([
+            "--target",
+            target.to_str().unwrap(),
+            "--max-rate",
+            "2M",
+            "--progress",
+            "none",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !target.join("base").exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the copy never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = refused(&out, &["cancelled", "INCOMPLETE"]);
+    assert!(
+        target.join("pgsafe.incomplete").exists() && !target.join("pgsafe.json").exists(),
+        "{err}"
+    );
+    assert_server_clean(&c);
+}
+
+/// A backup taken from a streaming standby (`BACKUP FROM: standby`, WAL from the standby's
+/// pg_wal after it received the stop position) restores with every row the primary had
+/// committed before the backup started.
+#[test]
+fn backup_from_standby_restores() {
+    for major in [10, 13, 16, 18] {
+        let install = PgInstall::major(major);
+        let primary = Cluster::started(&install, ClusterOptions::new().fast_unsafe());
+        primary.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 5000) g");
+        let standby = Cluster::new_standby(&primary);
+        standby.wait_for_replay(&primary);
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("b");
+        let conn = standby.conninfo();
+        let args = [
+            "backup",
+            "-d",
+            &conn,
+            "-D",
+            standby.data_dir().to_str().unwrap(),
+            "--target",
+            target.to_str().unwrap(),
+            "--json",
+            "--progress",
+            "none",
+        ];
+        // Keep the primary writing so the standby has WAL to replay during the backup.
+        primary.execute("INSERT INTO t SELECT g FROM generate_series(5001, 6000) g");
+        let out = ok(pgsafe(&args), "backup from standby");
+        let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(info["from_standby"], true);
+        let label = BackupLabel::parse(&fs::read(target.join("backup_label")).unwrap()).unwrap();
+        assert!(label.is_from_standby(), "PostgreSQL {major}");
+        let scratch = server_owned_tempdir();
+        let data = scratch.path().join("data");
+        copy_tree(&target, &data, Some(server_user())).unwrap();
+        // A backup of a standby carries its standby.signal/recovery.conf settings: start it as
+        // a plain server (recovery from the backup's own pg_wal).
+        for f in [
+            "standby.signal",
+            "recovery.conf",
+            "pgsafe.json",
+            "backup_manifest",
+        ] {
+            let _ = fs::remove_file(data.join(f));
+        }
+        let mut restored = Cluster::adopt(&install, &data, ClusterOptions::new());
+        restored.start();
+        wait_recovered(&restored);
+        assert!(
+            restored.query_one::<i64>("SELECT count(*) FROM t") >= 5000,
+            "PostgreSQL {major}"
+        );
+        restored.stop();
+    }
+}
+
+/// `--wal archive` waits for the server's archive and records where WAL comes from; `--wal
+/// none` says so in pgsafe.json; neither stores WAL.
+#[test]
+fn wal_modes_archive_and_none() {
+    let c = Cluster::started(
+        &PgInstall::major(15),
+        ClusterOptions::new().fast_unsafe().with_archive(true),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let out = ok(backup(&c, &a, &["--wal", "archive"]), "--wal archive");
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["wal"]["mode"], "archive");
+    let stop_wal = info["stop_wal"].as_str().unwrap();
+    assert!(
+        c.archive_dir().unwrap().join(stop_wal).exists(),
+        "the stop segment is archived"
+    );
+    assert!(
+        files_under(&a).iter().all(|f| !f.starts_with("pg_wal/0")),
+        "no WAL stored"
+    );
+    let n = dir.path().join("n");
+    let out = ok(backup(&c, &n, &["--wal", "none"]), "--wal none");
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["wal"]["mode"], "none");
+    assert!(
+        info["wal"]["source"]
+            .as_str()
+            .unwrap()
+            .contains("your own WAL archive")
+    );
+    // --wal archive on a server that does not archive is refused with an explanation.
+    let plain = Cluster::started(&PgInstall::major(15), ClusterOptions::new().fast_unsafe());
+    let out = backup(&plain, &dir.path().join("x"), &["--wal", "archive"]);
+    refused(&out, &["does not archive"]);
+}
+
+/// `--progress json` writes NDJSON events to stderr (phases, progress); `--progress log` plain
+/// lines; stdout carries only the result.
+#[test]
+fn progress_modes() {
+    let c = Cluster::started(&PgInstall::major(18), ClusterOptions::new().fast_unsafe());
+    let dir = tempfile::tempdir().unwrap();
+    let conn = c.conninfo();
+    let pgdata = c.data_dir().to_str().unwrap().to_owned();
+    let t = dir.path().join("j");
+    let out = ok(
+        pgsafe(&[
+            "backup",
+            "-d",
+            &conn,
+            "-D",
+            &pgdata,
+            "--target",
+            t.to_str().unwrap(),
+            "--progress",
+            "json",
+            "--json",
+        ]),
+        "json progress",
+    );
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not NDJSON: {l:?}: {e}")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "phase" && e["phase"] == "copy")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "progress" && e["total_bytes"].as_u64() > Some(0))
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(summary["bytes"].as_u64() > Some(0));
+    let t = dir.path().join("l");
+    let out = ok(
+        pgsafe(&[
+            "backup",
+            "-d",
+            &conn,
+            "-D",
+            &pgdata,
+            "--target",
+            t.to_str().unwrap(),
+            "--progress",
+            "log",
+        ]),
+        "log progress",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pgsafe: copy") && err.contains("MiB"), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("backup complete") && text.contains("start / stop LSN"),
+        "{text}"
+    );
+}

@@ -236,6 +236,7 @@ pub fn run_backup(
         WalMode::Archive | WalMode::None => None,
     };
 
+    check_cancel(opts)?;
     // From here on the target exists and is marked incomplete until pgsafe.json is written.
     create_target(&opts.target)?;
     let started = session.start_backup(&opts.label, opts.fast)?;
@@ -255,6 +256,10 @@ pub fn run_backup(
             return Err(e);
         }
     };
+    if let Err(e) = check_cancel(opts) {
+        started.abort();
+        return Err(e);
+    }
     progress.phase("stop");
     let stopped = started.stop(false)?;
     finish(
@@ -303,6 +308,7 @@ fn finish(
             .map_err(|e| BackupError::Wal(e.to_string()))?;
     let map_bytes = stopped.tablespace_map.clone();
     let mut session = stopped.into_session();
+    check_cancel(opts)?;
     progress.phase("wal");
     let wal_info = match opts.wal {
         WalMode::Include => {
@@ -442,6 +448,13 @@ fn finish(
     fsutil::sync_dir(target)?;
     drop(session);
     Ok(backup_info)
+}
+
+fn check_cancel(opts: &BackupOptions) -> Result<(), BackupError> {
+    match &opts.cancel {
+        Some(c) if c.load(std::sync::atomic::Ordering::Relaxed) => Err(BackupError::Cancelled),
+        _ => Ok(()),
+    }
 }
 
 fn stopped_wal(stop_lsn: Lsn, tli: TimelineId, seg: WalSegSize) -> WalSegment {
