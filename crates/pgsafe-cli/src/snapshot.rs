@@ -71,6 +71,10 @@ pub struct StopArgs {
     pub output_dir: Option<PathBuf>,
     #[command(flatten)]
     pub archive: ArchiveArgs,
+    /// Also insert the result (label, map, LSNs, times) into this table, created if missing
+    /// (SCHEMA.TABLE; primary only): for backup software that reads results from SQL.
+    #[arg(long, value_name = "SCHEMA.TABLE")]
+    pub record_table: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -101,6 +105,7 @@ impl ArchiveArgs {
         StopOptions {
             wait_archive,
             archive_timeout_secs: self.archive_timeout.as_secs(),
+            record_table: None,
         }
     }
 }
@@ -227,7 +232,11 @@ fn print_start(rec: &BackupRecord) {
 
 pub fn stop(args: StopArgs) -> anyhow::Result<u8> {
     let run_dir = args.run_dir.open()?;
-    let rec = hold::stop(&run_dir, &args.id, args.archive.options())?;
+    let opts = StopOptions {
+        record_table: args.record_table.clone(),
+        ..args.archive.options()
+    };
+    let rec = hold::stop(&run_dir, &args.id, opts)?;
     let written = match (&rec.result, &args.output_dir) {
         (Some(res), Some(dir)) if rec.state == BackupState::Complete => hold::write_label_files(
             dir,
@@ -267,6 +276,9 @@ fn report_final(rec: &BackupRecord, written: &[PathBuf], json: bool) -> anyhow::
             format!("{} (timeline {})", res.stop_wal, res.stop_tli),
         );
         field("WAL archiving", &res.archive.detail);
+        if let Some(r) = &res.recorded {
+            field("record table", r);
+        }
         field("stopped at", epoch(res.stopped_at));
         for p in written {
             field("wrote", p.display());
@@ -281,6 +293,11 @@ fn report_final(rec: &BackupRecord, written: &[PathBuf], json: bool) -> anyhow::
         writeln!(out, "--- end ---")?;
     }
     if rec.is_usable() {
+        let record_failed = rec.result.as_ref().and_then(|r| r.recorded.as_deref());
+        if let Some(r) = record_failed.filter(|r| r.starts_with("FAILED")) {
+            eprintln!("pgsafe: error: backup {} is usable, but {r}", rec.id);
+            return Ok(exit::ERROR);
+        }
         return Ok(exit::OK);
     }
     let why = match (&rec.failure, &rec.result) {

@@ -546,3 +546,56 @@ fn wait_stop_failure(run: &Path, id: &str) -> Output {
     );
     out
 }
+
+/// `stop --record-table`: the result also lands in a table (created if missing) for backup
+/// software that reads results from SQL; refused on a standby before stopping.
+#[test]
+fn record_table() {
+    for major in [10, 15, 18] {
+        let c = Cluster::started(
+            &PgInstall::major(major),
+            ClusterOptions::new().fast_unsafe(),
+        );
+        c.execute("CREATE SCHEMA ops");
+        let run = run_dir();
+        let s = start(&c, run.path(), "rec", &["--label", "recorded"]);
+        let r = json(&ok(
+            stop(run.path(), "rec", &["--record-table", "ops.backups"]),
+            "stop",
+        ));
+        assert_eq!(
+            r["result"]["recorded"], "recorded in \"ops\".\"backups\"",
+            "{r}"
+        );
+        let mut client = c.connect();
+        let row = client
+            .query_one(
+                "SELECT backup_id, label, start_lsn::text, stop_lsn::text, backup_label \
+                 FROM ops.backups",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "rec");
+        assert_eq!(row.get::<_, String>(1), "recorded");
+        assert_eq!(row.get::<_, String>(2), s["start_lsn"].as_str().unwrap());
+        assert_eq!(
+            row.get::<_, String>(3),
+            r["result"]["stop_lsn"].as_str().unwrap()
+        );
+        assert_eq!(
+            row.get::<_, String>(4),
+            r["result"]["backup_label"].as_str().unwrap()
+        );
+    }
+    let primary = Cluster::started(&PgInstall::major(16), ClusterOptions::new().fast_unsafe());
+    let standby = Cluster::new_standby(&primary);
+    let run = run_dir();
+    start(&standby, run.path(), "sb", &[]);
+    let out = stop(run.path(), "sb", &["--record-table", "backups"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a primary"));
+    ok(
+        stop(run.path(), "sb", &[]),
+        "stop without --record-table still works",
+    );
+}

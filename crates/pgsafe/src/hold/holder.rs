@@ -430,6 +430,26 @@ impl Holder<'_> {
             self.state = Held::Started(started);
             return Err(why);
         }
+        let record_table = match opts
+            .record_table
+            .as_deref()
+            .map(quote_qualified)
+            .transpose()
+        {
+            Ok(t) => t,
+            Err(e) => {
+                self.state = Held::Started(started);
+                return Err(e);
+            }
+        };
+        if record_table.is_some() && info.in_recovery {
+            self.state = Held::Started(started);
+            return Err(
+                "--record-table needs a primary: a standby is read-only. The backup is \
+                        still in progress; stop it without --record-table"
+                    .into(),
+            );
+        }
         let wait = applies && opts.wait_archive != WaitArchive::No;
         self.save(|r| r.state = BackupState::Stopping)
             .map_err(|e| e.to_string())?;
@@ -475,6 +495,7 @@ impl Holder<'_> {
                     )
                 },
             },
+            recorded: None,
         };
         let stop_wal = result.stop_wal;
         // The label exists only in this process until it is on disk: save it before anything
@@ -489,10 +510,23 @@ impl Holder<'_> {
             "backup {}: stopped at {} ({})",
             rec.id, stop_wal, rec.state
         ));
+        let mut session = stopped.into_session();
+        let rec = match &record_table {
+            Some(table) => {
+                let recorded = record(&mut session, table, &rec);
+                log(format_args!("backup {}: {recorded}", rec.id));
+                self.save(|r| {
+                    if let Some(res) = r.result.as_mut() {
+                        res.recorded = Some(recorded);
+                    }
+                })
+                .map_err(|e| e.to_string())?
+            }
+            None => rec,
+        };
         if !wait {
             return Ok(rec);
         }
-        let mut session = stopped.into_session();
         let archive = session.wait_for_archive(stop_wal, opts.archive_timeout_secs);
         let done = archive.complete;
         let rec = self
@@ -509,5 +543,65 @@ impl Holder<'_> {
             };
         }
         Ok(rec)
+    }
+}
+
+/// `name` or `schema.name` as a quoted SQL identifier (`"schema"."name"`).
+fn quote_qualified(name: &str) -> Result<String, String> {
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() > 2 || parts.iter().any(|p| p.is_empty()) {
+        return Err(format!(
+            "--record-table {name:?}: expected TABLE or SCHEMA.TABLE"
+        ));
+    }
+    Ok(parts
+        .iter()
+        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join("."))
+}
+
+/// Inserts the stopped backup's result into `table` (created if missing), in the backup's own
+/// session. Returns what happened, in words; a failure does not make the backup unusable.
+fn record(session: &mut Session, table: &str, rec: &BackupRecord) -> String {
+    let Some(res) = rec.result.as_ref() else {
+        return "not recorded: no result".into();
+    };
+    let create = format!(
+        "CREATE TABLE IF NOT EXISTS {table} (backup_id text, label text, start_lsn pg_lsn, \
+         stop_lsn pg_lsn, start_timeline integer, stop_timeline integer, backup_label text, \
+         tablespace_map text, started_at timestamptz, stopped_at timestamptz, \
+         server_version text)"
+    );
+    let insert = format!(
+        "INSERT INTO {table} VALUES ($1, $2, $3::text::pg_lsn, $4::text::pg_lsn, $5, $6, $7, $8, \
+         to_timestamp($9::bigint), to_timestamp($10::bigint), $11)"
+    );
+    let start_lsn = rec.start_lsn.map(|l| l.to_string());
+    let start_tli = rec.start_tli.map(|t| t.0 as i32);
+    let result = session.client().batch_execute(&create).and_then(|()| {
+        session.client().execute(
+            &insert,
+            &[
+                &rec.id.as_str(),
+                &rec.label,
+                &start_lsn,
+                &res.stop_lsn.to_string(),
+                &start_tli,
+                &(res.stop_tli.0 as i32),
+                &res.backup_label,
+                &res.tablespace_map,
+                &rec.started_at,
+                &res.stopped_at,
+                &rec.server_version,
+            ],
+        )
+    });
+    match result {
+        Ok(_) => format!("recorded in {table}"),
+        Err(e) => format!(
+            "FAILED to record in {table}: {} (the backup itself is complete)",
+            crate::session::db_message(&e)
+        ),
     }
 }

@@ -195,6 +195,9 @@ pub struct StopResult {
     pub stopped_at: i64,
     pub stop_duration_ms: u64,
     pub archive: ArchiveStatus,
+    /// With `--record-table`: where the result was inserted, or why that failed.
+    #[serde(default)]
+    pub recorded: Option<String>,
 }
 
 impl BackupRecord {

@@ -208,6 +208,7 @@ pub fn snapshot(opts: &SnapshotOptions) -> Result<SnapshotReport, HoldError> {
             complete: true,
             detail: "not waited for".into(),
         },
+        recorded: None,
     };
     if wait {
         let stop_wal = stopped.stop_wal;

@@ -51,10 +51,13 @@ pub enum WaitArchive {
     No,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StopOptions {
     pub wait_archive: WaitArchive,
     pub archive_timeout_secs: u64,
+    /// `SCHEMA.TABLE` (or `TABLE`) to insert the result into after the stop (primary only).
+    #[serde(default)]
+    pub record_table: Option<String>,
 }
 
 impl Default for StopOptions {
@@ -62,6 +65,7 @@ impl Default for StopOptions {
         StopOptions {
             wait_archive: WaitArchive::Auto,
             archive_timeout_secs: 300,
+            record_table: None,
         }
     }
 }
