@@ -121,7 +121,7 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<u8> {
         if a.json {
             print_json(&a, &diag, None)?;
         } else {
-            print_verdict(&diag.verdict, &a.pgdata);
+            print_verdict(&diag.verdict, &diag.facts);
         }
         return Ok(code(diag.verdict.state));
     }
@@ -135,7 +135,7 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<u8> {
                 };
                 print_json(&a, &diag, Some(r))?;
             } else {
-                print_verdict(&diag.verdict, &a.pgdata);
+                print_verdict(&diag.verdict, &diag.facts);
                 println!();
                 println!(
                     "Fixed: renamed {} to {} (durably; the file is kept).",
@@ -144,7 +144,7 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<u8> {
                 );
                 println!();
                 println!("Now:");
-                print_verdict(&outcome.after, &a.pgdata);
+                print_verdict(&outcome.after, &diag.facts);
             }
             Ok(code(outcome.after.state))
         }
@@ -157,7 +157,7 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<u8> {
                 };
                 print_json(&a, &diag, Some(r))?;
             } else {
-                print_verdict(&diag.verdict, &a.pgdata);
+                print_verdict(&diag.verdict, &diag.facts);
                 println!();
                 println!("--fix: nothing done: {why}");
             }
@@ -207,15 +207,22 @@ fn wrap(first: &str, rest: &str, text: &str) -> String {
 }
 
 /// Short verdict first, then evidence, warnings, commands, and what to confirm.
-fn print_verdict(v: &Verdict, path: &std::path::Path) {
+fn print_verdict(v: &Verdict, facts: &pgsafe::doctor::Facts) {
     println!("{}", wrap("Verdict: ", "         ", &v.summary));
-    println!(
-        "         [state {}/9: {}; confidence {}; {}]",
+    let mut about = format!(
+        "state {}/9: {}; confidence {}; {}",
         v.state_number,
         v.state.title(),
         v.confidence,
-        path.display()
+        facts.path.display()
     );
+    if let Some(ver) = facts.version {
+        about.push_str(&format!("; PostgreSQL {}", ver.major_name()));
+    }
+    if let Some(c) = &facts.control {
+        about.push_str(&format!("; system identifier {}", c.system_identifier));
+    }
+    println!("{}", wrap("         [", "          ", &format!("{about}]")));
     if !v.evidence.is_empty() {
         println!();
         println!("Evidence:");

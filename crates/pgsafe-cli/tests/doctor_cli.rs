@@ -201,6 +201,29 @@ fn running_stopped_crashed(major: u32) {
 
 majors!(running_stopped_crashed: pg10 => 10, pg12 => 12, pg14 => 14, pg15 => 15, pg17 => 17, pg18 => 18);
 
+/// A streaming standby: running (in recovery), cleanly stopped (in recovery), crashed.
+fn standby(major: u32) {
+    let p = Cluster::started(&PgInstall::major(major), opts());
+    p.execute("CREATE TABLE t (id bigserial PRIMARY KEY, v text)");
+    let mut s = Cluster::new_standby(&p);
+    let dir = s.data_dir().to_path_buf();
+    let conn = s.conninfo();
+    let v = expect(&dir, &["--connect", &conn], 1, 0);
+    assert_eq!(v["facts"]["server"]["in_recovery"], true);
+    assert!(v["verdict"]["evidence"].to_string().contains("in recovery"));
+    s.stop();
+    let v = expect(&dir, &[], 2, 0);
+    assert!(summary(&v).contains("standby"), "{}", summary(&v));
+    assert!(v["verdict"]["caveats"].as_array().unwrap().is_empty());
+    s.start();
+    s.crash();
+    let v = expect(&dir, &[], 3, 0);
+    assert!(summary(&v).contains("recovery"), "{}", summary(&v));
+    s.start();
+}
+
+majors!(standby: pg10 => 10, pg15 => 15, pg18 => 18);
+
 // ---- 4 --------------------------------------------------------------------------------------
 
 /// The oldest trap: SIGKILL during an exclusive backup once the label's WAL is recycled.
@@ -309,7 +332,7 @@ fn exclusive_backup_wal_still_present(major: u32) {
     assert!(dir.join("backup_label.old").exists());
 }
 
-majors!(exclusive_backup_wal_still_present: pg12 => 12, pg14 => 14);
+majors!(exclusive_backup_wal_still_present: pg10 => 10, pg12 => 12, pg14 => 14);
 
 // ---- 5, 6, 7: a restore made by hand --------------------------------------------------------
 
@@ -465,6 +488,32 @@ fn restored_backup(major: u32) {
     let v = expect(&data, &[], 6, 1);
     assert!(summary(&v).contains(&b.first_seg), "{}", summary(&v));
     never_removes_label(&v);
+    // With a WAL archive: restore_command (in a config file outside PGDATA on 12+, in
+    // recovery.conf on 10-11) plus a recovery signal makes it recoverable.
+    let rc = format!(
+        "restore_command = 'cp {}/pg_wal/%f %p'\n",
+        b.backup().display()
+    );
+    let extra = b.tmp.path().join("extra.conf");
+    let signal = if major >= 12 {
+        fs::write(&extra, &rc).unwrap();
+        fs::write(data.join("recovery.signal"), "").unwrap();
+        data.join("recovery.signal")
+    } else {
+        fs::write(data.join("recovery.conf"), &rc).unwrap();
+        data.join("recovery.conf")
+    };
+    let cf = extra.display().to_string();
+    let v = expect(&data, &["--config-file", &cf], 5, 0);
+    assert_eq!(v["verdict"]["confidence"], "medium");
+    assert!(
+        v["verdict"]["evidence"]
+            .to_string()
+            .contains("restore_command"),
+        "{}",
+        v["verdict"]
+    );
+    fs::remove_file(&signal).unwrap();
     fs::rename(aside.join(&b.first_seg), &seg_path).unwrap();
 
     // 6: backup_label deleted, no marker — the backup-copy pattern gives it away.
@@ -534,6 +583,60 @@ fn restored_backup(major: u32) {
 }
 
 majors!(restored_backup: pg10 => 10, pg12 => 12, pg14 => 14, pg15 => 15, pg17 => 17, pg18 => 18);
+
+/// The output of a real `pgsafe backup`, started as it is (the plain layout is a data
+/// directory): 5 with the backup's end known from backup_manifest; 6 without its label.
+fn pgsafe_backup_output(major: u32) {
+    let install = PgInstall::major(major);
+    let c = Cluster::started(&install, opts());
+    c.execute("CREATE TABLE t (id bigserial PRIMARY KEY, v text)");
+    c.execute("INSERT INTO t (v) SELECT 'x' FROM generate_series(1, 5000)");
+    let tmp = server_owned_tempdir();
+    let target = tmp.path().join("backup");
+    let conn = c.conninfo();
+    let out = Command::new(bin())
+        .args(["backup", "-d", &conn, "-D"])
+        .arg(c.data_dir())
+        .arg("--target")
+        .arg(&target)
+        .args(["--progress", "none", "--fast"])
+        .env_remove("PGDATA")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pgsafe backup: {} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(c);
+    let data = tmp.path().join("data");
+    copy_tree(&target, &data, Some(server_user())).unwrap();
+    let v = expect(&data, &[], 5, 0);
+    assert_eq!(v["verdict"]["confidence"], "high", "{}", v["verdict"]);
+    assert!(
+        v["facts"]["backup_end"]["source"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("backup_manifest"),
+        "{}",
+        v["facts"]["backup_end"]
+    );
+    let label = data.join("backup_label");
+    let aside = tmp.path().join("label.aside");
+    fs::rename(&label, &aside).unwrap();
+    let v = expect(&data, &[], 6, 1);
+    assert_eq!(v["verdict"]["confidence"], "high", "two independent signs");
+    never_removes_label(&v);
+    fs::rename(&aside, &label).unwrap();
+    let mut r = Cluster::adopt(&install, &data, ClusterOptions::new());
+    r.start();
+    assert_eq!(rows(&r), 5000);
+    r.stop();
+    expect(&data, &[], 7, 0);
+}
+
+majors!(pgsafe_backup_output: pg12 => 12, pg17 => 17);
 
 // ---- 15+: a streamed label in the live directory ----------------------------------------------
 

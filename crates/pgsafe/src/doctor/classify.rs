@@ -449,8 +449,7 @@ impl Ctx<'_> {
         };
         if !s.reachable {
             return vec![format!(
-                "--connect: no server answered at {} ({})",
-                s.target,
+                "--connect: no server answered ({})",
                 s.error
                     .as_deref()
                     .unwrap_or("?")
@@ -463,20 +462,21 @@ impl Ctx<'_> {
         let same_sys = s.system_identifier == Some(self.c.system_identifier);
         match (s.same_directory, same_sys) {
             (Some(true), _) => {}
-            (_, true) => v.push(format!(
-                "--connect: the server at {} belongs to the same cluster (system identifier {}) \
-                 but runs elsewhere{}: a standby, the primary, or another copy",
-                s.target,
+            (Some(false), true) => v.push(format!(
+                "--connect: the server that answered belongs to the same cluster (system \
+                 identifier {}) but runs on {}: a standby, the primary, or another copy",
                 self.c.system_identifier,
-                s.data_directory
-                    .as_ref()
-                    .map(|d| format!(" ({d})"))
-                    .unwrap_or_default()
+                s.data_directory.as_deref().unwrap_or("?")
+            )),
+            (None, true) => v.push(format!(
+                "--connect: the server that answered belongs to the same cluster (system \
+                 identifier {}); its data_directory is not visible to this user (superuser or \
+                 pg_read_all_settings needed), so pgsafe cannot tell whether it runs here",
+                self.c.system_identifier
             )),
             (_, false) => v.push(format!(
-                "--connect: the server at {} is a different cluster (system identifier {}), not \
-                 this directory's",
-                s.target,
+                "--connect: the server that answered is a different cluster (system identifier \
+                 {}), not this directory's",
                 s.system_identifier
                     .map_or("unknown".to_owned(), |x| x.to_string())
             )),
@@ -508,12 +508,23 @@ impl Ctx<'_> {
                 Some(false) => "a primary, accepting writes",
                 None => "role unknown",
             };
+            let mut archiving = format!(
+                "archive_mode = {}",
+                s.archive_mode.as_deref().unwrap_or("?")
+            );
+            if s.archive_mode.as_deref().is_some_and(|m| m != "off")
+                && let Some(cmd) = &s.archive_command
+            {
+                archiving.push_str(&format!(", archive_command = `{cmd}`"));
+            }
+            if let Some(rc) = s.restore_command.as_deref().filter(|r| !r.is_empty()) {
+                archiving.push_str(&format!(", restore_command = `{rc}`"));
+            }
             d.evidence.push(format!(
-                "--connect: the server{} answers and is {role}; archive_mode = {}",
+                "--connect: the server{} answers and is {role}; {archiving}",
                 s.version
                     .map(|v| format!(" (PostgreSQL {})", v.major_name()))
-                    .unwrap_or_default(),
-                s.archive_mode.as_deref().unwrap_or("?")
+                    .unwrap_or_default()
             ));
         } else {
             d.evidence.extend(self.server_context());

@@ -369,7 +369,7 @@ fn exclusive_label_with_a_gap_in_its_wal_still_needs_the_rename() {
 #[test]
 fn exclusive_label_any_restore_sign_means_restored() {
     type Edit = fn(&mut Facts);
-    let edits: [(&str, Edit); 8] = [
+    let edits: [(&str, Edit); 7] = [
         ("recovery.signal", |f| f.files.recovery_signal = true),
         ("standby.signal", |f| f.files.standby_signal = true),
         ("marker", with_marker),
@@ -379,10 +379,6 @@ fn exclusive_label_any_restore_sign_means_restored() {
         ("backup_manifest", |f| f.files.backup_manifest = true),
         ("history file", |f| {
             f.label_history_file = Some("000000010000000000000002.00000028.backup".into())
-        }),
-        ("pid of another dir", |f| {
-            f.postmaster.names_this_directory = Some(false);
-            f.postmaster.data_directory = Some("/elsewhere".into());
         }),
         ("clean shutdown", |f| {
             f.control.as_mut().unwrap().state = DbState::ShutDown;
@@ -407,8 +403,12 @@ fn exclusive_label_any_restore_sign_means_restored() {
 #[test]
 fn exclusive_label_doubts_make_it_ambiguous() {
     type Edit = fn(&mut Facts);
-    let edits: [(&str, Edit); 4] = [
+    let edits: [(&str, Edit); 5] = [
         ("no postmaster.opts", |f| f.files.postmaster_opts = false),
+        ("pid of another dir", |f| {
+            f.postmaster.names_this_directory = Some(false);
+            f.postmaster.data_directory = Some("/elsewhere".into());
+        }),
         ("pg_control older", |f| {
             let c = f.control.as_mut().unwrap();
             c.checkpoint = lsn("0/1000060");

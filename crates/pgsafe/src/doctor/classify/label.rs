@@ -96,9 +96,11 @@ impl Ctx<'_> {
             ));
         }
         if f.postmaster.names_this_directory == Some(false) {
-            k.restore_signs.push(format!(
+            // Copied from there — or moved by hand after the crash: a doubt, not proof.
+            k.doubts.push(format!(
                 "postmaster.pid was written by a server running in {}, not here: these files were \
-                 copied from there",
+                 copied or moved from there (expected only if you moved the directory yourself \
+                 after the crash)",
                 f.postmaster.data_directory.as_deref().unwrap_or("?")
             ));
         }
@@ -484,6 +486,11 @@ impl Ctx<'_> {
             Some(e) => (
                 Lsn(e.lsn.0.saturating_sub(1)).max(label.checkpoint_lsn()),
                 e.timeline.unwrap_or(tli).max(tli),
+            ),
+            // A standby backup ends at the copied pg_control's minimum recovery point.
+            None if label.is_from_standby() && c.min_recovery_point.is_valid() => (
+                label.checkpoint_lsn().max(c.min_recovery_point),
+                tli.max(c.min_recovery_point_tli),
             ),
             None => (label.checkpoint_lsn(), tli),
         };

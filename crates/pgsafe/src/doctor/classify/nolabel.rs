@@ -14,15 +14,14 @@ impl Ctx<'_> {
             marker.is_some_and(|m| old.is_some_and(|o| o.start_lsn() == m.start_lsn));
 
         if c.sentinel {
-            return self.label_missing(
-                Confidence::High,
-                vec![
-                    self.sentinel_line(),
-                    "backup_label is missing: PostgreSQL will refuse to start (\"could not locate \
-                     a valid checkpoint record\") — the sentinel doing its job, no harm done yet"
-                        .into(),
-                ],
+            let mut ev = vec![self.sentinel_line()];
+            ev.extend(self.marker_line());
+            ev.push(
+                "backup_label is missing: PostgreSQL will refuse to start (\"could not locate a \
+                 valid checkpoint record\") — the sentinel doing its job, no harm done yet"
+                    .into(),
             );
+            return self.label_missing(Confidence::High, ev);
         }
         if c.backup_start_point.is_valid() || c.backup_end_required || c.backup_end_point.is_valid()
         {
@@ -68,7 +67,14 @@ impl Ctx<'_> {
                 ));
             }
             if !signs.is_empty() {
-                return self.label_missing(Confidence::Medium, signs);
+                // Two independent signs (a backup file and the missing pid/opts pair, say)
+                // leave little doubt.
+                let confidence = if signs.len() >= 2 {
+                    Confidence::High
+                } else {
+                    Confidence::Medium
+                };
+                return self.label_missing(confidence, signs);
             }
         }
         match c.state {
