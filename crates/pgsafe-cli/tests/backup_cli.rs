@@ -323,15 +323,16 @@ fn compressed_layouts_round_trip() {
         let compression: pgsafe::copy::Compression = method.parse().unwrap();
         for f in &manifest.files {
             let rel = f.path_lossy();
-            let stored: PathBuf = if rel == "backup_label" || rel == "tablespace_map" {
-                target.join(&*rel)
-            } else {
-                target.join(format!("{rel}{suffix}"))
-            };
+            let stored: PathBuf =
+                if ["backup_label", "tablespace_map", "pgsafe.json"].contains(&&*rel) {
+                    target.join(&*rel)
+                } else {
+                    target.join(format!("{rel}{suffix}"))
+                };
             let file =
                 fs::File::open(&stored).unwrap_or_else(|e| panic!("{}: {e}", stored.display()));
             let mut content = Vec::new();
-            if rel == "backup_label" || rel == "tablespace_map" {
+            if ["backup_label", "tablespace_map", "pgsafe.json"].contains(&&*rel) {
                 std::io::Read::read_to_end(&mut { file }, &mut content).unwrap();
             } else {
                 std::io::Read::read_to_end(&mut compression.decoder(file).unwrap(), &mut content)
