@@ -587,7 +587,13 @@ impl Ctx<'_> {
                     d.evidence.push(if is_excl {
                         "backup_label is an exclusive backup's, but the server is not in backup \
                          mode (pg_is_in_backup() is false): it was put back or left behind"
-                            .into()
+                            .to_owned()
+                    } else if exclusive {
+                        format!(
+                            "backup_label is an exclusive backup's (pg_start_backup), which \
+                             PostgreSQL {} cannot write: it was copied in from elsewhere",
+                            self.version.major_name()
+                        )
                     } else {
                         "backup_label is in the live data directory, but PostgreSQL never writes \
                          a non-exclusive backup's label there (and 15+ has no other kind): \

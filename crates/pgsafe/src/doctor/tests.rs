@@ -229,6 +229,26 @@ fn running_with_a_stray_streamed_label_warns() {
 }
 
 #[test]
+fn running_15_plus_with_an_exclusive_label_is_stray() {
+    let mut f = crashed(15);
+    f.postmaster.liveness = Liveness::Live;
+    f.label = label(EXCLUSIVE);
+    let v = classify(&f);
+    check(&v, DoctorState::Running);
+    assert!(v.summary.contains("stray backup_label"), "{}", v.summary);
+    assert!(
+        v.evidence.iter().any(|e| e.contains("cannot write")),
+        "{v:#?}"
+    );
+    // On 14 without --connect it is probably a backup in progress: no move advised.
+    let mut f = crashed(14);
+    f.postmaster.liveness = Liveness::Live;
+    f.label = label(EXCLUSIVE);
+    let v = classify(&f);
+    assert!(!removes_label(&v), "{v:#?}");
+}
+
+#[test]
 fn connect_to_this_directory_counts_as_running() {
     let mut f = crashed(17);
     f.postmaster = PidFacts::default();

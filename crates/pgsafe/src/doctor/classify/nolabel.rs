@@ -132,12 +132,17 @@ impl Ctx<'_> {
             "Then check again before starting:",
             format!("pgsafe doctor {}", self.dir()),
         ));
-        d.caveats.push(
+        d.caveats.push(if self.c.sentinel {
+            "Do not try to get past the refusal (pg_resetwal, or rewriting pg_control): without \
+             the label PostgreSQL would start from a checkpoint later than where the backup \
+             began, and data changed during the backup would be silently lost or corrupted."
+                .into()
+        } else {
             "Do not start the server without the label, and do not run pg_resetwal: PostgreSQL \
              would recover from pg_control's checkpoint, which is later than where the backup \
              began, and data changed during the backup would be silently lost or corrupted."
-                .into(),
-        );
+                .into()
+        });
         if confidence < Confidence::High {
             d.confirm.push(
                 "Was this directory restored from a backup? If it is instead the original \
