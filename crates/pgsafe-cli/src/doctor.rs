@@ -9,8 +9,6 @@ use pgsafe::doctor::{
 };
 use serde::Serialize;
 
-use crate::exit;
-
 pub const LONG_ABOUT: &str = "\
 Examines a data directory and tells a crashed server from a restored backup.
 
@@ -68,12 +66,22 @@ pub struct DoctorArgs {
     pub fix: bool,
 }
 
+/// Doctor's own exit codes (issue 6): 0 healthy or ready, 1 needs attention, 2 dangerous (a
+/// restored backup that will fail or be corrupted), 3 error (including "not a data directory").
+pub mod code {
+    pub const HEALTHY: u8 = 0;
+    pub const ATTENTION: u8 = 1;
+    pub const DANGEROUS: u8 = 2;
+    pub const ERROR: u8 = 3;
+}
+
 /// The exit code for a state.
 pub fn code(state: DoctorState) -> u8 {
-    if state.is_healthy() {
-        exit::OK
-    } else {
-        exit::PROBLEMS
+    match state {
+        s if s.is_healthy() => code::HEALTHY,
+        DoctorState::RestoredBroken => code::DANGEROUS,
+        DoctorState::Unknown => code::ERROR,
+        _ => code::ATTENTION,
     }
 }
 
@@ -110,7 +118,18 @@ fn connect_settings(conninfo: &str) -> anyhow::Result<ConnSettings> {
     Ok(s)
 }
 
+/// Runs doctor; errors are reported here with doctor's own error code (3).
 pub fn run(a: DoctorArgs) -> anyhow::Result<u8> {
+    match run_inner(a) {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            eprintln!("pgsafe: error: {}", crate::error_chain(&e));
+            Ok(code::ERROR)
+        }
+    }
+}
+
+fn run_inner(a: DoctorArgs) -> anyhow::Result<u8> {
     let conn = a.connect.as_deref().map(connect_settings).transpose()?;
     let opts = DoctorOptions {
         conn,
@@ -162,11 +181,8 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<u8> {
                 println!("--fix: nothing done: {why}");
             }
             eprintln!("pgsafe: --fix refused: {why}");
-            Ok(if diag.verdict.state.is_healthy() {
-                exit::OK
-            } else {
-                exit::PROBLEMS
-            })
+            // Nothing to fix in a healthy directory is still healthy; otherwise the state's code.
+            Ok(code(diag.verdict.state))
         }
         Err(e) => Err(e.into()),
     }

@@ -139,8 +139,25 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("pgsafe: error: {e:#}");
+            eprintln!("pgsafe: error: {}", error_chain(&e));
             ExitCode::from(exit::ERROR)
         }
     }
+}
+
+/// The error and its causes joined with ": ", skipping a cause whose text the message already
+/// contains (library errors often include their source in their own message).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
 }
