@@ -4,18 +4,19 @@
 //!   threads take items from through one atomic index: no producer thread, no channel, no queue
 //!   memory beyond the list itself. Each worker reuses one read buffer
 //!   ([`CopyOptions::buffer_size`], 1 MiB).
-//! * **Ranges.** In the uncompressed layout with CRC-32C (or no checksum), a file larger than
-//!   [`CopyOptions::split_size`] (64 MiB) is split into ranges of that size that different
-//!   workers copy at once: each range opens the source itself (its own read-ahead), reads with
-//!   positioned reads and writes with `write_at` into the destination, preallocated with
-//!   `fallocate` to the planned size. Each range computes the CRC-32C of its bytes; the file's
-//!   checksum is the ranges' CRCs combined in file order (`crc32c_combine`), so no byte is read
-//!   twice. SHA-256 cannot be combined and is computed in one pass, so with `--checksum sha256`
-//!   files are not split. Compressed files are not split either: one worker compresses a file
-//!   as one frame, keeping memory bounded (a range compressed ahead of its predecessor would have
-//!   to be held in memory or in a temporary file). PostgreSQL splits relations into 1 GiB
-//!   segments and the largest files are scheduled first, so a large database still keeps every
-//!   worker busy; only the tail of the copy can wait for one last large file.
+//! * **Ranges.** A file larger than [`CopyOptions::split_size`] (64 MiB) is split into ranges
+//!   that different workers copy at once, so one large relation does not hold up the end of the
+//!   backup. Each range opens the source itself (its own read-ahead) and reads with positioned
+//!   reads. Uncompressed, ranges are `split_size` long and written in place with `write_at` into
+//!   the destination, preallocated with `fallocate` to the planned size. Compressed, ranges are
+//!   [`FRAME_SIZE`] (4 MiB) long and each becomes one zstd or LZ4 frame, compressed in memory
+//!   and appended in range order (a worker whose frame is early waits for the frames before it;
+//!   concatenated frames are one valid stream for both formats), so a worker holds at most one
+//!   frame. Each range computes the CRC-32C of its bytes and the file's checksum is the ranges'
+//!   CRCs combined in file order (`crc32c_combine`): no byte is read twice. SHA-256 cannot be
+//!   combined, and hashing in a second pass would read every byte twice, so with
+//!   `--checksum sha256` files are copied whole (PostgreSQL's 1 GiB segments and largest-first
+//!   scheduling still spread a large database over the workers).
 //! * **Files that change.** A file whose open fails with ENOENT vanished (a DROP TABLE during the
 //!   backup is normal): it is left out and listed in [`CopyReport::vanished`]. Every file is read
 //!   up to its planned size at most: one that grew is stored with its planned size (the WAL
@@ -31,19 +32,20 @@
 //!   its next buffer and is returned; a cancel flag set by the caller (Ctrl-C) does the same and
 //!   gives [`CopyError::Cancelled`]. Files already written are left in the target (it is
 //!   incomplete without the completion marker written by the caller).
-//! * **Durability.** With [`CopyOptions::sync`] (the default) each file is fsynced by the worker
-//!   that completed it, and every directory is fsynced at the end, so everything the report lists
-//!   is on disk when [`copy_plan`] returns.
+//! * **Durability.** By default ([`SyncMode::PerFile`]) each file is fsynced by the worker that
+//!   completed it and every directory is fsynced at the end; [`SyncMode::FileSystem`] syncs the
+//!   target's file system once instead. Either way everything the report lists is on disk when
+//!   [`copy_plan`] returns.
 //! * **pg_control** is copied last, after all workers have finished, from a read whose CRC
 //!   checks (a torn read of the live file is retried).
 //! * **Throttling.** `max_rate` limits reads across all workers (a shared token bucket).
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::checksum::{ChecksumAlgorithm, Checksummer};
@@ -60,6 +62,9 @@ pub use compress::{Compression, DEFAULT_ZSTD_LEVEL};
 
 /// Default [`CopyOptions::split_size`]: 64 MiB (a 1 GiB relation segment becomes 16 ranges).
 pub const DEFAULT_SPLIT_SIZE: u64 = 64 << 20;
+/// Range size of a compressed split file: each range is one zstd or LZ4 frame, compressed in
+/// memory (so this bounds a worker's memory) and appended in order.
+pub const FRAME_SIZE: u64 = 4 << 20;
 /// Default [`CopyOptions::buffer_size`].
 pub const DEFAULT_BUFFER_SIZE: usize = 1 << 20;
 
@@ -80,8 +85,8 @@ pub struct CopyOptions<'a> {
     pub split_size: u64,
     /// Bytes read (and written) at a time by each worker.
     pub buffer_size: usize,
-    /// fsync every written file and every directory (turn off only for tests and benchmarks).
-    pub sync: bool,
+    /// How the stored files are made durable.
+    pub sync: SyncMode,
     /// Called by a worker just before it opens a source file (once per range of a split file):
     /// lets tests change the data directory at a chosen point of the copy.
     pub before_open: Option<&'a (dyn Fn(&RelPath) + Sync)>,
@@ -97,7 +102,7 @@ impl Default for CopyOptions<'_> {
             cancel: None,
             split_size: DEFAULT_SPLIT_SIZE,
             buffer_size: DEFAULT_BUFFER_SIZE,
-            sync: true,
+            sync: SyncMode::PerFile,
             before_open: None,
         }
     }
@@ -115,6 +120,23 @@ impl std::fmt::Debug for CopyOptions<'_> {
             .field("sync", &self.sync)
             .finish_non_exhaustive()
     }
+}
+
+/// How [`copy_plan`] makes what it stored durable before returning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// `fdatasync` each file as soon as it is complete (by the worker that wrote it), then every
+    /// directory: durability is confined to the backup's own files, as pg_basebackup's and
+    /// pgBackRest's. Costs one journal commit per file on ext4/XFS.
+    #[default]
+    PerFile,
+    /// One `syncfs(2)` of the target's file system at the end (directories included). Faster
+    /// with many small files, but it also flushes whatever else is dirty on that file system,
+    /// and Linux reports write-back errors through it only from 5.8 on (PostgreSQL's
+    /// `--sync-method=syncfs` has the same caveats).
+    FileSystem,
+    /// No syncing (tests, benchmarks, or a caller that syncs the tree itself).
+    None,
 }
 
 /// One stored file, as the manifest lists it.
@@ -186,6 +208,8 @@ pub fn copy_plan(
     progress.phase("copy");
     progress.plan(plan.total_files(), plan.total_bytes());
     let created_target = create_target(target, plan.root_mode)?;
+    // Opened before anything is written, so syncfs reports write-back errors of this copy.
+    let target_fd = File::open(target).ctx("open", target)?;
     for d in &plan.dirs {
         create_dir(&target.join(d.rel_path.as_path()))?;
     }
@@ -229,7 +253,12 @@ pub fn copy_plan(
     report.files.push(control);
 
     progress.phase("sync");
-    finish_dirs(plan, target, created_target, opts.sync)?;
+    finish_dirs(plan, target, created_target, opts.sync == SyncMode::PerFile)?;
+    if opts.sync == SyncMode::FileSystem {
+        nix::unistd::syncfs(&target_fd)
+            .map_err(io::Error::from)
+            .ctx("sync the file system of", target)?;
+    }
     report.bytes = report.files.iter().map(|f| f.size).sum();
     report.stored_bytes = report.files.iter().map(|f| f.stored_size).sum();
     report.elapsed = started.elapsed();
@@ -274,8 +303,8 @@ pub fn copy_control_file(
     let dst = create_file(&dst_path, file.mode)?;
     let mut sink = opts.compression.sink(dst).ctx("write", &dst_path)?;
     sink.write_all(&bytes).ctx("write", &dst_path)?;
-    let (dst, stored_size) = sink.finish().ctx("write", &dst_path)?;
-    if opts.sync {
+    let (dst, stored_size) = sink.finish().ctx("write", &dst_path)?.into_parts();
+    if opts.sync == SyncMode::PerFile {
         dst.sync_data().ctx("fsync", &dst_path)?;
     }
     Ok(CopiedFile {
@@ -371,7 +400,12 @@ struct Split<'p> {
     file: &'p PlanFile,
     /// (offset, length) of each range.
     ranges: Vec<(u64, u64)>,
+    /// Compressed: each range is one frame, appended in range order (see [`Ctx::copy_frame`]);
+    /// uncompressed: ranges written in place with positioned writes.
+    ordered: bool,
     state: Mutex<SplitState>,
+    /// Ordered mode: signalled when `next_write` advances.
+    turn: Condvar,
 }
 
 #[derive(Default)]
@@ -380,6 +414,12 @@ struct SplitState {
     results: Vec<Option<RangeDone>>,
     done: usize,
     mtime: Option<i64>,
+    /// Ordered mode: the range whose frame is appended next.
+    next_write: usize,
+    /// Ordered mode: a short or vanished range was reached; later frames are dropped.
+    ended: bool,
+    /// Ordered mode: bytes appended to the stored file.
+    stored: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -387,6 +427,14 @@ struct RangeDone {
     bytes: u64,
     crc: u32,
     vanished: bool,
+}
+
+impl RangeDone {
+    const VANISHED: RangeDone = RangeDone {
+        bytes: 0,
+        crc: 0,
+        vanished: true,
+    };
 }
 
 /// What a worker produced.
@@ -430,20 +478,26 @@ impl<'a> Ctx<'a> {
         opts: &'a CopyOptions<'a>,
         progress: &'a dyn Progress,
     ) -> Ctx<'a> {
-        let splittable = opts.compression.is_none()
-            && matches!(
-                opts.checksum,
-                ChecksumAlgorithm::Crc32c | ChecksumAlgorithm::None
-            );
+        // SHA-256 cannot be combined from ranges: such files are copied in one pass.
+        let splittable = matches!(
+            opts.checksum,
+            ChecksumAlgorithm::Crc32c | ChecksumAlgorithm::None
+        );
         let split_size = opts.split_size.max(1);
+        let ordered = !opts.compression.is_none();
+        let range_size = if ordered {
+            split_size.min(FRAME_SIZE)
+        } else {
+            split_size
+        };
         let mut items = Vec::with_capacity(plan.files.len());
         let mut splits = Vec::new();
         for (i, f) in plan.files.iter().enumerate() {
             if splittable && f.size > split_size {
-                let ranges: Vec<(u64, u64)> = (0..f.size.div_ceil(split_size))
+                let ranges: Vec<(u64, u64)> = (0..f.size.div_ceil(range_size))
                     .map(|k| {
-                        let off = k * split_size;
-                        (off, split_size.min(f.size - off))
+                        let off = k * range_size;
+                        (off, range_size.min(f.size - off))
                     })
                     .collect();
                 for index in 0..ranges.len() {
@@ -454,10 +508,12 @@ impl<'a> Ctx<'a> {
                 }
                 splits.push(Split {
                     file: f,
+                    ordered,
                     state: Mutex::new(SplitState {
                         results: vec![None; ranges.len()],
                         ..SplitState::default()
                     }),
+                    turn: Condvar::new(),
                     ranges,
                 });
             } else {
@@ -507,7 +563,12 @@ impl<'a> Ctx<'a> {
             let result = match item {
                 Work::Whole(f) => self.copy_whole(&self.plan.files[*f], &mut buf),
                 Work::Range { split, index } => {
-                    self.copy_range(&self.splits[*split], *index, &mut buf)
+                    let split = &self.splits[*split];
+                    if split.ordered {
+                        self.copy_frame(split, *index, &mut buf)
+                    } else {
+                        self.copy_range(split, *index, &mut buf)
+                    }
                 }
             };
             match result {
@@ -589,8 +650,8 @@ impl<'a> Ctx<'a> {
             done += n as u64;
             self.after_read(n)?;
         }
-        let (dst, stored_size) = sink.finish().ctx("write", &dst_path)?;
-        if self.opts.sync {
+        let (dst, stored_size) = sink.finish().ctx("write", &dst_path)?.into_parts();
+        if self.opts.sync == SyncMode::PerFile {
             dst.sync_data().ctx("fsync", &dst_path)?;
         }
         Ok(Outcome::Stored(
@@ -616,12 +677,7 @@ impl<'a> Ctx<'a> {
         let file = split.file;
         let (offset, len) = split.ranges[index];
         let Some(src) = self.open_source(file)? else {
-            let gone = RangeDone {
-                bytes: 0,
-                crc: 0,
-                vanished: true,
-            };
-            return self.range_done(split, index, gone);
+            return self.range_done(split, index, RangeDone::VANISHED);
         };
         let mtime = src.metadata().ctx("inspect", &file.source)?.mtime();
         let dst = self.split_destination(split, mtime)?;
@@ -672,7 +728,7 @@ impl<'a> Ctx<'a> {
         Ok(f)
     }
 
-    /// Records a finished range; completes the file when it was the last one.
+    /// Records a finished range of a positioned split; completes the file after the last one.
     fn range_done(
         &self,
         split: &Split<'_>,
@@ -688,42 +744,148 @@ impl<'a> Ctx<'a> {
             }
             (std::mem::take(&mut st.results), st.dst.take(), st.mtime)
         };
+        self.complete(split, &results, dst, mtime, None)
+    }
+
+    /// Copies one range of a compressed split file: reads and compresses it into one frame in
+    /// memory, waits until the frames before it are stored, appends it. At most one frame per
+    /// worker is held in memory, and ranges are taken from the work list in order, so the worker
+    /// holding the range that is due is never waiting itself.
+    fn copy_frame(
+        &self,
+        split: &Split<'_>,
+        index: usize,
+        buf: &mut [u8],
+    ) -> Result<Outcome, CopyError> {
+        let file = split.file;
+        let (offset, len) = split.ranges[index];
+        let (result, frame, mtime) = match self.open_source(file)? {
+            None => (RangeDone::VANISHED, Vec::new(), None),
+            Some(src) => {
+                let mtime = src.metadata().ctx("inspect", &file.source)?.mtime();
+                // Room for an incompressible range (both formats' worst case is below this), so
+                // the buffer never doubles; untouched capacity costs no memory.
+                let capacity = usize::try_from(len + len / 64 + (64 << 10)).unwrap_or(0);
+                let mut enc = self
+                    .opts
+                    .compression
+                    .encoder(Vec::with_capacity(capacity))
+                    .ctx("compress", &file.source)?;
+                let mut crc = 0u32;
+                let mut done = 0u64;
+                while done < len {
+                    let want = buf
+                        .len()
+                        .min(usize::try_from(len - done).unwrap_or(usize::MAX));
+                    let n = match src.read_at(&mut buf[..want], offset + done) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(FsError::new("read", &file.source, e).into()),
+                    };
+                    if self.opts.checksum == ChecksumAlgorithm::Crc32c {
+                        crc = crc32c::crc32c_append(crc, &buf[..n]);
+                    }
+                    enc.write_all(&buf[..n]).ctx("compress", &file.source)?;
+                    done += n as u64;
+                    self.after_read(n)?;
+                }
+                let frame = enc.finish().ctx("compress", &file.source)?;
+                let r = RangeDone {
+                    bytes: done,
+                    crc,
+                    vanished: false,
+                };
+                (r, frame, Some(mtime))
+            }
+        };
+        let dst_path = self.stored_path(file).1;
+        let mut st = lock(&split.state);
+        while st.next_write != index {
+            if self.cancelled() {
+                return Err(CopyError::Cancelled);
+            }
+            st = split
+                .turn
+                .wait_timeout(st, Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        if index == 0 {
+            st.mtime = mtime;
+        }
+        if !st.ended {
+            if result.vanished {
+                st.ended = true;
+            } else {
+                let dst = match &st.dst {
+                    Some(d) => Arc::clone(d),
+                    None => {
+                        let d = Arc::new(create_file(&dst_path, file.mode)?);
+                        st.dst = Some(Arc::clone(&d));
+                        d
+                    }
+                };
+                (&*dst).write_all(&frame).ctx("write", &dst_path)?;
+                st.stored += frame.len() as u64;
+                st.ended = result.bytes < len;
+            }
+        }
+        st.results[index] = Some(result);
+        st.done += 1;
+        st.next_write += 1;
+        split.turn.notify_all();
+        if st.done < split.ranges.len() {
+            return Ok(Outcome::Pending);
+        }
+        let results = std::mem::take(&mut st.results);
+        let (dst, mtime, stored) = (st.dst.take(), st.mtime, st.stored);
+        drop(st);
+        self.complete(split, &results, dst, mtime, Some(stored))
+    }
+
+    /// Completes a split file once every range is done: the stored content is every range up to
+    /// and including the first short one. `stored`: bytes appended (ordered mode); `None` for a
+    /// positioned file, which is cut to the content's size.
+    fn complete(
+        &self,
+        split: &Split<'_>,
+        results: &[Option<RangeDone>],
+        dst: Option<Arc<File>>,
+        mtime: Option<i64>,
+        stored: Option<u64>,
+    ) -> Result<Outcome, CopyError> {
         let file = split.file;
         let (stored_path, dst_path) = self.stored_path(file);
-        let first_vanished = results
+        let first_read = results
             .first()
             .copied()
             .flatten()
-            .is_none_or(|r| r.vanished);
-        if first_vanished {
-            if dst.is_some() {
+            .is_some_and(|r| !r.vanished);
+        let dst = match dst {
+            Some(d) if first_read => d,
+            Some(d) => {
+                // Gone before its first range was read (later ranges may have written).
+                drop(d);
                 fs::remove_file(&dst_path).ctx("remove", &dst_path)?;
+                return Ok(Outcome::Vanished(file.rel_path.clone()));
             }
-            return Ok(Outcome::Vanished(file.rel_path.clone()));
-        }
-        // Stored content: every range up to and including the first short one.
+            None => return Ok(Outcome::Vanished(file.rel_path.clone())),
+        };
         let mut size = 0u64;
         let mut crc = 0u32;
-        for ((offset, len), r) in split.ranges.iter().zip(&results) {
-            let r = r.unwrap_or(RangeDone {
-                bytes: 0,
-                crc: 0,
-                vanished: true,
-            });
+        for ((offset, len), r) in split.ranges.iter().zip(results) {
+            let r = r.unwrap_or(RangeDone::VANISHED);
             crc = crc32c::crc32c_combine(crc, r.crc, r.bytes as usize);
             size = offset + r.bytes;
             if r.bytes < *len {
                 break;
             }
         }
-        let Some(dst) = dst else {
-            // Only reachable if range 0 vanished, handled above.
-            return Ok(Outcome::Vanished(file.rel_path.clone()));
-        };
-        if size < file.size {
+        if stored.is_none() && size < file.size {
             dst.set_len(size).ctx("truncate", &dst_path)?;
         }
-        if self.opts.sync {
+        if self.opts.sync == SyncMode::PerFile {
             dst.sync_data().ctx("fsync", &dst_path)?;
         }
         let checksum = match self.opts.checksum {
@@ -734,7 +896,7 @@ impl<'a> Ctx<'a> {
             CopiedFile {
                 rel_path: file.rel_path.clone(),
                 size,
-                stored_size: size,
+                stored_size: stored.unwrap_or(size),
                 checksum,
                 mtime: mtime.unwrap_or(file.mtime),
                 stored_path,

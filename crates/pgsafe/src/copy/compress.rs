@@ -8,8 +8,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// How each stored file is compressed. A compressed file is one zstd frame (`.zst`, with the
-/// frame content checksum) or one LZ4 frame (`.lz4`, 4 MiB blocks, content checksum), readable by
+/// How each stored file is compressed. A compressed file is a sequence of zstd frames (`.zst`,
+/// each with its content checksum) or of LZ4 frames (`.lz4`, 1 MiB blocks, content checksum):
+/// one frame for a file copied whole, one per range for a split file. Readable by
 /// the `zstd` and `lz4` command-line tools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Compression {
@@ -46,27 +47,34 @@ impl Compression {
         Ok(match self {
             Compression::None => Box::new(r),
             Compression::Zstd { .. } => Box::new(zstd::stream::read::Decoder::new(r)?),
-            Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(r)),
+            Compression::Lz4 => Box::new(Lz4Frames {
+                dec: lz4_flex::frame::FrameDecoder::new(EofTracking {
+                    inner: r,
+                    eof: false,
+                }),
+            }),
         })
     }
 
     /// A writer that stores into `file`, compressing as configured.
-    pub(crate) fn sink(self, file: File) -> io::Result<Sink> {
-        let counted = Counted { file, written: 0 };
+    pub(crate) fn sink(self, file: File) -> io::Result<Sink<Counted>> {
+        self.encoder(Counted { file, written: 0 })
+    }
+
+    /// A writer that compresses into `out` as configured (one frame, ended by `finish`).
+    pub(crate) fn encoder<W: Write>(self, out: W) -> io::Result<Sink<W>> {
         Ok(match self {
-            Compression::None => Sink::Plain(counted),
+            Compression::None => Sink::Plain(out),
             Compression::Zstd { level } => {
-                let mut enc = zstd::stream::write::Encoder::new(counted, level)?;
+                let mut enc = zstd::stream::write::Encoder::new(out, level)?;
                 enc.include_checksum(true)?;
                 Sink::Zstd(enc)
             }
             Compression::Lz4 => {
                 let info = lz4_flex::frame::FrameInfo::new()
-                    .block_size(lz4_flex::frame::BlockSize::Max4MB)
+                    .block_size(lz4_flex::frame::BlockSize::Max1MB)
                     .content_checksum(true);
-                Sink::Lz4(lz4_flex::frame::FrameEncoder::with_frame_info(
-                    info, counted,
-                ))
+                Sink::Lz4(lz4_flex::frame::FrameEncoder::with_frame_info(info, out))
             }
         })
     }
@@ -131,10 +139,53 @@ impl<'de> Deserialize<'de> for Compression {
     }
 }
 
+/// A reader that remembers whether its input ended.
+struct EofTracking<R> {
+    inner: R,
+    eof: bool,
+}
+
+impl<R: Read> Read for EofTracking<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.eof = true;
+        }
+        Ok(n)
+    }
+}
+
+/// Reads concatenated LZ4 frames as one stream: lz4_flex's decoder reports the end of each frame
+/// as the end of input, so go on with the next frame until the input really ends.
+struct Lz4Frames<R: Read> {
+    dec: lz4_flex::frame::FrameDecoder<EofTracking<R>>,
+}
+
+impl<R: Read> Read for Lz4Frames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let n = self.dec.read(buf)?;
+            if n > 0 || self.dec.get_mut().eof {
+                return Ok(n);
+            }
+        }
+    }
+}
+
 /// A stored file being written, counting the bytes that reach it.
 pub(crate) struct Counted {
     file: File,
     written: u64,
+}
+
+impl Counted {
+    /// The file and the bytes written to it.
+    pub(crate) fn into_parts(self) -> (File, u64) {
+        (self.file, self.written)
+    }
 }
 
 impl Write for Counted {
@@ -148,14 +199,14 @@ impl Write for Counted {
     }
 }
 
-/// The writer of one stored file.
-pub(crate) enum Sink {
-    Plain(Counted),
-    Zstd(zstd::stream::write::Encoder<'static, Counted>),
-    Lz4(lz4_flex::frame::FrameEncoder<Counted>),
+/// A writer of one stored file (or of one frame in memory).
+pub(crate) enum Sink<W: Write> {
+    Plain(W),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Lz4(lz4_flex::frame::FrameEncoder<W>),
 }
 
-impl Sink {
+impl<W: Write> Sink<W> {
     pub(crate) fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             Sink::Plain(w) => w.write_all(buf),
@@ -164,20 +215,39 @@ impl Sink {
         }
     }
 
-    /// Ends the stream (frame epilogue); returns the file and the bytes stored in it.
-    pub(crate) fn finish(self) -> io::Result<(File, u64)> {
-        let c = match self {
-            Sink::Plain(w) => w,
-            Sink::Zstd(w) => w.finish()?,
-            Sink::Lz4(w) => w.finish().map_err(io::Error::from)?,
-        };
-        Ok((c.file, c.written))
+    /// Ends the frame; returns the inner writer.
+    pub(crate) fn finish(self) -> io::Result<W> {
+        match self {
+            Sink::Plain(w) => Ok(w),
+            Sink::Zstd(w) => w.finish(),
+            Sink::Lz4(w) => w.finish().map_err(io::Error::from),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concatenated_frames_decode_as_one_stream() {
+        let parts = [b"first frame ".repeat(1000), Vec::new(), b"third".to_vec()];
+        let whole: Vec<u8> = parts.concat();
+        for c in [Compression::Zstd { level: 1 }, Compression::Lz4] {
+            let mut stream = Vec::new();
+            for p in &parts {
+                let mut e = c.encoder(Vec::new()).unwrap();
+                e.write_all(p).unwrap();
+                stream.extend(e.finish().unwrap());
+            }
+            let mut back = Vec::new();
+            c.decoder(&stream[..])
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert!(back == whole, "{c}");
+        }
+    }
 
     #[test]
     fn parses_and_prints() {
@@ -229,7 +299,7 @@ mod tests {
             for chunk in data.chunks(1 << 20) {
                 sink.write_all(chunk).unwrap();
             }
-            let (_f, stored) = sink.finish().unwrap();
+            let (_f, stored) = sink.finish().unwrap().into_parts();
             assert_eq!(stored, std::fs::metadata(&p).unwrap().len(), "{c}");
             if !c.is_none() {
                 assert!(stored < data.len() as u64 / 2, "{c}: {stored}");

@@ -137,10 +137,14 @@ fn round_trip_every_compression_and_checksum() {
         (1, Compression::Lz4, ChecksumAlgorithm::Crc32c),
         (3, Compression::Lz4, ChecksumAlgorithm::Crc32c),
     ];
-    for (jobs, c, alg) in cases {
+    for (i, (jobs, c, alg)) in cases.into_iter().enumerate() {
         let out = tempfile::tempdir().unwrap();
         let target = out.path().join("backup");
-        let o = opts(jobs, c, alg);
+        let sync = [SyncMode::PerFile, SyncMode::FileSystem, SyncMode::None][i % 3];
+        let o = CopyOptions {
+            sync,
+            ..opts(jobs, c, alg)
+        };
         let progress = Counting::default();
         let report = copy_plan(&plan, &target, &o, &progress).unwrap();
         check_round_trip(&fake, &plan, &target, &report, &o);
@@ -280,68 +284,119 @@ fn on_open(rel: &'static str, f: impl Fn(usize) + Sync) -> impl Fn(&RelPath) + S
 
 #[test]
 fn split_file_that_shrinks_then_grows_during_the_copy_ends_at_the_first_short_range() {
-    let fake = fake_pgdata("15");
-    let path = fake.pgdata.join("base/5/16384");
-    let original = fs::read(&path).unwrap(); // 2.5 MB: ranges 0..1M, 1M..2M, 2M..2.5M
-    let plan = plan(&fake);
-    let cut = 1_500_000;
-    let hook = on_open("base/5/16384", |call| match call {
-        1 => fs::write(&path, &original[..cut]).unwrap(),
-        2 => fs::write(&path, content(original.len() + 5000, 5)).unwrap(),
-        _ => {}
-    });
-    let out = tempfile::tempdir().unwrap();
-    let o = CopyOptions {
-        before_open: Some(&hook),
-        ..opts(1, Compression::None, ChecksumAlgorithm::Crc32c)
-    };
-    let report = copy_plan(&plan, out.path(), &o, &NoProgress).unwrap();
-    let f = find(&report, "base/5/16384").unwrap();
-    assert_eq!(f.size, cut as u64);
-    assert_eq!(f.checksum, ChecksumAlgorithm::Crc32c.of(&original[..cut]));
-    assert!(fs::read(out.path().join("base/5/16384")).unwrap() == original[..cut]);
-    assert_eq!(report.resized.len(), 1);
+    for c in [
+        Compression::None,
+        Compression::Zstd { level: 1 },
+        Compression::Lz4,
+    ] {
+        let fake = fake_pgdata("15");
+        let path = fake.pgdata.join("base/5/16384");
+        let original = fs::read(&path).unwrap(); // 2.5 MB: ranges 0..1M, 1M..2M, 2M..2.5M
+        let plan = plan(&fake);
+        let cut = 1_500_000;
+        let hook = on_open("base/5/16384", |call| match call {
+            1 => fs::write(&path, &original[..cut]).unwrap(),
+            2 => fs::write(&path, content(original.len() + 5000, 5)).unwrap(),
+            _ => {}
+        });
+        let out = tempfile::tempdir().unwrap();
+        let o = CopyOptions {
+            before_open: Some(&hook),
+            ..opts(1, c, ChecksumAlgorithm::Crc32c)
+        };
+        let report = copy_plan(&plan, out.path(), &o, &NoProgress).unwrap();
+        let f = find(&report, "base/5/16384").unwrap();
+        assert_eq!(f.size, cut as u64, "{c}");
+        assert_eq!(f.checksum, ChecksumAlgorithm::Crc32c.of(&original[..cut]));
+        assert!(stored_content(out.path(), f, c) == original[..cut], "{c}");
+        let on_disk = fs::metadata(out.path().join(f.stored_path.as_path())).unwrap();
+        assert_eq!(f.stored_size, on_disk.len(), "{c}");
+        assert_eq!(report.resized.len(), 1);
+    }
 }
 
 #[test]
 fn split_file_deleted_during_the_copy() {
+    for c in [Compression::None, Compression::Lz4] {
+        let fake = fake_pgdata("15");
+        let path = fake.pgdata.join("base/5/16384");
+        let original = fs::read(&path).unwrap();
+        let plan = plan(&fake);
+        // Deleted after its first range was read: stored up to there (recovery replays the
+        // DROP).
+        let hook = on_open("base/5/16384", |call| {
+            if call == 1 {
+                fs::remove_file(&path).unwrap();
+            }
+        });
+        let out = tempfile::tempdir().unwrap();
+        let o = CopyOptions {
+            before_open: Some(&hook),
+            ..opts(1, c, ChecksumAlgorithm::Crc32c)
+        };
+        let report = copy_plan(&plan, out.path(), &o, &NoProgress).unwrap();
+        let f = find(&report, "base/5/16384").unwrap();
+        assert_eq!(f.size, MIB, "{c}");
+        let head = &original[..MIB as usize];
+        assert_eq!(f.checksum, ChecksumAlgorithm::Crc32c.of(head));
+        assert!(stored_content(out.path(), f, c) == head, "{c}");
+        // Deleted before its first range: vanished, nothing left in the target.
+        fs::write(&path, &original).unwrap();
+        let hook = on_open("base/5/16384", |call| {
+            if call == 0 {
+                fs::remove_file(&path).unwrap();
+            }
+        });
+        let out = tempfile::tempdir().unwrap();
+        let o = CopyOptions {
+            before_open: Some(&hook),
+            ..opts(1, c, ChecksumAlgorithm::Crc32c)
+        };
+        let report = copy_plan(&plan, out.path(), &o, &NoProgress).unwrap();
+        assert_eq!(report.vanished, vec![RelPath::from("base/5/16384")], "{c}");
+        let stored = format!("base/5/16384{}", c.suffix());
+        assert!(!out.path().join(stored).exists(), "{c}");
+    }
+}
+
+#[test]
+fn split_file_vanishing_first_while_later_ranges_are_copied() {
+    // Uncompressed ranges are written in place: with two workers, range 1 may be written before
+    // range 0 finds the file gone. The partial file must not stay behind.
     let fake = fake_pgdata("15");
     let path = fake.pgdata.join("base/5/16384");
-    let original = fs::read(&path).unwrap();
     let plan = plan(&fake);
-    // Deleted after its first range was read: stored up to there (recovery replays the DROP).
-    let hook = on_open("base/5/16384", |call| {
-        if call == 1 {
-            fs::remove_file(&path).unwrap();
+    // The three ranges (2.5 MB in 1 MiB ranges, the first items of the work list) open at once
+    // on three workers; the first to get past the gate removes the file.
+    let gate = std::sync::Barrier::new(3);
+    let removed = AtomicBool::new(false);
+    let hook = |r: &RelPath| {
+        if r.to_str() == Some("base/5/16384") {
+            gate.wait();
+            if !removed.swap(true, Ordering::SeqCst) {
+                fs::remove_file(&path).unwrap();
+            }
         }
-    });
+    };
     let out = tempfile::tempdir().unwrap();
     let o = CopyOptions {
         before_open: Some(&hook),
-        ..opts(1, Compression::None, ChecksumAlgorithm::Crc32c)
+        ..opts(3, Compression::None, ChecksumAlgorithm::Crc32c)
     };
     let report = copy_plan(&plan, out.path(), &o, &NoProgress).unwrap();
-    let f = find(&report, "base/5/16384").unwrap();
-    assert_eq!(f.size, MIB);
-    assert_eq!(
-        f.checksum,
-        ChecksumAlgorithm::Crc32c.of(&original[..MIB as usize])
-    );
-    // Deleted before its first range: vanished, nothing left in the target.
-    fs::write(&path, &original).unwrap();
-    let hook = on_open("base/5/16384", |call| {
-        if call == 0 {
-            fs::remove_file(&path).unwrap();
+    // Whichever range removed it, the outcome is consistent: either vanished and absent, or a
+    // prefix stored with matching size and checksum.
+    match find(&report, "base/5/16384") {
+        None => {
+            assert_eq!(report.vanished, vec![RelPath::from("base/5/16384")]);
+            assert!(!out.path().join("base/5/16384").exists());
         }
-    });
-    let out = tempfile::tempdir().unwrap();
-    let o = CopyOptions {
-        before_open: Some(&hook),
-        ..opts(1, Compression::None, ChecksumAlgorithm::Crc32c)
-    };
-    let report = copy_plan(&plan, out.path(), &o, &NoProgress).unwrap();
-    assert_eq!(report.vanished, vec![RelPath::from("base/5/16384")]);
-    assert!(!out.path().join("base/5/16384").exists());
+        Some(f) => {
+            let stored = fs::read(out.path().join("base/5/16384")).unwrap();
+            assert_eq!(stored.len() as u64, f.size);
+            assert_eq!(f.checksum, ChecksumAlgorithm::Crc32c.of(&stored));
+        }
+    }
 }
 
 #[test]
