@@ -1,9 +1,11 @@
 //! `pgsafe backup` against real servers, through the real binary.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use pgsafe::label::BackupLabel;
@@ -14,27 +16,7 @@ use pgsafe_testkit::{
 };
 use serde_json::Value;
 
-fn pgsafe(args: &[&str]) -> Output {
-    Command::new(assert_cmd::cargo::cargo_bin("pgsafe"))
-        .args(args)
-        .env_remove("PGHOST")
-        .env_remove("PGPORT")
-        .env_remove("PGDATA")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output, what: &str) -> Output {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): stdout {} stderr {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use common::{ok, pgsafe, refused, spawn_slow_backup};
 
 fn backup(c: &Cluster, target: &Path, extra: &[&str]) -> Output {
     let conn = c.conninfo();
@@ -74,18 +56,6 @@ fn files_under(dir: &Path) -> BTreeSet<String> {
 
 fn relfilepath(c: &Cluster, table: &str) -> String {
     c.query_one(&format!("SELECT pg_relation_filepath('{table}')"))
-}
-
-/// Waits until a restored server has finished recovery.
-fn wait_recovered(c: &Cluster) {
-    let t = Instant::now();
-    while c.query_one::<bool>("SELECT pg_is_in_recovery()") {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "recovery did not finish"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Backup under write load: complete, the file list follows the plan rules, the label parses,
@@ -205,7 +175,7 @@ fn backup_under_load(major: u32) {
     }
     let mut restored = Cluster::adopt(&install, &data, ClusterOptions::new());
     restored.start();
-    wait_recovered(&restored);
+    restored.wait_recovery_done();
     report
         .verify_at(&mut restored.connect(), mark)
         .unwrap_or_else(|e| panic!("{m}: {e}\n{}", restored.server_log_tail(30)));
@@ -366,15 +336,6 @@ fn assert_server_clean(c: &Cluster) {
     }
 }
 
-fn refused(out: &Output, needles: &[&str]) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
-    for n in needles {
-        assert!(err.contains(n), "expected {n:?} in: {err}");
-    }
-    err
-}
-
 /// Bad input is refused before anything is written: another cluster's PGDATA, a non-empty
 /// target, wal_level = minimal, an unreachable server, a target that cannot be created.
 #[test]
@@ -507,34 +468,7 @@ fn killed_backup_leaves_nothing_on_the_server() {
     c.execute("CREATE TABLE big AS SELECT g, repeat(md5(g::text), 20) AS v FROM generate_series(1, 100000) g");
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("b");
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("pgsafe"))
-        .args([
-            "backup",
-            "-d",
-            &c.conninfo(),
-            "-D",
-            c.data_dir().to_str().unwrap(),
-        ])
-        .args([
-            "--target",
-            target.to_str().unwrap(),
-            "--max-rate",
-            "2M",
-            "--progress",
-            "none",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while !target.join("base").exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the copy never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = spawn_slow_backup(&c.conninfo(), c.data_dir(), &target);
     std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -553,34 +487,7 @@ fn ctrl_c_cancels_cleanly() {
     c.execute("CREATE TABLE big AS SELECT g, repeat(md5(g::text), 20) AS v FROM generate_series(1, 100000) g");
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("b");
-    let child = Command::new(assert_cmd::cargo::cargo_bin("pgsafe"))
-        .args([
-            "backup",
-            "-d",
-            &c.conninfo(),
-            "-D",
-            c.data_dir().to_str().unwrap(),
-        ])
-        .args([
-            "--target",
-            target.to_str().unwrap(),
-            "--max-rate",
-            "2M",
-            "--progress",
-            "none",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while !target.join("base").exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the copy never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = spawn_slow_backup(&c.conninfo(), c.data_dir(), &target);
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let out = child.wait_with_output().unwrap();
@@ -640,7 +547,7 @@ fn backup_from_standby_restores() {
         }
         let mut restored = Cluster::adopt(&install, &data, ClusterOptions::new());
         restored.start();
-        wait_recovered(&restored);
+        restored.wait_recovery_done();
         assert!(
             restored.query_one::<i64>("SELECT count(*) FROM t") >= 5000,
             "PostgreSQL {major}"

@@ -2,33 +2,16 @@
 //! unreachable servers, unknown IDs, and `inspect` on something that is not a data directory.
 //! Also `inspect` on real data directories of every major.
 
+mod common;
+
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall, per_major};
 use serde_json::Value;
 
-fn pgsafe(args: &[&str]) -> Output {
-    Command::new(assert_cmd::cargo::cargo_bin("pgsafe"))
-        .args(args)
-        .env_remove("PGHOST")
-        .env_remove("PGPORT")
-        .env_remove("PGUSER")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn run_dir() -> tempfile::TempDir {
-    let d = tempfile::Builder::new()
-        .prefix("pgsafe-run")
-        .tempdir_in("/tmp")
-        .unwrap();
-    fs::set_permissions(d.path(), fs::Permissions::from_mode(0o700)).unwrap();
-    d
-}
+use common::{pgsafe, run_dir};
 
 /// Exit 2, the message contains every `needles`, and the run directory holds no backup.
 fn refused(out: &Output, run: &Path, needles: &[&str]) {

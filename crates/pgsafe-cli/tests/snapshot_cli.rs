@@ -1,10 +1,12 @@
 //! Snapshot mode (`pgsafe start` / `stop` / `status` / `abort` / `snapshot`) against real
 //! servers, through the real binary, as a backup tool's pre/post hooks would call it.
 
+mod common;
+
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,52 +18,15 @@ use pgsafe_testkit::{
 };
 use serde_json::Value;
 
-fn bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("pgsafe")
-}
+use common::{bin, command, json, ok, run_dir};
 
-/// A private run directory for one test (mode 0700, owned by the test user).
-fn run_dir() -> tempfile::TempDir {
-    let d = tempfile::Builder::new()
-        .prefix("pgsafe-run")
-        .tempdir_in("/tmp")
-        .unwrap();
-    fs::set_permissions(d.path(), fs::Permissions::from_mode(0o700)).unwrap();
-    d
-}
-
+/// `pgsafe args… --run-dir RUN` (snapshot takes no run directory).
 fn pgsafe(run: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(bin());
-    cmd.args(args);
+    let mut cmd = command(args);
     if args[0] != "snapshot" {
         cmd.arg("--run-dir").arg(run);
     }
-    cmd.env_remove("PGHOST")
-        .env_remove("PGPORT")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): stdout {:?} stderr {:?}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn ok(out: Output, what: &str) -> Output {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): stdout {} stderr {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    cmd.output().unwrap()
 }
 
 fn start(c: &Cluster, run: &Path, id: &str, extra: &[&str]) -> Value {
@@ -488,16 +453,8 @@ fn end_to_end(major: u32) {
     }
     let mut restored = Cluster::adopt(&install, &copy, ClusterOptions::new());
     restored.start();
-    // The server accepts read-only connections once consistent, while archive recovery still
-    // replays the archive: wait until it has finished and promoted.
-    let t = Instant::now();
-    while restored.query_one::<bool>("SELECT pg_is_in_recovery()") {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "recovery did not finish"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Read-only connections are accepted before archive recovery ends: wait for the end.
+    restored.wait_recovery_done();
     let mut client = restored.connect();
     report.verify_at(&mut client, mark).unwrap_or_else(|e| {
         panic!(

@@ -801,6 +801,14 @@ impl Cluster {
     pub fn promote(&mut self) {
         write_server_file(&self.data_dir.join("promote"), b"", server_user());
         self.signal(Signal::SIGUSR1);
+        self.wait_recovery_done();
+        self.standby_of = None;
+    }
+
+    /// Waits until the server has left recovery: a promotion completed, or a restored backup
+    /// finished archive recovery. (A restored server accepts read-only connections as soon as
+    /// it is consistent, before recovery ends.)
+    pub fn wait_recovery_done(&self) {
         let deadline = Instant::now() + timeout();
         let mut client = self.connect();
         while self
@@ -812,13 +820,13 @@ impl Cluster {
         {
             if Instant::now() > deadline {
                 panic!(
-                    "standby was not promoted in time; server log:\n{}",
+                    "PostgreSQL {} did not leave recovery in time; server log:\n{}",
+                    self.major(),
                     self.server_log_tail(40)
                 );
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        self.standby_of = None;
     }
 
     /// Waits until this standby has replayed everything `primary` has written so far.

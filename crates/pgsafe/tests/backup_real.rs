@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgsafe::backup::{BackupOptions, WalMode, run_backup};
 use pgsafe::checksum::ChecksumAlgorithm;
@@ -94,11 +94,7 @@ fn ddl_during_copy(major: u32) {
     }
     let mut restored = Cluster::adopt(&install, &data, ClusterOptions::new());
     restored.start();
-    let t = Instant::now();
-    while restored.query_one::<bool>("SELECT pg_is_in_recovery()") {
-        assert!(t.elapsed() < Duration::from_secs(60));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    restored.wait_recovery_done();
     let gone: i64 = restored.query_one("SELECT count(*) FROM pg_class WHERE relname = 'dropme'");
     assert_eq!(gone, 0, "{m}");
     assert_eq!(

@@ -1,0 +1,103 @@
+//! Helpers shared by the CLI test files: run the real `pgsafe` binary, check its exit status
+//! and output, and make private run directories.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("pgsafe")
+}
+
+/// A `pgsafe` command with the connection and data-directory variables of the test process
+/// removed, so only the arguments given count.
+pub fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env_remove("PGHOST")
+        .env_remove("PGPORT")
+        .env_remove("PGUSER")
+        .env_remove("PGDATA")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `pgsafe args…` to completion.
+pub fn pgsafe(args: &[&str]) -> Output {
+    command(args).output().unwrap()
+}
+
+/// Asserts success, with both streams in the message otherwise.
+pub fn ok(out: Output, what: &str) -> Output {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): stdout {} stderr {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// stdout as JSON.
+pub fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): stdout {:?} stderr {:?}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Asserts exit code 2 and that stderr contains every needle; returns stderr.
+pub fn refused(out: &Output, needles: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    for n in needles {
+        assert!(err.contains(n), "expected {n:?} in: {err}");
+    }
+    err
+}
+
+/// A private run directory for snapshot-mode holders (mode 0700, short path under /tmp).
+pub fn run_dir() -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("pgsafe-run")
+        .tempdir_in("/tmp")
+        .unwrap();
+    fs::set_permissions(d.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    d
+}
+
+/// Starts a throttled backup (2 MB/s, so it is still copying when the test interrupts it) and
+/// returns once the copy has begun writing into `target`.
+pub fn spawn_slow_backup(conninfo: &str, pgdata: &Path, target: &Path) -> Child {
+    let child = command(&["backup", "-d", conninfo, "-D", pgdata.to_str().unwrap()])
+        .args([
+            "--target",
+            target.to_str().unwrap(),
+            "--max-rate",
+            "2M",
+            "--progress",
+            "none",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !target.join("base").exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the copy never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
