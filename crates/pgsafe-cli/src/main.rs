@@ -8,6 +8,7 @@ mod inspect;
 mod progress;
 mod render;
 mod snapshot;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,6 +103,10 @@ enum Command {
     /// Tell a crashed server from a restored backup: verdict, evidence, exact next steps.
     #[command(long_about = doctor::LONG_ABOUT, after_help = doctor::AFTER_HELP)]
     Doctor(doctor::DoctorArgs),
+    /// Check a stored backup: completeness, manifest, sizes and checksums, backup_label,
+    /// pg_control, WAL; exit 1 with the list of problems.
+    #[command(long_about = verify::LONG_ABOUT, after_help = verify::AFTER_HELP)]
+    Verify(verify::VerifyArgs),
     /// Show what a data directory's pg_control, backup_label, tablespace_map and signal files say
     /// (read-only; safe on a running server's directory).
     #[command(
@@ -129,6 +134,7 @@ fn main() -> ExitCode {
         Command::Inspect { pgdata, json } => inspect::run(&pgdata, json),
         Command::Doctor(a) => doctor::run(a),
         Command::Backup(a) => backup::run(a),
+        Command::Verify(a) => verify::run(a),
         Command::Start(a) => snapshot::start(a),
         Command::Stop(a) => snapshot::stop(a),
         Command::Status(a) => snapshot::status(a),

@@ -21,6 +21,7 @@ pub mod plan;
 pub mod progress;
 pub mod session;
 pub mod types;
+pub mod verify;
 pub mod wal;
 
 pub use types::{Lsn, PgVersion, SystemId, TimelineId, TypeError, WalSegSize, WalSegment};

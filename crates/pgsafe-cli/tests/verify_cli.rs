@@ -1,0 +1,295 @@
+//! `pgsafe verify` against real backups, through the real binary: good backups pass (both
+//! layouts), and each kind of damage is reported with its own message and exit code 1.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall};
+use serde_json::Value;
+
+fn pgsafe(args: &[&str]) -> Output {
+    Command::new(assert_cmd::cargo::cargo_bin("pgsafe"))
+        .args(args)
+        .env_remove("PGHOST")
+        .env_remove("PGPORT")
+        .env_remove("PGDATA")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn backup(c: &Cluster, target: &Path, extra: &[&str]) {
+    let conn = c.conninfo();
+    let mut args = vec![
+        "backup",
+        "-d",
+        &conn,
+        "-D",
+        c.data_dir().to_str().unwrap(),
+        "--target",
+        target.to_str().unwrap(),
+        "--progress",
+        "none",
+    ];
+    args.extend_from_slice(extra);
+    let out = pgsafe(&args);
+    assert!(out.status.success(), "backup: {}", text(&out));
+}
+
+fn verify(dir: &Path, extra: &[&str]) -> (Option<i32>, Value, Output) {
+    let mut args = vec!["verify", "--json", dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = pgsafe(&args);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code(), v, out)
+}
+
+/// A private copy of a backup to damage.
+fn copy_of(backup: &Path, scratch: &Path, name: &str) -> PathBuf {
+    let dst = scratch.join(name);
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(backup)
+        .arg(&dst)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    dst
+}
+
+/// The one problem `verify` reports, as text (asserts exit 1 and exactly one problem).
+fn one_problem(dir: &Path, what: &str) -> String {
+    let (code, v, out) = verify(dir, &[]);
+    assert_eq!(code, Some(1), "{what}: {}", text(&out));
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{what}: {}", text(&out));
+    problems[0]["message"].as_str().unwrap().to_owned()
+}
+
+/// The text output: a verdict line and one line per problem.
+fn human_lists(dir: &Path, line: &str) {
+    let out = pgsafe(&["verify", dir.to_str().unwrap(), "--progress", "none"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(s.contains("has 1 problem(s):"), "{s}");
+    assert!(s.contains(&format!("  - {line}\n")), "{s}");
+}
+
+fn flip_byte(path: &Path, at: u64) {
+    let mut b = fs::read(path).unwrap();
+    let i = (at as usize).min(b.len() - 1);
+    b[i] ^= 0x55;
+    fs::write(path, b).unwrap();
+}
+
+fn truncate(path: &Path, len: u64) {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+fn damage_matrix(major: u32, compress: &str) {
+    let install = PgInstall::major(major);
+    let c = Cluster::started(
+        &install,
+        ClusterOptions::new().fast_unsafe().with_tablespace(true),
+    );
+    c.execute("CREATE TABLE t AS SELECT g, md5(g::text) AS v FROM generate_series(1, 20000) g");
+    c.execute("CREATE TABLE in_ts TABLESPACE ts1 AS SELECT g FROM generate_series(1, 1000) g");
+    let rel: String = c.query_one("SELECT pg_relation_filepath('t')");
+    let scratch = tempfile::tempdir().unwrap();
+    let good = scratch.path().join("good");
+    backup(&c, &good, &["--compress", compress, "--jobs", "2"]);
+    let suffix = match compress {
+        "none" => "",
+        "lz4" => ".lz4",
+        _ => ".zst",
+    };
+    let m = format!("PostgreSQL {major} --compress {compress}");
+
+    let (code, v, out) = verify(&good, &[]);
+    assert_eq!(code, Some(0), "{m}: {}", text(&out));
+    assert_eq!(v["ok"], true);
+    assert!(v["files_checked"].as_u64().unwrap() > 100, "{v}");
+    assert!(v["wal_segments_checked"].as_u64().unwrap() >= 1, "{v}");
+    let (code, _, out) = verify(&good, &["--quick", "--jobs", "1"]);
+    assert_eq!(code, Some(0), "{m}: {}", text(&out));
+
+    // One flipped byte in a data file.
+    let d = copy_of(&good, scratch.path(), "flip");
+    flip_byte(&d.join(format!("{rel}{suffix}")), 5000);
+    let p = one_problem(&d, "flipped byte");
+    if suffix.is_empty() {
+        assert!(
+            p.starts_with(&format!("checksum mismatch: {rel} has crc32c ")),
+            "{m}: {p}"
+        );
+        // --quick looks at sizes only: it cannot see a flipped byte.
+        assert_eq!(verify(&d, &["--quick"]).0, Some(0));
+    } else {
+        assert!(
+            p.starts_with(&format!("corrupt compressed file: {rel}{suffix}"))
+                || p.starts_with(&format!("checksum mismatch: {rel} ")),
+            "{m}: {p}"
+        );
+    }
+
+    // A truncated file.
+    let d = copy_of(&good, scratch.path(), "trunc");
+    let f = d.join(format!("{rel}{suffix}"));
+    let len = fs::metadata(&f).unwrap().len();
+    truncate(&f, len / 2);
+    let p = one_problem(&d, "truncated file");
+    if suffix.is_empty() {
+        assert_eq!(
+            p,
+            format!(
+                "wrong size: {rel} is {} bytes, backup_manifest says {len} (truncated)",
+                len / 2
+            ),
+            "{m}"
+        );
+        let (code, v, _) = verify(&d, &["--quick"]);
+        assert_eq!(code, Some(1), "--quick sees sizes");
+        assert_eq!(v["problems"][0]["problem"], "size");
+    } else {
+        assert!(
+            p.starts_with(&format!(
+                "corrupt compressed file: {rel}{suffix} does not decompress"
+            )),
+            "{m}: {p}"
+        );
+    }
+
+    // A deleted file.
+    let d = copy_of(&good, scratch.path(), "deleted");
+    fs::remove_file(d.join(format!("{rel}{suffix}"))).unwrap();
+    let p = one_problem(&d, "deleted file");
+    human_lists(&d, &p);
+    if suffix.is_empty() {
+        assert_eq!(
+            p,
+            format!("missing file: {rel} is listed in backup_manifest but is not in the backup")
+        );
+    } else {
+        assert_eq!(
+            p,
+            format!(
+                "missing file: {rel} is listed in backup_manifest but {rel}{suffix} is not in \
+                 the backup"
+            )
+        );
+    }
+
+    // An extra file.
+    let d = copy_of(&good, scratch.path(), "extra");
+    fs::write(d.join("base/1/extra_file"), b"x").unwrap();
+    let p = one_problem(&d, "extra file");
+    assert_eq!(
+        p,
+        "unexpected file: base/1/extra_file is in the backup but not in backup_manifest"
+    );
+
+    // A changed manifest (one size edited).
+    let d = copy_of(&good, scratch.path(), "manifest");
+    let mf = d.join("backup_manifest");
+    let text_m = fs::read_to_string(&mf).unwrap();
+    let changed = text_m.replacen("\"Size\": 3,", "\"Size\": 4,", 1);
+    assert_ne!(changed, text_m, "PG_VERSION entry has Size 3");
+    fs::write(&mf, changed).unwrap();
+    let p = one_problem(&d, "changed manifest");
+    assert_eq!(
+        p,
+        "backup_manifest is invalid: backup_manifest: checksum mismatch: the manifest is damaged \
+         or was edited"
+    );
+
+    // A missing WAL segment.
+    let info: Value = serde_json::from_slice(&fs::read(good.join("pgsafe.json")).unwrap()).unwrap();
+    let seg = info["wal"]["segments"][0].as_str().unwrap().to_owned();
+    let d = copy_of(&good, scratch.path(), "wal");
+    fs::remove_file(d.join("pg_wal").join(&seg)).unwrap();
+    let p = one_problem(&d, "missing WAL");
+    assert_eq!(
+        p,
+        format!(
+            "missing WAL segment: pg_wal/{seg}, needed to recover the backup, is not in the backup"
+        )
+    );
+
+    // A WAL segment with a damaged page header (the first page's address).
+    let d = copy_of(&good, scratch.path(), "walpage");
+    flip_byte(&d.join("pg_wal").join(&seg), 9);
+    let p = one_problem(&d, "damaged WAL page");
+    assert!(
+        p.starts_with(&format!("invalid WAL segment pg_wal/{seg}: ")) && p.contains("page address"),
+        "{m}: {p}"
+    );
+
+    // A missing backup_label.
+    let d = copy_of(&good, scratch.path(), "label");
+    fs::remove_file(d.join("backup_label")).unwrap();
+    let p = one_problem(&d, "missing label");
+    assert!(p.starts_with("backup_label is missing"), "{p}");
+
+    // A missing pgsafe.json.
+    let d = copy_of(&good, scratch.path(), "info");
+    fs::remove_file(d.join("pgsafe.json")).unwrap();
+    let p = one_problem(&d, "missing pgsafe.json");
+    assert!(
+        p.starts_with("incomplete backup: pgsafe.json is missing"),
+        "{p}"
+    );
+
+    // Not a backup at all: exit 2.
+    let out = pgsafe(&["verify", scratch.path().join("nope").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+#[test]
+fn damage_is_reported_plain_15() {
+    damage_matrix(15, "none");
+}
+
+#[test]
+fn damage_is_reported_zstd_17() {
+    damage_matrix(17, "zstd");
+}
+
+#[test]
+fn damage_is_reported_lz4_11() {
+    damage_matrix(11, "lz4");
+}
+
+/// A backup taken with --wal archive: verify says where the WAL must come from and passes.
+#[test]
+fn archive_mode_backup_names_its_wal_source() {
+    let c = Cluster::started(
+        &PgInstall::major(16),
+        ClusterOptions::new().fast_unsafe().with_archive(true),
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let b = scratch.path().join("b");
+    backup(&c, &b, &["--wal", "archive"]);
+    let (code, v, out) = verify(&b, &[]);
+    assert_eq!(code, Some(0), "{}", text(&out));
+    let notes = v["notes"].to_string();
+    assert!(
+        notes.contains("--wal archive") && notes.contains("must come from"),
+        "{notes}"
+    );
+}

@@ -1,0 +1,1538 @@
+//! `pgsafe verify`: is a stored backup complete and intact, and does it hold what a restore needs?
+//!
+//! Checks, for the plain and the compressed layouts:
+//! * `pgsafe.json` (the completion marker) is present and readable — without it the backup is
+//!   incomplete — and `pgsafe.incomplete` is not;
+//! * `backup_manifest` parses and its own `Manifest-Checksum` matches;
+//! * every file the manifest lists is stored (as `<path>.zst`/`.lz4` in a compressed layout;
+//!   `backup_label`, `tablespace_map`, `pgsafe.json` are always stored as they are) with the
+//!   manifest's size and checksum (compressed files are decompressed to check them), and no file
+//!   is stored that the manifest does not list;
+//! * `backup_label` is present, parses, names the WAL segment of its start LSN, is not an
+//!   incremental label, and agrees with the manifest's WAL range and with `pgsafe.json` (start,
+//!   checkpoint, timeline);
+//! * the stored `global/pg_control` decodes with a correct CRC, and its system identifier, major
+//!   version and WAL segment size are the manifest's and `pgsafe.json`'s;
+//! * every WAL segment from the start to the stop of the backup is in `pg_wal/` (backups taken
+//!   with `--wal include`), has the segment size, and has valid page headers for its timeline up
+//!   to the stop LSN (first page: the long header with this system's identifier); the timeline
+//!   history files are there too. For `--wal archive` and `--wal none` backups the report says
+//!   which segments must come from where.
+//!
+//! `quick` checks presence and sizes only: no checksums, no page headers, and (since only
+//! decompressing tells it) not the sizes of compressed files.
+//!
+//! Files and WAL segments are checked by parallel workers taking items from one list (largest
+//! first); the first IO error stops them all. What is wrong with the backup is reported as a list
+//! of [`Problem`]s; [`VerifyError`] is for when the check itself could not run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::backup::{BackupInfo, COMPLETE_MARKER, INCOMPLETE_MARKER, MANIFEST_FILE, WalMode};
+use crate::checksum::ChecksumAlgorithm;
+use crate::control::ControlFile;
+use crate::copy::Compression;
+use crate::fsutil::{FsError, IoContext};
+use crate::label::BackupLabel;
+use crate::manifest::{Manifest, ManifestFile};
+use crate::plan::RelPath;
+use crate::progress::Progress;
+use crate::types::{Lsn, SystemId, TimelineId, WalSegSize, WalSegment};
+use crate::wal::{self, WalPageHeader, WalRange};
+
+/// The backup's WAL folder.
+pub const WAL_DIR: &str = "pg_wal";
+/// `backup_label` in the backup root.
+pub const LABEL_FILE: &str = "backup_label";
+/// `tablespace_map` in the backup root.
+pub const MAP_FILE: &str = "tablespace_map";
+/// The stored control file (before any compression suffix).
+pub const CONTROL_FILE: &str = "global/pg_control";
+
+/// Files stored as they are in every layout (never compressed).
+const UNCOMPRESSED_FILES: [&str; 4] = [LABEL_FILE, MAP_FILE, COMPLETE_MARKER, MANIFEST_FILE];
+
+/// Where a manifest file (path as listed) is stored in a backup of `compression`.
+pub fn stored_path(path: &[u8], compression: Compression) -> RelPath {
+    let as_is = compression.is_none()
+        || UNCOMPRESSED_FILES.iter().any(|f| f.as_bytes() == path)
+        || path.starts_with(b"pg_wal/");
+    let rel = RelPath::from_bytes(path);
+    if as_is {
+        rel
+    } else {
+        rel.with_suffix(compression.suffix())
+    }
+}
+
+/// How to verify.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyOptions<'a> {
+    /// Presence and sizes only.
+    pub quick: bool,
+    /// Worker threads (0 counts as 1).
+    pub jobs: usize,
+    /// Set by the caller to stop (Ctrl-C): [`VerifyError::Cancelled`].
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+impl Default for VerifyOptions<'_> {
+    fn default() -> Self {
+        VerifyOptions {
+            quick: false,
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cancel: None,
+        }
+    }
+}
+
+/// One thing wrong with a backup. `Display` is the precise message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "problem", rename_all = "snake_case")]
+pub enum Problem {
+    /// No `pgsafe.json`.
+    Incomplete {
+        incomplete_marker: bool,
+    },
+    /// `pgsafe.incomplete` next to `pgsafe.json`.
+    IncompleteMarker,
+    /// `pgsafe.json` exists but cannot be read.
+    BadInfo {
+        error: String,
+    },
+    ManifestMissing,
+    ManifestInvalid {
+        error: String,
+    },
+    /// A file the manifest lists is not stored.
+    Missing {
+        path: String,
+        stored_as: String,
+    },
+    /// A stored file has another size than the manifest says.
+    Size {
+        path: String,
+        expected: u64,
+        found: u64,
+    },
+    Checksum {
+        path: String,
+        algorithm: ChecksumAlgorithm,
+        expected: String,
+        found: String,
+    },
+    /// A compressed file does not decompress.
+    Corrupt {
+        path: String,
+        error: String,
+    },
+    /// A stored file the manifest does not list.
+    Extra {
+        path: String,
+    },
+    /// Something that is neither a regular file nor a directory.
+    NotAFile {
+        path: String,
+    },
+    LabelMissing,
+    LabelInvalid {
+        error: String,
+    },
+    /// The label disagrees with the manifest or `pgsafe.json`.
+    LabelMismatch {
+        detail: String,
+    },
+    ControlInvalid {
+        error: String,
+    },
+    /// pg_control, manifest and `pgsafe.json` disagree (system identifier, version, WAL size).
+    ControlMismatch {
+        detail: String,
+    },
+    /// `pgsafe.json` disagrees with the manifest.
+    InfoMismatch {
+        detail: String,
+    },
+    WalMissing {
+        segment: String,
+    },
+    WalSize {
+        segment: String,
+        expected: u64,
+        found: u64,
+    },
+    WalInvalid {
+        segment: String,
+        error: String,
+    },
+    HistoryMissing {
+        file: String,
+    },
+    HistoryInvalid {
+        file: String,
+        error: String,
+    },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Incomplete { incomplete_marker } => write!(
+                f,
+                "incomplete backup: {COMPLETE_MARKER} is missing{} — pgsafe backup did not finish \
+                 writing this folder; do not restore it",
+                if *incomplete_marker {
+                    format!(" and {INCOMPLETE_MARKER} is present")
+                } else {
+                    String::new()
+                }
+            ),
+            Problem::IncompleteMarker => write!(
+                f,
+                "{INCOMPLETE_MARKER} is present next to {COMPLETE_MARKER}: the folder was \
+                 written to after the backup completed"
+            ),
+            Problem::BadInfo { error } => write!(f, "{COMPLETE_MARKER} is unreadable: {error}"),
+            Problem::ManifestMissing => write!(
+                f,
+                "{MANIFEST_FILE} is missing: the stored files cannot be checked"
+            ),
+            Problem::ManifestInvalid { error } => {
+                write!(f, "{MANIFEST_FILE} is invalid: {error}")
+            }
+            Problem::Missing { path, stored_as } if path == stored_as => write!(
+                f,
+                "missing file: {path} is listed in {MANIFEST_FILE} but is not in the backup"
+            ),
+            Problem::Missing { path, stored_as } => write!(
+                f,
+                "missing file: {path} is listed in {MANIFEST_FILE} but {stored_as} is not in the \
+                 backup"
+            ),
+            Problem::Size {
+                path,
+                expected,
+                found,
+            } => write!(
+                f,
+                "wrong size: {path} is {found} bytes, {MANIFEST_FILE} says {expected} ({})",
+                if found < expected {
+                    "truncated"
+                } else {
+                    "extended"
+                }
+            ),
+            Problem::Checksum {
+                path,
+                algorithm,
+                expected,
+                found,
+            } => write!(
+                f,
+                "checksum mismatch: {path} has {algorithm} {found}, {MANIFEST_FILE} says \
+                 {expected} (its content changed)"
+            ),
+            Problem::Corrupt { path, error } => {
+                write!(
+                    f,
+                    "corrupt compressed file: {path} does not decompress: {error}"
+                )
+            }
+            Problem::Extra { path } => write!(
+                f,
+                "unexpected file: {path} is in the backup but not in {MANIFEST_FILE}"
+            ),
+            Problem::NotAFile { path } => write!(
+                f,
+                "unexpected entry: {path} is neither a regular file nor a directory"
+            ),
+            Problem::LabelMissing => write!(
+                f,
+                "backup_label is missing: the backup cannot be restored without it (recovery \
+                 must start from the checkpoint it names)"
+            ),
+            Problem::LabelInvalid { error } => write!(f, "backup_label is invalid: {error}"),
+            Problem::LabelMismatch { detail } => {
+                write!(f, "backup_label does not match the backup: {detail}")
+            }
+            Problem::ControlInvalid { error } => {
+                write!(f, "global/pg_control is invalid: {error}")
+            }
+            Problem::ControlMismatch { detail } => {
+                write!(f, "global/pg_control does not match the backup: {detail}")
+            }
+            Problem::InfoMismatch { detail } => {
+                write!(
+                    f,
+                    "{COMPLETE_MARKER} does not match {MANIFEST_FILE}: {detail}"
+                )
+            }
+            Problem::WalMissing { segment } => write!(
+                f,
+                "missing WAL segment: pg_wal/{segment}, needed to recover the backup, is not in \
+                 the backup"
+            ),
+            Problem::WalSize {
+                segment,
+                expected,
+                found,
+            } => write!(
+                f,
+                "wrong WAL segment size: pg_wal/{segment} is {found} bytes, expected {expected}"
+            ),
+            Problem::WalInvalid { segment, error } => {
+                write!(f, "invalid WAL segment pg_wal/{segment}: {error}")
+            }
+            Problem::HistoryMissing { file } => write!(
+                f,
+                "missing timeline history file: pg_wal/{file}, needed to follow the backup's \
+                 timelines, is not in the backup"
+            ),
+            Problem::HistoryInvalid { file, error } => {
+                write!(f, "invalid timeline history file pg_wal/{file}: {error}")
+            }
+        }
+    }
+}
+
+/// What [`verify_backup`] found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub backup: PathBuf,
+    pub quick: bool,
+    /// True when nothing is wrong.
+    pub ok: bool,
+    /// Each problem as its fields plus `message` (the `Display` text).
+    #[serde(serialize_with = "problems_with_messages")]
+    pub problems: Vec<Problem>,
+    /// Facts worth knowing that are not problems (where WAL must come from, what quick skipped).
+    pub notes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<SystemId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_lsn: Option<Lsn>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_lsn: Option<Lsn>,
+    pub compression: Compression,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_mode: Option<WalMode>,
+    pub files_checked: u64,
+    /// Bytes read (uncompressed) to check files and WAL.
+    pub bytes_checked: u64,
+    pub wal_segments_checked: u64,
+    pub elapsed_secs: f64,
+    /// `pgsafe.json`, when readable (for restore).
+    #[serde(skip)]
+    pub info: Option<BackupInfo>,
+}
+
+fn problems_with_messages<S: serde::Serializer>(
+    problems: &[Problem],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct WithMessage<'a> {
+        message: String,
+        #[serde(flatten)]
+        problem: &'a Problem,
+    }
+    s.collect_seq(problems.iter().map(|p| WithMessage {
+        message: p.to_string(),
+        problem: p,
+    }))
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Why a backup could not be verified at all.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("backup {0} does not exist")]
+    Missing(PathBuf),
+    #[error("{0} is not a directory (pass the backup folder)")]
+    NotADirectory(PathBuf),
+    #[error(
+        "{0} is not a pgsafe backup: it has none of {COMPLETE_MARKER}, {MANIFEST_FILE} and \
+         backup_label"
+    )]
+    NotABackup(PathBuf),
+    #[error(transparent)]
+    Io(#[from] FsError),
+    #[error("verification was cancelled")]
+    Cancelled,
+}
+
+/// What a backup folder holds (symbolic links followed, as pg_verifybackup does).
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Directories, parents before children.
+    pub dirs: Vec<RelPath>,
+    /// Regular files and their sizes.
+    pub files: BTreeMap<RelPath, u64>,
+    /// Entries that are neither (sockets, fifos, dangling links, loops).
+    pub special: Vec<RelPath>,
+}
+
+/// Deepest directory nesting followed (guards against symbolic link loops).
+const MAX_DEPTH: usize = 64;
+
+/// Lists a backup folder.
+pub fn list_backup(root: &Path) -> Result<Listing, FsError> {
+    let mut l = Listing::default();
+    walk(root, &RelPath::default(), 0, &mut l)?;
+    Ok(l)
+}
+
+fn walk(dir: &Path, rel: &RelPath, depth: usize, l: &mut Listing) -> Result<(), FsError> {
+    let mut entries: Vec<(Vec<u8>, PathBuf)> = Vec::new();
+    for e in fs::read_dir(dir).ctx("read directory", dir)? {
+        let e = e.ctx("read directory", dir)?;
+        entries.push((e.file_name().as_bytes().to_vec(), e.path()));
+    }
+    entries.sort();
+    for (name, path) in entries {
+        let child = rel.join(&name);
+        match fs::metadata(&path) {
+            Ok(m) if m.is_file() => {
+                l.files.insert(child, m.len());
+            }
+            Ok(m) if m.is_dir() && depth < MAX_DEPTH => {
+                l.dirs.push(child.clone());
+                walk(&path, &child, depth + 1, l)?;
+            }
+            Ok(_) => l.special.push(child),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => l.special.push(child),
+            Err(e) => return Err(FsError::new("inspect", path, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Reads a small file of the backup; `Ok(None)` if it does not exist.
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, FsError> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(FsError::new("read", path, e)),
+    }
+}
+
+/// Reads a stored file's original content (decompressing); `Ok(None)` if it does not exist,
+/// `Err(Ok(msg))` if it does not decompress.
+fn read_stored(
+    root: &Path,
+    rel: &str,
+    compression: Compression,
+) -> Result<Option<Result<Vec<u8>, String>>, FsError> {
+    let stored = stored_path(rel.as_bytes(), compression);
+    let path = root.join(stored.as_path());
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(FsError::new("open", path, e)),
+    };
+    let mut out = Vec::new();
+    let read = compression
+        .decoder(file)
+        .and_then(|d| d.take(1 << 20).read_to_end(&mut out));
+    match read {
+        Ok(_) => Ok(Some(Ok(out))),
+        Err(e) if !compression.is_none() => Ok(Some(Err(e.to_string()))),
+        Err(e) => Err(FsError::new("read", path, e)),
+    }
+}
+
+/// The WAL segments the ranges need (newest range first, as in a manifest): from the segment
+/// holding the oldest range's start to the one holding the byte before the newest range's end,
+/// each named with the newest timeline that had begun by then (as [`wal::backup_wal_segments`]).
+pub fn segments_for_ranges(ranges: &[WalRange], seg_size: WalSegSize) -> Vec<WalSegment> {
+    let (Some(newest), Some(oldest)) = (ranges.first(), ranges.last()) else {
+        return Vec::new();
+    };
+    let size = seg_size.bytes();
+    let first = oldest.start_lsn.0 / size;
+    let last = (newest.end_lsn.0.saturating_sub(1) / size).max(first);
+    // Bounded like backup_wal_segments: a damaged range must not allocate the world.
+    let last = last.min(first + (1 << 24));
+    (first..=last)
+        .map(|segno| {
+            let tli = ranges
+                .iter()
+                .find(|r| r.start_lsn.0 / size <= segno)
+                .map_or(oldest.tli, |r| r.tli);
+            WalSegment::from_segno(tli, segno, seg_size)
+        })
+        .collect()
+}
+
+/// Checks one WAL page header (not the first page of a segment): magic, flags, no long header,
+/// page address, timeline (not newer than the file's, not older than the previous page's).
+/// Returns the page's timeline.
+pub fn check_page_header(
+    page: &[u8],
+    page_lsn: Lsn,
+    file: WalSegment,
+    magic: u16,
+    prev_tli: TimelineId,
+) -> Result<TimelineId, String> {
+    if page.len() >= wal::SHORT_HEADER_SIZE
+        && page[..wal::SHORT_HEADER_SIZE].iter().all(|&b| b == 0)
+    {
+        return Err(format!(
+            "the page at {page_lsn} is zero-filled (the segment was not completely written)"
+        ));
+    }
+    let h = WalPageHeader::decode(page).map_err(|e| format!("page at {page_lsn}: {e}"))?;
+    if h.magic != magic {
+        return Err(format!(
+            "page at {page_lsn}: magic 0x{:04X}, the segment's first page has 0x{magic:04X}",
+            h.magic
+        ));
+    }
+    if h.info & !wal::XLP_ALL_FLAGS != 0 || h.info & wal::XLP_LONG_HEADER != 0 {
+        return Err(format!(
+            "page at {page_lsn}: invalid xlp_info bits 0x{:04X}",
+            h.info
+        ));
+    }
+    if h.pageaddr != page_lsn {
+        return Err(format!(
+            "page at {page_lsn} says it is at {} (recycled or damaged file?)",
+            h.pageaddr
+        ));
+    }
+    if h.tli.0 == 0 || h.tli > file.tli || h.tli < prev_tli {
+        return Err(format!(
+            "page at {page_lsn}: timeline {} is not valid here (file timeline {}, previous page \
+             timeline {prev_tli})",
+            h.tli, file.tli
+        ));
+    }
+    Ok(h.tli)
+}
+
+/// Verifies the backup in `dir` (see the module documentation).
+pub fn verify_backup(
+    dir: &Path,
+    opts: &VerifyOptions<'_>,
+    progress: &dyn Progress,
+) -> Result<VerifyReport, VerifyError> {
+    let started = Instant::now();
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(VerifyError::NotADirectory(dir.to_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(VerifyError::Missing(dir.to_owned()));
+        }
+        Err(e) => return Err(FsError::new("inspect", dir, e).into()),
+    }
+    progress.phase("verify");
+    let mut v = Verifier::new(dir, opts);
+    v.read_metadata()?;
+    v.check_control()?;
+    let listing = list_backup(dir)?;
+    let (files, wal) = v.plan_checks(&listing);
+    v.run_checks(&files, &wal, progress)?;
+    v.check_label();
+    Ok(v.report(started))
+}
+
+/// A manifest file to check.
+struct FileCheck {
+    entry: ManifestFile,
+    stored: RelPath,
+    /// Stored size (from the listing).
+    disk_size: u64,
+}
+
+/// A WAL segment to check.
+struct WalCheck {
+    seg: WalSegment,
+    disk_size: u64,
+}
+
+enum Item {
+    File(usize),
+    Wal(usize),
+}
+
+struct Verifier<'a> {
+    dir: &'a Path,
+    opts: &'a VerifyOptions<'a>,
+    info: Option<BackupInfo>,
+    manifest: Option<Manifest>,
+    label: Option<BackupLabel>,
+    compression: Compression,
+    problems: Vec<Problem>,
+    notes: Vec<String>,
+    /// WAL needed: ranges (newest first) and the segment size.
+    ranges: Vec<WalRange>,
+    seg_size: Option<WalSegSize>,
+    files_checked: u64,
+    bytes_checked: u64,
+    wal_checked: u64,
+}
+
+impl<'a> Verifier<'a> {
+    fn new(dir: &'a Path, opts: &'a VerifyOptions<'a>) -> Self {
+        Verifier {
+            dir,
+            opts,
+            info: None,
+            manifest: None,
+            label: None,
+            compression: Compression::None,
+            problems: Vec::new(),
+            notes: Vec::new(),
+            ranges: Vec::new(),
+            seg_size: None,
+            files_checked: 0,
+            bytes_checked: 0,
+            wal_checked: 0,
+        }
+    }
+
+    fn problem(&mut self, p: Problem) {
+        self.problems.push(p);
+    }
+
+    /// pgsafe.json, the manifest, the label; decides the compression.
+    fn read_metadata(&mut self) -> Result<(), VerifyError> {
+        let dir = self.dir;
+        let incomplete = dir.join(INCOMPLETE_MARKER).exists();
+        let info_bytes = read_optional(&dir.join(COMPLETE_MARKER))?;
+        let manifest_bytes = read_optional(&dir.join(MANIFEST_FILE))?;
+        let label_bytes = read_optional(&dir.join(LABEL_FILE))?;
+        if info_bytes.is_none() && manifest_bytes.is_none() && label_bytes.is_none() {
+            return Err(VerifyError::NotABackup(dir.to_owned()));
+        }
+        match &info_bytes {
+            None => self.problem(Problem::Incomplete {
+                incomplete_marker: incomplete,
+            }),
+            Some(b) => {
+                if incomplete {
+                    self.problem(Problem::IncompleteMarker);
+                }
+                match serde_json::from_slice::<BackupInfo>(b) {
+                    Ok(i) => self.info = Some(i),
+                    Err(e) => self.problem(Problem::BadInfo {
+                        error: e.to_string(),
+                    }),
+                }
+            }
+        }
+        match &manifest_bytes {
+            None => self.problem(Problem::ManifestMissing),
+            Some(b) => match Manifest::parse(b) {
+                Ok(m) => self.manifest = Some(m),
+                Err(e) => self.problem(Problem::ManifestInvalid {
+                    error: e.to_string(),
+                }),
+            },
+        }
+        match &label_bytes {
+            None => self.problem(Problem::LabelMissing),
+            Some(b) => match BackupLabel::parse(b) {
+                Ok(l) => self.label = Some(l),
+                Err(e) => self.problem(Problem::LabelInvalid {
+                    error: e.to_string(),
+                }),
+            },
+        }
+        self.compression = match &self.info {
+            Some(i) => i.compression,
+            // Without pgsafe.json: the suffix of the stored pg_control tells.
+            None => [
+                Compression::Zstd {
+                    level: crate::copy::DEFAULT_ZSTD_LEVEL,
+                },
+                Compression::Lz4,
+            ]
+            .into_iter()
+            .find(|c| dir.join(format!("{CONTROL_FILE}{}", c.suffix())).is_file())
+            .unwrap_or(Compression::None),
+        };
+        self.seg_size = self.info.as_ref().map(|i| i.wal_segment_size);
+        self.ranges = match (&self.manifest, &self.info) {
+            (Some(m), _) => m.wal_ranges.clone(),
+            (None, Some(i)) if i.start_tli == i.stop_tli => vec![WalRange {
+                tli: i.stop_tli,
+                start_lsn: i.start_lsn,
+                end_lsn: i.stop_lsn,
+            }],
+            _ => Vec::new(),
+        };
+        if let (Some(m), Some(i)) = (&self.manifest, &self.info) {
+            let found = compare_info_manifest(m, i);
+            self.problems.extend(found);
+        }
+        Ok(())
+    }
+
+    /// Matches the listing against the manifest and the WAL range: missing and extra files are
+    /// reported here; what is present becomes a check item.
+    fn plan_checks(&mut self, listing: &Listing) -> (Vec<FileCheck>, Vec<WalCheck>) {
+        for s in &listing.special {
+            self.problem(Problem::NotAFile {
+                path: s.to_string(),
+            });
+        }
+        let mut unlisted: BTreeSet<&RelPath> = listing.files.keys().collect();
+        let mut files = Vec::new();
+        if let Some(m) = &self.manifest {
+            let mut missing = Vec::new();
+            for entry in &m.files {
+                let stored = stored_path(&entry.path, self.compression);
+                match listing.files.get(&stored) {
+                    Some(&disk_size) => {
+                        unlisted.remove(&stored);
+                        files.push(FileCheck {
+                            entry: entry.clone(),
+                            stored,
+                            disk_size,
+                        });
+                    }
+                    None => {
+                        // Reported once, by their own problem.
+                        let own = entry.path == LABEL_FILE.as_bytes()
+                            || entry.path == COMPLETE_MARKER.as_bytes();
+                        if !own {
+                            missing.push(Problem::Missing {
+                                path: entry.path_lossy().into_owned(),
+                                stored_as: stored.to_string(),
+                            });
+                        }
+                    }
+                }
+            }
+            self.problems.extend(missing);
+        } else {
+            unlisted.clear();
+        }
+        let wal = self.plan_wal(listing);
+        let skip = [MANIFEST_FILE, INCOMPLETE_MARKER];
+        let extra: Vec<Problem> = unlisted
+            .into_iter()
+            .filter(|p| {
+                let b = p.as_bytes();
+                !b.starts_with(b"pg_wal/") && !skip.iter().any(|s| s.as_bytes() == b)
+            })
+            .map(|p| Problem::Extra {
+                path: p.to_string(),
+            })
+            .collect();
+        self.problems.extend(extra);
+        (files, wal)
+    }
+
+    /// WAL segments to check, and extra files in `pg_wal/`.
+    fn plan_wal(&mut self, listing: &Listing) -> Vec<WalCheck> {
+        let in_wal: BTreeMap<&[u8], u64> = listing
+            .files
+            .iter()
+            .filter_map(|(p, s)| p.as_bytes().strip_prefix(b"pg_wal/").map(|n| (n, *s)))
+            .collect();
+        let mode = self.info.as_ref().map(|i| i.wal.mode);
+        let mut expected: BTreeSet<Vec<u8>> = BTreeSet::new();
+        let mut checks = Vec::new();
+        let segments = match self.seg_size {
+            Some(size) => segments_for_ranges(&self.ranges, size),
+            None => Vec::new(),
+        };
+        if let Some(i) = &self.info {
+            if !segments.is_empty() && segments != i.wal.segments {
+                let show = |s: &[WalSegment]| match (s.first(), s.last()) {
+                    (Some(a), Some(b)) => format!("{a}..{b} ({})", s.len()),
+                    _ => "none".to_owned(),
+                };
+                self.problems.push(Problem::InfoMismatch {
+                    detail: format!(
+                        "it lists WAL segments {}, the WAL-Ranges need {}",
+                        show(&i.wal.segments),
+                        show(&segments)
+                    ),
+                });
+            }
+        }
+        let included = match mode {
+            Some(m) => m == WalMode::Include,
+            // Without pgsafe.json: WAL is expected when some is there.
+            None => !in_wal.is_empty(),
+        };
+        if included {
+            for seg in &segments {
+                let name = seg.to_string();
+                expected.insert(name.clone().into_bytes());
+                match in_wal.get(name.as_bytes()) {
+                    Some(&disk_size) => checks.push(WalCheck {
+                        seg: *seg,
+                        disk_size,
+                    }),
+                    None => self.problems.push(Problem::WalMissing { segment: name }),
+                }
+            }
+            let history: Vec<String> = match &self.info {
+                Some(i) => i.wal.history_files.clone(),
+                None => in_wal
+                    .keys()
+                    .filter_map(|n| std::str::from_utf8(n).ok())
+                    .filter(|n| wal::history_file_tli(n).is_some())
+                    .map(str::to_owned)
+                    .collect(),
+            };
+            for h in history {
+                expected.insert(h.clone().into_bytes());
+                self.check_history(&h, in_wal.contains_key(h.as_bytes()));
+            }
+        } else if let (Some(i), Some(first), Some(last)) =
+            (&self.info, segments.first(), segments.last())
+        {
+            self.notes.push(format!(
+                "the WAL this backup needs is not in it (--wal {}): {} segment(s) {first} .. {last} \
+                 must come from {}",
+                match i.wal.mode {
+                    WalMode::Archive => "archive",
+                    _ => "none",
+                },
+                segments.len(),
+                i.wal.source
+            ));
+        }
+        for name in in_wal.keys() {
+            let ok_name = expected.contains(*name);
+            if !ok_name {
+                self.problems.push(Problem::Extra {
+                    path: format!("pg_wal/{}", String::from_utf8_lossy(name)),
+                });
+            }
+        }
+        checks
+    }
+
+    fn check_history(&mut self, file: &str, present: bool) {
+        if !present {
+            self.problem(Problem::HistoryMissing {
+                file: file.to_owned(),
+            });
+            return;
+        }
+        let Some(tli) = wal::history_file_tli(file) else {
+            self.problem(Problem::HistoryInvalid {
+                file: file.to_owned(),
+                error: "not a timeline history file name".into(),
+            });
+            return;
+        };
+        let path = self.dir.join(WAL_DIR).join(file);
+        match fs::read(&path) {
+            Ok(b) => {
+                if let Err(e) = wal::TimelineHistory::parse(tli, &b) {
+                    self.problem(Problem::HistoryInvalid {
+                        file: file.to_owned(),
+                        error: e.to_string(),
+                    });
+                }
+            }
+            Err(e) => self.problem(Problem::HistoryInvalid {
+                file: file.to_owned(),
+                error: e.to_string(),
+            }),
+        }
+    }
+
+    /// Runs the file and WAL checks on parallel workers.
+    fn run_checks(
+        &mut self,
+        files: &[FileCheck],
+        wal: &[WalCheck],
+        progress: &dyn Progress,
+    ) -> Result<(), VerifyError> {
+        let mut items: Vec<(u64, Item)> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.entry.size, Item::File(i)))
+            .chain(
+                wal.iter()
+                    .enumerate()
+                    .map(|(i, w)| (w.disk_size, Item::Wal(i))),
+            )
+            .collect();
+        items.sort_by_key(|i| std::cmp::Reverse(i.0));
+        let total: u64 = items.iter().map(|i| i.0).sum();
+        progress.plan(items.len() as u64, total);
+        let sysid = self
+            .info
+            .as_ref()
+            .map(|i| i.system_identifier)
+            .or(self.manifest.as_ref().and_then(|m| m.system_id));
+        let major = self.info.as_ref().map(|i| i.server_version.major());
+        let stop = self.ranges.first().map(|r| r.end_lsn);
+        let ctx = Ctx {
+            dir: self.dir,
+            opts: self.opts,
+            compression: self.compression,
+            seg_size: self.seg_size,
+            sysid,
+            major,
+            stop,
+            files,
+            wal,
+            items: items.into_iter().map(|(_, i)| i).collect(),
+            next: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            progress,
+        };
+        let jobs = self.opts.jobs.clamp(1, ctx.items.len().max(1));
+        let outs: Vec<WorkerOut> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..jobs).map(|_| s.spawn(|| ctx.worker())).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        if let Some(e) = lock(&ctx.error).take() {
+            return Err(e);
+        }
+        if ctx.cancelled() {
+            return Err(VerifyError::Cancelled);
+        }
+        let mut found: Vec<(u8, String, Problem)> = Vec::new();
+        for o in outs {
+            self.files_checked += o.files;
+            self.bytes_checked += o.bytes;
+            self.wal_checked += o.wal;
+            found.extend(o.problems);
+        }
+        found.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        self.problems.extend(found.into_iter().map(|(_, _, p)| p));
+        Ok(())
+    }
+
+    /// The label against the manifest's WAL range and pgsafe.json.
+    fn check_label(&mut self) {
+        let Some(label) = self.label.clone() else {
+            return;
+        };
+        let mut mismatch = Vec::new();
+        if label.is_incremental() {
+            mismatch.push(
+                "it is the label of an incremental backup (INCREMENTAL FROM LSN): PostgreSQL \
+                 refuses to start from it"
+                    .to_owned(),
+            );
+        }
+        if label.is_history_file() {
+            mismatch.push(
+                "it has a STOP WAL LOCATION line: it is a backup history file, not a backup_label"
+                    .to_owned(),
+            );
+        }
+        if let Some(size) = self.seg_size {
+            if let Err(e) = label.check_against(size) {
+                self.problem(Problem::LabelInvalid {
+                    error: e.to_string(),
+                });
+            }
+        }
+        if let Some(oldest) = self.ranges.last() {
+            if oldest.start_lsn != label.start_lsn() || oldest.tli != label.timeline() {
+                mismatch.push(format!(
+                    "START WAL LOCATION {} on timeline {}, but the manifest's WAL range starts at \
+                     {} on timeline {}",
+                    label.start_lsn(),
+                    label.timeline(),
+                    oldest.start_lsn,
+                    oldest.tli
+                ));
+            }
+        }
+        if let Some(i) = &self.info {
+            if i.start_lsn != label.start_lsn() || i.start_tli != label.timeline() {
+                mismatch.push(format!(
+                    "START WAL LOCATION {} on timeline {}, {COMPLETE_MARKER} says {} on timeline \
+                     {}",
+                    label.start_lsn(),
+                    label.timeline(),
+                    i.start_lsn,
+                    i.start_tli
+                ));
+            }
+            if i.checkpoint_lsn != label.checkpoint_lsn() {
+                mismatch.push(format!(
+                    "CHECKPOINT LOCATION {}, {COMPLETE_MARKER} says {}",
+                    label.checkpoint_lsn(),
+                    i.checkpoint_lsn
+                ));
+            }
+            if i.from_standby != label.is_from_standby() {
+                mismatch.push(format!(
+                    "BACKUP FROM says {}a standby, {COMPLETE_MARKER} says {}a standby",
+                    if label.is_from_standby() { "" } else { "not " },
+                    if i.from_standby { "" } else { "not " }
+                ));
+            }
+        }
+        for detail in mismatch {
+            self.problem(Problem::LabelMismatch { detail });
+        }
+    }
+
+    /// The stored pg_control decodes and agrees with the manifest and pgsafe.json.
+    fn check_control(&mut self) -> Result<(), VerifyError> {
+        let bytes = match read_stored(self.dir, CONTROL_FILE, self.compression)? {
+            // Reported as a missing file when the manifest lists it.
+            None => {
+                if self.manifest.is_none() {
+                    self.problem(Problem::Missing {
+                        path: CONTROL_FILE.into(),
+                        stored_as: stored_path(CONTROL_FILE.as_bytes(), self.compression)
+                            .to_string(),
+                    });
+                }
+                return Ok(());
+            }
+            // Reported by the file check.
+            Some(Err(_)) => return Ok(()),
+            Some(Ok(b)) => b,
+        };
+        let control = match ControlFile::decode(&bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                self.problem(Problem::ControlInvalid {
+                    error: e.to_string(),
+                });
+                return Ok(());
+            }
+        };
+        let mut mismatch = Vec::new();
+        if let Some(sysid) = self.manifest.as_ref().and_then(|m| m.system_id) {
+            if sysid != control.system_identifier {
+                mismatch.push(format!(
+                    "system identifier {}, {MANIFEST_FILE} says {sysid}",
+                    control.system_identifier
+                ));
+            }
+        }
+        if let Some(i) = &self.info {
+            if i.system_identifier != control.system_identifier {
+                mismatch.push(format!(
+                    "system identifier {}, {COMPLETE_MARKER} says {}",
+                    control.system_identifier, i.system_identifier
+                ));
+            }
+            match control.major_version() {
+                Some(v) if v.major() == i.server_version.major() => {}
+                other => mismatch.push(format!(
+                    "it is the pg_control of PostgreSQL {}, {COMPLETE_MARKER} says {}",
+                    other.map_or("(unknown)".to_owned(), |v| v.major_name()),
+                    i.server_version
+                )),
+            }
+            if control.xlog_seg_size != i.wal_segment_size {
+                mismatch.push(format!(
+                    "WAL segment size {} bytes, {COMPLETE_MARKER} says {}",
+                    control.xlog_seg_size.bytes(),
+                    i.wal_segment_size.bytes()
+                ));
+            }
+        } else if self.seg_size.is_none() {
+            self.seg_size = Some(control.xlog_seg_size);
+        }
+        for detail in mismatch {
+            self.problem(Problem::ControlMismatch { detail });
+        }
+        Ok(())
+    }
+
+    fn report(self, started: Instant) -> VerifyReport {
+        let mut notes = self.notes;
+        if self.opts.quick {
+            notes.push(if self.compression.is_none() {
+                "quick check: presence and sizes only (no checksums, no WAL page headers)".into()
+            } else {
+                "quick check: presence only for compressed files, sizes of the others (no \
+                 checksums, no WAL page headers)"
+                    .into()
+            });
+        }
+        let i = self.info.as_ref();
+        VerifyReport {
+            backup: self.dir.to_owned(),
+            quick: self.opts.quick,
+            ok: self.problems.is_empty(),
+            problems: self.problems,
+            notes,
+            label: i.map(|i| i.label.clone()),
+            server_version: i.map(|i| i.server_version.to_string()),
+            system_identifier: i.map(|i| i.system_identifier),
+            start_lsn: i.map(|i| i.start_lsn),
+            stop_lsn: i.map(|i| i.stop_lsn),
+            compression: self.compression,
+            wal_mode: i.map(|i| i.wal.mode),
+            files_checked: self.files_checked,
+            bytes_checked: self.bytes_checked,
+            wal_segments_checked: self.wal_checked,
+            elapsed_secs: started.elapsed().as_secs_f64(),
+            info: self.info,
+        }
+    }
+}
+
+/// `pgsafe.json` against the manifest: system identifier and WAL range.
+fn compare_info_manifest(m: &Manifest, i: &BackupInfo) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if let Some(sysid) = m.system_id {
+        if sysid != i.system_identifier {
+            out.push(Problem::InfoMismatch {
+                detail: format!(
+                    "system identifier {} in {COMPLETE_MARKER}, {sysid} in {MANIFEST_FILE}",
+                    i.system_identifier
+                ),
+            });
+        }
+    }
+    match (m.wal_ranges.first(), m.wal_ranges.last()) {
+        (Some(newest), Some(oldest)) => {
+            if newest.end_lsn != i.stop_lsn || newest.tli != i.stop_tli {
+                out.push(Problem::InfoMismatch {
+                    detail: format!(
+                        "the backup stops at {} on timeline {} per {COMPLETE_MARKER}, at {} on \
+                             timeline {} per the WAL-Ranges",
+                        i.stop_lsn, i.stop_tli, newest.end_lsn, newest.tli
+                    ),
+                });
+            }
+            if oldest.start_lsn != i.start_lsn || oldest.tli != i.start_tli {
+                out.push(Problem::InfoMismatch {
+                    detail: format!(
+                        "the backup starts at {} on timeline {} per {COMPLETE_MARKER}, at {} \
+                             on timeline {} per the WAL-Ranges",
+                        i.start_lsn, i.start_tli, oldest.start_lsn, oldest.tli
+                    ),
+                });
+            }
+        }
+        _ => out.push(Problem::InfoMismatch {
+            detail: format!("{MANIFEST_FILE} has no WAL-Ranges"),
+        }),
+    }
+    out
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Shared state of the parallel checks.
+struct Ctx<'a> {
+    dir: &'a Path,
+    opts: &'a VerifyOptions<'a>,
+    compression: Compression,
+    seg_size: Option<WalSegSize>,
+    sysid: Option<SystemId>,
+    major: Option<u32>,
+    stop: Option<Lsn>,
+    files: &'a [FileCheck],
+    wal: &'a [WalCheck],
+    items: Vec<Item>,
+    next: AtomicUsize,
+    failed: AtomicBool,
+    error: Mutex<Option<VerifyError>>,
+    progress: &'a dyn Progress,
+}
+
+#[derive(Default)]
+struct WorkerOut {
+    /// (order class, sort key, problem).
+    problems: Vec<(u8, String, Problem)>,
+    files: u64,
+    wal: u64,
+    bytes: u64,
+}
+
+/// Buffer per worker.
+const BUFFER: usize = 1 << 20;
+
+impl Ctx<'_> {
+    fn cancelled(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+            || self.opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    fn worker(&self) -> WorkerOut {
+        let mut out = WorkerOut::default();
+        let mut buf = vec![0u8; BUFFER];
+        while !self.cancelled() {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = self.items.get(i) else {
+                break;
+            };
+            let result = match item {
+                Item::File(f) => {
+                    let f = &self.files[*f];
+                    out.files += 1;
+                    self.check_file(f, &mut buf, &mut out.bytes).map(|p| {
+                        self.progress.file_done(&f.entry.path_lossy(), f.entry.size);
+                        p.map(|p| (0, f.entry.path_lossy().into_owned(), p))
+                    })
+                }
+                Item::Wal(w) => {
+                    let w = &self.wal[*w];
+                    out.wal += 1;
+                    self.check_wal(w, &mut buf, &mut out.bytes)
+                        .map(|p| p.map(|p| (1, w.seg.to_string(), p)))
+                }
+            };
+            match result {
+                Ok(Some(p)) => out.problems.push(p),
+                Ok(None) => {}
+                Err(e) => {
+                    let mut slot = lock(&self.error);
+                    if slot.is_none() && !matches!(e, VerifyError::Cancelled) {
+                        *slot = Some(e);
+                    }
+                    self.failed.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    fn after_read(&self, n: usize, bytes: &mut u64) -> Result<(), VerifyError> {
+        *bytes += n as u64;
+        self.progress.bytes(n as u64);
+        if self.cancelled() {
+            return Err(VerifyError::Cancelled);
+        }
+        Ok(())
+    }
+
+    fn check_file(
+        &self,
+        f: &FileCheck,
+        buf: &mut [u8],
+        bytes: &mut u64,
+    ) -> Result<Option<Problem>, VerifyError> {
+        let path_str = f.entry.path_lossy().into_owned();
+        let compressed = f.stored.as_bytes() != f.entry.path.as_slice();
+        if !compressed && f.disk_size != f.entry.size {
+            return Ok(Some(Problem::Size {
+                path: path_str,
+                expected: f.entry.size,
+                found: f.disk_size,
+            }));
+        }
+        if self.opts.quick {
+            return Ok(None);
+        }
+        let path = self.dir.join(f.stored.as_path());
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Some(Problem::Missing {
+                    path: path_str,
+                    stored_as: f.stored.to_string(),
+                }));
+            }
+            Err(e) => return Err(FsError::new("open", path, e).into()),
+        };
+        let compression = if compressed {
+            self.compression
+        } else {
+            Compression::None
+        };
+        let corrupt = |e: io::Error| Problem::Corrupt {
+            path: f.stored.to_string(),
+            error: e.to_string(),
+        };
+        let mut reader = match compression.decoder(file) {
+            Ok(r) => r,
+            Err(e) => return Ok(Some(corrupt(e))),
+        };
+        let alg = f.entry.checksum.as_ref().map(|(a, _)| *a);
+        let mut hasher = alg.unwrap_or(ChecksumAlgorithm::None).hasher();
+        let mut size = 0u64;
+        loop {
+            let n = match reader.read(buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if compressed => return Ok(Some(corrupt(e))),
+                Err(e) => return Err(FsError::new("read", path, e).into()),
+            };
+            hasher.update(&buf[..n]);
+            size += n as u64;
+            self.after_read(n, bytes)?;
+        }
+        if size != f.entry.size {
+            return Ok(Some(Problem::Size {
+                path: path_str,
+                expected: f.entry.size,
+                found: size,
+            }));
+        }
+        if let (Some((algorithm, expected)), Some(found)) = (&f.entry.checksum, hasher.finish_hex())
+        {
+            if !found.eq_ignore_ascii_case(expected) {
+                return Ok(Some(Problem::Checksum {
+                    path: path_str,
+                    algorithm: *algorithm,
+                    expected: expected.clone(),
+                    found,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    fn check_wal(
+        &self,
+        w: &WalCheck,
+        buf: &mut [u8],
+        bytes: &mut u64,
+    ) -> Result<Option<Problem>, VerifyError> {
+        let segment = w.seg.to_string();
+        let Some(seg_size) = self.seg_size else {
+            return Ok(None);
+        };
+        if w.disk_size != seg_size.bytes() {
+            return Ok(Some(Problem::WalSize {
+                segment,
+                expected: seg_size.bytes(),
+                found: w.disk_size,
+            }));
+        }
+        if self.opts.quick {
+            return Ok(None);
+        }
+        let path = self.dir.join(WAL_DIR).join(&segment);
+        let invalid = |error: String| {
+            Ok(Some(Problem::WalInvalid {
+                segment: segment.clone(),
+                error,
+            }))
+        };
+        let mut file = File::open(&path).ctx("open", &path)?;
+        let Ok(start) = w.seg.start_lsn(seg_size) else {
+            return invalid("the name is not valid for this segment size".into());
+        };
+        let mut offset = 0u64;
+        let mut magic = 0u16;
+        let mut blcksz = 0usize;
+        let mut tli = TimelineId(0);
+        let limit = self.stop.map_or(u64::MAX, |s| s.0);
+        while offset < seg_size.bytes() {
+            let want = buf.len().min((seg_size.bytes() - offset) as usize);
+            let chunk = &mut buf[..want];
+            if let Err(e) = file.read_exact(chunk) {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    return invalid("the file is shorter than the segment size".into());
+                }
+                return Err(FsError::new("read", path, e).into());
+            }
+            if offset == 0 {
+                match wal::check_segment_header(chunk, w.seg, seg_size, self.sysid, self.major) {
+                    Ok(h) => {
+                        magic = h.magic;
+                        tli = h.tli;
+                        blcksz = h.long.map_or(0, |l| l.xlog_blcksz as usize);
+                    }
+                    Err(e) => return invalid(e.to_string()),
+                }
+            }
+            if blcksz == 0 || want % blcksz != 0 {
+                return invalid(format!(
+                    "WAL block size {blcksz} does not divide the segment"
+                ));
+            }
+            for (k, page) in chunk.chunks(blcksz).enumerate() {
+                let page_offset = offset + (k * blcksz) as u64;
+                let page_lsn = Lsn(start.0 + page_offset);
+                if page_lsn.0 >= limit {
+                    break;
+                }
+                if page_offset == 0 {
+                    continue;
+                }
+                match check_page_header(page, page_lsn, w.seg, magic, tli) {
+                    Ok(t) => tli = t,
+                    Err(e) => return invalid(e),
+                }
+            }
+            offset += want as u64;
+            self.after_read(want, bytes)?;
+            if start.0 + offset >= limit {
+                break;
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(s: &str) -> WalSegment {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn stored_paths_follow_the_layout() {
+        let z = Compression::Zstd { level: 1 };
+        assert_eq!(stored_path(b"base/1/1", z).to_string(), "base/1/1.zst");
+        assert_eq!(
+            stored_path(b"global/pg_control", Compression::Lz4).to_string(),
+            "global/pg_control.lz4"
+        );
+        for p in ["backup_label", "tablespace_map", "pgsafe.json"] {
+            assert_eq!(stored_path(p.as_bytes(), z).to_string(), p);
+        }
+        assert_eq!(
+            stored_path(b"base/1/1", Compression::None).to_string(),
+            "base/1/1"
+        );
+    }
+
+    #[test]
+    fn segments_follow_the_ranges() {
+        let size = WalSegSize::DEFAULT;
+        let one = [WalRange {
+            tli: TimelineId(1),
+            start_lsn: "0/2000028".parse().unwrap(),
+            end_lsn: "0/4000000".parse().unwrap(),
+        }];
+        let s = segments_for_ranges(&one, size);
+        assert_eq!(
+            s,
+            [
+                seg("000000010000000000000002"),
+                seg("000000010000000000000003")
+            ]
+        );
+        // A switch to timeline 2 inside segment 3: segment 3 on is named with timeline 2.
+        let two = [
+            WalRange {
+                tli: TimelineId(2),
+                start_lsn: "0/3000100".parse().unwrap(),
+                end_lsn: "0/4000100".parse().unwrap(),
+            },
+            WalRange {
+                tli: TimelineId(1),
+                start_lsn: "0/2000028".parse().unwrap(),
+                end_lsn: "0/3000100".parse().unwrap(),
+            },
+        ];
+        let s = segments_for_ranges(&two, size);
+        assert_eq!(
+            s,
+            [
+                seg("000000010000000000000002"),
+                seg("000000020000000000000003"),
+                seg("000000020000000000000004")
+            ]
+        );
+        assert!(segments_for_ranges(&[], size).is_empty());
+    }
+
+    fn page(magic: u16, info: u16, tli: u32, addr: u64) -> Vec<u8> {
+        let mut p = vec![0u8; 8192];
+        p[0..2].copy_from_slice(&magic.to_le_bytes());
+        p[2..4].copy_from_slice(&info.to_le_bytes());
+        p[4..8].copy_from_slice(&tli.to_le_bytes());
+        p[8..16].copy_from_slice(&addr.to_le_bytes());
+        p
+    }
+
+    #[test]
+    fn page_headers_are_checked() {
+        let file = seg("000000020000000000000003");
+        let at = Lsn(0x3002000);
+        let ok = page(0xD10D, 0, 2, at.0);
+        assert_eq!(
+            check_page_header(&ok, at, file, 0xD10D, TimelineId(1)),
+            Ok(TimelineId(2))
+        );
+        let cases = [
+            (page(0xD10D, 0, 2, at.0 + 8192), "says it is at"),
+            (page(0xD10C, 0, 2, at.0), "magic"),
+            (page(0xD10D, 2, 2, at.0), "xlp_info"),
+            (page(0xD10D, 0, 3, at.0), "timeline 3"),
+            (vec![0u8; 8192], "zero-filled"),
+        ];
+        for (p, needle) in cases {
+            let e = check_page_header(&p, at, file, 0xD10D, TimelineId(1)).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+        // The timeline may not go back.
+        let back = page(0xD10D, 0, 1, at.0);
+        assert!(check_page_header(&back, at, file, 0xD10D, TimelineId(2)).is_err());
+    }
+
+    #[test]
+    fn problems_read_precisely() {
+        let p = Problem::Size {
+            path: "base/5/1".into(),
+            expected: 8192,
+            found: 4096,
+        };
+        assert_eq!(
+            p.to_string(),
+            "wrong size: base/5/1 is 4096 bytes, backup_manifest says 8192 (truncated)"
+        );
+        let p = Problem::Missing {
+            path: "base/5/1".into(),
+            stored_as: "base/5/1.zst".into(),
+        };
+        assert!(p.to_string().contains("base/5/1.zst is not in the backup"));
+        let p = Problem::Incomplete {
+            incomplete_marker: true,
+        };
+        assert!(
+            p.to_string()
+                .starts_with("incomplete backup: pgsafe.json is missing")
+        );
+        let j = serde_json::to_value(Problem::Extra { path: "x".into() }).unwrap();
+        assert_eq!(j["problem"], "extra");
+    }
+
+    #[test]
+    fn not_a_backup_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let e = verify_backup(
+            d.path(),
+            &VerifyOptions::default(),
+            &crate::progress::NoProgress,
+        )
+        .unwrap_err();
+        assert!(matches!(e, VerifyError::NotABackup(_)), "{e}");
+        let e = verify_backup(
+            &d.path().join("nope"),
+            &VerifyOptions::default(),
+            &crate::progress::NoProgress,
+        )
+        .unwrap_err();
+        assert!(matches!(e, VerifyError::Missing(_)), "{e}");
+    }
+}
