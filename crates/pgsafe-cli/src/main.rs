@@ -7,6 +7,7 @@ mod doctor;
 mod inspect;
 mod progress;
 mod render;
+mod restore;
 mod snapshot;
 mod verify;
 
@@ -107,6 +108,10 @@ enum Command {
     /// pg_control, WAL; exit 1 with the list of problems.
     #[command(long_about = verify::LONG_ABOUT, after_help = verify::AFTER_HELP)]
     Verify(verify::VerifyArgs),
+    /// Restore a backup into a new data directory, with the pg_control safety sentinel that
+    /// keeps the server from starting without backup_label.
+    #[command(long_about = restore::LONG_ABOUT, after_help = restore::AFTER_HELP)]
+    Restore(restore::RestoreArgs),
     /// Show what a data directory's pg_control, backup_label, tablespace_map and signal files say
     /// (read-only; safe on a running server's directory).
     #[command(
@@ -135,6 +140,7 @@ fn main() -> ExitCode {
         Command::Doctor(a) => doctor::run(a),
         Command::Backup(a) => backup::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Restore(a) => restore::run(a),
         Command::Start(a) => snapshot::start(a),
         Command::Stop(a) => snapshot::stop(a),
         Command::Status(a) => snapshot::status(a),

@@ -182,6 +182,46 @@ pub struct BackupInfo {
     pub copy_secs: f64,
     /// Uncompressed MiB per second over the copy phase.
     pub copy_mib_per_sec: f64,
+    /// Owner of PGDATA when the backup was taken: a restore run as root gives the restored
+    /// files to this owner (absent in backups of pgsafe before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgdata_owner: Option<FileOwner>,
+    /// Permission bits of PGDATA (0700, or 0750 with group access): a restore keeps group read
+    /// access when PGDATA had it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgdata_mode: Option<u32>,
+}
+
+/// A file's owner: numeric IDs and, when known on the host, the names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOwner {
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl FileOwner {
+    /// The owner of `path` (`None` if it cannot be inspected).
+    pub fn of(path: &Path) -> Option<FileOwner> {
+        use nix::unistd::{Gid, Group, Uid, User};
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(path).ok()?;
+        Some(FileOwner {
+            uid: m.uid(),
+            gid: m.gid(),
+            user: User::from_uid(Uid::from_raw(m.uid()))
+                .ok()
+                .flatten()
+                .map(|u| u.name),
+            group: Group::from_gid(Gid::from_raw(m.gid()))
+                .ok()
+                .flatten()
+                .map(|g| g.name),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -420,6 +460,8 @@ fn finish(
         } else {
             0.0
         },
+        pgdata_owner: FileOwner::of(&opts.pgdata),
+        pgdata_mode: Some(plan.root_mode),
     };
     let json = serde_json::to_vec_pretty(&backup_info)
         .map_err(|e| BackupError::Wal(format!("encode {COMPLETE_MARKER}: {e}")))?;

@@ -19,6 +19,7 @@ pub mod label;
 pub mod manifest;
 pub mod plan;
 pub mod progress;
+pub mod restore;
 pub mod session;
 pub mod types;
 pub mod verify;

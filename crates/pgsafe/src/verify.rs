@@ -529,6 +529,61 @@ pub fn check_page_header(
     Ok(h.tli)
 }
 
+/// Size of `XLogRecord` (the record header) and of MAXALIGN.
+const RECORD_HEADER_SIZE: usize = 24;
+const MAXALIGN: usize = 8;
+/// `RM_XLOG_ID` and `XLOG_SWITCH`.
+const RM_XLOG_ID: u8 = 0;
+const XLOG_SWITCH: u8 = 0x40;
+
+fn maxalign(n: usize) -> usize {
+    n.div_ceil(MAXALIGN) * MAXALIGN
+}
+
+/// Checks that the last WAL record on `page` is an `XLOG_SWITCH` record with a valid CRC and
+/// ends on the page (a switch leaves the rest of its segment zero-filled). `first` says `page`
+/// is the segment's first page (long header).
+pub fn ends_with_switch(page: &[u8], first: bool) -> Result<(), String> {
+    let h = WalPageHeader::decode(page).map_err(|e| e.to_string())?;
+    let header = if first {
+        wal::LONG_HEADER_SIZE
+    } else {
+        wal::SHORT_HEADER_SIZE
+    };
+    let mut pos = header;
+    if h.info & wal::XLP_FIRST_IS_CONTRECORD != 0 {
+        pos += maxalign(h.rem_len as usize);
+    }
+    let mut last: Option<&[u8]> = None;
+    while pos + 4 <= page.len() {
+        let tot =
+            u32::from_le_bytes([page[pos], page[pos + 1], page[pos + 2], page[pos + 3]]) as usize;
+        if tot == 0 {
+            break;
+        }
+        if tot < RECORD_HEADER_SIZE || pos + tot > page.len() {
+            return Err("the last record continues past the page".into());
+        }
+        last = Some(&page[pos..pos + tot]);
+        pos = maxalign(pos + tot);
+    }
+    let Some(rec) = last else {
+        return Err("no record ends on the page".into());
+    };
+    let (info, rmid) = (rec[16], rec[17]);
+    if rmid != RM_XLOG_ID || info & 0xF0 != XLOG_SWITCH {
+        return Err(format!(
+            "its last record has resource manager {rmid}, info 0x{info:02X}"
+        ));
+    }
+    let stored = u32::from_le_bytes([rec[20], rec[21], rec[22], rec[23]]);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&rec[RECORD_HEADER_SIZE..]), &rec[..20]);
+    if crc != stored {
+        return Err("the switch record's CRC does not match".into());
+    }
+    Ok(())
+}
+
 /// Verifies the backup in `dir` (see the module documentation).
 pub fn verify_backup(
     dir: &Path,
@@ -1342,6 +1397,10 @@ impl Ctx<'_> {
         let mut blcksz = 0usize;
         let mut tli = TimelineId(0);
         let limit = self.stop.map_or(u64::MAX, |s| s.0);
+        // The previous page (to look for an XLOG_SWITCH record before zero pages), and whether
+        // the segment was switched: everything after the switch record must be zeros.
+        let mut prev_page: Vec<u8> = Vec::new();
+        let mut switched = false;
         while offset < seg_size.bytes() {
             let want = buf.len().min((seg_size.bytes() - offset) as usize);
             let chunk = &mut buf[..want];
@@ -1369,20 +1428,45 @@ impl Ctx<'_> {
             for (k, page) in chunk.chunks(blcksz).enumerate() {
                 let page_offset = offset + (k * blcksz) as u64;
                 let page_lsn = Lsn(start.0 + page_offset);
+                let zero = page[..wal::SHORT_HEADER_SIZE].iter().all(|&b| b == 0);
+                if switched {
+                    if !zero {
+                        return invalid(format!(
+                            "the page at {page_lsn} follows the segment's XLOG_SWITCH record \
+                             but is not empty"
+                        ));
+                    }
+                    continue;
+                }
                 if page_lsn.0 >= limit {
                     break;
                 }
-                if page_offset == 0 {
-                    continue;
+                if page_offset > 0 {
+                    if zero {
+                        // Legitimate only after a WAL switch: the server leaves the rest of
+                        // the segment zero-filled.
+                        let first = page_offset == blcksz as u64;
+                        if let Err(e) = ends_with_switch(&prev_page, first) {
+                            return invalid(format!(
+                                "the page at {page_lsn} is zero-filled, and the previous page \
+                                 does not end with a WAL switch ({e}): the segment was not \
+                                 completely written"
+                            ));
+                        }
+                        switched = true;
+                        continue;
+                    }
+                    match check_page_header(page, page_lsn, w.seg, magic, tli) {
+                        Ok(t) => tli = t,
+                        Err(e) => return invalid(e),
+                    }
                 }
-                match check_page_header(page, page_lsn, w.seg, magic, tli) {
-                    Ok(t) => tli = t,
-                    Err(e) => return invalid(e),
-                }
+                prev_page.clear();
+                prev_page.extend_from_slice(page);
             }
             offset += want as u64;
             self.after_read(want, bytes)?;
-            if start.0 + offset >= limit {
+            if !switched && start.0 + offset >= limit {
                 break;
             }
         }
@@ -1488,6 +1572,58 @@ mod tests {
         // The timeline may not go back.
         let back = page(0xD10D, 0, 1, at.0);
         assert!(check_page_header(&back, at, file, 0xD10D, TimelineId(2)).is_err());
+    }
+
+    /// Writes a WAL record (header with a correct CRC, zero data) at `pos`; returns the next
+    /// record's position.
+    fn put_record(page: &mut [u8], pos: usize, tot: usize, info: u8, rmid: u8) -> usize {
+        page[pos..pos + 4].copy_from_slice(&(tot as u32).to_le_bytes());
+        page[pos + 16] = info;
+        page[pos + 17] = rmid;
+        let crc = crc32c::crc32c_append(
+            crc32c::crc32c(&page[pos + RECORD_HEADER_SIZE..pos + tot]),
+            &page[pos..pos + 20],
+        );
+        page[pos + 20..pos + 24].copy_from_slice(&crc.to_le_bytes());
+        maxalign(pos + tot)
+    }
+
+    #[test]
+    fn switch_records_are_recognised() {
+        let mut page = vec![0u8; 8192];
+        page[0..2].copy_from_slice(&0xD113u16.to_le_bytes());
+        page[2..4].copy_from_slice(&wal::XLP_LONG_HEADER.to_le_bytes());
+        let next = put_record(&mut page, 40, 34, 0x50, 0);
+        assert_eq!(next, 80);
+        let after = put_record(&mut page, next, 24, XLOG_SWITCH, RM_XLOG_ID);
+        assert_eq!(ends_with_switch(&page, true), Ok(()));
+        // As a short-header page, the records are read from offset 24: garbage.
+        assert!(ends_with_switch(&page, false).is_err());
+        let mut bad_crc = page.clone();
+        bad_crc[next + 20] ^= 1;
+        assert!(
+            ends_with_switch(&bad_crc, true)
+                .unwrap_err()
+                .contains("CRC")
+        );
+        let mut not_switch = page.clone();
+        put_record(&mut not_switch, next, 24, 0x10, RM_XLOG_ID);
+        assert!(
+            ends_with_switch(&not_switch, true)
+                .unwrap_err()
+                .contains("info 0x10")
+        );
+        // A record running past the page: the next page cannot be empty.
+        let mut long = page.clone();
+        long[after..after + 4].copy_from_slice(&9000u32.to_le_bytes());
+        assert!(
+            ends_with_switch(&long, true)
+                .unwrap_err()
+                .contains("past the page")
+        );
+        let mut empty = vec![0u8; 8192];
+        empty[0..2].copy_from_slice(&0xD113u16.to_le_bytes());
+        assert!(ends_with_switch(&empty, false).is_err());
     }
 
     #[test]

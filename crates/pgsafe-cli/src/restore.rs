@@ -1,0 +1,251 @@
+//! `pgsafe restore BACKUP --pgdata TARGET`: argument parsing, progress and the summary; the work
+//! is in the library.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Args;
+use pgsafe::Lsn;
+use pgsafe::restore::{
+    RecoveryOptions, RecoveryTarget, RestoreOptions, TablespaceMapping, TargetAction, run_restore,
+};
+
+use crate::exit;
+use crate::progress::{CliProgress, ProgressMode};
+use crate::render::field;
+
+pub const LONG_ABOUT: &str = "\
+Restores a backup written by pgsafe backup into a new or empty data directory.
+
+Refuses, before writing anything: a target that is not empty (or cannot be created), a target \
+with a running server, an incomplete backup, a backup without backup_label, a backup that fails \
+verification (full; with --no-verify: presence and sizes, and checksums while writing), \
+tablespace locations that are not empty, and a backup whose WAL is not in it (--wal archive / \
+none) without --restore-command.
+
+Writes the files in parallel (decompressing), recreates pg_tblspc/<oid> links to the original \
+or remapped tablespace locations with a matching tablespace_map, writes backup_label byte for \
+byte, the recovery settings (recovery.conf on 10-11; recovery.signal or standby.signal and \
+postgresql.auto.conf on 12+), modes 0700/0600 (0750/0640 if the cluster used group access), \
+ownership (as root: the original data directory's owner, or --owner), fsyncs everything, and \
+writes global/pg_control last.
+
+Safety sentinel: the restored pg_control names an impossible checkpoint (FFFFFFFF/28, with a \
+correct CRC). With backup_label the server recovers from the label's checkpoint and rewrites \
+pg_control; if anyone removes backup_label, the server refuses to start instead of silently \
+corrupting the database.";
+
+pub const AFTER_HELP: &str = "\
+Exit codes: 0 restored; 2 refused or failed (the message says why; a refused restore wrote \
+nothing).
+
+Examples:
+  pgsafe restore /backup/2026-11-21 --pgdata /var/lib/postgresql/16/restored
+  pgsafe restore /backup/b1 --pgdata /srv/pg/new --tablespace-map /srv/ts1=/srv/ts1-new
+  pgsafe restore /backup/b1 --pgdata /srv/pg/pitr --restore-command 'cp /archive/%f %p' \\
+      --target-time '2026-11-21 12:00:00+00' --target-action promote
+  pgsafe restore /mnt/snap/pgdata --from-copy --pgdata /srv/pg/new --restore-command 'cp /archive/%f %p'";
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// The backup folder (written by pgsafe backup); with --from-copy, a file-system copy of
+    /// PGDATA holding the backup_label written by `pgsafe stop --output-dir`.
+    #[arg(value_name = "BACKUP")]
+    pub backup: PathBuf,
+    /// The new data directory: must not exist yet, or be empty.
+    #[arg(short = 'D', long = "pgdata", value_name = "TARGET")]
+    pub pgdata: PathBuf,
+    /// BACKUP is a snapshot-mode copy of PGDATA (cp -a or a storage snapshot taken between
+    /// `pgsafe start` and `pgsafe stop --output-dir`), not a pgsafe backup folder. Its pg_wal is
+    /// not used: pass --restore-command (or --standby --primary-conninfo).
+    #[arg(long)]
+    pub from_copy: bool,
+    /// Restore a tablespace elsewhere: OLD_PATH=NEW_PATH or OID=NEW_PATH (repeatable). Default:
+    /// the original locations, which must be empty or absent.
+    #[arg(long = "tablespace-map", value_name = "OLD=NEW")]
+    pub tablespace_map: Vec<TablespaceMapping>,
+    /// Parallel writers (default: number of CPU cores).
+    #[arg(short = 'j', long)]
+    pub jobs: Option<usize>,
+    /// Check only presence and sizes before writing (checksums are then checked while
+    /// writing) instead of verifying the whole backup first.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Recover up to this time (recovery_target_time), e.g. '2026-11-21 12:00:00+00'.
+    #[arg(long, value_name = "TIMESTAMP", group = "recovery_target")]
+    pub target_time: Option<String>,
+    /// Recover up to this WAL location (recovery_target_lsn), e.g. 0/3000060.
+    #[arg(long, value_name = "LSN", group = "recovery_target")]
+    pub target_lsn: Option<Lsn>,
+    /// Recover up to this transaction (recovery_target_xid).
+    #[arg(long, value_name = "XID", group = "recovery_target")]
+    pub target_xid: Option<String>,
+    /// Recover up to this restore point (recovery_target_name, see pg_create_restore_point).
+    #[arg(long, value_name = "NAME", group = "recovery_target")]
+    pub target_name: Option<String>,
+    /// Stop as soon as the backup is consistent (recovery_target = 'immediate').
+    #[arg(long, group = "recovery_target")]
+    pub target_immediate: bool,
+    /// What to do at the target: pause (PostgreSQL's default), promote, shutdown.
+    #[arg(long, value_name = "ACTION")]
+    pub target_action: Option<TargetAction>,
+    /// restore_command for recovery, e.g. 'cp /archive/%f %p'.
+    #[arg(long, value_name = "CMD")]
+    pub restore_command: Option<String>,
+    /// Start as a standby (standby.signal on 12+, standby_mode on 10-11).
+    #[arg(long)]
+    pub standby: bool,
+    /// primary_conninfo for --standby.
+    #[arg(long, value_name = "CONNINFO")]
+    pub primary_conninfo: Option<String>,
+    /// Give the files to USER[:GROUP] or UID[:GID] (root only). Default as root: the owner of
+    /// the original data directory, as recorded in the backup.
+    #[arg(long, value_name = "USER")]
+    pub owner: Option<String>,
+    /// Progress display on stderr.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn recovery(args: &RestoreArgs) -> RecoveryOptions {
+    let target = if let Some(t) = &args.target_time {
+        Some(RecoveryTarget::Time(t.clone()))
+    } else if let Some(l) = args.target_lsn {
+        Some(RecoveryTarget::Lsn(l))
+    } else if let Some(x) = &args.target_xid {
+        Some(RecoveryTarget::Xid(x.clone()))
+    } else if let Some(n) = &args.target_name {
+        Some(RecoveryTarget::Name(n.clone()))
+    } else if args.target_immediate {
+        Some(RecoveryTarget::Immediate)
+    } else {
+        None
+    };
+    RecoveryOptions {
+        target,
+        target_action: args.target_action,
+        restore_command: args.restore_command.clone(),
+        standby: args.standby,
+        primary_conninfo: args.primary_conninfo.clone(),
+    }
+}
+
+pub fn run(args: RestoreArgs) -> anyhow::Result<u8> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let opts = RestoreOptions {
+        source: args.backup.clone(),
+        from_copy: args.from_copy,
+        target: args.pgdata.clone(),
+        tablespace_map: args.tablespace_map.clone(),
+        jobs: args.jobs.unwrap_or_else(crate::verify::default_jobs),
+        full_verify: !args.no_verify,
+        recovery: recovery(&args),
+        owner: args.owner.clone(),
+        cancel: Some(Arc::clone(&cancel)),
+        sync: true,
+    };
+    {
+        let cancel = Arc::clone(&cancel);
+        let _ = ctrlc::set_handler(move || {
+            if cancel.swap(true, Ordering::SeqCst) {
+                eprintln!("pgsafe: interrupted again; exiting now");
+                std::process::exit(130);
+            }
+            eprintln!("pgsafe: interrupted; stopping the restore (press Ctrl-C again to exit now)");
+        });
+    }
+    let progress = CliProgress::new(if args.json && args.progress == ProgressMode::Auto {
+        ProgressMode::None
+    } else {
+        args.progress
+    });
+    let before = target_state(&args.pgdata);
+    let result = run_restore(&opts, &progress);
+    progress.finish();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let wrote = before != TargetState::NonEmpty && target_state(&args.pgdata) != before;
+            return Err(if wrote {
+                anyhow::Error::new(e).context(format!(
+                    "the restore failed; {} is an INCOMPLETE restore (it has no \
+                     global/pg_control, so no server can start on it): remove it",
+                    args.pgdata.display()
+                ))
+            } else {
+                anyhow::Error::new(e).context("restore refused (nothing was written)")
+            });
+        }
+    };
+    if args.json {
+        crate::render::json(&report)?;
+        return Ok(exit::OK);
+    }
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+    println!("restore complete: {}", report.target.display());
+    field("from", report.source.display());
+    field(
+        "restored",
+        format!(
+            "{} file(s), {} (verification: {}), {} WAL file(s), {:.1} s",
+            report.files,
+            mib(report.bytes),
+            report.verification,
+            report.wal_files,
+            report.elapsed_secs
+        ),
+    );
+    for t in &report.tablespaces {
+        field(
+            &format!("tablespace {}", t.oid),
+            if t.location == t.original_location {
+                t.location.display().to_string()
+            } else {
+                format!(
+                    "{} (originally {})",
+                    t.location.display(),
+                    t.original_location.display()
+                )
+            },
+        );
+    }
+    if let Some(o) = &report.owner {
+        field("owner", o);
+    }
+    if !report.recovery_files.is_empty() {
+        field("recovery settings", report.recovery_files.join(", "));
+    }
+    field(
+        "pg_control",
+        format!(
+            "written last, with the safety sentinel (checkpoint {})",
+            report.sentinel_checkpoint
+        ),
+    );
+    for w in &report.warnings {
+        eprintln!("pgsafe: warning: {w}");
+    }
+    println!("start the server: {}", report.start_command);
+    println!("recovery: {}", report.recovery_plan);
+    Ok(exit::OK)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TargetState {
+    Absent,
+    Empty,
+    NonEmpty,
+}
+
+fn target_state(p: &std::path::Path) -> TargetState {
+    match std::fs::read_dir(p).map(|mut rd| rd.next().is_none()) {
+        Ok(true) => TargetState::Empty,
+        Ok(false) => TargetState::NonEmpty,
+        Err(_) if p.exists() => TargetState::NonEmpty,
+        Err(_) => TargetState::Absent,
+    }
+}

@@ -1,0 +1,350 @@
+//! Recovery settings of a restore and the files that carry them (reference §7): `recovery.conf`
+//! on PostgreSQL 10–11; `recovery.signal` or `standby.signal` plus lines appended to
+//! `postgresql.auto.conf` on 12+. Pure: returns the file contents, the caller writes them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::types::{Lsn, PgVersion};
+
+/// Where recovery stops (`recovery_target_*`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum RecoveryTarget {
+    /// `recovery_target_time` (a timestamp PostgreSQL parses, e.g. `2026-11-21 10:46:49+00`).
+    Time(String),
+    Lsn(Lsn),
+    /// `recovery_target_xid`.
+    Xid(String),
+    /// `recovery_target_name` (a restore point made with `pg_create_restore_point`).
+    Name(String),
+    /// `recovery_target = 'immediate'`: stop as soon as the backup is consistent.
+    Immediate,
+}
+
+impl RecoveryTarget {
+    fn setting(&self) -> (&'static str, String) {
+        match self {
+            RecoveryTarget::Time(t) => ("recovery_target_time", t.clone()),
+            RecoveryTarget::Lsn(l) => ("recovery_target_lsn", l.to_string()),
+            RecoveryTarget::Xid(x) => ("recovery_target_xid", x.clone()),
+            RecoveryTarget::Name(n) => ("recovery_target_name", n.clone()),
+            RecoveryTarget::Immediate => ("recovery_target", "immediate".into()),
+        }
+    }
+}
+
+impl fmt::Display for RecoveryTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecoveryTarget::Time(t) => write!(f, "time {t}"),
+            RecoveryTarget::Lsn(l) => write!(f, "LSN {l}"),
+            RecoveryTarget::Xid(x) => write!(f, "transaction {x}"),
+            RecoveryTarget::Name(n) => write!(f, "restore point {n:?}"),
+            RecoveryTarget::Immediate => f.write_str("the end of the backup (immediate)"),
+        }
+    }
+}
+
+/// `recovery_target_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetAction {
+    Pause,
+    Promote,
+    Shutdown,
+}
+
+impl TargetAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetAction::Pause => "pause",
+            TargetAction::Promote => "promote",
+            TargetAction::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl FromStr for TargetAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pause" => Ok(TargetAction::Pause),
+            "promote" => Ok(TargetAction::Promote),
+            "shutdown" => Ok(TargetAction::Shutdown),
+            _ => Err(format!(
+                "unknown recovery target action {s:?}: use pause, promote or shutdown"
+            )),
+        }
+    }
+}
+
+/// The recovery settings a restore writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RecoveryOptions {
+    pub target: Option<RecoveryTarget>,
+    pub target_action: Option<TargetAction>,
+    /// `restore_command` (`%f`, `%p` as PostgreSQL expands them).
+    pub restore_command: Option<String>,
+    /// Start as a standby (`standby.signal` / `standby_mode = 'on'`).
+    pub standby: bool,
+    pub primary_conninfo: Option<String>,
+}
+
+impl RecoveryOptions {
+    /// True when nothing is configured: the server recovers from `backup_label` with the WAL in
+    /// `pg_wal/` only and opens at the end of it, on the same timeline.
+    pub fn is_empty(&self) -> bool {
+        *self == RecoveryOptions::default()
+    }
+
+    /// True when WAL can come from somewhere else than the restored `pg_wal/`.
+    pub fn has_wal_source(&self) -> bool {
+        self.restore_command.is_some() || (self.standby && self.primary_conninfo.is_some())
+    }
+
+    /// Checks that the combination makes sense and every value can be written.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.target_action.is_some() && self.target.is_none() {
+            return Err(
+                "--target-action needs a recovery target (--target-time, --target-lsn, \
+                        --target-xid, --target-name or --target-immediate)"
+                    .into(),
+            );
+        }
+        if self.primary_conninfo.is_some() && !self.standby {
+            return Err("--primary-conninfo is for a standby: add --standby".into());
+        }
+        if self.standby && !self.has_wal_source() {
+            return Err(
+                "--standby needs somewhere to get WAL from: --primary-conninfo and/or \
+                        --restore-command"
+                    .into(),
+            );
+        }
+        if let (Some(t), false) = (&self.target, self.standby) {
+            if self.restore_command.is_none() {
+                return Err(match t {
+                    RecoveryTarget::Immediate => "--target-immediate needs --restore-command \
+                        (PostgreSQL requires one for targeted recovery). Without any recovery \
+                        option the restored server replays the backup's own WAL and opens at the \
+                        end of the backup, which is what --target-immediate would do"
+                        .into(),
+                    _ => format!(
+                        "recovering to {t} needs the WAL written after the backup: pass \
+                         --restore-command to fetch it from your WAL archive"
+                    ),
+                });
+            }
+        }
+        let mut values: Vec<(&str, String)> = Vec::new();
+        if let Some(t) = &self.target {
+            values.push(t.setting());
+        }
+        if let Some(c) = &self.restore_command {
+            values.push(("restore_command", c.clone()));
+        }
+        if let Some(c) = &self.primary_conninfo {
+            values.push(("primary_conninfo", c.clone()));
+        }
+        for (name, v) in values {
+            if v.trim().is_empty() {
+                return Err(format!("{name} must not be empty"));
+            }
+            if v.contains(['\n', '\r', '\0']) {
+                return Err(format!(
+                    "{name} must not contain a line break or NUL character"
+                ));
+            }
+        }
+        if let Some(RecoveryTarget::Xid(x)) = &self.target {
+            if !x.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "--target-xid {x:?} is not a transaction ID (digits only)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `name = 'value'` settings, in the order written.
+    pub fn settings(&self, version: PgVersion) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut push = |k: &str, v: String| out.push((k.to_owned(), v));
+        if let Some(c) = &self.restore_command {
+            push("restore_command", c.clone());
+        }
+        if self.standby && !version.at_least(12) {
+            push("standby_mode", "on".into());
+        }
+        if let Some(c) = &self.primary_conninfo {
+            push("primary_conninfo", c.clone());
+        }
+        if let Some(t) = &self.target {
+            let (k, v) = t.setting();
+            push(k, v);
+        }
+        if let Some(a) = self.target_action {
+            push("recovery_target_action", a.as_str().into());
+        }
+        out
+    }
+}
+
+/// A configuration file value in single quotes: `'` doubled and `\` doubled (PostgreSQL's
+/// configuration parser treats backslash as an escape inside quotes).
+pub fn quote_value(v: &str) -> String {
+    let mut s = String::with_capacity(v.len() + 2);
+    s.push('\'');
+    for c in v.chars() {
+        match c {
+            '\'' => s.push_str("''"),
+            '\\' => s.push_str("\\\\"),
+            c => s.push(c),
+        }
+    }
+    s.push('\'');
+    s
+}
+
+/// What to write into the restored data directory for the recovery settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecoveryFiles {
+    /// `recovery.conf` (10–11), complete content.
+    pub recovery_conf: Option<Vec<u8>>,
+    /// `recovery.signal` or `standby.signal` (12+), written empty.
+    pub signal: Option<&'static str>,
+    /// Lines appended to `postgresql.auto.conf` (12+).
+    pub auto_conf_append: Option<Vec<u8>>,
+}
+
+/// The files carrying `opts` for a server of `version`; `header` is a comment line (without
+/// `#`) saying who wrote them.
+pub fn recovery_files(opts: &RecoveryOptions, version: PgVersion, header: &str) -> RecoveryFiles {
+    if opts.is_empty() {
+        return RecoveryFiles::default();
+    }
+    let mut body = format!("# {header}\n");
+    for (k, v) in opts.settings(version) {
+        body.push_str(&format!("{k} = {}\n", quote_value(&v)));
+    }
+    if version.at_least(12) {
+        let wants_signal = opts.standby || opts.restore_command.is_some() || opts.target.is_some();
+        RecoveryFiles {
+            recovery_conf: None,
+            signal: wants_signal.then_some(if opts.standby {
+                "standby.signal"
+            } else {
+                "recovery.signal"
+            }),
+            auto_conf_append: Some(body.into_bytes()),
+        }
+    } else {
+        RecoveryFiles {
+            recovery_conf: Some(body.into_bytes()),
+            signal: None,
+            auto_conf_append: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(major: u32) -> PgVersion {
+        PgVersion::from_num(major * 10000).unwrap()
+    }
+
+    #[test]
+    fn quoting_doubles_quotes_and_backslashes() {
+        assert_eq!(quote_value("cp /a/%f %p"), "'cp /a/%f %p'");
+        assert_eq!(quote_value("it's"), "'it''s'");
+        assert_eq!(quote_value(r"C:\x"), r"'C:\\x'");
+    }
+
+    #[test]
+    fn validation_catches_bad_combinations() {
+        let mut o = RecoveryOptions {
+            target_action: Some(TargetAction::Promote),
+            ..Default::default()
+        };
+        assert!(
+            o.validate()
+                .unwrap_err()
+                .contains("needs a recovery target")
+        );
+        o.target = Some(RecoveryTarget::Lsn(Lsn(0x3000000)));
+        assert!(o.validate().unwrap_err().contains("--restore-command"));
+        o.restore_command = Some("cp /a/%f %p".into());
+        o.validate().unwrap();
+        o.restore_command = Some("cp\n".into());
+        assert!(o.validate().unwrap_err().contains("line break"));
+        let s = RecoveryOptions {
+            standby: true,
+            ..Default::default()
+        };
+        assert!(s.validate().unwrap_err().contains("--primary-conninfo"));
+        let p = RecoveryOptions {
+            primary_conninfo: Some("host=x".into()),
+            ..Default::default()
+        };
+        assert!(p.validate().unwrap_err().contains("--standby"));
+        let x = RecoveryOptions {
+            target: Some(RecoveryTarget::Xid("12a".into())),
+            restore_command: Some("true".into()),
+            ..Default::default()
+        };
+        assert!(x.validate().is_err());
+        assert!(RecoveryOptions::default().validate().is_ok());
+    }
+
+    #[test]
+    fn files_per_version() {
+        let o = RecoveryOptions {
+            target: Some(RecoveryTarget::Time("2026-01-01 00:00:00+00".into())),
+            target_action: Some(TargetAction::Promote),
+            restore_command: Some("cp '/arch ive'/%f %p".into()),
+            ..Default::default()
+        };
+        let f = recovery_files(&o, v(11), "pgsafe");
+        let conf = String::from_utf8(f.recovery_conf.unwrap()).unwrap();
+        assert_eq!(
+            conf,
+            "# pgsafe\nrestore_command = 'cp ''/arch ive''/%f %p'\nrecovery_target_time = \
+             '2026-01-01 00:00:00+00'\nrecovery_target_action = 'promote'\n"
+        );
+        assert_eq!(f.signal, None);
+        let f = recovery_files(&o, v(16), "pgsafe");
+        assert_eq!(f.signal, Some("recovery.signal"));
+        assert!(f.recovery_conf.is_none());
+        assert!(
+            String::from_utf8(f.auto_conf_append.unwrap())
+                .unwrap()
+                .contains("recovery_target_action = 'promote'\n")
+        );
+
+        let s = RecoveryOptions {
+            standby: true,
+            primary_conninfo: Some("host=/tmp port=5432".into()),
+            ..Default::default()
+        };
+        let f = recovery_files(&s, v(10), "x");
+        let conf = String::from_utf8(f.recovery_conf.unwrap()).unwrap();
+        assert!(conf.contains("standby_mode = 'on'\nprimary_conninfo = 'host=/tmp port=5432'\n"));
+        let f = recovery_files(&s, v(12), "x");
+        assert_eq!(f.signal, Some("standby.signal"));
+        assert!(
+            !String::from_utf8(f.auto_conf_append.unwrap())
+                .unwrap()
+                .contains("standby_mode")
+        );
+
+        assert_eq!(
+            recovery_files(&RecoveryOptions::default(), v(15), "x"),
+            RecoveryFiles::default()
+        );
+    }
+}

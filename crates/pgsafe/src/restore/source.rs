@@ -1,0 +1,371 @@
+//! What a restore reads: a pgsafe backup folder (plain or compressed layout, described by its
+//! manifest), or a file-system copy of PGDATA made in snapshot mode (`--from-copy`: a `cp -a` or
+//! snapshot taken between `pgsafe start` and `pgsafe stop`, with the `backup_label` and
+//! `tablespace_map` that `pgsafe stop --output-dir` wrote into it).
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::backup::{BackupInfo, COMPLETE_MARKER, FileOwner, WalMode};
+use crate::checksum::ChecksumAlgorithm;
+use crate::control::ControlFile;
+use crate::copy::Compression;
+use crate::fsutil::{FsError, IoContext};
+use crate::label::{BackupLabel, MapEscaping, TablespaceMap};
+use crate::manifest::Manifest;
+use crate::plan::{BackupPlan, PlanOptions, RelPath};
+use crate::types::PgVersion;
+use crate::verify::{self, CONTROL_FILE, LABEL_FILE, MAP_FILE};
+
+use super::RestoreError;
+
+/// One file to restore.
+#[derive(Debug, Clone)]
+pub(super) struct SourceFile {
+    /// PGDATA-relative path (`pg_tblspc/<oid>/…` for tablespace files).
+    pub rel: RelPath,
+    /// Where it is read from.
+    pub path: PathBuf,
+    /// Original (uncompressed) size.
+    pub size: u64,
+    pub compression: Compression,
+    pub checksum: Option<(ChecksumAlgorithm, String)>,
+}
+
+/// Everything a restore needs to know about its source.
+#[derive(Debug)]
+pub(super) struct Source {
+    pub root: PathBuf,
+    pub from_copy: bool,
+    pub version: PgVersion,
+    pub label: BackupLabel,
+    /// Tablespaces with their original locations (from the source's `tablespace_map`).
+    pub tablespaces: Vec<(u32, PathBuf)>,
+    /// Directories to recreate, PGDATA-relative, parents first.
+    pub dirs: Vec<RelPath>,
+    /// Data files, `pg_control` excluded.
+    pub files: Vec<SourceFile>,
+    pub control: SourceFile,
+    /// WAL file names restored into `pg_wal/` (marked `.done` so they are not archived again).
+    pub wal_names: Vec<String>,
+    pub info: Option<BackupInfo>,
+    /// The original owner of PGDATA, if known.
+    pub owner: Option<FileOwner>,
+    /// PGDATA had group access (0750).
+    pub group_access: bool,
+    /// The WAL recovery needs is in the restored `pg_wal/`.
+    pub wal_included: bool,
+    /// Where the WAL must come from otherwise, in words.
+    pub wal_source: String,
+    pub warnings: Vec<String>,
+}
+
+/// Recovery files of the server the backup was taken from (a standby has `standby.signal` or a
+/// `recovery.conf` with `standby_mode`): not restored — the restore writes the recovery settings
+/// asked for.
+pub(super) const SOURCE_RECOVERY_FILES: [&str; 3] =
+    ["standby.signal", "recovery.signal", "recovery.conf"];
+
+/// What the checks before writing need, read cheaply (before a full verification).
+#[derive(Debug, Clone)]
+pub(super) struct Outline {
+    pub version: PgVersion,
+    pub tablespaces: Vec<(u32, PathBuf)>,
+    pub wal_included: bool,
+    pub wal_source: String,
+    pub owner: Option<FileOwner>,
+}
+
+/// The outline of a backup folder: `pgsafe.json` (else: incomplete), `backup_label` present,
+/// `tablespace_map`.
+pub(super) fn backup_outline(root: &Path) -> Result<Outline, RestoreError> {
+    match fs::metadata(root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(verify::VerifyError::NotADirectory(root.to_owned()).into()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(verify::VerifyError::Missing(root.to_owned()).into());
+        }
+        Err(e) => return Err(FsError::new("inspect", root, e).into()),
+    }
+    let info_path = root.join(COMPLETE_MARKER);
+    let info: BackupInfo = match fs::read(&info_path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| RestoreError::BadInfo(e.to_string()))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(RestoreError::Incomplete(root.to_owned()));
+        }
+        Err(e) => return Err(FsError::new("read", info_path, e).into()),
+    };
+    if !root.join(LABEL_FILE).exists() {
+        return Err(RestoreError::NoLabel(root.to_owned()));
+    }
+    Ok(Outline {
+        version: info.server_version,
+        tablespaces: read_map(root, info.server_version)?,
+        wal_included: info.wal.mode == WalMode::Include,
+        wal_source: info.wal.source.clone(),
+        owner: info.pgdata_owner.clone(),
+    })
+}
+
+/// Leaves the source server's recovery files out of `files`; returns a warning per file.
+fn drop_recovery_files(files: &mut Vec<SourceFile>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    files.retain(|f| {
+        let name = f.rel.as_bytes();
+        match SOURCE_RECOVERY_FILES.iter().find(|r| r.as_bytes() == name) {
+            Some(r) => {
+                warnings.push(format!(
+                    "{r} of the backed-up server (a standby) was not restored: the restored \
+                     server recovers as the restore options say (--standby makes it a standby)"
+                ));
+                false
+            }
+            None => true,
+        }
+    });
+    warnings
+}
+
+fn read_label(root: &Path) -> Result<BackupLabel, RestoreError> {
+    let path = root.join(LABEL_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(RestoreError::NoLabel(root.to_owned()));
+        }
+        Err(e) => return Err(FsError::new("read", path, e).into()),
+    };
+    BackupLabel::parse(&bytes).map_err(|e| RestoreError::BadLabel(e.to_string()))
+}
+
+fn read_map(root: &Path, version: PgVersion) -> Result<Vec<(u32, PathBuf)>, RestoreError> {
+    let path = root.join(MAP_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(FsError::new("read", path, e).into()),
+    };
+    let map = TablespaceMap::parse(&bytes, MapEscaping::for_version(version))
+        .map_err(|e| RestoreError::BadMap(e.to_string()))?;
+    Ok(map
+        .entries()
+        .iter()
+        .map(|e| (e.oid, e.as_path().to_path_buf()))
+        .collect())
+}
+
+/// Top-level `pg_wal/<name>` files of a listing.
+fn wal_names(listing: &verify::Listing) -> Vec<String> {
+    listing
+        .files
+        .keys()
+        .filter_map(|p| p.to_str()?.strip_prefix("pg_wal/").map(str::to_owned))
+        .filter(|n| !n.contains('/'))
+        .collect()
+}
+
+impl Source {
+    pub fn outline(&self) -> Outline {
+        Outline {
+            version: self.version,
+            tablespaces: self.tablespaces.clone(),
+            wal_included: self.wal_included,
+            wal_source: self.wal_source.clone(),
+            owner: self.owner.clone(),
+        }
+    }
+
+    /// A pgsafe backup folder. The caller has verified it (completeness included).
+    pub fn backup(root: &Path, info: Option<BackupInfo>) -> Result<Source, RestoreError> {
+        let Some(info) = info else {
+            return Err(RestoreError::Incomplete(root.to_owned()));
+        };
+        let label = read_label(root)?;
+        let version = info.server_version;
+        let manifest_path = root.join(crate::backup::MANIFEST_FILE);
+        let bytes = fs::read(&manifest_path).ctx("read", &manifest_path)?;
+        let manifest =
+            Manifest::parse(&bytes).map_err(|e| RestoreError::BadManifest(e.to_string()))?;
+        let listing = verify::list_backup(root)?;
+        let compression = info.compression;
+        let skip = [LABEL_FILE, MAP_FILE, COMPLETE_MARKER];
+        let mut files = Vec::with_capacity(manifest.files.len());
+        let mut control = None;
+        for f in &manifest.files {
+            if skip.iter().any(|s| s.as_bytes() == f.path.as_slice()) {
+                continue;
+            }
+            let stored = verify::stored_path(&f.path, compression);
+            let sf = SourceFile {
+                rel: RelPath::from_bytes(f.path.clone()),
+                path: root.join(stored.as_path()),
+                size: f.size,
+                compression: if stored.as_bytes() == f.path.as_slice() {
+                    Compression::None
+                } else {
+                    compression
+                },
+                checksum: f.checksum.clone(),
+            };
+            if f.path == CONTROL_FILE.as_bytes() {
+                control = Some(sf);
+            } else {
+                files.push(sf);
+            }
+        }
+        let Some(control) = control else {
+            return Err(RestoreError::BadManifest(format!(
+                "it does not list {CONTROL_FILE}"
+            )));
+        };
+        let wal_included = info.wal.mode == WalMode::Include;
+        let mut wal = Vec::new();
+        for name in wal_names(&listing) {
+            let rel = RelPath::from(format!("pg_wal/{name}").as_str());
+            let size = listing.files.get(&rel).copied().unwrap_or(0);
+            files.push(SourceFile {
+                path: root.join(rel.as_path()),
+                rel,
+                size,
+                compression: Compression::None,
+                checksum: None,
+            });
+            wal.push(name);
+        }
+        let group_access = version.at_least(11)
+            && match info.pgdata_mode {
+                Some(m) => m & 0o070 != 0,
+                // Older backups: the stored files keep PGDATA's modes.
+                None => fs::metadata(root.join("PG_VERSION")).is_ok_and(|m| m.mode() & 0o040 != 0),
+            };
+        let tablespaces = read_map(root, version)?;
+        let mut warnings = drop_recovery_files(&mut files);
+        for t in &info.tablespaces {
+            if !tablespaces.iter().any(|(oid, _)| *oid == t.oid) {
+                warnings.push(format!(
+                    "tablespace {} is in {COMPLETE_MARKER} but not in tablespace_map",
+                    t.oid
+                ));
+            }
+        }
+        Ok(Source {
+            root: root.to_owned(),
+            from_copy: false,
+            version,
+            label,
+            tablespaces,
+            dirs: listing.dirs,
+            files,
+            control,
+            wal_names: wal,
+            owner: info.pgdata_owner.clone(),
+            group_access,
+            wal_included,
+            wal_source: info.wal.source.clone(),
+            warnings,
+            info: Some(info),
+        })
+    }
+
+    /// A file-system copy of PGDATA holding `backup_label` (and `tablespace_map`) from
+    /// `pgsafe stop --output-dir`. Its `pg_wal/` contents are left out, as pg_basebackup leaves
+    /// them out: WAL copied while the server wrote it is not trustworthy, so the WAL must come
+    /// from `restore_command` or a primary.
+    pub fn copy(root: &Path) -> Result<Source, RestoreError> {
+        let label = read_label(root)?;
+        let version_path = root.join("PG_VERSION");
+        let vbytes = match fs::read(&version_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(RestoreError::NotACopy(root.to_owned()));
+            }
+            Err(e) => return Err(FsError::new("read", version_path, e).into()),
+        };
+        let version = PgVersion::from_pg_version_file(&vbytes)
+            .map_err(|e| RestoreError::BadCopy(format!("PG_VERSION: {e}")))?;
+        let control_path = root.join(CONTROL_FILE);
+        let control = crate::control::read_control_file(&control_path)
+            .map_err(|e| RestoreError::BadCopy(format!("{CONTROL_FILE}: {e}")))?;
+        check_copy_control(&control, version)?;
+        let plan = BackupPlan::build(
+            root,
+            version,
+            &PlanOptions {
+                stats_temp_directory: None,
+                catalog_version: Some(control.catalog_version_no),
+            },
+        )
+        .map_err(|e| RestoreError::BadCopy(e.to_string()))?;
+        let tablespaces = read_map(root, version)?;
+        // A copy whose pg_tblspc link still points at the tablespace's own location did not
+        // copy the tablespace: reading it now would not be the backup's content.
+        for (oid, link) in &plan.tablespaces {
+            if let Some((_, orig)) = tablespaces.iter().find(|(o, _)| o == oid) {
+                if same_path(link, orig) {
+                    return Err(RestoreError::BadCopy(format!(
+                        "pg_tblspc/{oid} in the copy is a link to the tablespace's live location \
+                         {}: its contents were not copied with the backup. Copy them into the \
+                         copy's pg_tblspc/{oid} (e.g. cp -aL) while the backup runs",
+                        orig.display()
+                    )));
+                }
+            }
+        }
+        let file = |f: &crate::plan::PlanFile| SourceFile {
+            rel: f.rel_path.clone(),
+            path: f.source.clone(),
+            size: f.size,
+            compression: Compression::None,
+            checksum: None,
+        };
+        let root_mode = fs::metadata(root).ctx("inspect", root)?.mode();
+        let mut files: Vec<SourceFile> = plan.files.iter().map(file).collect();
+        let mut warnings = plan.warnings.clone();
+        warnings.extend(drop_recovery_files(&mut files));
+        if !plan.tablespaces.is_empty() || !tablespaces.is_empty() {
+            warnings.push(
+                "tablespaces are read through the copy's pg_tblspc entries: they must hold the \
+                 tablespace contents copied during the backup"
+                    .into(),
+            );
+        }
+        Ok(Source {
+            root: root.to_owned(),
+            from_copy: true,
+            version,
+            label,
+            tablespaces,
+            dirs: plan.dirs.iter().map(|d| d.rel_path.clone()).collect(),
+            files,
+            control: file(&plan.control_file),
+            wal_names: Vec::new(),
+            info: None,
+            owner: FileOwner::of(root),
+            group_access: version.at_least(11) && root_mode & 0o070 != 0,
+            wal_included: false,
+            wal_source: "restore_command (a copy's pg_wal is not used: pass --restore-command \
+                         reading the WAL archive)"
+                .into(),
+            warnings,
+        })
+    }
+}
+
+fn check_copy_control(control: &ControlFile, version: PgVersion) -> Result<(), RestoreError> {
+    match control.major_version() {
+        Some(v) if v.major() == version.major() => Ok(()),
+        other => Err(RestoreError::BadCopy(format!(
+            "PG_VERSION says {} but global/pg_control is that of {}",
+            version.major_name(),
+            other.map_or("an unknown version".to_owned(), |v| v.major_name())
+        ))),
+    }
+}
+
+/// Same location, ignoring trailing slashes and resolving symbolic links where possible.
+pub(super) fn same_path(a: &Path, b: &Path) -> bool {
+    let norm = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.components().collect());
+    norm(a) == norm(b)
+}
