@@ -234,13 +234,14 @@ pub fn copy_plan(
             }
         }
         let handles: Vec<_> = (0..jobs).map(|_| s.spawn(|| ctx.worker())).collect();
-        let outputs = handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect();
-        // The syncers end once the queue is empty and its last sender is gone.
+        let joined: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+        // The syncers end once the queue is empty and its last sender is gone (also before a
+        // worker's panic is passed on: the scope waits for them).
         lock(&ctx.sync_tx).take();
-        outputs
+        joined
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
     });
     if let Some(e) = ctx.take_error() {
         return Err(e);
@@ -608,6 +609,16 @@ impl<'a> Ctx<'a> {
     }
 
     fn worker(&self) -> WorkerOut {
+        // A panicking worker stops the others too (one may be waiting for its frame's turn).
+        struct StopOnPanic<'f>(&'f AtomicBool);
+        impl Drop for StopOnPanic<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        let _stop = StopOnPanic(&self.failed);
         let mut out = WorkerOut::default();
         let mut buf = vec![0u8; self.opts.buffer_size.max(4096)];
         while !self.cancelled() {

@@ -565,3 +565,26 @@ fn modes_are_kept_for_files_and_directories() {
         .mode();
     assert_eq!(mode("global/pg_control"), 0o600 | (source_mode & 0o777));
 }
+
+#[test]
+fn a_panicking_worker_is_passed_on_not_waited_for() {
+    // Range 0 of a compressed split file panics while another worker holds range 1's frame and
+    // waits for its turn: the copy must end with the panic, not hang.
+    let fake = fake_pgdata("15");
+    let plan = plan(&fake);
+    let hook = on_open("base/5/16384", |call| {
+        if call == 0 {
+            std::thread::sleep(Duration::from_millis(100));
+            panic!("injected");
+        }
+    });
+    let out = tempfile::tempdir().unwrap();
+    let o = CopyOptions {
+        before_open: Some(&hook),
+        ..opts(2, Compression::Lz4, ChecksumAlgorithm::Crc32c)
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        copy_plan(&plan, out.path(), &o, &NoProgress)
+    }));
+    assert!(result.is_err());
+}
