@@ -275,6 +275,33 @@ fn damage_is_reported_lz4_11() {
     damage_matrix(11, "lz4");
 }
 
+/// A relation file larger than the range size is checked by several workers in ranges whose
+/// CRCs are combined: a byte flipped in a later range is found, and the good file passes.
+#[test]
+fn large_files_are_checked_in_ranges() {
+    let c = Cluster::started(&PgInstall::major(15), ClusterOptions::new().fast_unsafe());
+    c.execute(
+        "CREATE TABLE big AS SELECT g, repeat(md5(g::text), 10) AS v \
+         FROM generate_series(1, 130000) g",
+    );
+    let rel: String = c.query_one("SELECT pg_relation_filepath('big')");
+    let scratch = tempfile::tempdir().unwrap();
+    let good = scratch.path().join("good");
+    backup(&c, &good, &["--jobs", "2"]);
+    let f = good.join(&rel);
+    let len = fs::metadata(&f).unwrap().len();
+    assert!(len > 40 << 20, "{len} bytes: more than one 32 MiB range");
+    let (code, _, out) = verify(&good, &["--jobs", "3"]);
+    assert_eq!(code, Some(0), "{}", text(&out));
+    let d = copy_of(&good, scratch.path(), "flip");
+    flip_byte(&d.join(&rel), len - 1000);
+    let p = one_problem(&d, "flipped byte in the last range");
+    assert!(
+        p.starts_with(&format!("checksum mismatch: {rel} has crc32c ")),
+        "{p}"
+    );
+}
+
 /// A backup taken with --wal archive: verify says where the WAL must come from and passes.
 #[test]
 fn archive_mode_backup_names_its_wal_source() {

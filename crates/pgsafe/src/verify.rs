@@ -627,7 +627,30 @@ struct WalCheck {
 enum Item {
     File(usize),
     Wal(usize),
+    /// One range of a large plain file checked by several workers.
+    Range {
+        split: usize,
+        index: usize,
+    },
 }
+
+/// A large plain file with a CRC-32C checksum, checked as ranges by several workers; the
+/// ranges' CRCs are combined in file order (`crc32c_combine`).
+struct Split {
+    file: usize,
+    /// (offset, length) of each range.
+    ranges: Vec<(u64, u64)>,
+    state: Mutex<SplitState>,
+}
+
+/// CRC and bytes read of each finished range, and how many are finished.
+struct SplitState {
+    results: Vec<Option<(u32, u64)>>,
+    done: usize,
+}
+
+/// Plain files larger than this are split into ranges of this size.
+const SPLIT_SIZE: u64 = 32 << 20;
 
 struct Verifier<'a> {
     dir: &'a Path,
@@ -921,19 +944,48 @@ impl<'a> Verifier<'a> {
         wal: &[WalCheck],
         progress: &dyn Progress,
     ) -> Result<(), VerifyError> {
-        let mut items: Vec<(u64, Item)> = files
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.entry.size, Item::File(i)))
-            .chain(
-                wal.iter()
-                    .enumerate()
-                    .map(|(i, w)| (w.disk_size, Item::Wal(i))),
-            )
-            .collect();
+        let mut items: Vec<(u64, Item)> = Vec::with_capacity(files.len() + wal.len());
+        let mut splits = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let plain = f.stored.as_bytes() == f.entry.path.as_slice();
+            let crc = matches!(f.entry.checksum, Some((ChecksumAlgorithm::Crc32c, _)));
+            if plain && crc && f.disk_size == f.entry.size && f.entry.size > SPLIT_SIZE {
+                let ranges: Vec<(u64, u64)> = (0..f.entry.size.div_ceil(SPLIT_SIZE))
+                    .map(|k| {
+                        let off = k * SPLIT_SIZE;
+                        (off, SPLIT_SIZE.min(f.entry.size - off))
+                    })
+                    .collect();
+                for (index, r) in ranges.iter().enumerate() {
+                    items.push((
+                        r.1,
+                        Item::Range {
+                            split: splits.len(),
+                            index,
+                        },
+                    ));
+                }
+                splits.push(Split {
+                    file: i,
+                    state: Mutex::new(SplitState {
+                        results: vec![None; ranges.len()],
+                        done: 0,
+                    }),
+                    ranges,
+                });
+            } else {
+                items.push((f.entry.size, Item::File(i)));
+            }
+        }
+        items.extend(
+            wal.iter()
+                .enumerate()
+                .map(|(i, w)| (w.disk_size, Item::Wal(i))),
+        );
+        // Largest first; ranges of one file stay in order (stable sort).
         items.sort_by_key(|i| std::cmp::Reverse(i.0));
         let total: u64 = items.iter().map(|i| i.0).sum();
-        progress.plan(items.len() as u64, total);
+        progress.plan((files.len() + wal.len()) as u64, total);
         let sysid = self
             .info
             .as_ref()
@@ -951,6 +1003,7 @@ impl<'a> Verifier<'a> {
             stop,
             files,
             wal,
+            splits: &splits,
             items: items.into_iter().map(|(_, i)| i).collect(),
             next: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
@@ -1209,6 +1262,7 @@ struct Ctx<'a> {
     stop: Option<Lsn>,
     files: &'a [FileCheck],
     wal: &'a [WalCheck],
+    splits: &'a [Split],
     items: Vec<Item>,
     next: AtomicUsize,
     failed: AtomicBool,
@@ -1225,8 +1279,9 @@ struct WorkerOut {
     bytes: u64,
 }
 
-/// Buffer per worker.
-const BUFFER: usize = 1 << 20;
+/// Buffer per worker: 128 KiB, small enough that the data the kernel copies into it is still
+/// in the CPU cache when the checksum reads it (measured twice as fast as 1 MiB here).
+const BUFFER: usize = 128 << 10;
 
 impl Ctx<'_> {
     fn cancelled(&self) -> bool {
@@ -1257,6 +1312,19 @@ impl Ctx<'_> {
                     self.check_wal(w, &mut buf, &mut out.bytes)
                         .map(|p| p.map(|p| (1, w.seg.to_string(), p)))
                 }
+                Item::Range { split, index } => {
+                    let sp = &self.splits[*split];
+                    let f = &self.files[sp.file];
+                    match self.check_range(sp, *index, &mut buf, &mut out.bytes) {
+                        Ok(Some(result)) => {
+                            out.files += 1;
+                            self.progress.file_done(&f.entry.path_lossy(), f.entry.size);
+                            Ok(result.map(|p| (0, f.entry.path_lossy().into_owned(), p)))
+                        }
+                        Ok(None) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                }
             };
             match result {
                 Ok(Some(p)) => out.problems.push(p),
@@ -1283,6 +1351,73 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Checks one range of a split file; the worker finishing the last range compares the
+    /// combined size and CRC with the manifest: `Some(problem or none)` then, `None` before.
+    fn check_range(
+        &self,
+        sp: &Split,
+        index: usize,
+        buf: &mut [u8],
+        bytes: &mut u64,
+    ) -> Result<Option<Option<Problem>>, VerifyError> {
+        use std::os::unix::fs::FileExt;
+        let f = &self.files[sp.file];
+        let (offset, len) = sp.ranges[index];
+        let path = self.dir.join(f.stored.as_path());
+        let file = File::open(&path).ctx("open", &path)?;
+        let mut crc = 0u32;
+        let mut done = 0u64;
+        while done < len {
+            let want = buf.len().min((len - done) as usize);
+            let n = match file.read_at(&mut buf[..want], offset + done) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(FsError::new("read", path, e).into()),
+            };
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            done += n as u64;
+            self.after_read(n, bytes)?;
+        }
+        let results = {
+            let mut st = lock(&sp.state);
+            st.results[index] = Some((crc, done));
+            st.done += 1;
+            if st.done < sp.ranges.len() {
+                return Ok(None);
+            }
+            std::mem::take(&mut st.results)
+        };
+        let mut crc = 0u32;
+        let mut size = 0u64;
+        for r in results.into_iter().flatten() {
+            crc = crc32c::crc32c_combine(crc, r.0, r.1 as usize);
+            size += r.1;
+        }
+        let path_str = f.entry.path_lossy().into_owned();
+        if size != f.entry.size {
+            return Ok(Some(Some(Problem::Size {
+                path: path_str,
+                expected: f.entry.size,
+                found: size,
+            })));
+        }
+        if let (Some((algorithm, expected)), Some(found)) = (
+            &f.entry.checksum,
+            crate::checksum::Checksummer::Crc32c(crc).finish_hex(),
+        ) {
+            if !found.eq_ignore_ascii_case(expected) {
+                return Ok(Some(Some(Problem::Checksum {
+                    path: path_str,
+                    algorithm: *algorithm,
+                    expected: expected.clone(),
+                    found,
+                })));
+            }
+        }
+        Ok(Some(None))
+    }
+
     fn check_file(
         &self,
         f: &FileCheck,
@@ -1298,7 +1433,8 @@ impl Ctx<'_> {
                 found: f.disk_size,
             }));
         }
-        if self.opts.quick {
+        // A plain file without a checksum: its size (from the listing) is all there is to check.
+        if self.opts.quick || (!compressed && f.entry.checksum.is_none()) {
             return Ok(None);
         }
         let path = self.dir.join(f.stored.as_path());
