@@ -419,7 +419,7 @@ pub fn run_restore(
         sentinel: has_sentinel(&control),
         sentinel_checkpoint: SENTINEL_CHECKPOINT,
         start_command: start_command(target, owner_name.as_deref()),
-        recovery_plan: recovery_plan(&source, &opts.recovery, stop_lsn),
+        recovery_plan: recovery_plan(&source, &opts.recovery, stop_lsn, target),
         warnings,
         elapsed_secs: started.elapsed().as_secs_f64(),
     };
@@ -460,7 +460,8 @@ fn check_target(target: &Path) -> Result<bool, RestoreError> {
         target: target.to_owned(),
         why,
     };
-    match fs::symlink_metadata(target) {
+    // Symbolic links are followed: a data directory may be a link to the real folder.
+    match fs::metadata(target) {
         Ok(m) if m.is_dir() => {
             let pid_file = target.join("postmaster.pid");
             if let Ok(b) = fs::read(&pid_file) {
@@ -789,7 +790,17 @@ impl Writer<'_> {
         Some((t, rest))
     }
 
+    /// Gives `path` to the owner (following a symbolic link: the target may be one).
     fn chown(&self, path: &Path) -> Result<(), FsError> {
+        if let Some(o) = self.owner {
+            std::os::unix::fs::chown(path, Some(o.uid.as_raw()), Some(o.gid.as_raw()))
+                .ctx("change owner of", path)?;
+        }
+        Ok(())
+    }
+
+    /// Gives a symbolic link itself to the owner.
+    fn lchown(&self, path: &Path) -> Result<(), FsError> {
         if let Some(o) = self.owner {
             std::os::unix::fs::lchown(path, Some(o.uid.as_raw()), Some(o.gid.as_raw()))
                 .ctx("change owner of", path)?;
@@ -857,7 +868,7 @@ impl Writer<'_> {
         }
         let link = tblspc.join(t.oid.to_string());
         std::os::unix::fs::symlink(loc, &link).ctx("create tablespace link", &link)?;
-        self.chown(&link)?;
+        self.lchown(&link)?;
         changed.push(tblspc);
         Ok(changed)
     }
@@ -1300,7 +1311,7 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// What recovery will do, in words.
-fn recovery_plan(source: &Source, r: &RecoveryOptions, stop: Option<Lsn>) -> String {
+fn recovery_plan(source: &Source, r: &RecoveryOptions, stop: Option<Lsn>, target: &Path) -> String {
     let label = &source.label;
     let to = match stop {
         Some(s) => format!(" to the end of the backup at {s}"),
@@ -1342,8 +1353,9 @@ fn recovery_plan(source: &Source, r: &RecoveryOptions, stop: Option<Lsn>) -> Str
     s.push_str(&format!(
         " Keep backup_label: the restored pg_control points at the impossible checkpoint {} on \
          purpose, so the server refuses to start without the label instead of silently \
-         corrupting data (if it does not start, run pgsafe doctor).",
-        SENTINEL_CHECKPOINT
+         corrupting data (if it does not start, run pgsafe doctor {}).",
+        SENTINEL_CHECKPOINT,
+        shell_quote(&target.display().to_string())
     ));
     s
 }
@@ -1398,6 +1410,11 @@ mod tests {
             check_target(&t),
             Err(RestoreError::TargetRunning { .. })
         ));
+        // A link to an empty directory is a usable target.
+        let e = d.path().join("empty");
+        fs::create_dir(&e).unwrap();
+        std::os::unix::fs::symlink(&e, d.path().join("link")).unwrap();
+        assert!(check_target(&d.path().join("link")).unwrap());
     }
 
     #[test]
