@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pgsafe::label::BackupLabel;
@@ -16,25 +16,7 @@ use pgsafe_testkit::{
 };
 use serde_json::Value;
 
-use common::{ok, pgsafe, refused, spawn_slow_backup};
-
-fn backup(c: &Cluster, target: &Path, extra: &[&str]) -> Output {
-    let conn = c.conninfo();
-    let mut args = vec![
-        "backup",
-        "-d",
-        &conn,
-        "-D",
-        c.data_dir().to_str().unwrap(),
-        "--target",
-        target.to_str().unwrap(),
-        "--json",
-        "--progress",
-        "none",
-    ];
-    args.extend_from_slice(extra);
-    pgsafe(&args)
-}
+use common::{backup, ok, pgsafe, refused, spawn_slow_backup};
 
 /// Every file under `dir`, relative, '/'-separated.
 fn files_under(dir: &Path) -> BTreeSet<String> {

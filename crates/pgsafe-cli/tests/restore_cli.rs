@@ -76,20 +76,6 @@ fn restore(backup: &Path, target: &Path, extra: &[&str]) -> std::process::Output
     pgsafe(&args)
 }
 
-/// Waits until a restored server has finished recovery (it accepts read-only connections
-/// before that).
-fn wait_recovered(c: &Cluster) {
-    let t = Instant::now();
-    while c.query_one::<bool>("SELECT pg_is_in_recovery()") {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "recovery did not finish:\n{}",
-            c.server_log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// `bt_index_check` on every btree index of the database: returns the failures.
 fn amcheck(c: &Cluster) -> Vec<String> {
     c.execute("CREATE EXTENSION IF NOT EXISTS amcheck");
@@ -230,7 +216,7 @@ fn restore_matrix(major: u32) {
     assert_eq!(d["verdict"]["state"], "restored_ready", "{m}: {d}");
     let mut restored = Cluster::adopt(&install, &data, ClusterOptions::new());
     restored.start();
-    wait_recovered(&restored);
+    restored.wait_recovery_done();
     report
         .verify_at(&mut restored.connect(), mark)
         .unwrap_or_else(|e| panic!("{m}: {e}\n{}", restored.server_log_tail(30)));
@@ -295,7 +281,7 @@ fn restore_matrix(major: u32) {
     fs::rename(&aside, data2.join("backup_label")).unwrap();
     server_user().chown(&data2.join("backup_label"));
     broken.start();
-    wait_recovered(&broken);
+    broken.wait_recovery_done();
     report
         .verify_at(&mut broken.connect(), mark)
         .unwrap_or_else(|e| panic!("{m} after putting the label back: {e}"));
@@ -380,7 +366,7 @@ fn pitr(major: u32) {
         assert!(conf.contains("restore_command = 'cp ''"), "{m}: {conf}");
         let mut r = Cluster::adopt(&install, &data, ClusterOptions::new());
         r.start();
-        wait_recovered(&r);
+        r.wait_recovery_done();
         let names: Vec<String> = r.query_column("SELECT name FROM marks ORDER BY name");
         assert_eq!(
             names,
@@ -586,7 +572,7 @@ fn refusals_write_nothing() {
     );
     let mut r = Cluster::adopt(&install, &fresh, ClusterOptions::new());
     r.start();
-    wait_recovered(&r);
+    r.wait_recovery_done();
     assert_eq!(r.query_one::<i64>("SELECT count(*) FROM t"), 20000);
     r.stop();
 }
@@ -671,7 +657,7 @@ fn from_copy(major: u32) {
     assert!(!data.join("postmaster.pid").exists());
     let mut restored = Cluster::adopt(&install, &data, ClusterOptions::new());
     restored.start();
-    wait_recovered(&restored);
+    restored.wait_recovery_done();
     report
         .verify_at(&mut restored.connect(), mark)
         .unwrap_or_else(|e| panic!("PostgreSQL {major}: {e}\n{}", restored.server_log_tail(30)));
@@ -735,7 +721,7 @@ fn standby_cases(major: u32) {
     ));
     let mut r = Cluster::adopt(&install, &data, ClusterOptions::new());
     r.start();
-    wait_recovered(&r);
+    r.wait_recovery_done();
     assert!(r.query_one::<i64>("SELECT count(*) FROM t") >= 5000, "{m}");
     r.execute("INSERT INTO t VALUES (-1)");
     r.stop();
@@ -831,6 +817,6 @@ fn group_access_and_numeric_owner() {
     let mut r = Cluster::adopt(&install, &data, ClusterOptions::new());
     fs::set_permissions(&data, fs::Permissions::from_mode(0o750)).unwrap();
     r.start();
-    wait_recovered(&r);
+    r.wait_recovery_done();
     r.stop();
 }

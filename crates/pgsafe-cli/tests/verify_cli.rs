@@ -1,23 +1,16 @@
 //! `pgsafe verify` against real backups, through the real binary: good backups pass (both
 //! layouts), and each kind of damage is reported with its own message and exit code 1.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall};
 use serde_json::Value;
 
-fn pgsafe(args: &[&str]) -> Output {
-    Command::new(assert_cmd::cargo::cargo_bin("pgsafe"))
-        .args(args)
-        .env_remove("PGHOST")
-        .env_remove("PGPORT")
-        .env_remove("PGDATA")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
+use common::pgsafe;
 
 fn text(out: &Output) -> String {
     format!(
@@ -29,20 +22,7 @@ fn text(out: &Output) -> String {
 }
 
 fn backup(c: &Cluster, target: &Path, extra: &[&str]) {
-    let conn = c.conninfo();
-    let mut args = vec![
-        "backup",
-        "-d",
-        &conn,
-        "-D",
-        c.data_dir().to_str().unwrap(),
-        "--target",
-        target.to_str().unwrap(),
-        "--progress",
-        "none",
-    ];
-    args.extend_from_slice(extra);
-    let out = pgsafe(&args);
+    let out = common::backup(c, target, extra);
     assert!(out.status.success(), "backup: {}", text(&out));
 }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use pgsafe_testkit::Cluster;
 use serde_json::Value;
 
 pub fn bin() -> PathBuf {
@@ -100,4 +101,23 @@ pub fn spawn_slow_backup(conninfo: &str, pgdata: &Path, target: &Path) -> Child 
         std::thread::sleep(Duration::from_millis(20));
     }
     child
+}
+
+/// `pgsafe backup` of `c` into `target` (summary as JSON on stdout, no progress), plus `extra`.
+pub fn backup(c: &Cluster, target: &Path, extra: &[&str]) -> Output {
+    let conn = c.conninfo();
+    let mut args = vec![
+        "backup",
+        "-d",
+        &conn,
+        "-D",
+        c.data_dir().to_str().unwrap(),
+        "--target",
+        target.to_str().unwrap(),
+        "--json",
+        "--progress",
+        "none",
+    ];
+    args.extend_from_slice(extra);
+    pgsafe(&args)
 }
