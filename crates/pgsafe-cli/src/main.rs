@@ -1,10 +1,26 @@
 //! The `pgsafe` command: parses arguments, renders results and maps errors to exit codes.
 //! All behaviour lives in the `pgsafe` library crate.
 
+// Every module declared below writes through `output`: these shadow the standard macros, which
+// panic (exit 101) when stdout is a closed pipe or a full disk. See output.rs.
+macro_rules! println {
+    () => { $crate::output::line(format_args!("")) };
+    ($($arg:tt)*) => { $crate::output::line(format_args!($($arg)*)) };
+}
+#[allow(unused_macros)] // none yet: here so that a future print! cannot panic either
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::output::text(format_args!($($arg)*)) };
+}
+macro_rules! eprintln {
+    () => { $crate::output::err_line(format_args!("")) };
+    ($($arg:tt)*) => { $crate::output::err_line(format_args!($($arg)*)) };
+}
+
 mod backup;
 mod conn;
 mod doctor;
 mod inspect;
+mod output;
 mod progress;
 mod render;
 mod restore;
@@ -134,7 +150,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version go to stdout: through `output` unless a terminal shows them (in
+        // colour), so a closed pipe or a full disk is handled like any other result.
+        Err(e) if !e.use_stderr() && !std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
+            output::write_bytes(e.render().to_string().as_bytes());
+            return ExitCode::from(output::finish(exit::OK));
+        }
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Command::Inspect { pgdata, json } => inspect::run(&pgdata, json),
         Command::Doctor(a) => doctor::run(a),
@@ -148,13 +173,14 @@ fn main() -> ExitCode {
         Command::Snapshot(a) => snapshot::snapshot(a),
         Command::Holder { run_dir } => snapshot::holder(run_dir),
     };
-    match result {
-        Ok(code) => ExitCode::from(code),
+    let code = match result {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("pgsafe: error: {}", error_chain(&e));
-            ExitCode::from(exit::ERROR)
+            exit::ERROR
         }
-    }
+    };
+    ExitCode::from(output::finish(code))
 }
 
 /// The error and its causes joined with ": ", skipping a cause whose text the message already

@@ -283,7 +283,7 @@ fn report_final(rec: &BackupRecord, written: &[PathBuf], json: bool) -> anyhow::
         for p in written {
             field("wrote", p.display());
         }
-        let mut out = std::io::stdout().lock();
+        let mut out = crate::output::Stdout;
         writeln!(out, "--- backup_label ---")?;
         out.write_all(res.backup_label.as_bytes())?;
         if !res.tablespace_map.is_empty() {

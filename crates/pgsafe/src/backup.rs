@@ -35,6 +35,9 @@ use crate::session::{BackupStopped, ServerInfo, Session, SessionError};
 use crate::types::{Lsn, PgVersion, SystemId, TimelineId, WalSegSize, WalSegment};
 use crate::wal::{self, TimelineHistory};
 
+pub mod liveness;
+pub mod location;
+
 /// The completion marker: written last, atomically. No `pgsafe.json`, no backup.
 pub const COMPLETE_MARKER: &str = "pgsafe.json";
 /// Present while a backup is being written (and after it failed).
@@ -144,6 +147,24 @@ pub enum BackupError {
     Manifest(#[from] ManifestError),
     #[error("the backup was cancelled")]
     Cancelled,
+    #[error(
+        "target {target} is inside {what} {inside}: a backup must not be written into a \
+         directory it copies (it would copy itself, and leave its files in the server's own \
+         directories). Choose a folder outside the data directory, its tablespaces and its WAL \
+         directory"
+    )]
+    TargetInsideSource {
+        target: PathBuf,
+        what: String,
+        inside: PathBuf,
+    },
+    #[error(
+        "the backup's database session ended while the files were being copied: {detail}. The \
+         server restarted or crashed, or the session's backend was terminated; the server has \
+         ended the backup, so the files copied so far are not a backup (the target keeps its \
+         pgsafe.incomplete marker). Check the server and take a new backup"
+    )]
+    SessionLost { detail: String },
 }
 
 /// `pgsafe.json`: everything about a complete backup. Its presence marks the backup complete.
@@ -265,6 +286,7 @@ pub fn run_backup(
     let info = session.info().clone();
     let datadir = DataDir::open(&opts.pgdata)?;
     check_pgdata(&datadir, &info, opts.force)?;
+    check_target_location(&opts.pgdata, &opts.target)?;
     check_target(&opts.target)?;
     let plan_opts = plan_options(&mut session, &datadir)?;
     let estimate = BackupPlan::build(&opts.pgdata, info.version, &plan_opts)?;
@@ -279,16 +301,23 @@ pub fn run_backup(
     check_cancel(opts)?;
     // From here on the target exists and is marked incomplete until pgsafe.json is written.
     create_target(&opts.target)?;
-    let started = session.start_backup(&opts.label, opts.fast)?;
-    let result = (|| {
-        progress.phase("plan");
-        let plan = BackupPlan::build(&opts.pgdata, info.version, &plan_opts)?;
-        for w in &plan.warnings {
-            progress.warn(w);
-        }
-        let report = copy_data(opts, &plan, progress)?;
-        Ok::<_, BackupError>((plan, report))
-    })();
+    let mut started = session.start_backup(&opts.label, opts.fast)?;
+    // The copy stops on this flag: set on Ctrl-C (opts.cancel) or when the session is lost.
+    let stop_copy = AtomicBool::new(false);
+    let (result, lost) =
+        liveness::watch_session(&mut started, opts.cancel.as_deref(), &stop_copy, || {
+            progress.phase("plan");
+            let plan = BackupPlan::build(&opts.pgdata, info.version, &plan_opts)?;
+            for w in &plan.warnings {
+                progress.warn(w);
+            }
+            let report = copy_data(opts, &plan, progress, &stop_copy)?;
+            Ok::<_, BackupError>((plan, report))
+        });
+    let result = match lost {
+        Some(l) => Err(BackupError::SessionLost { detail: l.detail }),
+        None => result,
+    };
     let (plan, report) = match result {
         Ok(x) => x,
         Err(e) => {
@@ -545,6 +574,21 @@ fn check_pgdata(datadir: &DataDir, info: &ServerInfo, force: bool) -> Result<(),
     Ok(())
 }
 
+/// The target must not lie inside PGDATA, a tablespace or a linked WAL directory (resolved
+/// paths; see [`location`]).
+fn check_target_location(pgdata: &Path, target: &Path) -> Result<(), BackupError> {
+    let resolved = location::resolve(target).ctx("resolve target", target)?;
+    let sources = location::source_dirs(pgdata).ctx("resolve data directory", pgdata)?;
+    match location::target_inside(&resolved, &sources) {
+        Some(s) => Err(BackupError::TargetInsideSource {
+            target: target.to_path_buf(),
+            what: s.what.clone(),
+            inside: s.path.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn check_target(target: &Path) -> Result<(), BackupError> {
     match fs::read_dir(target) {
         Ok(mut rd) => {
@@ -665,6 +709,7 @@ fn copy_data(
     opts: &BackupOptions,
     plan: &BackupPlan,
     progress: &dyn Progress,
+    stop: &AtomicBool,
 ) -> Result<CopyReport, BackupError> {
     let hook = opts.before_open.clone();
     let hook_fn = move |p: &RelPath| {
@@ -677,7 +722,7 @@ fn copy_data(
         compression: opts.compression,
         checksum: opts.checksum,
         max_rate: opts.max_rate,
-        cancel: opts.cancel.as_deref(),
+        cancel: Some(stop),
         before_open: Some(&hook_fn),
         ..CopyOptions::default()
     };

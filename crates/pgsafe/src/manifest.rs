@@ -32,6 +32,7 @@
 //! Whitespace between tokens is free, as in PostgreSQL's JSON parser.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use chrono::{DateTime, Datelike, NaiveDateTime, Timelike};
 use sha2::{Digest, Sha256};
@@ -98,6 +99,12 @@ pub enum ManifestError {
     MissingSystemId,
     #[error("cannot add {path:?} to the backup manifest: {msg}")]
     BadEntry { path: String, msg: String },
+    #[error(
+        "cannot add {path:?} to the backup manifest a second time: a manifest lists each path \
+         once (PostgreSQL's pg_verifybackup rejects duplicates), so two files of the backup \
+         claim the same path"
+    )]
+    DuplicateEntry { path: String },
 }
 
 /// One `Files` entry.
@@ -189,14 +196,17 @@ pub fn format_last_modified(mtime_unix: i64) -> String {
 /// feeds the running SHA-256, so memory holds only the output bytes (which a caller may drain
 /// with [`take_output`](ManifestWriter::take_output) and write as it goes).
 ///
-/// The writer does not detect duplicate paths: the caller lists each file once (pg_verifybackup
-/// rejects a manifest with duplicates).
+/// A path added twice is an error ([`ManifestError::DuplicateEntry`]), never a second entry:
+/// pg_verifybackup and pgsafe's own reader reject such a manifest, so a backup written with one
+/// could never be verified or restored.
 #[derive(Debug, Clone)]
 pub struct ManifestWriter {
     out: Vec<u8>,
     hasher: Sha256,
     files: u64,
     line: Vec<u8>,
+    /// Every path added so far.
+    seen: HashSet<Vec<u8>>,
 }
 
 impl ManifestWriter {
@@ -218,6 +228,7 @@ impl ManifestWriter {
             hasher: Sha256::new(),
             files: 0,
             line: Vec::with_capacity(256),
+            seen: HashSet::new(),
         };
         w.append(header.as_bytes());
         Ok(w)
@@ -269,6 +280,11 @@ impl ManifestWriter {
             None => None,
             Some((alg, hex)) => Some(check_checksum(alg, hex).map_err(bad)?),
         };
+        if !self.seen.insert(path.to_vec()) {
+            return Err(ManifestError::DuplicateEntry {
+                path: String::from_utf8_lossy(path).into_owned(),
+            });
+        }
         let mut line = std::mem::take(&mut self.line);
         line.clear();
         line.extend_from_slice(if self.files == 0 { b"\n" } else { b",\n" });

@@ -4,11 +4,22 @@
 //!
 //! Rules, in the order `pg_basebackup` (`sendDir`) applies them to each directory entry:
 //! 1. names starting with `pgsql_tmp` (temporary files and directories), at any depth;
-//! 2. `.DS_Store` (17+);
+//! 2. `.DS_Store` (15+: 17.0 has it, and 15 and 16 got it in a minor release — 15.18 and 16.14
+//!    leave it out, 14.23 copies it; pgsafe leaves it out on every 15 and 16 minor, a macOS
+//!    Finder file is never data PostgreSQL reads);
 //! 3. the excluded files: `postgresql.auto.conf.tmp`, `current_logfiles.tmp` (10+),
 //!    `pg_internal.init` (11: exact name, 12+: any name starting with it), `backup_label`,
-//!    `tablespace_map`, `backup_manifest` (13+), `postmaster.pid`, `postmaster.opts` (any depth
-//!    from 10 on; 9.6: top level only);
+//!    `tablespace_map`, `backup_manifest` (13+; pgsafe: at the top level on every version),
+//!    `postmaster.pid`, `postmaster.opts` (any depth from 10 on; 9.6: top level only);
+//!
+//!    pgsafe's own files at the top level (not a pg_basebackup rule; "rule 3a"): `pgsafe.json`,
+//!    `pgsafe.incomplete`, `pgsafe_restore.json`, `backup_label.pgsafe-removed`. A backup folder
+//!    copied into place (`cp -a`, as DBAs do with pg_basebackup output) carries the first two
+//!    and `backup_manifest`; a restored cluster carries the restore marker; `doctor --fix`
+//!    leaves the renamed label. Each describes another backup, restore or incident than the one
+//!    being taken: copied, they would be listed twice in the new backup (pgsafe writes its own),
+//!    make a half-written backup folder look complete, or tell `doctor` on a restored copy
+//!    something that happened to the source. See [`PGSAFE_FILES`];
 //! 4. in relation directories (`global/`, `base/<db>/`, `pg_tblspc/<oid>/PG_<major>_<cat>/<db>/`):
 //!    every fork of an unlogged relation except its init fork (a relation is unlogged when
 //!    `<relfilenode>_init` exists beside it), and temporary relations `t<backend>_<relfilenode>…`.
@@ -132,8 +143,10 @@ pub enum Exclusion {
     BackupFile,
     /// `postmaster.pid`, `postmaster.opts`: state of the running server.
     ServerRuntime,
-    /// `.DS_Store` (17+).
+    /// `.DS_Store` (15+).
     DsStore,
+    /// pgsafe's own file of an earlier backup or restore ([`PGSAFE_FILES`]).
+    PgsafeFile,
     /// A fork other than the init fork of an unlogged relation.
     UnloggedRelation,
     /// A temporary relation `t<backend>_<relfilenode>…`.
@@ -149,6 +162,7 @@ impl fmt::Display for Exclusion {
             Exclusion::BackupFile => "file of an earlier backup",
             Exclusion::ServerRuntime => "state file of the running server",
             Exclusion::DsStore => "macOS metadata file",
+            Exclusion::PgsafeFile => "pgsafe's own file of an earlier backup or restore",
             Exclusion::UnloggedRelation => "unlogged relation (only its init fork is kept)",
             Exclusion::TempRelation => "temporary relation",
         })
@@ -173,6 +187,18 @@ pub enum Decision {
     UnlessInitFork { init_fork: String },
 }
 
+/// Files pgsafe itself writes at the top of a backup folder or a data directory, left out of
+/// every backup (rule 3a): the completion and incompleteness markers of a backup
+/// ([`crate::backup::COMPLETE_MARKER`], [`crate::backup::INCOMPLETE_MARKER`]), the restore marker
+/// ([`crate::doctor::RESTORE_MARKER_FILE`]) and the label `doctor --fix` renamed
+/// ([`crate::doctor::REMOVED_LABEL_FILE`]). `backup_manifest` is rule 3.
+pub const PGSAFE_FILES: [&str; 4] = [
+    "pgsafe.json",
+    "pgsafe.incomplete",
+    "pgsafe_restore.json",
+    "backup_label.pgsafe-removed",
+];
+
 /// Applies the name rules of reference §5.1 to a backup-relative path (`base/5/16384_vm`) for a
 /// server version. Pure: the caller supplies the file type and the directory listing (rules 6
 /// and 7 concern directories; [`Decision::UnlessInitFork`] needs the sibling names).
@@ -188,7 +214,7 @@ pub fn classify(rel_path: impl AsRef<[u8]>, version: PgVersion) -> Decision {
     if name.starts_with(b"pgsql_tmp") {
         return Decision::Exclude(Exclusion::TempFile);
     }
-    if at(17) && name == b".DS_Store" {
+    if at(15) && name == b".DS_Store" {
         return Decision::Exclude(Exclusion::DsStore);
     }
     if name == b"postgresql.auto.conf.tmp" || (at(10) && name == b"current_logfiles.tmp") {
@@ -200,9 +226,12 @@ pub fn classify(rel_path: impl AsRef<[u8]>, version: PgVersion) -> Decision {
     }
     if name == b"backup_label"
         || name == b"tablespace_map"
-        || (at(13) && name == b"backup_manifest")
+        || ((at(13) || top) && name == b"backup_manifest")
     {
         return Decision::Exclude(Exclusion::BackupFile);
+    }
+    if top && PGSAFE_FILES.iter().any(|f| f.as_bytes() == name) {
+        return Decision::Exclude(Exclusion::PgsafeFile);
     }
     if (at(10) || top) && (name == b"postmaster.pid" || name == b"postmaster.opts") {
         return Decision::Exclude(Exclusion::ServerRuntime);

@@ -271,6 +271,36 @@ fn writer_rejects_bad_entries() {
 }
 
 #[test]
+fn writer_refuses_a_duplicate_path() {
+    // Same bytes twice (also a non-UTF-8 path, written as Encoded-Path): an error naming it, and
+    // the manifest keeps one entry that its own reader accepts.
+    for path in [&b"base/1/1259"[..], b"pgsafe.json", b"x\xff"] {
+        let mut w = ManifestWriter::new(ManifestVersion::V1, None).unwrap();
+        w.add_file(path, 1, 0, None).unwrap();
+        w.add_file(b"other", 1, 0, None).unwrap();
+        let e = w.add_file(path, 2, 5, None).unwrap_err();
+        assert!(
+            matches!(e, ManifestError::DuplicateEntry { .. }),
+            "{path:?}: {e:?}"
+        );
+        assert!(e.to_string().contains("second time"), "{e}");
+        let parsed = ManifestWriter::add(
+            &mut w,
+            &ManifestFile {
+                path: path.to_vec(),
+                size: 3,
+                last_modified: None,
+                checksum: None,
+            },
+        );
+        assert!(parsed.is_err(), "add() checks too");
+        assert_eq!(w.files_added(), 2);
+        let m = Manifest::parse(&w.finish(&[])).unwrap();
+        assert_eq!(m.files.len(), 2);
+    }
+}
+
+#[test]
 fn reader_accepts_what_postgresql_accepts() {
     // compact JSON, keys in any order, either hex case, lower-case algorithm and LSN digits
     let body = "{\"PostgreSQL-Backup-Manifest-Version\":1,\"WAL-Ranges\":[{\"End-LSN\":\"0/2000a0\",\"Timeline\":3,\"Start-LSN\":\"0/1\"}],\"Files\":[{\"Size\":5,\"Checksum\":\"8A744722\",\"Checksum-Algorithm\":\"crc32c\",\"Encoded-Path\":\"4142\"},{\"Path\":\"\\u00e9\\/\\ud83d\\ude00\",\"Size\":0}],\r\n";

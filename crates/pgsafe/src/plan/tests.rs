@@ -48,10 +48,10 @@ fn temp_files_at_any_depth() {
 }
 
 #[test]
-fn ds_store_from_17() {
+fn ds_store_from_15() {
     for p in [".DS_Store", "base/.DS_Store", "base/5/.DS_Store"] {
         each(p, |ver| {
-            if ver.at_least(17) {
+            if ver.at_least(15) {
                 ex(Exclusion::DsStore)
             } else {
                 Decision::Include
@@ -101,7 +101,10 @@ fn files_of_earlier_backups() {
     for p in ["backup_label", "tablespace_map", "base/backup_label"] {
         each(p, |_| ex(Exclusion::BackupFile));
     }
-    each("backup_manifest", |ver| {
+    // At the top level on every version: pgsafe writes its own there (rule 3a's reason);
+    // deeper only where pg_basebackup leaves it out (13+).
+    each("backup_manifest", |_| ex(Exclusion::BackupFile));
+    each("base/backup_manifest", |ver| {
         if ver.at_least(13) {
             ex(Exclusion::BackupFile)
         } else {
@@ -112,6 +115,23 @@ fn files_of_earlier_backups() {
     for p in ["backup_label.old", "tablespace_map.old", "recovery.signal"] {
         each(p, |_| Decision::Include);
     }
+}
+
+#[test]
+fn pgsafe_files_at_the_top_level() {
+    // The list names the files the other modules write, so it cannot drift from them.
+    for f in [
+        crate::backup::COMPLETE_MARKER,
+        crate::backup::INCOMPLETE_MARKER,
+        crate::doctor::RESTORE_MARKER_FILE,
+        crate::doctor::REMOVED_LABEL_FILE,
+    ] {
+        assert!(PGSAFE_FILES.contains(&f), "{f}");
+        each(f, |_| ex(Exclusion::PgsafeFile));
+        // Only pgsafe's own place: a user's file of that name elsewhere is data.
+        each(&format!("base/{f}"), |_| Decision::Include);
+    }
+    each("pgsafe.json.bak", |_| Decision::Include);
 }
 
 #[test]
@@ -504,8 +524,7 @@ fn plan_of_a_fake_data_directory() {
     let vdir = "PG_15_202209061";
     let files = names(plan.files.iter().map(|f| &f.rel_path));
     let want = names([
-        ".DS_Store".to_owned(), // 17+ only
-        "PG_VERSION".into(),
+        "PG_VERSION".to_owned(),
         "backup_label.old".into(),
         "base/1/1259".into(),
         "base/1/1259_fsm".into(),
@@ -576,6 +595,7 @@ fn plan_of_a_fake_data_directory() {
     assert_eq!(
         excluded,
         [
+            ".DS_Store: DsStore",
             "backup_label: BackupFile",
             "backup_manifest: BackupFile",
             "base/1/pg_internal.init.777: RelcacheInit",
@@ -641,7 +661,7 @@ fn plan_of_a_fake_data_directory() {
 
 #[test]
 fn plan_differences_between_versions() {
-    // 17: .DS_Store left out, pg_wal/summaries created.
+    // 17: pg_wal/summaries created.
     let fake = fake_pgdata("17");
     let plan = plan_of(&fake, "17");
     assert!(plan.file(".DS_Store").is_none());
@@ -662,7 +682,10 @@ fn plan_differences_between_versions() {
     assert!(plan.file("base/5/16390_init").is_some());
     assert!(plan.file("base/5/t3_16400").is_none());
     assert!(plan.file("global/pg_internal.init").is_some());
-    assert!(plan.file("backup_manifest").is_some());
+    // 10 (pg_basebackup copies both): .DS_Store kept; a top-level backup_manifest is an earlier
+    // backup's (pgsafe writes its own), left out.
+    assert!(plan.file(".DS_Store").is_some());
+    assert!(plan.file("backup_manifest").is_none());
     assert!(
         !plan
             .dirs
