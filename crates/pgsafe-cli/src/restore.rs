@@ -61,8 +61,9 @@ pub struct RestoreArgs {
     /// not used: pass --restore-command (or --standby --primary-conninfo).
     #[arg(long)]
     pub from_copy: bool,
-    /// Restore a tablespace elsewhere: OLD_PATH=NEW_PATH or OID=NEW_PATH (repeatable). Default:
-    /// the original locations, which must be empty or absent.
+    /// Restore a tablespace elsewhere: OLD_PATH=NEW_PATH or OID=NEW_PATH (repeatable; split at
+    /// the first '=': for an old location containing '=', use the OID, the first column of the
+    /// backup's tablespace_map). Default: the original locations, which must be empty or absent.
     #[arg(long = "tablespace-map", value_name = "OLD=NEW")]
     pub tablespace_map: Vec<TablespaceMapping>,
     /// Parallel writers (default: number of CPU cores).

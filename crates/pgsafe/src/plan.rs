@@ -8,7 +8,8 @@
 //!    leave it out, 14.23 copies it; pgsafe leaves it out on every 15 and 16 minor, a macOS
 //!    Finder file is never data PostgreSQL reads);
 //! 3. the excluded files: `postgresql.auto.conf.tmp`, `current_logfiles.tmp` (10+),
-//!    `pg_internal.init` (11: exact name, 12+: any name starting with it), `backup_label`,
+//!    `pg_internal.init` (any name starting with it: 12.0 on, and 11 in later minors — 11.22
+//!    leaves out `pg_internal.init_4242` — pgsafe does so on every 11 minor), `backup_label`,
 //!    `tablespace_map`, `backup_manifest` (13+; pgsafe: at the top level on every version),
 //!    `postmaster.pid`, `postmaster.opts` (any depth from 10 on; 9.6: top level only);
 //!
@@ -220,8 +221,7 @@ pub fn classify(rel_path: impl AsRef<[u8]>, version: PgVersion) -> Decision {
     if name == b"postgresql.auto.conf.tmp" || (at(10) && name == b"current_logfiles.tmp") {
         return Decision::Exclude(Exclusion::TransientFile);
     }
-    if (at(12) && name.starts_with(b"pg_internal.init")) || (at(11) && name == b"pg_internal.init")
-    {
+    if at(11) && name.starts_with(b"pg_internal.init") {
         return Decision::Exclude(Exclusion::RelcacheInit);
     }
     if name == b"backup_label"

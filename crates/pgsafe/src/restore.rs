@@ -79,6 +79,14 @@ impl FromStr for TablespaceMapping {
     type Err = String;
     /// `OID=NEW_PATH` or `OLD_PATH=NEW_PATH` (split at the first `=`); paths absolute.
     fn from_str(s: &str) -> Result<Self, String> {
+        // Split at the first `=`, so an old location containing `=` cannot be named: say so.
+        let hint = if s.matches('=').count() > 1 {
+            " (a location that contains '=' cannot be given as OLD_PATH: give the tablespace's \
+             OID instead, OID=NEW_PATH; the OIDs are the first column of the backup's \
+             tablespace_map)"
+        } else {
+            ""
+        };
         let Some((old, new)) = s.split_once('=') else {
             return Err(format!("{s:?}: expected OLD_PATH=NEW_PATH or OID=NEW_PATH"));
         };
@@ -90,7 +98,7 @@ impl FromStr for TablespaceMapping {
         let to = PathBuf::from(new);
         if !to.is_absolute() {
             return Err(format!(
-                "{s:?}: the new location {new} must be an absolute path"
+                "{s:?}: the new location {new} must be an absolute path{hint}"
             ));
         }
         let from = if old.bytes().all(|b| b.is_ascii_digit()) {
@@ -102,7 +110,7 @@ impl FromStr for TablespaceMapping {
             let p = PathBuf::from(old);
             if !p.is_absolute() {
                 return Err(format!(
-                    "{s:?}: the old location {old} must be an absolute path (or an OID)"
+                    "{s:?}: the old location {old} must be an absolute path (or an OID){hint}"
                 ));
             }
             TablespaceSelector::Path(p)

@@ -346,6 +346,141 @@ fn plan_equals_pg_basebackup(major: u32) {
     drop(session);
 }
 
+/// Names pg_basebackup's exclusion lists decide about (`excludeFiles`, the `.DS_Store` and
+/// `pgsql_tmp` rules; reference §5.1), plus pgsafe's own files and look-alikes that are data.
+const CANDIDATES: &[&str] = &[
+    // Only undotted names under base/ and global/: with data checksums, servers before 15
+    // fail the whole backup on a dotted name there ("invalid segment number 0 in file").
+    ".DS_Store",
+    "pg_logical/.DS_Store",
+    "._x",
+    "Thumbs.db",
+    "backup_manifest",
+    "base/backup_manifest",
+    "pgsql_tmp_x",
+    "base/pgsql_tmp_y",
+    "postgresql.auto.conf.tmp",
+    "current_logfiles.tmp",
+    "current_logfiles",
+    "global/pg_internal.init_4242",
+    "base/postmaster.opts",
+    "backup_label.old",
+    "tablespace_map.old",
+    "pgsafe.json",
+    "pgsafe.incomplete",
+    "pgsafe_restore.json",
+    "backup_label.pgsafe-removed",
+    "pg_logical/pgsafe.json",
+    "pg_logical/pgsafe_restore.json",
+];
+
+/// pgsafe's own choices beyond the server's lists: its files at the top level (every version)
+/// and a top-level backup_manifest before 13 (pgsafe writes its own there).
+fn pgsafe_also_excludes(rel: &str, major: u32) -> bool {
+    pgsafe::plan::PGSAFE_FILES.contains(&rel) || (rel == "backup_manifest" && major < 13)
+}
+
+/// The files of the server's own base backup of `c` (relative paths): pg_basebackup (the
+/// installed 15 client, plain format) up to 14; from 15 on the server writes it itself
+/// (`BASE_BACKUP (TARGET 'server')`, sent with psql over a replication connection), so every
+/// major is compared with its own server code, minor release included.
+fn server_backup_files(c: &Cluster, out: &std::path::Path) -> BTreeSet<String> {
+    if c.major() <= 14 {
+        let bb = out.join("bb");
+        let run = Command::new(client_bin_dir().join("pg_basebackup"))
+            .arg("-d")
+            .arg(c.conninfo())
+            .arg("-D")
+            .arg(&bb)
+            .args([
+                "-Fp",
+                "-X",
+                "none",
+                "-c",
+                "fast",
+                "--no-sync",
+                "--no-manifest",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "pg_basebackup: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        return tree(&bb).0;
+    }
+    let dest = out.join("server");
+    let sql = format!(
+        "BASE_BACKUP (TARGET 'server', TARGET_DETAIL '{}', CHECKPOINT 'fast', MANIFEST 'no', \
+         VERIFY_CHECKSUMS false)",
+        dest.display()
+    );
+    let run = Command::new(client_bin_dir().join("psql"))
+        .arg(format!("{} replication=database", c.conninfo()))
+        .args(["-X", "-q", "-c", &sql])
+        .output()
+        .unwrap();
+    // psql does not know the result of a server-side target and may exit non-zero after the
+    // server finished: the archive on disk is what counts.
+    assert!(
+        dest.join("base.tar").is_file(),
+        "BASE_BACKUP TARGET server ({}): {}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let list = Command::new("tar")
+        .arg("tf")
+        .arg(dest.join("base.tar"))
+        .output()
+        .unwrap();
+    assert!(list.status.success());
+    String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches("./").to_owned())
+        .collect()
+}
+
+/// Parity of the exclusion lists with the server's own, per major: each candidate file planted
+/// in PGDATA is in pgsafe's plan exactly when the server's base backup has it (except pgsafe's
+/// own files, which pgsafe leaves out and the server copies).
+fn exclusion_lists_match_the_server(major: u32) {
+    let c = Cluster::started(
+        &PgInstall::major(major),
+        ClusterOptions::new().fast_unsafe(),
+    );
+    let data = c.data_dir();
+    for rel in CANDIDATES {
+        let path = data.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, b"").unwrap();
+        pgsafe_testkit::server_user().chown(&path);
+    }
+    let version = PgVersion::from_num(c.server_version_num()).unwrap();
+    let plan = BackupPlan::build(data, version, &PlanOptions::default()).unwrap();
+    let out = pgsafe_testkit::server_owned_tempdir();
+    let server = server_backup_files(&c, out.path());
+    let m = format!("PostgreSQL {version}");
+    let mut differences = Vec::new();
+    for rel in CANDIDATES {
+        let ours = plan.file(rel).is_some();
+        let theirs = server.contains(*rel);
+        let expected = theirs && !pgsafe_also_excludes(rel, major);
+        if ours != expected {
+            differences.push(format!(
+                "{rel}: server {}, pgsafe {}",
+                if theirs { "copies" } else { "leaves out" },
+                if ours { "copies" } else { "leaves out" }
+            ));
+        }
+    }
+    assert!(differences.is_empty(), "{m}: {differences:#?}");
+    // The server's lists do change between versions: the test sees both sides of .DS_Store.
+    assert_eq!(server.contains(".DS_Store"), major < 15, "{m}");
+}
+
+per_major!(exclusion_lists_match_the_server);
+
 macro_rules! up_to_15 {
     ($f:ident: $($name:ident = $major:literal),*) => {
         mod $f {

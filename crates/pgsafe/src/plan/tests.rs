@@ -87,7 +87,7 @@ fn relcache_init_files() {
         }
     });
     each("base/5/pg_internal.init.4242", |ver| {
-        if ver.at_least(12) {
+        if ver.at_least(11) {
             ex(Exclusion::RelcacheInit)
         } else {
             Decision::Include
