@@ -156,9 +156,15 @@ fn main() -> ExitCode {
         // colour), so a closed pipe or a full disk is handled like any other result.
         Err(e) if !e.use_stderr() && !std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
             output::write_bytes(e.render().to_string().as_bytes());
-            return ExitCode::from(output::finish(exit::OK));
+            return ExitCode::from(output::finish(exit::OK, exit::ERROR));
         }
         Err(e) => e.exit(),
+    };
+    // What a failed write of the results exits with: doctor has its own error code (2 there
+    // means "dangerous").
+    let write_error = match &cli.command {
+        Command::Doctor(_) => doctor::code::ERROR,
+        _ => exit::ERROR,
     };
     let result = match cli.command {
         Command::Inspect { pgdata, json } => inspect::run(&pgdata, json),
@@ -180,7 +186,7 @@ fn main() -> ExitCode {
             exit::ERROR
         }
     };
-    ExitCode::from(output::finish(code))
+    ExitCode::from(output::finish(code, write_error))
 }
 
 /// The error and its causes joined with ": ", skipping a cause whose text the message already

@@ -9,8 +9,9 @@
 //!   command finishes; its exit status is the one it would have had (the answer does not change
 //!   because nobody reads the rest of the text);
 //! - any other write error (`ENOSPC` on `/dev/full`, `EIO`): output stops, the command finishes,
-//!   and [`finish`] turns its status into exit 2 with the error on standard error — results
-//!   that could not be written are an error, never a silent success.
+//!   and [`finish`] turns its status into the command's error code (2; doctor: 3) with the
+//!   error on standard error — results that could not be written are an error, never a silent
+//!   success.
 //!
 //! Standard error gets the same treatment except that its failures are ignored: there is
 //! nowhere left to report them.
@@ -18,8 +19,6 @@
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::Mutex;
-
-use crate::exit;
 
 /// What happened to standard output so far.
 enum State {
@@ -91,8 +90,9 @@ impl Write for Stdout {
 }
 
 /// The exit status after the command returned `code`: flushes standard output; a write error
-/// other than a vanished reader becomes exit 2 with the error on standard error.
-pub fn finish(code: u8) -> u8 {
+/// other than a vanished reader becomes `write_error` (the command's error code: 2, or 3 for
+/// doctor) with the error on standard error.
+pub fn finish(code: u8, write_error: u8) -> u8 {
     with_state(|state| {
         if matches!(state, State::Open) {
             if let Err(e) = io::stdout().lock().flush() {
@@ -110,7 +110,7 @@ pub fn finish(code: u8) -> u8 {
                     io::stderr().lock(),
                     "pgsafe: error: could not write the results to standard output: {e}"
                 );
-                exit::ERROR
+                write_error
             }
         }
     })
