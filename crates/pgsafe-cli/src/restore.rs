@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Args;
 use pgsafe::Lsn;
 use pgsafe::restore::{
-    RecoveryOptions, RecoveryTarget, RestoreOptions, TablespaceMapping, TargetAction, run_restore,
+    ArchiveMode, RecoveryOptions, RecoveryTarget, RestoreOptions, TablespaceMapping, TargetAction,
+    run_restore,
 };
 
 use crate::exit;
@@ -30,6 +31,13 @@ byte, the recovery settings (recovery.conf on 10-11; recovery.signal or standby.
 postgresql.auto.conf on 12+), modes 0700/0600 (0750/0640 if the cluster used group access), \
 ownership (as root: the original data directory's owner, or --owner), fsyncs everything, and \
 writes global/pg_control last.
+
+The copy never writes into the backed-up server: recovery ends on a new timeline (without \
+recovery options: restore_command 'false', recovery_target 'immediate', promote), archive_mode \
+is 'off' in its postgresql.auto.conf (--archive-mode preserve keeps the backed-up server's), \
+the backed-up server's recovery settings (restore_command, recovery_target_*, \
+primary_conninfo, ...) are commented out, in-place tablespaces are allowed (15+), and a backup \
+during which a tablespace was created is refused.
 
 Safety sentinel: the restored pg_control names an impossible checkpoint (FFFFFFFF/28, with a \
 correct CRC). With backup_label the server recovers from the label's checkpoint and rewrites \
@@ -104,6 +112,12 @@ pub struct RestoreArgs {
     /// the original data directory, as recorded in the backup.
     #[arg(long, value_name = "USER")]
     pub owner: Option<String>,
+    /// WAL archiving in the restored copy: off (default: archive_mode = 'off' in its
+    /// postgresql.auto.conf, so it never archives into the backed-up server's archive) or
+    /// preserve (keep the backed-up server's archive settings; the copy archives on its own new
+    /// timeline).
+    #[arg(long, value_name = "MODE", default_value = "off")]
+    pub archive_mode: ArchiveMode,
     /// Progress display on stderr.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
@@ -145,6 +159,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<u8> {
         jobs: args.jobs.unwrap_or_else(crate::verify::default_jobs),
         full_verify: !args.no_verify,
         recovery: recovery(&args),
+        archive_mode: args.archive_mode,
         owner: args.owner.clone(),
         cancel: Some(Arc::clone(&cancel)),
         sync: true,
@@ -219,6 +234,19 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<u8> {
     }
     if !report.recovery_files.is_empty() {
         field("recovery settings", report.recovery_files.join(", "));
+    }
+    field(
+        "archiving",
+        pgsafe::restore::archive_summary(report.archive_mode),
+    );
+    for s in &report.config.settings_written {
+        field("setting written", s);
+    }
+    for d in &report.config.disabled_settings {
+        field(
+            "setting disabled",
+            format!("{d}: a recovery setting of the backed-up server, commented out"),
+        );
     }
     field(
         "pg_control",

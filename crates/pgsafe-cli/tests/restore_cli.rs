@@ -202,14 +202,18 @@ fn restore_matrix(major: u32) {
         .unwrap()
         .count();
     assert!(seg_done >= 1, "{m}: restored WAL marked .done");
-    for f in [
-        "pgsafe.json",
-        "backup_manifest",
-        "recovery.signal",
-        "recovery.conf",
-    ] {
+    for f in ["pgsafe.json", "backup_manifest", "standby.signal"] {
         assert!(!data.join(f).exists(), "{m}: {f} must not be restored");
     }
+    // The restore's own recovery settings: an archive recovery ending on a new timeline.
+    let own = if major >= 12 {
+        "postgresql.auto.conf"
+    } else {
+        "recovery.conf"
+    };
+    let conf = fs::read_to_string(data.join(own)).unwrap();
+    assert!(conf.contains("restore_command = 'false'"), "{m}: {conf}");
+    assert_eq!(data.join("recovery.signal").exists(), major >= 12, "{m}");
 
     // pgsafe doctor recognises the restore (marker, sentinel, label, WAL).
     let d = json(&pgsafe(&["doctor", "--json", data.to_str().unwrap()]));
@@ -713,8 +717,10 @@ fn standby_cases(major: u32) {
     let out = ok(restore(&b, &data, &[]), "restore of a standby's backup");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("was not restored"), "{m}: {stderr}");
-    for f in ["standby.signal", "recovery.conf"] {
-        assert!(!data.join(f).exists(), "{m}: {f}");
+    assert!(!data.join("standby.signal").exists(), "{m}: standby.signal");
+    if let Ok(conf) = fs::read_to_string(data.join("recovery.conf")) {
+        // The restore's own (10-11), not the standby's.
+        assert!(!conf.contains("standby_mode"), "{m}: {conf}");
     }
     assert!(has_sentinel(
         &read_control_file(&data.join("global/pg_control")).unwrap()

@@ -326,6 +326,14 @@ impl Cluster {
         }
     }
 
+    /// Runs an adopted directory with the archive settings of its own configuration files
+    /// instead of `archive_mode=off` on the command line (a command-line setting would hide
+    /// what the directory's `postgresql.auto.conf` says): for tests of what a restored copy
+    /// archives.
+    pub fn keep_own_archive_settings(&mut self) {
+        self.extra_args.retain(|a| a != "archive_mode=off");
+    }
+
     /// A running streaming standby of `primary` (which must be running), made without
     /// pg_basebackup (whose version would have to match the primary's): a non-exclusive
     /// low-level backup (`pg_backup_start`/`pg_start_backup(..., false)`) in one session, a copy

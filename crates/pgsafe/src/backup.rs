@@ -37,6 +37,8 @@ use crate::wal::{self, TimelineHistory};
 
 pub mod liveness;
 pub mod location;
+mod tablespaces;
+pub use tablespaces::{TablespaceChange, TablespaceChangeKind};
 
 /// The completion marker: written last, atomically. No `pgsafe.json`, no backup.
 pub const COMPLETE_MARKER: &str = "pgsafe.json";
@@ -165,6 +167,8 @@ pub enum BackupError {
          pgsafe.incomplete marker). Check the server and take a new backup"
     )]
     SessionLost { detail: String },
+    #[error("list the server's tablespaces: {0}")]
+    Tablespaces(String),
 }
 
 /// `pgsafe.json`: everything about a complete backup. Its presence marks the backup complete.
@@ -211,6 +215,10 @@ pub struct BackupInfo {
     /// access when PGDATA had it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pgdata_mode: Option<u32>,
+    /// Tablespaces created or dropped while the backup ran (compared in the backup's session
+    /// before the start and after the stop): a restore refuses a backup with a created one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tablespace_changes: Vec<TablespaceChange>,
 }
 
 /// A file's owner: numeric IDs and, when known on the host, the names.
@@ -301,6 +309,9 @@ pub fn run_backup(
     check_cancel(opts)?;
     // From here on the target exists and is marked incomplete until pgsafe.json is written.
     create_target(&opts.target)?;
+    // Before the start checkpoint: see backup/tablespaces.rs.
+    let tablespaces_before =
+        tablespaces::list(session.client()).map_err(BackupError::Tablespaces)?;
     let mut started = session.start_backup(&opts.label, opts.fast)?;
     // The copy stops on this flag: set on Ctrl-C (opts.cancel) or when the session is lost.
     let stop_copy = AtomicBool::new(false);
@@ -332,7 +343,16 @@ pub fn run_backup(
     progress.phase("stop");
     let stopped = started.stop(false)?;
     finish(
-        opts, progress, &info, &plan, report, stopped, slot, began, started_at,
+        opts,
+        progress,
+        &info,
+        &plan,
+        report,
+        stopped,
+        slot,
+        began,
+        started_at,
+        &tablespaces_before,
     )
 }
 
@@ -348,6 +368,7 @@ fn finish(
     slot: Option<String>,
     began: Instant,
     started_at: i64,
+    tablespaces_before: &[tablespaces::ServerTablespace],
 ) -> Result<BackupInfo, BackupError> {
     let target = &opts.target;
     let label_bytes = stopped.label.as_bytes().to_vec();
@@ -377,6 +398,20 @@ fn finish(
             .map_err(|e| BackupError::Wal(e.to_string()))?;
     let map_bytes = stopped.tablespace_map.clone();
     let mut session = stopped.into_session();
+    let tablespace_changes = tablespaces::changes(
+        tablespaces_before,
+        &tablespaces::list(session.client()).map_err(BackupError::Tablespaces)?,
+    );
+    for c in &tablespace_changes {
+        progress.warn(&match c.change {
+            TablespaceChangeKind::Created => format!(
+                "{c}: its CREATE TABLESPACE is in the backup's WAL and would be replayed with the \
+                 original location, so pgsafe restore refuses this backup; take a new backup now \
+                 that the tablespace exists"
+            ),
+            TablespaceChangeKind::Dropped => format!("{c}"),
+        });
+    }
     check_cancel(opts)?;
     progress.phase("wal");
     let wal_info = match opts.wal {
@@ -491,6 +526,7 @@ fn finish(
         },
         pgdata_owner: FileOwner::of(&opts.pgdata),
         pgdata_mode: Some(plan.root_mode),
+        tablespace_changes,
     };
     let json = serde_json::to_vec_pretty(&backup_info)
         .map_err(|e| BackupError::Wal(format!("encode {COMPLETE_MARKER}: {e}")))?;

@@ -51,11 +51,16 @@ use crate::progress::Progress;
 use crate::types::{Lsn, PgVersion, TimelineId};
 use crate::verify::{self, Problem, VerifyError, VerifyOptions};
 
+mod config;
+mod isolation;
 mod recovery;
 mod source;
 
+pub use config::{ArchiveMode, DisabledSetting};
+pub use isolation::{ConfigOutcome, archive_summary};
 pub use recovery::{
-    RecoveryFiles, RecoveryOptions, RecoveryTarget, TargetAction, quote_value, recovery_files,
+    NEW_TIMELINE_RESTORE_COMMAND, RecoveryFiles, RecoveryOptions, RecoveryTarget, TargetAction,
+    quote_value, recovery_files,
 };
 use source::{Source, SourceFile};
 
@@ -134,6 +139,8 @@ pub struct RestoreOptions {
     /// writing, checksums while writing.
     pub full_verify: bool,
     pub recovery: RecoveryOptions,
+    /// The copy's WAL archiving: off by default, so it never archives into the source's archive.
+    pub archive_mode: ArchiveMode,
     /// `USER[:GROUP]` or `UID[:GID]` to give the files to (root only). Default when root: the
     /// owner PGDATA had when the backup was taken.
     pub owner: Option<String>,
@@ -152,6 +159,7 @@ impl RestoreOptions {
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             full_verify: true,
             recovery: RecoveryOptions::default(),
+            archive_mode: ArchiveMode::default(),
             owner: None,
             cancel: None,
             sync: true,
@@ -235,6 +243,15 @@ pub enum RestoreError {
     NoWal { backup: PathBuf, wal_source: String },
     #[error("recovery settings: {0}")]
     Recovery(String),
+    #[error(
+        "{backup} cannot be restored safely: {changes}. The CREATE TABLESPACE is in the backup's \
+         WAL, and recovery replays it with the original absolute location and points \
+         pg_tblspc/<oid> there whatever the restore sets up: restored on the same host, the copy \
+         would write into the original server's live tablespace; elsewhere, outside its target. \
+         Take a new backup: the tablespace is then in its tablespace_map and restores (or \
+         remaps) like any other"
+    )]
+    TablespaceCreatedDuringBackup { backup: PathBuf, changes: String },
     #[error("--owner: {0}")]
     Owner(String),
     #[error("the stored pg_control is invalid: {0}")]
@@ -284,6 +301,11 @@ pub struct RestoreReport {
     pub recovery: RecoveryOptions,
     /// Files written for the recovery settings (`recovery.conf`, `recovery.signal`, …).
     pub recovery_files: Vec<String>,
+    /// Recovery ends on a new timeline (every restore that does not make a standby).
+    pub new_timeline: bool,
+    pub archive_mode: ArchiveMode,
+    /// The copy's configuration: settings written, the source's settings commented out.
+    pub config: ConfigOutcome,
     /// pg_control carries [`SENTINEL_CHECKPOINT`].
     pub sentinel: bool,
     pub sentinel_checkpoint: Lsn,
@@ -331,10 +353,12 @@ pub fn run_restore(
     let tablespaces = map_tablespaces(&outline.tablespaces, &opts.tablespace_map, target)?;
     let map_bytes = tablespace_map_bytes(&tablespaces, outline.version)?;
     let owner = resolve_owner(opts.owner.as_deref(), outline.owner.as_ref())?;
-    let (source, verification) = match copy {
+    let (mut source, verification) = match copy {
         Some(s) => (s, "none"),
         None => open_backup(opts, progress)?,
     };
+    let dropped = isolation::check_tablespace_changes(&source)?;
+    source.warnings.extend(dropped);
     // A cancel before any write leaves nothing behind.
     if opts
         .cancel
@@ -369,7 +393,7 @@ pub fn run_restore(
     let copied = w.copy_files(&source.files, opts, skip_checksums, progress)?;
 
     progress.phase("label");
-    let files_written = w.write_small_files(&source, opts, &map_bytes)?;
+    let (files_written, config) = w.write_small_files(&source, opts, &map_bytes)?;
 
     progress.phase("sync");
     if opts.sync {
@@ -424,6 +448,9 @@ pub fn run_restore(
         stop_lsn,
         recovery: opts.recovery.clone(),
         recovery_files: files_written,
+        new_timeline: !opts.recovery.standby,
+        archive_mode: opts.archive_mode,
+        config,
         sentinel: has_sentinel(&control),
         sentinel_checkpoint: SENTINEL_CHECKPOINT,
         start_command: start_command(target, owner_name.as_deref()),
@@ -983,7 +1010,7 @@ impl Writer<'_> {
         source: &Source,
         opts: &RestoreOptions,
         map_bytes: &[u8],
-    ) -> Result<Vec<String>, RestoreError> {
+    ) -> Result<(Vec<String>, ConfigOutcome), RestoreError> {
         let t = self.target;
         // The status directory exists in every backup; create it for copies or old layouts.
         let status = t.join("pg_wal/archive_status");
@@ -1017,18 +1044,11 @@ impl Writer<'_> {
             self.write_durable(&t.join("recovery.conf"), conf)?;
             written.push("recovery.conf".to_owned());
         }
-        if let Some(append) = &rf.auto_conf_append {
-            let path = t.join("postgresql.auto.conf");
-            let mut content = match fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-                Err(e) => return Err(FsError::new("read", path, e).into()),
-            };
-            if !content.is_empty() && !content.ends_with(b"\n") {
-                content.push(b'\n');
-            }
-            content.extend_from_slice(append);
-            self.write_durable(&path, &content)?;
+        // postgresql.auto.conf: the source's recovery settings commented out, the copy's
+        // settings and (12+) the recovery settings appended.
+        let config =
+            isolation::write_config(self, source, opts, &header, rf.auto_conf_append.as_deref())?;
+        if rf.auto_conf_append.is_some() {
             written.push("postgresql.auto.conf".to_owned());
         }
         if let Some(signal) = rf.signal {
@@ -1037,7 +1057,7 @@ impl Writer<'_> {
         }
         let marker = restore_marker(source);
         self.write_durable(&t.join(RESTORE_MARKER_FILE), &marker.to_json())?;
-        Ok(written)
+        Ok((written, config))
     }
 
     /// `global/pg_control` with the sentinel, written last and durably.
@@ -1356,7 +1376,10 @@ fn recovery_plan(source: &Source, r: &RecoveryOptions, stop: Option<Lsn>, target
         (None, false, Some(_)) => "then it continues with every WAL file restore_command \
             provides and opens for writes on a new timeline."
             .into(),
-        (None, false, None) => "then it opens for reads and writes on the same timeline.".into(),
+        (None, false, None) => "then it stops at the end of the backup and opens for reads and \
+            writes on a new timeline (archive recovery with restore_command 'false', which fetches \
+            nothing), so its WAL never takes the file names of the server it was copied from."
+            .into(),
     });
     s.push_str(&format!(
         " Keep backup_label: the restored pg_control points at the impossible checkpoint {} on \

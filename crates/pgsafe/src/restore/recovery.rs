@@ -95,7 +95,8 @@ pub struct RecoveryOptions {
 
 impl RecoveryOptions {
     /// True when nothing is configured: the server recovers from `backup_label` with the WAL in
-    /// `pg_wal/` only and opens at the end of it, on the same timeline.
+    /// `pg_wal/` only, to the end of the backup, and opens on a new timeline
+    /// ([`recovery_files`]).
     pub fn is_empty(&self) -> bool {
         *self == RecoveryOptions::default()
     }
@@ -220,13 +221,40 @@ pub struct RecoveryFiles {
     pub auto_conf_append: Option<Vec<u8>>,
 }
 
+/// `restore_command` of a restore without recovery options: it provides no file, so recovery
+/// replays the backup's WAL from `pg_wal/` (PostgreSQL falls back to `pg_wal/` when the command
+/// fails, `XLogFileReadAnyTLI` in `src/backend/access/transam/xlogrecovery.c`, `xlog.c` on
+/// 10–14) up to the end of the backup (`recovery_target = 'immediate'`), and then, being an
+/// archive recovery, promotes onto a new timeline. PostgreSQL requires a `restore_command` for
+/// an archive recovery that is not a standby ("must specify restore_command when standby mode
+/// is not enabled"). Stopping at the backup's end also keeps WAL written after the stop (the
+/// rest of the last segment) from being replayed: the backup's checks of what happened during
+/// it (tablespaces created) cover exactly the replayed range.
+pub const NEW_TIMELINE_RESTORE_COMMAND: &str = "false";
+
+/// Why [`NEW_TIMELINE_RESTORE_COMMAND`] is there, as a configuration comment.
+const NEW_TIMELINE_COMMENT: &str = "# restore_command 'false' fetches nothing: recovery replays \
+    the backup's WAL from pg_wal/ to the end of the backup and promotes onto a NEW timeline, so \
+    this copy never writes WAL under the file names of the server it was copied from\n";
+
 /// The files carrying `opts` for a server of `version`; `header` is a comment line (without
-/// `#`) saying who wrote them.
+/// `#`) saying who wrote them. Without any option ([`RecoveryOptions::is_empty`]) this is an
+/// archive recovery with [`NEW_TIMELINE_RESTORE_COMMAND`]: the copy ends on a new timeline.
 pub fn recovery_files(opts: &RecoveryOptions, version: PgVersion, header: &str) -> RecoveryFiles {
-    if opts.is_empty() {
-        return RecoveryFiles::default();
-    }
     let mut body = format!("# {header}\n");
+    let new_timeline;
+    let opts = if opts.is_empty() {
+        body.push_str(NEW_TIMELINE_COMMENT);
+        new_timeline = RecoveryOptions {
+            restore_command: Some(NEW_TIMELINE_RESTORE_COMMAND.to_owned()),
+            target: Some(RecoveryTarget::Immediate),
+            target_action: Some(TargetAction::Promote),
+            ..RecoveryOptions::default()
+        };
+        &new_timeline
+    } else {
+        opts
+    };
     for (k, v) in opts.settings(version) {
         body.push_str(&format!("{k} = {}\n", quote_value(&v)));
     }
@@ -342,9 +370,23 @@ mod tests {
                 .contains("standby_mode")
         );
 
-        assert_eq!(
-            recovery_files(&RecoveryOptions::default(), v(15), "x"),
-            RecoveryFiles::default()
+        // No option: archive recovery that serves no file, ending on a new timeline.
+        let f = recovery_files(&RecoveryOptions::default(), v(15), "x");
+        assert_eq!(f.signal, Some("recovery.signal"));
+        let conf = String::from_utf8(f.auto_conf_append.unwrap()).unwrap();
+        assert!(
+            conf.ends_with(
+                "\nrestore_command = 'false'\nrecovery_target = 'immediate'\n\
+                 recovery_target_action = 'promote'\n"
+            ),
+            "{conf}"
+        );
+        assert!(conf.contains("NEW timeline"), "{conf}");
+        let f = recovery_files(&RecoveryOptions::default(), v(10), "x");
+        assert!(
+            String::from_utf8(f.recovery_conf.unwrap())
+                .unwrap()
+                .contains("\nrestore_command = 'false'\nrecovery_target = 'immediate'\n")
         );
     }
 }

@@ -1,0 +1,187 @@
+//! A restored copy must never write into its source (issue 10 §3; `docs/threat-model.md`):
+//! - a backup during which a tablespace was created is refused (its `CREATE TABLESPACE` replays
+//!   with the source's absolute location; see `backup/tablespaces.rs`);
+//! - the copy's configuration: archiving off unless asked to keep it, the source's stale
+//!   recovery settings commented out, in-place tablespaces allowed (see [`super::config`]).
+//!
+//! The new timeline at the end of recovery is in [`super::recovery::recovery_files`].
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::backup::TablespaceChangeKind;
+use crate::fsutil::{FsError, IoContext};
+
+use super::config::{self, ArchiveMode, CopySettings, DisabledSetting};
+use super::source::Source;
+use super::{RestoreError, RestoreOptions, Writer};
+
+/// Configuration files larger than this are not rewritten (PostgreSQL's own are a few KiB).
+const MAX_CONF_BYTES: u64 = 16 << 20;
+
+/// Refuses a backup during which a tablespace was created; returns warnings for dropped ones.
+pub(super) fn check_tablespace_changes(source: &Source) -> Result<Vec<String>, RestoreError> {
+    let Some(info) = &source.info else {
+        return Ok(Vec::new());
+    };
+    let (created, dropped): (Vec<_>, Vec<_>) = info
+        .tablespace_changes
+        .iter()
+        .partition(|c| c.change == TablespaceChangeKind::Created);
+    // In-place tablespaces live inside pg_tblspc of the copy itself: replaying their creation
+    // writes nowhere else.
+    let outside: Vec<String> = created
+        .iter()
+        .filter(|c| !c.location.is_empty())
+        .map(|c| c.to_string())
+        .collect();
+    if !outside.is_empty() {
+        return Err(RestoreError::TablespaceCreatedDuringBackup {
+            backup: source.root.clone(),
+            changes: outside.join("; "),
+        });
+    }
+    Ok(dropped
+        .iter()
+        .map(|c| {
+            format!(
+                "{c}: recovery replays the drop, which removes that tablespace's restored files"
+            )
+        })
+        .collect())
+}
+
+/// OIDs of in-place tablespaces: `pg_tblspc/<oid>` directories of the source that no
+/// `tablespace_map` entry turns into a link.
+pub(super) fn in_place_tablespaces(source: &Source) -> Vec<u32> {
+    let mut out: Vec<u32> = source
+        .dirs
+        .iter()
+        .filter_map(|d| {
+            let oid = d.as_bytes().strip_prefix(b"pg_tblspc/")?;
+            if oid.is_empty() || !oid.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            std::str::from_utf8(oid).ok()?.parse::<u32>().ok()
+        })
+        .filter(|oid| !source.tablespaces.iter().any(|(o, _)| o == oid))
+        .collect();
+    if let Some(info) = &source.info {
+        out.extend(info.tablespace_changes.iter().filter_map(|c| {
+            (c.change == TablespaceChangeKind::Created && c.location.is_empty()).then_some(c.oid)
+        }));
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// What the copy's configuration got.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConfigOutcome {
+    /// Files rewritten (`postgresql.auto.conf`, `postgresql.conf`).
+    pub files: Vec<String>,
+    /// `name = 'value'` lines pgsafe wrote besides the recovery settings.
+    pub settings_written: Vec<String>,
+    /// Settings of the source commented out.
+    pub disabled_settings: Vec<DisabledSetting>,
+    /// In-place tablespaces found in the backup.
+    pub in_place_tablespaces: Vec<u32>,
+}
+
+/// Rewrites the restored `postgresql.conf` (stale recovery settings commented out) and
+/// `postgresql.auto.conf` (the same, then the copy's settings and `recovery_append`, the 12+
+/// recovery settings).
+pub(super) fn write_config(
+    w: &Writer<'_>,
+    source: &Source,
+    opts: &RestoreOptions,
+    header: &str,
+    recovery_append: Option<&[u8]>,
+) -> Result<ConfigOutcome, RestoreError> {
+    let t = w.target;
+    let in_place = in_place_tablespaces(source);
+    let copy = CopySettings {
+        archive: opts.archive_mode,
+        in_place_tablespaces: !in_place.is_empty() && source.version.at_least(15),
+    };
+    let mut out = ConfigOutcome {
+        settings_written: copy
+            .settings()
+            .iter()
+            .map(|(n, v, _)| format!("{n} = {}", super::quote_value(v)))
+            .collect(),
+        in_place_tablespaces: in_place,
+        ..ConfigOutcome::default()
+    };
+
+    let conf_path = t.join("postgresql.conf");
+    if let Some(original) = read_conf(&conf_path)? {
+        let (new, disabled) = config::disable_recovery_settings(&original, "postgresql.conf");
+        if !disabled.is_empty() {
+            w.write_durable(&conf_path, &new)?;
+            out.files.push("postgresql.conf".into());
+            out.disabled_settings.extend(disabled);
+        }
+    }
+
+    let auto_path = t.join("postgresql.auto.conf");
+    let original = read_conf(&auto_path)?.unwrap_or_default();
+    let block = copy.block(header);
+    let (new, disabled) =
+        config::auto_conf(&original, &[&block, recovery_append.unwrap_or_default()]);
+    if new != original {
+        w.write_durable(&auto_path, &new)?;
+        out.files.push("postgresql.auto.conf".into());
+    }
+    out.disabled_settings.extend(disabled);
+    Ok(out)
+}
+
+/// A restored configuration file (written by this restore: a regular file, never a link), at
+/// most [`MAX_CONF_BYTES`]; `None` when absent.
+fn read_conf(path: &Path) -> Result<Option<Vec<u8>>, RestoreError> {
+    let file: File = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(FsError::new("open", path, e).into()),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_CONF_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .ctx("read", path)?;
+    if bytes.len() as u64 > MAX_CONF_BYTES {
+        return Err(FsError::new(
+            "rewrite",
+            path,
+            io::Error::other(format!(
+                "larger than {} MiB: not a configuration file pgsafe rewrites",
+                MAX_CONF_BYTES >> 20
+            )),
+        )
+        .into());
+    }
+    Ok(Some(bytes))
+}
+
+/// The archiving line of the summary.
+pub fn archive_summary(mode: ArchiveMode) -> &'static str {
+    match mode {
+        ArchiveMode::Off => {
+            "off in the copy (archive_mode = 'off' in postgresql.auto.conf): it never archives \
+             into the archive of the server it was copied from"
+        }
+        ArchiveMode::Preserve => {
+            "the backed-up server's archive settings are kept: the copy archives with its \
+             archive_command, on its own new timeline"
+        }
+    }
+}
