@@ -335,3 +335,47 @@ fn lost_session_terminated_pg18() {
 fn lost_session_server_restart_pg14() {
     lost_session_stops_the_copy(14, Loss::ServerRestart);
 }
+
+/// A server setting that is not UTF-8 (`stats_temp_directory`, ≤ 14, set from a SQL_ASCII
+/// database to a directory inside PGDATA whose name has a 0xFF byte) is read as bytes: the backup
+/// does not panic, and that directory is kept empty like pg_stat_tmp.
+#[test]
+fn non_utf8_stats_temp_directory_pg14() {
+    use std::os::unix::ffi::OsStrExt;
+    let mut c = Cluster::started(&PgInstall::major(14), ClusterOptions::new().fast_unsafe());
+    c.execute(
+        "CREATE DATABASE ascii ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    );
+    let name = std::ffi::OsStr::from_bytes(b"stats\xffdir");
+    let stats = c.data_dir().join(name);
+    fs::create_dir(&stats).unwrap();
+    fs::write(stats.join("leftover.stat"), b"x").unwrap();
+    server_user().chown(&stats);
+    server_user().chown(&stats.join("leftover.stat"));
+    let out = Command::new(client_bin_dir().join("psql"))
+        .arg(format!("{} dbname=ascii", c.conninfo()))
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg("ALTER SYSTEM SET stats_temp_directory = E'stats\\377dir'")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.restart();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("b");
+    let out = backup(&c, &target, &[]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(out, "backup with a non-UTF-8 stats_temp_directory");
+    assert!(target.join(name).is_dir(), "the directory is kept");
+    assert!(
+        !target.join(name).join("leftover.stat").exists(),
+        "its contents are not"
+    );
+}

@@ -694,11 +694,20 @@ fn plan_options(session: &mut Session, datadir: &DataDir) -> Result<PlanOptions,
     let stats_temp_directory = if session.info().version.at_least(15) {
         None
     } else {
+        // As bytes (textsend): the setting is a path, which need not be UTF-8 (set from a
+        // SQL_ASCII database); reading it as a Rust String would panic. Unreadable: the
+        // directory's contents are copied, which costs space but loses nothing.
         session
             .client()
-            .query_one("SELECT current_setting('stats_temp_directory')", &[])
+            .query_one(
+                "SELECT textsend(current_setting('stats_temp_directory'))",
+                &[],
+            )
             .ok()
-            .map(|r| PathBuf::from(r.get::<_, String>(0)))
+            .and_then(|r| r.try_get::<_, Vec<u8>>(0).ok())
+            .map(|b| {
+                PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(b))
+            })
     };
     Ok(PlanOptions {
         stats_temp_directory,
@@ -712,8 +721,8 @@ fn create_slot(session: &mut Session) -> Result<String, BackupError> {
     let slots: String = session
         .client()
         .query_one("SELECT current_setting('max_replication_slots')", &[])
-        .map_err(|e| BackupError::Slot(e.to_string()))?
-        .get(0);
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| BackupError::Slot(e.to_string()))?;
     if slots.trim() == "0" {
         return Err(BackupError::NoSlots);
     }
@@ -783,14 +792,14 @@ fn read_history(pgdata: &Path, tli: TimelineId) -> Result<Option<TimelineHistory
 fn wait_received(session: &mut Session, stop: Lsn, limit: Duration) -> Result<(), BackupError> {
     let t = Instant::now();
     loop {
-        let row = session
+        let got = session
             .client()
             .query_one(
                 "SELECT coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text",
                 &[],
             )
+            .and_then(|r| r.try_get::<_, Option<String>>(0))
             .map_err(|e| BackupError::Wal(format!("check received WAL: {e}")))?;
-        let got: Option<String> = row.get(0);
         if let Some(l) = got.and_then(|s| s.parse::<Lsn>().ok()) {
             if l >= stop {
                 return Ok(());
