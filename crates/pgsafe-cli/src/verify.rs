@@ -111,9 +111,10 @@ pub fn print_report(r: &VerifyReport) {
     field(
         "checked",
         format!(
-            "{} file(s), {} WAL segment(s), {:.1} MiB in {:.1} s",
+            "{} file(s), {} WAL segment(s) with {} record(s), {:.1} MiB in {:.1} s",
             r.files_checked,
             r.wal_segments_checked,
+            r.wal_records_checked,
             r.bytes_checked as f64 / (1 << 20) as f64,
             r.elapsed_secs
         ),

@@ -262,6 +262,12 @@ pub struct WalInfo {
     pub bytes: u64,
     /// Where the WAL comes from, in words.
     pub source: String,
+    /// CRC-32C (as a manifest writes it) of each file stored in `pg_wal/`, segments and
+    /// history files, taken while copying and checked by verify (empty in backups of older
+    /// pgsafe). CRC-32C, not SHA-256: it guards against damage after the copy, and anyone who
+    /// can change the WAL can change this file too (see the threat model).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub crc32c: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -419,13 +425,14 @@ fn finish(
             if info.in_recovery {
                 wait_received(&mut session, stop_lsn, Duration::from_secs(300))?;
             }
-            let bytes = copy_wal(opts, info, &segments, &history_files, progress)?;
+            let (bytes, crc32c) = copy_wal(opts, info, &segments, &history_files, progress)?;
             WalInfo {
                 mode: WalMode::Include,
                 segments: segments.clone(),
                 history_files,
                 bytes,
                 source: "included in pg_wal/ of the backup".into(),
+                crc32c,
             }
         }
         WalMode::Archive => {
@@ -459,6 +466,7 @@ fn finish(
                      that reads it. {}",
                     st.detail
                 ),
+                crc32c: Default::default(),
             }
         }
         WalMode::None => WalInfo {
@@ -469,6 +477,7 @@ fn finish(
             source: "not handled by pgsafe (--wal none): the listed segments must come from your \
                      own WAL archive at restore time"
                 .into(),
+            crc32c: Default::default(),
         },
     };
     if let Some(slot) = &slot {
@@ -825,8 +834,9 @@ fn copy_wal(
     segments: &[WalSegment],
     history_files: &[String],
     progress: &dyn Progress,
-) -> Result<u64, BackupError> {
+) -> Result<(u64, std::collections::BTreeMap<String, String>), BackupError> {
     let src = opts.pgdata.join("pg_wal");
+    let mut crcs = std::collections::BTreeMap::new();
     let dst = opts.target.join("pg_wal");
     fs::create_dir_all(&dst).ctx("create", &dst)?;
     let seg_size = info.wal_segment_size;
@@ -866,6 +876,7 @@ fn copy_wal(
         )
         .map_err(|e| BackupError::Wal(format!("{}: {e}", path.display())))?;
         write_synced(&dst.join(&name), &bytes)?;
+        crcs.insert(name, crc32c_hex(&bytes));
         progress.bytes(bytes.len() as u64);
         total += bytes.len() as u64;
     }
@@ -873,13 +884,19 @@ fn copy_wal(
         let path = src.join(h);
         let bytes = fs::read(&path).ctx("read timeline history", &path)?;
         write_synced(&dst.join(h), &bytes)?;
+        crcs.insert(h.clone(), crc32c_hex(&bytes));
         total += bytes.len() as u64;
     }
     let status = dst.join("archive_status");
     fs::create_dir_all(&status).ctx("create", &status)?;
     fsutil::sync_dir(&status)?;
     fsutil::sync_dir(&dst)?;
-    Ok(total)
+    Ok((total, crcs))
+}
+
+/// CRC-32C of a stored WAL file, as [`WalInfo::crc32c`] records it.
+pub fn crc32c_hex(bytes: &[u8]) -> String {
+    hex::encode(crc32c::crc32c(bytes).to_le_bytes())
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {

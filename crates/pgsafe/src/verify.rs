@@ -14,10 +14,11 @@
 //! * the stored `global/pg_control` decodes with a correct CRC, and its system identifier, major
 //!   version and WAL segment size are the manifest's and `pgsafe.json`'s;
 //! * every WAL segment from the start to the stop of the backup is in `pg_wal/` (backups taken
-//!   with `--wal include`), has the segment size, and has valid page headers for its timeline up
-//!   to the stop LSN (first page: the long header with this system's identifier); the timeline
-//!   history files are there too. For `--wal archive` and `--wal none` backups the report says
-//!   which segments must come from where.
+//!   with `--wal include`), has the segment size, a valid first page (the long header with this
+//!   system's identifier) and the CRC-32C `pgsafe.json` recorded; every WAL record from the
+//!   start LSN to the stop LSN reads as the server would read it (see `verify/wal_check.rs`);
+//!   the timeline history files are there too. For `--wal archive` and `--wal none` backups the
+//!   report says which segments must come from where.
 //!
 //! `quick` checks presence and sizes only: no checksums, no page headers, and (since only
 //! decompressing tells it) not the sizes of compressed files.
@@ -47,8 +48,10 @@ use crate::label::BackupLabel;
 use crate::manifest::{Manifest, ManifestFile};
 use crate::plan::RelPath;
 use crate::progress::Progress;
-use crate::types::{Lsn, SystemId, TimelineId, WalSegSize, WalSegment};
-use crate::wal::{self, WalPageHeader, WalRange};
+use crate::types::{Lsn, SystemId, WalSegSize, WalSegment};
+use crate::wal::{self, WalRange};
+
+mod wal_check;
 
 /// The backup's WAL folder.
 pub const WAL_DIR: &str = "pg_wal";
@@ -175,6 +178,19 @@ pub enum Problem {
         segment: String,
         error: String,
     },
+    /// A WAL record between the backup's start and stop is damaged (`lsn`: its start, or the
+    /// page where reading failed).
+    WalRecord {
+        segment: String,
+        lsn: Lsn,
+        error: String,
+    },
+    /// A stored WAL file's CRC-32C is not the one `pgsafe.json` recorded when it was copied.
+    WalChecksum {
+        file: String,
+        expected: String,
+        found: String,
+    },
     HistoryMissing {
         file: String,
     },
@@ -293,6 +309,24 @@ impl fmt::Display for Problem {
             Problem::WalInvalid { segment, error } => {
                 write!(f, "invalid WAL segment pg_wal/{segment}: {error}")
             }
+            Problem::WalRecord {
+                segment,
+                lsn,
+                error,
+            } => write!(
+                f,
+                "damaged WAL in pg_wal/{segment} at {lsn}: {error} — recovery of this backup \
+                 would stop there, before the backup is consistent, so it cannot be restored"
+            ),
+            Problem::WalChecksum {
+                file,
+                expected,
+                found,
+            } => write!(
+                f,
+                "WAL checksum mismatch: pg_wal/{file} has CRC-32C {found}, {COMPLETE_MARKER} \
+                 says {expected} (it changed after the backup copied it)"
+            ),
             Problem::HistoryMissing { file } => write!(
                 f,
                 "missing timeline history file: pg_wal/{file}, needed to follow the backup's \
@@ -334,6 +368,8 @@ pub struct VerifyReport {
     /// Bytes read (uncompressed) to check files and WAL.
     pub bytes_checked: u64,
     pub wal_segments_checked: u64,
+    /// WAL records checked (CRC, length, prev-link) from the start to the stop LSN.
+    pub wal_records_checked: u64,
     pub elapsed_secs: f64,
     /// `pgsafe.json`, when readable (for restore).
     #[serde(skip)]
@@ -483,107 +519,6 @@ pub fn segments_for_ranges(ranges: &[WalRange], seg_size: WalSegSize) -> Vec<Wal
         .collect()
 }
 
-/// Checks one WAL page header (not the first page of a segment): magic, flags, no long header,
-/// page address, timeline (not newer than the file's, not older than the previous page's).
-/// Returns the page's timeline.
-pub fn check_page_header(
-    page: &[u8],
-    page_lsn: Lsn,
-    file: WalSegment,
-    magic: u16,
-    prev_tli: TimelineId,
-) -> Result<TimelineId, String> {
-    if page.len() >= wal::SHORT_HEADER_SIZE
-        && page[..wal::SHORT_HEADER_SIZE].iter().all(|&b| b == 0)
-    {
-        return Err(format!(
-            "the page at {page_lsn} is zero-filled (the segment was not completely written)"
-        ));
-    }
-    let h = WalPageHeader::decode(page).map_err(|e| format!("page at {page_lsn}: {e}"))?;
-    if h.magic != magic {
-        return Err(format!(
-            "page at {page_lsn}: magic 0x{:04X}, the segment's first page has 0x{magic:04X}",
-            h.magic
-        ));
-    }
-    if h.info & !wal::XLP_ALL_FLAGS != 0 || h.info & wal::XLP_LONG_HEADER != 0 {
-        return Err(format!(
-            "page at {page_lsn}: invalid xlp_info bits 0x{:04X}",
-            h.info
-        ));
-    }
-    if h.pageaddr != page_lsn {
-        return Err(format!(
-            "page at {page_lsn} says it is at {} (recycled or damaged file?)",
-            h.pageaddr
-        ));
-    }
-    if h.tli.0 == 0 || h.tli > file.tli || h.tli < prev_tli {
-        return Err(format!(
-            "page at {page_lsn}: timeline {} is not valid here (file timeline {}, previous page \
-             timeline {prev_tli})",
-            h.tli, file.tli
-        ));
-    }
-    Ok(h.tli)
-}
-
-/// Size of `XLogRecord` (the record header) and of MAXALIGN.
-const RECORD_HEADER_SIZE: usize = 24;
-const MAXALIGN: usize = 8;
-/// `RM_XLOG_ID` and `XLOG_SWITCH`.
-const RM_XLOG_ID: u8 = 0;
-const XLOG_SWITCH: u8 = 0x40;
-
-fn maxalign(n: usize) -> usize {
-    n.div_ceil(MAXALIGN) * MAXALIGN
-}
-
-/// Checks that the last WAL record on `page` is an `XLOG_SWITCH` record with a valid CRC and
-/// ends on the page (a switch leaves the rest of its segment zero-filled). `first` says `page`
-/// is the segment's first page (long header).
-pub fn ends_with_switch(page: &[u8], first: bool) -> Result<(), String> {
-    let h = WalPageHeader::decode(page).map_err(|e| e.to_string())?;
-    let header = if first {
-        wal::LONG_HEADER_SIZE
-    } else {
-        wal::SHORT_HEADER_SIZE
-    };
-    let mut pos = header;
-    if h.info & wal::XLP_FIRST_IS_CONTRECORD != 0 {
-        pos += maxalign(h.rem_len as usize);
-    }
-    let mut last: Option<&[u8]> = None;
-    while pos + 4 <= page.len() {
-        let tot =
-            u32::from_le_bytes([page[pos], page[pos + 1], page[pos + 2], page[pos + 3]]) as usize;
-        if tot == 0 {
-            break;
-        }
-        if tot < RECORD_HEADER_SIZE || pos + tot > page.len() {
-            return Err("the last record continues past the page".into());
-        }
-        last = Some(&page[pos..pos + tot]);
-        pos = maxalign(pos + tot);
-    }
-    let Some(rec) = last else {
-        return Err("no record ends on the page".into());
-    };
-    let (info, rmid) = (rec[16], rec[17]);
-    if rmid != RM_XLOG_ID || info & 0xF0 != XLOG_SWITCH {
-        return Err(format!(
-            "its last record has resource manager {rmid}, info 0x{info:02X}"
-        ));
-    }
-    let stored = u32::from_le_bytes([rec[20], rec[21], rec[22], rec[23]]);
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&rec[RECORD_HEADER_SIZE..]), &rec[..20]);
-    if crc != stored {
-        return Err("the switch record's CRC does not match".into());
-    }
-    Ok(())
-}
-
 /// Verifies the backup in `dir` (see the module documentation).
 pub fn verify_backup(
     dir: &Path,
@@ -626,7 +561,8 @@ struct WalCheck {
 
 enum Item {
     File(usize),
-    Wal(usize),
+    /// Every stored WAL segment, in LSN order (records cross segments): one item.
+    WalStream,
     /// One range of a large plain file checked by several workers.
     Range {
         split: usize,
@@ -667,6 +603,7 @@ struct Verifier<'a> {
     files_checked: u64,
     bytes_checked: u64,
     wal_checked: u64,
+    wal_records: u64,
 }
 
 impl<'a> Verifier<'a> {
@@ -685,6 +622,7 @@ impl<'a> Verifier<'a> {
             files_checked: 0,
             bytes_checked: 0,
             wal_checked: 0,
+            wal_records: 0,
         }
     }
 
@@ -928,6 +866,8 @@ impl<'a> Verifier<'a> {
                         file: file.to_owned(),
                         error: e.to_string(),
                     });
+                } else if let Some(p) = wal_check::crc_problem(self.info.as_ref(), file, &b) {
+                    self.problem(p);
                 }
             }
             Err(e) => self.problem(Problem::HistoryInvalid {
@@ -977,11 +917,9 @@ impl<'a> Verifier<'a> {
                 items.push((f.entry.size, Item::File(i)));
             }
         }
-        items.extend(
-            wal.iter()
-                .enumerate()
-                .map(|(i, w)| (w.disk_size, Item::Wal(i))),
-        );
+        if !wal.is_empty() {
+            items.push((wal.iter().map(|w| w.disk_size).sum(), Item::WalStream));
+        }
         // Largest first; ranges of one file stay in order (stable sort).
         items.sort_by_key(|i| std::cmp::Reverse(i.0));
         let total: u64 = items.iter().map(|i| i.0).sum();
@@ -993,6 +931,8 @@ impl<'a> Verifier<'a> {
             .or(self.manifest.as_ref().and_then(|m| m.system_id));
         let major = self.info.as_ref().map(|i| i.server_version.major());
         let stop = self.ranges.first().map(|r| r.end_lsn);
+        let start = self.ranges.last().map(|r| r.start_lsn);
+        let wal_crcs = self.info.as_ref().map(|i| &i.wal.crc32c);
         let ctx = Ctx {
             dir: self.dir,
             opts: self.opts,
@@ -1001,6 +941,8 @@ impl<'a> Verifier<'a> {
             sysid,
             major,
             stop,
+            start,
+            wal_crcs,
             files,
             wal,
             splits: &splits,
@@ -1029,6 +971,7 @@ impl<'a> Verifier<'a> {
             self.files_checked += o.files;
             self.bytes_checked += o.bytes;
             self.wal_checked += o.wal;
+            self.wal_records += o.wal_records;
             found.extend(o.problems);
         }
         found.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
@@ -1200,6 +1143,7 @@ impl<'a> Verifier<'a> {
             files_checked: self.files_checked,
             bytes_checked: self.bytes_checked,
             wal_segments_checked: self.wal_checked,
+            wal_records_checked: self.wal_records,
             elapsed_secs: started.elapsed().as_secs_f64(),
             info: self.info,
         }
@@ -1260,6 +1204,10 @@ struct Ctx<'a> {
     sysid: Option<SystemId>,
     major: Option<u32>,
     stop: Option<Lsn>,
+    /// The backup's start LSN (where its first WAL record is).
+    start: Option<Lsn>,
+    /// CRC-32C of the stored WAL files per `pgsafe.json`.
+    wal_crcs: Option<&'a BTreeMap<String, String>>,
     files: &'a [FileCheck],
     wal: &'a [WalCheck],
     splits: &'a [Split],
@@ -1276,6 +1224,7 @@ struct WorkerOut {
     problems: Vec<(u8, String, Problem)>,
     files: u64,
     wal: u64,
+    wal_records: u64,
     bytes: u64,
 }
 
@@ -1306,12 +1255,10 @@ impl Ctx<'_> {
                         p.map(|p| (0, f.entry.path_lossy().into_owned(), p))
                     })
                 }
-                Item::Wal(w) => {
-                    let w = &self.wal[*w];
-                    out.wal += 1;
-                    self.check_wal(w, &mut buf, &mut out.bytes)
-                        .map(|p| p.map(|p| (1, w.seg.to_string(), p)))
-                }
+                Item::WalStream => self.check_wal_stream(&mut buf, &mut out).map(|found| {
+                    out.problems.extend(found);
+                    None
+                }),
                 Item::Range { split, index } => {
                     let sp = &self.splits[*split];
                     let f = &self.files[sp.file];
@@ -1496,123 +1443,12 @@ impl Ctx<'_> {
         }
         Ok(None)
     }
-
-    fn check_wal(
-        &self,
-        w: &WalCheck,
-        buf: &mut [u8],
-        bytes: &mut u64,
-    ) -> Result<Option<Problem>, VerifyError> {
-        let segment = w.seg.to_string();
-        let Some(seg_size) = self.seg_size else {
-            return Ok(None);
-        };
-        if w.disk_size != seg_size.bytes() {
-            return Ok(Some(Problem::WalSize {
-                segment,
-                expected: seg_size.bytes(),
-                found: w.disk_size,
-            }));
-        }
-        if self.opts.quick {
-            return Ok(None);
-        }
-        let path = self.dir.join(WAL_DIR).join(&segment);
-        let invalid = |error: String| {
-            Ok(Some(Problem::WalInvalid {
-                segment: segment.clone(),
-                error,
-            }))
-        };
-        let mut file = File::open(&path).ctx("open", &path)?;
-        let Ok(start) = w.seg.start_lsn(seg_size) else {
-            return invalid("the name is not valid for this segment size".into());
-        };
-        let mut offset = 0u64;
-        let mut magic = 0u16;
-        let mut blcksz = 0usize;
-        let mut tli = TimelineId(0);
-        let limit = self.stop.map_or(u64::MAX, |s| s.0);
-        // The previous page (to look for an XLOG_SWITCH record before zero pages), and whether
-        // the segment was switched: everything after the switch record must be zeros.
-        let mut prev_page: Vec<u8> = Vec::new();
-        let mut switched = false;
-        while offset < seg_size.bytes() {
-            let want = buf.len().min((seg_size.bytes() - offset) as usize);
-            let chunk = &mut buf[..want];
-            if let Err(e) = file.read_exact(chunk) {
-                if e.kind() == io::ErrorKind::UnexpectedEof {
-                    return invalid("the file is shorter than the segment size".into());
-                }
-                return Err(FsError::new("read", path, e).into());
-            }
-            if offset == 0 {
-                match wal::check_segment_header(chunk, w.seg, seg_size, self.sysid, self.major) {
-                    Ok(h) => {
-                        magic = h.magic;
-                        tli = h.tli;
-                        blcksz = h.long.map_or(0, |l| l.xlog_blcksz as usize);
-                    }
-                    Err(e) => return invalid(e.to_string()),
-                }
-            }
-            if blcksz == 0 || want % blcksz != 0 {
-                return invalid(format!(
-                    "WAL block size {blcksz} does not divide the segment"
-                ));
-            }
-            for (k, page) in chunk.chunks(blcksz).enumerate() {
-                let page_offset = offset + (k * blcksz) as u64;
-                let page_lsn = Lsn(start.0 + page_offset);
-                let zero = page[..wal::SHORT_HEADER_SIZE].iter().all(|&b| b == 0);
-                if switched {
-                    if !zero {
-                        return invalid(format!(
-                            "the page at {page_lsn} follows the segment's XLOG_SWITCH record \
-                             but is not empty"
-                        ));
-                    }
-                    continue;
-                }
-                if page_lsn.0 >= limit {
-                    break;
-                }
-                if page_offset > 0 {
-                    if zero {
-                        // Legitimate only after a WAL switch: the server leaves the rest of
-                        // the segment zero-filled.
-                        let first = page_offset == blcksz as u64;
-                        if let Err(e) = ends_with_switch(&prev_page, first) {
-                            return invalid(format!(
-                                "the page at {page_lsn} is zero-filled, and the previous page \
-                                 does not end with a WAL switch ({e}): the segment was not \
-                                 completely written"
-                            ));
-                        }
-                        switched = true;
-                        continue;
-                    }
-                    match check_page_header(page, page_lsn, w.seg, magic, tli) {
-                        Ok(t) => tli = t,
-                        Err(e) => return invalid(e),
-                    }
-                }
-                prev_page.clear();
-                prev_page.extend_from_slice(page);
-            }
-            offset += want as u64;
-            self.after_read(want, bytes)?;
-            if !switched && start.0 + offset >= limit {
-                break;
-            }
-        }
-        Ok(None)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::TimelineId;
 
     fn seg(s: &str) -> WalSegment {
         s.parse().unwrap()
@@ -1674,92 +1510,6 @@ mod tests {
             ]
         );
         assert!(segments_for_ranges(&[], size).is_empty());
-    }
-
-    fn page(magic: u16, info: u16, tli: u32, addr: u64) -> Vec<u8> {
-        let mut p = vec![0u8; 8192];
-        p[0..2].copy_from_slice(&magic.to_le_bytes());
-        p[2..4].copy_from_slice(&info.to_le_bytes());
-        p[4..8].copy_from_slice(&tli.to_le_bytes());
-        p[8..16].copy_from_slice(&addr.to_le_bytes());
-        p
-    }
-
-    #[test]
-    fn page_headers_are_checked() {
-        let file = seg("000000020000000000000003");
-        let at = Lsn(0x3002000);
-        let ok = page(0xD10D, 0, 2, at.0);
-        assert_eq!(
-            check_page_header(&ok, at, file, 0xD10D, TimelineId(1)),
-            Ok(TimelineId(2))
-        );
-        let cases = [
-            (page(0xD10D, 0, 2, at.0 + 8192), "says it is at"),
-            (page(0xD10C, 0, 2, at.0), "magic"),
-            (page(0xD10D, 2, 2, at.0), "xlp_info"),
-            (page(0xD10D, 0, 3, at.0), "timeline 3"),
-            (vec![0u8; 8192], "zero-filled"),
-        ];
-        for (p, needle) in cases {
-            let e = check_page_header(&p, at, file, 0xD10D, TimelineId(1)).unwrap_err();
-            assert!(e.contains(needle), "{e}");
-        }
-        // The timeline may not go back.
-        let back = page(0xD10D, 0, 1, at.0);
-        assert!(check_page_header(&back, at, file, 0xD10D, TimelineId(2)).is_err());
-    }
-
-    /// Writes a WAL record (header with a correct CRC, zero data) at `pos`; returns the next
-    /// record's position.
-    fn put_record(page: &mut [u8], pos: usize, tot: usize, info: u8, rmid: u8) -> usize {
-        page[pos..pos + 4].copy_from_slice(&(tot as u32).to_le_bytes());
-        page[pos + 16] = info;
-        page[pos + 17] = rmid;
-        let crc = crc32c::crc32c_append(
-            crc32c::crc32c(&page[pos + RECORD_HEADER_SIZE..pos + tot]),
-            &page[pos..pos + 20],
-        );
-        page[pos + 20..pos + 24].copy_from_slice(&crc.to_le_bytes());
-        maxalign(pos + tot)
-    }
-
-    #[test]
-    fn switch_records_are_recognised() {
-        let mut page = vec![0u8; 8192];
-        page[0..2].copy_from_slice(&0xD113u16.to_le_bytes());
-        page[2..4].copy_from_slice(&wal::XLP_LONG_HEADER.to_le_bytes());
-        let next = put_record(&mut page, 40, 34, 0x50, 0);
-        assert_eq!(next, 80);
-        let after = put_record(&mut page, next, 24, XLOG_SWITCH, RM_XLOG_ID);
-        assert_eq!(ends_with_switch(&page, true), Ok(()));
-        // As a short-header page, the records are read from offset 24: garbage.
-        assert!(ends_with_switch(&page, false).is_err());
-        let mut bad_crc = page.clone();
-        bad_crc[next + 20] ^= 1;
-        assert!(
-            ends_with_switch(&bad_crc, true)
-                .unwrap_err()
-                .contains("CRC")
-        );
-        let mut not_switch = page.clone();
-        put_record(&mut not_switch, next, 24, 0x10, RM_XLOG_ID);
-        assert!(
-            ends_with_switch(&not_switch, true)
-                .unwrap_err()
-                .contains("info 0x10")
-        );
-        // A record running past the page: the next page cannot be empty.
-        let mut long = page.clone();
-        long[after..after + 4].copy_from_slice(&9000u32.to_le_bytes());
-        assert!(
-            ends_with_switch(&long, true)
-                .unwrap_err()
-                .contains("past the page")
-        );
-        let mut empty = vec![0u8; 8192];
-        empty[0..2].copy_from_slice(&0xD113u16.to_le_bytes());
-        assert!(ends_with_switch(&empty, false).is_err());
     }
 
     #[test]

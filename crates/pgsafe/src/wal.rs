@@ -15,6 +15,8 @@
 
 use serde::Serialize;
 
+pub mod record;
+
 use crate::label::{LsnStyle, StyleDetector, serialize_lossy, show};
 use crate::types::{Lsn, SystemId, TimelineId, TypeError, WalSegSize, WalSegment};
 

@@ -1,0 +1,565 @@
+//! WAL record verification: reads a stretch of WAL page by page, as the server's reader does
+//! (`XLogDecodeNextRecord`, `ValidXLogRecordHeader`, `ValidXLogRecord` and
+//! `XLogReaderValidatePageHeader` in `src/backend/access/transam/xlogreader.c`), and checks
+//! every record that starts in `[start, stop)`. Pure: the caller feeds pages.
+//!
+//! Facts used (`xlogrecord.h`, `xlog_internal.h`):
+//! * a record starts with `XLogRecord` (24 bytes: `xl_tot_len` u32 @0, `xl_xid` u32 @4,
+//!   `xl_prev` u64 @8, `xl_info` u8 @16, `xl_rmid` u8 @17, `xl_crc` u32 @20) and is
+//!   `xl_tot_len` bytes long; the next record starts at the MAXALIGN (8) of its end;
+//! * a record continues on the following pages (after their headers), and so may its header:
+//!   a record starts wherever at least 8 bytes are left on a page. Each page it continues on
+//!   has `XLP_FIRST_IS_CONTRECORD` and `xlp_rem_len` = the bytes of the record still to come;
+//! * the CRC-32C covers the bytes after the header, then the header up to `xl_crc`;
+//! * `xl_prev` is the start of the previous record;
+//! * after an `XLOG_SWITCH` record (`RM_XLOG_ID`, info `0x40`) the rest of the segment is
+//!   unused: the next record starts at the next segment (the server zero-fills those pages
+//!   from 11 on, and leaves bare page headers before);
+//! * `XLP_FIRST_IS_OVERWRITE_CONTRECORD` on a page means the record that was continuing there
+//!   was abandoned (crash), and a new record starts after the header.
+
+use serde::Serialize;
+
+use super::{
+    LONG_HEADER_SIZE, SHORT_HEADER_SIZE, WalPageHeader, XLP_ALL_FLAGS, XLP_FIRST_IS_CONTRECORD,
+    XLP_FIRST_IS_OVERWRITE_CONTRECORD, XLP_LONG_HEADER,
+};
+use crate::types::{Lsn, TimelineId, WalSegSize};
+
+/// Size of `XLogRecord`, the record header.
+pub const RECORD_HEADER_SIZE: usize = 24;
+/// `MAXALIGN` on every platform PostgreSQL writes WAL on.
+const MAXALIGN: u64 = 8;
+/// `RM_XLOG_ID` and `XLOG_SWITCH` (`pg_control.h`); `XLR_INFO_MASK` is the low nibble.
+pub const RM_XLOG_ID: u8 = 0;
+pub const XLOG_SWITCH: u8 = 0x40;
+/// Largest record the server writes (`XLogRecordMaxSize`, 1020 MB in 16+; allocation-bounded
+/// to 1 GB before): a larger `xl_tot_len` is damage.
+const MAX_RECORD_SIZE: u32 = 1 << 30;
+
+fn maxalign(n: u64) -> u64 {
+    n.div_ceil(MAXALIGN) * MAXALIGN
+}
+
+/// What is wrong, and where: `lsn` is the record's start for record errors, the page's for
+/// page errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("{what}")]
+pub struct RecordError {
+    pub lsn: Lsn,
+    pub what: RecordErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RecordErrorKind {
+    #[error(
+        "the WAL page at {page} is zero-filled where WAL up to the backup's stop LSN {stop} must be (the segment was not completely written)"
+    )]
+    ZeroPage { page: Lsn, stop: Lsn },
+    #[error("the WAL page at {page} has magic 0x{found:04X}, the WAL before it 0x{expected:04X}")]
+    PageMagic {
+        page: Lsn,
+        found: u16,
+        expected: u16,
+    },
+    #[error("the WAL page at {page} has invalid xlp_info bits 0x{info:04X}")]
+    PageInfo { page: Lsn, info: u16 },
+    #[error("the WAL page at {page} says it is at {found} (recycled or damaged page)")]
+    PageAddress { page: Lsn, found: Lsn },
+    #[error(
+        "the WAL page at {page} has timeline {found}, not valid after timeline {prev} in a file of timeline {file}"
+    )]
+    PageTimeline {
+        page: Lsn,
+        found: TimelineId,
+        prev: TimelineId,
+        file: TimelineId,
+    },
+    #[error(
+        "the record at {record} continues on the page at {page}, but that page has no contrecord flag (xlp_info 0x{info:04X})"
+    )]
+    NoContrecord { record: Lsn, page: Lsn, info: u16 },
+    #[error(
+        "the page at {page} says {rem_len} bytes of a continued record follow, but the record at {record} has {expected} bytes left"
+    )]
+    ContrecordLength {
+        record: Lsn,
+        page: Lsn,
+        rem_len: u32,
+        expected: u64,
+    },
+    #[error("a record should start at {at}, but the page says it continues an earlier record")]
+    UnexpectedContrecord { at: Lsn },
+    #[error(
+        "the backup's start LSN {start} is inside a record continued from an earlier page, not at the start of a record"
+    )]
+    StartInsideRecord { start: Lsn },
+    #[error(
+        "no record at {at} (length 0): the WAL ends before the backup's stop LSN {stop} (zeroed or overwritten bytes)"
+    )]
+    NoRecord { at: Lsn, stop: Lsn },
+    #[error("invalid record length at {at}: expected at least 24, got {len}")]
+    RecordTooShort { at: Lsn, len: u32 },
+    #[error("invalid record length at {at}: {len} bytes is more than a record can have")]
+    RecordTooLong { at: Lsn, len: u32 },
+    #[error(
+        "record with incorrect prev-link {found} at {at} (expected {expected}): the chain of records is broken"
+    )]
+    PrevLink {
+        at: Lsn,
+        found: Lsn,
+        expected: String,
+    },
+    #[error(
+        "incorrect resource manager data checksum in record at {at} ({len} bytes, up to {end}): stored CRC-32C {stored:08x}, computed {computed:08x}"
+    )]
+    Crc {
+        at: Lsn,
+        end: Lsn,
+        len: u32,
+        stored: u32,
+        computed: u32,
+    },
+    #[error(
+        "the record at {at} ({len} bytes) is not complete: the WAL stored ends at {end} (damaged length, or missing WAL)"
+    )]
+    Incomplete { at: Lsn, len: u32, end: Lsn },
+    #[error("WAL stops at {end}, before the backup's stop LSN {stop}")]
+    EndsBeforeStop { end: Lsn, stop: Lsn },
+    #[error("WAL page at {page} fed out of order (expected {expected}): internal error")]
+    OutOfOrder { page: Lsn, expected: Lsn },
+}
+
+/// Records checked so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RecordStats {
+    pub records: u64,
+    pub switches: u64,
+    /// Bytes of record data (headers and payloads) checked.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    /// The next record starts at `at` (maybe on a later page).
+    Next { at: Lsn },
+    /// Inside the record starting at `start`, `got` of `tot` bytes read.
+    In {
+        start: Lsn,
+        tot: u32,
+        got: u32,
+        header: [u8; RECORD_HEADER_SIZE],
+        crc: u32,
+    },
+    /// Every record starting before the stop LSN was read.
+    Done,
+    /// An error was reported; later pages are ignored.
+    Failed,
+}
+
+/// Checks the records of `[start, stop)` as pages are fed in LSN order.
+#[derive(Debug, Clone)]
+pub struct RecordChecker {
+    start: Lsn,
+    stop: Lsn,
+    seg_size: u64,
+    blcksz: u64,
+    magic: Option<u16>,
+    /// Timeline of the last page read.
+    tli: TimelineId,
+    /// Start of the last record read (`None` before the first: only `xl_prev < start` can be
+    /// checked, as the server's reader does for a random-access read).
+    prev: Option<Lsn>,
+    /// The next page expected (pages must come in order without gaps).
+    next_page: Option<Lsn>,
+    /// The start record has not been reached yet.
+    before_start: bool,
+    state: State,
+    stats: RecordStats,
+}
+
+impl RecordChecker {
+    /// A checker for the records from `start` (where a record begins: the backup's redo point)
+    /// up to `stop` (the end of the backup's last record), with pages of `blcksz` bytes
+    /// (`xlp_xlog_blcksz` of the long header) in segments of `seg_size`.
+    pub fn new(start: Lsn, stop: Lsn, seg_size: WalSegSize, blcksz: u32) -> Self {
+        let state = if start >= stop {
+            State::Done
+        } else {
+            State::Next { at: start }
+        };
+        RecordChecker {
+            start,
+            stop,
+            seg_size: seg_size.bytes(),
+            blcksz: u64::from(blcksz.max(1)),
+            magic: None,
+            tli: TimelineId(0),
+            prev: None,
+            next_page: None,
+            before_start: true,
+            state,
+            stats: RecordStats::default(),
+        }
+    }
+
+    /// True once every record starting before the stop LSN was checked (or an error was
+    /// reported): later pages need not be fed.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done | State::Failed)
+    }
+
+    /// The page size this checker reads.
+    pub fn blcksz(&self) -> u64 {
+        self.blcksz
+    }
+
+    pub fn stats(&self) -> RecordStats {
+        self.stats
+    }
+
+    /// Feeds the page at `page_lsn` (pages in LSN order, each `blcksz` bytes) from a file of
+    /// timeline `file_tli`. Pages before the start's page, after a switch record up to the next
+    /// segment, and after the end are ignored. The first error stops the check.
+    pub fn feed_page(
+        &mut self,
+        page_lsn: Lsn,
+        page: &[u8],
+        file_tli: TimelineId,
+    ) -> Result<(), RecordError> {
+        if self.is_done() {
+            return Ok(());
+        }
+        let r = self.feed_inner(page_lsn, page, file_tli);
+        if r.is_err() {
+            self.state = State::Failed;
+        }
+        r
+    }
+
+    /// Call after the last page: an error if a record, or WAL up to the stop, is missing.
+    pub fn finish(&mut self, end: Lsn) -> Result<RecordStats, RecordError> {
+        let r = match self.state {
+            State::Done | State::Failed => Ok(self.stats),
+            State::Next { at } => Err(RecordError {
+                lsn: at,
+                what: RecordErrorKind::EndsBeforeStop {
+                    end,
+                    stop: self.stop,
+                },
+            }),
+            State::In { start, tot, .. } => Err(RecordError {
+                lsn: start,
+                what: RecordErrorKind::Incomplete {
+                    at: start,
+                    len: tot,
+                    end,
+                },
+            }),
+        };
+        if r.is_err() {
+            self.state = State::Failed;
+        }
+        r
+    }
+
+    fn feed_inner(
+        &mut self,
+        page_lsn: Lsn,
+        page: &[u8],
+        file_tli: TimelineId,
+    ) -> Result<(), RecordError> {
+        let blcksz = self.blcksz;
+        let page_err = |what| {
+            Err(RecordError {
+                lsn: page_lsn,
+                what,
+            })
+        };
+        if let Some(expected) = self.next_page {
+            if page_lsn != expected {
+                return page_err(RecordErrorKind::OutOfOrder {
+                    page: page_lsn,
+                    expected,
+                });
+            }
+        }
+        if page.len() as u64 != blcksz || page_lsn.0 % blcksz != 0 {
+            return page_err(RecordErrorKind::OutOfOrder {
+                page: page_lsn,
+                expected: Lsn(page_lsn.0 - page_lsn.0 % blcksz),
+            });
+        }
+        let page_end = page_lsn.0.saturating_add(blcksz);
+        self.next_page = Some(Lsn(page_end));
+        // Pages no record of the range touches: before the start, or after a switch.
+        if let State::Next { at } = self.state {
+            if at.0 >= page_end {
+                return Ok(());
+            }
+        }
+        let (hsize, info, rem_len) = self.check_page_header(page_lsn, page, file_tli)?;
+        let data_start = page_lsn.0 + hsize as u64;
+        match self.state {
+            State::In {
+                start, tot, got, ..
+            } => {
+                if info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0 {
+                    // The record was abandoned at a crash; the server wrote a new one here,
+                    // linked to the record before the abandoned one.
+                    self.state = State::Next {
+                        at: Lsn(data_start),
+                    };
+                } else if info & XLP_FIRST_IS_CONTRECORD == 0 {
+                    return Err(RecordError {
+                        lsn: start,
+                        what: RecordErrorKind::NoContrecord {
+                            record: start,
+                            page: page_lsn,
+                            info,
+                        },
+                    });
+                } else if rem_len == 0 || u64::from(rem_len) != u64::from(tot - got) {
+                    return Err(RecordError {
+                        lsn: start,
+                        what: RecordErrorKind::ContrecordLength {
+                            record: start,
+                            page: page_lsn,
+                            rem_len,
+                            expected: u64::from(tot - got),
+                        },
+                    });
+                }
+            }
+            State::Next { at } => {
+                let at = if at.0 < data_start {
+                    Lsn(data_start)
+                } else {
+                    at
+                };
+                if info & XLP_FIRST_IS_CONTRECORD != 0 {
+                    let cont_end = data_start.saturating_add(maxalign(u64::from(rem_len)));
+                    if self.before_start && at.0 < cont_end {
+                        return Err(RecordError {
+                            lsn: self.start,
+                            what: RecordErrorKind::StartInsideRecord { start: self.start },
+                        });
+                    }
+                    if !self.before_start && at.0 == data_start {
+                        return Err(RecordError {
+                            lsn: at,
+                            what: RecordErrorKind::UnexpectedContrecord { at },
+                        });
+                    }
+                }
+                self.state = State::Next { at };
+            }
+            State::Done | State::Failed => return Ok(()),
+        }
+        let mut off = match self.state {
+            State::Next { at } => (at.0 - page_lsn.0) as usize,
+            _ => hsize,
+        };
+        let blcksz = blcksz as usize;
+        loop {
+            match &mut self.state {
+                State::Done | State::Failed => return Ok(()),
+                State::Next { at } => {
+                    let at = *at;
+                    if at >= self.stop {
+                        self.state = State::Done;
+                        return Ok(());
+                    }
+                    off = (at.0 - page_lsn.0) as usize;
+                    if off >= blcksz {
+                        return Ok(());
+                    }
+                    let Some(len_bytes) = page.get(off..off + 4) else {
+                        return Err(RecordError {
+                            lsn: at,
+                            what: RecordErrorKind::Incomplete {
+                                at,
+                                len: 0,
+                                end: Lsn(page_end),
+                            },
+                        });
+                    };
+                    let tot = u32::from_le_bytes([
+                        len_bytes[0],
+                        len_bytes[1],
+                        len_bytes[2],
+                        len_bytes[3],
+                    ]);
+                    let err = |what| Err(RecordError { lsn: at, what });
+                    if tot == 0 {
+                        return err(RecordErrorKind::NoRecord {
+                            at,
+                            stop: self.stop,
+                        });
+                    }
+                    if (tot as usize) < RECORD_HEADER_SIZE {
+                        return err(RecordErrorKind::RecordTooShort { at, len: tot });
+                    }
+                    if tot > MAX_RECORD_SIZE {
+                        return err(RecordErrorKind::RecordTooLong { at, len: tot });
+                    }
+                    self.before_start = false;
+                    self.state = State::In {
+                        start: at,
+                        tot,
+                        got: 0,
+                        header: [0; RECORD_HEADER_SIZE],
+                        crc: 0,
+                    };
+                }
+                State::In {
+                    start,
+                    tot,
+                    got,
+                    header,
+                    crc,
+                } => {
+                    let take = ((*tot - *got) as usize).min(blcksz - off);
+                    let bytes = &page[off..off + take];
+                    let h = (RECORD_HEADER_SIZE.saturating_sub(*got as usize)).min(take);
+                    let had_header = *got as usize >= RECORD_HEADER_SIZE;
+                    if h > 0 {
+                        let g = *got as usize;
+                        header[g..g + h].copy_from_slice(&bytes[..h]);
+                    }
+                    *crc = crc32c::crc32c_append(*crc, &bytes[h..]);
+                    *got += take as u32;
+                    off += take;
+                    let start = *start;
+                    if !had_header && *got as usize >= RECORD_HEADER_SIZE {
+                        let xl_prev = Lsn(u64::from_le_bytes([
+                            header[8], header[9], header[10], header[11], header[12], header[13],
+                            header[14], header[15],
+                        ]));
+                        let ok = match self.prev {
+                            Some(p) => xl_prev == p,
+                            None => xl_prev < start,
+                        };
+                        if !ok {
+                            let expected = match self.prev {
+                                Some(p) => p.to_string(),
+                                None => format!("an LSN before {start}"),
+                            };
+                            return Err(RecordError {
+                                lsn: start,
+                                what: RecordErrorKind::PrevLink {
+                                    at: start,
+                                    found: xl_prev,
+                                    expected,
+                                },
+                            });
+                        }
+                    }
+                    if *got < *tot {
+                        // Continues on the next page.
+                        return Ok(());
+                    }
+                    let (tot, header) = (*tot, *header);
+                    let computed = crc32c::crc32c_append(*crc, &header[..20]);
+                    let stored =
+                        u32::from_le_bytes([header[20], header[21], header[22], header[23]]);
+                    let end = page_lsn.0 + off as u64;
+                    if computed != stored {
+                        return Err(RecordError {
+                            lsn: start,
+                            what: RecordErrorKind::Crc {
+                                at: start,
+                                end: Lsn(end),
+                                len: tot,
+                                stored,
+                                computed,
+                            },
+                        });
+                    }
+                    self.stats.records += 1;
+                    self.stats.bytes += u64::from(tot);
+                    self.prev = Some(start);
+                    let (info, rmid) = (header[16], header[17]);
+                    let next = if rmid == RM_XLOG_ID && info & 0xF0 == XLOG_SWITCH {
+                        self.stats.switches += 1;
+                        // The rest of the segment is unused (`XLogDecodeNextRecord`).
+                        end.div_ceil(self.seg_size).saturating_mul(self.seg_size)
+                    } else {
+                        maxalign(end)
+                    };
+                    self.state = State::Next { at: Lsn(next) };
+                }
+            }
+        }
+    }
+
+    /// Checks a page header as `XLogReaderValidatePageHeader` does (the long header's system
+    /// identifier and sizes are checked per segment by [`super::check_segment_header`]);
+    /// returns the header size, `xlp_info` and `xlp_rem_len`.
+    fn check_page_header(
+        &mut self,
+        page_lsn: Lsn,
+        page: &[u8],
+        file_tli: TimelineId,
+    ) -> Result<(usize, u16, u32), RecordError> {
+        let err = |what| {
+            Err(RecordError {
+                lsn: page_lsn,
+                what,
+            })
+        };
+        let first_of_segment = page_lsn.0 % self.seg_size == 0;
+        let hsize = if first_of_segment {
+            LONG_HEADER_SIZE
+        } else {
+            SHORT_HEADER_SIZE
+        };
+        if page.len() < hsize || page[..SHORT_HEADER_SIZE].iter().all(|&b| b == 0) {
+            return err(RecordErrorKind::ZeroPage {
+                page: page_lsn,
+                stop: self.stop,
+            });
+        }
+        let Ok(h) = WalPageHeader::decode(page) else {
+            return err(RecordErrorKind::ZeroPage {
+                page: page_lsn,
+                stop: self.stop,
+            });
+        };
+        let expected = *self.magic.get_or_insert(h.magic);
+        if h.magic != expected {
+            return err(RecordErrorKind::PageMagic {
+                page: page_lsn,
+                found: h.magic,
+                expected,
+            });
+        }
+        let long = h.info & XLP_LONG_HEADER != 0;
+        if h.info & !XLP_ALL_FLAGS != 0 || long != first_of_segment {
+            return err(RecordErrorKind::PageInfo {
+                page: page_lsn,
+                info: h.info,
+            });
+        }
+        if h.pageaddr != page_lsn {
+            return err(RecordErrorKind::PageAddress {
+                page: page_lsn,
+                found: h.pageaddr,
+            });
+        }
+        if h.tli.0 == 0 || h.tli > file_tli || h.tli < self.tli {
+            return err(RecordErrorKind::PageTimeline {
+                page: page_lsn,
+                found: h.tli,
+                prev: self.tli,
+                file: file_tli,
+            });
+        }
+        self.tli = h.tli;
+        Ok((hsize, h.info, h.rem_len))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,432 @@
+use proptest::prelude::*;
+
+use super::*;
+
+const SEG: u64 = 1 << 20;
+const BLCKSZ: usize = 8192;
+const MAGIC: u16 = 0xD110;
+
+/// Lays out WAL as the server does: page headers (long at segment starts), records that
+/// continue across pages with `XLP_FIRST_IS_CONTRECORD`/`xlp_rem_len`, MAXALIGNed starts,
+/// switch records that end their segment. Tracks which bytes belong to records.
+struct Writer {
+    base: u64,
+    data: Vec<u8>,
+    pos: u64,
+    prev: u64,
+    tli: u32,
+    /// Byte offsets (from `base`) of record bytes.
+    record_bytes: Vec<usize>,
+    records: Vec<u64>,
+}
+
+impl Writer {
+    fn new(base: u64) -> Self {
+        Writer {
+            base,
+            data: Vec::new(),
+            pos: base,
+            prev: base.saturating_sub(0x28),
+            tli: 1,
+            record_bytes: Vec::new(),
+            records: Vec::new(),
+        }
+    }
+
+    fn ensure(&mut self, lsn: u64) {
+        let need = (lsn - self.base) as usize;
+        if self.data.len() < need {
+            let pages = need.div_ceil(BLCKSZ) * BLCKSZ;
+            self.data.resize(pages, 0);
+        }
+    }
+
+    fn page_header(&mut self, page: u64, rem_len: u32) -> u64 {
+        self.ensure(page + BLCKSZ as u64);
+        let long = page % SEG == 0;
+        let mut info = if rem_len > 0 {
+            XLP_FIRST_IS_CONTRECORD
+        } else {
+            0
+        };
+        if long {
+            info |= XLP_LONG_HEADER;
+        }
+        let o = (page - self.base) as usize;
+        let d = &mut self.data[o..o + 40];
+        d[0..2].copy_from_slice(&MAGIC.to_le_bytes());
+        d[2..4].copy_from_slice(&info.to_le_bytes());
+        d[4..8].copy_from_slice(&self.tli.to_le_bytes());
+        d[8..16].copy_from_slice(&page.to_le_bytes());
+        d[16..20].copy_from_slice(&rem_len.to_le_bytes());
+        if long {
+            d[24..32].copy_from_slice(&42u64.to_le_bytes());
+            d[32..36].copy_from_slice(&(SEG as u32).to_le_bytes());
+            d[36..40].copy_from_slice(&(BLCKSZ as u32).to_le_bytes());
+            page + LONG_HEADER_SIZE as u64
+        } else {
+            page + SHORT_HEADER_SIZE as u64
+        }
+    }
+
+    /// Starts a page at `pos` if it is on a page boundary.
+    fn at_boundary(&mut self) {
+        if self.pos % BLCKSZ as u64 == 0 {
+            self.pos = self.page_header(self.pos, 0);
+        }
+    }
+
+    /// Writes a record with `payload` bytes of data; returns its LSN.
+    fn record(&mut self, payload: usize, rmid: u8, info: u8) -> u64 {
+        self.at_boundary();
+        let start = self.pos;
+        let tot = RECORD_HEADER_SIZE + payload;
+        let mut rec = vec![0u8; tot];
+        rec[0..4].copy_from_slice(&(tot as u32).to_le_bytes());
+        rec[8..16].copy_from_slice(&self.prev.to_le_bytes());
+        rec[16] = info;
+        rec[17] = rmid;
+        for (i, b) in rec[RECORD_HEADER_SIZE..].iter_mut().enumerate() {
+            *b = (i % 251) as u8 ^ 0x5A;
+        }
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&rec[RECORD_HEADER_SIZE..]), &rec[..20]);
+        rec[20..24].copy_from_slice(&crc.to_le_bytes());
+        let mut done = 0;
+        while done < tot {
+            let page_end = (self.pos / BLCKSZ as u64 + 1) * BLCKSZ as u64;
+            self.ensure(page_end);
+            let n = ((page_end - self.pos) as usize).min(tot - done);
+            let o = (self.pos - self.base) as usize;
+            self.data[o..o + n].copy_from_slice(&rec[done..done + n]);
+            self.record_bytes.extend(o..o + n);
+            done += n;
+            self.pos += n as u64;
+            if done < tot {
+                self.pos = self.page_header(page_end, (tot - done) as u32);
+            }
+        }
+        self.prev = start;
+        self.records.push(start);
+        self.pos = maxalign(self.pos);
+        if rmid == RM_XLOG_ID && info & 0xF0 == XLOG_SWITCH {
+            self.pos = self.pos.div_ceil(SEG) * SEG;
+            self.ensure(self.pos);
+        }
+        start
+    }
+
+    /// Pads up to `target` with records so that the next record starts exactly there.
+    fn fill_to(&mut self, target: u64) {
+        loop {
+            self.at_boundary();
+            let left = target - self.pos;
+            if left == 0 {
+                return;
+            }
+            // Space a record of n bytes takes, counting the headers of pages it crosses.
+            let fits = |n: u64, pos: u64| {
+                let mut p = pos;
+                let mut rem = n;
+                loop {
+                    let page_end = (p / BLCKSZ as u64 + 1) * BLCKSZ as u64;
+                    let here = (page_end - p).min(rem);
+                    rem -= here;
+                    p += here;
+                    if rem == 0 {
+                        return maxalign(p);
+                    }
+                    p = page_end
+                        + if page_end % SEG == 0 {
+                            LONG_HEADER_SIZE
+                        } else {
+                            SHORT_HEADER_SIZE
+                        } as u64;
+                }
+            };
+            if left >= 4096 {
+                self.record(2000, 10, 0);
+                continue;
+            }
+            let n = (24..=left)
+                .rev()
+                .find(|&n| fits(n, self.pos) == target)
+                .expect("a record size that lands on the target");
+            self.record(n as usize - RECORD_HEADER_SIZE, 10, 0);
+        }
+    }
+
+    fn pages(&self) -> impl Iterator<Item = (Lsn, &[u8])> {
+        self.data
+            .chunks(BLCKSZ)
+            .enumerate()
+            .map(|(i, p)| (Lsn(self.base + (i * BLCKSZ) as u64), p))
+    }
+}
+
+fn check(w: &Writer, start: u64, stop: u64) -> Result<RecordStats, RecordError> {
+    let mut c = RecordChecker::new(
+        Lsn(start),
+        Lsn(stop),
+        WalSegSize::new(SEG).unwrap(),
+        BLCKSZ as u32,
+    );
+    for (lsn, page) in w.pages() {
+        c.feed_page(lsn, page, TimelineId(w.tli))?;
+    }
+    c.finish(Lsn(w.base + w.data.len() as u64))
+}
+
+/// A stream from a segment start: records of all sizes, some crossing pages and a segment.
+fn sample() -> (Writer, u64, u64) {
+    let mut w = Writer::new(0x300_0000);
+    w.record(80, 10, 0); // before the start
+    let start = w.record(100, 0, 0);
+    for n in [10usize, 8200, 30, 20_000, 5, 300_000, 64, 1_000_000, 17] {
+        w.record(n, 10, 0);
+    }
+    w.record(80, 0, 0);
+    let stop = w.pos;
+    w.record(50, 10, 0); // after the stop
+    (w, start, stop)
+}
+
+#[test]
+fn a_valid_stream_passes() {
+    let (w, start, stop) = sample();
+    let s = check(&w, start, stop).unwrap();
+    assert_eq!(s.records, 11);
+    assert!(w.data.len() as u64 > SEG, "crosses a segment");
+}
+
+#[test]
+fn a_switch_whose_header_crosses_a_page_passes() {
+    // The false "damaged": the switch record starts 8 or 16 bytes before a page end,
+    // its header continues on the next page, the rest of the segment is zeros.
+    for before_end in [8u64, 16] {
+        let mut w = Writer::new(0x300_0000);
+        let start = w.record(100, 0, 0);
+        w.fill_to(0x300_0000 + 3 * BLCKSZ as u64 - before_end);
+        let sw = w.record(0, RM_XLOG_ID, XLOG_SWITCH);
+        assert_eq!(sw, 0x300_0000 + 3 * BLCKSZ as u64 - before_end);
+        assert_eq!(w.pos, 0x300_0000 + SEG);
+        w.record(40, 10, 0);
+        let stop = w.pos;
+        let s = check(&w, start, stop).unwrap();
+        assert_eq!((s.records, s.switches), (w.records.len() as u64, 1));
+        // PostgreSQL 10 leaves bare page headers after the switch: still fine.
+        let mut w10 = Writer::new(0x300_0000);
+        w10.data = w.data.clone();
+        for p in (4..(SEG as usize / BLCKSZ)).map(|i| 0x300_0000 + (i * BLCKSZ) as u64) {
+            w10.page_header(p, 0);
+        }
+        check(&w10, start, stop).unwrap();
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_a_record_names_the_record() {
+    let (w, start, stop) = sample();
+    let target = w.records[5]; // the 20 000-byte record, across pages
+    let o = (target - w.base) as usize + 9000;
+    let mut bad = Writer::new(w.base);
+    bad.data = w.data.clone();
+    bad.data[o] ^= 0x01;
+    let e = check(&bad, start, stop).unwrap_err();
+    assert_eq!(e.lsn, Lsn(target));
+    assert!(matches!(e.what, RecordErrorKind::Crc { .. }), "{e}");
+    assert!(e.to_string().contains("checksum in record at 0/3"), "{e}");
+}
+
+#[test]
+fn header_damage_is_named() {
+    let (w, start, stop) = sample();
+    let damage = |at: usize, xor: u8| {
+        let mut b = Writer::new(w.base);
+        b.data = w.data.clone();
+        b.data[at] ^= xor;
+        check(&b, start, stop).unwrap_err()
+    };
+    let rec = (w.records[3] - w.base) as usize;
+    // xl_prev
+    let e = damage(rec + 9, 0x10);
+    assert!(matches!(e.what, RecordErrorKind::PrevLink { .. }), "{e}");
+    // xl_tot_len: shorter (CRC over other bytes) or huge (continuation length disagrees).
+    let e = damage(rec, 0x08);
+    assert!(
+        matches!(
+            e.what,
+            RecordErrorKind::Crc { .. } | RecordErrorKind::ContrecordLength { .. }
+        ),
+        "{e}"
+    );
+    let e = damage(rec + 3, 0x40);
+    assert!(
+        matches!(e.what, RecordErrorKind::RecordTooLong { .. }),
+        "{e}"
+    );
+    // The continuation page of the 8 200-byte record: flag, rem_len, address, magic.
+    let cont = ((w.records[2] - w.base) as usize / BLCKSZ + 1) * BLCKSZ;
+    let e = damage(cont + 2, XLP_FIRST_IS_CONTRECORD as u8);
+    assert!(
+        matches!(e.what, RecordErrorKind::NoContrecord { .. }),
+        "{e}"
+    );
+    let e = damage(cont + 16, 0x01);
+    assert!(
+        matches!(e.what, RecordErrorKind::ContrecordLength { .. }),
+        "{e}"
+    );
+    let e = damage(cont + 9, 0x01);
+    assert!(matches!(e.what, RecordErrorKind::PageAddress { .. }), "{e}");
+    let e = damage(cont, 0x01);
+    assert!(matches!(e.what, RecordErrorKind::PageMagic { .. }), "{e}");
+    let e = damage(cont + 4, 0x02);
+    assert!(
+        matches!(e.what, RecordErrorKind::PageTimeline { .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_or_zeroed_wal_before_the_stop_is_an_error() {
+    let (w, start, stop) = sample();
+    // A zeroed page in the middle.
+    let mut z = Writer::new(w.base);
+    z.data = w.data.clone();
+    let p = ((w.records[6] - w.base) as usize / BLCKSZ + 2) * BLCKSZ;
+    z.data[p..p + BLCKSZ].fill(0);
+    let e = check(&z, start, stop).unwrap_err();
+    assert!(matches!(e.what, RecordErrorKind::ZeroPage { .. }), "{e}");
+    // Zeros where a record must start (same page).
+    let mut z = Writer::new(w.base);
+    z.data = w.data.clone();
+    let r = (w.records[10] - w.base) as usize;
+    z.data[r..r + 30].fill(0);
+    let e = check(&z, start, stop).unwrap_err();
+    assert!(matches!(e.what, RecordErrorKind::NoRecord { .. }), "{e}");
+    // The stream cut short.
+    let mut t = Writer::new(w.base);
+    t.data = w.data[..(stop - w.base) as usize - 40].to_vec();
+    t.data.truncate(t.data.len() / BLCKSZ * BLCKSZ);
+    assert!(check(&t, start, stop).is_err());
+}
+
+#[test]
+fn the_start_must_be_a_record_start() {
+    let (w, _, stop) = sample();
+    // Inside the continuation of the 300 000-byte record (a page with the contrecord flag).
+    let inside = ((w.records[8] - w.base) / BLCKSZ as u64 + 3) * BLCKSZ as u64 + w.base + 24;
+    let e = check(&w, inside, stop).unwrap_err();
+    assert!(
+        matches!(e.what, RecordErrorKind::StartInsideRecord { .. }),
+        "{e}"
+    );
+    // An empty range checks nothing.
+    assert_eq!(check(&w, stop, stop).unwrap().records, 0);
+}
+
+#[test]
+fn an_overwritten_contrecord_restarts_the_read() {
+    let mut w = Writer::new(0x300_0000);
+    let start = w.record(100, 0, 0);
+    w.record(10_000, 10, 0);
+    let before = w.prev;
+    // A record that the crash cut off: its continuation page is replaced by a page with
+    // XLP_FIRST_IS_OVERWRITE_CONTRECORD and a new record linked to the one before.
+    w.fill_to(0x300_0000 + 5 * BLCKSZ as u64 - 64);
+    let cut = w.record(200, 10, 0);
+    w.records.pop();
+    let page = 0x300_0000 + 5 * BLCKSZ as u64;
+    let o = (page - w.base) as usize;
+    w.data[o..o + BLCKSZ].fill(0);
+    w.page_header(page, 0);
+    let info = XLP_FIRST_IS_OVERWRITE_CONTRECORD;
+    w.data[o + 2..o + 4].copy_from_slice(&info.to_le_bytes());
+    w.pos = page + SHORT_HEADER_SIZE as u64;
+    w.prev = w.records[w.records.len() - 1];
+    assert_ne!(w.prev, cut);
+    let _ = before;
+    w.record(30, RM_XLOG_ID, 0x20);
+    let stop = w.pos;
+    check(&w, start, stop).unwrap();
+}
+
+#[test]
+fn pages_must_come_in_order() {
+    let (w, start, stop) = sample();
+    let mut c = RecordChecker::new(
+        Lsn(start),
+        Lsn(stop),
+        WalSegSize::new(SEG).unwrap(),
+        BLCKSZ as u32,
+    );
+    let mut pages = w.pages();
+    let (l, p) = pages.next().unwrap();
+    c.feed_page(l, p, TimelineId(1)).unwrap();
+    pages.next();
+    let (l, p) = pages.next().unwrap();
+    assert!(c.feed_page(l, p, TimelineId(1)).is_err());
+    // After an error, nothing more is reported.
+    assert!(c.is_done());
+    assert!(c.finish(Lsn(stop)).is_ok());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Any byte of any record in the range, changed, is caught.
+    #[test]
+    fn every_record_byte_is_covered(pick in any::<prop::sample::Index>(), xor in 1u8..=255) {
+        let (w, start, stop) = sample();
+        let in_range: Vec<usize> = w
+            .record_bytes
+            .iter()
+            .copied()
+            .filter(|&o| (start - w.base) as usize <= o && o < (stop - w.base) as usize)
+            .collect();
+        let o = in_range[pick.index(in_range.len())];
+        let mut b = Writer::new(w.base);
+        b.data = w.data.clone();
+        b.data[o] ^= xor;
+        prop_assert!(check(&b, start, stop).is_err());
+    }
+
+    /// Arbitrary bytes never panic the checker.
+    #[test]
+    fn garbage_never_panics(
+        bytes in prop::collection::vec(any::<u8>(), 0..(4 * BLCKSZ)),
+        start in 0u64..(5 * BLCKSZ as u64),
+        len in 0u64..(5 * BLCKSZ as u64),
+        seed in any::<u64>(),
+    ) {
+        let base = (seed % 4) * SEG;
+        let mut pages = bytes.clone();
+        pages.resize(bytes.len().div_ceil(BLCKSZ) * BLCKSZ, 0);
+        let mut c = RecordChecker::new(
+            Lsn(base + start),
+            Lsn(base + start + len),
+            WalSegSize::new(SEG).unwrap(),
+            BLCKSZ as u32,
+        );
+        for (i, p) in pages.chunks(BLCKSZ).enumerate() {
+            let _ = c.feed_page(Lsn(base + (i * BLCKSZ) as u64), p, TimelineId((seed >> 8) as u32 % 3));
+        }
+        let _ = c.finish(Lsn(base + pages.len() as u64));
+    }
+
+    /// Garbage after valid WAL headers (records with random lengths and contents).
+    #[test]
+    fn random_records_never_panic(body in prop::collection::vec(any::<u8>(), 3 * BLCKSZ), flips in prop::collection::vec(any::<u32>(), 0..8)) {
+        let (w, start, stop) = sample();
+        let mut data = w.data.clone();
+        let s = (start - w.base) as usize;
+        data[s..s + body.len()].copy_from_slice(&body);
+        for f in flips {
+            let i = f as usize % data.len();
+            data[i] ^= (f >> 24) as u8 | 1;
+        }
+        let mut b = Writer::new(w.base);
+        b.data = data;
+        let _ = check(&b, start, stop);
+    }
+}
