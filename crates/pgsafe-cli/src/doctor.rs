@@ -20,7 +20,9 @@ the file backup_label\") is right only for the first.
 
 pgsafe doctor weighs pg_control, backup_label, backup_label.old, tablespace_map, the recovery \
 signal files, postmaster.pid, pg_wal, restore_command in the configuration, a pgsafe restore \
-marker and, with --connect, what the server says. It answers with a one-line verdict, the \
+marker and, with --connect, what the server says — and, because a file copy of a running server \
+looks exactly like the crashed original, the WAL archive named by the copied archive_command / \
+restore_command (backup history files, newer WAL) and pgsafe's holder records (--run-dir). It answers with a one-line verdict, the \
 evidence, a confidence, the exact commands to run next, and what you must confirm when the \
 evidence is ambiguous. It never recommends removing backup_label unless the evidence is \
 unambiguous. Read-only unless --fix is given.";
@@ -33,8 +35,10 @@ States:
   4 crashed during an exclusive backup   9 not a data directory / unknown
   5 restored backup, ready to recover
 
-Exit codes: 0 healthy or ready to start as it is (states 1, 2, 3, 5, 7); 1 needs attention \
-(states 4, 6, 8, 9, and a refused --fix); 2 error (the directory cannot be read, bad arguments).
+Exit codes: 0 healthy or ready to start as it is, with nothing to confirm (states 1, 2, 3, 5, \
+7); 1 needs attention (states 4, 8, and any verdict that lists what you must confirm); 2 \
+dangerous (state 6: a restored backup or copy that would fail or be corrupted); 3 error or \
+not a data directory (state 9).
 
 Examples:
   pgsafe doctor /var/lib/postgresql/14/main
@@ -59,6 +63,11 @@ pub struct DoctorArgs {
     /// read for restore_command; may be repeated.
     #[arg(long = "config-file", value_name = "FILE")]
     pub config_files: Vec<PathBuf>,
+    /// A pgsafe run directory whose snapshot-mode holder records (`pgsafe start`/`stop`) to
+    /// read as evidence; may be repeated. Default: $PGSAFE_RUN_DIR, $XDG_RUNTIME_DIR/pgsafe,
+    /// /tmp/pgsafe-<uid> and /run/user/<uid>/pgsafe for you and for the data directory's owner.
+    #[arg(long = "run-dir", value_name = "DIR")]
+    pub run_dirs: Vec<PathBuf>,
     /// Perform the verdict's repair when it is unambiguous — only for a server that crashed
     /// during an exclusive backup (state 4): rename backup_label to
     /// backup_label.pgsafe-removed (never delete, never overwrite). Refused otherwise.
@@ -75,10 +84,11 @@ pub mod code {
     pub const ERROR: u8 = 3;
 }
 
-/// The exit code for a state.
-pub fn code(state: DoctorState) -> u8 {
-    match state {
-        s if s.is_healthy() => code::HEALTHY,
+/// The exit code for a verdict: 0 only when it may be started as it is with nothing to
+/// confirm.
+pub fn code(v: &Verdict) -> u8 {
+    match v.state {
+        _ if v.starts_safely_as_is() => code::HEALTHY,
         DoctorState::RestoredBroken => code::DANGEROUS,
         DoctorState::Unknown => code::ERROR,
         _ => code::ATTENTION,
@@ -131,9 +141,15 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<u8> {
 
 fn run_inner(a: DoctorArgs) -> anyhow::Result<u8> {
     let conn = a.connect.as_deref().map(connect_settings).transpose()?;
+    let run_dirs = if a.run_dirs.is_empty() {
+        pgsafe::doctor::default_run_dirs(&a.pgdata, &|k| std::env::var(k).ok())
+    } else {
+        a.run_dirs.clone()
+    };
     let opts = DoctorOptions {
         conn,
         config_files: a.config_files.clone(),
+        run_dirs,
     };
     let diag = diagnose(&a.pgdata, &opts)?;
     if !a.fix {
@@ -142,7 +158,7 @@ fn run_inner(a: DoctorArgs) -> anyhow::Result<u8> {
         } else {
             print_verdict(&diag.verdict, &diag.facts);
         }
-        return Ok(code(diag.verdict.state));
+        return Ok(code(&diag.verdict));
     }
     match apply_fix(&a.pgdata, &opts, &diag) {
         Ok(outcome) => {
@@ -165,7 +181,7 @@ fn run_inner(a: DoctorArgs) -> anyhow::Result<u8> {
                 println!("Now:");
                 print_verdict(&outcome.after, &diag.facts);
             }
-            Ok(code(outcome.after.state))
+            Ok(code(&outcome.after))
         }
         Err(DoctorError::FixRefused(why)) => {
             if a.json {
@@ -182,7 +198,7 @@ fn run_inner(a: DoctorArgs) -> anyhow::Result<u8> {
             }
             eprintln!("pgsafe: --fix refused: {why}");
             // Nothing to fix in a healthy directory is still healthy; otherwise the state's code.
-            Ok(code(diag.verdict.state))
+            Ok(code(&diag.verdict))
         }
         Err(e) => Err(e.into()),
     }

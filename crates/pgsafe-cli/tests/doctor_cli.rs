@@ -163,7 +163,9 @@ macro_rules! majors {
 // ---- 1, 2, 3 --------------------------------------------------------------------------------
 
 fn running_stopped_crashed(major: u32) {
-    let mut c = Cluster::started(&PgInstall::major(major), opts());
+    // With a WAL archive doctor can check that no backup was running and that the server wrote
+    // no WAL past this pg_wal: only then is a crash verdict "high" (see crash_without_archive).
+    let mut c = Cluster::started(&PgInstall::major(major), opts().with_archive(true));
     c.execute("CREATE TABLE t (id bigserial PRIMARY KEY, v text)");
     c.execute("INSERT INTO t (v) SELECT 'x' FROM generate_series(1, 1000)");
     let dir = c.data_dir().to_path_buf();
@@ -201,6 +203,28 @@ fn running_stopped_crashed(major: u32) {
 
 majors!(running_stopped_crashed: pg10 => 10, pg12 => 12, pg14 => 14, pg15 => 15, pg17 => 17, pg18 => 18);
 
+/// Without an archive to look into, a crash still gets its verdict and exit 0, but not "high":
+/// postmaster.pid and postmaster.opts prove nothing (a file copy has them), and doctor says what
+/// it could not check.
+fn crash_without_archive(major: u32) {
+    let mut c = Cluster::started(&PgInstall::major(major), opts());
+    c.execute("CREATE TABLE t (id bigserial PRIMARY KEY, v text)");
+    c.execute("INSERT INTO t (v) SELECT 'y' FROM generate_series(1, 1000)");
+    c.crash();
+    let dir = c.data_dir().to_path_buf();
+    let v = expect(&dir, &[], 3, 0);
+    assert_eq!(v["verdict"]["confidence"], "medium", "{}", v["verdict"]);
+    let caveats = v["verdict"]["caveats"].to_string();
+    assert!(
+        caveats.contains("no WAL archive is configured"),
+        "{caveats}"
+    );
+    c.start();
+    assert_eq!(rows(&c), 1000);
+}
+
+majors!(crash_without_archive: pg12 => 12, pg18 => 18);
+
 /// A streaming standby: running (in recovery), cleanly stopped (in recovery), crashed.
 fn standby(major: u32) {
     let p = Cluster::started(&PgInstall::major(major), opts());
@@ -228,7 +252,9 @@ majors!(standby: pg10 => 10, pg15 => 15, pg18 => 18);
 
 /// The oldest trap: SIGKILL during an exclusive backup once the label's WAL is recycled.
 fn crashed_during_exclusive_backup(major: u32) {
-    let mut c = Cluster::started(&PgInstall::major(major), opts());
+    // The archive lets doctor rule out a copy: no history file for this label (the backup was
+    // never stopped), no WAL past this pg_wal.
+    let mut c = Cluster::started(&PgInstall::major(major), opts().with_archive(true));
     c.execute("CREATE TABLE t (id bigserial PRIMARY KEY, v text)");
     c.execute("INSERT INTO t (v) SELECT 'before' FROM generate_series(1, 1000)");
     c.execute("SELECT pg_start_backup('doctor exclusive', true)");
@@ -293,6 +319,34 @@ fn crashed_during_exclusive_backup(major: u32) {
 }
 
 majors!(crashed_during_exclusive_backup: pg10 => 10, pg11 => 11, pg12 => 12, pg13 => 13, pg14 => 14);
+
+/// The same crash without a WAL archive: a copy taken during that backup would look the same,
+/// so doctor no longer calls the rename safe (it did, "confidence high", before); it lists what
+/// to confirm, exits 1 and --fix refuses. The DBA who confirmed renames by hand.
+fn exclusive_crash_without_archive(major: u32) {
+    let mut c = Cluster::started(&PgInstall::major(major), opts());
+    c.execute("CREATE TABLE t (id bigserial PRIMARY KEY, v text)");
+    c.execute("INSERT INTO t (v) SELECT 'before' FROM generate_series(1, 1000)");
+    c.execute("SELECT pg_start_backup('doctor exclusive', true)");
+    let dir = c.data_dir().to_path_buf();
+    let seg = label_start_file(&dir);
+    let added = churn_until_gone(&c, &seg);
+    c.crash();
+    let v = expect(&dir, &[], 4, 1);
+    assert_ne!(v["verdict"]["confidence"], "high", "{}", v["verdict"]);
+    assert!(v["verdict"]["fix"].is_null());
+    let confirm = v["verdict"]["must_confirm"].to_string();
+    assert!(confirm.contains("No file-level copy"), "{confirm}");
+    let r = doctor(&dir, &["--fix"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.contains("ambiguous"), "{}", r.stderr);
+    assert!(dir.join("backup_label").exists());
+    fs::rename(dir.join("backup_label"), dir.join(REMOVED_LABEL_FILE)).unwrap();
+    c.start();
+    assert_eq!(rows(&c), 1000 + added);
+}
+
+majors!(exclusive_crash_without_archive: pg10 => 10, pg12 => 12, pg14 => 14);
 
 /// Crash right after pg_start_backup: the label's WAL is still there, the server starts as
 /// it is, and --fix declines (renaming is not needed).

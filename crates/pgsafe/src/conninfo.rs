@@ -44,6 +44,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use self::connect::{ConnectAttempt, ConnectError, FailureKind, session_setup_sql};
+pub(crate) use self::parse::is_secret_key;
 pub use self::parse::{ConnOptions, is_connection_string, parse_conninfo, quote_value};
 use self::parse::{KEYWORDS, Support};
 pub use self::pgpass::{PassfileRead, PgpassKey};

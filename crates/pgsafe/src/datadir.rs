@@ -4,7 +4,8 @@
 //! `inspect` reports facts; `doctor` (later) draws conclusions from them.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -51,6 +52,97 @@ pub enum DataDirError {
     },
     #[error("read pg_control of {path}: {source}")]
     Control { path: PathBuf, source: ControlError },
+}
+
+/// The most `pgsafe inspect` and `pgsafe doctor` read of a small text file of a data directory
+/// (`backup_label`, `tablespace_map`, `postmaster.pid`, a configuration file, a restore marker,
+/// a backup history file). PostgreSQL's own are a few kB; a tablespace map with thousands of
+/// entries stays far below this.
+pub const MAX_SMALL_FILE: u64 = 16 << 20;
+
+/// What kind of thing a path is, in words ("a FIFO (named pipe)"), for files that are not
+/// regular files.
+fn kind_of(ft: &fs::FileType) -> &'static str {
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else if ft.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+fn not_regular(path: &Path, ft: &fs::FileType) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{} is {}, not a regular file: pgsafe does not read it (a data directory's files are \
+             regular files; something replaced this one)",
+            path.display(),
+            kind_of(ft)
+        ),
+    )
+}
+
+/// Opens `path` for reading only if it is a regular file: never blocks on a FIFO or device
+/// (`O_NONBLOCK`, type checked before and after opening), and with `follow_links == false`
+/// never follows a symbolic link (`O_NOFOLLOW`).
+pub fn open_regular(path: &Path, follow_links: bool) -> io::Result<fs::File> {
+    let meta = if follow_links {
+        fs::metadata(path)?
+    } else {
+        fs::symlink_metadata(path)?
+    };
+    if !meta.file_type().is_file() {
+        return Err(not_regular(path, &meta.file_type()));
+    }
+    let mut flags = nix::fcntl::OFlag::O_NONBLOCK.bits();
+    if !follow_links {
+        flags |= nix::fcntl::OFlag::O_NOFOLLOW.bits();
+    }
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)?;
+    // The path may have been swapped between the check and the open.
+    let ft = f.metadata()?.file_type();
+    if !ft.is_file() {
+        return Err(not_regular(path, &ft));
+    }
+    Ok(f)
+}
+
+/// Reads a regular file of at most `max` bytes (see [`open_regular`]); a larger file is an
+/// error (`InvalidData`), read no further than `max + 1` bytes.
+pub fn read_bounded(path: &Path, max: u64, follow_links: bool) -> io::Result<Vec<u8>> {
+    let f = open_regular(path, follow_links)?;
+    let mut out = Vec::new();
+    f.take(max.saturating_add(1)).read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is larger than {max} bytes, far more than such a file ever holds: pgsafe does \
+                 not read it",
+                path.display()
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// True for the errors of [`read_bounded`] that describe the file itself (wrong type, too
+/// large, a symbolic link not followed) rather than a failure to read it.
+pub fn is_refusal(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::InvalidData || e.raw_os_error() == Some(nix::libc::ELOOP)
 }
 
 /// A directory that looks like a PostgreSQL data directory (has `PG_VERSION` and
@@ -112,10 +204,27 @@ impl DataDir {
     }
 
     /// Reads a file relative to the data directory; `Ok(None)` if it does not exist.
+    /// Only regular files are read (a FIFO, device or symbolic link there is an error, never
+    /// a hang), and at most [`MAX_SMALL_FILE`] bytes.
     pub fn read_optional(&self, rel: &str) -> Result<Option<Vec<u8>>, DataDirError> {
-        match fs::read(self.path.join(rel)) {
+        match read_bounded(&self.path.join(rel), MAX_SMALL_FILE, false) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(DataDirError::Io {
+                what: rel.to_owned(),
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Like [`DataDir::read_optional`], but a file pgsafe refuses to read (not a regular file,
+    /// far too large) is reported as `Err(reason)` instead of failing.
+    fn read_soft(&self, rel: &str) -> Result<Option<Result<Vec<u8>, String>>, DataDirError> {
+        match read_bounded(&self.path.join(rel), MAX_SMALL_FILE, false) {
+            Ok(b) => Ok(Some(Ok(b))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if is_refusal(&e) => Ok(Some(Err(e.to_string()))),
             Err(source) => Err(DataDirError::Io {
                 what: rel.to_owned(),
                 path: self.path.clone(),
@@ -137,15 +246,22 @@ impl DataDir {
     pub fn inspect(&self) -> Result<DataDirReport, DataDirError> {
         let pg_version = self.pg_version()?;
         let control = self.control()?;
-        let backup_label = self
-            .read_optional("backup_label")?
-            .map(|b| LabelFile::of(&b));
-        let tablespace_map = self
-            .read_optional("tablespace_map")?
-            .map(|b| MapFile::of(&b, MapEscaping::for_version(pg_version)));
+        let backup_label = self.read_soft("backup_label")?.map(|r| match r {
+            Ok(b) => LabelFile::of(&b),
+            Err(e) => LabelFile::unreadable(e),
+        });
+        let tablespace_map = self.read_soft("tablespace_map")?.map(|r| match r {
+            Ok(b) => MapFile::of(&b, MapEscaping::for_version(pg_version)),
+            Err(e) => MapFile {
+                text: String::new(),
+                parsed: None,
+                error: Some(e),
+            },
+        });
+        // A postmaster.pid that is not a regular file names no process.
         let postmaster_pid = self
-            .read_optional("postmaster.pid")?
-            .map(|b| PostmasterPid::parse(&b))
+            .read_soft("postmaster.pid")?
+            .map(|r| PostmasterPid::parse(&r.unwrap_or_default()))
             .map(|pid| pid.with_liveness());
         let markers = MARKER_FILES
             .iter()
@@ -187,6 +303,15 @@ pub struct LabelFile {
 }
 
 impl LabelFile {
+    /// A label file pgsafe would not read (see [`read_bounded`]).
+    pub fn unreadable(reason: String) -> LabelFile {
+        LabelFile {
+            text: String::new(),
+            parsed: None,
+            error: Some(reason),
+        }
+    }
+
     pub fn of(bytes: &[u8]) -> LabelFile {
         let text = String::from_utf8_lossy(bytes).into_owned();
         match BackupLabel::parse(bytes) {

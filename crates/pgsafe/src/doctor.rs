@@ -30,8 +30,10 @@
 //! 8. a label written by pg_rewind;
 //! 9. not a data directory, or unknown / damaged (says what is missing).
 
+mod archive_cmd;
 mod classify;
 mod conf;
+mod evidence;
 mod facts;
 mod fix;
 #[cfg(test)]
@@ -44,8 +46,12 @@ use serde::{Deserialize, Serialize};
 use crate::control::ControlFile;
 use crate::types::{Lsn, SystemId, TimelineId};
 
+pub use archive_cmd::{ArchiveDir, archive_dir_of};
 pub use classify::classify;
-pub use conf::{Setting, Settings, parse_conf_text};
+pub use conf::{Setting, Settings, mask_conninfo, parse_conf_text};
+pub use evidence::{
+    ArchiveFacts, ArchiveLocation, HistoryFile, HolderFacts, HolderRecordFacts, default_run_dirs,
+};
 pub use facts::{
     BackupEnd, ControlFacts, Facts, Files, Liveness, MapEntryFacts, MapFacts, MarkerFacts,
     PidFacts, SegState, ServerFacts, WalFacts, gather,
@@ -289,6 +295,15 @@ pub struct Verdict {
     pub fix: Option<FixAction>,
 }
 
+impl Verdict {
+    /// The directory may be started as it is without asking anyone: a healthy state and
+    /// nothing to confirm. `pgsafe doctor` exits 0 only then — when "crashed original" and
+    /// "copy" fit the evidence equally, the verdict lists what to confirm and this is false.
+    pub fn starts_safely_as_is(&self) -> bool {
+        self.state.is_healthy() && self.must_confirm.is_empty()
+    }
+}
+
 /// What [`diagnose`] may use besides the directory.
 #[derive(Debug, Clone, Default)]
 pub struct DoctorOptions {
@@ -297,6 +312,8 @@ pub struct DoctorOptions {
     /// Configuration files outside PGDATA to read for `restore_command` (e.g. Debian's
     /// `/etc/postgresql/<version>/<cluster>/postgresql.conf`), read after PGDATA's own.
     pub config_files: Vec<PathBuf>,
+    /// pgsafe run directories whose holder records to read (see [`default_run_dirs`]).
+    pub run_dirs: Vec<PathBuf>,
 }
 
 /// Facts and verdict together (what `--json` prints).

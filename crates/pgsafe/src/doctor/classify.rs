@@ -12,6 +12,7 @@
 //!    interrupted → 5/6; recovered and cleanly stopped → 7; clean shutdown → 2; crash → 3;
 //!    and anything that would still stop the server (no pg_wal, missing checkpoint WAL) → 9.
 
+mod copy;
 mod label;
 mod nolabel;
 

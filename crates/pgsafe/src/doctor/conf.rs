@@ -24,11 +24,17 @@ pub struct Setting {
     pub line: usize,
 }
 
-/// The recovery settings found, and where pgsafe looked.
+/// The recovery and archiving settings found, and where pgsafe looked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Settings {
     pub restore_command: Option<Setting>,
+    /// Its password (if any) is masked: doctor prints settings, and a password must never
+    /// reach a terminal, a log or `--json`.
     pub primary_conninfo: Option<Setting>,
+    pub archive_mode: Option<Setting>,
+    pub archive_command: Option<Setting>,
+    /// 15+: an archive module instead of a command.
+    pub archive_library: Option<Setting>,
     pub files_read: Vec<PathBuf>,
     /// What could not be checked (e.g. postgresql.conf is not in PGDATA).
     pub notes: Vec<String>,
@@ -38,6 +44,27 @@ impl Settings {
     /// The value of `restore_command` if set to something non-empty.
     pub fn restore_command(&self) -> Option<&str> {
         self.restore_command
+            .as_ref()
+            .map(|s| s.value.as_str())
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// `archive_command` when archiving is on (`archive_mode` on/always/true/yes/1) and it is
+    /// not empty.
+    pub fn archive_command(&self) -> Option<&str> {
+        let mode = self.archive_mode.as_ref()?.value.to_ascii_lowercase();
+        if !matches!(mode.as_str(), "on" | "always" | "true" | "yes" | "1") {
+            return None;
+        }
+        self.archive_command
+            .as_ref()
+            .map(|s| s.value.as_str())
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// `archive_library` when set (15+).
+    pub fn archive_library(&self) -> Option<&str> {
+        self.archive_library
             .as_ref()
             .map(|s| s.value.as_str())
             .filter(|v| !v.trim().is_empty())
@@ -124,7 +151,9 @@ fn read_file(path: &Path, depth: usize, out: &mut Vec<Setting>, s: &mut Settings
         ));
         return;
     }
-    let text = match fs::read(path) {
+    // Configuration files may be symbolic links (some packagings link postgresql.conf), but
+    // never a FIFO or a device: those would hang the doctor.
+    let text = match crate::datadir::read_bounded(path, crate::datadir::MAX_SMALL_FILE, true) {
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return,
         Err(e) => {
@@ -179,43 +208,85 @@ pub fn read_settings(datadir: &Path, version: Option<PgVersion>, extra: &[PathBu
     let mut s = Settings::default();
     let mut entries = Vec::new();
     let old_style = version.is_some_and(|v| v.num() < 120000);
+    let main = datadir.join("postgresql.conf");
+    if !main.exists() && extra.is_empty() {
+        s.notes.push(format!(
+            "{} does not exist (Debian and Ubuntu keep it in /etc/postgresql/<version>/<cluster>/): \
+             settings made there were not checked; pass --config-file",
+            main.display()
+        ));
+    }
+    read_file(&main, 0, &mut entries, &mut s, false);
+    for f in extra {
+        read_file(f, 0, &mut entries, &mut s, true);
+    }
+    read_file(
+        &datadir.join("postgresql.auto.conf"),
+        0,
+        &mut entries,
+        &mut s,
+        false,
+    );
+    // 10–11 read the recovery settings from recovery.conf only (and ignore them elsewhere).
+    let mut recovery = Vec::new();
     if old_style {
         read_file(
             &datadir.join("recovery.conf"),
             0,
-            &mut entries,
-            &mut s,
-            false,
-        );
-    } else {
-        let main = datadir.join("postgresql.conf");
-        if !main.exists() && extra.is_empty() {
-            s.notes.push(format!(
-                "{} does not exist (Debian and Ubuntu keep it in /etc/postgresql/<version>/<cluster>/): \
-                 settings made there were not checked; pass --config-file",
-                main.display()
-            ));
-        }
-        read_file(&main, 0, &mut entries, &mut s, false);
-        for f in extra {
-            read_file(f, 0, &mut entries, &mut s, true);
-        }
-        read_file(
-            &datadir.join("postgresql.auto.conf"),
-            0,
-            &mut entries,
+            &mut recovery,
             &mut s,
             false,
         );
     }
     for e in entries {
         match e.name.as_str() {
+            "restore_command" if !old_style => s.restore_command = Some(e),
+            "primary_conninfo" if !old_style => s.primary_conninfo = Some(e),
+            "archive_mode" => s.archive_mode = Some(e),
+            "archive_command" => s.archive_command = Some(e),
+            "archive_library" => s.archive_library = Some(e),
+            _ => {}
+        }
+    }
+    for e in recovery {
+        match e.name.as_str() {
             "restore_command" => s.restore_command = Some(e),
             "primary_conninfo" => s.primary_conninfo = Some(e),
             _ => {}
         }
     }
+    if let Some(p) = s.primary_conninfo.as_mut() {
+        p.value = mask_conninfo(&p.value);
+    }
     s
+}
+
+/// `conninfo` with every password value replaced by `********` (keyword/value form and URIs).
+/// What cannot be parsed is not shown at all: a wrong guess could print the password.
+pub fn mask_conninfo(conninfo: &str) -> String {
+    const MASK: &str = "********";
+    if let Ok(opts) = crate::conninfo::parse_conninfo(conninfo) {
+        if !opts.iter().any(|(k, _)| crate::conninfo::is_secret_key(k)) {
+            return conninfo.to_owned();
+        }
+        return opts
+            .iter()
+            .map(|(k, v)| {
+                if crate::conninfo::is_secret_key(k) {
+                    format!("{k}={MASK}")
+                } else {
+                    format!("{k}={}", crate::conninfo::quote_value(v))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+    let lower = conninfo.to_ascii_lowercase();
+    if lower.contains("password") || lower.contains('@') {
+        "(set, but not shown: pgsafe could not parse it to hide its password)".into()
+    } else {
+        conninfo.to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -278,6 +349,56 @@ mod tests {
         let s = read_settings(d, v11, &[]);
         assert_eq!(s.restore_command(), Some("cp /a/%f %p"));
         assert_eq!(s.primary_conninfo(), Some("host=x"));
+    }
+
+    #[test]
+    fn passwords_are_masked() {
+        for (ci, secret) in [
+            (
+                "host=p user=rep password=s3cret application_name=x",
+                "s3cret",
+            ),
+            ("host=p password='a b\\'c'", "a b"),
+            ("postgresql://rep:hunter2@primary:5432/db", "hunter2"),
+            ("postgresql://rep@primary/db?password=hunter3", "hunter3"),
+            ("host=p password=unterminated'", "unterminated"),
+            ("host=p sslpassword=keypass", "keypass"),
+        ] {
+            let m = mask_conninfo(ci);
+            assert!(!m.contains(secret), "{ci} -> {m}");
+        }
+        assert_eq!(mask_conninfo("host=p user=rep"), "host=p user=rep");
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("postgresql.auto.conf"),
+            "primary_conninfo = 'host=p user=rep password=s3cret'\n",
+        )
+        .unwrap();
+        let s = read_settings(dir.path(), PgVersion::from_num(160000).ok(), &[]);
+        let v = s.primary_conninfo().unwrap();
+        assert!(
+            v.contains("password=********") && !v.contains("s3cret"),
+            "{v}"
+        );
+        assert!(!serde_json::to_string(&s).unwrap().contains("s3cret"));
+    }
+
+    #[test]
+    fn archive_settings_are_read_on_every_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(
+            d.join("postgresql.conf"),
+            "archive_mode = on\narchive_command = 'cp %p /arch/%f'\n",
+        )
+        .unwrap();
+        for v in [100000, 110000, 120000, 180000] {
+            let s = read_settings(d, PgVersion::from_num(v).ok(), &[]);
+            assert_eq!(s.archive_command(), Some("cp %p /arch/%f"), "{v}");
+        }
+        fs::write(d.join("postgresql.auto.conf"), "archive_mode = off\n").unwrap();
+        let s = read_settings(d, PgVersion::from_num(160000).ok(), &[]);
+        assert_eq!(s.archive_command(), None);
     }
 
     #[test]

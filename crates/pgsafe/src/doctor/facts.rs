@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::conf::{Settings, read_settings};
+use super::evidence::{self, ArchiveFacts, HistoryFile, HolderFacts};
 use super::{DoctorError, DoctorOptions, RESTORE_MARKER_FILE, RestoreMarker, has_sentinel};
 use crate::control::{self, ControlError, ControlFile, DbState};
-use crate::datadir::{LabelFile, PostmasterPid};
+use crate::datadir::{LabelFile, MAX_SMALL_FILE, PostmasterPid, is_refusal, read_bounded};
 use crate::label::{BackupLabel, MapEscaping, TablespaceMap};
 use crate::types::{Lsn, PgVersion, SystemId, TimelineId, WalSegSize, WalSegment};
 use crate::wal::{self, PageHeaderError};
@@ -48,6 +49,12 @@ pub struct Facts {
     pub label_history_file: Option<String>,
     /// With `--connect`.
     pub server: Option<ServerFacts>,
+    /// The backup history files in `pg_wal`, with their content.
+    pub wal_history: Vec<HistoryFile>,
+    /// The WAL archive the copied configuration names.
+    pub archive: ArchiveFacts,
+    /// pgsafe's snapshot-mode holder records.
+    pub holders: HolderFacts,
 }
 
 /// The pg_control fields the doctor uses.
@@ -178,6 +185,8 @@ pub struct PidFacts {
     pub start_time: Option<i64>,
     /// Line 2: the data directory of the server that wrote the file.
     pub data_directory: Option<String>,
+    /// Line 4: the port.
+    pub port: Option<u16>,
     /// Whether line 2 is this directory; `None` if it could not be compared.
     pub names_this_directory: Option<bool>,
     /// A process with that pid exists (whatever it is): PostgreSQL then refuses to start
@@ -379,14 +388,22 @@ fn io_err(what: &str, path: &Path, source: io::Error) -> DoctorError {
     }
 }
 
-/// Reads `rel` in `dir`: `Ok(None)` if missing; errors other than "not found" are errors.
-fn read_opt(dir: &Path, rel: &str) -> Result<Option<Vec<u8>>, DoctorError> {
-    match fs::read(dir.join(rel)) {
-        Ok(b) => Ok(Some(b)),
+/// Reads `rel` in `dir`: `Ok(None)` if missing, `Ok(Some(Err(why)))` for a file pgsafe will
+/// not read (a FIFO, device, directory or symbolic link where a file should be, or one far
+/// too large: never a hang, never unbounded memory); other errors are errors.
+fn read_opt(dir: &Path, rel: &str) -> Result<Option<Result<Vec<u8>, String>>, DoctorError> {
+    match read_bounded(&dir.join(rel), MAX_SMALL_FILE, false) {
+        Ok(b) => Ok(Some(Ok(b))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        // A directory where a file should be, or a dangling symlink: treat as unreadable content.
-        Err(e) if e.kind() == io::ErrorKind::IsADirectory => Ok(Some(Vec::new())),
+        Err(e) if is_refusal(&e) => Ok(Some(Err(e.to_string()))),
         Err(e) => Err(io_err(rel, dir, e)),
+    }
+}
+
+fn label_file(r: Result<Vec<u8>, String>) -> LabelFile {
+    match r {
+        Ok(b) => LabelFile::of(&b),
+        Err(e) => LabelFile::unreadable(e),
     }
 }
 
@@ -434,9 +451,12 @@ pub fn gather(path: &Path, opts: &DoctorOptions) -> Result<Facts, DoctorError> {
     }
 
     if let Some(b) = read_opt(path, "PG_VERSION")? {
-        match PgVersion::from_pg_version_file(&b) {
+        match b
+            .map_err(|e| e.to_string())
+            .and_then(|b| PgVersion::from_pg_version_file(&b).map_err(|e| e.to_string()))
+        {
             Ok(v) => f.version = Some(v),
-            Err(e) => f.pg_version_error = Some(e.to_string()),
+            Err(e) => f.pg_version_error = Some(e),
         }
     }
     let mut control_file = None;
@@ -454,11 +474,17 @@ pub fn gather(path: &Path, opts: &DoctorOptions) -> Result<Facts, DoctorError> {
     }
     let version = f.version.or(f.control.as_ref().and_then(|c| c.version));
 
-    f.label = read_opt(path, "backup_label")?.map(|b| LabelFile::of(&b));
-    f.label_old = read_opt(path, "backup_label.old")?.map(|b| LabelFile::of(&b));
+    f.label = read_opt(path, "backup_label")?.map(label_file);
+    f.label_old = read_opt(path, "backup_label.old")?.map(label_file);
     if let Some(bytes) = read_opt(path, "tablespace_map")? {
         let escaping = version.map_or(MapEscaping::V14, MapEscaping::for_version);
-        f.tablespace_map = Some(map_facts(&bytes, escaping, path));
+        f.tablespace_map = Some(match bytes {
+            Ok(b) => map_facts(&b, escaping, path),
+            Err(e) => MapFacts {
+                error: Some(e),
+                entries: Vec::new(),
+            },
+        });
     }
     f.files = Files {
         recovery_signal: exists(path, "recovery.signal"),
@@ -473,21 +499,48 @@ pub fn gather(path: &Path, opts: &DoctorOptions) -> Result<Facts, DoctorError> {
     };
     f.postmaster = match read_opt(path, "postmaster.pid")? {
         None => PidFacts::default(),
-        Some(b) => pid_facts(&PostmasterPid::parse(&b).with_liveness(), &canon),
+        Some(b) => pid_facts(
+            &PostmasterPid::parse(&b.unwrap_or_default()).with_liveness(),
+            &canon,
+        ),
     };
     f.wal = wal_facts(path, version, control_file.as_ref());
     f.settings = read_settings(path, version, &opts.config_files);
-    f.marker = read_opt(path, RESTORE_MARKER_FILE)?.map(|b| match RestoreMarker::parse(&b) {
-        Ok(m) => MarkerFacts {
-            parsed: Some(m),
-            error: None,
-        },
-        Err(e) => MarkerFacts {
-            parsed: None,
-            error: Some(e.to_string()),
-        },
+    f.marker = read_opt(path, RESTORE_MARKER_FILE)?.map(|b| {
+        match b.and_then(|b| RestoreMarker::parse(&b).map_err(|e| e.to_string())) {
+            Ok(m) => MarkerFacts {
+                parsed: Some(m),
+                error: None,
+            },
+            Err(e) => MarkerFacts {
+                parsed: None,
+                error: Some(e),
+            },
+        }
     });
     find_backup_end(&mut f, path);
+    let size = f.wal.seg_size.unwrap_or(WalSegSize::DEFAULT);
+    f.wal_history = evidence::pg_wal_history(
+        &path.join(wal_dir_name(version)),
+        &f.wal.backup_history_files,
+        size,
+    );
+    let newest = control_file.as_ref().and_then(|c| {
+        let tli = c.checkpoint_copy.this_timeline;
+        f.wal
+            .segments
+            .iter()
+            .filter(|(s, st)| s.tli == tli && **st == SegState::Valid)
+            .map(|(s, _)| *s)
+            .max_by_key(|s| s.segno(size).unwrap_or(0))
+    });
+    f.archive = evidence::gather_archive(
+        &f.settings,
+        control_file.as_ref(),
+        newest,
+        version.map(|v| v.major()),
+    );
+    f.holders = evidence::gather_holders(&opts.run_dirs, f.postmaster.port);
     if let Some(conn) = &opts.conn {
         f.server = Some(ask_server(conn, &canon));
     }
@@ -565,6 +618,7 @@ fn pid_facts(p: &PostmasterPid, canon: &Path) -> PidFacts {
         status: p.status.clone(),
         start_time: p.start_time,
         data_directory: p.data_directory.clone(),
+        port: p.port,
         names_this_directory,
         ..PidFacts::default()
     };
@@ -641,12 +695,16 @@ fn probe_process(pid: i32, canon: &Path) -> (Liveness, String) {
     }
 }
 
-fn wal_facts(path: &Path, version: Option<PgVersion>, control: Option<&ControlFile>) -> WalFacts {
-    let name = if version.is_some_and(|v| v.num() < 100000) {
+fn wal_dir_name(version: Option<PgVersion>) -> &'static str {
+    if version.is_some_and(|v| v.num() < 100000) {
         "pg_xlog"
     } else {
         "pg_wal"
-    };
+    }
+}
+
+fn wal_facts(path: &Path, version: Option<PgVersion>, control: Option<&ControlFile>) -> WalFacts {
+    let name = wal_dir_name(version);
     let dir = path.join(name);
     let mut w = WalFacts {
         seg_size: control.map(|c| c.xlog_seg_size),
@@ -708,7 +766,8 @@ fn wal_facts(path: &Path, version: Option<PgVersion>, control: Option<&ControlFi
 fn check_segment(path: &Path, seg: WalSegment, c: &ControlFile, major: Option<u32>) -> SegState {
     let size = c.xlog_seg_size;
     let mut head = Vec::with_capacity(wal::LONG_HEADER_SIZE);
-    let read = fs::File::open(path).and_then(|f| {
+    // A FIFO or device named like a segment must not block the doctor.
+    let read = crate::datadir::open_regular(path, true).and_then(|f| {
         let len = f.metadata()?.len();
         f.take(wal::LONG_HEADER_SIZE as u64)
             .read_to_end(&mut head)?;
@@ -764,7 +823,7 @@ fn find_backup_end(f: &mut Facts, path: &Path) {
             }
             f.label_history_file = Some(name.clone());
             if f.backup_end.is_none()
-                && let Ok(b) = fs::read(path.join(wal_dir).join(name))
+                && let Ok(b) = read_bounded(&path.join(wal_dir).join(name), 64 << 10, false)
                 && let Ok(h) = BackupLabel::parse(&b)
                 && let Some(stop) = h.fields().stop
             {
@@ -798,7 +857,8 @@ pub(crate) fn history_file_start(name: &str, size: WalSegSize) -> Option<Lsn> {
 
 /// The end of the WAL range of a `backup_manifest` whose range starts at `start`.
 fn manifest_end(path: &Path, start: Lsn) -> Option<BackupEnd> {
-    let bytes = fs::read(path).ok()?;
+    // A manifest of a million files is ~200 MB; beyond that the backup's end is not looked up.
+    let bytes = read_bounded(path, 256 << 20, false).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     let ranges = v.get("WAL-Ranges")?.as_array()?;
     let lsn = |r: &serde_json::Value, k: &str| r.get(k)?.as_str()?.parse::<Lsn>().ok();

@@ -283,10 +283,212 @@ fn standby_shut_down_without_its_signal_is_warned_about() {
     f.postmaster = PidFacts::default();
     let v = classify(&f);
     check(&v, DoctorState::CleanShutdown);
+    assert!(v.summary.contains("PRIMARY"), "{v:#?}");
     assert!(
-        v.caveats.iter().any(|c| c.contains("standby.signal")),
+        !v.starts_safely_as_is(),
+        "it would start as a primary: {v:#?}"
+    );
+    assert!(
+        v.next_steps
+            .iter()
+            .any(|s| s.command.as_deref() == Some("touch /srv/pg/data/standby.signal")),
         "{v:#?}"
     );
+    f.files.standby_signal = true;
+    assert!(classify(&f).starts_safely_as_is());
+}
+
+#[test]
+fn crashed_standby_without_its_signal_is_not_safe() {
+    for major in [11, 14, 18] {
+        let mut f = crashed(major);
+        f.control.as_mut().unwrap().state = DbState::InArchiveRecovery;
+        let v = classify(&f);
+        check(&v, DoctorState::Crashed);
+        assert!(v.summary.contains("PRIMARY"), "{v:#?}");
+        assert!(!v.starts_safely_as_is(), "{v:#?}");
+        if major < 12 {
+            f.files.recovery_conf = true;
+        } else {
+            f.files.standby_signal = true;
+        }
+        assert!(classify(&f).starts_safely_as_is(), "{major}");
+    }
+}
+
+// ---- outside evidence: is it a copy? ---------------------------------------------------------
+
+/// A holder record of a backup that started at 0/9000028 (checkpoint 0/9000060) and, with
+/// `stop`, stopped there.
+fn holder_record(stop: Option<&str>) -> HolderRecordFacts {
+    HolderRecordFacts {
+        file: PathBuf::from("/tmp/pgsafe-999/nightly.json"),
+        id: "nightly".into(),
+        state: if stop.is_some() {
+            "complete"
+        } else {
+            "in progress"
+        }
+        .into(),
+        server: "host=/tmp port=5432".into(),
+        label: "nightly".into(),
+        start_lsn: Some(lsn("0/9000028")),
+        start_tli: Some(TimelineId(1)),
+        checkpoint: stop.map(|_| lsn("0/9000060")),
+        stop_lsn: stop.map(lsn),
+        final_at: stop.map(|_| 1_763_716_200),
+        other_server: None,
+    }
+}
+
+fn history(location: &str, start: &str, ck: &str, stop: &str) -> HistoryFile {
+    HistoryFile {
+        name: "000000010000000000000009.00000028.backup".into(),
+        location: location.into(),
+        start: lsn(start),
+        checkpoint: Some(lsn(ck)),
+        stop: Some(lsn(stop)),
+        label: Some("nightly".into()),
+        error: None,
+    }
+}
+
+fn archive_with(f: &mut Facts, loc: ArchiveLocation) {
+    f.archive.locations.push(ArchiveLocation {
+        dir: PathBuf::from("/arch"),
+        from: "archive_command `cp %p /arch/%f`".into(),
+        ..loc
+    });
+}
+
+#[test]
+fn copy_taken_during_a_backup_is_not_a_crash() {
+    // pg_control's checkpoint 0/A000098 lies in the window 0/9000060..0/B000000.
+    type Edit = fn(&mut Facts);
+    let cases: [(&str, Edit); 3] = [
+        ("history file in the archive only", |f| {
+            archive_with(
+                f,
+                ArchiveLocation {
+                    history_files: vec![history("/arch", "0/9000028", "0/9000060", "0/B000000")],
+                    ..ArchiveLocation::default()
+                },
+            )
+        }),
+        ("archive WAL beyond pg_wal", |f| {
+            archive_with(
+                f,
+                ArchiveLocation {
+                    beyond_pg_wal: Some("00000001000000000000000D".into()),
+                    beyond_checked: true,
+                    ..ArchiveLocation::default()
+                },
+            )
+        }),
+        ("holder record of a stopped backup", |f| {
+            f.holders.records.push(holder_record(Some("0/B000000")))
+        }),
+    ];
+    for (what, edit) in cases {
+        let mut f = crashed(18);
+        edit(&mut f);
+        let v = classify(&f);
+        check(&v, DoctorState::RestoredBroken);
+        assert_eq!(v.confidence, Confidence::High, "{what}: {v:#?}");
+        assert!(!v.starts_safely_as_is());
+        // The same facts with a label from that backup: a restored copy, never state 4.
+        let mut f = crashed(12);
+        f.label = label(
+            "START WAL LOCATION: 0/9000028 (file 000000010000000000000009)\n\
+             CHECKPOINT LOCATION: 0/9000060\nBACKUP METHOD: pg_start_backup\n\
+             BACKUP FROM: primary\nSTART TIME: 2025-11-21 10:46:49 UTC\nLABEL: nightly\n",
+        );
+        f.wal.segments.clear();
+        segs(&mut f, 0xA, 0xB);
+        edit(&mut f);
+        let v = classify(&f);
+        assert_ne!(
+            v.state,
+            DoctorState::CrashedDuringExclusiveBackup,
+            "{what}: {v:#?}"
+        );
+        assert!(!removes_label(&v), "{what}: {v:#?}");
+    }
+}
+
+#[test]
+fn a_history_file_in_pg_wal_means_the_files_came_after_the_stop() {
+    let mut f = crashed(16);
+    f.wal_history
+        .push(history("pg_wal", "0/9000028", "0/9000060", "0/B000000"));
+    archive_with(
+        &mut f,
+        ArchiveLocation {
+            history_files: vec![history("/arch", "0/9000028", "0/9000060", "0/B000000")],
+            ..ArchiveLocation::default()
+        },
+    );
+    f.holders.records.push(holder_record(Some("0/B000000")));
+    let v = classify(&f);
+    check(&v, DoctorState::Crashed);
+    assert_eq!(v.confidence, Confidence::High, "{v:#?}");
+    assert!(v.starts_safely_as_is());
+}
+
+#[test]
+fn a_backup_that_never_ended_makes_a_crash_ambiguous() {
+    let mut f = crashed(17);
+    f.holders.records.push(holder_record(None));
+    let v = classify(&f);
+    check(&v, DoctorState::Crashed);
+    assert_eq!(v.confidence, Confidence::Low);
+    assert!(!v.starts_safely_as_is(), "{v:#?}");
+    assert!(!v.must_confirm.is_empty());
+    // A record of another server (another port) proves nothing.
+    f.holders.records[0].other_server = Some("port 5433".into());
+    assert!(classify(&f).starts_safely_as_is());
+}
+
+#[test]
+fn unchecked_archive_lowers_confidence_and_blocks_the_rename() {
+    let mut f = crashed(18);
+    f.archive.none_configured = true;
+    let v = classify(&f);
+    check(&v, DoctorState::Crashed);
+    assert_eq!(v.confidence, Confidence::Medium);
+    assert!(
+        v.caveats
+            .iter()
+            .any(|c| c.contains("proves") || c.contains("do not show"))
+    );
+    // The exclusive-backup rename is never "safe" without the archive checked.
+    let mut f = crashed(14);
+    f.label = label(EXCLUSIVE);
+    f.archive
+        .not_interpreted
+        .push("archive_command `scp ...`".into());
+    let v = classify(&f);
+    check(&v, DoctorState::CrashedDuringExclusiveBackup);
+    assert!(v.fix.is_none(), "{v:#?}");
+    assert!(v.confidence < Confidence::High);
+    assert!(!v.must_confirm.is_empty());
+    assert!(refusal(&v).contains("ambiguous"));
+}
+
+#[test]
+fn label_starting_after_pg_control_is_stray() {
+    for (text, major) in [(EXCLUSIVE, 12), (STREAMED, 16)] {
+        let mut f = crashed(major);
+        f.label = label(text);
+        let c = f.control.as_mut().unwrap();
+        c.checkpoint = lsn("0/1000060");
+        c.redo = lsn("0/1000028");
+        segs(&mut f, 1, 1);
+        let v = classify(&f);
+        check(&v, DoctorState::RestoredBroken);
+        assert!(v.summary.contains("does not belong"), "{v:#?}");
+        assert!(!v.starts_safely_as_is());
+    }
 }
 
 #[test]
@@ -423,17 +625,24 @@ fn exclusive_label_any_restore_sign_means_restored() {
 #[test]
 fn exclusive_label_doubts_make_it_ambiguous() {
     type Edit = fn(&mut Facts);
-    let edits: [(&str, Edit); 5] = [
+    let edits: [(&str, Edit); 6] = [
         ("no postmaster.opts", |f| f.files.postmaster_opts = false),
         ("pid of another dir", |f| {
             f.postmaster.names_this_directory = Some(false);
             f.postmaster.data_directory = Some("/elsewhere".into());
         }),
-        ("pg_control older", |f| {
-            let c = f.control.as_mut().unwrap();
-            c.checkpoint = lsn("0/1000060");
-            c.redo = lsn("0/1000028");
-            segs(f, 1, 1);
+        (
+            "pg_control's checkpoint between the label's start and checkpoint",
+            |f| {
+                let c = f.control.as_mut().unwrap();
+                c.checkpoint = lsn("0/2000040");
+                c.redo = lsn("0/2000028");
+                segs(f, 2, 2);
+            },
+        ),
+        ("a holder record overlaps", |f| {
+            f.holders.records.push(holder_record(None));
+            f.control.as_mut().unwrap().time = 1_763_716_100;
         }),
         ("pg_control's WAL missing", |f| {
             f.wal.segments.clear();

@@ -13,6 +13,11 @@ struct CrashLook {
     doubts: Vec<String>,
     /// Reason the rename would not even help (pg_control's own WAL is missing).
     rename_would_not_help: Option<String>,
+    /// Sources of evidence that could not be checked (the WAL archive …): without them the
+    /// rename is never called safe.
+    unchecked: Vec<String>,
+    /// What the outside evidence showed.
+    checked: Vec<String>,
 }
 
 impl Ctx<'_> {
@@ -40,6 +45,9 @@ impl Ctx<'_> {
             ));
             return d.done();
         }
+        if let Some(v) = self.stray_label(label) {
+            return v;
+        }
         if is_exclusive_like(label) {
             let look = self.crash_look(label);
             if look.restore_signs.is_empty() {
@@ -61,7 +69,14 @@ impl Ctx<'_> {
             restore_signs: Vec::new(),
             doubts: Vec::new(),
             rename_would_not_help: None,
+            unchecked: Vec::new(),
+            checked: Vec::new(),
         };
+        let copy = self.copy_look(Some(label));
+        k.restore_signs.extend(copy.proof.iter().cloned());
+        k.doubts.extend(copy.overlap.iter().cloned());
+        k.unchecked.extend(copy.unchecked.iter().cloned());
+        k.checked = self.copy_lines(&copy);
         let signals = self.signal_files();
         if signals.is_empty() {
             k.fits.push(
@@ -150,7 +165,8 @@ impl Ctx<'_> {
         }
         match (f.postmaster.liveness, f.postmaster.names_this_directory) {
             (Liveness::Stale, Some(true) | None) => k.fits.push(format!(
-                "postmaster.pid is stale: {} (a crash leaves it behind)",
+                "postmaster.pid is stale: {} (a crash leaves it behind — and so does a file copy \
+                 of a running server: it proves nothing by itself)",
                 f.postmaster.detail
             )),
             (Liveness::Absent, _) => k.fits.push(
@@ -160,13 +176,7 @@ impl Ctx<'_> {
             ),
             _ => {}
         }
-        if f.files.postmaster_opts {
-            k.fits.push(
-                "postmaster.opts is present: a server has run in this very directory (backup \
-                 tools leave that file out)"
-                    .into(),
-            );
-        } else {
+        if !f.files.postmaster_opts {
             k.doubts.push(
                 "postmaster.opts is missing: a server that ran here always leaves it, while backup \
                  tools and the documented manual procedure leave it out of copies"
@@ -234,6 +244,7 @@ impl Ctx<'_> {
         let mut ev = vec![self.label_line(label), self.control_line()];
         ev.extend(look.fits.iter().cloned());
         ev.extend(look.doubts.iter().cloned());
+        ev.extend(look.checked.iter().cloned());
         if label_wal_present {
             ev.push(format!(
                 "the label's own WAL from {} ({}) is still in pg_wal: the server can start with \
@@ -275,7 +286,10 @@ impl Ctx<'_> {
                 )
             }
         );
-        if !look.doubts.is_empty() {
+        // Renaming loses data if these files are a copy: call it safe only when every source
+        // that could show a copy was read (the WAL archive above all) and showed none.
+        let unverified = !label_wal_present && !look.unchecked.is_empty();
+        if !look.doubts.is_empty() || unverified {
             // Ambiguous: no fix, the user must confirm.
             let mut d = Draft::new(
                 DoctorState::CrashedDuringExclusiveBackup,
@@ -291,6 +305,23 @@ impl Ctx<'_> {
             );
             for doubt in &look.doubts {
                 d.confirm.push(format!("Explain this: {doubt}."));
+            }
+            if unverified {
+                d.summary = "crashed during an exclusive backup — or a file copy of this server \
+                             taken during that backup and put back: the evidence for both is the \
+                             same here, so pgsafe will not call renaming backup_label safe"
+                    .into();
+                for u in &look.unchecked {
+                    d.evidence.push(format!("not checked: {u}"));
+                }
+                d.confirm.push(
+                    "No file-level copy or snapshot of this directory was put back here: the \
+                     files are the ones the server itself left when it stopped. If in doubt, \
+                     check the WAL archive for a backup history file named after the label's \
+                     START WAL LOCATION (it means that backup was stopped and these files are a \
+                     copy)."
+                        .into(),
+                );
             }
             d.caveats.push(unsafe_if);
             if let Some(why) = &look.rename_would_not_help {
@@ -348,7 +379,9 @@ impl Ctx<'_> {
         .evidence(ev);
         d.evidence.push(
             "no pgsafe restore marker, no restore sentinel in pg_control, no backup_manifest, no \
-             backup history file for this label: nothing says this directory was restored"
+             backup history file for this label in pg_wal or the WAL archive, no newer WAL in the \
+             archive, no pgsafe holder record of a backup these files could come from: nothing \
+             says this directory was restored or copied"
                 .into(),
         );
         d.caveats.push(format!(
@@ -749,6 +782,52 @@ impl Ctx<'_> {
              the two apart (a snapshot restore looks exactly like this), so it will not do it.",
             label.fields().start_time.as_deref().unwrap_or("?")
         ));
+    }
+
+    /// A label whose START is later than pg_control's checkpoint cannot belong to these files:
+    /// a backup's pg_control is copied after its start (last), so its checkpoint is never
+    /// older than the label's START. Starting from such a label replays from the wrong place;
+    /// removing it is wrong too if these files are a backup whose own label was replaced.
+    fn stray_label(&self, label: &BackupLabel) -> Option<Verdict> {
+        let c = self.c;
+        if c.sentinel || label.start_lsn() <= c.checkpoint {
+            return None;
+        }
+        let mut d = Draft::new(
+            DoctorState::RestoredBroken,
+            Confidence::High,
+            "backup_label does not belong to these files: its START is later than pg_control's \
+             checkpoint (a stray label from another backup or another cluster) — do not start \
+             the server until the right label is in place",
+        );
+        d.evidence.push(self.label_line(label));
+        d.evidence.push(self.control_line());
+        d.evidence.push(format!(
+            "the label's START WAL LOCATION {} is later than pg_control's latest checkpoint {}: \
+             a backup's pg_control is copied after the backup started, so its checkpoint is \
+             never older than its label's start",
+            label.start_lsn(),
+            c.checkpoint
+        ));
+        d.evidence.extend(self.pid_line());
+        d.caveats.push(
+            "Starting with this label would make PostgreSQL begin recovery at a checkpoint these \
+             files were never at (wrong or corrupt data); removing it is just as wrong if these \
+             files are a backup whose own label was overwritten."
+                .into(),
+        );
+        d.steps.push(Step::says(
+            "Find where this directory came from and the backup_label that belongs to it (the \
+             label stored with that backup: its START WAL LOCATION is not later than pg_control's \
+             checkpoint), put it in place byte for byte, and run pgsafe doctor again.",
+        ));
+        d.confirm.push(
+            "Which backup or copy are these files, and where is that backup's own backup_label? \
+             If this is the original server after a crash and something wrote a foreign label \
+             into it, move the label away by hand (keep it) and run pgsafe doctor again."
+                .into(),
+        );
+        Some(d.done())
     }
 
     // ---- 8 -----------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 //! States without a `backup_label`: 2, 3, 5/6 (interrupted recovery, missing label), 7, 9.
 
+use super::copy::CopyLook;
 use super::*;
 
 impl Ctx<'_> {
@@ -41,6 +42,26 @@ impl Ctx<'_> {
             };
             return self.label_missing(conf, ev);
         }
+        let unclean = !matches!(c.state, DbState::ShutDown | DbState::ShutDownInRecovery);
+        let copy = if unclean {
+            self.copy_look(None)
+        } else {
+            CopyLook::default()
+        };
+        if !copy.proof.is_empty() {
+            // A copy of a running server put in place without the backup_label of the backup
+            // it was taken during: crash recovery would start from pg_control's checkpoint, too
+            // late, and lose what was written while the files were being copied.
+            let mut ev = copy.proof.clone();
+            ev.extend(copy.label_source.clone());
+            let mut v = self.label_missing(Confidence::High, ev);
+            v.summary = "a file copy of this server taken while a backup was running, put here \
+                         without that backup's backup_label: do not start it as it is — crash \
+                         recovery would silently lose what was written during the copy; put the \
+                         backup's label back first"
+                .into();
+            return v;
+        }
         if old.is_none() && !matches!(c.state, DbState::ShutDown) {
             let mut signs = Vec::new();
             if f.files.backup_manifest || f.files.pgsafe_json {
@@ -80,7 +101,7 @@ impl Ctx<'_> {
         match c.state {
             DbState::ShutDown if old.is_some() && !f.files.standby_signal => self.finished(),
             DbState::ShutDown | DbState::ShutDownInRecovery => self.clean(),
-            _ => self.crashed(),
+            _ => self.crashed(&copy),
         }
     }
 
@@ -342,20 +363,63 @@ impl Ctx<'_> {
             ));
         }
         d.evidence.extend(self.server_context());
-        if standby && !self.recovery_requested() {
-            d.caveats.push(format!(
-                "It was a standby, but {} is missing: it would start as a primary (a split brain \
-                 if its primary still runs). Put it back if it should stay a standby.",
-                if self.pre12() {
-                    "recovery.conf"
-                } else {
-                    "standby.signal"
-                }
-            ));
-        }
         d.steps.extend(self.stale_pid_step());
-        d.steps.push(Step::says("Nothing to repair."));
+        if standby && !self.recovery_requested() {
+            self.standby_without_signal(&mut d);
+        } else {
+            d.steps.push(Step::says("Nothing to repair."));
+        }
         d.done()
+    }
+
+    /// A standby (pg_control in recovery) without its signal file starts as a primary: a
+    /// second primary if the real one still runs (split brain), and a new timeline that the
+    /// real primary's standbys cannot follow. Never "start it" without a question.
+    fn standby_without_signal(&self, d: &mut Draft) {
+        let file = if self.pre12() {
+            "recovery.conf (with standby_mode = 'on')"
+        } else {
+            "standby.signal"
+        };
+        d.summary = format!(
+            "{} — but it was a standby and {file} is missing: started as it is, it would end \
+             recovery and come up as a PRIMARY",
+            d.summary
+                .split([':', ';'])
+                .next()
+                .unwrap_or("stopped while in recovery")
+        );
+        d.confidence = d.confidence.min(Confidence::Medium);
+        d.evidence.push(format!(
+            "pg_control says \"{}\" (a server in recovery: a standby, or a restore being \
+             replayed), and no {} asks for recovery",
+            self.c.state,
+            if self.pre12() {
+                "recovery.conf"
+            } else {
+                "standby.signal or recovery.signal"
+            }
+        ));
+        d.steps.push(if self.pre12() {
+            Step::run(
+                "If it should stay a standby, put recovery.conf back (standby_mode = 'on', \
+                 primary_conninfo, restore_command as before), then start it:",
+                format!(
+                    "printf \"standby_mode = 'on'\\nprimary_conninfo = 'host=PRIMARY user=replicator'\\n\" > {}",
+                    self.file("recovery.conf")
+                ),
+            )
+        } else {
+            Step::run(
+                "If it should stay a standby, put standby.signal back before starting it:",
+                format!("touch {}", self.file("standby.signal")),
+            )
+        });
+        d.confirm.push(
+            "Should this server become a primary? Only if its old primary is gone for good (a \
+             failover you decided on); otherwise two primaries would accept writes."
+                .into(),
+        );
     }
 
     fn recovery_conf_on_12(&self, state: DoctorState) -> Option<Verdict> {
@@ -389,7 +453,7 @@ impl Ctx<'_> {
     }
 
     /// 3.
-    fn crashed(&self) -> Verdict {
+    fn crashed(&self, copy: &CopyLook) -> Verdict {
         let f = self.f;
         let c = self.c;
         if let Some(v) = self.checkpoint_wal_problem() {
@@ -399,7 +463,11 @@ impl Ctx<'_> {
             return v;
         }
         let in_recovery = matches!(c.state, DbState::InArchiveRecovery);
-        let confidence = if f.files.postmaster_opts || f.postmaster.liveness == Liveness::Stale {
+        // postmaster.pid and postmaster.opts prove nothing (a file copy of a running server
+        // has both): the confidence comes from the outside evidence having been checked.
+        let confidence = if !copy.overlap.is_empty() {
+            Confidence::Low
+        } else if copy.unchecked.is_empty() {
             Confidence::High
         } else {
             Confidence::Medium
@@ -443,16 +511,32 @@ impl Ctx<'_> {
             ));
         }
         d.evidence.extend(self.server_context());
-        if in_recovery && !self.recovery_requested() {
+        d.evidence.extend(self.copy_lines(copy));
+        if !copy.overlap.is_empty() {
+            d.summary = "crashed during a backup — or a file copy of this server taken during \
+                         that backup and put back without its backup_label: the evidence for \
+                         both is the same, confirm which before starting it"
+                .into();
+            d.evidence.extend(copy.overlap.iter().cloned());
+            d.confirm.push(
+                "These are the files the server itself left when it stopped — not a file copy, \
+                 rsync or storage snapshot taken while a backup was running and put back here. \
+                 If they are such a copy, starting them without that backup's backup_label loses \
+                 what was written while they were being copied: put the label back first."
+                    .into(),
+            );
+        } else if !copy.unchecked.is_empty() {
             d.caveats.push(format!(
-                "It was recovering (a standby?), but {} is missing: it would finish recovery and \
-                 start as a primary. Put it back if it should stay a standby.",
-                if self.pre12() {
-                    "recovery.conf"
-                } else {
-                    "standby.signal"
-                }
+                "postmaster.pid and postmaster.opts do not show that these are the server's own \
+                 files (a file copy of a running server has both), and pgsafe could not check \
+                 everything that would show a copy: {}. If this directory was put back from a \
+                 copy or snapshot taken during a backup, do not start it without that backup's \
+                 backup_label.",
+                copy.unchecked.join("; ")
             ));
+        }
+        if in_recovery && !self.recovery_requested() {
+            self.standby_without_signal(&mut d);
         }
         d.steps.extend(self.stale_pid_step());
         d.steps
