@@ -3,9 +3,12 @@
 //! Order (each step only after the previous one succeeded):
 //! 1. preflight, writing nothing: server version, wal_level, privileges, PGDATA is this server's
 //!    (system identifier in its pg_control = `pg_control_system()`, and `data_directory` when the
-//!    server tells it), target missing or empty, free space;
+//!    server tells it), target not inside PGDATA, a tablespace or a linked `pg_wal`
+//!    ([`location`]), target missing or empty, free space;
 //! 2. a temporary physical replication slot reserving WAL, in the backup session;
-//! 3. non-exclusive start in that session; 4. plan; 5. parallel copy, `global/pg_control` last;
+//! 3. non-exclusive start in that session; 4. plan; 5. parallel copy, `global/pg_control` last,
+//!    while a watcher checks the session every second and stops the copy when it is lost
+//!    ([`liveness`]);
 //! 6. stop; `backup_label` / `tablespace_map` written byte for byte, durably;
 //! 7. WAL start..stop copied from `pg_wal` (each segment's header checked) or awaited in the
 //!    archive; 8. `backup_manifest`; 9. `pgsafe.json` written last — its presence is what marks
