@@ -140,6 +140,16 @@ impl Progress for CliProgress {
         }
     }
 
+    fn notice(&self, msg: &str) {
+        match (&self.bar, self.mode) {
+            (Some(b), _) => b.println(format!("pgsafe: {msg}")),
+            (None, ProgressMode::Json) => {
+                eprintln!("{}", serde_json::json!({"event": "notice", "message": msg}))
+            }
+            _ => eprintln!("pgsafe: {msg}"),
+        }
+    }
+
     fn warn(&self, msg: &str) {
         match (&self.bar, self.mode) {
             (Some(b), _) => b.println(format!("pgsafe: warning: {msg}")),

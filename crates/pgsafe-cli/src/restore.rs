@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Args;
 use pgsafe::Lsn;
 use pgsafe::restore::{
-    ArchiveMode, RecoveryOptions, RecoveryTarget, RestoreOptions, TablespaceMapping, TargetAction,
-    run_restore,
+    ArchiveMode, RecoveryOptions, RecoveryTarget, RestoreError, RestoreOptions, TablespaceMapping,
+    TargetAction, run_restore,
 };
 
 use crate::exit;
@@ -23,7 +23,16 @@ Refuses, before writing anything: a target that is not empty (or cannot be creat
 with a running server, an incomplete backup, a backup without backup_label, a backup that fails \
 verification (full; with --no-verify: presence and sizes, and checksums while writing), \
 tablespace locations that are not empty, and a backup whose WAL is not in it (--wal archive / \
-none) without --restore-command.
+none) without --restore-command; a target that overlaps the backup (paths compared resolved), a \
+target another restore holds (an exclusive lock on the target for the whole restore), and too \
+little free space for the manifest's sizes.
+
+A backup folder is input from whoever can write into it: restore never follows a symbolic link \
+inside it, reads no compressed file beyond the size the manifest gives, never changes the owner \
+or mode of a directory it did not create, and prints the tablespace locations it will use before \
+writing. Run as root, it writes to a tablespace location taken only from the backup's \
+tablespace_map only when you confirm it: --tablespace-map OID=PATH (PATH may be the original \
+location), or --trust-backup-tablespace-locations for all of them.
 
 Writes the files in parallel (decompressing), recreates pg_tblspc/<oid> links to the original \
 or remapped tablespace locations with a matching tablespace_map, writes backup_label byte for \
@@ -74,6 +83,13 @@ pub struct RestoreArgs {
     /// backup's tablespace_map). Default: the original locations, which must be empty or absent.
     #[arg(long = "tablespace-map", value_name = "OLD=NEW")]
     pub tablespace_map: Vec<TablespaceMapping>,
+    /// Running as root: use the tablespace locations the backup's tablespace_map names without
+    /// a --tablespace-map for each (only for a backup folder nobody else could write into).
+    #[arg(long)]
+    pub trust_backup_tablespace_locations: bool,
+    /// Do not check free space before writing.
+    #[arg(long)]
+    pub skip_space_check: bool,
     /// Parallel writers (default: number of CPU cores).
     #[arg(short = 'j', long)]
     pub jobs: Option<usize>,
@@ -163,6 +179,8 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<u8> {
         owner: args.owner.clone(),
         cancel: Some(Arc::clone(&cancel)),
         sync: true,
+        trust_backup_locations: args.trust_backup_tablespace_locations,
+        check_space: !args.skip_space_check,
     };
     {
         let cancel = Arc::clone(&cancel);
@@ -185,15 +203,36 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<u8> {
     let report = match result {
         Ok(r) => r,
         Err(e) => {
-            let wrote = before != TargetState::NonEmpty && target_state(&args.pgdata) != before;
+            // Another restore's files are not this one's to call incomplete.
+            let busy = matches!(e, RestoreError::TargetBusy(_));
+            let wrote =
+                !busy && before != TargetState::NonEmpty && target_state(&args.pgdata) != before;
+            let hint = match &e {
+                RestoreError::UnconfirmedLocations(l) => Some(format!(
+                    "pass --tablespace-map OID=PATH for each ({}), or \
+                     --trust-backup-tablespace-locations",
+                    l.iter()
+                        .map(|(o, p)| format!("{o}={}", p.display()))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )),
+                RestoreError::NoSpace { .. } => {
+                    Some("--skip-space-check skips this check".to_owned())
+                }
+                _ => None,
+            };
+            let e = match hint {
+                Some(h) => anyhow::Error::new(e).context(h),
+                None => anyhow::Error::new(e),
+            };
             return Err(if wrote {
-                anyhow::Error::new(e).context(format!(
+                e.context(format!(
                     "the restore failed; {} is an INCOMPLETE restore (it has no \
                      global/pg_control, so no server can start on it): remove it",
                     args.pgdata.display()
                 ))
             } else {
-                anyhow::Error::new(e).context("restore refused (nothing was written)")
+                e.context("restore refused (nothing was written)")
             });
         }
     };
@@ -219,7 +258,11 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<u8> {
         field(
             &format!("tablespace {}", t.oid),
             if t.location == t.original_location {
-                t.location.display().to_string()
+                format!(
+                    "{} (the backup's location{})",
+                    t.location.display(),
+                    if t.existed { "; it existed" } else { "" }
+                )
             } else {
                 format!(
                     "{} (originally {})",

@@ -18,7 +18,11 @@ files are decompressed); no file stored that it does not list; backup_label pres
 and consistent with the manifest's WAL range and pgsafe.json; the system identifier, version and \
 WAL segment size of the stored pg_control equal the manifest's and pgsafe.json's; every WAL \
 segment from the backup's start to its stop in pg_wal/ with valid page headers for its timeline \
-(for --wal archive and --wal none backups: where that WAL must come from).";
+(for --wal archive and --wal none backups: where that WAL must come from). Every symbolic link or \
+special file in the folder is a problem (pgsafe never stores one; none is followed), so is a \
+manifest entry without a checksum in a backup taken with checksums, and a compressed file that \
+inflates beyond its manifest size (reading stops there). Every problem is reported, an \
+unreadable file included, not only the first. Lists the tablespace locations of tablespace_map.";
 
 pub const AFTER_HELP: &str = "\
 Exit codes: 0 the backup is good; 1 problems were found (each listed on its own line); 2 the \
@@ -108,6 +112,15 @@ pub fn print_report(r: &VerifyReport) {
         field("start / stop LSN", format!("{a} / {b}"));
     }
     field("compression", r.compression);
+    for t in &r.tablespaces {
+        field(
+            &format!("tablespace {}", t.oid),
+            format!(
+                "{} (tablespace_map: restore puts it there unless remapped)",
+                t.location.display()
+            ),
+        );
+    }
     field(
         "checked",
         format!(

@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod backup;
+pub mod beneath;
 pub mod checksum;
 pub mod conninfo;
 pub mod control;

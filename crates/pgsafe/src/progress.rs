@@ -15,6 +15,9 @@ pub trait Progress: Sync {
     fn bytes(&self, _n: u64) {}
     /// Something worth telling the user that does not stop the work.
     fn warn(&self, _msg: &str) {}
+    /// A fact the user should see before the work goes on (e.g. where a restore will write);
+    /// shown even when progress is not.
+    fn notice(&self, _msg: &str) {}
 }
 
 /// Reports nothing.

@@ -38,6 +38,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 use serde::Serialize;
 
 use crate::backup::FileOwner;
+use crate::beneath::Beneath;
 use crate::control::{ControlError, ControlFile};
 use crate::datadir::PostmasterPid;
 use crate::doctor::{
@@ -52,11 +53,13 @@ use crate::types::{Lsn, PgVersion, TimelineId};
 use crate::verify::{self, Problem, VerifyError, VerifyOptions};
 
 mod config;
+mod guard;
 mod isolation;
 mod recovery;
 mod source;
 
 pub use config::{ArchiveMode, DisabledSetting};
+pub use guard::is_plain_absolute;
 pub use isolation::{ConfigOutcome, archive_summary};
 pub use recovery::{
     NEW_TIMELINE_RESTORE_COMMAND, RecoveryFiles, RecoveryOptions, RecoveryTarget, TargetAction,
@@ -147,6 +150,11 @@ pub struct RestoreOptions {
     pub cancel: Option<Arc<AtomicBool>>,
     /// fsync files and directories (off only for tests and benchmarks).
     pub sync: bool,
+    /// Running as root, use tablespace locations taken from the backup's `tablespace_map`
+    /// without a mapping for each (the operator confirmed them all).
+    pub trust_backup_locations: bool,
+    /// Check free space before writing.
+    pub check_space: bool,
 }
 
 impl RestoreOptions {
@@ -163,6 +171,8 @@ impl RestoreOptions {
             owner: None,
             cancel: None,
             sync: true,
+            trust_backup_locations: false,
+            check_space: true,
         }
     }
 }
@@ -269,6 +279,29 @@ pub enum RestoreError {
     Fs(#[from] FsError),
     #[error("the restore was cancelled; {0} is an incomplete restore (no global/pg_control)")]
     Cancelled(PathBuf),
+    #[error(
+        "another restore is writing into {0} (it holds the target's lock); this one wrote \
+         nothing there"
+    )]
+    TargetBusy(PathBuf),
+    #[error(
+        "not enough free space: {need} bytes are needed on the file system of {path}, {available} \
+         are available; free space or restore elsewhere",
+        path = .path.display()
+    )]
+    NoSpace {
+        path: PathBuf,
+        need: u64,
+        available: u64,
+    },
+    #[error(
+        "running as root, this restore would create tablespace directories at locations taken \
+         only from the backup's tablespace_map, which whoever can write into the backup folder \
+         chooses: {}. Confirm each location by mapping it (to itself or elsewhere), or confirm \
+         all of the backup's locations",
+        .0.iter().map(|(o, p)| format!("{o} at {}", p.display())).collect::<Vec<_>>().join(", ")
+    )]
+    UnconfirmedLocations(Vec<(u32, PathBuf)>),
 }
 
 /// A restored tablespace.
@@ -277,6 +310,10 @@ pub struct RestoredTablespace {
     pub oid: u32,
     pub original_location: PathBuf,
     pub location: PathBuf,
+    /// `"backup"`: the backup's `tablespace_map` named it; `"mapping"`: the operator did.
+    pub location_source: &'static str,
+    /// The location existed (empty) before the restore: its owner and mode were kept.
+    pub existed: bool,
 }
 
 /// What [`run_restore`] did.
@@ -331,8 +368,20 @@ pub fn run_restore(
 ) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
     progress.phase("preflight");
-    let target = &opts.target;
+    // Absolute from here on: the overlap checks, the tablespace links and the start command
+    // all need it.
+    let target = &std::path::absolute(&opts.target).ctx("resolve", &opts.target)?;
     let target_exists = check_target(target)?;
+    guard::check_target_vs_source(target, &opts.source)?;
+    // Held for the whole restore (a target created below is locked right after creating it);
+    // emptiness is checked again under the lock.
+    let mut lock = if target_exists {
+        let l = guard::TargetLock::acquire(target)?;
+        check_target(target)?;
+        Some(l)
+    } else {
+        None
+    };
     opts.recovery.validate().map_err(RestoreError::Recovery)?;
     // Cheap checks first (a full verification can take long): the outline of the source.
     let copy = if opts.from_copy {
@@ -350,7 +399,37 @@ pub fn run_restore(
             wal_source: outline.wal_source.clone(),
         });
     }
-    let tablespaces = map_tablespaces(&outline.tablespaces, &opts.tablespace_map, target)?;
+    let tablespaces = map_tablespaces(
+        &outline.tablespaces,
+        &opts.tablespace_map,
+        target,
+        &opts.source,
+    )?;
+    let unconfirmed: Vec<(u32, PathBuf)> = tablespaces
+        .iter()
+        .filter(|t| t.from_backup)
+        .map(|t| (t.oid, t.location.clone()))
+        .collect();
+    if nix::unistd::geteuid().is_root() && !opts.trust_backup_locations && !unconfirmed.is_empty() {
+        return Err(RestoreError::UnconfirmedLocations(unconfirmed));
+    }
+    for t in &tablespaces {
+        progress.notice(&format!(
+            "tablespace {} will be restored at {} ({}{})",
+            t.oid,
+            t.location.display(),
+            if t.from_backup {
+                "the location in the backup's tablespace_map".to_owned()
+            } else {
+                format!("mapped; originally {}", t.original.display())
+            },
+            if t.existed {
+                "; it exists and keeps its owner and mode"
+            } else {
+                ""
+            }
+        ));
+    }
     let map_bytes = tablespace_map_bytes(&tablespaces, outline.version)?;
     let owner = resolve_owner(opts.owner.as_deref(), outline.owner.as_ref())?;
     let (mut source, verification) = match copy {
@@ -359,6 +438,14 @@ pub fn run_restore(
     };
     let dropped = isolation::check_tablespace_changes(&source)?;
     source.warnings.extend(dropped);
+    if opts.check_space {
+        let files = source
+            .files
+            .iter()
+            .chain(std::iter::once(&source.control))
+            .map(|f| (tablespace_oid(&f.rel), f.size));
+        guard::check_space(&guard::space_needs(target, &tablespaces, files))?;
+    }
     // A cancel before any write leaves nothing behind.
     if opts
         .cancel
@@ -378,7 +465,16 @@ pub fn run_restore(
         tablespaces: &tablespaces,
     };
     let mut created: Vec<PathBuf> = Vec::new();
-    let mut parents_to_sync = w.make_root(target_exists)?;
+    let mut parents_to_sync = match w.make_root(target_exists) {
+        // Created by another restore since the check.
+        Err(e) if !target_exists && e.source.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(RestoreError::TargetBusy(target.clone()));
+        }
+        r => r?,
+    };
+    if lock.is_none() {
+        lock = Some(guard::TargetLock::acquire(target)?);
+    }
     // Tablespace locations first: the source's directories inside them go there.
     for t in &tablespaces {
         parents_to_sync.extend(w.make_tablespace(t)?);
@@ -390,7 +486,8 @@ pub fn run_restore(
         }
     }
     let skip_checksums = verification == "full";
-    let copied = w.copy_files(&source.files, opts, skip_checksums, progress)?;
+    let beneath = source.beneath.as_ref();
+    let copied = w.copy_files(&source.files, beneath, opts, skip_checksums, progress)?;
 
     progress.phase("label");
     let (files_written, config) = w.write_small_files(&source, opts, &map_bytes)?;
@@ -410,7 +507,7 @@ pub fn run_restore(
     }
 
     progress.phase("pg_control");
-    let control = w.write_control(&source.control)?;
+    let control = w.write_control(&source.control, beneath)?;
 
     let label = &source.label;
     let stop_lsn = source.info.as_ref().map(|i| i.stop_lsn);
@@ -439,6 +536,8 @@ pub fn run_restore(
                 oid: t.oid,
                 original_location: t.original.clone(),
                 location: t.location.clone(),
+                location_source: if t.from_backup { "backup" } else { "mapping" },
+                existed: t.existed,
             })
             .collect(),
         owner: owner_name.clone(),
@@ -458,7 +557,15 @@ pub fn run_restore(
         warnings,
         elapsed_secs: started.elapsed().as_secs_f64(),
     };
+    drop(lock);
     Ok(report)
+}
+
+/// The tablespace OID of a `pg_tblspc/<oid>/…` path.
+fn tablespace_oid(rel: &RelPath) -> Option<u32> {
+    let b = rel.as_bytes().strip_prefix(b"pg_tblspc/")?;
+    let end = b.iter().position(|&c| c == b'/').unwrap_or(b.len());
+    std::str::from_utf8(&b[..end]).ok()?.parse().ok()
 }
 
 /// Verifies and opens a backup folder.
@@ -550,6 +657,10 @@ struct TablespacePlan {
     oid: u32,
     original: PathBuf,
     location: PathBuf,
+    /// No mapping named it: the location is the backup's `tablespace_map`'s.
+    from_backup: bool,
+    /// It exists (empty): pgsafe did not create it, so it keeps its owner and mode.
+    existed: bool,
 }
 
 /// Applies `--tablespace-map` to the source's tablespaces and checks the locations.
@@ -557,10 +668,13 @@ fn map_tablespaces(
     source_tablespaces: &[(u32, PathBuf)],
     mappings: &[TablespaceMapping],
     target: &Path,
+    backup: &Path,
 ) -> Result<Vec<TablespacePlan>, RestoreError> {
+    let target_resolved = guard::resolved(target)?;
+    let backup_resolved = guard::resolved(backup)?;
     let bad = RestoreError::TablespaceMapping;
     // Which mapping applies to which tablespace (each mapping must name one of them).
-    let mut chosen: Vec<(u32, PathBuf, PathBuf)> = Vec::new();
+    let mut chosen: Vec<(u32, PathBuf, PathBuf, bool)> = Vec::new();
     let mut used = vec![false; mappings.len()];
     for (oid, original) in source_tablespaces {
         let mut location = None;
@@ -580,8 +694,9 @@ fn map_tablespaces(
                 location = Some(m.to.clone());
             }
         }
+        let from_backup = location.is_none();
         let location = location.unwrap_or_else(|| original.clone());
-        chosen.push((*oid, original.clone(), location));
+        chosen.push((*oid, original.clone(), location, from_backup));
     }
     if let Some(i) = used.iter().position(|u| !u) {
         let known: Vec<String> = source_tablespaces
@@ -602,31 +717,46 @@ fn map_tablespaces(
         )));
     }
     let mut out: Vec<TablespacePlan> = Vec::new();
-    for (oid, original, location) in chosen {
-        if !location.is_absolute() {
+    let mut resolved_locations: Vec<PathBuf> = Vec::new();
+    for (oid, original, location, from_backup) in chosen {
+        if !is_plain_absolute(&location) {
             return Err(bad(format!(
-                "tablespace {oid}: its location {} is not absolute: map it with \
-                 --tablespace-map {oid}=/absolute/path",
+                "tablespace {oid}: its location {:?} is not an absolute path without \".\" and \
+                 \"..\" components: map it with --tablespace-map {oid}=/absolute/path",
                 location.display()
             )));
         }
-        if location.starts_with(target) || target.starts_with(&location) {
+        // Compared resolved: a link or a relative path must not hide an overlap.
+        let resolved = guard::resolved(&location)?;
+        if guard::overlap(&resolved, &target_resolved) {
             return Err(bad(format!(
-                "tablespace {oid}: location {} overlaps the target data directory {}",
+                "tablespace {oid}: location {} overlaps the target data directory {} \
+                 (resolved: {} and {})",
                 location.display(),
-                target.display()
+                target.display(),
+                resolved.display(),
+                target_resolved.display()
             )));
         }
-        if out
+        if guard::overlap(&resolved, &backup_resolved) {
+            return Err(bad(format!(
+                "tablespace {oid}: location {} overlaps the backup {} (resolved: {} and {})",
+                location.display(),
+                backup.display(),
+                resolved.display(),
+                backup_resolved.display()
+            )));
+        }
+        if resolved_locations
             .iter()
-            .any(|t| source::same_path(&t.location, &location))
+            .any(|r| guard::overlap(r, &resolved))
         {
             return Err(bad(format!(
                 "two tablespaces would be restored into {}",
                 location.display()
             )));
         }
-        match fs::read_dir(&location) {
+        let existed = match fs::read_dir(&location) {
             Ok(mut rd) => {
                 if rd.next().is_some() {
                     return Err(RestoreError::TablespaceNotEmpty {
@@ -634,14 +764,18 @@ fn map_tablespaces(
                         path: location,
                     });
                 }
+                true
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => return Err(FsError::new("inspect tablespace location", location, e).into()),
-        }
+        };
+        resolved_locations.push(resolved);
         out.push(TablespacePlan {
             oid,
             original,
             location,
+            from_backup,
+            existed,
         });
     }
     Ok(out)
@@ -688,6 +822,15 @@ fn resolve_owner(
         None => None,
     };
     match owner {
+        // (uid_t)-1 / (gid_t)-1 tell chown(2) to leave the owner unchanged: the files would
+        // silently stay root's.
+        Some(o) if o.uid.as_raw() == u32::MAX || o.gid.as_raw() == u32::MAX => {
+            Err(RestoreError::Owner(format!(
+                "{}:{} is not an owner: 4294967295 means \"leave unchanged\" to chown(2); name \
+                 the user the server runs as (e.g. postgres)",
+                o.uid, o.gid
+            )))
+        }
         Some(o) if o.uid.is_root() => Err(RestoreError::Owner(
             "the files would belong to root, but PostgreSQL refuses to run as root: pass \
              --owner USER (e.g. postgres)"
@@ -721,12 +864,25 @@ fn recorded_owner(r: &FileOwner) -> Owner {
     }
 }
 
+/// `(uid_t)-1`: chown(2)'s "no change".
+const NO_CHANGE_ID: &str = "4294967295";
+
 /// `USER`, `USER:GROUP`, `UID`, `UID:GID`.
 fn parse_owner(spec: &str) -> Result<Owner, RestoreError> {
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
+    if [Some(u), g]
+        .into_iter()
+        .flatten()
+        .any(|x| x == NO_CHANGE_ID)
+    {
+        return Err(RestoreError::Owner(format!(
+            "{spec}: 4294967295 is not an owner: it means \"leave unchanged\" to chown(2), so \
+             the files would stay root's; name the user the server runs as (e.g. postgres)"
+        )));
+    }
     let user = if u.bytes().all(|b| b.is_ascii_digit()) && !u.is_empty() {
         let uid = Uid::from_raw(
             u.parse()
@@ -885,14 +1041,16 @@ impl Writer<'_> {
     fn make_tablespace(&self, t: &TablespacePlan) -> Result<Vec<PathBuf>, FsError> {
         let mut changed = Vec::new();
         let loc = &t.location;
-        if !loc.exists() {
+        // A directory pgsafe did not create keeps its owner and mode: the location may be
+        // an existing directory a hostile tablespace_map names (docs/threat-model.md).
+        if !t.existed {
             changed = create_ancestors(loc)?;
             DirBuilder::new()
                 .mode(0o700)
                 .create(loc)
                 .ctx("create", loc)?;
+            self.set_dir_mode(loc)?;
         }
-        self.set_dir_mode(loc)?;
         let tblspc = self.target.join("pg_tblspc");
         if !tblspc.is_dir() {
             DirBuilder::new()
@@ -955,6 +1113,7 @@ impl Writer<'_> {
     fn copy_files(
         &self,
         files: &[SourceFile],
+        beneath: Option<&Beneath>,
         opts: &RestoreOptions,
         skip_checksums: bool,
         progress: &dyn Progress,
@@ -968,6 +1127,7 @@ impl Writer<'_> {
         let ctx = CopyCtx {
             w: self,
             files,
+            beneath,
             order,
             next: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
@@ -1061,8 +1221,12 @@ impl Writer<'_> {
     }
 
     /// `global/pg_control` with the sentinel, written last and durably.
-    fn write_control(&self, f: &SourceFile) -> Result<ControlFile, RestoreError> {
-        let file = File::open(&f.path).ctx("open", &f.path)?;
+    fn write_control(
+        &self,
+        f: &SourceFile,
+        beneath: Option<&Beneath>,
+    ) -> Result<ControlFile, RestoreError> {
+        let file = f.open(beneath).ctx("open", &f.path)?;
         let mut bytes = Vec::with_capacity(8192);
         f.compression
             .decoder(file)
@@ -1150,6 +1314,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct CopyCtx<'a> {
     w: &'a Writer<'a>,
     files: &'a [SourceFile],
+    /// The backup folder (files are opened below it without following links).
+    beneath: Option<&'a Beneath>,
     /// Indexes into `files`, largest first.
     order: Vec<usize>,
     next: AtomicUsize,
@@ -1209,6 +1375,16 @@ impl CopyCtx<'_> {
         }
     }
 
+    fn more_than_manifest(&self, f: &SourceFile) -> RestoreError {
+        self.damaged(
+            f,
+            format!(
+                "it holds more than the {} bytes the manifest says (writing stopped there)",
+                f.size
+            ),
+        )
+    }
+
     fn step(&self, n: usize) -> Result<(), RestoreError> {
         self.progress.bytes(n as u64);
         if self.cancelled() {
@@ -1219,7 +1395,10 @@ impl CopyCtx<'_> {
 
     /// Restores one file; returns its size.
     fn restore_file(&self, f: &SourceFile, buf: &mut Vec<u8>) -> Result<u64, RestoreError> {
-        let src = File::open(&f.path).ctx("open", &f.path)?;
+        let src = f.open(self.beneath).ctx("open", &f.path)?;
+        // Never more than the manifest's size (+1 to notice more): a small compressed file can
+        // inflate to terabytes, and a plain one can grow after the checks.
+        let limit = f.size.saturating_add(1);
         let dest = self.w.dest_of(&f.rel);
         let mut out = self.w.create_file(&dest)?;
         let check = self.check_sums && f.checksum.is_some();
@@ -1227,8 +1406,11 @@ impl CopyCtx<'_> {
         if f.compression.is_none() && !check {
             // Plain file: let the kernel copy (copy_file_range), a chunk at a time for progress.
             loop {
-                let n =
-                    io::copy(&mut (&src).take(KERNEL_CHUNK), &mut out).ctx("copy into", &dest)?;
+                let chunk = KERNEL_CHUNK.min(limit - size);
+                if chunk == 0 {
+                    break;
+                }
+                let n = io::copy(&mut (&src).take(chunk), &mut out).ctx("copy into", &dest)?;
                 if n == 0 {
                     break;
                 }
@@ -1243,7 +1425,7 @@ impl CopyCtx<'_> {
             let mut hasher = alg
                 .unwrap_or(crate::checksum::ChecksumAlgorithm::None)
                 .hasher();
-            let mut reader = f.compression.decoder(src).ctx("read", &f.path)?;
+            let mut reader = f.compression.decoder(src).ctx("read", &f.path)?.take(limit);
             loop {
                 let n = match reader.read(buf) {
                     Ok(0) => break,
@@ -1259,6 +1441,9 @@ impl CopyCtx<'_> {
                 size += n as u64;
                 self.step(n)?;
             }
+            if size > f.size {
+                return Err(self.more_than_manifest(f));
+            }
             if let (Some((_, expected)), Some(found)) = (&f.checksum, hasher.finish_hex()) {
                 if !found.eq_ignore_ascii_case(expected) {
                     return Err(
@@ -1266,6 +1451,9 @@ impl CopyCtx<'_> {
                     );
                 }
             }
+        }
+        if size > f.size {
+            return Err(self.more_than_manifest(f));
         }
         if size != f.size {
             return Err(self.damaged(f, format!("{size} bytes, the manifest says {}", f.size)));
@@ -1459,5 +1647,20 @@ mod tests {
         // Root can never own a data directory.
         let e = resolve_owner(Some("root"), None).unwrap_err();
         assert!(e.to_string().contains("refuses to run as root"), "{e}");
+        // chown(2)'s "no change" value would leave the files root's.
+        for spec in ["4294967295", "4294967295:4294967295", "0:4294967295"] {
+            let e = parse_owner(spec).unwrap_err();
+            assert!(e.to_string().contains("leave unchanged"), "{spec}: {e}");
+        }
+        let recorded = FileOwner {
+            uid: u32::MAX,
+            gid: u32::MAX,
+            user: None,
+            group: None,
+        };
+        if nix::unistd::geteuid().is_root() {
+            let e = resolve_owner(None, Some(&recorded)).unwrap_err();
+            assert!(e.to_string().contains("leave unchanged"), "{e}");
+        }
     }
 }

@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::backup::{BackupInfo, COMPLETE_MARKER, INCOMPLETE_MARKER, MANIFEST_FILE, WalMode};
+use crate::beneath::Beneath;
 use crate::checksum::ChecksumAlgorithm;
 use crate::control::ControlFile;
 use crate::copy::Compression;
@@ -198,6 +199,33 @@ pub enum Problem {
         file: String,
         error: String,
     },
+    /// A symbolic link in the backup folder: pgsafe never stores one, so it was planted (or
+    /// the folder was assembled by hand); it is never followed.
+    Symlink {
+        path: String,
+        points_to: String,
+    },
+    /// A manifest entry without a checksum in a backup whose `pgsafe.json` names an algorithm:
+    /// its content could be anything of the right size.
+    ChecksumMissing {
+        path: String,
+        algorithm: ChecksumAlgorithm,
+    },
+    /// A compressed file decompresses to more than the manifest's size; reading stopped there.
+    Inflates {
+        path: String,
+        limit: u64,
+    },
+    /// A file or directory of the backup could not be read (the other files were checked).
+    Unreadable {
+        path: String,
+        error: String,
+    },
+    /// `tablespace_map` does not parse, or names a location that is not an absolute path
+    /// without `..` (PostgreSQL only writes absolute locations).
+    MapInvalid {
+        error: String,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -335,8 +363,64 @@ impl fmt::Display for Problem {
             Problem::HistoryInvalid { file, error } => {
                 write!(f, "invalid timeline history file pg_wal/{file}: {error}")
             }
+            Problem::Symlink { path, points_to } => write!(
+                f,
+                "symbolic link: {path} -> {points_to} (pgsafe never stores links in a backup; \
+                 it was put there by someone else and is not followed)"
+            ),
+            Problem::ChecksumMissing { path, algorithm } => write!(
+                f,
+                "missing checksum: {MANIFEST_FILE} lists {path} without a checksum, but this \
+                 backup was taken with {algorithm} checksums (the entry was edited)"
+            ),
+            Problem::Inflates { path, limit } => write!(
+                f,
+                "oversized compressed file: {path} decompresses to more than the {limit} bytes \
+                 {MANIFEST_FILE} gives (reading stopped there)"
+            ),
+            Problem::Unreadable { path, error } => {
+                write!(f, "unreadable: {path}: {error}")
+            }
+            Problem::MapInvalid { error } => write!(f, "tablespace_map is invalid: {error}"),
         }
     }
+}
+
+/// A tablespace of the backup and the location its `tablespace_map` names: where a restore
+/// creates it unless told otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TablespaceLocation {
+    pub oid: u32,
+    pub location: PathBuf,
+}
+
+/// The locations of a `tablespace_map`; an error for one that does not parse or names a
+/// location that is not absolute or has a `.`/`..` component (the server writes the
+/// absolute path of each `pg_tblspc/<oid>` link, xlog.c `do_pg_backup_start`).
+pub fn tablespace_locations(
+    bytes: &[u8],
+    version: crate::types::PgVersion,
+) -> Result<Vec<TablespaceLocation>, String> {
+    use crate::label::{MapEscaping, TablespaceMap};
+    let map = TablespaceMap::parse(bytes, MapEscaping::for_version(version))
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for e in map.entries() {
+        let location = e.as_path().to_path_buf();
+        if !crate::restore::is_plain_absolute(&location) {
+            return Err(format!(
+                "tablespace {} has the location {:?}: not an absolute path without \".\" and \
+                 \"..\" components",
+                e.oid,
+                location.display()
+            ));
+        }
+        out.push(TablespaceLocation {
+            oid: e.oid,
+            location,
+        });
+    }
+    Ok(out)
 }
 
 /// What [`verify_backup`] found.
@@ -371,6 +455,8 @@ pub struct VerifyReport {
     /// WAL records checked (CRC, length, prev-link) from the start to the stop LSN.
     pub wal_records_checked: u64,
     pub elapsed_secs: f64,
+    /// The tablespace locations `tablespace_map` names (a restore's defaults).
+    pub tablespaces: Vec<TablespaceLocation>,
     /// `pgsafe.json`, when readable (for restore).
     #[serde(skip)]
     pub info: Option<BackupInfo>,
@@ -416,18 +502,24 @@ pub enum VerifyError {
     Cancelled,
 }
 
-/// What a backup folder holds (symbolic links followed, as pg_verifybackup does).
+/// What a backup folder holds. Symbolic links are listed, never followed (pg_verifybackup
+/// follows them; pgsafe never stores one, and following a planted one would let the folder's
+/// writer choose what a root-run restore reads: docs/threat-model.md).
 #[derive(Debug, Default)]
 pub struct Listing {
     /// Directories, parents before children.
     pub dirs: Vec<RelPath>,
     /// Regular files and their sizes.
     pub files: BTreeMap<RelPath, u64>,
-    /// Entries that are neither (sockets, fifos, dangling links, loops).
+    /// Entries that are neither (sockets, fifos, devices).
     pub special: Vec<RelPath>,
+    /// Symbolic links and what they point to.
+    pub links: Vec<(RelPath, PathBuf)>,
+    /// Directories below the root that could not be read, with the error.
+    pub unreadable: Vec<(RelPath, String)>,
 }
 
-/// Deepest directory nesting followed (guards against symbolic link loops).
+/// Deepest directory nesting listed.
 const MAX_DEPTH: usize = 64;
 
 /// Lists a backup folder.
@@ -439,14 +531,31 @@ pub fn list_backup(root: &Path) -> Result<Listing, FsError> {
 
 fn walk(dir: &Path, rel: &RelPath, depth: usize, l: &mut Listing) -> Result<(), FsError> {
     let mut entries: Vec<(Vec<u8>, PathBuf)> = Vec::new();
-    for e in fs::read_dir(dir).ctx("read directory", dir)? {
-        let e = e.ctx("read directory", dir)?;
-        entries.push((e.file_name().as_bytes().to_vec(), e.path()));
+    // Below the root, an unreadable directory is one problem among others: keep listing.
+    let read = fs::read_dir(dir).and_then(|rd| {
+        for e in rd {
+            let e = e?;
+            entries.push((e.file_name().as_bytes().to_vec(), e.path()));
+        }
+        Ok(())
+    });
+    match read {
+        Ok(()) => {}
+        Err(e) if rel.is_empty() => return Err(FsError::new("read directory", dir, e)),
+        Err(e) => {
+            l.unreadable
+                .push((rel.clone(), format!("read directory: {e}")));
+            return Ok(());
+        }
     }
     entries.sort();
     for (name, path) in entries {
         let child = rel.join(&name);
-        match fs::metadata(&path) {
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = fs::read_link(&path).unwrap_or_default();
+                l.links.push((child, to));
+            }
             Ok(m) if m.is_file() => {
                 l.files.insert(child, m.len());
             }
@@ -455,32 +564,40 @@ fn walk(dir: &Path, rel: &RelPath, depth: usize, l: &mut Listing) -> Result<(), 
                 walk(&path, &child, depth + 1, l)?;
             }
             Ok(_) => l.special.push(child),
+            // Removed while listing: nothing there to check.
             Err(e) if e.kind() == io::ErrorKind::NotFound => l.special.push(child),
-            Err(e) => return Err(FsError::new("inspect", path, e)),
+            Err(e) => l.unreadable.push((child, format!("inspect: {e}"))),
         }
     }
     Ok(())
 }
 
-/// Reads a small file of the backup; `Ok(None)` if it does not exist.
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, FsError> {
-    match fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(FsError::new("read", path, e)),
-    }
+/// Largest `backup_manifest` read (about 200 bytes per file: millions of files).
+pub const MANIFEST_LIMIT: u64 = 1 << 30;
+/// Largest `backup_label`, `tablespace_map`, `pgsafe.json` or history file read.
+pub const SMALL_FILE_LIMIT: u64 = 16 << 20;
+
+/// Reads a small file of the backup without following links; `Ok(None)` if it does not exist.
+fn read_optional(beneath: &Beneath, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, Problem> {
+    beneath
+        .read_small(Path::new(rel), limit)
+        .map_err(|e| Problem::Unreadable {
+            path: rel.to_owned(),
+            error: e.to_string(),
+        })
 }
 
 /// Reads a stored file's original content (decompressing); `Ok(None)` if it does not exist,
 /// `Err(Ok(msg))` if it does not decompress.
 fn read_stored(
+    beneath: &Beneath,
     root: &Path,
     rel: &str,
     compression: Compression,
 ) -> Result<Option<Result<Vec<u8>, String>>, FsError> {
     let stored = stored_path(rel.as_bytes(), compression);
     let path = root.join(stored.as_path());
-    let file = match File::open(&path) {
+    let file = match beneath.open_file(stored.as_path()) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(FsError::new("open", path, e)),
@@ -535,9 +652,10 @@ pub fn verify_backup(
         Err(e) => return Err(FsError::new("inspect", dir, e).into()),
     }
     progress.phase("verify");
-    let mut v = Verifier::new(dir, opts);
+    let beneath = Beneath::open(dir).ctx("open", dir)?;
+    let mut v = Verifier::new(dir, &beneath, opts);
     v.read_metadata()?;
-    v.check_control()?;
+    v.check_control();
     let listing = list_backup(dir)?;
     let (files, wal) = v.plan_checks(&listing);
     v.run_checks(&files, &wal, progress)?;
@@ -590,6 +708,7 @@ const SPLIT_SIZE: u64 = 32 << 20;
 
 struct Verifier<'a> {
     dir: &'a Path,
+    beneath: &'a Beneath,
     opts: &'a VerifyOptions<'a>,
     info: Option<BackupInfo>,
     manifest: Option<Manifest>,
@@ -604,12 +723,15 @@ struct Verifier<'a> {
     bytes_checked: u64,
     wal_checked: u64,
     wal_records: u64,
+    /// From `tablespace_map`: where a restore puts each tablespace unless remapped.
+    tablespaces: Vec<TablespaceLocation>,
 }
 
 impl<'a> Verifier<'a> {
-    fn new(dir: &'a Path, opts: &'a VerifyOptions<'a>) -> Self {
+    fn new(dir: &'a Path, beneath: &'a Beneath, opts: &'a VerifyOptions<'a>) -> Self {
         Verifier {
             dir,
+            beneath,
             opts,
             info: None,
             manifest: None,
@@ -623,6 +745,7 @@ impl<'a> Verifier<'a> {
             bytes_checked: 0,
             wal_checked: 0,
             wal_records: 0,
+            tablespaces: Vec::new(),
         }
     }
 
@@ -633,14 +756,30 @@ impl<'a> Verifier<'a> {
     /// pgsafe.json, the manifest, the label; decides the compression.
     fn read_metadata(&mut self) -> Result<(), VerifyError> {
         let dir = self.dir;
-        let incomplete = dir.join(INCOMPLETE_MARKER).exists();
-        let info_bytes = read_optional(&dir.join(COMPLETE_MARKER))?;
-        let manifest_bytes = read_optional(&dir.join(MANIFEST_FILE))?;
-        let label_bytes = read_optional(&dir.join(LABEL_FILE))?;
-        if info_bytes.is_none() && manifest_bytes.is_none() && label_bytes.is_none() {
+        let incomplete = fs::symlink_metadata(dir.join(INCOMPLETE_MARKER)).is_ok();
+        // An unreadable one is reported and counts as present (it is not "not a backup").
+        let mut unreadable = Vec::new();
+        let mut read = |rel: &str, limit: u64| match read_optional(self.beneath, rel, limit) {
+            Ok(b) => (b, false),
+            Err(p) => {
+                unreadable.push(p);
+                (None, true)
+            }
+        };
+        let (info_bytes, info_bad) = read(COMPLETE_MARKER, SMALL_FILE_LIMIT);
+        let (manifest_bytes, manifest_bad) = read(MANIFEST_FILE, MANIFEST_LIMIT);
+        let (label_bytes, label_bad) = read(LABEL_FILE, SMALL_FILE_LIMIT);
+        let (map_bytes, _) = read(MAP_FILE, SMALL_FILE_LIMIT);
+        if info_bytes.is_none()
+            && manifest_bytes.is_none()
+            && label_bytes.is_none()
+            && unreadable.is_empty()
+        {
             return Err(VerifyError::NotABackup(dir.to_owned()));
         }
+        self.problems.extend(unreadable);
         match &info_bytes {
+            None if info_bad => {}
             None => self.problem(Problem::Incomplete {
                 incomplete_marker: incomplete,
             }),
@@ -657,6 +796,7 @@ impl<'a> Verifier<'a> {
             }
         }
         match &manifest_bytes {
+            None if manifest_bad => {}
             None => self.problem(Problem::ManifestMissing),
             Some(b) => match Manifest::parse(b) {
                 Ok(m) => self.manifest = Some(m),
@@ -666,6 +806,7 @@ impl<'a> Verifier<'a> {
             },
         }
         match &label_bytes {
+            None if label_bad => {}
             None => self.problem(Problem::LabelMissing),
             Some(b) => match BackupLabel::parse(b) {
                 Ok(l) => self.label = Some(l),
@@ -684,7 +825,10 @@ impl<'a> Verifier<'a> {
                 Compression::Lz4,
             ]
             .into_iter()
-            .find(|c| dir.join(format!("{CONTROL_FILE}{}", c.suffix())).is_file())
+            .find(|c| {
+                fs::symlink_metadata(dir.join(format!("{CONTROL_FILE}{}", c.suffix())))
+                    .is_ok_and(|m| m.is_file())
+            })
             .unwrap_or(Compression::None),
         };
         self.seg_size = self.info.as_ref().map(|i| i.wal_segment_size);
@@ -701,6 +845,12 @@ impl<'a> Verifier<'a> {
             let found = compare_info_manifest(m, i);
             self.problems.extend(found);
         }
+        if let (Some(b), Some(i)) = (&map_bytes, &self.info) {
+            match tablespace_locations(b, i.server_version) {
+                Ok(t) => self.tablespaces = t,
+                Err(error) => self.problem(Problem::MapInvalid { error }),
+            }
+        }
         Ok(())
     }
 
@@ -712,12 +862,45 @@ impl<'a> Verifier<'a> {
                 path: s.to_string(),
             });
         }
+        for (path, to) in &listing.links {
+            self.problem(Problem::Symlink {
+                path: path.to_string(),
+                points_to: to.display().to_string(),
+            });
+        }
+        for (path, error) in &listing.unreadable {
+            self.problem(Problem::Unreadable {
+                path: path.to_string(),
+                error: error.clone(),
+            });
+        }
+        // Stored paths already reported as something else than a regular file.
+        let reported: BTreeSet<&RelPath> = listing
+            .links
+            .iter()
+            .map(|(p, _)| p)
+            .chain(&listing.special)
+            .chain(listing.unreadable.iter().map(|(p, _)| p))
+            .collect();
+        let algorithm = self
+            .info
+            .as_ref()
+            .map_or(ChecksumAlgorithm::None, |i| i.checksum);
         let mut unlisted: BTreeSet<&RelPath> = listing.files.keys().collect();
         let mut files = Vec::new();
         if let Some(m) = &self.manifest {
             let mut missing = Vec::new();
             for entry in &m.files {
                 let stored = stored_path(&entry.path, self.compression);
+                if entry.checksum.is_none() && algorithm != ChecksumAlgorithm::None {
+                    missing.push(Problem::ChecksumMissing {
+                        path: entry.path_lossy().into_owned(),
+                        algorithm,
+                    });
+                }
+                if covered(&reported, &stored) {
+                    continue;
+                }
                 match listing.files.get(&stored) {
                     Some(&disk_size) => {
                         unlisted.remove(&stored);
@@ -858,9 +1041,12 @@ impl<'a> Verifier<'a> {
             });
             return;
         };
-        let path = self.dir.join(WAL_DIR).join(file);
-        match fs::read(&path) {
-            Ok(b) => {
+        let rel = Path::new(WAL_DIR).join(file);
+        match self.beneath.read_small(&rel, SMALL_FILE_LIMIT) {
+            Ok(None) => self.problem(Problem::HistoryMissing {
+                file: file.to_owned(),
+            }),
+            Ok(Some(b)) => {
                 if let Err(e) = wal::TimelineHistory::parse(tli, &b) {
                     self.problem(Problem::HistoryInvalid {
                         file: file.to_owned(),
@@ -935,6 +1121,7 @@ impl<'a> Verifier<'a> {
         let wal_crcs = self.info.as_ref().map(|i| &i.wal.crc32c);
         let ctx = Ctx {
             dir: self.dir,
+            beneath: self.beneath,
             opts: self.opts,
             compression: self.compression,
             seg_size: self.seg_size,
@@ -1049,8 +1236,19 @@ impl<'a> Verifier<'a> {
     }
 
     /// The stored pg_control decodes and agrees with the manifest and pgsafe.json.
-    fn check_control(&mut self) -> Result<(), VerifyError> {
-        let bytes = match read_stored(self.dir, CONTROL_FILE, self.compression)? {
+    fn check_control(&mut self) {
+        let read = read_stored(self.beneath, self.dir, CONTROL_FILE, self.compression);
+        let bytes = match read {
+            Err(e) => {
+                self.problem(Problem::Unreadable {
+                    path: CONTROL_FILE.into(),
+                    error: e.to_string(),
+                });
+                return;
+            }
+            Ok(r) => r,
+        };
+        let bytes = match bytes {
             // Reported as a missing file when the manifest lists it.
             None => {
                 if self.manifest.is_none() {
@@ -1060,10 +1258,10 @@ impl<'a> Verifier<'a> {
                             .to_string(),
                     });
                 }
-                return Ok(());
+                return;
             }
             // Reported by the file check.
-            Some(Err(_)) => return Ok(()),
+            Some(Err(_)) => return,
             Some(Ok(b)) => b,
         };
         let control = match ControlFile::decode(&bytes) {
@@ -1072,7 +1270,7 @@ impl<'a> Verifier<'a> {
                 self.problem(Problem::ControlInvalid {
                     error: e.to_string(),
                 });
-                return Ok(());
+                return;
             }
         };
         let mut mismatch = Vec::new();
@@ -1112,7 +1310,6 @@ impl<'a> Verifier<'a> {
         for detail in mismatch {
             self.problem(Problem::ControlMismatch { detail });
         }
-        Ok(())
     }
 
     fn report(self, started: Instant) -> VerifyReport {
@@ -1145,9 +1342,20 @@ impl<'a> Verifier<'a> {
             wal_segments_checked: self.wal_checked,
             wal_records_checked: self.wal_records,
             elapsed_secs: started.elapsed().as_secs_f64(),
+            tablespaces: self.tablespaces,
             info: self.info,
         }
     }
+}
+
+/// `path` or one of its parent directories is in `reported`.
+fn covered(reported: &BTreeSet<&RelPath>, path: &RelPath) -> bool {
+    let b = path.as_bytes();
+    reported.contains(path)
+        || b.iter()
+            .enumerate()
+            .filter(|(_, c)| **c == b'/')
+            .any(|(i, _)| reported.contains(&RelPath::from_bytes(&b[..i])))
 }
 
 /// `pgsafe.json` against the manifest: system identifier and WAL range.
@@ -1198,6 +1406,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Shared state of the parallel checks.
 struct Ctx<'a> {
     dir: &'a Path,
+    beneath: &'a Beneath,
     opts: &'a VerifyOptions<'a>,
     compression: Compression,
     seg_size: Option<WalSegSize>,
@@ -1276,6 +1485,19 @@ impl Ctx<'_> {
             match result {
                 Ok(Some(p)) => out.problems.push(p),
                 Ok(None) => {}
+                // A file that cannot be read is one problem: the others are still checked
+                // (as pg_verifybackup reports every problem).
+                Err(VerifyError::Io(e)) => {
+                    let path = e
+                        .path
+                        .strip_prefix(self.dir)
+                        .unwrap_or(&e.path)
+                        .display()
+                        .to_string();
+                    let error = format!("{}: {}", e.action, e.source);
+                    out.problems
+                        .push((2, path.clone(), Problem::Unreadable { path, error }));
+                }
                 Err(e) => {
                     let mut slot = lock(&self.error);
                     if slot.is_none() && !matches!(e, VerifyError::Cancelled) {
@@ -1311,7 +1533,10 @@ impl Ctx<'_> {
         let f = &self.files[sp.file];
         let (offset, len) = sp.ranges[index];
         let path = self.dir.join(f.stored.as_path());
-        let file = File::open(&path).ctx("open", &path)?;
+        let file = self
+            .beneath
+            .open_file(f.stored.as_path())
+            .ctx("open", &path)?;
         let mut crc = 0u32;
         let mut done = 0u64;
         while done < len {
@@ -1385,7 +1610,7 @@ impl Ctx<'_> {
             return Ok(None);
         }
         let path = self.dir.join(f.stored.as_path());
-        let file = match File::open(&path) {
+        let file = match self.beneath.open_file(f.stored.as_path()) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Ok(Some(Problem::Missing {
@@ -1404,10 +1629,13 @@ impl Ctx<'_> {
             path: f.stored.to_string(),
             error: e.to_string(),
         };
-        let mut reader = match compression.decoder(file) {
+        let reader = match compression.decoder(file) {
             Ok(r) => r,
             Err(e) => return Ok(Some(corrupt(e))),
         };
+        // Never more than the manifest's size (+1 to notice more): a small compressed file
+        // can claim to inflate to terabytes.
+        let mut reader = reader.take(f.entry.size.saturating_add(1));
         let alg = f.entry.checksum.as_ref().map(|(a, _)| *a);
         let mut hasher = alg.unwrap_or(ChecksumAlgorithm::None).hasher();
         let mut size = 0u64;
@@ -1422,6 +1650,12 @@ impl Ctx<'_> {
             hasher.update(&buf[..n]);
             size += n as u64;
             self.after_read(n, bytes)?;
+        }
+        if size > f.entry.size && compressed {
+            return Ok(Some(Problem::Inflates {
+                path: f.stored.to_string(),
+                limit: f.entry.size,
+            }));
         }
         if size != f.entry.size {
             return Ok(Some(Problem::Size {

@@ -3,10 +3,12 @@
 //! snapshot taken between `pgsafe start` and `pgsafe stop`, with the `backup_label` and
 //! `tablespace_map` that `pgsafe stop --output-dir` wrote into it).
 
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use crate::beneath::Beneath;
 
 use crate::backup::{BackupInfo, COMPLETE_MARKER, FileOwner, WalMode};
 use crate::checksum::ChecksumAlgorithm;
@@ -32,12 +34,46 @@ pub(super) struct SourceFile {
     pub size: u64,
     pub compression: Compression,
     pub checksum: Option<(ChecksumAlgorithm, String)>,
+    /// For a backup folder: the stored path below its root, opened without following links.
+    pub stored: Option<RelPath>,
+}
+
+impl SourceFile {
+    /// Opens the file for reading, never through a symbolic link: below the backup root for
+    /// a backup folder; for a copy, the last component (the copy's tablespaces are reached
+    /// through its `pg_tblspc` links, as the plan listed them).
+    pub fn open(&self, beneath: Option<&Beneath>) -> io::Result<File> {
+        let f = match (&self.stored, beneath) {
+            (Some(rel), Some(b)) => return b.open_file(rel.as_path()),
+            (Some(_), None) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a backup file opened without its backup folder",
+                ));
+            }
+            (None, _) => OpenOptions::new()
+                .read(true)
+                .custom_flags(
+                    (nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits(),
+                )
+                .open(&self.path)?,
+        };
+        if !f.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is not a regular file", self.path.display()),
+            ));
+        }
+        Ok(f)
+    }
 }
 
 /// Everything a restore needs to know about its source.
 #[derive(Debug)]
 pub(super) struct Source {
     pub root: PathBuf,
+    /// The backup folder, for opening its files without following links (`None` for a copy).
+    pub beneath: Option<Beneath>,
     pub from_copy: bool,
     pub version: PgVersion,
     pub label: BackupLabel,
@@ -90,14 +126,16 @@ pub(super) fn backup_outline(root: &Path) -> Result<Outline, RestoreError> {
         Err(e) => return Err(FsError::new("inspect", root, e).into()),
     }
     let info_path = root.join(COMPLETE_MARKER);
-    let info: BackupInfo = match fs::read(&info_path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| RestoreError::BadInfo(e.to_string()))?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(RestoreError::Incomplete(root.to_owned()));
-        }
-        Err(e) => return Err(FsError::new("read", info_path, e).into()),
-    };
-    if !root.join(LABEL_FILE).exists() {
+    let beneath = Beneath::open(root).ctx("open", root)?;
+    let info: BackupInfo =
+        match beneath.read_small(Path::new(COMPLETE_MARKER), verify::SMALL_FILE_LIMIT) {
+            Ok(Some(b)) => {
+                serde_json::from_slice(&b).map_err(|e| RestoreError::BadInfo(e.to_string()))?
+            }
+            Ok(None) => return Err(RestoreError::Incomplete(root.to_owned())),
+            Err(e) => return Err(FsError::new("read", info_path, e).into()),
+        };
+    if fs::symlink_metadata(root.join(LABEL_FILE)).is_err() {
         return Err(RestoreError::NoLabel(root.to_owned()));
     }
     Ok(Outline {
@@ -130,11 +168,10 @@ fn drop_recovery_files(files: &mut Vec<SourceFile>) -> Vec<String> {
 
 fn read_label(root: &Path) -> Result<BackupLabel, RestoreError> {
     let path = root.join(LABEL_FILE);
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(RestoreError::NoLabel(root.to_owned()));
-        }
+    let beneath = Beneath::open(root).ctx("open", root)?;
+    let bytes = match beneath.read_small(Path::new(LABEL_FILE), verify::SMALL_FILE_LIMIT) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Err(RestoreError::NoLabel(root.to_owned())),
         Err(e) => return Err(FsError::new("read", path, e).into()),
     };
     BackupLabel::parse(&bytes).map_err(|e| RestoreError::BadLabel(e.to_string()))
@@ -142,9 +179,10 @@ fn read_label(root: &Path) -> Result<BackupLabel, RestoreError> {
 
 fn read_map(root: &Path, version: PgVersion) -> Result<Vec<(u32, PathBuf)>, RestoreError> {
     let path = root.join(MAP_FILE);
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+    let beneath = Beneath::open(root).ctx("open", root)?;
+    let bytes = match beneath.read_small(Path::new(MAP_FILE), verify::SMALL_FILE_LIMIT) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(Vec::new()),
         Err(e) => return Err(FsError::new("read", path, e).into()),
     };
     let map = TablespaceMap::parse(&bytes, MapEscaping::for_version(version))
@@ -185,7 +223,14 @@ impl Source {
         let label = read_label(root)?;
         let version = info.server_version;
         let manifest_path = root.join(crate::backup::MANIFEST_FILE);
-        let bytes = fs::read(&manifest_path).ctx("read", &manifest_path)?;
+        let beneath = Beneath::open(root).ctx("open", root)?;
+        let bytes = beneath
+            .read_small(
+                Path::new(crate::backup::MANIFEST_FILE),
+                verify::MANIFEST_LIMIT,
+            )
+            .and_then(|b| b.ok_or_else(|| io::ErrorKind::NotFound.into()))
+            .ctx("read", &manifest_path)?;
         let manifest =
             Manifest::parse(&bytes).map_err(|e| RestoreError::BadManifest(e.to_string()))?;
         let listing = verify::list_backup(root)?;
@@ -208,6 +253,7 @@ impl Source {
                     compression
                 },
                 checksum: f.checksum.clone(),
+                stored: Some(stored.clone()),
             };
             if f.path == CONTROL_FILE.as_bytes() {
                 control = Some(sf);
@@ -227,6 +273,7 @@ impl Source {
             let size = listing.files.get(&rel).copied().unwrap_or(0);
             files.push(SourceFile {
                 path: root.join(rel.as_path()),
+                stored: Some(rel.clone()),
                 rel,
                 size,
                 compression: Compression::None,
@@ -252,6 +299,7 @@ impl Source {
         }
         Ok(Source {
             root: root.to_owned(),
+            beneath: Some(beneath),
             from_copy: false,
             version,
             label,
@@ -319,6 +367,7 @@ impl Source {
             size: f.size,
             compression: Compression::None,
             checksum: None,
+            stored: None,
         };
         let root_mode = fs::metadata(root).ctx("inspect", root)?.mode();
         let mut files: Vec<SourceFile> = plan.files.iter().map(file).collect();
@@ -333,6 +382,7 @@ impl Source {
         }
         Ok(Source {
             root: root.to_owned(),
+            beneath: None,
             from_copy: true,
             version,
             label,

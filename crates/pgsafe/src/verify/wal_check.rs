@@ -14,8 +14,8 @@
 //! recovery would hit, the second that the bytes changed after the backup copied them.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{self, Read};
+use std::path::Path;
 
 use super::{Ctx, Problem, VerifyError, WAL_DIR, WorkerOut};
 use crate::backup::BackupInfo;
@@ -107,7 +107,9 @@ impl Ctx<'_> {
                 continue;
             }
             let path = self.dir.join(WAL_DIR).join(&name);
-            let mut file = File::open(&path).ctx("open", &path)?;
+            // Below the backup folder, never through a link (crate::beneath).
+            let rel = Path::new(WAL_DIR).join(&name);
+            let mut file = self.beneath.open_file(&rel).ctx("open", &path)?;
             let invalid = |error: String| Problem::WalInvalid {
                 segment: name.clone(),
                 error,
