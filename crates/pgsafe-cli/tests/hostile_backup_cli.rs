@@ -172,11 +172,20 @@ fn hostile_files(major: u32) {
         assert!(!t.exists(), "{m} {extra:?}: the target was created");
     }
 
-    // 2. The same link with the manifest untouched: without verification first, the checksum
-    // is only checked while writing — after the secret would have been copied.
+    // 2. The same link with the entry's checksum kept (its size edited to the secret's):
+    // without verification first, the checksum is only checked while writing — after the
+    // secret would have been copied into the new data directory.
     let b = copy_of(&plain, "link-sum");
     fs::remove_file(b.join(&rel)).unwrap();
     symlink(&secret, b.join(&rel)).unwrap();
+    edit_manifest(&b, |man| {
+        let e = man
+            .files
+            .iter_mut()
+            .find(|f| f.path == rel.as_bytes())
+            .unwrap();
+        e.size = secret_len;
+    });
     let t = s.join("t-link-sum");
     let out = restore(&b, &t, &["--no-verify"]);
     refused(&out, &["symbolic link", "nothing was written"]);
@@ -506,7 +515,7 @@ fn target_checks() {
     assert_eq!(listing(&b), before, "the backup folder was written into");
 
     // chown(2)'s "no change" owner would leave the files root's.
-    for owner in ["4294967295", "4294967295:4294967295"] {
+    for owner in ["4294967295:4294967295", "4294967295"] {
         let t = s.join("t-owner");
         refused(
             &restore(&b, &t, &["--owner", owner]),
