@@ -58,6 +58,10 @@ pub struct BackupArgs {
     /// differs from PGDATA (the same folder mounted at another path).
     #[arg(long)]
     pub force: bool,
+    /// Do not check the checksum of every data page while copying (checked by default when the
+    /// cluster has data checksums).
+    #[arg(long)]
+    pub no_verify_checksums: bool,
     /// Remove the partial target if the backup fails (default: keep it, marked incomplete).
     #[arg(long)]
     pub remove_on_failure: bool,
@@ -114,6 +118,7 @@ pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
         archive_timeout: args.archive_timeout,
         cancel: Some(Arc::clone(&cancel)),
         before_open: None,
+        check_pages: !args.no_verify_checksums,
     };
     {
         // First Ctrl-C (or SIGTERM): stop cleanly — the server-side backup is aborted and the
@@ -154,6 +159,13 @@ pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
             return Err(describe(e));
         }
     };
+    let corrupt = info
+        .page_checksums
+        .as_ref()
+        .is_some_and(|p| !p.corrupt.is_empty());
+    if corrupt {
+        warn_corrupt(&info);
+    }
     if args.json {
         crate::render::json(&info)?;
     } else {
@@ -200,8 +212,70 @@ pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
                 info.duration_secs, info.copy_mib_per_sec
             ),
         );
+        field("page checksums", page_summary(&info));
     }
-    Ok(exit::OK)
+    Ok(if corrupt {
+        exit::SOURCE_CORRUPT
+    } else {
+        exit::OK
+    })
+}
+
+/// One line on the page checks.
+fn page_summary(info: &backup::BackupInfo) -> String {
+    let Some(p) = &info.page_checksums else {
+        return if info.data_checksums {
+            "not checked".into()
+        } else {
+            "not checked (the cluster has no data checksums)".into()
+        };
+    };
+    let changed: usize = p.changed_during_copy.iter().map(|f| f.blocks.len()).sum();
+    let mut s = format!(
+        "{} pages in {} files checked, {} corrupt",
+        p.pages_checked,
+        p.files_checked,
+        p.corrupt_blocks()
+    );
+    if changed > 0 {
+        s.push_str(&format!(
+            ", {changed} changed while copied (the WAL in the backup rewrites them)"
+        ));
+    }
+    s
+}
+
+/// The corrupt blocks, on stderr: file, blocks, and what it means.
+fn warn_corrupt(info: &backup::BackupInfo) {
+    let Some(p) = &info.page_checksums else {
+        return;
+    };
+    eprintln!(
+        "pgsafe: WARNING: the SOURCE cluster has {} page(s) that fail their checksum; the backup \
+         is complete and holds the same (corrupt) bytes:",
+        p.corrupt_blocks()
+    );
+    for f in &p.corrupt {
+        let shown: Vec<String> = f.blocks.iter().take(20).map(u32::to_string).collect();
+        let more = f.blocks.len().saturating_sub(20);
+        eprintln!(
+            "  {}: block {}{}",
+            f.path,
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more (all listed in {COMPLETE_MARKER})")
+            } else {
+                String::new()
+            }
+        );
+    }
+    eprintln!(
+        "  The pages were read twice and did not change, so the server was not writing them: the \
+         data files of the source are damaged (storage, memory or file-system fault). Check the \
+         source (pg_amcheck, or reading the table fails with \"invalid page in block\"), restore \
+         the affected relations from an older backup, and find the cause before trusting the \
+         storage. Exit status 4."
+    );
 }
 
 fn describe(e: BackupError) -> anyhow::Error {

@@ -42,6 +42,8 @@ pub mod exit {
     pub const ERROR: u8 = 2;
     /// `snapshot --exec`: the command failed, so the backup was aborted.
     pub const EXEC_FAILED: u8 = 3;
+    /// `backup`: the backup is complete, but pages of the SOURCE cluster failed their checksum.
+    pub const SOURCE_CORRUPT: u8 = 4;
 }
 
 #[derive(Parser)]
@@ -54,7 +56,9 @@ pub mod exit {
                   backup byte for byte, and tells a crashed server from a restored backup.",
     after_help = "Exit codes: 0 success; 1 the command ran and its answer is \"no\" (a check \
                   found problems); 2 error (bad input, server or file-system failure); 3 the \
-                  command given to `snapshot --exec` failed and the backup was aborted.\n\
+                  command given to `snapshot --exec` failed and the backup was aborted; 4 `backup` \
+                  completed, but pages of the source cluster failed their checksum (the \
+                  source is corrupt).\n\
                   Results go to stdout, messages to stderr."
 )]
 struct Cli {

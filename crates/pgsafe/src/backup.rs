@@ -28,10 +28,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::checksum::ChecksumAlgorithm;
 use crate::conninfo::ConnSettings;
-use crate::copy::{self, Compression, CopyError, CopyOptions, CopyReport};
+use crate::copy::{self, Compression, CopyError, CopyOptions, CopyReport, PageCheckOptions};
 use crate::datadir::{DataDir, DataDirError};
 use crate::fsutil::{self, FsError, IoContext};
 use crate::manifest::{ManifestError, ManifestVersion, ManifestWriter};
+use crate::page::{BLCKSZ, PageChecksumReport};
 use crate::plan::{BackupPlan, PlanError, PlanOptions, RelPath};
 use crate::progress::Progress;
 use crate::session::{BackupStopped, ServerInfo, Session, SessionError};
@@ -102,6 +103,8 @@ pub struct BackupOptions {
     pub cancel: Option<Arc<AtomicBool>>,
     /// Test hook: called before each data file is opened by the copy.
     pub before_open: Option<CopyHook>,
+    /// Check every page's checksum while copying (when the cluster has data checksums).
+    pub check_pages: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +225,10 @@ pub struct BackupInfo {
     /// before the start and after the stop): a restore refuses a backup with a created one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tablespace_changes: Vec<TablespaceChange>,
+    /// Page checksums checked during the copy (absent: the cluster has no data checksums, the
+    /// check was turned off, or pgsafe predates it). Non-empty `corrupt`: the SOURCE is corrupt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_checksums: Option<PageChecksumReport>,
 }
 
 /// A file's owner: numeric IDs and, when known on the host, the names.
@@ -306,6 +313,7 @@ pub fn run_backup(
     check_target_location(&opts.pgdata, &opts.target)?;
     check_target(&opts.target)?;
     let plan_opts = plan_options(&mut session, &datadir)?;
+    let pages = page_check_options(opts, &datadir, info.version, progress)?;
     let estimate = BackupPlan::build(&opts.pgdata, info.version, &plan_opts)?;
     if !opts.force {
         check_space(&opts.target, estimate.total_bytes())?;
@@ -331,7 +339,7 @@ pub fn run_backup(
             for w in &plan.warnings {
                 progress.warn(w);
             }
-            let report = copy_data(opts, &plan, progress, &stop_copy)?;
+            let report = copy_data(opts, &plan, pages, progress, &stop_copy)?;
             Ok::<_, BackupError>((plan, report))
         });
     let result = match lost {
@@ -539,6 +547,7 @@ fn finish(
         pgdata_owner: FileOwner::of(&opts.pgdata),
         pgdata_mode: Some(plan.root_mode),
         tablespace_changes,
+        page_checksums: report.pages.clone(),
     };
     let json = serde_json::to_vec_pretty(&backup_info)
         .map_err(|e| BackupError::Wal(format!("encode {COMPLETE_MARKER}: {e}")))?;
@@ -762,9 +771,36 @@ fn create_slot(session: &mut Session) -> Result<String, BackupError> {
     Ok(name)
 }
 
+/// Page checks for the copy: on when pg_control says the cluster has data checksums (and has
+/// PostgreSQL's standard 8 KiB block, the only size the check knows), unless turned off.
+fn page_check_options(
+    opts: &BackupOptions,
+    datadir: &DataDir,
+    version: PgVersion,
+    progress: &dyn Progress,
+) -> Result<Option<PageCheckOptions>, BackupError> {
+    let control = datadir.control()?;
+    if !opts.check_pages || control.data_checksum_version == 0 {
+        return Ok(None);
+    }
+    if control.blcksz as usize != BLCKSZ || control.relseg_size == 0 {
+        progress.warn(&format!(
+            "page checksums not checked: this cluster was built with a block size of {} bytes \
+             ({} blocks per segment); pgsafe checks pages of the standard {BLCKSZ}-byte size only",
+            control.blcksz, control.relseg_size
+        ));
+        return Ok(None);
+    }
+    Ok(Some(PageCheckOptions {
+        version,
+        relseg_size: control.relseg_size,
+    }))
+}
+
 fn copy_data(
     opts: &BackupOptions,
     plan: &BackupPlan,
+    pages: Option<PageCheckOptions>,
     progress: &dyn Progress,
     stop: &AtomicBool,
 ) -> Result<CopyReport, BackupError> {
@@ -781,6 +817,7 @@ fn copy_data(
         max_rate: opts.max_rate,
         cancel: Some(stop),
         before_open: Some(&hook_fn),
+        pages,
         ..CopyOptions::default()
     };
     match copy::copy_plan(plan, &opts.target, &copy_opts, progress) {

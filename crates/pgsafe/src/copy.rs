@@ -53,14 +53,17 @@ use std::time::{Duration, Instant};
 use crate::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::control::{ControlError, ControlFile, READ_ATTEMPTS, READ_RETRY_DELAY};
 use crate::fsutil::{FsError, IoContext};
+use crate::page::{BLCKSZ, PageChecksumReport};
 use crate::plan::{BackupPlan, PlanFile, RelPath};
 use crate::progress::Progress;
 
 mod compress;
+mod pages;
 #[cfg(test)]
 mod tests;
 
 pub use compress::{Compression, DEFAULT_ZSTD_LEVEL};
+pub use pages::PageCheckOptions;
 
 /// Default [`CopyOptions::split_size`]: 64 MiB (a 1 GiB relation segment becomes 16 ranges).
 pub const DEFAULT_SPLIT_SIZE: u64 = 64 << 20;
@@ -96,6 +99,9 @@ pub struct CopyOptions<'a> {
     /// Called by a worker just before it opens a source file (once per range of a split file):
     /// lets tests change the data directory at a chosen point of the copy.
     pub before_open: Option<&'a (dyn Fn(&RelPath) + Sync)>,
+    /// Check the page checksums of relation files while copying them (clusters with data
+    /// checksums); see the `pages` module.
+    pub pages: Option<PageCheckOptions>,
 }
 
 impl Default for CopyOptions<'_> {
@@ -110,6 +116,7 @@ impl Default for CopyOptions<'_> {
             buffer_size: DEFAULT_BUFFER_SIZE,
             sync: SyncMode::PerFile,
             before_open: None,
+            pages: None,
         }
     }
 }
@@ -124,6 +131,7 @@ impl std::fmt::Debug for CopyOptions<'_> {
             .field("split_size", &self.split_size)
             .field("buffer_size", &self.buffer_size)
             .field("sync", &self.sync)
+            .field("pages", &self.pages)
             .finish_non_exhaustive()
     }
 }
@@ -185,6 +193,8 @@ pub struct CopyReport {
     /// Bytes on disk.
     pub stored_bytes: u64,
     pub elapsed: Duration,
+    /// Page checksums checked ([`CopyOptions::pages`]): pages, corrupt and changed blocks.
+    pub pages: Option<PageChecksumReport>,
 }
 
 /// Why a copy failed.
@@ -256,6 +266,7 @@ pub fn copy_plan(
         bytes: 0,
         stored_bytes: 0,
         elapsed: Duration::ZERO,
+        pages: None,
     };
     for out in outputs {
         report.files.extend(out.files);
@@ -265,6 +276,10 @@ pub fn copy_plan(
     report.files.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
     report.vanished.sort();
     report.resized.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+    if let Some(o) = opts.pages {
+        let collected = std::mem::take(&mut *lock(&ctx.pages));
+        report.pages = Some(collected.into_report(o.relseg_size));
+    }
 
     progress.phase("pg_control");
     let control = copy_control_file(plan, target, opts)?;
@@ -489,6 +504,8 @@ struct Ctx<'a> {
     throttle: Option<Throttle>,
     /// [`SyncMode::PerFile`]: completed files go to the syncer threads through this queue.
     sync_tx: Mutex<Option<mpsc::SyncSender<ToSync>>>,
+    /// What the page checks of each file or range found.
+    pages: Mutex<pages::Collected>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -514,6 +531,12 @@ impl<'a> Ctx<'a> {
             split_size.min(FRAME_SIZE)
         } else {
             split_size
+        };
+        // Page checks need every range to start on a page boundary.
+        let range_size = if opts.pages.is_some() {
+            range_size.next_multiple_of(BLCKSZ as u64)
+        } else {
+            range_size
         };
         let mut items = Vec::with_capacity(plan.files.len());
         let mut splits = Vec::new();
@@ -557,6 +580,7 @@ impl<'a> Ctx<'a> {
             error: Mutex::new(None),
             throttle: opts.max_rate.filter(|r| *r > 0).map(Throttle::new),
             sync_tx: Mutex::new(None),
+            pages: Mutex::new(pages::Collected::default()),
         }
     }
 
@@ -620,7 +644,12 @@ impl<'a> Ctx<'a> {
         }
         let _stop = StopOnPanic(&self.failed);
         let mut out = WorkerOut::default();
-        let mut buf = vec![0u8; self.opts.buffer_size.max(4096)];
+        let mut size = self.opts.buffer_size.max(4096);
+        if self.opts.pages.is_some() {
+            // Whole pages per read, so each page is checked in the buffer it was read into.
+            size = size.next_multiple_of(BLCKSZ);
+        }
+        let mut buf = vec![0u8; size];
         while !self.cancelled() {
             let i = self.next.fetch_add(1, Ordering::Relaxed);
             let Some(item) = self.items.get(i) else {
@@ -660,6 +689,11 @@ impl<'a> Ctx<'a> {
         out
     }
 
+    /// Keeps what the page checks of a file or range found.
+    fn pages_found(&self, rel: &RelPath, found: pages::Findings) {
+        lock(&self.pages).parts.push((rel.clone(), found));
+    }
+
     /// Accounts for `n` bytes read: progress, throttling, and the stop check.
     fn after_read(&self, n: usize) -> Result<(), CopyError> {
         self.progress.bytes(n as u64);
@@ -692,7 +726,7 @@ impl<'a> Ctx<'a> {
 
     /// Copies a file in one pass: read, checksum, compress, write, fsync.
     fn copy_whole(&self, file: &PlanFile, buf: &mut [u8]) -> Result<Outcome, CopyError> {
-        let Some(mut src) = self.open_source(file)? else {
+        let Some(src) = self.open_source(file)? else {
             return Ok(Outcome::Vanished(file.rel_path.clone()));
         };
         let mtime = src.metadata().ctx("inspect", &file.source)?.mtime();
@@ -700,17 +734,22 @@ impl<'a> Ctx<'a> {
         let dst = create_file(&dst_path, file.mode)?;
         let mut sink = self.opts.compression.sink(dst).ctx("write", &dst_path)?;
         let mut hasher = self.opts.checksum.hasher();
+        let checks = pages::FilePages::for_file(self.opts.pages, &file.rel_path);
+        let mut found = pages::Findings::default();
         let mut done = 0u64;
         while done < file.size {
             let want = buf
                 .len()
                 .min(usize::try_from(file.size - done).unwrap_or(usize::MAX));
-            let n = match src.read(&mut buf[..want]) {
+            let n = match pages::read_full_at(&src, &mut buf[..want], done) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(FsError::new("read", &file.source, e).into()),
             };
+            if let Some(c) = &checks {
+                c.check(&mut buf[..n], done, &src, &mut found)
+                    .ctx("read", &file.source)?;
+            }
             hasher.update(&buf[..n]);
             sink.write_all(&buf[..n]).ctx("write", &dst_path)?;
             done += n as u64;
@@ -718,6 +757,9 @@ impl<'a> Ctx<'a> {
         }
         let (dst, stored_size) = sink.finish().ctx("write", &dst_path)?.into_parts();
         self.sync_later(Arc::new(dst), dst_path)?;
+        if checks.is_some() {
+            self.pages_found(&file.rel_path, found);
+        }
         Ok(Outcome::Stored(
             CopiedFile {
                 rel_path: file.rel_path.clone(),
@@ -747,18 +789,23 @@ impl<'a> Ctx<'a> {
         let dst = self.split_destination(split, mtime)?;
         let dst_path = self.stored_path(file).1;
         let crc_on = self.opts.checksum == ChecksumAlgorithm::Crc32c;
+        let checks = pages::FilePages::for_file(self.opts.pages, &file.rel_path);
+        let mut found = pages::Findings::default();
         let mut crc = 0u32;
         let mut done = 0u64;
         while done < len {
             let want = buf
                 .len()
                 .min(usize::try_from(len - done).unwrap_or(usize::MAX));
-            let n = match src.read_at(&mut buf[..want], offset + done) {
+            let n = match pages::read_full_at(&src, &mut buf[..want], offset + done) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(FsError::new("read", &file.source, e).into()),
             };
+            if let Some(c) = &checks {
+                c.check(&mut buf[..n], offset + done, &src, &mut found)
+                    .ctx("read", &file.source)?;
+            }
             if crc_on {
                 crc = crc32c::crc32c_append(crc, &buf[..n]);
             }
@@ -766,6 +813,9 @@ impl<'a> Ctx<'a> {
                 .ctx("write", &dst_path)?;
             done += n as u64;
             self.after_read(n)?;
+        }
+        if checks.is_some() {
+            self.pages_found(&file.rel_path, found);
         }
         let result = RangeDone {
             bytes: done,
@@ -835,18 +885,23 @@ impl<'a> Ctx<'a> {
                     .compression
                     .encoder(Vec::with_capacity(capacity))
                     .ctx("compress", &file.source)?;
+                let checks = pages::FilePages::for_file(self.opts.pages, &file.rel_path);
+                let mut found = pages::Findings::default();
                 let mut crc = 0u32;
                 let mut done = 0u64;
                 while done < len {
                     let want = buf
                         .len()
                         .min(usize::try_from(len - done).unwrap_or(usize::MAX));
-                    let n = match src.read_at(&mut buf[..want], offset + done) {
+                    let n = match pages::read_full_at(&src, &mut buf[..want], offset + done) {
                         Ok(0) => break,
                         Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(FsError::new("read", &file.source, e).into()),
                     };
+                    if let Some(c) = &checks {
+                        c.check(&mut buf[..n], offset + done, &src, &mut found)
+                            .ctx("read", &file.source)?;
+                    }
                     if self.opts.checksum == ChecksumAlgorithm::Crc32c {
                         crc = crc32c::crc32c_append(crc, &buf[..n]);
                     }
@@ -855,6 +910,9 @@ impl<'a> Ctx<'a> {
                     self.after_read(n)?;
                 }
                 let frame = enc.finish().ctx("compress", &file.source)?;
+                if checks.is_some() {
+                    self.pages_found(&file.rel_path, found);
+                }
                 let r = RangeDone {
                     bytes: done,
                     crc,

@@ -18,6 +18,7 @@ pub mod fsutil;
 pub mod hold;
 pub mod label;
 pub mod manifest;
+pub mod page;
 pub mod plan;
 pub mod progress;
 pub mod restore;

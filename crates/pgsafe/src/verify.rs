@@ -54,6 +54,8 @@ use crate::wal::{self, WalRange};
 
 mod wal_check;
 
+mod pages;
+
 /// The backup's WAL folder.
 pub const WAL_DIR: &str = "pg_wal";
 /// `backup_label` in the backup root.
@@ -226,6 +228,13 @@ pub enum Problem {
     MapInvalid {
         error: String,
     },
+    /// A stored data page fails its checksum, and the backup did not record it as changed
+    /// during the copy or as corrupt on the source.
+    PageChecksum {
+        path: String,
+        block: u32,
+        error: String,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -382,6 +391,11 @@ impl fmt::Display for Problem {
                 write!(f, "unreadable: {path}: {error}")
             }
             Problem::MapInvalid { error } => write!(f, "tablespace_map is invalid: {error}"),
+            Problem::PageChecksum { path, block, error } => write!(
+                f,
+                "page checksum failure: {path} block {block}: {error} — the page passed its \
+                 checksum when the backup stored it, so the backup was damaged since"
+            ),
         }
     }
 }
@@ -1119,7 +1133,13 @@ impl<'a> Verifier<'a> {
         let stop = self.ranges.first().map(|r| r.end_lsn);
         let start = self.ranges.last().map(|r| r.start_lsn);
         let wal_crcs = self.info.as_ref().map(|i| &i.wal.crc32c);
+        let page_verify = if self.opts.quick {
+            None
+        } else {
+            self.info.as_ref().and_then(pages::PageVerify::new)
+        };
         let ctx = Ctx {
+            pages: page_verify.as_ref(),
             dir: self.dir,
             beneath: self.beneath,
             opts: self.opts,
@@ -1163,6 +1183,13 @@ impl<'a> Verifier<'a> {
         }
         found.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         self.problems.extend(found.into_iter().map(|(_, _, p)| p));
+        if let Some(pv) = page_verify {
+            let (problems, notes) = pv.finish(self.opts.quick);
+            self.problems.extend(problems);
+            self.notes.extend(notes);
+        } else if let Some(why) = self.info.as_ref().and_then(pages::PageVerify::not_checked) {
+            self.notes.push(why);
+        }
         Ok(())
     }
 
@@ -1405,6 +1432,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Shared state of the parallel checks.
 struct Ctx<'a> {
+    /// Page checksums to re-check (see the `pages` module).
+    pages: Option<&'a pages::PageVerify>,
     dir: &'a Path,
     beneath: &'a Beneath,
     opts: &'a VerifyOptions<'a>,
@@ -1537,6 +1566,10 @@ impl Ctx<'_> {
             .beneath
             .open_file(f.stored.as_path())
             .ctx("open", &path)?;
+        let first_block = u32::try_from(offset / crate::page::BLCKSZ as u64).unwrap_or(u32::MAX);
+        let mut scan = self
+            .pages
+            .and_then(|p| p.scanner(&f.entry.path, first_block));
         let mut crc = 0u32;
         let mut done = 0u64;
         while done < len {
@@ -1548,8 +1581,14 @@ impl Ctx<'_> {
                 Err(e) => return Err(FsError::new("read", path, e).into()),
             };
             crc = crc32c::crc32c_append(crc, &buf[..n]);
+            if let Some(s) = &mut scan {
+                s.update(&buf[..n]);
+            }
             done += n as u64;
             self.after_read(n, bytes)?;
+        }
+        if let (Some(p), Some(s)) = (self.pages, scan) {
+            p.done(&f.entry.path_lossy(), s.finish(), index == 0);
         }
         let results = {
             let mut st = lock(&sp.state);
@@ -1605,8 +1644,10 @@ impl Ctx<'_> {
                 found: f.disk_size,
             }));
         }
-        // A plain file without a checksum: its size (from the listing) is all there is to check.
-        if self.opts.quick || (!compressed && f.entry.checksum.is_none()) {
+        let mut scan = self.pages.and_then(|p| p.scanner(&f.entry.path, 0));
+        // A plain file without a checksum (nor pages to check): its size (from the listing) is
+        // all there is to check.
+        if self.opts.quick || (!compressed && f.entry.checksum.is_none() && scan.is_none()) {
             return Ok(None);
         }
         let path = self.dir.join(f.stored.as_path());
@@ -1648,8 +1689,14 @@ impl Ctx<'_> {
                 Err(e) => return Err(FsError::new("read", path, e).into()),
             };
             hasher.update(&buf[..n]);
+            if let Some(s) = &mut scan {
+                s.update(&buf[..n]);
+            }
             size += n as u64;
             self.after_read(n, bytes)?;
+        }
+        if let (Some(p), Some(s)) = (self.pages, scan) {
+            p.done(&path_str, s.finish(), true);
         }
         if size > f.entry.size && compressed {
             return Ok(Some(Problem::Inflates {

@@ -68,6 +68,7 @@ fn ddl_during_copy(major: u32) {
         archive_timeout: Duration::from_secs(60),
         cancel: None,
         before_open: Some(Arc::new(hook)),
+        check_pages: true,
     };
     let info = run_backup(&opts, &NoProgress).unwrap();
     let m = format!("PostgreSQL {major}");

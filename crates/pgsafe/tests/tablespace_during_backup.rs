@@ -87,6 +87,7 @@ fn tablespace_created_during_backup(major: u32) {
         archive_timeout: Duration::from_secs(60),
         cancel: None,
         before_open: Some(Arc::new(hook)),
+        check_pages: true,
     };
     let info = run_backup(&opts, &NoProgress).unwrap();
     let newts_oid =

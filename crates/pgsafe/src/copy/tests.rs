@@ -588,3 +588,100 @@ fn a_panicking_worker_is_passed_on_not_waited_for() {
     }));
     assert!(result.is_err());
 }
+
+/// A relation file of `blocks` valid pages (a real heap page stamped with each block's
+/// checksum), with the blocks in `bad` damaged.
+fn relation(blocks: u32, bad: &[u32]) -> Vec<u8> {
+    use crate::page::{BLCKSZ, checksum_page};
+    let heap = include_bytes!("../../tests/data/heap-15-blocks-0-1");
+    let mut out = Vec::with_capacity(blocks as usize * BLCKSZ);
+    for b in 0..blocks {
+        let mut p: [u8; BLCKSZ] = heap[..BLCKSZ].try_into().unwrap();
+        p[100] = b as u8; // pages differ
+        let c = checksum_page(&p, b);
+        p[8..10].copy_from_slice(&c.to_ne_bytes());
+        if bad.contains(&b) {
+            p[5000] ^= 0x20;
+        }
+        out.extend_from_slice(&p);
+    }
+    out
+}
+
+#[test]
+fn page_checksums_are_checked_in_every_copy_path() {
+    let fake = fake_pgdata("15");
+    // 300 blocks (2.3 MiB): split into ranges below; blocks 17 and 250 are corrupt.
+    write(
+        &fake.pgdata.join("base/1/16384"),
+        &relation(300, &[17, 250]),
+    );
+    // A second segment: block numbers continue at RELSEG_SIZE (a copy to segment 1 would fail).
+    let mut seg1 = Vec::new();
+    for b in 0..2u32 {
+        let mut p = relation(b + 1, &[])[b as usize * 8192..].to_vec();
+        let c = crate::page::checksum_page(p.as_slice().try_into().unwrap(), 131_072 + b);
+        p[8..10].copy_from_slice(&c.to_ne_bytes());
+        seg1.extend_from_slice(&p);
+    }
+    write(&fake.pgdata.join("base/1/16384.1"), &seg1);
+    let plan = plan(&fake);
+    let pages = Some(PageCheckOptions {
+        version: v("15"),
+        relseg_size: crate::page::DEFAULT_RELSEG_SIZE,
+    });
+    for (compression, checksum, split) in [
+        (Compression::None, ChecksumAlgorithm::Crc32c, MIB),
+        (Compression::None, ChecksumAlgorithm::Sha256, MIB),
+        (Compression::Lz4, ChecksumAlgorithm::Crc32c, MIB),
+        (Compression::None, ChecksumAlgorithm::Crc32c, 100_000),
+    ] {
+        let target = tempfile::tempdir().unwrap();
+        let o = CopyOptions {
+            split_size: split,
+            buffer_size: 10_000, // rounded up to whole pages
+            pages,
+            ..opts(3, compression, checksum)
+        };
+        let r = copy_plan(&plan, &target.path().join("b"), &o, &NoProgress).unwrap();
+        let p = r.pages.expect("pages checked");
+        let m = format!("{compression:?} {checksum:?} split {split}");
+        let ours = p.corrupt.iter().find(|f| f.path == "base/1/16384");
+        assert_eq!(ours.map(|f| f.blocks.clone()), Some(vec![17, 250]), "{m}");
+        assert!(
+            !p.corrupt.iter().any(|f| f.path == "base/1/16384.1"),
+            "{m}: {p:?}"
+        );
+        // The fake's other relation files hold random bytes: caught; non-relation files are not
+        // checked.
+        assert!(p.corrupt.iter().any(|f| f.path == "global/1262"), "{m}");
+        assert!(
+            !p.corrupt
+                .iter()
+                .any(|f| f.path.ends_with("pg_filenode.map") || f.path.ends_with("PG_VERSION")),
+            "{m}"
+        );
+        assert!(p.changed_during_copy.is_empty(), "{m}");
+        assert!(p.pages_checked >= 302, "{m}");
+        // The stored bytes are the source's.
+        let f = r
+            .files
+            .iter()
+            .find(|f| f.rel_path.as_bytes() == b"base/1/16384")
+            .unwrap();
+        assert_eq!(
+            stored_content(&target.path().join("b"), f, compression),
+            relation(300, &[17, 250])
+        );
+    }
+    // Off: nothing checked.
+    let target = tempfile::tempdir().unwrap();
+    let r = copy_plan(
+        &plan,
+        &target.path().join("b"),
+        &opts(2, Compression::None, ChecksumAlgorithm::Crc32c),
+        &NoProgress,
+    )
+    .unwrap();
+    assert!(r.pages.is_none());
+}

@@ -1,0 +1,153 @@
+//! `pgsafe verify`: page checksums of the stored relation files, re-checked in the same pass
+//! that checksums each file (decompressing).
+//!
+//! The rule that tells damage from a page legitimately torn by the copy: `pgsafe backup` checked
+//! every page as it stored it, so a stored page that fails its checksum now is either
+//! * a block the backup recorded in `pgsafe.json` as **changed during the copy** (the server was
+//!   writing it; the WAL from the backup's start to its stop, which a restore replays, holds a
+//!   full-page image that rewrites it): excused, and counted in a note;
+//! * a block the backup recorded as **corrupt on the source**: not damage of the backup (it holds
+//!   what the source held), reported in a note naming the blocks;
+//! * anything else: the backup was damaged after it was written — a problem, whatever the
+//!   page's LSN says (a corrupt page can carry any LSN, so none is excused by it).
+//!
+//! Backups without that record (taken without data checksums, with the check turned off, or by
+//! an older pgsafe) are not page-checked: nothing would tell a torn page from damage.
+
+use std::sync::Mutex;
+
+use crate::backup::BackupInfo;
+use crate::page::{PageChecksumReport, PageFault, PageScanner, ScanResult, checksummed_segment};
+use crate::types::PgVersion;
+
+use super::Problem;
+
+/// The page checks of one verification.
+pub(super) struct PageVerify {
+    record: PageChecksumReport,
+    version: PgVersion,
+    found: Mutex<Found>,
+}
+
+#[derive(Default)]
+struct Found {
+    files: u64,
+    pages: u64,
+    faults: Vec<(String, u32, PageFault)>,
+}
+
+impl PageVerify {
+    /// `None` when the backup recorded no page checks.
+    pub fn new(info: &BackupInfo) -> Option<PageVerify> {
+        let record = info.page_checksums.clone()?;
+        if record.relseg_size == 0 {
+            return None;
+        }
+        Some(PageVerify {
+            record,
+            version: info.server_version,
+            found: Mutex::new(Found::default()),
+        })
+    }
+
+    /// Why pages are not checked, when they are not (for the notes).
+    pub fn not_checked(info: &BackupInfo) -> Option<String> {
+        if info.page_checksums.is_some() || !info.data_checksums {
+            return None;
+        }
+        Some(
+            "page checksums not re-checked: the backup was taken without checking them (page \
+             checks turned off, or an older pgsafe), so nothing tells a page torn by the copy \
+             from damage"
+                .into(),
+        )
+    }
+
+    /// A scanner for the stored file `path` (manifest path), from block `first_block`; `None`
+    /// when the file has no checksummed pages.
+    pub fn scanner(&self, path: &[u8], first_block: u32) -> Option<PageScanner> {
+        let segno = checksummed_segment(path, self.version)?;
+        Some(PageScanner::new(
+            segno,
+            self.record.relseg_size,
+            first_block,
+        ))
+    }
+
+    /// Records what a scanner of `path` found; `whole` when it covered the whole file (counts
+    /// the file once, not per range).
+    pub fn done(&self, path: &str, r: ScanResult, whole: bool) {
+        let mut f = self.found.lock().unwrap_or_else(|p| p.into_inner());
+        if whole {
+            f.files += 1;
+        }
+        f.pages += r.pages;
+        f.faults
+            .extend(r.faults.into_iter().map(|(b, e)| (path.to_owned(), b, e)));
+    }
+
+    /// Problems (stored pages damaged since the backup) and notes.
+    pub fn finish(self, quick: bool) -> (Vec<Problem>, Vec<String>) {
+        let found = self.found.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut problems = Vec::new();
+        let mut notes = Vec::new();
+        let mut excused = 0u64;
+        let mut faults = found.faults;
+        faults.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        for (path, block, fault) in faults {
+            if PageChecksumReport::lists(&self.record.changed_during_copy, &path, block) {
+                excused += 1;
+            } else if PageChecksumReport::lists(&self.record.corrupt, &path, block) {
+                // Recorded as corrupt on the source: in the note below.
+            } else {
+                problems.push(Problem::PageChecksum {
+                    path,
+                    block,
+                    error: fault.to_string(),
+                });
+            }
+        }
+        if !quick {
+            let mut n = format!(
+                "page checksums: {} page(s) of {} relation file(s) re-checked",
+                found.pages, found.files
+            );
+            if excused > 0 {
+                n.push_str(&format!(
+                    "; {excused} page(s) the server was writing while the backup copied them \
+                     fail as recorded (the backup's WAL rewrites them at recovery)"
+                ));
+            }
+            notes.push(n);
+        }
+        let corrupt = self.record.corrupt_blocks();
+        if corrupt > 0 {
+            let files: Vec<String> = self
+                .record
+                .corrupt
+                .iter()
+                .map(|f| {
+                    let shown: Vec<String> = f.blocks.iter().take(10).map(u32::to_string).collect();
+                    let more = f.blocks.len().saturating_sub(10);
+                    format!(
+                        "{} block {}{}",
+                        f.path,
+                        shown.join(", "),
+                        if more > 0 {
+                            format!(" (+{more})")
+                        } else {
+                            String::new()
+                        }
+                    )
+                })
+                .collect();
+            notes.push(format!(
+                "the SOURCE cluster had {corrupt} corrupt page(s) when this backup was taken \
+                 ({}): the backup holds the same bytes, so a restore brings that damage back; \
+                 restore those relations from an older backup",
+                files.join("; ")
+            ));
+        }
+        (problems, notes)
+    }
+}
