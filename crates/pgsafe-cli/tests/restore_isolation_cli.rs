@@ -15,9 +15,9 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall, server_owned_tempdir};
+use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall, server_owned_tempdir, server_user};
 
-use common::{json, ok, pgsafe};
+use common::{json, ok, pgsafe, refused, run_dir};
 
 fn restore(backup: &Path, target: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
@@ -302,4 +302,83 @@ fn in_place_tablespace_15() {
 #[test]
 fn in_place_tablespace_18() {
     in_place_tablespace(18);
+}
+
+/// Snapshot mode: a tablespace created between `pgsafe start` and the copy is in the copy's
+/// pg_tblspc (a link, copied by `cp -a` as a link to the live location) but not in the
+/// tablespace_map the server wrote at the start. Restoring it would read the live tablespace
+/// and replay CREATE TABLESPACE with the original location: refused, nothing written.
+fn copy_with_tablespace_created_during_backup(major: u32) {
+    let install = PgInstall::major(major);
+    let m = format!("PostgreSQL {major}");
+    let c = Cluster::started(&install, ClusterOptions::new().with_archive(true));
+    let run = run_dir();
+    let runp = run.path().to_str().unwrap();
+    let conn = c.conninfo();
+    ok(
+        pgsafe(&[
+            "start",
+            "-d",
+            &conn,
+            "--id",
+            "cp",
+            "--run-dir",
+            runp,
+            "--fast",
+        ]),
+        "pgsafe start",
+    );
+    let loc = c.base_dir().join("created during backup");
+    fs::create_dir(&loc).unwrap();
+    server_user().chown(&loc);
+    c.execute(&format!(
+        "CREATE TABLESPACE newts LOCATION '{}'",
+        loc.display()
+    ));
+    c.execute("CREATE TABLE in_new (x int) TABLESPACE newts; INSERT INTO in_new VALUES (1)");
+    let scratch = server_owned_tempdir();
+    let copy = scratch.path().join("copy");
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(c.data_dir())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = ok(
+        pgsafe(&[
+            "stop",
+            "--id",
+            "cp",
+            "--run-dir",
+            runp,
+            "--output-dir",
+            copy.to_str().unwrap(),
+        ]),
+        "pgsafe stop",
+    );
+    drop(out);
+    let data = scratch.path().join("restored");
+    let cmd = format!("cp '{}'/%f %p", c.archive_dir().unwrap().display());
+    let out = restore(
+        &copy,
+        &data,
+        &["--from-copy", "--restore-command", &cmd, "--no-verify"],
+    );
+    let err = refused(&out, &["created during the backup", "Take a new backup"]);
+    assert!(err.contains(&loc.display().to_string()), "{m}: {err}");
+    assert!(
+        !data.exists(),
+        "{m}: the refused restore wrote {}",
+        data.display()
+    );
+}
+
+#[test]
+fn copy_with_tablespace_created_during_backup_10() {
+    copy_with_tablespace_created_during_backup(10);
+}
+#[test]
+fn copy_with_tablespace_created_during_backup_18() {
+    copy_with_tablespace_created_during_backup(18);
 }

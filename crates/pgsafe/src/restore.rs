@@ -438,6 +438,7 @@ pub fn run_restore(
     };
     let dropped = isolation::check_tablespace_changes(&source)?;
     source.warnings.extend(dropped);
+    source.warnings.extend(isolation::replay_warning(opts));
     if opts.check_space {
         let files = source
             .files
@@ -1206,8 +1207,7 @@ impl Writer<'_> {
         }
         // postgresql.auto.conf: the source's recovery settings commented out, the copy's
         // settings and (12+) the recovery settings appended.
-        let config =
-            isolation::write_config(self, source, opts, &header, rf.auto_conf_append.as_deref())?;
+        let config = isolation::write_config(self, source, opts, rf.auto_conf_append.as_deref())?;
         if rf.auto_conf_append.is_some() {
             written.push("postgresql.auto.conf".to_owned());
         }

@@ -6,7 +6,7 @@
 //!
 //! The new timeline at the end of recovery is in [`super::recovery::recovery_files`].
 
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -25,6 +25,9 @@ const MAX_CONF_BYTES: u64 = 16 << 20;
 
 /// Refuses a backup during which a tablespace was created; returns warnings for dropped ones.
 pub(super) fn check_tablespace_changes(source: &Source) -> Result<Vec<String>, RestoreError> {
+    if source.from_copy {
+        check_copy_tablespaces(source)?;
+    }
     let Some(info) = &source.info else {
         return Ok(Vec::new());
     };
@@ -53,6 +56,64 @@ pub(super) fn check_tablespace_changes(source: &Source) -> Result<Vec<String>, R
             )
         })
         .collect())
+}
+
+/// A snapshot-mode copy has no `pgsafe.json`, but its `tablespace_map` is the one the server
+/// wrote at the backup's start: a `pg_tblspc/<oid>` link it does not list is a tablespace
+/// created during the backup (and the link, copied as a link, points at the live location).
+fn check_copy_tablespaces(source: &Source) -> Result<(), RestoreError> {
+    let dir = source.root.join("pg_tblspc");
+    let rd = match fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(FsError::new("read directory", dir, e).into()),
+    };
+    let mut created = Vec::new();
+    for entry in rd {
+        let entry = entry.ctx("read directory", &dir)?;
+        let name = entry.file_name();
+        let Some(oid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let is_link = entry
+            .file_type()
+            .ctx("inspect", &entry.path())?
+            .is_symlink();
+        if is_link && !source.tablespaces.iter().any(|(o, _)| *o == oid) {
+            let to = fs::read_link(entry.path()).ctx("read link", &entry.path())?;
+            created.push(format!(
+                "tablespace {oid} at {} is in the copy's pg_tblspc but not in its tablespace_map \
+                 (written when the backup started): it was created during the backup",
+                to.display()
+            ));
+        }
+    }
+    created.sort();
+    if created.is_empty() {
+        return Ok(());
+    }
+    Err(RestoreError::TablespaceCreatedDuringBackup {
+        backup: source.root.clone(),
+        changes: created.join("; "),
+    })
+}
+
+/// Replaying WAL beyond the backup (PITR or a standby) replays the source's later `CREATE
+/// TABLESPACE` records too, with their original absolute locations: no check of the backup can
+/// cover WAL written after it.
+pub(super) fn replay_warning(opts: &RestoreOptions) -> Option<String> {
+    let r = &opts.recovery;
+    let beyond = r.standby
+        || (r.restore_command.is_some() && r.target.is_none())
+        || matches!(r.target, Some(ref t) if *t != super::RecoveryTarget::Immediate);
+    beyond.then(|| {
+        "recovery replays WAL written after the backup: a CREATE TABLESPACE in it is replayed \
+         with its original absolute location (PostgreSQL points pg_tblspc/<oid> there), so on \
+         the original server's host the restored server would use that server's tablespace \
+         directory. If a tablespace was created after the backup, recover to a point before it \
+         or restore on another host"
+            .to_owned()
+    })
 }
 
 /// OIDs of in-place tablespaces: `pg_tblspc/<oid>` directories of the source that no
@@ -100,7 +161,6 @@ pub(super) fn write_config(
     w: &Writer<'_>,
     source: &Source,
     opts: &RestoreOptions,
-    header: &str,
     recovery_append: Option<&[u8]>,
 ) -> Result<ConfigOutcome, RestoreError> {
     let t = w.target;
@@ -131,7 +191,7 @@ pub(super) fn write_config(
 
     let auto_path = t.join("postgresql.auto.conf");
     let original = read_conf(&auto_path)?.unwrap_or_default();
-    let block = copy.block(header);
+    let block = copy.block("settings of this restored copy, written by pgsafe restore");
     let (new, disabled) =
         config::auto_conf(&original, &[&block, recovery_append.unwrap_or_default()]);
     if new != original {
@@ -183,5 +243,37 @@ pub fn archive_summary(mode: ArchiveMode) -> &'static str {
             "the backed-up server's archive settings are kept: the copy archives with its \
              archive_command, on its own new timeline"
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{RecoveryOptions, RecoveryTarget};
+    use super::*;
+
+    #[test]
+    fn replay_beyond_the_backup_is_warned_about() {
+        let mut o = RestoreOptions::new("/b", "/t");
+        assert_eq!(
+            replay_warning(&o),
+            None,
+            "the default stops at the backup's end"
+        );
+        o.recovery = RecoveryOptions {
+            restore_command: Some("cp /a/%f %p".into()),
+            target: Some(RecoveryTarget::Immediate),
+            ..Default::default()
+        };
+        assert_eq!(replay_warning(&o), None);
+        o.recovery.target = None;
+        assert!(replay_warning(&o).unwrap().contains("CREATE TABLESPACE"));
+        o.recovery.target = Some(RecoveryTarget::Name("x".into()));
+        assert!(replay_warning(&o).is_some());
+        o.recovery = RecoveryOptions {
+            standby: true,
+            primary_conninfo: Some("host=x".into()),
+            ..Default::default()
+        };
+        assert!(replay_warning(&o).is_some());
     }
 }
