@@ -6,11 +6,20 @@
 //!    with a live postmaster, an incomplete backup (no `pgsafe.json`), no `backup_label`, a
 //!    backup that fails verification (full unless `verify` is off, then presence and sizes),
 //!    tablespace locations that are not empty, recovery settings that do not fit together, a
-//!    backup whose WAL is not in it without a `restore_command` (or a primary) to get it from.
+//!    backup whose WAL is not in it without a `restore_command` (or a primary) to get it from;
+//!    and, because a backup folder is input from whoever could write into it
+//!    (docs/threat-model.md, `restore/guard.rs`): a target overlapping the backup or a location
+//!    overlapping the target (compared resolved), a target another restore holds (its `flock`
+//!    is kept for the whole restore), a location only the backup's `tablespace_map` names when
+//!    running as root and the operator did not confirm it, chown's "no change" owner, too
+//!    little free space. The locations are announced ([`Progress::notice`]) before writing.
 //! 2. Directories (mode 0700, or 0750 when PGDATA had group access), the tablespace locations
-//!    (original or remapped) with `pg_tblspc/<oid>` links to them, then every file written by
+//!    (original or remapped; an existing empty one keeps its owner and mode: pgsafe changes
+//!    only what it creates) with `pg_tblspc/<oid>` links to them, then every file written by
 //!    parallel workers (decompressing; mode 0600/0640; owner set when run as root), each
-//!    fsynced. Without full verification the checksums are checked while writing.
+//!    fsynced. Sources are opened below the backup folder without following links
+//!    ([`crate::beneath`]) and read up to the manifest's size only. Without full verification
+//!    the checksums are checked while writing.
 //! 3. `backup_label` byte for byte, `tablespace_map` with the restored locations, the recovery
 //!    settings (`recovery.conf` on 10–11; `recovery.signal`/`standby.signal` and
 //!    `postgresql.auto.conf` on 12+), the restore marker (`pgsafe_restore.json`, read by
