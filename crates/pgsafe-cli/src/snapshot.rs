@@ -236,15 +236,7 @@ pub fn stop(args: StopArgs) -> anyhow::Result<u8> {
         record_table: args.record_table.clone(),
         ..args.archive.options()
     };
-    let rec = hold::stop(&run_dir, &args.id, opts)?;
-    let written = match (&rec.result, &args.output_dir) {
-        (Some(res), Some(dir)) if rec.state == BackupState::Complete => hold::write_label_files(
-            dir,
-            res.backup_label.as_bytes(),
-            res.tablespace_map.as_bytes(),
-        )?,
-        _ => vec![],
-    };
+    let (rec, written) = hold::stop_into(&run_dir, &args.id, opts, args.output_dir.as_deref())?;
     report_final(&rec, &written, args.json)
 }
 

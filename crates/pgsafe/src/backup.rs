@@ -283,6 +283,8 @@ pub struct WalInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TablespaceInfo {
     pub oid: u32,
+    /// File-system bytes, not necessarily UTF-8 (stored as hex then; see textbytes.rs).
+    #[serde(with = "crate::textbytes::path_text")]
     pub original_path: PathBuf,
 }
 
@@ -447,10 +449,6 @@ fn finish(
             }
         }
         WalMode::Archive => {
-            let last = segments
-                .last()
-                .copied()
-                .unwrap_or(stopped_wal(stop_lsn, stop_tli, seg_size));
             if !info.archiving_applies() {
                 return Err(BackupError::Wal(format!(
                     "--wal archive, but this server does not archive WAL (archive_mode = {}{}): \
@@ -463,7 +461,16 @@ fn finish(
                     }
                 )));
             }
-            let st = session.wait_for_archive(last, opts.archive_timeout.as_secs());
+            // The stop segment and the backup history file, each checked as the server's own
+            // pg_backup_stop(wait => true) does (session/archive.rs).
+            let needs = crate::session::archive_needs(
+                start_lsn,
+                stop_lsn,
+                stop_tli,
+                seg_size,
+                info.in_recovery,
+            );
+            let st = session.wait_for_archive(needs, opts.archive_timeout.as_secs());
             if !st.complete {
                 return Err(BackupError::Wal(st.detail));
             }

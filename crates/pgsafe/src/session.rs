@@ -9,13 +9,17 @@
 //! `pg_backup_stop(wait)`. Stop returns `lsn, labelfile, spcmapfile`; `spcmapfile` is an empty
 //! string when there are no tablespaces.
 
+mod archive;
+
 use std::time::{Duration, Instant};
 
-use postgres::{Client, SimpleQueryMessage};
+use postgres::{Client, Row, SimpleQueryMessage};
 use serde::{Deserialize, Serialize};
 
 use crate::label::{BackupLabel, LabelError};
 use crate::types::{Lsn, PgVersion, SystemId, TimelineId, TypeError, WalSegSize, WalSegment};
+
+pub use archive::{ArchiveWaiter, POLL_EVERY, archive_needs};
 
 /// Longest label the server accepts (`MAXPGPATH` check in start: strlen(label) > 1024 is refused);
 /// pgsafe keeps one byte of margin so the label line fits the server's 1023-byte `%1023[^\n]` read.
@@ -66,6 +70,19 @@ pub enum SessionError {
     Value(#[from] TypeError),
 }
 
+/// Column `idx` of a server row, typed; a NULL or a value of another type is an error, never a
+/// panic (`Row::get` panics on both).
+fn col<'a, T: postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    idx: usize,
+    query: &'static str,
+) -> Result<T, SessionError> {
+    row.try_get(idx).map_err(|e| SessionError::Protocol {
+        query,
+        detail: format!("column {}: {e}", idx + 1),
+    })
+}
+
 fn sql(action: &'static str) -> impl FnOnce(postgres::Error) -> SessionError {
     move |source| SessionError::Sql {
         action,
@@ -85,6 +102,10 @@ pub struct ServerInfo {
     pub data_directory: Option<String>,
     pub archive_mode: String,
     pub wal_level: String,
+    /// `server_encoding` of the connected database (how text from the server is to be read
+    /// byte for byte; see [`raw_text_sql`]).
+    #[serde(default)]
+    pub server_encoding: String,
 }
 
 impl ServerInfo {
@@ -153,8 +174,9 @@ impl Session {
                 &[],
             )
             .map_err(sql("read server facts"))?;
-        let sysid: String = row.get(1);
-        let seg: i64 = row.get(2);
+        const FACTS: &str = "server facts";
+        let sysid: String = col(&row, 1, FACTS)?;
+        let seg: i64 = col(&row, 2, FACTS)?;
         // data_directory is readable by superusers and pg_read_all_settings members only.
         let data_directory = client
             .query_opt(
@@ -163,17 +185,24 @@ impl Session {
             )
             .ok()
             .flatten()
-            .map(|r| r.get::<_, String>(0));
+            .and_then(|r| r.try_get::<_, String>(0).ok());
+        let server_encoding = client
+            .query_opt("SELECT current_setting('server_encoding')", &[])
+            .ok()
+            .flatten()
+            .and_then(|r| r.try_get::<_, String>(0).ok())
+            .unwrap_or_default();
         let info = ServerInfo {
             version,
-            in_recovery: row.get(0),
+            in_recovery: col(&row, 0, FACTS)?,
             system_id: sysid.parse()?,
             wal_segment_size: WalSegSize::new(u64::try_from(seg).unwrap_or(0))?,
-            user: row.get(3),
-            is_superuser: row.get::<_, Option<bool>>(4).unwrap_or(false),
+            user: col(&row, 3, FACTS)?,
+            is_superuser: col::<Option<bool>>(&row, 4, FACTS)?.unwrap_or(false),
             data_directory,
-            archive_mode: row.get(5),
-            wal_level: row.get(6),
+            archive_mode: col(&row, 5, FACTS)?,
+            wal_level: col(&row, 6, FACTS)?,
+            server_encoding,
         };
         Ok(Session { client, info })
     }
@@ -186,63 +215,18 @@ impl Session {
         &mut self.client
     }
 
-    /// Waits until `pg_stat_archiver.last_archived_wal` reaches `stop_wal`. The archiver archives
-    /// ready files oldest name first and retries a failing one, so "last archived ≥ stop segment"
-    /// means every segment of the backup is archived. Waiting here (instead of
-    /// `pg_backup_stop(wait => true)`) keeps the label safe if the wait is interrupted: the stop
-    /// already returned it.
-    pub fn wait_for_archive(&mut self, stop_wal: WalSegment, timeout_secs: u64) -> ArchiveStatus {
-        let target = stop_wal.to_string();
-        let began = Instant::now();
+    /// Waits until every file of `needs` ([`archive_needs`]) is archived, deciding per file as
+    /// the server's own `pg_backup_stop(wait => true)` does (see [`archive`]), or until
+    /// `timeout_secs` have passed. Waiting here (instead of in the stop call) keeps the label
+    /// safe if the wait is interrupted: the stop already returned it.
+    pub fn wait_for_archive(&mut self, needs: Vec<String>, timeout_secs: u64) -> ArchiveStatus {
+        let mut waiter =
+            ArchiveWaiter::new(needs, self.info.version, Duration::from_secs(timeout_secs));
         loop {
-            let row = self.client.query_one(
-                "SELECT last_archived_wal, last_failed_wal, last_failed_time::text \
-                 FROM pg_stat_archiver",
-                &[],
-            );
-            let (archived, failed_wal, failed_at): (
-                Option<String>,
-                Option<String>,
-                Option<String>,
-            ) = match row {
-                Ok(row) => (row.get(0), row.get(1), row.get(2)),
-                Err(e) => {
-                    return ArchiveStatus {
-                        waited: true,
-                        complete: false,
-                        detail: format!("could not check WAL archiving: {e}"),
-                    };
-                }
-            };
-            if archived
-                .as_deref()
-                .and_then(|w| w.get(..24))
-                .is_some_and(|w| w >= target.as_str())
-            {
-                return ArchiveStatus {
-                    waited: true,
-                    complete: true,
-                    detail: format!("WAL archived through {target}"),
-                };
+            if let Some(done) = waiter.poll(&mut self.client) {
+                return done;
             }
-            if began.elapsed() >= Duration::from_secs(timeout_secs) {
-                let failed = match (failed_wal, failed_at) {
-                    (Some(f), Some(t)) => format!("; the archiver last failed on {f} at {t}"),
-                    _ => String::new(),
-                };
-                return ArchiveStatus {
-                    waited: true,
-                    complete: false,
-                    detail: format!(
-                        "WAL file {target} is not archived after {timeout_secs}s (last archived: \
-                         {}{failed}); check archive_command and the server log, then run \
-                         `pgsafe stop` again to re-check. The backup_label is saved; the backup \
-                         is usable once that WAL is archived",
-                        archived.as_deref().unwrap_or("none")
-                    ),
-                };
-            }
-            std::thread::sleep(Duration::from_millis(250));
+            std::thread::sleep(POLL_EVERY);
         }
     }
 
@@ -255,14 +239,14 @@ impl Session {
         let api = BackupApi::for_version(self.info.version);
         if !self.info.is_superuser {
             for (function, signature) in [api.start_fn, api.stop_fn] {
-                let ok: bool = self
+                let row = self
                     .client
                     .query_one(
                         "SELECT has_function_privilege(current_user, $1::text, 'EXECUTE')",
                         &[&signature],
                     )
-                    .map_err(sql("check privileges"))?
-                    .get(0);
+                    .map_err(sql("check privileges"))?;
+                let ok: bool = col(&row, 0, "has_function_privilege()")?;
                 if !ok {
                     let extra = if self.info.version.at_least(15) {
                         String::new()
@@ -281,11 +265,11 @@ impl Session {
             }
         }
         if !self.info.version.at_least(15) && !self.info.in_recovery {
-            let busy: bool = self
+            let row = self
                 .client
                 .query_one("SELECT pg_is_in_backup()", &[])
-                .map_err(sql("check for an exclusive backup"))?
-                .get(0);
+                .map_err(sql("check for an exclusive backup"))?;
+            let busy: bool = col(&row, 0, "pg_is_in_backup()")?;
             if busy {
                 return Err(SessionError::ExclusiveBackupRunning);
             }
@@ -299,11 +283,11 @@ impl Session {
         check_label(label)?;
         let api = BackupApi::for_version(self.info.version);
         let began = Instant::now();
-        let lsn_text: String = self
+        let row = self
             .client
             .query_one(api.start_sql, &[&label, &fast])
-            .map_err(sql("start the backup"))?
-            .get::<_, String>(0);
+            .map_err(sql("start the backup"))?;
+        let lsn_text: String = col(&row, 0, "the backup start")?;
         let start_lsn: Lsn = lsn_text.parse()?;
         // The start LSN is the redo pointer of the checkpoint the start waited for; read its
         // timeline from pg_control (pg_walfile_name() fails during recovery).
@@ -314,7 +298,7 @@ impl Session {
                 &[],
             )
             .map_err(sql("read the start timeline"))?;
-        let tli = u32::try_from(row.get::<_, i64>(1))
+        let tli = u32::try_from(col::<i64>(&row, 1, "pg_control_checkpoint()")?)
             .map(TimelineId)
             .map_err(|_| SessionError::Protocol {
                 query: "pg_control_checkpoint()",
@@ -337,6 +321,8 @@ impl Session {
 pub struct BackupApi {
     pub start_sql: &'static str,
     pub stop_sql: &'static str,
+    /// The stop call as a FROM item, for selecting its columns in another form.
+    pub stop_from: &'static str,
     pub start_fn: (&'static str, &'static str),
     pub stop_fn: (&'static str, &'static str),
 }
@@ -347,6 +333,7 @@ impl BackupApi {
             BackupApi {
                 start_sql: "SELECT pg_backup_start($1, $2)::text",
                 stop_sql: "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop($1)",
+                stop_from: "pg_backup_stop($1)",
                 start_fn: ("pg_backup_start", "pg_backup_start(text, boolean)"),
                 stop_fn: ("pg_backup_stop", "pg_backup_stop(boolean)"),
             }
@@ -354,6 +341,7 @@ impl BackupApi {
             BackupApi {
                 start_sql: "SELECT pg_start_backup($1, $2, false)::text",
                 stop_sql: "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, $1)",
+                stop_from: "pg_stop_backup(false, $1)",
                 start_fn: ("pg_start_backup", "pg_start_backup(text, boolean, boolean)"),
                 stop_fn: ("pg_stop_backup", "pg_stop_backup(boolean, boolean)"),
             }
@@ -421,27 +409,34 @@ impl BackupStarted {
     pub fn stop(mut self, wait_for_archive: bool) -> Result<BackupStopped, SessionError> {
         let api = BackupApi::for_version(self.session.info.version);
         let began = Instant::now();
+        let stop_sql = format!(
+            "SELECT lsn::text, {}, {} FROM {}",
+            raw_text_sql(&self.session.info.server_encoding, "labelfile"),
+            raw_text_sql(&self.session.info.server_encoding, "spcmapfile"),
+            api.stop_from
+        );
         let row = self
             .session
             .client
-            .query_one(api.stop_sql, &[&wait_for_archive])
+            .query_one(&stop_sql, &[&wait_for_archive])
             .map_err(sql("stop the backup"))?;
-        let stop_lsn: Lsn = row.get::<_, String>(0).parse()?;
-        let label_text: String = row.get(1);
-        let spcmap: Option<String> = row.get(2);
-        let label = BackupLabel::parse(label_text.as_bytes())?;
+        const STOP: &str = "the backup stop";
+        let stop_lsn: Lsn = col::<String>(&row, 0, STOP)?.parse()?;
+        let label_bytes: Vec<u8> = col(&row, 1, STOP)?;
+        let spcmap: Option<Vec<u8>> = col(&row, 2, STOP)?;
+        let label = BackupLabel::parse(&label_bytes)?;
         // pg_backup_stop does not return the stop timeline: on a primary it is the start
         // timeline; on a standby min_recovery_end_timeline right after the stop (reference §9.5).
         let stop_tli = if self.session.info.in_recovery {
-            let t: i64 = self
+            let row = self
                 .session
                 .client
                 .query_one(
                     "SELECT min_recovery_end_timeline::bigint FROM pg_control_recovery()",
                     &[],
                 )
-                .map_err(sql("read the stop timeline"))?
-                .get(0);
+                .map_err(sql("read the stop timeline"))?;
+            let t: i64 = col(&row, 0, "pg_control_recovery()")?;
             TimelineId(u32::try_from(t).unwrap_or(self.start_tli.0))
         } else {
             label.timeline()
@@ -450,7 +445,7 @@ impl BackupStarted {
         Ok(BackupStopped {
             stop_wal: WalSegment::containing_end(stop_lsn, stop_tli, seg),
             label,
-            tablespace_map: spcmap.unwrap_or_default().into_bytes(),
+            tablespace_map: spcmap.unwrap_or_default(),
             start_lsn: self.start_lsn,
             start_tli: self.start_tli,
             stop_lsn,
@@ -487,9 +482,33 @@ impl BackupStopped {
         &self.session.info
     }
 
+    /// The files whose archiving makes this backup usable ([`archive_needs`]).
+    pub fn archive_needs(&self) -> Vec<String> {
+        archive_needs(
+            self.start_lsn,
+            self.stop_lsn,
+            self.stop_tli,
+            self.session.info.wal_segment_size,
+            self.session.info.in_recovery,
+        )
+    }
+
     /// Back to a plain session (for a next backup or follow-up queries).
     pub fn into_session(self) -> Session {
         self.session
+    }
+}
+
+/// SQL that returns the text expression `expr` as `bytea`, byte for byte as the server holds it
+/// (tablespace paths in a `tablespace_map` are file-system bytes, not necessarily valid in any
+/// encoding). `textsend` sends the bytes converted to the client encoding (UTF8), which is no
+/// conversion for UTF8 and SQL_ASCII databases and never fails; for other database encodings
+/// `convert_to(…, 'SQL_ASCII')` returns the bytes unchanged after checking them against the
+/// database encoding (src/backend/utils/mb/mbutils.c: pg_convert, pg_do_encoding_conversion).
+pub fn raw_text_sql(server_encoding: &str, expr: &str) -> String {
+    match server_encoding {
+        "UTF8" | "SQL_ASCII" | "" => format!("textsend({expr})"),
+        _ => format!("convert_to({expr}, 'SQL_ASCII')"),
     }
 }
 
@@ -516,7 +535,7 @@ fn simple_value(client: &mut Client, query: &'static str) -> Result<String, Sess
         .map_err(sql("ask the server version"))?;
     for m in msgs {
         if let SimpleQueryMessage::Row(r) = m {
-            if let Some(v) = r.get(0) {
+            if let Ok(Some(v)) = r.try_get(0) {
                 return Ok(v.to_owned());
             }
         }

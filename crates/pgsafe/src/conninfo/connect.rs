@@ -104,7 +104,9 @@ impl ConnSettings {
         let text = rows
             .iter()
             .find_map(|m| match m {
-                postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                postgres::SimpleQueryMessage::Row(r) => {
+                    r.try_get(0).ok().flatten().map(str::to_owned)
+                }
                 _ => None,
             })
             .ok_or_else(|| setup(show, "no row returned".into()))?;

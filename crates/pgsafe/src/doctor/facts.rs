@@ -895,7 +895,12 @@ fn ask_server(conn: &crate::conninfo::ConnSettings, canon: &Path) -> ServerFacts
         let msgs = client.simple_query(sql).ok()?;
         msgs.into_iter().find_map(|m| match m {
             postgres::SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+                // try_get: a value that is not UTF-8 reads as absent instead of panicking.
+                Some(
+                    (0..r.len())
+                        .map(|i| r.try_get(i).ok().flatten().map(str::to_owned))
+                        .collect(),
+                )
             }
             _ => None,
         })

@@ -5,8 +5,8 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -14,10 +14,13 @@ use serde::{Deserialize, Serialize};
 use super::protocol::{
     Envelope, PROTOCOL_VERSION, Ready, Request, Response, StopOptions, WaitArchive,
 };
-use super::{BackupId, BackupRecord, BackupState, HoldError, RunDir, StopResult, unix_now};
+use super::{
+    BackupId, BackupRecord, BackupState, HoldError, RunDir, StopResult, TextBytes, unix_now,
+};
 use crate::conninfo::ConnSettings;
 use crate::fsutil::IoContext;
-use crate::session::{ArchiveStatus, BackupStarted, Session};
+use crate::session::{ArchiveStatus, ArchiveWaiter, BackupStarted, POLL_EVERY, Session};
+use crate::types::PgVersion;
 
 /// How often the holder checks that its session is alive.
 const PING_EVERY: Duration = Duration::from_secs(2);
@@ -114,6 +117,8 @@ pub fn run_holder(
         max_hold_secs: config.max_hold_secs,
         result: None,
         failure: None,
+        system_id: None,
+        data_directory: None,
     };
     run_dir.write_record(&rec)?;
     log(format_args!("backup {id}: connecting to {}", rec.server));
@@ -141,6 +146,8 @@ pub fn run_holder(
     rec.start_tli = Some(started.start_tli);
     rec.start_wal = Some(started.start_wal);
     rec.start_duration_ms = Some(started.start_duration.as_millis() as u64);
+    rec.system_id = Some(started.info().system_id);
+    rec.data_directory = started.info().data_directory.clone();
     run_dir.write_record(&rec)?;
     log(format_args!(
         "backup {id}: in progress, start LSN {} (WAL file {}), server {}",
@@ -156,18 +163,17 @@ pub fn run_holder(
         },
     );
 
-    let shared = Arc::new(Mutex::new(rec));
-    let (tx, rx) = mpsc::channel::<Command>();
+    let holder = Arc::new(Holder {
+        run_dir: run_dir.clone(),
+        rec: Mutex::new(rec),
+        held: Mutex::new(Held::Started(started)),
+        active: AtomicUsize::new(0),
+    });
     {
-        let shared = Arc::clone(&shared);
-        std::thread::spawn(move || accept_loop(listener, shared, tx));
+        let holder = Arc::clone(&holder);
+        std::thread::spawn(move || accept_loop(listener, holder));
     }
-    let result = Holder {
-        run_dir,
-        shared,
-        state: Held::Started(started),
-    }
-    .serve(&rx);
+    let result = holder.serve();
     let _ = fs::remove_file(&socket);
     log(format_args!("backup {id}: holder exiting"));
     result
@@ -182,30 +188,23 @@ fn start(config: &HolderConfig) -> Result<BackupStarted, String> {
         .map_err(|e| e.to_string())
 }
 
-/// A request for the main loop, the channel for its answer, and a channel that the connection
-/// thread closes once the answer is written (so the holder never exits with an answer unsent).
-type Command = (Request, mpsc::Sender<Response>, mpsc::Receiver<()>);
-
-/// Accepts control connections; each is served on its own short thread. `status` is answered
-/// from the shared record; `stop`/`abort` go to the main loop, which owns the session.
-fn accept_loop(
-    listener: UnixListener,
-    shared: Arc<Mutex<BackupRecord>>,
-    tx: mpsc::Sender<Command>,
-) {
+/// Accepts control connections, each served on its own thread, concurrently: a `stop` waiting
+/// for WAL archiving (or a client that died while waiting) never delays a `status`, `abort` or
+/// another `stop`. The threads share the holder's state under [`Holder::held`], which each one
+/// holds only for one step (one query) at a time.
+fn accept_loop(listener: UnixListener, holder: Arc<Holder>) {
     for stream in listener.incoming().flatten() {
-        let shared = Arc::clone(&shared);
-        let tx = tx.clone();
+        let holder = Arc::clone(&holder);
+        holder.active.fetch_add(1, Ordering::SeqCst);
         std::thread::spawn(move || {
-            let (written_tx, written_rx) = mpsc::channel::<()>();
             let answer = match peer_allowed(&stream) {
                 Err(why) => Response::error(why),
-                Ok(()) => handle(&stream, &shared, &tx, written_rx),
+                Ok(()) => holder.handle(&stream),
             };
             if let Ok(line) = serde_json::to_string(&answer) {
                 let _ = (&stream).write_all(format!("{line}\n").as_bytes());
             }
-            drop(written_tx);
+            holder.active.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }
@@ -229,43 +228,21 @@ fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
     }
 }
 
-fn handle(
-    stream: &UnixStream,
-    shared: &Mutex<BackupRecord>,
-    tx: &mpsc::Sender<Command>,
-    written: mpsc::Receiver<()>,
-) -> Response {
-    let mut line = String::new();
-    if let Err(e) = BufReader::new(stream).read_line(&mut line) {
-        return Response::error(format!("read request: {e}"));
-    }
-    let env: Envelope = match serde_json::from_str(line.trim()) {
-        Ok(e) => e,
-        Err(e) => return Response::error(format!("bad request: {e}")),
-    };
-    if env.v != PROTOCOL_VERSION {
-        return Response::error(format!(
-            "protocol version {} not supported (this holder speaks {PROTOCOL_VERSION}); use the \
-             pgsafe that started the backup",
-            env.v
-        ));
-    }
-    match env.request {
-        Request::Status => Response::record(
-            shared
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
-        ),
-        req => {
-            let (reply_tx, reply_rx) = mpsc::channel();
-            if tx.send((req, reply_tx, written)).is_err() {
-                return Response::error("the holder is shutting down");
-            }
-            reply_rx
-                .recv()
-                .unwrap_or_else(|_| Response::error("the holder ended while answering"))
-        }
+/// True once the client at the other end of `stream` has gone (closed or killed): nothing will
+/// read an answer any more.
+fn client_gone(stream: &UnixStream) -> bool {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    let mut b = [0u8; 1];
+    match recv(
+        stream.as_raw_fd(),
+        &mut b,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => false,
+        Err(_) => true,
     }
 }
 
@@ -279,138 +256,199 @@ enum Held {
     Done,
 }
 
-struct Holder<'a> {
-    run_dir: &'a RunDir,
-    shared: Arc<Mutex<BackupRecord>>,
-    state: Held,
+struct Holder {
+    run_dir: RunDir,
+    /// The record `status` answers with; lock order: `held` before `rec`.
+    rec: Mutex<BackupRecord>,
+    held: Mutex<Held>,
+    /// Control connections being served (the holder exits only once their answers are out).
+    active: AtomicUsize,
 }
 
-impl Holder<'_> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Holder {
     fn record(&self) -> BackupRecord {
-        self.shared
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.rec).clone()
     }
 
     /// Updates the shared record and saves it durably.
     fn save(&self, f: impl FnOnce(&mut BackupRecord)) -> Result<BackupRecord, HoldError> {
-        let mut guard = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = lock(&self.rec);
         f(&mut guard);
         self.run_dir.write_record(&guard)?;
         Ok(guard.clone())
     }
 
-    fn fail(&mut self, state: BackupState, why: String) -> Result<BackupRecord, HoldError> {
+    /// Ends the backup (if still running) and records why it is not usable.
+    fn fail(
+        &self,
+        held: &mut Held,
+        state: BackupState,
+        why: String,
+    ) -> Result<BackupRecord, HoldError> {
         log(format_args!("backup {}: {state}: {why}", self.record().id));
-        if let Held::Started(s) = std::mem::replace(&mut self.state, Held::Done) {
+        if let Held::Started(s) = std::mem::replace(held, Held::Done) {
             s.abort();
         }
-        self.save(|r| {
+        let rec = self.save(|r| {
             r.state = state;
             r.failure = Some(why);
-        })
+        })?;
+        self.retire();
+        Ok(rec)
     }
 
-    fn serve(mut self, rx: &mpsc::Receiver<Command>) -> Result<(), HoldError> {
+    /// The record is final and saved: remove the control socket now, so that later requests go
+    /// to the record file instead of to a holder that is about to exit.
+    fn retire(&self) {
+        let _ = fs::remove_file(self.run_dir.socket(&self.record().id));
+    }
+
+    /// Checks that the backup's session is alive; a dead one fails the backup.
+    fn check_session(&self, held: &mut Held) -> Result<(), HoldError> {
+        if let Held::Started(s) = held {
+            if let Err(e) = s.ping() {
+                let why = format!(
+                    "lost the database session ({e}): the server ended the backup (server \
+                     restart, crash, or the session was terminated); no backup_label can be \
+                     produced and the copy is NOT usable"
+                );
+                self.fail(held, BackupState::Failed, why)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The main thread: enforces `--max-hold`, watches the session, and ends the process once
+    /// the backup is final and every answer is written.
+    fn serve(&self) -> Result<(), HoldError> {
         let max_hold = Duration::from_secs(self.record().max_hold_secs);
         let began = Instant::now();
         let mut last_ping = Instant::now();
+        let mut done_since: Option<Instant> = None;
         loop {
-            match &self.state {
-                Held::Done => return Ok(()),
-                Held::ArchivePending { since, .. }
-                    if since.elapsed() > PENDING_ARCHIVE_RETENTION =>
-                {
-                    log("giving up waiting for another stop to re-check WAL archiving");
-                    return Ok(());
-                }
-                _ => {}
-            }
-            match rx.recv_timeout(Duration::from_millis(500)) {
-                Ok((req, reply, written)) => {
-                    let answer = match self.on_request(req) {
-                        Ok(r) => Response::record(r),
-                        Err(e) => Response::error(e),
-                    };
-                    // Wait until the connection thread has written the answer (it closes its end
-                    // of `written` then) before possibly exiting.
-                    if reply.send(answer).is_ok() {
-                        let _ = written.recv_timeout(Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(200));
+            let mut held = lock(&self.held);
+            match &mut *held {
+                Held::Done => {
+                    let since = *done_since.get_or_insert_with(Instant::now);
+                    // Give answers in flight time to be written (bounded: a client that never
+                    // reads must not keep the holder forever).
+                    if self.active.load(Ordering::SeqCst) == 0
+                        || since.elapsed() > Duration::from_secs(30)
+                    {
+                        return Ok(());
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => return Ok(()),
-                Err(RecvTimeoutError::Timeout) => {}
-            }
-            if let Held::Started(s) = &mut self.state {
-                if began.elapsed() >= max_hold {
-                    let why = format!(
-                        "the backup was held longer than --max-hold ({}s), so the holder \
-                         aborted it: no backup_label was produced and the copy is NOT usable",
-                        max_hold.as_secs()
-                    );
-                    self.fail(BackupState::Failed, why)?;
-                } else if last_ping.elapsed() >= PING_EVERY {
-                    last_ping = Instant::now();
-                    if let Err(e) = s.ping() {
+                Held::ArchivePending { since, .. } => {
+                    if since.elapsed() > PENDING_ARCHIVE_RETENTION {
+                        log("giving up waiting for another stop to re-check WAL archiving");
+                        *held = Held::Done;
+                        self.retire();
+                    }
+                }
+                Held::Started(_) => {
+                    if began.elapsed() >= max_hold {
                         let why = format!(
-                            "lost the database session ({e}): the server ended the backup (server \
-                             restart, crash, or the session was terminated); no backup_label can \
-                             be produced and the copy is NOT usable"
+                            "the backup was held longer than --max-hold ({}s), so the holder \
+                             aborted it: no backup_label was produced and the copy is NOT usable",
+                            max_hold.as_secs()
                         );
-                        self.fail(BackupState::Failed, why)?;
+                        self.fail(&mut held, BackupState::Failed, why)?;
+                    } else if last_ping.elapsed() >= PING_EVERY {
+                        last_ping = Instant::now();
+                        self.check_session(&mut held)?;
                     }
                 }
             }
         }
     }
 
-    fn on_request(&mut self, req: Request) -> Result<BackupRecord, String> {
-        match req {
-            Request::Status => Ok(self.record()),
-            Request::Abort => match self.state {
-                Held::Started(_) => self
-                    .fail(
-                        BackupState::Aborted,
-                        "aborted by `pgsafe abort`: the server discarded the backup; no \
-                         backup_label was produced and the copy is NOT usable"
-                            .into(),
-                    )
-                    .map_err(|e| e.to_string()),
-                _ => Err("the backup is already stopped; there is nothing to abort".into()),
-            },
-            Request::Stop(opts) => self.on_stop(opts),
+    fn handle(&self, stream: &UnixStream) -> Response {
+        let mut line = String::new();
+        if let Err(e) = BufReader::new(stream).read_line(&mut line) {
+            return Response::error(format!("read request: {e}"));
+        }
+        let env: Envelope = match serde_json::from_str(line.trim()) {
+            Ok(e) => e,
+            Err(e) => return Response::error(format!("bad request: {e}")),
+        };
+        if env.v != PROTOCOL_VERSION {
+            return Response::error(format!(
+                "protocol version {} not supported (this holder speaks {PROTOCOL_VERSION}); use \
+                 the pgsafe that started the backup",
+                env.v
+            ));
+        }
+        let result = match env.request {
+            Request::Status => self.on_status(),
+            Request::Abort => self.on_abort(),
+            Request::Stop(opts) => self.on_stop(opts, stream),
+        };
+        match result {
+            Ok(r) => Response::record(r),
+            Err(e) => Response::error(e),
         }
     }
 
-    fn on_stop(&mut self, opts: StopOptions) -> Result<BackupRecord, String> {
-        let started = match std::mem::replace(&mut self.state, Held::Done) {
+    /// The record, after checking that a running backup's session is still alive (a terminated
+    /// backend is not "in progress"). Never waits for another request: if the state is busy,
+    /// the record as last saved is the answer.
+    fn on_status(&self) -> Result<BackupRecord, String> {
+        if let Ok(mut held) = self.held.try_lock() {
+            self.check_session(&mut held).map_err(|e| e.to_string())?;
+        }
+        Ok(self.record())
+    }
+
+    fn on_abort(&self) -> Result<BackupRecord, String> {
+        let mut held = lock(&self.held);
+        match &*held {
+            Held::Started(_) => self
+                .fail(
+                    &mut held,
+                    BackupState::Aborted,
+                    "aborted by `pgsafe abort`: the server discarded the backup; no backup_label \
+                     was produced and the copy is NOT usable"
+                        .into(),
+                )
+                .map_err(|e| e.to_string()),
+            _ => Err("the backup is already stopped; there is nothing to abort".into()),
+        }
+    }
+
+    fn on_stop(&self, opts: StopOptions, stream: &UnixStream) -> Result<BackupRecord, String> {
+        let mut held = lock(&self.held);
+        let started = match std::mem::replace(&mut *held, Held::Done) {
             Held::Started(s) => s,
-            Held::ArchivePending { mut session, since } => {
+            Held::ArchivePending { session, since } => {
+                let version = session.info().version;
+                *held = Held::ArchivePending { session, since };
+                drop(held);
                 let rec = self.record();
-                let Some(result) = rec.result.as_ref() else {
-                    return Err("internal: stopped backup without result".into());
-                };
-                let archive = session.wait_for_archive(result.stop_wal, opts.archive_timeout_secs);
-                let done = archive.complete;
-                let rec = self
-                    .save(|r| {
-                        if let Some(res) = r.result.as_mut() {
-                            res.archive = archive;
-                        }
-                    })
-                    .map_err(|e| e.to_string())?;
-                self.state = if done {
-                    Held::Done
-                } else {
-                    Held::ArchivePending { session, since }
-                };
-                return Ok(rec);
+                if opts.wait_archive == WaitArchive::No {
+                    // Honour --no-wait-archive: answer now, from what is known; a later stop
+                    // can still re-check.
+                    return Ok(not_waited_view(rec));
+                }
+                let needs = rec
+                    .result
+                    .as_ref()
+                    .map(|r| r.archive_needs.clone())
+                    .unwrap_or_default();
+                return self.wait_archive(needs, version, opts.archive_timeout_secs, stream);
             }
             Held::Done => return Ok(self.record()),
         };
         let info = started.info().clone();
         let applies = info.archiving_applies();
+        let keep = |held: &mut Held, started: BackupStarted, why: String| {
+            *held = Held::Started(started);
+            Err(why)
+        };
         if opts.wait_archive == WaitArchive::Yes && !applies {
             let why = if info.in_recovery {
                 format!(
@@ -427,8 +465,7 @@ impl Holder<'_> {
                     info.archive_mode
                 )
             };
-            self.state = Held::Started(started);
-            return Err(why);
+            return keep(&mut held, started, why);
         }
         let record_table = match opts
             .record_table
@@ -437,16 +474,14 @@ impl Holder<'_> {
             .transpose()
         {
             Ok(t) => t,
-            Err(e) => {
-                self.state = Held::Started(started);
-                return Err(e);
-            }
+            Err(e) => return keep(&mut held, started, e),
         };
         if record_table.is_some() && info.in_recovery {
-            self.state = Held::Started(started);
-            return Err(
-                "--record-table needs a primary: a standby is read-only. The backup is \
-                        still in progress; stop it without --record-table"
+            return keep(
+                &mut held,
+                started,
+                "--record-table needs a primary: a standby is read-only. The backup is still in \
+                 progress; stop it without --record-table"
                     .into(),
             );
         }
@@ -459,15 +494,15 @@ impl Holder<'_> {
             Err(e) => {
                 let why =
                     format!("the server could not stop the backup: {e}; the copy is NOT usable");
-                self.state = Held::Done;
                 return self
-                    .fail(BackupState::Failed, why)
+                    .fail(&mut held, BackupState::Failed, why)
                     .map_err(|e| e.to_string());
             }
         };
+        let needs = stopped.archive_needs();
         let result = StopResult {
-            backup_label: String::from_utf8_lossy(stopped.label.as_bytes()).into_owned(),
-            tablespace_map: String::from_utf8_lossy(&stopped.tablespace_map).into_owned(),
+            backup_label: TextBytes::from(stopped.label.as_bytes()),
+            tablespace_map: TextBytes::from(stopped.tablespace_map.clone()),
             stop_lsn: stopped.stop_lsn,
             stop_tli: stopped.stop_tli,
             stop_wal: stopped.stop_wal,
@@ -496,6 +531,7 @@ impl Holder<'_> {
                 },
             },
             recorded: None,
+            archive_needs: needs.clone(),
         };
         let stop_wal = result.stop_wal;
         // The label exists only in this process until it is on disk: save it before anything
@@ -511,39 +547,88 @@ impl Holder<'_> {
             rec.id, stop_wal, rec.state
         ));
         let mut session = stopped.into_session();
-        let rec = match &record_table {
-            Some(table) => {
-                let recorded = record(&mut session, table, &rec);
-                log(format_args!("backup {}: {recorded}", rec.id));
-                self.save(|r| {
-                    if let Some(res) = r.result.as_mut() {
-                        res.recorded = Some(recorded);
-                    }
-                })
-                .map_err(|e| e.to_string())?
-            }
-            None => rec,
-        };
-        if !wait {
-            return Ok(rec);
-        }
-        let archive = session.wait_for_archive(stop_wal, opts.archive_timeout_secs);
-        let done = archive.complete;
-        let rec = self
-            .save(|r| {
+        if let Some(table) = &record_table {
+            let recorded = record(&mut session, table, &rec);
+            log(format_args!("backup {}: {recorded}", rec.id));
+            self.save(|r| {
                 if let Some(res) = r.result.as_mut() {
-                    res.archive = archive;
+                    res.recorded = Some(recorded);
                 }
             })
             .map_err(|e| e.to_string())?;
-        if !done {
-            self.state = Held::ArchivePending {
-                session,
-                since: Instant::now(),
-            };
         }
-        Ok(rec)
+        if !wait {
+            self.retire();
+            return Ok(self.record());
+        }
+        *held = Held::ArchivePending {
+            session,
+            since: Instant::now(),
+        };
+        drop(held);
+        self.wait_archive(needs, info.version, opts.archive_timeout_secs, stream)
     }
+
+    /// Waits for `needs` to be archived, holding the session only for one check at a time; stops
+    /// early (saving nothing) when the client that asked has gone.
+    fn wait_archive(
+        &self,
+        needs: Vec<String>,
+        version: PgVersion,
+        timeout_secs: u64,
+        stream: &UnixStream,
+    ) -> Result<BackupRecord, String> {
+        let mut waiter = ArchiveWaiter::new(needs, version, Duration::from_secs(timeout_secs));
+        loop {
+            if client_gone(stream) {
+                log(format_args!(
+                    "backup {}: the stop that waited for WAL archiving went away; the next stop \
+                     re-checks",
+                    self.record().id
+                ));
+                return Ok(self.record());
+            }
+            let mut held = lock(&self.held);
+            let Held::ArchivePending { session, .. } = &mut *held else {
+                // Another stop saw the WAL archived (or the holder gave up): its record stands.
+                return Ok(self.record());
+            };
+            if let Some(status) = waiter.poll(session.client()) {
+                let done = status.complete;
+                let rec = self
+                    .save(|r| {
+                        if let Some(res) = r.result.as_mut() {
+                            res.archive = status;
+                        }
+                    })
+                    .map_err(|e| e.to_string())?;
+                if done {
+                    *held = Held::Done;
+                    self.retire();
+                }
+                return Ok(rec);
+            }
+            drop(held);
+            std::thread::sleep(POLL_EVERY);
+        }
+    }
+}
+
+/// The answer to `stop --no-wait-archive` for a backup whose WAL archiving is still pending:
+/// usable as far as pgsafe is asked to judge (as for a first stop with that option), with what
+/// the last check found. Not saved: a later `stop` still re-checks.
+fn not_waited_view(mut rec: BackupRecord) -> BackupRecord {
+    if let Some(res) = rec.result.as_mut() {
+        res.archive = ArchiveStatus {
+            waited: false,
+            complete: true,
+            detail: format!(
+                "not waited for (--no-wait-archive); the last check said: {}",
+                res.archive.detail
+            ),
+        };
+    }
+    rec
 }
 
 /// `name` or `schema.name` as a quoted SQL identifier (`"schema"."name"`).
@@ -589,8 +674,8 @@ fn record(session: &mut Session, table: &str, rec: &BackupRecord) -> String {
                 &res.stop_lsn.to_string(),
                 &start_tli,
                 &(res.stop_tli.0 as i32),
-                &res.backup_label,
-                &res.tablespace_map,
+                &res.backup_label.as_text(),
+                &res.tablespace_map.as_text(),
                 &rec.started_at,
                 &res.stopped_at,
                 &rec.server_version,

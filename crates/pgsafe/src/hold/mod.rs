@@ -16,10 +16,13 @@
 
 mod holder;
 mod oneshot;
+mod outdir;
 mod protocol;
 
+pub use crate::textbytes::TextBytes;
 pub use holder::{HolderConfig, run_holder};
 pub use oneshot::{SnapshotOptions, SnapshotReport, snapshot, write_label_files};
+pub use outdir::{ServerIdentity, check_output_dir};
 pub use protocol::{Request, Response, StopOptions, WaitArchive};
 
 use std::fs::{self, File, OpenOptions};
@@ -35,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fsutil::{self, FsError, IoContext};
 pub use crate::session::ArchiveStatus;
-use crate::types::{Lsn, TimelineId, WalSegment};
+use crate::types::{Lsn, SystemId, TimelineId, WalSegment};
 
 /// Longest socket path the kernel accepts (`sun_path` is 108 bytes including the NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -76,6 +79,17 @@ pub enum HoldError {
     Refused(String),
     #[error("read backup record {path}: {detail}")]
     BadRecord { path: PathBuf, detail: String },
+    #[error(
+        "refusing to write backup_label into {dir}: {why}. A backup_label belongs in the root of \
+         the snapshot or copy, never in a data directory a server runs on (after a crash that \
+         server would recover from the label's checkpoint, or not start at all){next}"
+    )]
+    UnsafeOutputDir {
+        dir: PathBuf,
+        why: String,
+        /// What happened to the backup, filled in by the caller.
+        next: &'static str,
+    },
 }
 
 /// A backup ID: names the holder, its socket and its files.
@@ -179,15 +193,21 @@ pub struct BackupRecord {
     pub result: Option<StopResult>,
     /// Why the backup is not usable (failed or aborted).
     pub failure: Option<String>,
+    /// The server's system identifier (checked against an output directory's pg_control).
+    #[serde(default)]
+    pub system_id: Option<SystemId>,
+    /// The server's `data_directory`, when the session could read it.
+    #[serde(default)]
+    pub data_directory: Option<String>,
 }
 
 /// What the server returned at stop, and whether the WAL it needs has been archived.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StopResult {
     /// `backup_label` exactly as returned by the server.
-    pub backup_label: String,
+    pub backup_label: TextBytes,
     /// `tablespace_map` exactly as returned; empty when there are no tablespaces.
-    pub tablespace_map: String,
+    pub tablespace_map: TextBytes,
     pub stop_lsn: Lsn,
     pub stop_tli: TimelineId,
     /// The last WAL segment the backup needs.
@@ -198,6 +218,10 @@ pub struct StopResult {
     /// With `--record-table`: where the result was inserted, or why that failed.
     #[serde(default)]
     pub recorded: Option<String>,
+    /// The WAL files whose archiving makes the backup usable (stop segment, backup history
+    /// file), as `pg_backup_stop(wait => true)` would wait for them.
+    #[serde(default)]
+    pub archive_needs: Vec<String>,
 }
 
 impl BackupRecord {
@@ -205,6 +229,14 @@ impl BackupRecord {
     pub fn is_usable(&self) -> bool {
         self.state == BackupState::Complete
             && self.result.as_ref().is_some_and(|r| r.archive.complete)
+    }
+
+    /// What an output directory is checked against.
+    pub fn server_identity(&self) -> ServerIdentity {
+        ServerIdentity {
+            system_id: self.system_id,
+            data_directory: self.data_directory.clone(),
+        }
     }
 }
 
@@ -459,12 +491,52 @@ pub fn stop(run_dir: &RunDir, id: &BackupId, opts: StopOptions) -> Result<Backup
                     detail: "empty answer".into(),
                 });
             }
-            // The holder died while we talked to it: fall through to its record.
+            // The holder died while we talked to it, or finished and removed its socket: its
+            // record is the answer.
             Err(HoldError::Channel { .. }) if !run_dir.is_live(id)? => {}
+            Err(e @ HoldError::Channel { .. }) => match run_dir.read_record(id)? {
+                Some(rec) if rec.state.is_final() => return Ok(rec),
+                _ => return Err(e),
+            },
             Err(e) => return Err(e),
         }
     }
     settle_dead(run_dir, id)
+}
+
+/// [`stop`], writing the label files into `output_dir` when given. The directory is checked
+/// first ([`check_output_dir`]): a live or foreign data directory is refused *before* the
+/// backup is stopped, so it stays in progress for a `stop` with the right directory.
+pub fn stop_into(
+    run_dir: &RunDir,
+    id: &BackupId,
+    opts: StopOptions,
+    output_dir: Option<&Path>,
+) -> Result<(BackupRecord, Vec<PathBuf>), HoldError> {
+    if let Some(dir) = output_dir {
+        let rec = status(run_dir, id)?;
+        check_output_dir(dir, &rec.server_identity()).map_err(|e| match e {
+            HoldError::UnsafeOutputDir { dir, why, .. } if !rec.state.is_final() => {
+                HoldError::UnsafeOutputDir {
+                    dir,
+                    why,
+                    next: ". The backup is still in progress: run `pgsafe stop` again with the \
+                           root of the snapshot or copy",
+                }
+            }
+            e => e,
+        })?;
+    }
+    let rec = stop(run_dir, id, opts)?;
+    let written = match (&rec.result, output_dir) {
+        (Some(res), Some(dir)) if rec.state == BackupState::Complete => write_label_files(
+            dir,
+            res.backup_label.as_bytes(),
+            res.tablespace_map.as_bytes(),
+        )?,
+        _ => vec![],
+    };
+    Ok((rec, written))
 }
 
 /// Aborts the backup `id`: the holder closes its session and the server discards the backup.
@@ -568,6 +640,8 @@ mod tests {
             max_hold_secs: 60,
             result: None,
             failure: None,
+            system_id: None,
+            data_directory: None,
         };
         run.write_record(&rec).unwrap();
         let got = stop(&run, &id, StopOptions::default()).unwrap();

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::{
-    BackupId, BackupRecord, BackupState, HoldError, StopOptions, StopResult, WaitArchive, unix_now,
+    BackupId, BackupRecord, BackupState, HoldError, ServerIdentity, StopOptions, StopResult,
+    TextBytes, WaitArchive, check_output_dir, unix_now,
 };
 use crate::conninfo::ConnSettings;
 use crate::fsutil::{self, FsError};
@@ -133,6 +134,8 @@ pub fn snapshot(opts: &SnapshotOptions) -> Result<SnapshotReport, HoldError> {
         max_hold_secs: 0,
         result: None,
         failure: None,
+        system_id: Some(info.system_id),
+        data_directory: info.data_directory.clone(),
     };
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
@@ -167,6 +170,26 @@ pub fn snapshot(opts: &SnapshotOptions) -> Result<SnapshotReport, HoldError> {
             written: vec![],
         });
     }
+    // The output directory may be created by the command (a mounted snapshot), so it is
+    // checked now, before the stop: a live or foreign data directory gets no label, and the
+    // backup is aborted (nothing is written).
+    if let Some(dir) = &opts.output_dir {
+        let identity = ServerIdentity {
+            system_id: Some(info.system_id),
+            data_directory: info.data_directory.clone(),
+        };
+        if let Err(e) = check_output_dir(dir, &identity) {
+            started.abort();
+            return Err(match e {
+                HoldError::UnsafeOutputDir { dir, why, .. } => HoldError::UnsafeOutputDir {
+                    dir,
+                    why,
+                    next: ". The backup was aborted and nothing was written",
+                },
+                e => e,
+            });
+        }
+    }
     let applies = info.archiving_applies();
     let wait = applies && opts.stop.wait_archive != WaitArchive::No;
     let stopped = started.stop(false).map_err(|e| {
@@ -174,30 +197,28 @@ pub fn snapshot(opts: &SnapshotOptions) -> Result<SnapshotReport, HoldError> {
             "the server could not stop the backup: {e}; the copy is NOT usable"
         ))
     })?;
-    // The output directory may be created by the command (a mounted snapshot), so it is only
-    // used now. If writing fails the label must not be lost: it goes into the error.
+    // If writing fails the label must not be lost: it stays in the error, byte for byte
+    // (hex-escaped where it is not UTF-8).
     let written = match &opts.output_dir {
         Some(dir) => write_label_files(dir, stopped.label.as_bytes(), &stopped.tablespace_map)
             .map_err(|e| {
                 let map = if stopped.tablespace_map.is_empty() {
                     String::new()
                 } else {
-                    format!(
-                        "tablespace_map:\n{}",
-                        String::from_utf8_lossy(&stopped.tablespace_map)
-                    )
+                    format!("tablespace_map:\n{}", shown(&stopped.tablespace_map))
                 };
                 HoldError::Refused(format!(
                     "the backup completed, but its label files could not be written ({e}); write \
                      them yourself, byte for byte, into the backup's root. backup_label:\n{}{map}",
-                    String::from_utf8_lossy(stopped.label.as_bytes()),
+                    shown(stopped.label.as_bytes()),
                 ))
             })?,
         None => vec![],
     };
+    let needs = stopped.archive_needs();
     let mut result = StopResult {
-        backup_label: String::from_utf8_lossy(stopped.label.as_bytes()).into_owned(),
-        tablespace_map: String::from_utf8_lossy(&stopped.tablespace_map).into_owned(),
+        backup_label: TextBytes::from(stopped.label.as_bytes()),
+        tablespace_map: TextBytes::from(stopped.tablespace_map.clone()),
         stop_lsn: stopped.stop_lsn,
         stop_tli: stopped.stop_tli,
         stop_wal: stopped.stop_wal,
@@ -208,13 +229,13 @@ pub fn snapshot(opts: &SnapshotOptions) -> Result<SnapshotReport, HoldError> {
             complete: true,
             detail: "not waited for".into(),
         },
+        archive_needs: needs.clone(),
         recorded: None,
     };
     if wait {
-        let stop_wal = stopped.stop_wal;
         result.archive = stopped
             .into_session()
-            .wait_for_archive(stop_wal, opts.stop.archive_timeout_secs);
+            .wait_for_archive(needs, opts.stop.archive_timeout_secs);
     }
     record.state = BackupState::Complete;
     record.result = Some(result);
@@ -224,6 +245,14 @@ pub fn snapshot(opts: &SnapshotOptions) -> Result<SnapshotReport, HoldError> {
         command_succeeded: true,
         written,
     })
+}
+
+/// Label file bytes for a message: as text when UTF-8, else with the other bytes escaped.
+fn shown(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(t) => t.to_owned(),
+        Err(_) => bytes.escape_ascii().to_string(),
+    }
 }
 
 #[cfg(test)]
