@@ -381,6 +381,9 @@ impl Ctx<'_> {
     }
 
     fn marker_line(&self) -> Option<String> {
+        if let Some(stale) = self.marker_stale() {
+            return Some(stale);
+        }
         let m = self.f.marker.as_ref()?;
         Some(match &m.parsed {
             Some(m) => {
@@ -399,6 +402,43 @@ impl Ctx<'_> {
                 m.error.as_deref().unwrap_or("?")
             ),
         })
+    }
+
+    /// Why the restore marker no longer describes this directory, if it does not: it
+    /// describes one restore, and once that restore's recovery has passed the end of its backup
+    /// (no sentinel, no backup end pending in pg_control, a checkpoint past the backup's stop)
+    /// the directory is a running cluster of its own — a later crash of it is not "a restored
+    /// backup", and the backup it came from is no source of WAL for it.
+    fn marker_stale(&self) -> Option<String> {
+        let m = self.f.marker.as_ref()?.parsed.as_ref()?;
+        let c = self.c;
+        if c.sentinel || c.backup_start_point.is_valid() || c.backup_end_required {
+            return None;
+        }
+        let end = m.stop_lsn.unwrap_or(m.start_lsn);
+        if c.checkpoint <= end {
+            return None;
+        }
+        if let Some(l) = self.f.label.as_ref().and_then(|l| l.parsed.as_ref())
+            && l.start_lsn() == m.start_lsn
+        {
+            return None;
+        }
+        Some(format!(
+            "{RESTORE_MARKER_FILE} records pgsafe's restore of backup {} (start {}) at {}, but that \
+             restore is over: pg_control has no backup end pending and its checkpoint {} is past \
+             the backup's end {} — this cluster has run on its own since, so the marker says \
+             nothing about its present state",
+            m.backup_id, m.start_lsn, m.restored_at, c.checkpoint, end
+        ))
+    }
+
+    /// The restore marker, when it still describes this directory (see [`Ctx::marker_stale`]).
+    fn current_marker(&self) -> Option<&super::RestoreMarker> {
+        if self.marker_stale().is_some() {
+            return None;
+        }
+        self.f.marker.as_ref()?.parsed.as_ref()
     }
 
     fn sentinel_line(&self) -> String {

@@ -199,10 +199,15 @@ pub fn gather_archive(
             "archive_library = '{lib}': an archive module, whose archive pgsafe cannot locate"
         ));
     }
-    if commands.is_empty() && a.not_interpreted.is_empty() {
+    if commands.iter().all(|(_, c)| !c.contains("%f")) && a.not_interpreted.is_empty() {
         a.none_configured = true;
     }
     for (setting, cmd) in commands {
+        // A command that never names %f fetches or stores no WAL file (pgsafe restore leaves
+        // `restore_command = 'false'` behind): it names no archive.
+        if !cmd.contains("%f") {
+            continue;
+        }
         match archive_dir_of(&cmd) {
             Ok(d) => {
                 if a.locations.iter().any(|l| l.dir == d.dir) {

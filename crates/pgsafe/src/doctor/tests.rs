@@ -476,6 +476,42 @@ fn unchecked_archive_lowers_confidence_and_blocks_the_rename() {
 }
 
 #[test]
+fn a_finished_restore_marker_does_not_make_a_later_crash_a_restore() {
+    // Restored once (marker, backup 0/2000028..0/3000100, label consumed), then ran on its own;
+    // later an exclusive backup began at 0/9000028 and the server crashed.
+    let mut f = crashed(14);
+    with_marker(&mut f);
+    f.backup_end = None;
+    f.label_old = label(STREAMED);
+    f.label = label(
+        "START WAL LOCATION: 0/9000028 (file 000000010000000000000009)\n\
+         CHECKPOINT LOCATION: 0/9000060\nBACKUP METHOD: pg_start_backup\n\
+         BACKUP FROM: primary\nSTART TIME: 2025-11-21 10:46:49 UTC\nLABEL: later\n",
+    );
+    let v = classify(&f);
+    check(&v, DoctorState::CrashedDuringExclusiveBackup);
+    assert!(
+        v.evidence.iter().any(|e| e.contains("restore is over")),
+        "{v:#?}"
+    );
+    assert!(
+        !v.next_steps
+            .iter()
+            .any(|s| s.command.as_deref().unwrap_or("").contains("/backups/")),
+        "no advice to copy WAL from the old backup: {v:#?}"
+    );
+    // Without a label: a plain crash, not "restored backup whose label is missing".
+    f.label = None;
+    let v = classify(&f);
+    check(&v, DoctorState::Crashed);
+    // The marker still counts while that restore is in progress (pg_control before its end).
+    let mut f = restored(14);
+    with_marker(&mut f);
+    f.label = None;
+    assert_eq!(classify(&f).state, DoctorState::RestoredBroken);
+}
+
+#[test]
 fn label_starting_after_pg_control_is_stray() {
     for (text, major) in [(EXCLUSIVE, 12), (STREAMED, 16)] {
         let mut f = crashed(major);

@@ -90,7 +90,9 @@ impl Ctx<'_> {
                 signals.join(" and ")
             ));
         }
-        if let Some(m) = self.marker_line() {
+        if let Some(stale) = self.marker_stale() {
+            k.fits.push(stale);
+        } else if let Some(m) = self.marker_line() {
             k.restore_signs.push(m);
         }
         if c.sentinel {
@@ -529,10 +531,10 @@ impl Ctx<'_> {
         };
         let (miss, n) = self.missing(label.start_lsn(), to, max_tli);
         let source = self.wal_source();
-        let backup_src = f
-            .marker
-            .as_ref()
-            .and_then(|m| m.parsed.as_ref())
+        // The backup the marker names is a WAL source only for its own label.
+        let backup_src = self
+            .current_marker()
+            .filter(|m| m.start_lsn == label.start_lsn())
             .and_then(|m| m.source.clone());
         match end {
             Some(e) => ev.push(format!(

@@ -28,7 +28,7 @@ impl Ctx<'_> {
         {
             return self.resume_recovery();
         }
-        if f.marker.is_some() && !consumed_marker_backup {
+        if f.marker.is_some() && !consumed_marker_backup && self.marker_stale().is_none() {
             let mut ev: Vec<String> = self.marker_line().into_iter().collect();
             ev.push(
                 "backup_label is missing and recovery from that backup never began (no \
@@ -107,8 +107,7 @@ impl Ctx<'_> {
 
     /// 6: a restore whose backup_label is missing.
     fn label_missing(&self, confidence: Confidence, mut ev: Vec<String>) -> Verdict {
-        let f = self.f;
-        let marker = f.marker.as_ref().and_then(|m| m.parsed.as_ref());
+        let marker = self.current_marker();
         let mut d = Draft::new(
             DoctorState::RestoredBroken,
             confidence,
