@@ -703,6 +703,36 @@ fn non_utf8_tablespace_path(major: u32) {
         "backup with a non-UTF-8 tablespace path",
     );
     assert_eq!(fs::read(target.join("tablespace_map")).unwrap(), want);
+    // Outside oracle: the backup verifies, restores (tablespace remapped by OID) and the
+    // restored server starts with the row stored in that tablespace.
+    ok(
+        command(&["verify", target.to_str().unwrap()])
+            .output()
+            .unwrap(),
+        "verify",
+    );
+    let scratch = server_owned_tempdir();
+    let data = scratch.path().join("data");
+    let oid: i64 = c.query_one("SELECT oid::bigint FROM pg_tablespace WHERE spcname = 'ts1'");
+    let new_ts = scratch.path().join("ts-restored");
+    ok(
+        command(&[
+            "restore",
+            target.to_str().unwrap(),
+            "--pgdata",
+            data.to_str().unwrap(),
+            "--tablespace-map",
+            &format!("{oid}={}", new_ts.display()),
+        ])
+        .output()
+        .unwrap(),
+        "restore",
+    );
+    let mut restored = Cluster::adopt(c.install(), &data, ClusterOptions::new().fast_unsafe());
+    restored.start();
+    restored.wait_recovery_done();
+    assert_eq!(restored.query_one::<i64>("SELECT count(*) FROM caf"), 1);
+    restored.stop();
 }
 
 #[test]

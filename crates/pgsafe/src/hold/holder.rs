@@ -683,6 +683,14 @@ fn record(session: &mut Session, table: &str, rec: &BackupRecord) -> String {
         )
     });
     match result {
+        // A text column cannot hold bytes that are not valid in the encoding: such a file is
+        // stored as NULL there, and only the record (hex) keeps it.
+        Ok(_) if res.backup_label.as_text().is_none() || res.tablespace_map.as_text().is_none() => {
+            format!(
+                "recorded in {table}, with NULL for the label file(s) that are not UTF-8 (a \
+                 tablespace path in another encoding); the backup record keeps them byte for byte"
+            )
+        }
         Ok(_) => format!("recorded in {table}"),
         Err(e) => format!(
             "FAILED to record in {table}: {} (the backup itself is complete)",
