@@ -327,7 +327,7 @@ fn killed_stop_does_not_block_the_holder(major: u32) {
             .conf("archive_command = 'false'"),
     );
     let r = run_dir();
-    start(&c, r.path(), "kw");
+    let holder = start(&c, r.path(), "kw")["holder_pid"].as_i64().unwrap() as i32;
     let mut waiting = pgsafe(
         r.path(),
         &["stop", "--id", "kw", "--archive-timeout", "30m", "--json"],
@@ -400,6 +400,25 @@ fn killed_stop_does_not_block_the_holder(major: u32) {
         "stop re-check",
     );
     refused(&out, &["not archived after 1s"]);
+    // The server goes away: the holder, with nothing left to re-check with, records that and
+    // exits instead of lingering for the retention hour.
+    drop(c);
+    let t = Instant::now();
+    while nix::sys::signal::kill(nix::unistd::Pid::from_raw(holder), None).is_ok() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the holder {holder} outlived its server"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v = status(r.path(), "kw");
+    assert!(
+        v["result"]["archive"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("session was then lost"),
+        "{v}"
+    );
 }
 
 #[test]

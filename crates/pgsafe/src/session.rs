@@ -215,6 +215,14 @@ impl Session {
         &mut self.client
     }
 
+    /// Cheap liveness check of the session: `SELECT 1`.
+    pub fn ping(&mut self) -> Result<(), SessionError> {
+        self.client
+            .simple_query("SELECT 1")
+            .map(|_| ())
+            .map_err(sql("check the session"))
+    }
+
     /// Waits until every file of `needs` ([`archive_needs`]) is archived, deciding per file as
     /// the server's own `pg_backup_stop(wait => true)` does (see [`archive`]), or until
     /// `timeout_secs` have passed. Waiting here (instead of in the stop call) keeps the label

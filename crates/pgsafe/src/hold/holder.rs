@@ -343,11 +343,32 @@ impl Holder {
                         return Ok(());
                     }
                 }
-                Held::ArchivePending { since, .. } => {
+                Held::ArchivePending { since, session } => {
                     if since.elapsed() > PENDING_ARCHIVE_RETENTION {
                         log("giving up waiting for another stop to re-check WAL archiving");
                         *held = Held::Done;
                         self.retire();
+                    } else if last_ping.elapsed() >= PING_EVERY {
+                        last_ping = Instant::now();
+                        if let Err(e) = session.ping() {
+                            // Nothing left to re-check with: say so in the record and end.
+                            self.save(|r| {
+                                if let Some(res) = r.result.as_mut() {
+                                    res.archive.detail = format!(
+                                        "{}; the database session was then lost ({e}), so \
+                                         pgsafe can no longer re-check: the backup is usable \
+                                         once {} are in the archive",
+                                        res.archive.detail,
+                                        res.archive_needs.join(" and ")
+                                    );
+                                }
+                            })?;
+                            log(format_args!(
+                                "lost the session while WAL archiving was pending: {e}"
+                            ));
+                            *held = Held::Done;
+                            self.retire();
+                        }
                     }
                 }
                 Held::Started(_) => {
