@@ -311,6 +311,46 @@ fn archive_state_is_read_per_file_pg15() {
     archive_state_is_read_per_file(15);
 }
 
+/// A backup role without pg_monitor cannot list pg_wal/archive_status: the wait falls back to
+/// pg_stat_archiver (conservatively) and says so, instead of failing.
+#[test]
+fn archive_wait_without_pg_monitor_falls_back() {
+    let c = Cluster::started(
+        &PgInstall::major(16),
+        ClusterOptions::new().fast_unsafe().with_archive(true),
+    );
+    c.execute(
+        "CREATE ROLE bk LOGIN; \
+         GRANT EXECUTE ON FUNCTION pg_backup_start(text, boolean) TO bk; \
+         GRANT EXECUTE ON FUNCTION pg_backup_stop(boolean) TO bk",
+    );
+    let conn = c.conninfo().replace("user=postgres", "user=bk");
+    let r = run_dir();
+    json(&ok(
+        run(r.path(), &["start", "-d", &conn, "--id", "np", "--json"]),
+        "start as a role without pg_monitor",
+    ));
+    let out = finishes_within(
+        pgsafe(
+            r.path(),
+            &["stop", "--id", "np", "--archive-timeout", "60s", "--json"],
+        ),
+        Duration::from_secs(180),
+        "stop",
+    );
+    let v = json(&out);
+    let detail = v["result"]["archive"]["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    if v["usable"] == true {
+        assert!(detail.contains("pg_stat_archiver"), "{detail}");
+    } else {
+        // The conservative answer; it must say which privilege removes the doubt.
+        assert!(detail.contains("pg_monitor"), "{detail}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The holder serves requests concurrently; --no-wait-archive is honoured
 // ---------------------------------------------------------------------------------------------
