@@ -20,7 +20,8 @@
 //!    leaves the renamed label. Each describes another backup, restore or incident than the one
 //!    being taken: copied, they would be listed twice in the new backup (pgsafe writes its own),
 //!    make a half-written backup folder look complete, or tell `doctor` on a restored copy
-//!    something that happened to the source. See [`PGSAFE_FILES`];
+//!    something that happened to the source. See [`PGSAFE_FILES`]. Also, at any depth, the
+//!    half-written files of pgsafe's durable writes (`.<name>.pgsafe-tmp[-<pid>]`);
 //! 4. in relation directories (`global/`, `base/<db>/`, `pg_tblspc/<oid>/PG_<major>_<cat>/<db>/`):
 //!    every fork of an unlogged relation except its init fork (a relation is unlogged when
 //!    `<relfilenode>_init` exists beside it), and temporary relations `t<backend>_<relfilenode>…`.
@@ -200,6 +201,20 @@ pub const PGSAFE_FILES: [&str; 4] = [
     "backup_label.pgsafe-removed",
 ];
 
+/// A half-written file of pgsafe's durable writes, left behind when a restore or backup was
+/// killed mid-write: `.<name>.pgsafe-tmp` (restore) or `.<name>.pgsafe-tmp-<pid>`
+/// ([`crate::fsutil`]). At any depth, like PostgreSQL's own `*.tmp` files (rule 3).
+fn is_pgsafe_temp(name: &[u8]) -> bool {
+    const TMP: &[u8] = b".pgsafe-tmp";
+    if name.first() != Some(&b'.') {
+        return false;
+    }
+    name.ends_with(TMP)
+        || name
+            .windows(TMP.len() + 1)
+            .any(|w| w.starts_with(TMP) && w[TMP.len()] == b'-')
+}
+
 /// Applies the name rules of reference §5.1 to a backup-relative path (`base/5/16384_vm`) for a
 /// server version. Pure: the caller supplies the file type and the directory listing (rules 6
 /// and 7 concern directories; [`Decision::UnlessInitFork`] needs the sibling names).
@@ -230,7 +245,7 @@ pub fn classify(rel_path: impl AsRef<[u8]>, version: PgVersion) -> Decision {
     {
         return Decision::Exclude(Exclusion::BackupFile);
     }
-    if top && PGSAFE_FILES.iter().any(|f| f.as_bytes() == name) {
+    if (top && PGSAFE_FILES.iter().any(|f| f.as_bytes() == name)) || is_pgsafe_temp(name) {
         return Decision::Exclude(Exclusion::PgsafeFile);
     }
     if (at(10) || top) && (name == b"postmaster.pid" || name == b"postmaster.opts") {

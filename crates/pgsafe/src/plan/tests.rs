@@ -132,6 +132,23 @@ fn pgsafe_files_at_the_top_level() {
         each(&format!("base/{f}"), |_| Decision::Include);
     }
     each("pgsafe.json.bak", |_| Decision::Include);
+    // Half-written files of pgsafe's durable writes, at any depth.
+    for p in [
+        ".backup_label.pgsafe-tmp",
+        ".pgsafe_restore.json.pgsafe-tmp",
+        "pg_tblspc/.x.pgsafe-tmp-4242",
+        ".pgsafe.json.pgsafe-tmp-1",
+    ] {
+        each(p, |_| ex(Exclusion::PgsafeFile));
+    }
+    for p in [
+        "x.pgsafe-tmp",
+        ".x.pgsafe-tmpl",
+        ".pgsafe-tmpx",
+        "base/5/.x.pgsafe-temp",
+    ] {
+        each(p, |_| Decision::Include);
+    }
 }
 
 #[test]
