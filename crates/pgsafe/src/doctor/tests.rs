@@ -551,6 +551,30 @@ fn crash_with_its_checkpoint_wal_missing_will_not_start() {
 }
 
 #[test]
+fn redo_segment_missing_names_it_and_what_postgres_does() {
+    // Redo in 0A, the checkpoint record in 0B (PostgreSQL's 050 scenario); 0A missing.
+    for (major, effect) in [(13, "starts anyway"), (14, "could not find redo location")] {
+        let mut f = crashed(major);
+        f.control = Some(control(DbState::InProduction, "0/B000028", "0/AFFFF00"));
+        f.wal.segments.clear();
+        segs(&mut f, 0xB, 0xC);
+        let v = classify(&f);
+        check(&v, DoctorState::Unknown);
+        assert!(
+            v.summary.contains("00000001000000000000000A"),
+            "{}",
+            v.summary
+        );
+        assert!(v.summary.contains("redo point"), "{}", v.summary);
+        assert!(
+            v.summary
+                .contains("00000001000000000000000B, which is present")
+        );
+        assert!(v.evidence.iter().any(|e| e.contains(effect)), "{v:#?}");
+    }
+}
+
+#[test]
 fn stale_pid_reused_by_another_program_is_removed_first() {
     let mut f = crashed(15);
     f.postmaster.pid_in_use = true;

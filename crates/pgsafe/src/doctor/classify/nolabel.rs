@@ -2,6 +2,25 @@
 
 use super::copy::CopyLook;
 use super::*;
+use crate::doctor::facts::SegState;
+
+/// What PostgreSQL does when pg_control's checkpoint record is readable but its redo point is
+/// not (no backup_label). 14 and later (current minors) check the redo point and stop with
+/// "could not find redo location … referenced by checkpoint record at …"; 10–13 do not check
+/// it and start anyway, without the WAL between the redo point and the record — measured with
+/// the real servers by doctor_hostile_cli's redo_segment_missing tests.
+fn redo_missing_effect(version: PgVersion) -> Result<&'static str, String> {
+    if version.major() >= 14 {
+        Ok("could not find redo location")
+    } else {
+        Err(format!(
+            "PostgreSQL {} starts anyway: it does not check this, and never replays the WAL \
+             between the redo point and the checkpoint record — changes made there are silently \
+             lost or half-applied. Do not start it before the segment is back.",
+            version.major_name()
+        ))
+    }
+}
 
 impl Ctx<'_> {
     // ---- no label ------------------------------------------------------------------------------
@@ -285,26 +304,58 @@ impl Ctx<'_> {
     }
 
     /// Whether pg_wal lacks the segments from redo to checkpoint (the server would not start).
+    ///
+    /// Two different failures (PostgreSQL's recovery test 050_redo_segment_missing): the
+    /// segment holding the checkpoint *record* is missing — the server cannot read pg_control's
+    /// checkpoint at all ("could not locate a valid checkpoint record") — or only a segment
+    /// between the checkpoint's redo point and its record is (a checkpoint that ran while WAL
+    /// was switched): the record is read, then the redo point is not found. The message is
+    /// the one src/backend/access/transam/xlogrecovery.c (xlog.c before 15) of that version
+    /// prints; the 050 test in doctor_hostile_cli checks it against the real server's log.
     fn checkpoint_wal_problem(&self) -> Option<Verdict> {
         let c = self.c;
         let (miss, n) = self.missing(c.redo, c.checkpoint, c.timeline);
         if miss.is_empty() {
             return None;
         }
-        let mut d = Draft::new(
-            DoctorState::Unknown,
-            Confidence::High,
-            format!(
-                "PostgreSQL will not start: pg_wal lacks {}, which holds pg_control's latest \
-                 checkpoint",
-                miss[0]
-            ),
-        );
+        let size = c.wal_seg_size;
+        let ckpt_seg = WalSegment::containing(c.checkpoint, c.timeline, size);
+        let record_missing = miss.contains(&ckpt_seg)
+            || (n > miss.len() as u64
+                && !self
+                    .f
+                    .wal
+                    .state_of(c.checkpoint.0 / size.bytes(), c.timeline)
+                    .is_some_and(SegState::usable));
+        let (summary, message) = if record_missing {
+            (
+                format!(
+                    "PostgreSQL will not start: pg_wal lacks {ckpt_seg}, which holds pg_control's \
+                     latest checkpoint record ({})",
+                    c.checkpoint
+                ),
+                Ok("could not locate a valid checkpoint record".to_owned()),
+            )
+        } else {
+            (
+                format!(
+                    "PostgreSQL will not start: pg_wal lacks {}, which holds the redo point {} of \
+                     pg_control's latest checkpoint (the checkpoint record itself, at {}, is in \
+                     {ckpt_seg}, which is present)",
+                    miss[0], c.redo, c.checkpoint
+                ),
+                redo_missing_effect(self.version).map(str::to_owned),
+            )
+        };
+        let mut d = Draft::new(DoctorState::Unknown, Confidence::High, summary);
         d.evidence.push(self.control_line());
-        d.evidence.push(format!(
-            "missing: {} (the server stops with \"could not locate a valid checkpoint record\")",
-            seg_list(&miss, n)
-        ));
+        d.evidence.push(match message {
+            Ok(m) => format!(
+                "missing: {} — PostgreSQL stops with \"{m}\"",
+                seg_list(&miss, n)
+            ),
+            Err(e) => format!("missing: {} — {e}", seg_list(&miss, n)),
+        });
         d.evidence.push(self.wal_summary());
         d.evidence.extend(self.pid_line());
         d.confirm.push(
