@@ -104,32 +104,47 @@ fn switch_across_page(c: &Cluster, before_end: u64) -> u64 {
     panic!("could not place a switch record {before_end} bytes before a page end");
 }
 
+/// `pg_logical_emit_message` of `text` repeated `times`: (insert LSN before, end LSN).
+fn marker(c: &Cluster, text: &str, times: u64) -> (u64, u64) {
+    let mut client = c.connect();
+    let r = client
+        .query_one(
+            &format!(
+                "SELECT pg_current_wal_insert_lsn()::text, \
+                 pg_logical_emit_message(false, 'pgsafe', repeat('{text}', {times}))::text"
+            ),
+            &[],
+        )
+        .unwrap();
+    (lsn(&r.get::<_, String>(0)), lsn(&r.get::<_, String>(1)))
+}
+
 /// A backup (plain layout, 2 MB/s so the test can act during it) during which the server
-/// writes a large marker message and switches WAL with the switch record's header split across
-/// a page; returns (backup, switch LSN, marker record's bounds).
+/// writes a large marker message, switches WAL with the switch record's header split across
+/// a page, then writes a message that crosses into the next segment; returns (backup, switch
+/// LSN, marker record's bounds, crossing record's bounds).
 fn backup_with_edge_wal(
     c: &Cluster,
     scratch: &Path,
     before_end: u64,
-) -> (PathBuf, u64, (u64, u64)) {
+) -> (PathBuf, u64, (u64, u64), (u64, u64)) {
     c.execute(
         "CREATE TABLE filler AS SELECT g, md5(g::text) AS v FROM generate_series(1, 150000) g",
     );
     c.execute("CHECKPOINT");
     let b = scratch.join("backup");
     let child = common::spawn_slow_backup(&c.conninfo(), c.data_dir(), &b);
-    let marker: (String, String) = {
-        let mut client = c.connect();
-        let r = client
-            .query_one(
-                "SELECT pg_current_wal_insert_lsn()::text, \
-                 pg_logical_emit_message(false, 'pgsafe', repeat('pgsafe-wal-marker', 3000))::text",
-                &[],
-            )
-            .unwrap();
-        (r.get(0), r.get(1))
-    };
+    let m = marker(c, "pgsafe-wal-marker", 3000);
     let switch = switch_across_page(c, before_end);
+    // From just after the switch into the next segment, 4 KiB past its start.
+    let seg = 16u64 << 20;
+    let here = lsn(&c.query_one::<String>("SELECT pg_current_wal_insert_lsn()::text"));
+    let cross = marker(c, "pgsafe-seg-marker", (seg - here % seg + 4096) / 17);
+    assert_ne!(
+        cross.0 / seg,
+        cross.1 / seg,
+        "the record crosses a segment boundary"
+    );
     c.execute("INSERT INTO filler SELECT g, 'after' FROM generate_series(1, 1000) g");
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "backup: {}", text(&out));
@@ -138,14 +153,14 @@ fn backup_with_edge_wal(
         lsn(i["start_lsn"].as_str().unwrap()),
         lsn(i["stop_lsn"].as_str().unwrap()),
     );
-    let m = (lsn(&marker.0), lsn(&marker.1));
-    // The test is only meaningful if the backup's WAL holds both (not a timing assumption:
-    // checked).
+    // The test is only meaningful if the backup's WAL holds them all (not a timing
+    // assumption: checked).
     assert!(
-        start <= m.0 && m.1 <= switch && switch < stop,
-        "marker {m:?} and switch {switch:X} must lie in the backup's WAL {start:X}..{stop:X}"
+        start <= m.0 && m.1 <= switch && switch < cross.0 && cross.1 < stop,
+        "markers {m:X?} {cross:X?} and switch {switch:X} must lie in the backup's WAL \
+         {start:X}..{stop:X}"
     );
-    (b, switch, m)
+    (b, switch, m, cross)
 }
 
 /// The stored segment holding `at`.
@@ -167,14 +182,13 @@ fn segment_path(backup: &Path, at: u64) -> PathBuf {
     backup.join("pg_wal").join(name)
 }
 
-/// A file offset inside the marker's payload, away from page headers: inside one of its
-/// `pgsafe-wal-marker` runs, from the middle of the record on. Returns (segment, offset, LSN).
-fn marker_byte(backup: &Path, m: (u64, u64)) -> (PathBuf, usize, u64) {
+/// A file offset inside a marker's payload (`pat` runs), away from page headers, from `from`
+/// on. Returns (segment, offset, LSN).
+fn marker_byte(backup: &Path, from: u64, pat: &[u8]) -> (PathBuf, usize, u64) {
     let seg_size = info(backup)["wal_segment_size"].as_u64().unwrap();
-    let mid = m.0 + (m.1 - m.0) / 2;
+    let mid = from;
     let path = segment_path(backup, mid);
     let bytes = fs::read(&path).unwrap();
-    let pat = b"pgsafe-wal-marker";
     let from = (mid % seg_size) as usize;
     let at = (from..bytes.len() - pat.len())
         .find(|&o| &bytes[o..o + pat.len()] == pat)
@@ -192,7 +206,7 @@ fn wal_edges(major: u32) {
     let install = PgInstall::major(major);
     let c = Cluster::started(&install, ClusterOptions::new().fast_unsafe());
     let scratch = tempfile::tempdir().unwrap();
-    let (good, switch, m) = backup_with_edge_wal(&c, scratch.path(), 8);
+    let (good, switch, m, cross) = backup_with_edge_wal(&c, scratch.path(), 8);
     let ctx = format!("PostgreSQL {major}, switch record at {switch:X}");
 
     // 1. Valid WAL is valid (it was "damaged" before: 11–18).
@@ -215,7 +229,7 @@ fn wal_edges(major: u32) {
     // 2. One byte inside the marker record (page headers intact): found, named by the
     // record's LSN; restore refuses.
     let bad = copy_of(&good, scratch.path(), "bad");
-    let (seg, at, byte_lsn) = marker_byte(&bad, m);
+    let (seg, at, byte_lsn) = marker_byte(&bad, m.0 + (m.1 - m.0) / 2, b"pgsafe-wal-marker");
     flip(&seg, at);
     let (code, v, out) = verify(&bad);
     assert_eq!(code, Some(1), "{ctx}: {}", text(&out));
@@ -287,7 +301,40 @@ fn wal_edges(major: u32) {
         "a refused restore writes nothing"
     );
 
-    // 3. A change where no record is (after the stop LSN, in the last segment): only the
+    // 3. One byte of the crossing record's continuation in the next segment: the record
+    // (which starts in the segment before) is named.
+    let next = copy_of(&good, scratch.path(), "next");
+    let seg_size = 16u64 << 20;
+    let later = cross.1 - cross.1 % seg_size;
+    let (seg, at, _) = marker_byte(&next, later, b"pgsafe-seg-marker");
+    flip(&seg, at);
+    let (code, v, out) = verify(&next);
+    assert_eq!(code, Some(1), "{ctx}: {}", text(&out));
+    let problems = v["problems"].as_array().unwrap();
+    let rec = problems
+        .iter()
+        .find(|p| p["problem"] == "wal_record")
+        .unwrap_or_else(|| panic!("{ctx}: no WAL record problem: {v}"));
+    let reported = lsn(rec["lsn"].as_str().unwrap());
+    assert!(
+        cross.0 <= reported && reported < later,
+        "{ctx}: the crossing record ({:X}..{:X}), reported {reported:X}",
+        cross.0,
+        cross.1
+    );
+    let first_seg = segment_path(&next, reported);
+    assert_eq!(
+        rec["segment"].as_str(),
+        first_seg.file_name().unwrap().to_str(),
+        "{v}"
+    );
+    assert!(
+        problems.iter().any(|p| p["problem"] == "wal_checksum"
+            && p["file"].as_str() == seg.file_name().unwrap().to_str()),
+        "{ctx}: the later segment's checksum: {v}"
+    );
+
+    // 4. A change where no record is (after the stop LSN, in the last segment): only the
     // per-segment CRC-32C sees it.
     let tail = copy_of(&good, scratch.path(), "tail");
     let last = info(&tail)["wal"]["segments"]

@@ -1343,10 +1343,10 @@ impl<'a> Verifier<'a> {
         let mut notes = self.notes;
         if self.opts.quick {
             notes.push(if self.compression.is_none() {
-                "quick check: presence and sizes only (no checksums, no WAL page headers)".into()
+                "quick check: presence and sizes only (no checksums, no WAL records)".into()
             } else {
                 "quick check: presence only for compressed files, sizes of the others (no \
-                 checksums, no WAL page headers)"
+                 checksums, no WAL records)"
                     .into()
             });
         }

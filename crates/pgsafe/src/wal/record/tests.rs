@@ -352,6 +352,40 @@ fn an_overwritten_contrecord_restarts_the_read() {
 }
 
 #[test]
+fn a_timeline_switch_inside_the_range_passes() {
+    // A cascading standby's WAL: timeline 1, then timeline 2 from a later page on, in a file
+    // named with timeline 2; the record chain continues across the switch.
+    let mut w = Writer::new(0x300_0000);
+    let start = w.record(100, 0, 0);
+    w.record(9000, 10, 0);
+    w.fill_to(0x300_0000 + 4 * BLCKSZ as u64 - 64);
+    w.tli = 2;
+    w.record(3000, 10, 0);
+    w.record(20_000, 10, 0);
+    let stop = w.pos;
+    assert_eq!(
+        check(&w, start, stop).unwrap().records as usize,
+        w.records.len()
+    );
+    // Pages of timeline 2 in a file of timeline 1: not valid.
+    let mut c = RecordChecker::new(
+        Lsn(start),
+        Lsn(stop),
+        WalSegSize::new(SEG).unwrap(),
+        BLCKSZ as u32,
+    );
+    let e = w
+        .pages()
+        .map(|(l, p)| c.feed_page(l, p, TimelineId(1)))
+        .find_map(Result::err)
+        .unwrap();
+    assert!(
+        matches!(e.what, RecordErrorKind::PageTimeline { .. }),
+        "{e}"
+    );
+}
+
+#[test]
 fn pages_must_come_in_order() {
     let (w, start, stop) = sample();
     let mut c = RecordChecker::new(
