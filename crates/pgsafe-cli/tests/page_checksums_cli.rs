@@ -179,6 +179,25 @@ fn corrupt_source_pages(major: u32) {
         assert!(!err.contains(&format!("\"./{u}\"")), "{m}: {err}");
     }
 
+    // The compressed layout: the same blocks found while compressing, re-checked by verify
+    // through decompression.
+    let zstd = scratch.path().join("zstd");
+    let out = common::backup(&c, &zstd, &["--compress", "zstd", "--jobs", "2"]);
+    assert_eq!(out.status.code(), Some(4), "{m}: {}", text(&out));
+    assert_eq!(
+        common::json(&out)["page_checksums"]["corrupt"],
+        json!(expected),
+        "{m}"
+    );
+    let (code, vr, out) = verify(&zstd);
+    assert_eq!(code, Some(0), "{m}: {}", text(&out));
+    assert!(
+        vr["notes"]
+            .to_string()
+            .contains("SOURCE cluster had 2 corrupt page(s)"),
+        "{m}: {vr}"
+    );
+
     // A page damaged in a stored backup: with --checksum none only the page check can see it.
     let plain = scratch.path().join("plain");
     let out = common::backup(&c, &plain, &["--checksum", "none"]);

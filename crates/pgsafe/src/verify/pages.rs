@@ -39,13 +39,16 @@ struct Found {
 impl PageVerify {
     /// `None` when the backup recorded no page checks.
     pub fn new(info: &BackupInfo) -> Option<PageVerify> {
-        let record = info.page_checksums.clone()?;
+        Self::from_record(info.page_checksums.clone()?, info.server_version)
+    }
+
+    fn from_record(record: PageChecksumReport, version: PgVersion) -> Option<PageVerify> {
         if record.relseg_size == 0 {
             return None;
         }
         Some(PageVerify {
             record,
-            version: info.server_version,
+            version,
             found: Mutex::new(Found::default()),
         })
     }
@@ -149,5 +152,79 @@ impl PageVerify {
             ));
         }
         (problems, notes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page::{DEFAULT_RELSEG_SIZE, FileBlocks};
+
+    fn blocks(path: &str, blocks: &[u32]) -> FileBlocks {
+        FileBlocks {
+            path: path.into(),
+            blocks: blocks.to_vec(),
+        }
+    }
+
+    fn fault() -> PageFault {
+        PageFault::Checksum {
+            stored: 1,
+            computed: 2,
+        }
+    }
+
+    #[test]
+    fn only_recorded_blocks_are_excused() {
+        let record = PageChecksumReport {
+            files_checked: 2,
+            pages_checked: 10,
+            relseg_size: DEFAULT_RELSEG_SIZE,
+            corrupt: vec![blocks("base/5/1", &[7])],
+            changed_during_copy: vec![blocks("base/5/2", &[3])],
+        };
+        let v = PageVerify::from_record(record, "15".parse().unwrap()).unwrap();
+        assert!(v.scanner(b"base/5/PG_VERSION", 0).is_none());
+        assert!(v.scanner(b"base/5/1.1", 0).is_some());
+        let found = |faults: Vec<(u32, PageFault)>| ScanResult {
+            pages: 5,
+            faults,
+            trailing: 0,
+        };
+        // base/5/2 block 3 changed during the copy: excused. Block 4 of the same file, and
+        // block 3 of another file, are damage. base/5/1 block 7: corrupt on the source.
+        v.done("base/5/2", found(vec![(3, fault()), (4, fault())]), true);
+        v.done("base/5/1", found(vec![(7, fault()), (3, fault())]), true);
+        let (problems, notes) = v.finish(false);
+        let damaged: Vec<(String, u32)> = problems
+            .iter()
+            .map(|p| match p {
+                Problem::PageChecksum { path, block, .. } => (path.clone(), *block),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            damaged,
+            vec![("base/5/1".to_owned(), 3), ("base/5/2".to_owned(), 4)]
+        );
+        assert!(
+            notes[0].contains("10 page(s) of 2 relation file(s)"),
+            "{notes:?}"
+        );
+        assert!(
+            notes[0].contains("1 page(s) the server was writing"),
+            "{notes:?}"
+        );
+        assert!(
+            notes[1].contains("SOURCE cluster had 1 corrupt page(s)"),
+            "{notes:?}"
+        );
+        assert!(notes[1].contains("base/5/1 block 7"), "{notes:?}");
+    }
+
+    #[test]
+    fn a_record_without_segment_size_checks_nothing() {
+        let record = PageChecksumReport::default();
+        assert!(PageVerify::from_record(record, "15".parse().unwrap()).is_none());
     }
 }
