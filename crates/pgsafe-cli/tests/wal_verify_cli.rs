@@ -402,3 +402,59 @@ fn checkpoint_record_damage(major: u32) {
 }
 
 per_major!(checkpoint_record_damage);
+
+/// The server's own WAL is damaged inside the backup's range (a byte of a finished segment
+/// changed on disk during the backup): `backup` fails naming the record instead of reporting
+/// success for a backup that cannot be recovered, and writes no `pgsafe.json`.
+fn damaged_source_wal_fails_the_backup(major: u32) {
+    let install = PgInstall::major(major);
+    let c = Cluster::started(&install, ClusterOptions::new().fast_unsafe());
+    c.execute(
+        "CREATE TABLE filler AS SELECT g, md5(g::text) AS v FROM generate_series(1, 150000) g",
+    );
+    c.execute("CHECKPOINT");
+    let scratch = tempfile::tempdir().unwrap();
+    let b = scratch.path().join("backup");
+    let child = common::spawn_slow_backup(&c.conninfo(), c.data_dir(), &b);
+    let m = marker(&c, "pgsafe-src-marker", 3000);
+    // Finish the segment so the server never writes it again, then damage it on disk.
+    c.execute("SELECT pg_switch_wal()");
+    let seg_size = 16u64 << 20;
+    let mid = m.0 + (m.1 - m.0) / 2;
+    let segno = mid / seg_size;
+    let name = format!("00000001{:08X}{:08X}", segno / 256, segno % 256);
+    let path = c.data_dir().join("pg_wal").join(&name);
+    let bytes = fs::read(&path).unwrap();
+    let pat = b"pgsafe-src-marker";
+    let at = ((mid % seg_size) as usize..bytes.len() - pat.len())
+        .find(|&o| &bytes[o..o + pat.len()] == pat)
+        .expect("the marker is in the segment");
+    flip(&path, at + 5);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "PostgreSQL {major}: {}",
+        text(&out)
+    );
+    assert!(
+        err.contains("damaged WAL at ") && err.contains(&name),
+        "PostgreSQL {major}: {err}"
+    );
+    let named = err
+        .split("damaged WAL at ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .map(lsn)
+        .unwrap();
+    assert!(
+        m.0 <= named && named < m.1,
+        "PostgreSQL {major}: the marker record ({:X}..{:X}) is named, not {named:X}",
+        m.0,
+        m.1
+    );
+    assert!(!b.join("pgsafe.json").exists(), "no completion marker");
+}
+
+per_major!(damaged_source_wal_fails_the_backup);

@@ -438,7 +438,8 @@ fn finish(
             if info.in_recovery {
                 wait_received(&mut session, stop_lsn, Duration::from_secs(300))?;
             }
-            let (bytes, crc32c) = copy_wal(opts, info, &segments, &history_files, progress)?;
+            let range = (start_lsn, stop_lsn);
+            let (bytes, crc32c) = copy_wal(opts, info, &segments, &history_files, range, progress)?;
             WalInfo {
                 mode: WalMode::Include,
                 segments: segments.clone(),
@@ -874,14 +875,18 @@ fn wait_received(session: &mut Session, stop: Lsn, limit: Duration) -> Result<()
 
 /// Copies the backup's WAL segments (and history files) from PGDATA/pg_wal into the backup,
 /// checking each segment's size and first page header, so a recycled or foreign file is never
-/// taken. Stored uncompressed, so the restored `pg_wal/` is usable as it is.
+/// taken, and every record from `range.0` to `range.1` as verify does (a backup whose WAL
+/// cannot be replayed is not reported as a success). Stored uncompressed, so the restored
+/// `pg_wal/` is usable as it is.
 fn copy_wal(
     opts: &BackupOptions,
     info: &ServerInfo,
     segments: &[WalSegment],
     history_files: &[String],
+    range: (Lsn, Lsn),
     progress: &dyn Progress,
 ) -> Result<(u64, std::collections::BTreeMap<String, String>), BackupError> {
+    let mut records: Option<wal::record::RecordChecker> = None;
     let src = opts.pgdata.join("pg_wal");
     let mut crcs = std::collections::BTreeMap::new();
     let dst = opts.target.join("pg_wal");
@@ -922,10 +927,20 @@ fn copy_wal(
             Some(info.version.major()),
         )
         .map_err(|e| BackupError::Wal(format!("{}: {e}", path.display())))?;
+        check_records(&mut records, &bytes, *seg, range, seg_size)
+            .map_err(|e| BackupError::Wal(format!("{}: {e}", path.display())))?;
         write_synced(&dst.join(&name), &bytes)?;
         crcs.insert(name, crc32c_hex(&bytes));
         progress.bytes(bytes.len() as u64);
         total += bytes.len() as u64;
+    }
+    if let Some(c) = records.as_mut() {
+        let end = segments
+            .last()
+            .and_then(|s| s.start_lsn(seg_size).ok())
+            .map_or(range.1, |l| Lsn(l.0.saturating_add(seg_size.bytes())));
+        c.finish(end)
+            .map_err(|e| BackupError::Wal(format!("the WAL in {}: {e}", src.display())))?;
     }
     for h in history_files {
         let path = src.join(h);
@@ -939,6 +954,41 @@ fn copy_wal(
     fsutil::sync_dir(&status)?;
     fsutil::sync_dir(&dst)?;
     Ok((total, crcs))
+}
+
+/// Feeds one segment (its first header already checked) to the record check of the backup's
+/// WAL range, creating the checker from the first segment's block size.
+fn check_records(
+    checker: &mut Option<wal::record::RecordChecker>,
+    bytes: &[u8],
+    seg: WalSegment,
+    (start, stop): (Lsn, Lsn),
+    seg_size: WalSegSize,
+) -> Result<(), String> {
+    let header = wal::WalPageHeader::decode(bytes).map_err(|e| e.to_string())?;
+    let blcksz = header.long.map_or(0, |l| l.xlog_blcksz);
+    let c = checker
+        .get_or_insert_with(|| wal::record::RecordChecker::new(start, stop, seg_size, blcksz));
+    let first = seg.start_lsn(seg_size).map_err(|e| e.to_string())?;
+    if c.blcksz() != u64::from(blcksz) || blcksz == 0 {
+        return Err(format!(
+            "WAL block size {blcksz} differs from the first segment's"
+        ));
+    }
+    for (k, page) in bytes.chunks(blcksz as usize).enumerate() {
+        if c.is_done() {
+            break;
+        }
+        let lsn = Lsn(first.0 + k as u64 * u64::from(blcksz));
+        c.feed_page(lsn, page, seg.tli).map_err(|e| {
+            format!(
+                "damaged WAL at {}: {e} — the server's own WAL is damaged, so this backup could \
+                 not be recovered; check the server's storage and take a new backup",
+                e.lsn
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// CRC-32C of a stored WAL file, as [`WalInfo::crc32c`] records it.
