@@ -128,12 +128,13 @@ pub struct RestoreArgs {
     /// the original data directory, as recorded in the backup.
     #[arg(long, value_name = "USER")]
     pub owner: Option<String>,
-    /// WAL archiving in the restored copy: off (default: archive_mode = 'off' in its
+    /// WAL archiving in the restored copy: off (archive_mode = 'off' in its
     /// postgresql.auto.conf, so it never archives into the backed-up server's archive) or
     /// preserve (keep the backed-up server's archive settings; the copy archives on its own new
-    /// timeline).
-    #[arg(long, value_name = "MODE", default_value = "off")]
-    pub archive_mode: ArchiveMode,
+    /// timeline). Default: off, or preserve with --standby (a standby of the same cluster archives
+    /// nothing while it replays, and after a failover it must archive where its primary did).
+    #[arg(long, value_name = "MODE")]
+    pub archive_mode: Option<ArchiveMode>,
     /// Progress display on stderr.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
@@ -175,7 +176,11 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<u8> {
         jobs: args.jobs.unwrap_or_else(crate::verify::default_jobs),
         full_verify: !args.no_verify,
         recovery: recovery(&args),
-        archive_mode: args.archive_mode,
+        archive_mode: args.archive_mode.unwrap_or(if args.standby {
+            ArchiveMode::Preserve
+        } else {
+            ArchiveMode::Off
+        }),
         owner: args.owner.clone(),
         cancel: Some(Arc::clone(&cancel)),
         sync: true,

@@ -725,6 +725,10 @@ fn standby_cases(major: u32) {
     assert!(has_sentinel(
         &read_control_file(&data.join("global/pg_control")).unwrap()
     ));
+    // A copy archives nothing by default; a standby keeps its primary's archive settings (it
+    // archives nothing while it replays, and must archive there once promoted).
+    let auto = fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+    assert!(auto.contains("\narchive_mode = 'off'\n"), "{m}: {auto}");
     let mut r = Cluster::adopt(&install, &data, ClusterOptions::new());
     r.start();
     r.wait_recovery_done();
@@ -753,6 +757,8 @@ fn standby_cases(major: u32) {
         let conf = fs::read_to_string(sdata.join("recovery.conf")).unwrap();
         assert!(conf.contains("standby_mode = 'on'"), "{conf}");
     }
+    let auto = fs::read_to_string(sdata.join("postgresql.auto.conf")).unwrap();
+    assert!(!auto.contains("archive_mode = 'off'"), "{m}: {auto}");
     let mut s = Cluster::adopt(&install, &sdata, ClusterOptions::new());
     s.start();
     assert!(s.query_one::<bool>("SELECT pg_is_in_recovery()"), "{m}");
