@@ -35,6 +35,8 @@ pub struct Settings {
     pub archive_command: Option<Setting>,
     /// 15+: an archive module instead of a command.
     pub archive_library: Option<Setting>,
+    /// Developer option (15+): recovery refuses in-place tablespaces unless it is on.
+    pub allow_in_place_tablespaces: Option<Setting>,
     pub files_read: Vec<PathBuf>,
     /// What could not be checked (e.g. postgresql.conf is not in PGDATA).
     pub notes: Vec<String>,
@@ -60,6 +62,16 @@ impl Settings {
             .as_ref()
             .map(|s| s.value.as_str())
             .filter(|v| !v.trim().is_empty())
+    }
+
+    /// `allow_in_place_tablespaces` is on in the configuration files.
+    pub fn allows_in_place_tablespaces(&self) -> bool {
+        self.allow_in_place_tablespaces.as_ref().is_some_and(|s| {
+            matches!(
+                s.value.to_ascii_lowercase().as_str(),
+                "on" | "true" | "yes" | "1"
+            )
+        })
     }
 
     /// `archive_library` when set (15+).
@@ -245,6 +257,7 @@ pub fn read_settings(datadir: &Path, version: Option<PgVersion>, extra: &[PathBu
             "archive_mode" => s.archive_mode = Some(e),
             "archive_command" => s.archive_command = Some(e),
             "archive_library" => s.archive_library = Some(e),
+            "allow_in_place_tablespaces" => s.allow_in_place_tablespaces = Some(e),
             _ => {}
         }
     }

@@ -55,6 +55,9 @@ pub struct Facts {
     pub archive: ArchiveFacts,
     /// pgsafe's snapshot-mode holder records.
     pub holders: HolderFacts,
+    /// Entries of `pg_tblspc` named by an OID that are directories, not links: in-place
+    /// tablespaces (`allow_in_place_tablespaces`, 15+).
+    pub in_place_tablespaces: Vec<String>,
 }
 
 /// The pg_control fields the doctor uses.
@@ -541,6 +544,16 @@ pub fn gather(path: &Path, opts: &DoctorOptions) -> Result<Facts, DoctorError> {
         version.map(|v| v.major()),
     );
     f.holders = evidence::gather_holders(&opts.run_dirs, f.postmaster.port);
+    if let Ok(rd) = fs::read_dir(path.join("pg_tblspc")) {
+        for e in rd.flatten().take(10_000) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let oid_named = !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit());
+            if oid_named && e.file_type().is_ok_and(|t| t.is_dir()) {
+                f.in_place_tablespaces.push(name);
+            }
+        }
+        f.in_place_tablespaces.sort();
+    }
     if let Some(conn) = &opts.conn {
         f.server = Some(ask_server(conn, &canon));
     }

@@ -575,6 +575,34 @@ fn redo_segment_missing_names_it_and_what_postgres_does() {
 }
 
 #[test]
+fn in_place_tablespace_in_a_restore_is_named_with_its_fix() {
+    let mut f = restored(15);
+    f.in_place_tablespaces = vec!["16384".into()];
+    let v = classify(&f);
+    check(&v, DoctorState::RestoredBroken);
+    assert!(v.summary.contains("pg_tblspc/16384"), "{}", v.summary);
+    assert!(
+        v.summary.contains("unexpected directory entry"),
+        "{}",
+        v.summary
+    );
+    assert!(
+        v.next_steps.iter().any(|s| s.command.as_deref()
+            == Some(
+                "echo \"allow_in_place_tablespaces = on\" >> /srv/pg/data/postgresql.auto.conf"
+            )),
+        "{v:#?}"
+    );
+    f.settings.allow_in_place_tablespaces = Some(Setting {
+        name: "allow_in_place_tablespaces".into(),
+        value: "on".into(),
+        file: PathBuf::from("/srv/pg/data/postgresql.auto.conf"),
+        line: 1,
+    });
+    assert_eq!(classify(&f).state, DoctorState::RestoredReady);
+}
+
+#[test]
 fn stale_pid_reused_by_another_program_is_removed_first() {
     let mut f = crashed(15);
     f.postmaster.pid_in_use = true;

@@ -488,6 +488,36 @@ impl Ctx<'_> {
                 )],
             ));
         }
+        if self.version.major() >= 15
+            && !f.in_place_tablespaces.is_empty()
+            && !f.settings.allows_in_place_tablespaces()
+        {
+            // CheckTablespaceDirectory (src/backend/access/transam/xlogrecovery.c) PANICs
+            // when recovery reaches consistency with a directory in pg_tblspc.
+            let names: Vec<String> = f
+                .in_place_tablespaces
+                .iter()
+                .map(|o| format!("pg_tblspc/{o}"))
+                .collect();
+            blockers.push((
+                format!(
+                    "{} {} an in-place tablespace (a directory, not a link), and \
+                     allow_in_place_tablespaces is not on: recovery stops with PANIC \
+                     \"unexpected directory entry \"{}\" found in pg_tblspc/\"",
+                    names.join(", "),
+                    if names.len() == 1 { "is" } else { "are" },
+                    f.in_place_tablespaces[0]
+                ),
+                vec![Step::run(
+                    "Let recovery accept the in-place tablespace: turn allow_in_place_tablespaces \
+                     on for this server (it may be turned off again once recovery is complete):",
+                    format!(
+                        "echo \"allow_in_place_tablespaces = on\" >> {}",
+                        self.file("postgresql.auto.conf")
+                    ),
+                )],
+            ));
+        }
         if let Some(m) = &f.tablespace_map {
             if let Some(e) = &m.error {
                 blockers.push((
