@@ -212,13 +212,18 @@ fn crash_without_archive(major: u32) {
     c.execute("INSERT INTO t (v) SELECT 'y' FROM generate_series(1, 1000)");
     c.crash();
     let dir = c.data_dir().to_path_buf();
-    let v = expect(&dir, &[], 3, 0);
+    // Nothing outside the directory could be checked: a crashed server and a file copy of it
+    // put back without its label look the same, so no exit 0 and a point to confirm.
+    let v = expect(&dir, &[], 3, 1);
     assert_eq!(v["verdict"]["confidence"], "medium", "{}", v["verdict"]);
     let caveats = v["verdict"]["caveats"].to_string();
     assert!(
         caveats.contains("no WAL archive is configured"),
         "{caveats}"
     );
+    let confirm = v["verdict"]["must_confirm"].to_string();
+    assert!(confirm.contains("not a file copy"), "{confirm}");
+    assert!(v["verdict"]["fix"].is_null(), "{}", v["verdict"]);
     c.start();
     assert_eq!(rows(&c), 1000);
 }
@@ -241,8 +246,17 @@ fn standby(major: u32) {
     assert!(v["verdict"]["caveats"].as_array().unwrap().is_empty());
     s.start();
     s.crash();
-    let v = expect(&dir, &[], 3, 0);
+    // No archive to look in (a streaming standby): a crashed standby and a file copy of it put
+    // back without its backup_label look the same, so the DBA confirms (exit 1), no --fix.
+    let v = expect(&dir, &[], 3, 1);
     assert!(summary(&v).contains("recovery"), "{}", summary(&v));
+    assert!(
+        v["verdict"]["must_confirm"]
+            .to_string()
+            .contains("not a file copy"),
+        "{}",
+        v["verdict"]
+    );
     s.start();
 }
 
@@ -748,7 +762,8 @@ fn streamed_label_in_live_directory(major: u32) {
     );
     // The user confirms it is the original directory and renames by hand.
     fs::rename(dir.join("backup_label"), dir.join(REMOVED_LABEL_FILE)).unwrap();
-    expect(&dir, &[], 3, 0);
+    // Still no archive to look in: the DBA has to confirm, doctor does not exit 0.
+    expect(&dir, &[], 3, 1);
     c.start();
     assert_eq!(rows(&c), 1000 + added);
 }

@@ -584,6 +584,18 @@ impl Ctx<'_> {
                  backup_label.",
                 copy.unchecked.join("; ")
             ));
+            // Without the outside evidence a crashed server and a copy put back without its
+            // label look the same (docs/threat-model.md, "What doctor may claim"): the DBA
+            // confirms, and doctor does not exit 0 on its own word.
+            d.confirm.push(
+                "These are the files this server itself left when it stopped — not a file copy, \
+                 rsync or storage snapshot of a running server put back here. pgsafe could not \
+                 check the WAL archive that would tell them apart (see the warning). If they are \
+                 such a copy taken during a backup, starting them without that backup's \
+                 backup_label silently loses what was written while they were copied: put the \
+                 label back first."
+                    .into(),
+            );
         }
         if in_recovery && !self.recovery_requested() {
             self.standby_without_signal(&mut d);
