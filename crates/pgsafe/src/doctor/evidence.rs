@@ -328,8 +328,15 @@ fn strip_suffix<'a>(name: &'a str, suffix: &str) -> &'a str {
     name
 }
 
-/// Reads the holder records in `run_dirs`; `port` is the one postmaster.pid names.
-pub fn gather_holders(run_dirs: &[PathBuf], port: Option<u16>) -> HolderFacts {
+/// Reads the holder records in `run_dirs`; `port` is the one postmaster.pid names, `system_id`
+/// pg_control's. A record of another cluster (its system identifier, recorded by holders since
+/// issue 10, differs) or of another server on this host (its port differs: a standby shares its
+/// primary's identifier) says nothing about these files.
+pub fn gather_holders(
+    run_dirs: &[PathBuf],
+    port: Option<u16>,
+    system_id: Option<crate::types::SystemId>,
+) -> HolderFacts {
     use std::os::unix::fs::MetadataExt;
     let mut h = HolderFacts::default();
     for dir in run_dirs {
@@ -368,8 +375,12 @@ pub fn gather_holders(run_dirs: &[PathBuf], port: Option<u16>) -> HolderFacts {
                 .and_then(|r| BackupLabel::parse(r.backup_label.as_bytes()).ok())
                 .map(|l| l.checkpoint_lsn());
             let rec_port = record_port(&rec.server);
-            let other_server = match (rec_port, port) {
-                (a, Some(b)) if a != b => Some(format!(
+            let other_server = match (rec.system_id, system_id, rec_port, port) {
+                (Some(a), Some(b), _, _) if a != b => Some(format!(
+                    "it was taken from the cluster with system identifier {a}, and pg_control \
+                     names {b}"
+                )),
+                (_, _, a, Some(b)) if a != b => Some(format!(
                     "it was taken from the server on port {a}, and postmaster.pid names port {b}"
                 )),
                 _ => None,

@@ -543,7 +543,11 @@ pub fn gather(path: &Path, opts: &DoctorOptions) -> Result<Facts, DoctorError> {
         newest,
         version.map(|v| v.major()),
     );
-    f.holders = evidence::gather_holders(&opts.run_dirs, f.postmaster.port);
+    f.holders = evidence::gather_holders(
+        &opts.run_dirs,
+        f.postmaster.port,
+        control_file.as_ref().map(|c| c.system_identifier),
+    );
     if let Ok(rd) = fs::read_dir(path.join("pg_tblspc")) {
         for e in rd.flatten().take(10_000) {
             let name = e.file_name().to_string_lossy().into_owned();

@@ -1138,3 +1138,62 @@ fn exit_classes() {
     .collect();
     assert_eq!(healthy, [1, 2, 3, 5, 7]);
 }
+
+/// A holder record of another cluster (another system identifier, even on the same port) or of
+/// another server on this host (same identifier — a standby — but another port) is set apart;
+/// a record of this cluster on this port is kept as evidence.
+#[test]
+fn holder_records_of_other_clusters_are_set_apart() {
+    use crate::hold::{BackupRecord, BackupState};
+    use crate::types::SystemId;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, port: u16, sid: Option<u64>| {
+        let rec = BackupRecord {
+            id: name.parse().unwrap(),
+            state: BackupState::InProgress,
+            holder_pid: 1,
+            server: format!("host=/tmp port={port} user=postgres"),
+            server_version: None,
+            from_standby: false,
+            label: "l".into(),
+            fast: true,
+            start_lsn: Some("0/2000028".parse().unwrap()),
+            start_tli: None,
+            start_wal: None,
+            started_at: 0,
+            start_duration_ms: None,
+            max_hold_secs: 60,
+            result: None,
+            failure: None,
+            system_id: sid.map(SystemId),
+            data_directory: None,
+        };
+        std::fs::write(
+            dir.path().join(format!("{name}.json")),
+            serde_json::to_vec(&rec).unwrap(),
+        )
+        .unwrap();
+    };
+    write("same", 5432, Some(7));
+    write("other-cluster", 5432, Some(8));
+    write("other-port", 5433, Some(7));
+    write("old-record", 5432, None);
+    let h =
+        super::evidence::gather_holders(&[dir.path().to_path_buf()], Some(5432), Some(SystemId(7)));
+    let other = |id: &str| {
+        h.records
+            .iter()
+            .find(|r| r.id == id)
+            .unwrap_or_else(|| panic!("{id} not read: {h:#?}"))
+            .other_server
+            .clone()
+    };
+    assert_eq!(other("same"), None);
+    assert_eq!(other("old-record"), None);
+    assert!(
+        other("other-cluster")
+            .unwrap()
+            .contains("system identifier 8")
+    );
+    assert!(other("other-port").unwrap().contains("port 5433"));
+}
