@@ -293,6 +293,46 @@ fn in_place_tablespace(major: u32) {
     );
     copy.execute("INSERT INTO tip VALUES (0)");
     copy.stop();
+    drop(copy);
+
+    // The same restore with allow_in_place_tablespaces taken out of its configuration (a DBA
+    // who "cleans up" postgresql.auto.conf): doctor names the in-place tablespace and the fix
+    // before the server PANICs on it, and the fix works.
+    let data2 = scratch.path().join("copy2");
+    ok(restore(&b, &data2, &[]), "pgsafe restore (2)");
+    let auto = data2.join("postgresql.auto.conf");
+    let text = fs::read_to_string(&auto).unwrap();
+    let stripped: String = text
+        .lines()
+        .filter(|l| !l.contains("allow_in_place_tablespaces"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&auto, stripped).unwrap();
+    let d = pgsafe(&["doctor", "--json", data2.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&d.stdout).unwrap();
+    let verdict = v["verdict"].to_string();
+    assert_eq!(d.status.code(), Some(2), "{m}: {verdict}");
+    assert!(verdict.contains("pg_tblspc/"), "{m}: {verdict}");
+    assert!(
+        verdict.contains("echo \\\"allow_in_place_tablespaces = on\\\" >>"),
+        "{m}: {verdict}"
+    );
+    let mut copy2 = Cluster::adopt(&install, &data2, ClusterOptions::new());
+    let before = copy2.server_log().len();
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| copy2.start())).is_ok();
+    let log = copy2.server_log()[before..].to_owned();
+    assert!(!started, "{m}: started despite the in-place tablespace");
+    assert!(log.contains("unexpected directory entry"), "{m}: {log}");
+    let mut f = fs::OpenOptions::new().append(true).open(&auto).unwrap();
+    std::io::Write::write_all(&mut f, b"allow_in_place_tablespaces = on\n").unwrap();
+    copy2.start();
+    copy2.wait_recovery_done();
+    assert_eq!(
+        copy2.query_one::<i64>("SELECT count(*) FROM tip"),
+        2000,
+        "{m}"
+    );
+    copy2.stop();
 }
 
 #[test]
