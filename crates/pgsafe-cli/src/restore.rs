@@ -296,6 +296,15 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<u8> {
             format!("{d}: a recovery setting of the backed-up server, commented out"),
         );
     }
+    for r in &report.config.reset_settings {
+        field(
+            "setting reset",
+            format!(
+                "{r}: a recovery setting of the backed-up server in an included file, set back \
+                 to its default in postgresql.auto.conf"
+            ),
+        );
+    }
     field(
         "pg_control",
         format!(

@@ -63,6 +63,7 @@ use crate::verify::{self, Problem, VerifyError, VerifyOptions};
 
 mod config;
 mod guard;
+mod includes;
 mod isolation;
 mod recovery;
 mod source;

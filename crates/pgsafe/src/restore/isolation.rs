@@ -17,6 +17,7 @@ use crate::backup::TablespaceChangeKind;
 use crate::fsutil::{FsError, IoContext};
 
 use super::config::{self, ArchiveMode, CopySettings, DisabledSetting};
+use super::includes;
 use super::source::Source;
 use super::{RestoreError, RestoreOptions, Writer};
 
@@ -152,6 +153,10 @@ pub struct ConfigOutcome {
     pub disabled_settings: Vec<DisabledSetting>,
     /// In-place tablespaces found in the backup.
     pub in_place_tablespaces: Vec<u32>,
+    /// Recovery settings of the source found in files its configuration includes (left as
+    /// they are), each set back to PostgreSQL's default in `postgresql.auto.conf`:
+    /// `name (set in FILE)`.
+    pub reset_settings: Vec<String>,
 }
 
 /// Rewrites the restored `postgresql.conf` (stale recovery settings commented out) and
@@ -192,8 +197,35 @@ pub(super) fn write_config(
     let auto_path = t.join("postgresql.auto.conf");
     let original = read_conf(&auto_path)?.unwrap_or_default();
     let block = copy.block("settings of this restored copy, written by pgsafe restore");
-    let (new, disabled) =
-        config::auto_conf(&original, &[&block, recovery_append.unwrap_or_default()]);
+    // Recovery settings in included files: reset here, before pgsafe's own recovery settings.
+    let mut resets = Vec::new();
+    if source.version.at_least(12) {
+        let found =
+            includes::recovery_settings_in_includes(&[conf_path.clone(), auto_path.clone()]);
+        for (name, file) in found {
+            if let Some(v) = includes::default_value(&name, source.version) {
+                resets.push((name.clone(), v));
+                out.reset_settings
+                    .push(format!("{name} (set in {})", file.display()));
+            }
+        }
+    }
+    let reset_block = if resets.is_empty() {
+        Vec::new()
+    } else {
+        let mut b = String::from(
+            "# recovery settings of the backed-up server found in files its configuration \
+             includes (left as they are), set back to their defaults by pgsafe restore\n",
+        );
+        for (name, v) in &resets {
+            b.push_str(&format!("{name} = {}\n", super::quote_value(v)));
+        }
+        b.into_bytes()
+    };
+    let (new, disabled) = config::auto_conf(
+        &original,
+        &[&block, &reset_block, recovery_append.unwrap_or_default()],
+    );
     if new != original {
         w.write_durable(&auto_path, &new)?;
         out.files.push("postgresql.auto.conf".into());

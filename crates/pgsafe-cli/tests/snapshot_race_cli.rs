@@ -1,0 +1,175 @@
+//! Snapshot mode under races (red team of issue 10 §4): `stop` repeated right after a `stop`,
+//! two `stop`s at once, `abort` racing `stop`. The README promises `stop` is idempotent: every
+//! repeated or concurrent `stop` must return the same complete record, never an error about the
+//! holder going away. Real servers, the real binary.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall};
+use serde_json::Value;
+
+use common::{command, json, ok, run_dir};
+
+fn pgsafe(run: &Path, args: &[&str]) -> Command {
+    let mut cmd = command(args);
+    cmd.arg("--run-dir").arg(run);
+    cmd
+}
+
+fn run(run: &Path, args: &[&str]) -> Output {
+    pgsafe(run, args).output().unwrap()
+}
+
+fn start(c: &Cluster, run_path: &Path, id: &str) -> Value {
+    let conn = c.conninfo();
+    json(&ok(
+        run(run_path, &["start", "-d", &conn, "--id", id, "--json"]),
+        "pgsafe start",
+    ))
+}
+
+fn stop_ok(out: &Output, what: &str) -> Value {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{what}: stdout {} stderr {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(out);
+    assert_eq!(v["state"], "complete", "{what}: {v}");
+    v
+}
+
+/// `stop` twice back to back, many rounds: the second stop lands while the holder is exiting
+/// (socket retired, process still alive, or process gone): it must return the first stop's
+/// record, byte-identical label included.
+fn second_stop_right_after_the_first(major: u32, archive: bool) {
+    let mut c = Cluster::new(
+        &PgInstall::major(major),
+        ClusterOptions::new().with_archive(archive),
+    );
+    let wait = if archive {
+        "--wait-archive"
+    } else {
+        "--no-wait-archive"
+    };
+    c.start();
+    let r = run_dir();
+    for round in 0..25 {
+        let id = format!("twice{round}");
+        start(&c, r.path(), &id);
+        let first = stop_ok(
+            &run(r.path(), &["stop", "--id", &id, wait, "--json"]),
+            &format!("PostgreSQL {major}, round {round}: first stop"),
+        );
+        let second = stop_ok(
+            &run(r.path(), &["stop", "--id", &id, wait, "--json"]),
+            &format!("PostgreSQL {major}, round {round}: second stop"),
+        );
+        assert_eq!(
+            first["result"]["backup_label"], second["result"]["backup_label"],
+            "round {round}"
+        );
+    }
+}
+
+#[test]
+fn second_stop_right_after_the_first_pg10() {
+    second_stop_right_after_the_first(10, false);
+}
+
+#[test]
+fn second_stop_right_after_the_first_pg17() {
+    second_stop_right_after_the_first(17, false);
+}
+
+#[test]
+fn second_stop_right_after_the_first_archiving_pg15() {
+    second_stop_right_after_the_first(15, true);
+}
+
+/// Two `stop`s at the same time, and `abort` racing `stop`: exactly one outcome wins, and every
+/// stop reports it (complete, the same label), or, when the abort wins, every stop says aborted.
+fn concurrent_stops_and_abort(major: u32) {
+    let mut c = Cluster::new(&PgInstall::major(major), ClusterOptions::new());
+    c.start();
+    let r = run_dir();
+    for round in 0..20 {
+        let id = format!("conc{round}");
+        start(&c, r.path(), &id);
+        // Several at once, so some connect while the first one's answer retires the holder.
+        let stops: Vec<_> = (0..6)
+            .map(|_| {
+                pgsafe(
+                    r.path(),
+                    &["stop", "--id", &id, "--no-wait-archive", "--json"],
+                )
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+            })
+            .collect();
+        let labels: Vec<Value> = stops
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let out = s.wait_with_output().unwrap();
+                stop_ok(
+                    &out,
+                    &format!("PostgreSQL {major}, round {round}: stop {i}"),
+                )["result"]["backup_label"]
+                    .clone()
+            })
+            .collect();
+        assert!(labels.windows(2).all(|w| w[0] == w[1]), "{labels:?}");
+
+        let id = format!("race{round}");
+        start(&c, r.path(), &id);
+        let s = pgsafe(
+            r.path(),
+            &["stop", "--id", &id, "--no-wait-archive", "--json"],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        let ab = run(r.path(), &["abort", "--id", &id, "--json"]);
+        let s = s.wait_with_output().unwrap();
+        let after = json(&ok(
+            run(r.path(), &["status", "--id", &id, "--json"]),
+            "status",
+        ))[0]
+            .clone();
+        let state = after["state"].as_str().unwrap().to_owned();
+        match state.as_str() {
+            "complete" => {
+                stop_ok(&s, &format!("round {round}: stop that won"));
+                assert_ne!(
+                    ab.status.code(),
+                    Some(0),
+                    "round {round}: an abort after a complete stop must not report success: {}",
+                    String::from_utf8_lossy(&ab.stdout)
+                );
+            }
+            "aborted" => {
+                assert_eq!(ab.status.code(), Some(0), "round {round}: abort won");
+                assert_ne!(
+                    s.status.code(),
+                    Some(0),
+                    "round {round}: stop lost to abort"
+                );
+            }
+            other => panic!("round {round}: unexpected state {other}: {after}"),
+        }
+    }
+}
+
+#[test]
+fn concurrent_stops_and_abort_pg15() {
+    concurrent_stops_and_abort(15);
+}
