@@ -36,7 +36,9 @@
 //! 7. `pg_wal` (top level): stored as an empty directory plus empty `archive_status` (and
 //!    `summaries` on 17+); the backup's WAL is copied separately;
 //! 8. symbolic links are followed only directly in `pg_tblspc/` (tablespaces); any other
-//!    symbolic link or special file is skipped with the warning "skipping special file".
+//!    symbolic link or special file is skipped with the warning "skipping special file", except
+//!    a tablespace's version directory that is a link: that is an error (a planted link would
+//!    make the walk read any directory, see [`PlanError::VersionDirLink`]).
 //!
 //! `backup_label.old`, `tablespace_map.old` and the signal files are copied, as pg_basebackup
 //! does. Tablespaces are stored inside the backup under `pg_tblspc/<oid>/`, holding only the
@@ -480,6 +482,17 @@ pub enum PlanError {
     Io(#[from] FsError),
     #[error("{path} has no regular file global/pg_control: it is not a PostgreSQL data directory")]
     NoControlFile { path: PathBuf },
+    /// PostgreSQL always creates it as a directory; it is not followed.
+    #[error(
+        "tablespace {oid}: its version directory {path} is a symbolic link (to {points_to}), \
+         which PostgreSQL never creates and pgsafe does not follow: it would read whatever \
+         directory the link names. Replace the link with the directory it should be"
+    )]
+    VersionDirLink {
+        oid: u32,
+        path: PathBuf,
+        points_to: PathBuf,
+    },
 }
 
 impl BackupPlan {
@@ -830,9 +843,20 @@ impl Walker<'_> {
                 continue;
             }
             let path = e.path();
-            let Ok(m) = fs::metadata(&path) else {
+            // lstat: PostgreSQL creates the version directory itself (tablespace.c,
+            // create_tablespace_directories). A link there was planted by whoever can write
+            // the tablespace (or a copy of PGDATA): following it would copy any directory
+            // it names — root's, when root runs the backup or a `--from-copy` restore.
+            let Some(m) = entry_meta(e)? else {
                 continue;
             };
+            if m.file_type().is_symlink() {
+                return Err(PlanError::VersionDirLink {
+                    oid,
+                    path,
+                    points_to: fs::read_link(e.path()).unwrap_or_default(),
+                });
+            }
             if !m.is_dir() {
                 continue;
             }

@@ -323,18 +323,26 @@ impl Source {
     /// from `restore_command` or a primary.
     pub fn copy(root: &Path) -> Result<Source, RestoreError> {
         let label = read_label(root)?;
+        // Read like a backup folder's files: whoever wrote the copy may have put a link or a
+        // FIFO there (a FIFO would make the restore wait forever for a writer).
+        let beneath = Beneath::open(root).ctx("open", root)?;
         let version_path = root.join("PG_VERSION");
-        let vbytes = match fs::read(&version_path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(RestoreError::NotACopy(root.to_owned()));
-            }
+        let vbytes = match beneath.read_small(Path::new("PG_VERSION"), verify::SMALL_FILE_LIMIT) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(RestoreError::NotACopy(root.to_owned())),
             Err(e) => return Err(FsError::new("read", version_path, e).into()),
         };
         let version = PgVersion::from_pg_version_file(&vbytes)
             .map_err(|e| RestoreError::BadCopy(format!("PG_VERSION: {e}")))?;
         let control_path = root.join(CONTROL_FILE);
-        let control = crate::control::read_control_file(&control_path)
+        let control_bytes = beneath
+            .read_small(
+                Path::new(CONTROL_FILE),
+                crate::control::PG_CONTROL_FILE_SIZE as u64,
+            )
+            .and_then(|b| b.ok_or_else(|| io::ErrorKind::NotFound.into()))
+            .ctx("read", &control_path)?;
+        let control = ControlFile::decode(&control_bytes)
             .map_err(|e| RestoreError::BadCopy(format!("{CONTROL_FILE}: {e}")))?;
         check_copy_control(&control, version)?;
         let plan = BackupPlan::build(

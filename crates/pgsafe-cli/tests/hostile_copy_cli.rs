@@ -1,0 +1,152 @@
+//! Hostile file-system copies against `pgsafe restore --from-copy`, run as root as during an
+//! incident. Whoever can write into the copy (a snapshot-mode `cp -a` of PGDATA) controls its
+//! `pg_tblspc` links and every file in it: the restore follows a `pg_tblspc/<oid>` link by
+//! design (that is where a copy's tablespace is), but nothing below it, and a FIFO where a file
+//! is read must not make root's restore wait forever.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall, server_owned_tempdir, server_user};
+
+use common::{ok, refused};
+
+const SECRET: &[u8] = b"root-only secret: pgsafe must never hand this to the database user\n";
+
+/// `pgsafe restore --from-copy`, killed by `timeout` if it waits forever (a FIFO), so a hang
+/// fails the test instead of blocking it (SIGKILL: pgsafe handles SIGTERM, and open(2) of a
+/// FIFO restarts after it).
+fn restore_copy(copy: &Path, target: &Path, extra: &[&str]) -> Output {
+    Command::new("timeout")
+        .args(["-s", "KILL", "120"])
+        .arg(common::bin())
+        .args(["restore", "--from-copy", "--restore-command", "false"])
+        .arg(copy)
+        .arg("--pgdata")
+        .arg(target)
+        .args(["--progress", "none", "--owner", &server_user().name])
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn copy_of(backup: &Path, name: &str) -> PathBuf {
+    let dst = backup.parent().unwrap().join(name);
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(backup)
+        .arg(&dst)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    dst
+}
+
+/// Every regular file below `dir` whose content contains `needle` (links not followed).
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let m = fs::symlink_metadata(&p).unwrap();
+        if m.is_dir() {
+            out.extend(files_containing(&p, needle));
+        } else if m.is_file() {
+            let b = fs::read(&p).unwrap_or_default();
+            if b.windows(needle.len()).any(|w| w == needle) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn mkfifo(p: &Path) {
+    let _ = fs::remove_file(p);
+    nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+fn hostile_copy(major: u32) {
+    let m = format!("PostgreSQL {major}");
+    let install = PgInstall::major(major);
+    let mut c = Cluster::started(&install, ClusterOptions::new().fast_unsafe());
+    c.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
+    let catversion: i32 = c.query_one("SELECT catalog_version_no FROM pg_control_system()");
+    let version_dir = format!("PG_{major}_{catversion}");
+    let scratch = server_owned_tempdir();
+    let s = scratch.path();
+    // A plain pgsafe backup is laid out as PGDATA with backup_label: a copy as --from-copy
+    // reads it (its own files are left out by the plan).
+    let plain = s.join("plain");
+    ok(common::backup(&c, &plain, &[]), "plain backup");
+    c.stop();
+    // The unmodified copy restores (the attacks below are what makes them fail).
+    let t = s.join("t-plain");
+    ok(
+        restore_copy(&plain, &t, &[]),
+        "restore --from-copy of the plain copy",
+    );
+    fs::remove_dir_all(&t).unwrap();
+
+    // A root-only directory holding a secret.
+    let private = s.join("root-only");
+    fs::create_dir(&private).unwrap();
+    fs::write(private.join("id_rsa"), SECRET.repeat(4)).unwrap();
+    fs::set_permissions(private.join("id_rsa"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+
+    // 1. A tablespace link to the attacker's directory, whose version directory is a link to
+    // the root-only directory; the copy's tablespace_map names it, and the operator maps it
+    // to a new location as for any tablespace: its files would go there, owned by the
+    // database user.
+    let a = copy_of(&plain, "tblspc-version-link");
+    let evil = s.join("evil");
+    fs::create_dir(&evil).unwrap();
+    symlink(&private, evil.join(&version_dir)).unwrap();
+    fs::create_dir_all(a.join("pg_tblspc")).unwrap();
+    symlink(&evil, a.join("pg_tblspc/99999")).unwrap();
+    // The original location it names is not the link's (a copy of the tablespace's contents).
+    fs::write(
+        a.join("tablespace_map"),
+        "99999 /srv/pgsafe-original-tablespace\n",
+    )
+    .unwrap();
+    let t = s.join("t-version-link");
+    let ts = s.join("ts-new");
+    let map = format!("99999={}", ts.display());
+    let out = restore_copy(&a, &t, &["--tablespace-map", &map]);
+    refused(&out, &[&version_dir, "symbolic link"]);
+    assert!(!t.exists() && !ts.exists(), "{m}: the target was created");
+    assert_eq!(
+        files_containing(s, SECRET),
+        vec![private.join("id_rsa")],
+        "{m}: the secret was copied"
+    );
+
+    // 2. FIFOs where the restore reads a file: it must fail, not wait for a writer.
+    for name in ["PG_VERSION", "global/pg_control"] {
+        let f = copy_of(&plain, &format!("fifo-{}", name.replace('/', "-")));
+        mkfifo(&f.join(name));
+        let t = s.join(format!("t-fifo-{}", name.replace('/', "-")));
+        let out = restore_copy(&f, &t, &[]);
+        refused(&out, &[name, "not a regular file"]);
+        assert!(!t.exists(), "{m} {name}: the target was created");
+    }
+}
+
+#[test]
+fn hostile_copy_12() {
+    hostile_copy(12);
+}
+
+#[test]
+fn hostile_copy_17() {
+    hostile_copy(17);
+}
