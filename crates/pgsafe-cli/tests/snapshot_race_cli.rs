@@ -173,3 +173,59 @@ fn concurrent_stops_and_abort(major: u32) {
 fn concurrent_stops_and_abort_pg15() {
     concurrent_stops_and_abort(15);
 }
+
+/// The archiver fails while `stop` waits (archive_command = false): the stop gives up and says
+/// NOT usable; the DBA repairs archive_command; a later `stop` re-checks and says usable, and the
+/// files it waited for really are in the archive (the outside oracle).
+fn archive_failing_then_repaired(major: u32) {
+    let c = Cluster::started(
+        &PgInstall::major(major),
+        ClusterOptions::new().with_archive(true),
+    );
+    let archive = c.archive_dir().unwrap().to_owned();
+    c.execute("ALTER SYSTEM SET archive_command = 'false'");
+    c.execute("SELECT pg_reload_conf()");
+    let r = run_dir();
+    start(&c, r.path(), "fix");
+    c.execute("SELECT pg_switch_wal()");
+    let out = run(
+        r.path(),
+        &["stop", "--id", "fix", "--archive-timeout", "2s", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(2), "PostgreSQL {major}: {out:?}");
+    let v = json(&out);
+    assert_eq!(v["usable"], false, "{v}");
+    c.execute("ALTER SYSTEM RESET archive_command");
+    c.execute("SELECT pg_reload_conf()");
+    let v = stop_ok(
+        &run(
+            r.path(),
+            &["stop", "--id", "fix", "--archive-timeout", "5m", "--json"],
+        ),
+        &format!("PostgreSQL {major}: stop after the repair"),
+    );
+    assert_eq!(v["usable"], true, "{v}");
+    for n in v["result"]["archive_needs"].as_array().unwrap() {
+        let n = n.as_str().unwrap();
+        assert!(
+            archive.join(n).exists(),
+            "PostgreSQL {major}: {n} not archived"
+        );
+    }
+    // And once more: the answer stays the same (the holder may have exited by now).
+    let again = stop_ok(
+        &run(r.path(), &["stop", "--id", "fix", "--json"]),
+        "stop again",
+    );
+    assert_eq!(again["usable"], true, "{again}");
+}
+
+#[test]
+fn archive_failing_then_repaired_pg10() {
+    archive_failing_then_repaired(10);
+}
+
+#[test]
+fn archive_failing_then_repaired_pg16() {
+    archive_failing_then_repaired(16);
+}
