@@ -87,6 +87,10 @@ pub struct RestoreArgs {
     /// a --tablespace-map for each (only for a backup folder nobody else could write into).
     #[arg(long)]
     pub trust_backup_tablespace_locations: bool,
+    /// Replay WAL beyond the backup although the backed-up server runs on this host with
+    /// tablespaces created after the backup (only with a recovery target before their creation).
+    #[arg(long)]
+    pub allow_live_tablespaces: bool,
     /// Do not check free space before writing.
     #[arg(long)]
     pub skip_space_check: bool,
@@ -186,6 +190,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<u8> {
         sync: true,
         trust_backup_locations: args.trust_backup_tablespace_locations,
         check_space: !args.skip_space_check,
+        allow_live_tablespaces: args.allow_live_tablespaces,
     };
     {
         let cancel = Arc::clone(&cancel);

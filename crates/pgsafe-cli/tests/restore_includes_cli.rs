@@ -97,3 +97,108 @@ fn recovery_settings_in_included_files_12() {
 fn recovery_settings_in_included_files_18() {
     recovery_settings_in_included_files(18);
 }
+
+/// A PITR restore on the source's host that replays a `CREATE TABLESPACE` made after the
+/// backup (the source's archive, no target): the copy's redo points its `pg_tblspc/<oid>` at the
+/// recorded location — the source's live tablespace directory — and the copy's rows land in the
+/// source's files (seen on the source once its transaction IDs reach the copy's). pgsafe must
+/// refuse that restore (naming the tablespace) and, with a target before the creation and the
+/// explicit confirmation, restore a copy that leaves the source's tablespace files alone.
+fn pitr_replays_later_create_tablespace(major: u32) {
+    let install = PgInstall::major(major);
+    let m = format!("PostgreSQL {major}");
+    let src = Cluster::started(&install, ClusterOptions::new().with_archive(true));
+    let archive = src.archive_dir().unwrap().to_owned();
+    src.execute("CREATE TABLE t (x int); INSERT INTO t SELECT g FROM generate_series(1, 100) g");
+    let scratch = server_owned_tempdir();
+    let b = scratch.path().join("backup");
+    ok(common::backup(&src, &b, &[]), "pgsafe backup");
+    src.execute("INSERT INTO t SELECT g FROM generate_series(1, 100) g");
+    let before_ts: String = src.query_one("SELECT pg_current_wal_insert_lsn()::text");
+    let loc = scratch.path().join("ts_live");
+    fs::create_dir(&loc).unwrap();
+    server_user().chown(&loc);
+    src.execute(&format!(
+        "CREATE TABLESPACE ts LOCATION '{}'",
+        loc.display()
+    ));
+    src.execute(
+        "CREATE TABLE u (x int) TABLESPACE ts; INSERT INTO u SELECT g FROM generate_series(1, 1000) g",
+    );
+    src.execute("CHECKPOINT");
+    let seg: String = src.query_one("SELECT pg_walfile_name(pg_switch_wal())");
+    let t = std::time::Instant::now();
+    while !archive.join(&seg).exists() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "{seg} never archived"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let rel: String = src.query_one("SELECT pg_relation_filepath('u')");
+    let rel_file = src.data_dir().join(&rel);
+    let source_bytes = fs::read(&rel_file).unwrap();
+    let rc = format!("cp '{}/%f' %p", archive.display());
+
+    // 1. To the end of the archive: refused before anything is written.
+    let data = scratch.path().join("pitr");
+    let out = restore(&b, &data, &["--restore-command", &rc]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{m}: {err}");
+    assert!(
+        err.contains("live tablespace directories") && err.contains(&loc.display().to_string()),
+        "{m}: {err}"
+    );
+    assert!(
+        fs::read_dir(&data).map_or(true, |mut d| d.next().is_none()),
+        "{m}: a refused restore wrote into its target"
+    );
+
+    // 2. A target before the creation, confirmed: the copy starts without that tablespace and
+    // the source's tablespace files are untouched by the copy's writes.
+    let data2 = scratch.path().join("pitr2");
+    ok(
+        restore(
+            &b,
+            &data2,
+            &[
+                "--restore-command",
+                &rc,
+                "--target-lsn",
+                &before_ts,
+                "--target-action",
+                "promote",
+                "--allow-live-tablespaces",
+            ],
+        ),
+        "pgsafe restore to a target before the tablespace",
+    );
+    let mut copy = Cluster::adopt(&install, &data2, ClusterOptions::new());
+    copy.start();
+    copy.wait_recovery_done();
+    assert_eq!(copy.query_one::<i64>("SELECT count(*) FROM t"), 200, "{m}");
+    assert_eq!(
+        copy.query_one::<i64>("SELECT count(*) FROM pg_tablespace WHERE spcname = 'ts'"),
+        0,
+        "{m}"
+    );
+    copy.execute("INSERT INTO t SELECT 0 FROM generate_series(1, 5000)");
+    copy.execute("CHECKPOINT");
+    copy.stop();
+    assert_eq!(
+        fs::read(&rel_file).unwrap(),
+        source_bytes,
+        "{m}: the source's tablespace file changed"
+    );
+    assert_eq!(src.query_one::<i64>("SELECT count(*) FROM u"), 1000, "{m}");
+}
+
+#[test]
+fn pitr_replays_later_create_tablespace_12() {
+    pitr_replays_later_create_tablespace(12);
+}
+
+#[test]
+fn pitr_replays_later_create_tablespace_17() {
+    pitr_replays_later_create_tablespace(17);
+}

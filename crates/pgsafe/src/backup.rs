@@ -229,6 +229,10 @@ pub struct BackupInfo {
     /// check was turned off, or pgsafe predates it). Non-empty `corrupt`: the SOURCE is corrupt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_checksums: Option<PageChecksumReport>,
+    /// The backed-up PGDATA (absolute): a restore on the same host finds the live server's
+    /// tablespaces there that the backup does not have (see `restore/isolation.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_pgdata: Option<crate::textbytes::TextBytes>,
 }
 
 /// A file's owner: numeric IDs and, when known on the host, the names.
@@ -556,6 +560,10 @@ fn finish(
         pgdata_mode: Some(plan.root_mode),
         tablespace_changes,
         page_checksums: report.pages.clone(),
+        source_pgdata: fs::canonicalize(&opts.pgdata).ok().map(|p| {
+            use std::os::unix::ffi::OsStrExt;
+            crate::textbytes::TextBytes::from(p.as_os_str().as_bytes())
+        }),
     };
     let json = serde_json::to_vec_pretty(&backup_info)
         .map_err(|e| BackupError::Wal(format!("encode {COMPLETE_MARKER}: {e}")))?;

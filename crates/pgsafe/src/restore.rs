@@ -165,6 +165,10 @@ pub struct RestoreOptions {
     pub trust_backup_locations: bool,
     /// Check free space before writing.
     pub check_space: bool,
+    /// Replay WAL beyond the backup although the backed-up server, on this host, has
+    /// tablespaces the backup does not have (the operator confirmed the recovery stops before
+    /// they were created, or accepts the risk).
+    pub allow_live_tablespaces: bool,
 }
 
 impl RestoreOptions {
@@ -183,6 +187,7 @@ impl RestoreOptions {
             sync: true,
             trust_backup_locations: false,
             check_space: true,
+            allow_live_tablespaces: false,
         }
     }
 }
@@ -272,6 +277,18 @@ pub enum RestoreError {
          remaps) like any other"
     )]
     TablespaceCreatedDuringBackup { backup: PathBuf, changes: String },
+    #[error(
+        "the server this backup was taken from runs on this host ({pgdata}) and has tablespaces \
+         the backup does not have (created after it): {tablespaces}. Recovery beyond the backup \
+         replays their CREATE TABLESPACE with those locations, so the restored server would \
+         write into that server's live tablespace directories (its rows would appear in the \
+         live server's files). Recover to a target before they were created and confirm it \
+         explicitly, or restore on another host"
+    )]
+    LiveTablespacesOnThisHost {
+        pgdata: PathBuf,
+        tablespaces: String,
+    },
     #[error("--owner: {0}")]
     Owner(String),
     #[error("the stored pg_control is invalid: {0}")]
@@ -449,6 +466,7 @@ pub fn run_restore(
     let dropped = isolation::check_tablespace_changes(&source)?;
     source.warnings.extend(dropped);
     source.warnings.extend(isolation::replay_warning(opts));
+    isolation::check_live_tablespaces(&source, opts)?;
     if opts.check_space {
         let files = source
             .files

@@ -117,6 +117,69 @@ pub(super) fn replay_warning(opts: &RestoreOptions) -> Option<String> {
     })
 }
 
+/// Replaying WAL beyond the backup on the host where the backed-up server still runs: that
+/// server's `pg_tblspc/<oid>` links that the backup does not have are tablespaces created after
+/// the backup, whose `CREATE TABLESPACE` the replay would apply with the live location (redo
+/// creates the version directory there and points the copy's `pg_tblspc/<oid>` at it:
+/// `create_tablespace_directories` in `src/backend/commands/tablespace.c`). Refused unless
+/// confirmed. The backed-up server is recognised by its PGDATA recorded in `pgsafe.json` and the
+/// system identifier of the `global/pg_control` found there.
+pub(super) fn check_live_tablespaces(
+    source: &Source,
+    opts: &RestoreOptions,
+) -> Result<(), RestoreError> {
+    use std::os::unix::ffi::OsStrExt;
+    if opts.allow_live_tablespaces || replay_warning(opts).is_none() {
+        return Ok(());
+    }
+    let Some(info) = &source.info else {
+        return Ok(());
+    };
+    let Some(pgdata) = &info.source_pgdata else {
+        return Ok(());
+    };
+    let pgdata = Path::new(std::ffi::OsStr::from_bytes(pgdata.as_bytes()));
+    let control = pgdata.join("global").join("pg_control");
+    let Ok(bytes) = read_conf(&control).map(Option::unwrap_or_default) else {
+        return Ok(());
+    };
+    match crate::control::ControlFile::decode(&bytes) {
+        Ok(c) if c.system_identifier == info.system_identifier => {}
+        _ => return Ok(()),
+    }
+    let known: Vec<u32> = info.tablespaces.iter().map(|t| t.oid).collect();
+    let dir = pgdata.join("pg_tblspc");
+    let Ok(rd) = fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    let mut live = Vec::new();
+    for entry in rd.flatten() {
+        let Some(oid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if known.contains(&oid) {
+            continue;
+        }
+        // In-place tablespaces (directories) live inside the server's own PGDATA: replaying
+        // their creation writes into the copy only.
+        if let Ok(target) = fs::read_link(entry.path()) {
+            live.push(format!("OID {oid} at {}", target.display()));
+        }
+    }
+    if live.is_empty() {
+        return Ok(());
+    }
+    live.sort();
+    Err(RestoreError::LiveTablespacesOnThisHost {
+        pgdata: pgdata.to_path_buf(),
+        tablespaces: live.join(", "),
+    })
+}
+
 /// OIDs of in-place tablespaces: `pg_tblspc/<oid>` directories of the source that no
 /// `tablespace_map` entry turns into a link.
 pub(super) fn in_place_tablespaces(source: &Source) -> Vec<u32> {
