@@ -370,7 +370,8 @@ impl Ctx<'_> {
         (p.liveness == Liveness::Stale && p.pid_in_use).then(|| {
             Step::run(
                 format!(
-                    "Remove the stale postmaster.pid first: {}. PostgreSQL only checks that some \
+                    "Remove postmaster.pid first (no server runs in this directory): {}. \
+                     PostgreSQL only checks that some \
                      process has that pid and would refuse to start (\"lock file postmaster.pid \
                      already exists\").",
                     p.detail
@@ -388,7 +389,7 @@ impl Ctx<'_> {
         Some(match &m.parsed {
             Some(m) => {
                 let mut s = format!(
-                    "{RESTORE_MARKER_FILE}: pgsafe restored backup {} here at {} (backup start {}",
+                    "{RESTORE_MARKER_FILE}: pgsafe restored backup \"{}\" here at {} (backup start {}",
                     m.backup_id, m.restored_at, m.start_lsn
                 );
                 if let Some(src) = &m.source {

@@ -387,9 +387,11 @@ impl Ctx<'_> {
                 .into(),
         );
         d.caveats.push(format!(
-            "Why it is safe: the label was written by this server's own pg_start_backup(); \
-             pg_control and pg_wal are the crashed server's own and describe a later, complete \
-             state, so crash recovery from pg_control loses nothing. {unsafe_if}"
+            "Why pgsafe calls it safe: everything it checked (listed above) fits a label that \
+             this server's own pg_start_backup() wrote, and nothing it checked shows these files \
+             to be a copy; if so, pg_control and pg_wal are the crashed server's own and \
+             describe a later, complete state, and crash recovery from pg_control loses \
+             nothing. {unsafe_if}"
         ));
         if f.files.removed_label {
             d.caveats.push(format!(
