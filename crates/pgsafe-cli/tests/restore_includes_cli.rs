@@ -11,9 +11,11 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall, server_owned_tempdir, server_user};
+use pgsafe_testkit::{
+    Cluster, ClusterOptions, PgInstall, copy_tree, server_owned_tempdir, server_user,
+};
 
-use common::{ok, pgsafe};
+use common::{ok, pgsafe, run_dir};
 
 fn restore(backup: &Path, target: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
@@ -104,15 +106,41 @@ fn recovery_settings_in_included_files_18() {
 /// source's files (seen on the source once its transaction IDs reach the copy's). pgsafe must
 /// refuse that restore (naming the tablespace) and, with a target before the creation and the
 /// explicit confirmation, restore a copy that leaves the source's tablespace files alone.
-fn pitr_replays_later_create_tablespace(major: u32) {
+/// With `from_copy`, the backup is a snapshot-mode copy (`pgsafe start`, a file copy of the
+/// live PGDATA, `pgsafe stop --output-dir`) restored with `--from-copy`.
+fn pitr_replays_later_create_tablespace(major: u32, from_copy: bool) {
     let install = PgInstall::major(major);
-    let m = format!("PostgreSQL {major}");
+    let m = format!("PostgreSQL {major}, from copy: {from_copy}");
     let src = Cluster::started(&install, ClusterOptions::new().with_archive(true));
     let archive = src.archive_dir().unwrap().to_owned();
     src.execute("CREATE TABLE t (x int); INSERT INTO t SELECT g FROM generate_series(1, 100) g");
     let scratch = server_owned_tempdir();
     let b = scratch.path().join("backup");
-    ok(common::backup(&src, &b, &[]), "pgsafe backup");
+    let run = run_dir();
+    let runp = run.path().to_str().unwrap();
+    if from_copy {
+        let conn = src.conninfo();
+        ok(
+            pgsafe(&["start", "-d", &conn, "--id", "c", "--run-dir", runp]),
+            "pgsafe start",
+        );
+        copy_tree(src.data_dir(), &b, Some(server_user())).unwrap();
+        ok(
+            pgsafe(&[
+                "stop",
+                "--id",
+                "c",
+                "--run-dir",
+                runp,
+                "--output-dir",
+                b.to_str().unwrap(),
+            ]),
+            "pgsafe stop",
+        );
+    } else {
+        ok(common::backup(&src, &b, &[]), "pgsafe backup");
+    }
+    let fc: &[&str] = if from_copy { &["--from-copy"] } else { &[] };
     src.execute("INSERT INTO t SELECT g FROM generate_series(1, 100) g");
     let before_ts: String = src.query_one("SELECT pg_current_wal_insert_lsn()::text");
     let loc = scratch.path().join("ts_live");
@@ -142,7 +170,7 @@ fn pitr_replays_later_create_tablespace(major: u32) {
 
     // 1. To the end of the archive: refused before anything is written.
     let data = scratch.path().join("pitr");
-    let out = restore(&b, &data, &["--restore-command", &rc]);
+    let out = restore(&b, &data, &[&["--restore-command", &rc][..], fc].concat());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{m}: {err}");
     assert!(
@@ -162,21 +190,27 @@ fn pitr_replays_later_create_tablespace(major: u32) {
             &b,
             &data2,
             &[
-                "--restore-command",
-                &rc,
-                "--target-lsn",
-                &before_ts,
-                "--target-action",
-                "promote",
-                "--allow-live-tablespaces",
-            ],
+                &[
+                    "--restore-command",
+                    &rc,
+                    "--target-lsn",
+                    &before_ts,
+                    "--target-action",
+                    "promote",
+                    "--allow-live-tablespaces",
+                ][..],
+                fc,
+            ]
+            .concat(),
         ),
         "pgsafe restore to a target before the tablespace",
     );
     let mut copy = Cluster::adopt(&install, &data2, ClusterOptions::new());
     copy.start();
     copy.wait_recovery_done();
-    assert_eq!(copy.query_one::<i64>("SELECT count(*) FROM t"), 200, "{m}");
+    if !from_copy {
+        assert_eq!(copy.query_one::<i64>("SELECT count(*) FROM t"), 200, "{m}");
+    }
     assert_eq!(
         copy.query_one::<i64>("SELECT count(*) FROM pg_tablespace WHERE spcname = 'ts'"),
         0,
@@ -195,10 +229,20 @@ fn pitr_replays_later_create_tablespace(major: u32) {
 
 #[test]
 fn pitr_replays_later_create_tablespace_12() {
-    pitr_replays_later_create_tablespace(12);
+    pitr_replays_later_create_tablespace(12, false);
+}
+
+#[test]
+fn pitr_replays_later_create_tablespace_from_copy_10() {
+    pitr_replays_later_create_tablespace(10, true);
+}
+
+#[test]
+fn pitr_replays_later_create_tablespace_from_copy_16() {
+    pitr_replays_later_create_tablespace(16, true);
 }
 
 #[test]
 fn pitr_replays_later_create_tablespace_17() {
-    pitr_replays_later_create_tablespace(17);
+    pitr_replays_later_create_tablespace(17, false);
 }

@@ -132,22 +132,44 @@ pub(super) fn check_live_tablespaces(
     if opts.allow_live_tablespaces || replay_warning(opts).is_none() {
         return Ok(());
     }
-    let Some(info) = &source.info else {
-        return Ok(());
+    let system_id = |path: &Path| {
+        let bytes = read_conf(path).ok().flatten()?;
+        crate::control::ControlFile::decode(&bytes)
+            .ok()
+            .map(|c| c.system_identifier)
     };
-    let Some(pgdata) = &info.source_pgdata else {
-        return Ok(());
+    // The backed-up PGDATA and its system identifier: from pgsafe.json, or, for a
+    // snapshot-mode copy, the `postmaster.pid` it carries (line 2, the data directory) and its
+    // own pg_control.
+    let (pgdata, ours) = match &source.info {
+        Some(info) => match &info.source_pgdata {
+            Some(p) => (
+                std::ffi::OsStr::from_bytes(p.as_bytes()).into(),
+                Some(info.system_identifier),
+            ),
+            None => return Ok(()),
+        },
+        None => {
+            let pid = read_conf(&source.root.join("postmaster.pid"))
+                .ok()
+                .flatten();
+            let Some(dd) =
+                pid.and_then(|b| crate::datadir::PostmasterPid::parse(&b).data_directory)
+            else {
+                return Ok(());
+            };
+            (
+                std::path::PathBuf::from(dd),
+                system_id(&source.control.path),
+            )
+        }
     };
-    let pgdata = Path::new(std::ffi::OsStr::from_bytes(pgdata.as_bytes()));
-    let control = pgdata.join("global").join("pg_control");
-    let Ok(bytes) = read_conf(&control).map(Option::unwrap_or_default) else {
+    let pgdata: &Path = &pgdata;
+    let live = system_id(&pgdata.join("global").join("pg_control"));
+    if ours.is_none() || live != ours {
         return Ok(());
-    };
-    match crate::control::ControlFile::decode(&bytes) {
-        Ok(c) if c.system_identifier == info.system_identifier => {}
-        _ => return Ok(()),
     }
-    let known: Vec<u32> = info.tablespaces.iter().map(|t| t.oid).collect();
+    let known: Vec<u32> = source.tablespaces.iter().map(|(oid, _)| *oid).collect();
     let dir = pgdata.join("pg_tblspc");
     let Ok(rd) = fs::read_dir(&dir) else {
         return Ok(());
