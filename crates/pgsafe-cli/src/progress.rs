@@ -121,8 +121,11 @@ impl Progress for CliProgress {
     fn plan(&self, files: u64, bytes: u64) {
         self.total_bytes.store(bytes, Ordering::Relaxed);
         self.total_files.store(files, Ordering::Relaxed);
+        self.done_bytes.store(0, Ordering::Relaxed);
+        self.done_files.store(0, Ordering::Relaxed);
         if let Some(b) = &self.bar {
             b.set_length(bytes);
+            b.set_position(0);
         }
         self.report(true);
     }

@@ -832,3 +832,62 @@ fn group_access_and_numeric_owner() {
     r.wait_recovery_done();
     r.stop();
 }
+
+/// Restore verifies, then writes: each phase announces its own plan, and what is done is counted
+/// from zero for each (before, the write phase started at the verify phase's count and the
+/// progress said e.g. "972/971 files"). The write phase ends with every planned file done,
+/// pg_control included.
+#[test]
+fn restore_progress_counts_each_plan_from_zero() {
+    let c = Cluster::started(&PgInstall::major(16), ClusterOptions::new());
+    c.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
+    let scratch = server_owned_tempdir();
+    let b = scratch.path().join("backup");
+    ok(common::backup(&c, &b, &[]), "backup");
+    let data = scratch.path().join("data");
+    let out = ok(
+        pgsafe(&[
+            "restore",
+            b.to_str().unwrap(),
+            "--pgdata",
+            data.to_str().unwrap(),
+            "--progress",
+            "json",
+        ]),
+        "restore",
+    );
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let mut phase = String::new();
+    let mut first_in_phase = true;
+    let mut plans = 0;
+    for e in &events {
+        match e["event"].as_str() {
+            Some("phase") => {
+                phase = e["phase"].as_str().unwrap_or_default().to_owned();
+                first_in_phase = true;
+            }
+            Some("progress") => {
+                let (files, total) = (
+                    e["files"].as_u64().unwrap(),
+                    e["total_files"].as_u64().unwrap(),
+                );
+                assert!(files <= total, "{phase}: {e}");
+                assert!(
+                    e["bytes"].as_u64().unwrap() <= e["total_bytes"].as_u64().unwrap(),
+                    "{phase}: {e}"
+                );
+                if first_in_phase && (phase == "verify" || phase == "restore") {
+                    // The report a new plan forces: nothing of it is done yet.
+                    assert_eq!(files, 0, "{phase}: {e}");
+                    plans += 1;
+                }
+                first_in_phase = false;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(plans, 2, "a verify plan and a restore plan: {events:#?}");
+}

@@ -7,7 +7,9 @@
 pub trait Progress: Sync {
     /// A new phase begins (`"plan"`, `"copy"`, `"pg_control"`, `"sync"`, …).
     fn phase(&self, _name: &str) {}
-    /// The work ahead: file count and bytes (uncompressed) of the plan being executed.
+    /// The work ahead: file count and bytes (uncompressed) of the plan being executed. A new
+    /// plan starts a new count (restore verifies, then writes: each its own plan), so what is
+    /// done is counted from zero again.
     fn plan(&self, _files: u64, _bytes: u64) {}
     /// A file is completely stored; `bytes` is its uncompressed size as stored.
     fn file_done(&self, _rel: &str, _bytes: u64) {}

@@ -537,6 +537,9 @@ pub fn run_restore(
 
     progress.phase("pg_control");
     let control = w.write_control(&source.control, beneath)?;
+    // The copy's plan counted pg_control (written last, here) as its last file.
+    progress.bytes(source.control.size);
+    progress.file_done("global/pg_control", source.control.size);
 
     let label = &source.label;
     let stop_lsn = source.info.as_ref().map(|i| i.stop_lsn);
