@@ -11,6 +11,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use pgsafe::manifest::Manifest;
 use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall, server_owned_tempdir, server_user};
 
 use common::{ok, refused};
@@ -149,4 +150,66 @@ fn hostile_copy_12() {
 #[test]
 fn hostile_copy_17() {
     hostile_copy(17);
+}
+
+/// `pgsafe restore` of a backup folder, killed if it waits forever.
+fn restore_backup(backup: &Path, target: &Path) -> Output {
+    Command::new("timeout")
+        .args(["-s", "KILL", "120"])
+        .arg(common::bin())
+        .arg("restore")
+        .arg(backup)
+        .arg("--pgdata")
+        .arg(target)
+        .args(["--progress", "none", "--owner", &server_user().name])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The backup's `postgresql.conf` (re-signed in the manifest) includes a FIFO: the restore
+/// reads included files for stale recovery settings, and must not wait for a writer (nor open
+/// a device: opening some, e.g. a watchdog, has effects) — it skips what is not a regular file.
+fn hostile_include(major: u32) {
+    let m = format!("PostgreSQL {major}");
+    let install = PgInstall::major(major);
+    let mut c = Cluster::started(&install, ClusterOptions::new().fast_unsafe());
+    c.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
+    let scratch = server_owned_tempdir();
+    let s = scratch.path();
+    let b = s.join("backup");
+    ok(common::backup(&c, &b, &[]), "backup");
+    c.stop();
+    let fifo = s.join("fifo.conf");
+    mkfifo(&fifo);
+    let conf = b.join("postgresql.conf");
+    let mut text = fs::read(&conf).unwrap();
+    text.extend_from_slice(format!("include_if_exists '{}'\n", fifo.display()).as_bytes());
+    fs::write(&conf, &text).unwrap();
+    let path = b.join("backup_manifest");
+    let mut man = Manifest::parse(&fs::read(&path).unwrap()).unwrap();
+    let e = man
+        .files
+        .iter_mut()
+        .find(|f| f.path == b"postgresql.conf")
+        .unwrap();
+    e.size = text.len() as u64;
+    if let Some((alg, sum)) = &mut e.checksum {
+        *sum = alg.of(&text).unwrap();
+    }
+    fs::write(&path, man.encode().unwrap()).unwrap();
+    let t = s.join("t");
+    ok(restore_backup(&b, &t), &format!("{m}: restore"));
+    // The restored server reads the include itself; the copy is what the backup said.
+    assert_eq!(fs::read(t.join("postgresql.conf")).unwrap(), text, "{m}");
+}
+
+#[test]
+fn hostile_include_13() {
+    hostile_include(13);
+}
+
+#[test]
+fn hostile_include_18() {
+    hostile_include(18);
 }

@@ -11,8 +11,9 @@
 //! Only 12+: before 12 these are `recovery.conf` settings, which `postgresql.conf` cannot carry
 //! (the server would not have started).
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::config::{RECOVERY_SETTINGS, setting_name};
@@ -129,7 +130,18 @@ fn resolve(including: &Path, value: &[u8]) -> PathBuf {
 /// A regular file's bytes (following links, as the server does), bounded; `None` for anything
 /// else or what cannot be read (the server fails on a missing `include` itself).
 fn read_regular(path: &Path) -> Option<Vec<u8>> {
-    let file = File::open(path).ok()?;
+    // The paths come from configuration files of the backup, which its writer controls, and
+    // restore runs as root: look before opening (opening a FIFO waits for a writer; opening
+    // some devices has effects, e.g. arms a watchdog), and open non-blocking in case it was
+    // swapped since.
+    if !fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .ok()?;
     if !file.metadata().ok()?.is_file() {
         return None;
     }
