@@ -229,3 +229,83 @@ fn archive_failing_then_repaired_pg10() {
 fn archive_failing_then_repaired_pg16() {
     archive_failing_then_repaired(16);
 }
+
+/// The holder is killed (SIGKILL) while a `stop` waits for WAL archiving (archive_command
+/// fails): the waiting `stop` answers from the record instead of a protocol error, and every
+/// later `stop` says NOT usable and names the WAL files the backup still needs in the archive
+/// (the backup was stopped and its label saved; nobody re-checks any more).
+fn holder_killed_while_archive_pending(major: u32) {
+    let c = Cluster::started(
+        &PgInstall::major(major),
+        ClusterOptions::new()
+            .fast_unsafe()
+            .conf("archive_mode = on")
+            .conf("archive_command = 'false'"),
+    );
+    let r = run_dir();
+    let holder = start(&c, r.path(), "hk")["holder_pid"].as_i64().unwrap() as i32;
+    let waiting = pgsafe(
+        r.path(),
+        &["stop", "--id", "hk", "--archive-timeout", "30m", "--json"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let t = std::time::Instant::now();
+    loop {
+        let s = json(&ok(
+            run(r.path(), &["status", "--id", "hk", "--json"]),
+            "status",
+        ))[0]
+            .clone();
+        if s["state"] == "complete" {
+            break;
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(60), "{s}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(holder),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = waiting.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("does not understand"),
+        "PostgreSQL {major}: the waiting stop failed with a protocol error: {err}"
+    );
+    let v = json(&out);
+    assert_eq!(v["state"], "complete", "{v}");
+    assert_eq!(v["usable"], false, "{v}");
+    for _ in 0..2 {
+        let out = run(r.path(), &["stop", "--id", "hk", "--json"]);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let v = json(&out);
+        assert_eq!(v["usable"], false, "{v}");
+        let detail = v["result"]["archive"]["detail"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let needs = v["result"]["archive_needs"].as_array().unwrap().clone();
+        assert!(!needs.is_empty(), "{v}");
+        for n in needs {
+            assert!(
+                detail.contains(n.as_str().unwrap()),
+                "PostgreSQL {major}: {detail}"
+            );
+        }
+        assert!(detail.contains("holder"), "PostgreSQL {major}: {detail}");
+    }
+}
+
+#[test]
+fn holder_killed_while_archive_pending_pg11() {
+    holder_killed_while_archive_pending(11);
+}
+
+#[test]
+fn holder_killed_while_archive_pending_pg18() {
+    holder_killed_while_archive_pending(18);
+}

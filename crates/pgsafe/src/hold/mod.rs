@@ -301,6 +301,18 @@ impl RunDir {
         Ok(self.try_lock(id)?.is_none())
     }
 
+    /// [`RunDir::is_live`], giving a holder that is ending (its socket gone or closed) a few
+    /// seconds to release its lock, so its record can be settled instead of read half-way.
+    pub fn is_live_soon(&self, id: &BackupId) -> Result<bool, HoldError> {
+        for _ in 0..50 {
+            if !self.is_live(id)? {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(true)
+    }
+
     pub fn read_record(&self, id: &BackupId) -> Result<Option<BackupRecord>, HoldError> {
         let p = self.record_path(id);
         match fs::read(&p) {
@@ -450,9 +462,17 @@ pub fn request(
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(chan)?;
     let mut answer = String::new();
-    BufReader::new(&stream)
+    let n = BufReader::new(&stream)
         .read_line(&mut answer)
         .map_err(chan)?;
+    if n == 0 {
+        // End of stream before any answer: the holder ended (killed, or exited) while this
+        // request was open. Its record is the answer; callers treat this like a lost channel.
+        return Err(chan(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the holder ended without answering",
+        )));
+    }
     serde_json::from_str(answer.trim()).map_err(|e| HoldError::Protocol {
         id: id.to_string(),
         detail: format!("{e} in {answer:?}"),
@@ -493,7 +513,7 @@ pub fn stop(run_dir: &RunDir, id: &BackupId, opts: StopOptions) -> Result<Backup
             }
             // The holder died while we talked to it, or finished and removed its socket: its
             // record is the answer.
-            Err(HoldError::Channel { .. }) if !run_dir.is_live(id)? => {}
+            Err(HoldError::Channel { .. }) if !run_dir.is_live_soon(id)? => {}
             Err(e @ HoldError::Channel { .. }) => match run_dir.read_record(id)? {
                 Some(rec) if rec.state.is_final() => return Ok(rec),
                 _ => return Err(e),
@@ -571,6 +591,24 @@ fn settle_dead(run_dir: &RunDir, id: &BackupId) -> Result<BackupRecord, HoldErro
             known,
         });
     };
+    let pending = rec.state == BackupState::Complete
+        && rec.result.as_ref().is_some_and(|r| {
+            !r.archive.complete && !r.archive.detail.contains("can no longer re-check")
+        });
+    if pending {
+        // Stopped and labelled, but the holder ended before archiving was confirmed (killed,
+        // or it gave up waiting): nobody re-checks any more, so say what the DBA must check.
+        let pid = rec.holder_pid;
+        if let Some(res) = rec.result.as_mut() {
+            res.archive.detail = format!(
+                "{}; then the holder process (pid {pid}) ended, so pgsafe can no longer re-check: \
+                 the backup is usable once {} are in the archive",
+                res.archive.detail,
+                res.archive_needs.join(" and ")
+            );
+        }
+        run_dir.write_record(&rec)?;
+    }
     if !rec.state.is_final() {
         rec.failure = Some(format!(
             "the holder process (pid {}) ended while the backup was {}: its database session is \
