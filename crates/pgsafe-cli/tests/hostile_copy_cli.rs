@@ -213,3 +213,81 @@ fn hostile_include_13() {
 fn hostile_include_18() {
     hostile_include(18);
 }
+
+/// A hard link in a backup folder to a root-only file (possible where `fs.protected_hardlinks`
+/// is 0), with the attacker's edits re-signed: `pgsafe.json` names no checksum algorithm and
+/// the manifest has no checksums, so only the link count tells. pgsafe never stores a hard
+/// link; verify reports it and restore (also without verification) refuses to read it.
+fn hard_link(major: u32) {
+    let m = format!("PostgreSQL {major}");
+    let install = PgInstall::major(major);
+    let mut c = Cluster::started(&install, ClusterOptions::new().fast_unsafe());
+    let scratch = server_owned_tempdir();
+    let s = scratch.path();
+    let b = s.join("backup");
+    ok(common::backup(&c, &b, &[]), "backup");
+    c.stop();
+    let secret = s.join("secret");
+    fs::write(&secret, SECRET).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_file(b.join("postgresql.auto.conf")).unwrap();
+    fs::hard_link(&secret, b.join("postgresql.auto.conf")).unwrap();
+    let info_path = b.join("pgsafe.json");
+    let mut info: serde_json::Value =
+        serde_json::from_slice(&fs::read(&info_path).unwrap()).unwrap();
+    info["checksum"] = "none".into();
+    let info_bytes = serde_json::to_vec(&info).unwrap();
+    fs::write(&info_path, &info_bytes).unwrap();
+    let path = b.join("backup_manifest");
+    let mut man = Manifest::parse(&fs::read(&path).unwrap()).unwrap();
+    for f in &mut man.files {
+        f.checksum = None;
+        if f.path == b"postgresql.auto.conf" {
+            f.size = SECRET.len() as u64;
+        }
+        if f.path == b"pgsafe.json" {
+            f.size = info_bytes.len() as u64;
+        }
+    }
+    fs::write(&path, man.encode().unwrap()).unwrap();
+    let out = common::pgsafe(&["verify", "--json", b.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{m}: {v}");
+    assert!(
+        v["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| { p["problem"] == "hard_link" && p["path"] == "postgresql.auto.conf" }),
+        "{m}: {v}"
+    );
+    for extra in [&[][..], &["--no-verify"][..]] {
+        let t = s.join("t");
+        let out = Command::new(common::bin())
+            .arg("restore")
+            .arg(&b)
+            .arg("--pgdata")
+            .arg(&t)
+            .args(["--progress", "none", "--owner", &server_user().name])
+            .args(extra)
+            .output()
+            .unwrap();
+        refused(&out, &["postgresql.auto.conf", "hard link"]);
+        let mut found = files_containing(s, SECRET);
+        found.sort();
+        let mut expected = vec![b.join("postgresql.auto.conf"), secret.clone()];
+        expected.sort();
+        assert_eq!(found, expected, "{m} {extra:?}: the secret was copied");
+        let _ = fs::remove_dir_all(&t);
+    }
+}
+
+#[test]
+fn hard_link_13() {
+    hard_link(13);
+}
+
+#[test]
+fn hard_link_17() {
+    hard_link(17);
+}

@@ -32,6 +32,7 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -207,6 +208,11 @@ pub enum Problem {
         path: String,
         points_to: String,
     },
+    /// A regular file with another name, maybe outside the backup: pgsafe never stores hard
+    /// links, and its content may be a file its writer could not read (see [`HARD_LINK_WHY`]).
+    HardLink {
+        path: String,
+    },
     /// A manifest entry without a checksum in a backup whose `pgsafe.json` names an algorithm:
     /// its content could be anything of the right size.
     ChecksumMissing {
@@ -372,6 +378,11 @@ impl fmt::Display for Problem {
             Problem::HistoryInvalid { file, error } => {
                 write!(f, "invalid timeline history file pg_wal/{file}: {error}")
             }
+            Problem::HardLink { path } => write!(
+                f,
+                "hard link: {path} has more than one name ({HARD_LINK_WHY}); copy the backup \
+                 folder without hard links (e.g. cp -a) if you made them"
+            ),
             Problem::Symlink { path, points_to } => write!(
                 f,
                 "symbolic link: {path} -> {points_to} (pgsafe never stores links in a backup; \
@@ -529,6 +540,8 @@ pub struct Listing {
     pub special: Vec<RelPath>,
     /// Symbolic links and what they point to.
     pub links: Vec<(RelPath, PathBuf)>,
+    /// Regular files with more than one name (also in `files`).
+    pub hard_links: Vec<RelPath>,
     /// Directories below the root that could not be read, with the error.
     pub unreadable: Vec<(RelPath, String)>,
 }
@@ -571,6 +584,9 @@ fn walk(dir: &Path, rel: &RelPath, depth: usize, l: &mut Listing) -> Result<(), 
                 l.links.push((child, to));
             }
             Ok(m) if m.is_file() => {
+                if m.nlink() > 1 {
+                    l.hard_links.push(child.clone());
+                }
                 l.files.insert(child, m.len());
             }
             Ok(m) if m.is_dir() && depth < MAX_DEPTH => {
@@ -585,6 +601,12 @@ fn walk(dir: &Path, rel: &RelPath, depth: usize, l: &mut Listing) -> Result<(), 
     }
     Ok(())
 }
+
+/// Why a hard link in a backup folder is refused: pgsafe never makes one, and a link to a file
+/// the folder's writer cannot read (possible where `fs.protected_hardlinks` is 0) would make a
+/// root-run restore hand that file to the database user, checksums removed by the same writer.
+pub const HARD_LINK_WHY: &str = "pgsafe never stores hard links in a backup; one may name a \
+    file outside it that the folder's writer could not read";
 
 /// Largest `backup_manifest` read (about 200 bytes per file: millions of files).
 pub const MANIFEST_LIMIT: u64 = 1 << 30;
@@ -880,6 +902,11 @@ impl<'a> Verifier<'a> {
             self.problem(Problem::Symlink {
                 path: path.to_string(),
                 points_to: to.display().to_string(),
+            });
+        }
+        for path in &listing.hard_links {
+            self.problem(Problem::HardLink {
+                path: path.to_string(),
             });
         }
         for (path, error) in &listing.unreadable {

@@ -44,7 +44,20 @@ impl SourceFile {
     /// through its `pg_tblspc` links, as the plan listed them).
     pub fn open(&self, beneath: Option<&Beneath>) -> io::Result<File> {
         let f = match (&self.stored, beneath) {
-            (Some(rel), Some(b)) => return b.open_file(rel.as_path()),
+            (Some(rel), Some(b)) => {
+                let f = b.open_file(rel.as_path())?;
+                if f.metadata()?.nlink() > 1 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{} is a hard link: {}",
+                            rel.as_path().display(),
+                            verify::HARD_LINK_WHY
+                        ),
+                    ));
+                }
+                return Ok(f);
+            }
             (Some(_), None) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
