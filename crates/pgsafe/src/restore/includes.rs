@@ -282,6 +282,28 @@ mod tests {
         assert_eq!(found, vec!["recovery_end_command", "recovery_target_lsn"]);
     }
 
+    #[test]
+    fn a_fifo_or_device_in_an_include_is_skipped_without_hanging() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo.conf");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let root = d.path().join("postgresql.conf");
+        fs::write(
+            &root,
+            format!("include '{}'\ninclude '/dev/zero'\n", fifo.display()),
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(recovery_settings_in_includes(&[root]));
+        });
+        // A hang is the failure; the limit only turns it into a failed test.
+        let found = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("reading the includes hung on a FIFO");
+        assert!(found.is_empty(), "{found:?}");
+    }
+
     proptest! {
         #[test]
         fn directives_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
