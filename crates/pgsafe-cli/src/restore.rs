@@ -226,6 +226,10 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<u8> {
                         .collect::<Vec<_>>()
                         .join(" ")
                 )),
+                RestoreError::OwnerNotConfirmed { recorded, .. } => Some(format!(
+                    "pass --owner USER: the user the server runs as (--owner {recorded} if the \
+                     backup is right)"
+                )),
                 RestoreError::NoSpace { .. } => {
                     Some("--skip-space-check skips this check".to_owned())
                 }

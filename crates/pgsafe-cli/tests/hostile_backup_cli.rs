@@ -576,8 +576,10 @@ fn target_checks() {
     // Too little space: refused before writing.
     let small = SmallFs::mount(&s.join("small"), "2m");
     let t = small.0.join("target");
+    // The tmpfs is root's: the owner is the operator's to name.
+    let user = server_user().name.clone();
     refused(
-        &restore(&b, &t, &[]),
+        &restore(&b, &t, &["--owner", &user]),
         &[
             "not enough free space",
             "--skip-space-check",

@@ -7,7 +7,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -290,4 +290,101 @@ fn hard_link_13() {
 #[test]
 fn hard_link_17() {
     hard_link(17);
+}
+
+/// The backup folder may not choose who owns a root-run restore: `pgdata_owner` in pgsafe.json
+/// edited to another account (manifest re-signed) is used only when the target's own file
+/// system agrees (the directory the target lies in belongs to that user); otherwise
+/// the restore is refused before writing and asks for `--owner`. An honest backup restored
+/// next to the server's other files (a parent the server user owns) needs no `--owner`.
+fn edited_owner(major: u32) {
+    let m = format!("PostgreSQL {major}");
+    let install = PgInstall::major(major);
+    let mut c = Cluster::started(&install, ClusterOptions::new().fast_unsafe());
+    let scratch = server_owned_tempdir();
+    let s = scratch.path();
+    let b = s.join("backup");
+    ok(common::backup(&c, &b, &[]), "backup");
+    c.stop();
+    let run = |backup: &Path, target: &Path, extra: &[&str]| {
+        Command::new(common::bin())
+            .arg("restore")
+            .arg(backup)
+            .arg("--pgdata")
+            .arg(target)
+            .args(["--progress", "none"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // Honest backup, parent owned by the server user: the recorded owner is confirmed.
+    let t = s.join("honest");
+    ok(run(&b, &t, &[]), "restore of the honest backup");
+    assert_eq!(
+        fs::metadata(&t).unwrap().uid(),
+        server_user().uid.as_raw(),
+        "{m}: owner"
+    );
+    // The attacker's edit: the data directory "belonged to" daemon (uid 1).
+    let e = s.join("edited");
+    assert!(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&b)
+            .arg(&e)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let info_path = e.join("pgsafe.json");
+    let mut info: serde_json::Value =
+        serde_json::from_slice(&fs::read(&info_path).unwrap()).unwrap();
+    info["pgdata_owner"] =
+        serde_json::json!({"uid": 1, "gid": 1, "user": "daemon", "group": "daemon"});
+    let info_bytes = serde_json::to_vec(&info).unwrap();
+    fs::write(&info_path, &info_bytes).unwrap();
+    let man_path = e.join("backup_manifest");
+    let mut man = Manifest::parse(&fs::read(&man_path).unwrap()).unwrap();
+    for f in &mut man.files {
+        if f.path == b"pgsafe.json" {
+            f.size = info_bytes.len() as u64;
+            if let Some((alg, _)) = &f.checksum {
+                let alg = *alg;
+                f.checksum = Some((alg, alg.of(&info_bytes).unwrap()));
+            }
+        }
+    }
+    fs::write(&man_path, man.encode().unwrap()).unwrap();
+    ok(
+        common::pgsafe(&["verify", e.to_str().unwrap()]),
+        "the re-signed backup verifies",
+    );
+    let t = s.join("t");
+    let out = run(&e, &t, &[]);
+    refused(&out, &["daemon", "uid 1", "--owner"]);
+    assert!(
+        !t.exists(),
+        "{m}: the refused restore wrote {}",
+        t.display()
+    );
+    // The operator decides.
+    ok(
+        run(&e, &t, &["--owner", &server_user().name]),
+        "restore with --owner",
+    );
+    assert_eq!(
+        fs::metadata(&t).unwrap().uid(),
+        server_user().uid.as_raw(),
+        "{m}"
+    );
+}
+
+#[test]
+fn edited_owner_12() {
+    edited_owner(12);
+}
+
+#[test]
+fn edited_owner_18() {
+    edited_owner(18);
 }

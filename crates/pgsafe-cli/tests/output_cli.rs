@@ -92,6 +92,7 @@ fn every_subcommand_survives_a_closed_or_full_stdout() {
     let good = dir.path().join("good");
     ok(backup(&c, &good, &[]), "pgsafe backup");
     let good = s(&good).to_owned();
+    let owner = pgsafe_testkit::server_user().name.clone();
     let run = run_dir();
     let run = s(run.path()).to_owned();
 
@@ -146,6 +147,10 @@ fn every_subcommand_survives_a_closed_or_full_stdout() {
                 "--progress",
                 "none",
             ];
+            // As root into a root-owned folder, the owner is the operator's to name.
+            if nix::unistd::geteuid().is_root() {
+                args.extend(["--owner", owner.as_str()]);
+            }
             if json {
                 args.push("--json");
             }

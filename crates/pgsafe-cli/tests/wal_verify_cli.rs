@@ -285,6 +285,9 @@ fn wal_edges(major: u32) {
         assert!(!out.status.success(), "pg_verifybackup: {}", text(&out));
     }
     let target = scratch.path().join("restored");
+    // The owner is named so that the refusal is the WAL's (a root-owned scratch folder does not
+    // confirm the owner the backup records).
+    let user = pgsafe_testkit::server_user().name.clone();
     let out = pgsafe(&[
         "restore",
         bad.to_str().unwrap(),
@@ -292,6 +295,8 @@ fn wal_edges(major: u32) {
         target.to_str().unwrap(),
         "--progress",
         "none",
+        "--owner",
+        &user,
     ]);
     assert_eq!(out.status.code(), Some(2), "{ctx}: {}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -291,6 +291,18 @@ pub enum RestoreError {
     },
     #[error("--owner: {0}")]
     Owner(String),
+    #[error(
+        "the backup records that its data directory belonged to {recorded} (uid {uid}), but {} \
+         belongs to uid {found}: running as root, pgsafe does not let a backup folder choose who \
+         owns the restored files",
+        dir.display()
+    )]
+    OwnerNotConfirmed {
+        recorded: String,
+        uid: u32,
+        dir: PathBuf,
+        found: u32,
+    },
     #[error("the stored pg_control is invalid: {0}")]
     Control(#[from] ControlError),
     #[error(
@@ -458,7 +470,7 @@ pub fn run_restore(
         ));
     }
     let map_bytes = tablespace_map_bytes(&tablespaces, outline.version)?;
-    let owner = resolve_owner(opts.owner.as_deref(), outline.owner.as_ref())?;
+    let owner = resolve_owner(opts.owner.as_deref(), outline.owner.as_ref(), target)?;
     let (mut source, verification) = match copy {
         Some(s) => (s, "none"),
         None => open_backup(opts, progress)?,
@@ -834,9 +846,16 @@ fn tablespace_map_bytes(
 
 /// Resolves who gets the files: as root, `--owner` or the backup's recorded owner; otherwise
 /// the current user (and `--owner` may only name them).
+///
+/// The recorded owner comes from the backup folder, which is untrusted (docs/threat-model.md):
+/// as root it is used only when the operator's own file system agrees — the target's nearest
+/// existing parent belongs to that user. Otherwise whoever wrote the backup folder
+/// would choose which account the restored server (and commands its configuration runs) runs
+/// as.
 fn resolve_owner(
     requested: Option<&str>,
     recorded: Option<&FileOwner>,
+    target: &Path,
 ) -> Result<Option<Owner>, RestoreError> {
     let me = nix::unistd::geteuid();
     let owner = match requested {
@@ -873,9 +892,35 @@ fn resolve_owner(
              or as root",
             o.uid
         ))),
-        Some(o) if me.is_root() => Ok(Some(o)),
+        Some(o) if me.is_root() => {
+            if requested.is_none()
+                && let Some((dir, uid)) = nearest_existing_owner(target)
+                && uid != o.uid.as_raw()
+            {
+                return Err(RestoreError::OwnerNotConfirmed {
+                    recorded: recorded
+                        .and_then(|r| r.user.clone())
+                        .unwrap_or_else(|| "?".into()),
+                    uid: o.uid.as_raw(),
+                    dir,
+                    found: uid,
+                });
+            }
+            Ok(Some(o))
+        }
         _ => Ok(None),
     }
+}
+
+/// The owner of the nearest existing parent of `path` (links followed: the operator named the
+/// path). The target itself is left out: root often creates the empty target just before a
+/// restore, where it sits among the server's other directories.
+fn nearest_existing_owner(path: &Path) -> Option<(PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let abs = std::path::absolute(path).ok()?;
+    abs.ancestors()
+        .skip(1)
+        .find_map(|p| fs::metadata(p).ok().map(|m| (p.to_path_buf(), m.uid())))
 }
 
 fn recorded_owner(r: &FileOwner) -> Owner {
@@ -1676,7 +1721,7 @@ mod tests {
         let r = parse_owner("root").unwrap();
         assert_eq!(r.gid, Gid::from_raw(0));
         // Root can never own a data directory.
-        let e = resolve_owner(Some("root"), None).unwrap_err();
+        let e = resolve_owner(Some("root"), None, Path::new("/")).unwrap_err();
         assert!(e.to_string().contains("refuses to run as root"), "{e}");
         // chown(2)'s "no change" value would leave the files root's.
         for spec in ["4294967295", "4294967295:4294967295", "0:4294967295"] {
@@ -1690,7 +1735,7 @@ mod tests {
             group: None,
         };
         if nix::unistd::geteuid().is_root() {
-            let e = resolve_owner(None, Some(&recorded)).unwrap_err();
+            let e = resolve_owner(None, Some(&recorded), Path::new("/")).unwrap_err();
             assert!(e.to_string().contains("leave unchanged"), "{e}");
         }
     }
