@@ -19,7 +19,7 @@ use pgsafe::manifest::Manifest;
 use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall, server_owned_tempdir, server_user};
 use serde_json::Value;
 
-use common::{command, json, ok, pgsafe, refused};
+use common::{command, copy_of, files_containing, json, ok, pgsafe, refused};
 
 fn text(out: &Output) -> String {
     format!(
@@ -71,18 +71,6 @@ fn has_problem(v: &Value, kind: &str, path: &str) -> bool {
     problems(v).iter().any(|(k, p)| k == kind && p == path)
 }
 
-fn copy_of(backup: &Path, name: &str) -> PathBuf {
-    let dst = backup.parent().unwrap().join(name);
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(backup)
-        .arg(&dst)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    dst
-}
-
 /// The attacker's edit of `backup_manifest`, re-signed by pgsafe's own encoder.
 fn edit_manifest(dir: &Path, edit: impl FnOnce(&mut Manifest)) {
     let path = dir.join("backup_manifest");
@@ -98,27 +86,6 @@ fn resign(text: &str) -> Vec<u8> {
     let body = &text[..body_end];
     let sum = ChecksumAlgorithm::Sha256.of(body.as_bytes()).unwrap();
     format!("{body}\"Manifest-Checksum\": \"{sum}\"}}\n").into_bytes()
-}
-
-/// Every regular file below `dir` whose content contains `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        let m = fs::symlink_metadata(&p).unwrap();
-        if m.is_dir() {
-            out.extend(files_containing(&p, needle));
-        } else if m.is_file() {
-            let b = fs::read(&p).unwrap_or_default();
-            if b.windows(needle.len()).any(|w| w == needle) {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 const SECRET: &[u8] = b"root-only secret: pgsafe must never hand this to the database user\n";

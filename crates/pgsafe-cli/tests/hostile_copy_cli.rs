@@ -8,13 +8,13 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use pgsafe::manifest::Manifest;
 use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall, server_owned_tempdir, server_user};
 
-use common::{ok, refused};
+use common::{copy_of, files_containing, ok, refused};
 
 const SECRET: &[u8] = b"root-only secret: pgsafe must never hand this to the database user\n";
 
@@ -34,39 +34,6 @@ fn restore_copy(copy: &Path, target: &Path, extra: &[&str]) -> Output {
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap()
-}
-
-fn copy_of(backup: &Path, name: &str) -> PathBuf {
-    let dst = backup.parent().unwrap().join(name);
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(backup)
-        .arg(&dst)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    dst
-}
-
-/// Every regular file below `dir` whose content contains `needle` (links not followed).
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        let m = fs::symlink_metadata(&p).unwrap();
-        if m.is_dir() {
-            out.extend(files_containing(&p, needle));
-        } else if m.is_file() {
-            let b = fs::read(&p).unwrap_or_default();
-            if b.windows(needle.len()).any(|w| w == needle) {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 fn mkfifo(p: &Path) {

@@ -121,3 +121,38 @@ pub fn backup(c: &Cluster, target: &Path, extra: &[&str]) -> Output {
     args.extend_from_slice(extra);
     pgsafe(&args)
 }
+
+/// A `cp -a` copy of `backup` named `name` beside it (an attacker's working copy).
+pub fn copy_of(backup: &Path, name: &str) -> PathBuf {
+    let dst = backup.parent().unwrap().join(name);
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(backup)
+        .arg(&dst)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    dst
+}
+
+/// Every regular file below `dir` whose content contains `needle` (links not followed): where
+/// a planted secret ended up.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let m = fs::symlink_metadata(&p).unwrap();
+        if m.is_dir() {
+            out.extend(files_containing(&p, needle));
+        } else if m.is_file() {
+            let b = fs::read(&p).unwrap_or_default();
+            if b.windows(needle.len()).any(|w| w == needle) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -13,7 +13,6 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::config::{RECOVERY_SETTINGS, setting_name};
@@ -134,17 +133,7 @@ fn read_regular(path: &Path) -> Option<Vec<u8>> {
     // restore runs as root: look before opening (opening a FIFO waits for a writer; opening
     // some devices has effects, e.g. arms a watchdog), and open non-blocking in case it was
     // swapped since.
-    if !fs::metadata(path).ok()?.is_file() {
-        return None;
-    }
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(path)
-        .ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
+    let file = crate::datadir::open_regular(path, true).ok()?;
     let mut bytes = Vec::new();
     file.take(MAX_BYTES).read_to_end(&mut bytes).ok()?;
     Some(bytes)

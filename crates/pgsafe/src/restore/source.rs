@@ -3,9 +3,9 @@
 //! snapshot taken between `pgsafe start` and `pgsafe stop`, with the `backup_label` and
 //! `tablespace_map` that `pgsafe stop --output-dir` wrote into it).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::beneath::Beneath;
@@ -64,12 +64,7 @@ impl SourceFile {
                     "a backup file opened without its backup folder",
                 ));
             }
-            (None, _) => OpenOptions::new()
-                .read(true)
-                .custom_flags(
-                    (nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits(),
-                )
-                .open(&self.path)?,
+            (None, _) => crate::datadir::open_regular(&self.path, false)?,
         };
         if !f.metadata()?.is_file() {
             return Err(io::Error::new(
