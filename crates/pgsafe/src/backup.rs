@@ -333,8 +333,9 @@ pub fn run_backup(
     // From here on the target exists and is marked incomplete until pgsafe.json is written.
     create_target(&opts.target)?;
     // Before the start checkpoint: see backup/tablespaces.rs.
+    let encoding = session.info().server_encoding.clone();
     let tablespaces_before =
-        tablespaces::list(session.client()).map_err(BackupError::Tablespaces)?;
+        tablespaces::list(session.client(), &encoding).map_err(BackupError::Tablespaces)?;
     let mut started = session.start_backup(&opts.label, opts.fast)?;
     // The copy stops on this flag: set on Ctrl-C (opts.cancel) or when the session is lost.
     let stop_copy = AtomicBool::new(false);
@@ -421,9 +422,10 @@ fn finish(
             .map_err(|e| BackupError::Wal(e.to_string()))?;
     let map_bytes = stopped.tablespace_map.clone();
     let mut session = stopped.into_session();
+    let encoding = session.info().server_encoding.clone();
     let tablespace_changes = tablespaces::changes(
         tablespaces_before,
-        &tablespaces::list(session.client()).map_err(BackupError::Tablespaces)?,
+        &tablespaces::list(session.client(), &encoding).map_err(BackupError::Tablespaces)?,
     );
     for c in &tablespace_changes {
         progress.warn(&match c.change {
@@ -731,15 +733,19 @@ fn plan_options(session: &mut Session, datadir: &DataDir) -> Result<PlanOptions,
     let stats_temp_directory = if session.info().version.at_least(15) {
         None
     } else {
-        // As bytes (textsend): the setting is a path, which need not be UTF-8 (set from a
-        // SQL_ASCII database); reading it as a Rust String would panic. Unreadable: the
-        // directory's contents are copied, which costs space but loses nothing.
+        // As bytes (session::raw_text_sql): the setting is a path, which need not be UTF-8
+        // (set from a SQL_ASCII database); reading it as a Rust String would panic. Unreadable:
+        // the directory's contents are copied, which costs space but loses nothing.
+        let sql = format!(
+            "SELECT {}",
+            crate::session::raw_text_sql(
+                &session.info().server_encoding,
+                "current_setting('stats_temp_directory')"
+            )
+        );
         session
             .client()
-            .query_one(
-                "SELECT textsend(current_setting('stats_temp_directory'))",
-                &[],
-            )
+            .query_one(&sql, &[])
             .ok()
             .and_then(|r| r.try_get::<_, Vec<u8>>(0).ok())
             .map(|b| {

@@ -60,12 +60,16 @@ impl std::fmt::Display for TablespaceChange {
     }
 }
 
-/// The server's tablespaces, through the backup's session. Never panics on server data.
-pub fn list(client: &mut Client) -> Result<Vec<ServerTablespace>, String> {
+/// The server's tablespaces, through the backup's session; locations byte for byte in a
+/// database of `server_encoding` ([`crate::session::raw_text_sql`]). Never panics on server data.
+pub fn list(client: &mut Client, server_encoding: &str) -> Result<Vec<ServerTablespace>, String> {
+    let location = crate::session::raw_text_sql(server_encoding, "pg_tablespace_location(oid)");
     let rows = client
         .query(
-            "SELECT oid::int8, textsend(pg_tablespace_location(oid)) FROM pg_tablespace \
-             WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY oid",
+            &format!(
+                "SELECT oid::int8, {location} FROM pg_tablespace \
+                 WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY oid"
+            ),
             &[],
         )
         .map_err(|e| crate::session::db_message(&e))?;
