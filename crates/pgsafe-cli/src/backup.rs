@@ -54,9 +54,18 @@ pub struct BackupArgs {
     /// With --wal archive: how long to wait for archiving.
     #[arg(long, default_value = "5m", value_parser = crate::snapshot::parse_duration)]
     pub archive_timeout: std::time::Duration,
-    /// Go on despite too little free space on the target, or a server data_directory that
-    /// differs from PGDATA (the same folder mounted at another path).
+    /// Do not check that the target has room for the data before starting.
     #[arg(long)]
+    pub skip_space_check: bool,
+    /// Accept a server data_directory that names another directory on this host than PGDATA
+    /// (PGDATA mounted from the database host at a path that is used otherwise here). The
+    /// system identifier must still match; a bind mount or a symbolic link of the same
+    /// directory needs no flag.
+    #[arg(long)]
+    pub allow_data_directory_mismatch: bool,
+    /// Removed: it skipped two unrelated checks at once. Use --skip-space-check or
+    /// --allow-data-directory-mismatch.
+    #[arg(long, hide = true)]
     pub force: bool,
     /// Do not check the checksum of every data page while copying (checked by default when the
     /// cluster has data checksums).
@@ -92,6 +101,14 @@ fn parse_rate(s: &str) -> Result<u64, String> {
 }
 
 pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
+    if args.force {
+        anyhow::bail!(
+            "--force was removed: it turned off two unrelated checks at once. Use \
+             --skip-space-check to skip the free-space check, or \
+             --allow-data-directory-mismatch when PGDATA is the server's data directory mounted \
+             at a path that names another directory on this host"
+        );
+    }
     let conn = args.conn.resolve()?;
     let label = args.label.unwrap_or_else(|| {
         format!(
@@ -114,7 +131,8 @@ pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
         checksum: args.checksum,
         max_rate: args.max_rate,
         wal: args.wal,
-        force: args.force,
+        check_space: !args.skip_space_check,
+        allow_data_directory_mismatch: args.allow_data_directory_mismatch,
         archive_timeout: args.archive_timeout,
         cancel: Some(Arc::clone(&cancel)),
         before_open: None,
@@ -279,5 +297,16 @@ fn warn_corrupt(info: &backup::BackupInfo) {
 }
 
 fn describe(e: BackupError) -> anyhow::Error {
-    anyhow::Error::new(e).context("the backup failed")
+    let hint = match &e {
+        BackupError::NoSpace { .. } => Some("--skip-space-check skips this check"),
+        BackupError::WrongPgdata { why, .. } if why.contains("data_directory") => Some(
+            "if PGDATA is that data directory mounted from the database host at a path that \
+             names another directory here, pass --allow-data-directory-mismatch",
+        ),
+        _ => None,
+    };
+    match hint {
+        Some(h) => anyhow::Error::new(e).context(format!("the backup failed ({h})")),
+        None => anyhow::Error::new(e).context("the backup failed"),
+    }
 }

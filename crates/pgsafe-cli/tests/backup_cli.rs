@@ -397,8 +397,8 @@ fn bad_input_writes_nothing() {
     );
 }
 
-/// A target filesystem that fills up: without --force the free-space check refuses before
-/// writing; with --force the copy fails on ENOSPC, the target is left visibly incomplete, and
+/// A target filesystem that fills up: without --skip-space-check the free-space check refuses
+/// before writing; with it the copy fails on ENOSPC, the target is left visibly incomplete, and
 /// the server's backup and slot are gone. Needs root to mount a small tmpfs (CI runs as root).
 #[test]
 fn full_filesystem_fails_cleanly() {
@@ -435,7 +435,7 @@ fn full_filesystem_fails_cleanly() {
     refused(&out, &["not enough free space"]);
     assert!(!target.exists(), "nothing written");
 
-    let out = backup(&c, &target, &["--force"]);
+    let out = backup(&c, &target, &["--skip-space-check"]);
     let err = refused(&out, &["No space left on device", "INCOMPLETE"]);
     assert!(!target.join("pgsafe.json").exists(), "{err}");
     assert!(target.join("pgsafe.incomplete").exists());

@@ -95,9 +95,12 @@ pub struct BackupOptions {
     pub checksum: ChecksumAlgorithm,
     pub max_rate: Option<u64>,
     pub wal: WalMode,
-    /// Proceed despite too little free space, or a `data_directory` that differs from PGDATA
-    /// (the same directory mounted at another path).
-    pub force: bool,
+    /// Check that the target has room for the data before starting.
+    pub check_space: bool,
+    /// Accept a server `data_directory` that is another directory than PGDATA (PGDATA mounted
+    /// from another host at a path that names something else here). The system identifier
+    /// must match all the same.
+    pub allow_data_directory_mismatch: bool,
     pub archive_timeout: Duration,
     /// Set to stop the backup (Ctrl-C).
     pub cancel: Option<Arc<AtomicBool>>,
@@ -128,7 +131,7 @@ pub enum BackupError {
     TargetNotEmpty(PathBuf),
     #[error(
         "not enough free space on the target: the data is about {need} MiB, {avail} MiB are \
-         free in {path}; free space or pass --force to try anyway"
+         free in {path}; free space on the target, or skip this check to try anyway"
     )]
     NoSpace {
         path: PathBuf,
@@ -315,13 +318,13 @@ pub fn run_backup(
     session.preflight()?;
     let info = session.info().clone();
     let datadir = DataDir::open(&opts.pgdata)?;
-    check_pgdata(&datadir, &info, opts.force)?;
+    check_pgdata(&datadir, &info, opts.allow_data_directory_mismatch)?;
     check_target_location(&opts.pgdata, &opts.target)?;
     check_target(&opts.target)?;
     let plan_opts = plan_options(&mut session, &datadir)?;
     let pages = page_check_options(opts, &datadir, info.version, progress)?;
     let estimate = BackupPlan::build(&opts.pgdata, info.version, &plan_opts)?;
-    if !opts.force {
+    if opts.check_space {
         check_space(&opts.target, estimate.total_bytes())?;
     }
     let slot = match opts.wal {
@@ -608,7 +611,11 @@ fn stopped_wal(stop_lsn: Lsn, tli: TimelineId, seg: WalSegSize) -> WalSegment {
 }
 
 /// System identifier and (when readable) `data_directory` must match the connected server.
-fn check_pgdata(datadir: &DataDir, info: &ServerInfo, force: bool) -> Result<(), BackupError> {
+fn check_pgdata(
+    datadir: &DataDir,
+    info: &ServerInfo,
+    allow_mismatch: bool,
+) -> Result<(), BackupError> {
     let pgdata = datadir.path().to_path_buf();
     let control = datadir.control()?;
     if control.system_identifier != info.system_id {
@@ -631,17 +638,20 @@ fn check_pgdata(datadir: &DataDir, info: &ServerInfo, force: bool) -> Result<(),
             ),
         });
     }
-    // A standby has its primary's system identifier: data_directory tells them apart.
+    // A standby has its primary's system identifier: data_directory tells them apart. Compared
+    // as device and inode, so the same directory reached through a bind mount or a symbolic
+    // link is the same directory; a data_directory that does not exist here (PGDATA mounted
+    // from another host) is no evidence either way.
     if let Some(dd) = &info.data_directory {
-        let theirs = fs::canonicalize(dd).ok();
-        let ours = fs::canonicalize(&pgdata).ok();
-        if theirs.is_some() && theirs != ours && !force {
+        use std::os::unix::fs::MetadataExt;
+        let id = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+        let theirs = id(Path::new(dd));
+        if theirs.is_some() && theirs != id(&pgdata) && !allow_mismatch {
             return Err(BackupError::WrongPgdata {
                 pgdata,
                 why: format!(
-                    "the server's data_directory is {dd} (a standby and its primary share a \
-                     system identifier; if this is the same directory mounted at another path, \
-                     pass --force)"
+                    "the server's data_directory is {dd}, another directory on this host (a \
+                     standby and its primary share a system identifier)"
                 ),
             });
         }
