@@ -3,14 +3,15 @@
 use super::*;
 use proptest::prelude::*;
 
-/// Columns of the reference's §4.5 table.
+/// Columns of the offset table below: one per `pg_control_version`.
 const COLUMNS: [u32; 7] = [960, 1002, 1100, 1201, 1300, 1700, 1800];
 /// A release catalog version per column (for 1300: PostgreSQL 15).
 const CATS: [u32; 7] = [
     201608131, 201707211, 201809051, 201909212, 202209061, 202406281, 202506291,
 ];
 const NO: i32 = -1;
-/// Reference §4.5, typed in literally (rows in `ControlField` order; -1 = absent).
+/// Offsets of each major's `ControlFileData` (`src/include/catalog/pg_control.h`), typed in
+/// literally (rows in `ControlField` order; -1 = absent).
 const REFERENCE: &[(&str, [i32; 7])] = &[
     ("SystemIdentifier", [0, 0, 0, 0, 0, 0, 0]),
     ("PgControlVersion", [8, 8, 8, 8, 8, 8, 8]),
@@ -72,7 +73,7 @@ const REFERENCE: &[(&str, [i32; 7])] = &[
     ),
     ("Crc", [256, 288, 280, 288, 288, 288, 292]),
 ];
-/// `sizeof(ControlFileData)` per column (reference §4.5).
+/// `sizeof(ControlFileData)` per column, from the same headers.
 const SIZEOF: [usize; 7] = [264, 296, 288, 296, 296, 296, 296];
 
 fn ref_offset(name: &str, col: usize) -> Option<usize> {
@@ -83,7 +84,7 @@ fn ref_offset(name: &str, col: usize) -> Option<usize> {
     usize::try_from(row.1[col]).ok()
 }
 
-/// Width in bytes of a field, from the C types in §4.5.
+/// Width in bytes of a field, from the C types in `pg_control.h`.
 fn ref_width(name: &str, col: usize) -> usize {
     match name {
         "SystemIdentifier" | "Time" | "CheckPoint" | "PrevCheckPoint" | "Redo"
