@@ -61,6 +61,7 @@ use crate::progress::Progress;
 use crate::types::{Lsn, PgVersion, TimelineId};
 use crate::verify::{self, Problem, VerifyError, VerifyOptions};
 
+mod backup_end;
 mod config;
 mod guard;
 mod includes;
@@ -68,6 +69,7 @@ mod isolation;
 mod recovery;
 mod source;
 
+pub use backup_end::BackupEnd;
 pub use config::{ArchiveMode, DisabledSetting};
 pub use guard::is_plain_absolute;
 pub use isolation::{ConfigOutcome, archive_summary};
@@ -1275,7 +1277,12 @@ impl Writer<'_> {
             chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
             source.root.display()
         );
-        let rf = recovery_files(&opts.recovery, source.version, &header);
+        let end = if opts.recovery.is_empty() {
+            backup_end_of(t, source)
+        } else {
+            BackupEnd::Immediate
+        };
+        let rf = recovery_files(&opts.recovery, source.version, &header, end);
         let mut written = Vec::new();
         if let Some(conf) = &rf.recovery_conf {
             self.write_durable(&t.join("recovery.conf"), conf)?;
@@ -1318,6 +1325,27 @@ impl Writer<'_> {
         self.write_durable(&path, &out)?;
         Ok(check)
     }
+}
+
+/// How a restore without recovery options ends: [`backup_end`] reads the WAL restored into
+/// `target`'s `pg_wal`.
+fn backup_end_of(target: &Path, source: &Source) -> BackupEnd {
+    let control = backup_end::read_source_control(&source.control, source.beneath.as_ref());
+    let Ok(Some(control)) = control else {
+        return BackupEnd::Immediate;
+    };
+    let stop = source.info.as_ref().map(|i| i.stop_lsn);
+    let Some(at) = backup_end::consistency_point(&control, source.label.is_from_standby(), stop)
+    else {
+        return BackupEnd::Immediate;
+    };
+    backup_end::decide(
+        &target.join("pg_wal"),
+        source.label.start_lsn(),
+        at,
+        control.xlog_seg_size,
+        control.xlog_blcksz,
+    )
 }
 
 /// fsyncs every file of `paths` on `jobs` threads. `Err(None)`: cancelled.

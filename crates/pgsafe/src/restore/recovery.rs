@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
+use super::backup_end::BackupEnd;
 use crate::types::{Lsn, PgVersion};
 
 /// Where recovery stops (`recovery_target_*`).
@@ -237,19 +238,39 @@ const NEW_TIMELINE_COMMENT: &str = "# restore_command 'false' fetches nothing: r
     the backup's WAL from pg_wal/ to the end of the backup and promotes onto a NEW timeline, so \
     this copy never writes WAL under the file names of the server it was copied from\n";
 
+/// Why a restore without recovery options has no `recovery_target` (see [`BackupEnd`]).
+const END_OF_WAL_COMMENT: &str = "# no recovery_target: the backup's WAL ends where the backup \
+    becomes consistent, so recovery ends there at the end of the WAL (PostgreSQL 14+ refuses to \
+    start when recovery_target = 'immediate' finds no record after that point)\n";
+
 /// The files carrying `opts` for a server of `version`; `header` is a comment line (without
 /// `#`) saying who wrote them. Without any option ([`RecoveryOptions::is_empty`]) this is an
 /// archive recovery with [`NEW_TIMELINE_RESTORE_COMMAND`]: the copy ends on a new timeline.
-pub fn recovery_files(opts: &RecoveryOptions, version: PgVersion, header: &str) -> RecoveryFiles {
+/// `end` says how such a recovery stops at the end of the backup ([`BackupEnd`]).
+pub fn recovery_files(
+    opts: &RecoveryOptions,
+    version: PgVersion,
+    header: &str,
+    end: BackupEnd,
+) -> RecoveryFiles {
     let mut body = format!("# {header}\n");
     let new_timeline;
     let opts = if opts.is_empty() {
         body.push_str(NEW_TIMELINE_COMMENT);
-        new_timeline = RecoveryOptions {
-            restore_command: Some(NEW_TIMELINE_RESTORE_COMMAND.to_owned()),
-            target: Some(RecoveryTarget::Immediate),
-            target_action: Some(TargetAction::Promote),
-            ..RecoveryOptions::default()
+        new_timeline = match end {
+            BackupEnd::Immediate => RecoveryOptions {
+                restore_command: Some(NEW_TIMELINE_RESTORE_COMMAND.to_owned()),
+                target: Some(RecoveryTarget::Immediate),
+                target_action: Some(TargetAction::Promote),
+                ..RecoveryOptions::default()
+            },
+            BackupEnd::EndOfWal => {
+                body.push_str(END_OF_WAL_COMMENT);
+                RecoveryOptions {
+                    restore_command: Some(NEW_TIMELINE_RESTORE_COMMAND.to_owned()),
+                    ..RecoveryOptions::default()
+                }
+            }
         };
         &new_timeline
     } else {
@@ -337,7 +358,7 @@ mod tests {
             restore_command: Some("cp '/arch ive'/%f %p".into()),
             ..Default::default()
         };
-        let f = recovery_files(&o, v(11), "pgsafe");
+        let f = recovery_files(&o, v(11), "pgsafe", BackupEnd::Immediate);
         let conf = String::from_utf8(f.recovery_conf.unwrap()).unwrap();
         assert_eq!(
             conf,
@@ -345,7 +366,7 @@ mod tests {
              '2026-01-01 00:00:00+00'\nrecovery_target_action = 'promote'\n"
         );
         assert_eq!(f.signal, None);
-        let f = recovery_files(&o, v(16), "pgsafe");
+        let f = recovery_files(&o, v(16), "pgsafe", BackupEnd::Immediate);
         assert_eq!(f.signal, Some("recovery.signal"));
         assert!(f.recovery_conf.is_none());
         assert!(
@@ -359,10 +380,10 @@ mod tests {
             primary_conninfo: Some("host=/tmp port=5432".into()),
             ..Default::default()
         };
-        let f = recovery_files(&s, v(10), "x");
+        let f = recovery_files(&s, v(10), "x", BackupEnd::Immediate);
         let conf = String::from_utf8(f.recovery_conf.unwrap()).unwrap();
         assert!(conf.contains("standby_mode = 'on'\nprimary_conninfo = 'host=/tmp port=5432'\n"));
-        let f = recovery_files(&s, v(12), "x");
+        let f = recovery_files(&s, v(12), "x", BackupEnd::Immediate);
         assert_eq!(f.signal, Some("standby.signal"));
         assert!(
             !String::from_utf8(f.auto_conf_append.unwrap())
@@ -371,7 +392,12 @@ mod tests {
         );
 
         // No option: archive recovery that serves no file, ending on a new timeline.
-        let f = recovery_files(&RecoveryOptions::default(), v(15), "x");
+        let f = recovery_files(
+            &RecoveryOptions::default(),
+            v(15),
+            "x",
+            BackupEnd::Immediate,
+        );
         assert_eq!(f.signal, Some("recovery.signal"));
         let conf = String::from_utf8(f.auto_conf_append.unwrap()).unwrap();
         assert!(
@@ -382,7 +408,18 @@ mod tests {
             "{conf}"
         );
         assert!(conf.contains("NEW timeline"), "{conf}");
-        let f = recovery_files(&RecoveryOptions::default(), v(10), "x");
+        // The backup's WAL ends at its consistency point: no target (see BackupEnd).
+        let f = recovery_files(&RecoveryOptions::default(), v(16), "x", BackupEnd::EndOfWal);
+        assert_eq!(f.signal, Some("recovery.signal"));
+        let conf = String::from_utf8(f.auto_conf_append.unwrap()).unwrap();
+        assert!(conf.ends_with("\nrestore_command = 'false'\n"), "{conf}");
+        assert!(!conf.contains("\nrecovery_target"), "{conf}");
+        let f = recovery_files(
+            &RecoveryOptions::default(),
+            v(10),
+            "x",
+            BackupEnd::Immediate,
+        );
         assert!(
             String::from_utf8(f.recovery_conf.unwrap())
                 .unwrap()

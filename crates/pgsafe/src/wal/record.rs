@@ -177,6 +177,12 @@ pub struct RecordChecker {
     before_start: bool,
     state: State,
     stats: RecordStats,
+    /// [`RecordChecker::scan_past`]: the record ending at or after this LSN (`EndRecPtr`, the
+    /// aligned end; a switch record's is its segment's end) was read when `mark_reached`.
+    mark: Option<Lsn>,
+    mark_reached: bool,
+    /// Complete, valid records read after the marked one.
+    past_mark: u64,
 }
 
 impl RecordChecker {
@@ -201,7 +207,32 @@ impl RecordChecker {
             before_start: true,
             state,
             stats: RecordStats::default(),
+            mark: None,
+            mark_reached: false,
+            past_mark: 0,
         }
+    }
+
+    /// A checker that reads records from `start` (where a record begins) with no stop, to find
+    /// out whether a complete, valid record follows the first record whose end (`EndRecPtr`:
+    /// `MAXALIGN`ed, the segment's end for a switch record) is at or after `mark`. It is done as
+    /// soon as one does; the first unreadable record (the end of the WAL) is reported as an
+    /// error like any other, and [`RecordChecker::records_past_mark`] says what was found.
+    pub fn scan_past(start: Lsn, mark: Lsn, seg_size: WalSegSize, blcksz: u32) -> Self {
+        let mut c = Self::new(start, Lsn(u64::MAX), seg_size, blcksz);
+        c.mark = Some(mark);
+        c
+    }
+
+    /// Whether the record ending at or after the mark of [`RecordChecker::scan_past`] was read.
+    pub fn mark_reached(&self) -> bool {
+        self.mark_reached
+    }
+
+    /// Complete, valid records read after the one that reached the mark (0 or 1: the scan is
+    /// done after the first).
+    pub fn records_past_mark(&self) -> u64 {
+        self.past_mark
     }
 
     /// True once every record starting before the stop LSN was checked (or an error was
@@ -489,6 +520,14 @@ impl RecordChecker {
                         maxalign(end)
                     };
                     self.state = State::Next { at: Lsn(next) };
+                    if let Some(mark) = self.mark {
+                        if self.mark_reached {
+                            self.past_mark += 1;
+                            self.state = State::Done;
+                            return Ok(());
+                        }
+                        self.mark_reached = next >= mark.0;
+                    }
                 }
             }
         }

@@ -464,3 +464,59 @@ proptest! {
         let _ = check(&b, start, stop);
     }
 }
+
+/// Feeds every page to a [`RecordChecker::scan_past`] scan; returns (mark reached, records past).
+fn scan(w: &Writer, start: u64, mark: u64) -> (bool, u64) {
+    let mut c = RecordChecker::scan_past(
+        Lsn(start),
+        Lsn(mark),
+        WalSegSize::new(SEG).unwrap(),
+        BLCKSZ as u32,
+    );
+    for (lsn, page) in w.pages() {
+        if c.feed_page(lsn, page, TimelineId(w.tli)).is_err() || c.is_done() {
+            break;
+        }
+    }
+    (c.mark_reached(), c.records_past_mark())
+}
+
+/// The WAL of a standby's backup can end with the record at which recovery becomes consistent
+/// (here a switch record: its end is the segment's end), with nothing after it.
+#[test]
+fn scan_past_tells_whether_a_record_follows_the_mark() {
+    let mut w = Writer::new(0x300_0000);
+    let start = w.record(100, 0, 0);
+    w.record(5000, 10, 0);
+    let switch = w.record(30, RM_XLOG_ID, XLOG_SWITCH);
+    let seg_end = w.pos;
+    assert_eq!(seg_end % SEG, 0);
+    // The mark is the switch record's end (the segment's end): nothing follows.
+    assert_eq!(scan(&w, start, seg_end), (true, 0));
+    // A mark inside the switch record's span: the switch reaches it, nothing follows.
+    assert_eq!(scan(&w, start, switch + 8), (true, 0));
+    // A mark before the switch: the switch record follows the record that reaches it.
+    assert_eq!(scan(&w, start, switch), (true, 1));
+    // A mark past the end of the WAL is never reached.
+    assert_eq!(scan(&w, start, seg_end + 1), (false, 0));
+
+    // One more record after the switch, in the next segment: it follows.
+    w.record(40, 10, 0);
+    assert_eq!(scan(&w, start, seg_end), (true, 1));
+    // A damaged record after the mark does not count.
+    let last = (w.records[w.records.len() - 1] - w.base) as usize;
+    w.data[last + 30] ^= 0xFF;
+    assert_eq!(scan(&w, start, seg_end), (true, 0));
+}
+
+proptest! {
+    /// Whatever the mark, the scan never panics and at most one record past it is counted.
+    #[test]
+    fn scan_past_never_panics(mark in 0x300_0000u64..0x320_0000, cut in 0usize..3_000_000) {
+        let (mut w, start, _) = sample();
+        let cut = cut.min(w.data.len());
+        w.data[cut..].fill(0);
+        let (_, past) = scan(&w, start, mark);
+        prop_assert!(past <= 1);
+    }
+}
