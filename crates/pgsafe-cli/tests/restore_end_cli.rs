@@ -2,7 +2,7 @@
 //! server starts, also when the backup's WAL ends right where the backup becomes consistent.
 //!
 //! With `recovery_target = 'immediate'` PostgreSQL stops only when it reads a record after the
-//! consistency point; when there is none, 14+ refuse to start ("recovery ended before
+//! consistency point; when there is none, 13+ refuse to start ("recovery ended before
 //! configured recovery target was reached", `PerformWalRecovery` in
 //! `src/backend/access/transam/xlogrecovery.c`). A backup of a standby whose primary is down
 //! (maintenance, failover in progress) is such a backup: the standby's WAL ends with the

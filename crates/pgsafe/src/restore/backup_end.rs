@@ -7,7 +7,7 @@
 //! more record after the one that made the data consistent: `recoveryStopsBefore` checks the
 //! target before replaying the *next* record, and `recoveryStopsAfter` checks "immediate" for
 //! transaction records only. When the WAL ends right after the record that reaches consistency,
-//! recovery runs out of WAL with the target "not reached", and since PostgreSQL 14 that is
+//! recovery runs out of WAL with the target "not reached", and since PostgreSQL 13 that is
 //! fatal: "recovery ended before configured recovery target was reached"
 //! (`PerformWalRecovery` in `src/backend/access/transam/xlogrecovery.c`). The restored server
 //! would not start.

@@ -240,7 +240,7 @@ const NEW_TIMELINE_COMMENT: &str = "# restore_command 'false' fetches nothing: r
 
 /// Why a restore without recovery options has no `recovery_target` (see [`BackupEnd`]).
 const END_OF_WAL_COMMENT: &str = "# no recovery_target: the backup's WAL ends where the backup \
-    becomes consistent, so recovery ends there at the end of the WAL (PostgreSQL 14+ refuses to \
+    becomes consistent, so recovery ends there at the end of the WAL (PostgreSQL 13+ refuses to \
     start when recovery_target = 'immediate' finds no record after that point)\n";
 
 /// The files carrying `opts` for a server of `version`; `header` is a comment line (without
