@@ -8,6 +8,8 @@
 //!   cheap), start, stop, crash (SIGKILL), immediate stop (SIGQUIT), connect, query; a streaming
 //!   standby of another cluster; adopting a restored data directory. The postmaster is a direct
 //!   child of the test process, so a crash can be reaped at once (see the design notes).
+//! * [`LoopFs`] is a real btrfs or XFS file system on a loop device (root only), for tests of
+//!   storage snapshots; it skips a test visibly where that cannot run.
 //! * [`LoadGenerator`] writes from several client threads and remembers which writes committed,
 //!   so a test can prove that a crash-recovered or restored server lost none of them.
 //!
@@ -20,18 +22,21 @@
 //! Environment: `PGSAFE_PG_DIR` (install folder), `PGSAFE_CLIENT_BIN_DIR` (client tools),
 //! `PGSAFE_TEST_USER` (server user when root), `PGSAFE_TEST_TMPDIR` (where cluster data goes;
 //! default `/dev/shm` if it is a roomy tmpfs, else `$TMPDIR`), `PGSAFE_KEEP_CLUSTERS=1` (keep temp dirs of dropped
-//! clusters for debugging), `PGSAFE_TEST_TIMEOUT_SECS` (start/stop timeouts, default 120).
+//! clusters for debugging), `PGSAFE_TEST_TIMEOUT_SECS` (start/stop timeouts, default 120),
+//! `PGSAFE_REQUIRE_LOOP=1` (a test that needs loop devices fails instead of skipping).
 
 mod cluster;
 mod fsx;
 mod install;
 mod load;
+mod loopfs;
 mod user;
 
 pub use cluster::{Cluster, ClusterOptions, StopMode, TABLESPACE_NAME};
 pub use fsx::{copy_tree, scratch_root, server_owned_tempdir};
 pub use install::{PgInstall, client_bin_dir, repo_root};
 pub use load::{Event, LoadGenerator, LoadOptions, LoadReport, Op};
+pub use loopfs::{FsKind, LoopFs, shell_quote};
 pub use user::{ServerUser, server_user};
 
 /// The superuser role every harness cluster has (`initdb -U postgres`), whatever the OS user.
