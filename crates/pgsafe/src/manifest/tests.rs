@@ -1,7 +1,9 @@
 //! Tests of [`super`]: unit, golden and property tests.
 
 use super::*;
+use crate::types::{Lsn, TimelineId};
 use proptest::prelude::*;
+use sha2::{Digest, Sha256};
 
 fn lsn(s: &str) -> Lsn {
     s.parse().unwrap()
@@ -37,7 +39,8 @@ fn with_files(files: &str) -> String {
     format!("{HEAD1}\"Files\": [\n{files}\n],\n{RANGES}")
 }
 
-// The example of reference §3.1 (PostgreSQL 15.18), elided entries filled in.
+// A manifest as PostgreSQL 15.18 writes it (`src/backend/backup/backup_manifest.c`), for a
+// backup of a few files.
 const GOLDEN_BODY: &str = concat!(
     "{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n",
     "\"Files\": [\n",
