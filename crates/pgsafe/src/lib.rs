@@ -23,6 +23,7 @@ pub mod plan;
 pub mod progress;
 pub mod restore;
 pub mod session;
+pub mod storage;
 pub mod textbytes;
 pub mod types;
 pub mod verify;

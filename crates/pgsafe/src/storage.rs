@@ -1,0 +1,241 @@
+//! The storage interface: where backups (and later a repository's catalog, WAL archive and
+//! leases) are written and read, independent of whether that is a local folder, memory (tests)
+//! or object storage.
+//!
+//! In the spirit of restic's `Backend` and rustic_core's `ReadBackend`/`WriteBackend`, a
+//! [`Backend`] is small: list (with sizes) under a prefix, read whole or a range, write, delete.
+//! Its promises, which [`conformance`] checks for every implementation:
+//!
+//! * **Write-once.** A put creates an object; it never replaces one. Putting the same bytes
+//!   under an existing name succeeds ([`PutOutcome::AlreadyPresent`]) — a retried upload, a WAL
+//!   segment pushed twice — while other bytes fail with [`ErrorKind::Conflict`]: nothing is
+//!   modified in place, which keeps an interrupted writer from damaging what was stored and
+//!   makes immutable (object-lock) buckets possible.
+//! * **Atomic.** An object is visible complete or not at all; a writer dropped or killed before
+//!   [`ObjectWriter::finish`] leaves nothing that lists or reads as an object.
+//! * **Durable** when [`PutOptions::durability`] asks for it: after `finish` returns the object
+//!   survives a crash. [`Durability::Deferred`] puts are made durable together by
+//!   [`Backend::sync_all`] (one `syncfs(2)` for the local backend instead of one fsync per file).
+//! * **Contained.** Names are [`ObjectName`]s, checked once: no name leaves the backend's root.
+//!   The local backend never follows a symbolic link below its root (a backup folder may have
+//!   been written by someone else; see docs/threat-model.md).
+//! * **Bounded memory.** Large objects are streamed through [`Backend::read_range`] and
+//!   [`Backend::writer`]; only [`Backend::get`] and [`Backend::put`] hold an object in memory.
+//!
+//! Typed keys ([`Key`]) are turned into names in one place ([`key`]). Retrying transient errors
+//! ([`Retry`]) and limiting the rate ([`RateLimit`]) are decorators that wrap any backend, as
+//! encryption will be. The API is synchronous: pgsafe's engine runs scoped threads, and an
+//! object-storage backend drives its asynchronous client internally.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+pub mod error;
+pub mod key;
+pub mod local;
+pub mod memory;
+pub mod name;
+pub mod ratelimit;
+pub mod retry;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+#[cfg(test)]
+mod tests;
+
+pub use error::{ErrorKind, Result, StorageError};
+pub use key::{FileType, Ident, Key};
+pub use local::LocalBackend;
+pub use memory::MemoryBackend;
+pub use name::ObjectName;
+pub use ratelimit::RateLimit;
+pub use retry::{Retry, RetryPolicy};
+
+/// One object found by [`Backend::list`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub name: ObjectName,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// What a successful put did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The object was created.
+    Created,
+    /// An object with the same name and the same bytes was already there; nothing changed.
+    AlreadyPresent,
+}
+
+/// When a put's object must be on stable storage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// When [`ObjectWriter::finish`] returns (local: fsync the file, rename, fsync the folder).
+    #[default]
+    Immediate,
+    /// Visible atomically at `finish`, durable only after [`Backend::sync_all`]. For the many
+    /// files of one backup, which is incomplete until its last metadata object is written
+    /// after `sync_all`.
+    Deferred,
+}
+
+/// How to write one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PutOptions {
+    pub durability: Durability,
+    /// Permission bits of the object where the storage has them (the local backend; at least
+    /// owner read and write are kept). Ignored by object storage.
+    pub mode: u32,
+}
+
+impl Default for PutOptions {
+    fn default() -> PutOptions {
+        PutOptions {
+            durability: Durability::Immediate,
+            mode: 0o600,
+        }
+    }
+}
+
+impl PutOptions {
+    /// Deferred durability (see [`Durability::Deferred`]).
+    pub fn deferred() -> PutOptions {
+        PutOptions {
+            durability: Durability::Deferred,
+            ..PutOptions::default()
+        }
+    }
+}
+
+/// A stream that becomes one object when finished. Dropping it unfinished aborts: nothing
+/// becomes visible.
+pub trait ObjectWriter: Write + Send {
+    /// Makes the object visible (write-once: see [`PutOutcome`] and [`ErrorKind::Conflict`]).
+    fn finish(self: Box<Self>) -> Result<PutOutcome>;
+}
+
+/// A reader of an object's bytes.
+pub type ObjectReader<'a> = Box<dyn Read + Send + 'a>;
+
+/// A place that stores objects. See the module documentation for the promises every
+/// implementation keeps.
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// The objects under `prefix` (component-wise: `a/b` lists `a/b/c`, not `a/bc`), or all
+    /// objects for `None`, sorted by name, with their sizes. A prefix with nothing under it
+    /// gives an empty list. Objects being written are not listed.
+    fn list(&self, prefix: Option<&ObjectName>) -> Result<Vec<ObjectInfo>>;
+
+    /// The size of one object.
+    fn size(&self, name: &ObjectName) -> Result<u64>;
+
+    /// A reader of `len` bytes from `offset` (to the end for `None`). The range is cut at the
+    /// object's end: a range reaching past it gives the bytes up to the end, one starting at
+    /// or past the end gives none.
+    fn read_range(
+        &self,
+        name: &ObjectName,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<ObjectReader<'_>>;
+
+    /// Starts writing the object `name`; see [`ObjectWriter`].
+    fn writer(&self, name: &ObjectName, opts: PutOptions) -> Result<Box<dyn ObjectWriter + '_>>;
+
+    /// Deletes one object; `Ok(false)` when there was none.
+    fn delete(&self, name: &ObjectName) -> Result<bool>;
+
+    /// Makes every [`Durability::Deferred`] put finished so far durable.
+    fn sync_all(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The object's path in the local file system, for backends that have one, so a caller
+    /// can use kernel copies (`copy_file_range`). The caller takes over the containment
+    /// promise: it must open the path without following links.
+    fn local_path(&self, _name: &ObjectName) -> Option<PathBuf> {
+        None
+    }
+
+    /// A reader of the whole object.
+    fn read(&self, name: &ObjectName) -> Result<ObjectReader<'_>> {
+        self.read_range(name, 0, None)
+    }
+
+    /// The whole object in memory; an object larger than `limit` is an error (a stored file
+    /// that cannot be that large was planted or damaged).
+    fn get(&self, name: &ObjectName, limit: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read(name)?
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut out)
+            .map_err(|e| StorageError::io("read", name, e))?;
+        if out.len() as u64 > limit {
+            return Err(StorageError::new(ErrorKind::Other, "read", name)
+                .with_detail(format!("larger than {limit} bytes, more than it can be")));
+        }
+        Ok(out)
+    }
+
+    /// `len` bytes from `offset` in memory, cut at the object's end as in
+    /// [`Backend::read_range`].
+    fn get_range(&self, name: &ObjectName, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_range(name, offset, Some(len))?
+            .read_to_end(&mut out)
+            .map_err(|e| StorageError::io("read", name, e))?;
+        Ok(out)
+    }
+
+    /// Writes `bytes` as the object `name`.
+    fn put(&self, name: &ObjectName, bytes: &[u8], opts: PutOptions) -> Result<PutOutcome> {
+        let mut w = self.writer(name, opts)?;
+        w.write_all(bytes)
+            .map_err(|e| StorageError::io("store", name, e))?;
+        w.finish()
+    }
+
+    /// Writes everything `src` gives as the object `name`, streaming.
+    fn put_from(
+        &self,
+        name: &ObjectName,
+        src: &mut dyn Read,
+        opts: PutOptions,
+    ) -> Result<PutOutcome> {
+        let mut w = self.writer(name, opts)?;
+        io::copy(src, &mut w).map_err(|e| StorageError::io("store", name, e))?;
+        w.finish()
+    }
+}
+
+/// Compares two streams to their ends, in chunks (a write-once put compares what it wrote with
+/// what was there without holding either in memory).
+pub(crate) fn same_bytes(mut a: impl Read, mut b: impl Read) -> io::Result<bool> {
+    let mut ba = vec![0u8; 64 * 1024];
+    let mut bb = vec![0u8; 64 * 1024];
+    loop {
+        let n = read_full(&mut a, &mut ba)?;
+        let m = read_full(&mut b, &mut bb[..n.max(1)])?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads until `buf` is full or the stream ends.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
