@@ -467,6 +467,91 @@ fn btrfs_start_stop(major: u32) {
     restore_and_check(&rig, &clone_data, &exp, "btrfs start/stop");
 }
 
+/// The unlucky hook: PGDATA's volume was snapshotted *before* `pgsafe start` (a misordered
+/// pre-backup hook, or the sidecar label of a later backup put next to an older snapshot).
+/// Recovering from that label would start at a checkpoint later than the files and skip the WAL
+/// in between: the restore refuses before writing anything, naming both checkpoints.
+fn btrfs_snapshot_before_start(major: u32) {
+    let test = format!("btrfs_snapshot_before_start_{major}");
+    let Some(rig) = Rig::new(FsKind::Btrfs, major, &test) else {
+        return;
+    };
+    let w = Workload::start(&rig.c);
+    let name = "pgdata@too-early";
+    fs::create_dir(rig.snaps()).unwrap();
+    let snap_pg = rig.snaps().join(format!("{name}-pgdata"));
+    let snap_ts = rig.snaps().join(format!("{name}-tblspc"));
+    sh(&LoopFs::snapshot_command(&rig.pg_vol, &snap_pg));
+    w.more(&rig.c);
+    let run = run_dir();
+    let runp = run.path().to_str().unwrap();
+    let conn = rig.c.conninfo();
+    ok(
+        pgsafe(&[
+            "start",
+            "-d",
+            &conn,
+            "--id",
+            "early",
+            "--label",
+            name,
+            "--run-dir",
+            runp,
+        ]),
+        "pgsafe start",
+    );
+    w.more(&rig.c);
+    sh(&LoopFs::snapshot_command(&rig.ts_vol, &snap_ts));
+    let sidecar = rig.label_dir(name);
+    ok(
+        pgsafe(&[
+            "stop",
+            "--id",
+            "early",
+            "--run-dir",
+            runp,
+            "--output-dir",
+            sidecar.to_str().unwrap(),
+        ]),
+        "pgsafe stop",
+    );
+    let _exp = finish(&rig, w);
+    let clone = rig.snaps().join(format!("{name}-restore"));
+    sh(&format!(
+        "btrfs subvolume snapshot {} {}",
+        shell_quote(&snap_pg),
+        shell_quote(&clone)
+    ));
+    let clone_data = clone.join("data");
+    put_label_files(&sidecar, &clone_data);
+    point_tablespace(&clone_data, rig.ts_oid, &snap_ts.join("ts"));
+    let scratch = server_owned_tempdir();
+    let target = scratch.path().join("data");
+    let cmd = format!("cp {}/%f %p", shell_quote(rig.c.archive_dir().unwrap()));
+    let map = format!("{}={}", rig.ts_oid, scratch.path().join("ts").display());
+    let out = pgsafe(&[
+        "restore",
+        clone_data.to_str().unwrap(),
+        "--from-copy",
+        "--pgdata",
+        target.to_str().unwrap(),
+        "--tablespace-map",
+        &map,
+        "--restore-command",
+        &cmd,
+        "--progress",
+        "none",
+    ]);
+    refused(
+        &out,
+        &[
+            "copied before the backup started",
+            "older than the checkpoint",
+        ],
+    );
+    assert!(!target.exists(), "nothing written");
+}
+
 /// `pgsafe snapshot --exec` running both btrfs snapshot commands, label into the sidecar.
 fn btrfs_snapshot_exec(major: u32) {
     let test = format!("btrfs_snapshot_exec_{major}");
@@ -577,6 +662,16 @@ fn btrfs_start_stop_16() {
 #[test]
 fn btrfs_start_stop_18() {
     btrfs_start_stop(18);
+}
+
+#[test]
+fn btrfs_snapshot_before_start_13() {
+    btrfs_snapshot_before_start(13);
+}
+
+#[test]
+fn btrfs_snapshot_before_start_18() {
+    btrfs_snapshot_before_start(18);
 }
 
 #[test]

@@ -353,6 +353,7 @@ impl Source {
         let control = ControlFile::decode(&control_bytes)
             .map_err(|e| RestoreError::BadCopy(format!("{CONTROL_FILE}: {e}")))?;
         check_copy_control(&control, version)?;
+        check_copy_not_older(&control, &label)?;
         let plan = BackupPlan::build(
             root,
             version,
@@ -428,6 +429,28 @@ fn check_copy_control(control: &ControlFile, version: PgVersion) -> Result<(), R
             other.map_or("an unknown version".to_owned(), |v| v.major_name())
         ))),
     }
+}
+
+/// A copy taken after the backup started holds a `pg_control` whose latest checkpoint is at
+/// least the label's: the backup's start returns only once its checkpoint (on a standby, the
+/// restartpoint it starts from) is in `pg_control` (`do_pg_backup_start` in
+/// src/backend/access/transam/xlog.c). An older one means this copy of PGDATA predates the
+/// backup — a snapshot taken before the start, or the label of a later backup put beside it —
+/// and recovery from the label would skip the WAL between the two: silent corruption.
+fn check_copy_not_older(control: &ControlFile, label: &BackupLabel) -> Result<(), RestoreError> {
+    let label_checkpoint = label.checkpoint_lsn();
+    if control.checkpoint < label_checkpoint {
+        return Err(RestoreError::BadCopy(format!(
+            "its {CONTROL_FILE} names checkpoint {}, older than the checkpoint {label_checkpoint} \
+             its backup_label starts from: these files were copied before the backup started (a \
+             snapshot taken before the backup's start, or the backup_label of a later backup). \
+             Recovering from this label would skip the WAL in between and silently corrupt the \
+             data. Use the backup_label written for this copy, or take the copy again while a \
+             backup is in progress",
+            control.checkpoint
+        )));
+    }
+    Ok(())
 }
 
 /// Same location, ignoring trailing slashes and resolving symbolic links where possible.
