@@ -22,6 +22,7 @@ pub mod page;
 pub mod plan;
 pub mod progress;
 pub mod restore;
+pub mod restore_test;
 pub mod session;
 pub mod storage;
 pub mod textbytes;
