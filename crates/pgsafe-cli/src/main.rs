@@ -100,6 +100,7 @@ enum Command {
     Start(snapshot::StartArgs),
     /// Snapshot mode, post-backup hook: stop the backup, write backup_label/tablespace_map.
     #[command(
+        disable_help_flag = true,
         long_about = "Asks the holder to stop the backup in the session that started it, \
                       receives backup_label, tablespace_map and the stop LSN, and writes them \
                       durably into --output-dir (typically the mounted snapshot). Waits for WAL \
@@ -109,8 +110,11 @@ enum Command {
     )]
     Stop(snapshot::StopArgs),
     /// Show the backups the holders know: ID, state, start LSN, age, server, holder pid.
+    /// Read-only: creates no files.
+    #[command(disable_help_flag = true)]
     Status(snapshot::IdArgs),
     /// End a held backup without a label (the server discards it).
+    #[command(disable_help_flag = true)]
     Abort(snapshot::IdArgs),
     /// One shot: start, run a snapshot/copy command, stop, write the label files.
     #[command(disable_help_flag = true)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use pgsafe::hold::{
-    self, BackupId, BackupRecord, BackupState, HolderConfig, RunDir, SnapshotOptions, StopOptions,
-    WaitArchive,
+    self, BackupId, BackupRecord, BackupState, HoldError, HolderConfig, RunDir, SnapshotOptions,
+    StopOptions, WaitArchive,
 };
 
 use crate::conn::ConnArgs;
@@ -17,20 +17,80 @@ use crate::render::{epoch, field};
 
 #[derive(Args, Debug)]
 pub struct RunDirArg {
-    /// Private directory for holder sockets, records and logs (default: $XDG_RUNTIME_DIR/pgsafe,
-    /// else /tmp/pgsafe-$UID). Must be owned by you with mode 0700.
+    /// Private directory for holder sockets, records and logs (default: ~USER/.pgsafe/run, the
+    /// home directory from the password database, not $HOME; /tmp/pgsafe-$UID for a user
+    /// without a home directory of their own). The same under cron, su, sudo, ssh and systemd.
+    /// Must be owned by you with mode 0700.
     #[arg(long, value_name = "DIR", env = "PGSAFE_RUN_DIR")]
     pub run_dir: Option<PathBuf>,
 }
 
 impl RunDirArg {
-    pub fn open(&self) -> anyhow::Result<RunDir> {
-        let path = self
-            .run_dir
-            .clone()
-            .unwrap_or_else(|| RunDir::default_path(&|k| std::env::var(k).ok()));
-        Ok(RunDir::open(path)?)
+    fn path(&self) -> PathBuf {
+        self.run_dir.clone().unwrap_or_else(RunDir::default_path)
     }
+
+    /// Opens the run directory, creating it if needed (commands that start a backup).
+    pub fn open(&self) -> anyhow::Result<RunDir> {
+        Ok(RunDir::open(self.path())?)
+    }
+
+    /// Opens an existing run directory, creating nothing; `None` if it does not exist.
+    pub fn open_existing(&self) -> anyhow::Result<Option<RunDir>> {
+        Ok(RunDir::open_existing(self.path())?)
+    }
+
+    /// Like [`RunDirArg::open_existing`], but a missing directory is an error naming `id`.
+    fn open_for(&self, id: &BackupId) -> anyhow::Result<RunDir> {
+        match self.open_existing()? {
+            Some(r) => Ok(r),
+            None => anyhow::bail!(
+                "no backup with ID {id} in {}: the directory does not exist (was `pgsafe start` \
+                 run with another --run-dir or PGSAFE_RUN_DIR, or as another user?)",
+                self.path().display()
+            ),
+        }
+    }
+
+    /// ` --run-dir DIR` when the directory is not the default one (for commands to print).
+    fn flag(&self, run_dir: &RunDir) -> String {
+        if run_dir.path() == RunDir::default_path() {
+            String::new()
+        } else {
+            format!(
+                " --run-dir {}",
+                shell_quote(&run_dir.path().to_string_lossy())
+            )
+        }
+    }
+}
+
+/// `s` quoted for a POSIX shell when it needs it.
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%".contains(&b));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Connects to the server the options name and refuses unless `rec` was taken from it (see
+/// [`hold::check_same_server`]). Nothing is checked when no connection option was given.
+fn check_server(conn: &ConnArgs, rec: &BackupRecord) -> anyhow::Result<()> {
+    if !conn.given() {
+        return Ok(());
+    }
+    let settings = conn.resolve()?;
+    let server = hold::identify(&settings).map_err(|e| {
+        anyhow::Error::new(e).context(
+            "run the command without connection options to act on the backup by its ID alone",
+        )
+    })?;
+    hold::check_same_server(rec, &server)?;
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -61,8 +121,13 @@ pub struct StartArgs {
 
 #[derive(Args, Debug)]
 pub struct StopArgs {
+    /// The same connection options as `start` (optional): the backup is stopped only if it runs
+    /// on that server (system identifier, data_directory, port, primary or standby).
+    #[command(flatten)]
+    pub conn: ConnArgs,
     #[command(flatten)]
     pub run_dir: RunDirArg,
+    /// Backup ID given to `pgsafe start`.
     #[arg(long, default_value = "default")]
     pub id: BackupId,
     /// Write backup_label (and tablespace_map, when the backup has tablespaces) into DIR —
@@ -75,6 +140,7 @@ pub struct StopArgs {
     /// (SCHEMA.TABLE; primary only): for backup software that reads results from SQL.
     #[arg(long, value_name = "SCHEMA.TABLE")]
     pub record_table: Option<String>,
+    /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -112,11 +178,16 @@ impl ArchiveArgs {
 
 #[derive(Args, Debug)]
 pub struct IdArgs {
+    /// The same connection options as `start` (optional): only a backup on that server is
+    /// acted on (status without --id: only backups on that server are listed).
+    #[command(flatten)]
+    pub conn: ConnArgs,
     #[command(flatten)]
     pub run_dir: RunDirArg,
-    /// Backup ID (status: all backups when omitted).
+    /// Backup ID (status: all backups when omitted; abort: "default" when omitted).
     #[arg(long)]
     pub id: Option<BackupId>,
+    /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -130,19 +201,29 @@ pub struct SnapshotArgs {
     /// PGSAFE_OUTPUT_DIR. If it fails, the backup is aborted and nothing is written.
     #[arg(long, value_name = "CMD")]
     pub exec: String,
-    /// Where to write backup_label / tablespace_map after the command succeeded.
+    /// Where to write backup_label / tablespace_map after the command succeeded. Checked before
+    /// the backup starts (writable, or creatable; not a live data directory or inside one) and
+    /// again before the stop.
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub run_dir: RunDirArg,
+    /// Backup ID: its record goes into the run directory (`pgsafe status` shows it, `pgsafe
+    /// stop --id ID` returns its result again); a held backup with this ID makes it refuse.
     #[arg(long, default_value = "snapshot")]
     pub id: BackupId,
+    /// Label stored in backup_label (one line, at most 1023 bytes). Default: "pgsafe <ID>".
     #[arg(long)]
     pub label: Option<String>,
+    /// Request an immediate checkpoint (the default).
     #[arg(long, overrides_with = "spread")]
     pub fast: bool,
+    /// Wait for a spread checkpoint instead (less I/O impact, start can take minutes).
     #[arg(long)]
     pub spread: bool,
     #[command(flatten)]
     pub archive: ArchiveArgs,
+    /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -169,6 +250,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub fn start(args: StartArgs) -> anyhow::Result<u8> {
     let conn = args.conn.resolve()?;
+    let connection = Some(args.conn.shown(&conn));
     let run_dir = args.run_dir.open()?;
     let label = args.label.unwrap_or_else(|| format!("pgsafe {}", args.id));
     pgsafe::session::check_label(&label)?;
@@ -178,6 +260,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<u8> {
         label,
         fast: !args.spread,
         max_hold_secs: args.max_hold.as_secs().max(1),
+        connection,
     };
     let exe = std::env::current_exe().context("find the pgsafe executable to start the holder")?;
     let run_dir_arg = run_dir.path().to_string_lossy().into_owned();
@@ -203,11 +286,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<u8> {
         println!(
             "Take the snapshot or copy now, then run: pgsafe stop --id {}{}",
             rec.id,
-            if run_dir.path() == RunDir::default_path(&|k| std::env::var(k).ok()) {
-                String::new()
-            } else {
-                format!(" --run-dir {}", run_dir.path().display())
-            }
+            args.run_dir.flag(&run_dir)
         );
     }
     Ok(exit::OK)
@@ -223,7 +302,7 @@ fn print_start(rec: &BackupRecord) {
         "server",
         format!(
             "{} ({}{})",
-            rec.server,
+            rec.shown_server(),
             rec.server_version.as_deref().unwrap_or("?"),
             if rec.from_standby { ", standby" } else { "" }
         ),
@@ -231,12 +310,28 @@ fn print_start(rec: &BackupRecord) {
 }
 
 pub fn stop(args: StopArgs) -> anyhow::Result<u8> {
-    let run_dir = args.run_dir.open()?;
+    let run_dir = args.run_dir.open_for(&args.id)?;
+    if args.conn.given() {
+        check_server(&args.conn, &hold::status(&run_dir, &args.id)?)?;
+    }
     let opts = StopOptions {
         record_table: args.record_table.clone(),
         ..args.archive.options()
     };
-    let (rec, written) = hold::stop_into(&run_dir, &args.id, opts, args.output_dir.as_deref())?;
+    let (rec, written) = match hold::stop_into(&run_dir, &args.id, opts, args.output_dir.as_deref())
+    {
+        Ok(r) => r,
+        Err(e @ HoldError::LabelNotWritten { .. }) => {
+            let dir = args.output_dir.as_deref().unwrap_or(run_dir.path());
+            anyhow::bail!(
+                "{e}\nFinish the job with:\n  pgsafe stop --id {}{} --output-dir {}",
+                args.id,
+                args.run_dir.flag(&run_dir),
+                shell_quote(&dir.to_string_lossy())
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
     report_final(&rec, &written, args.json)
 }
 
@@ -302,47 +397,99 @@ fn report_final(rec: &BackupRecord, written: &[PathBuf], json: bool) -> anyhow::
 }
 
 pub fn status(args: IdArgs) -> anyhow::Result<u8> {
-    let run_dir = args.run_dir.open()?;
-    let ids = match args.id {
-        Some(id) => vec![id],
-        None => run_dir.ids()?,
+    // Read-only: a missing run directory is not created, and no lock file is left behind.
+    let run_dir = match &args.id {
+        Some(id) => Some(args.run_dir.open_for(id)?),
+        None => args.run_dir.open_existing()?,
     };
-    let recs = ids
-        .iter()
-        .map(|id| hold::status(&run_dir, id))
-        .collect::<Result<Vec<_>, _>>()?;
+    let ids = match (&run_dir, args.id) {
+        (_, Some(id)) => vec![id],
+        (Some(run), None) => run.ids()?,
+        (None, None) => vec![],
+    };
+    let mut recs = match &run_dir {
+        Some(run) => ids
+            .iter()
+            .map(|id| hold::status(run, id))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => vec![],
+    };
+    let mut elsewhere = 0;
+    if args.conn.given() && !recs.is_empty() {
+        let settings = args.conn.resolve()?;
+        let server = hold::identify(&settings)?;
+        if ids.len() == 1 && recs.len() == 1 {
+            hold::check_same_server(&recs[0], &server)?;
+        } else {
+            let before = recs.len();
+            recs.retain(|r| hold::check_same_server(r, &server).is_ok());
+            elsewhere = before - recs.len();
+        }
+    }
     if args.json {
         crate::render::json(&recs)?;
         return Ok(exit::OK);
     }
+    let shown_dir = run_dir
+        .as_ref()
+        .map_or_else(|| args.run_dir.path(), |r| r.path().to_path_buf());
     if recs.is_empty() {
-        println!("no backups known in {}", run_dir.path().display());
-        return Ok(exit::OK);
+        println!("no backups known in {}", shown_dir.display());
+    } else {
+        print_status_table(&recs);
     }
-    let now = hold_now();
-    println!(
-        "{:<16} {:<12} {:<14} {:>8}  {:<8} server",
-        "ID", "STATE", "START LSN", "AGE", "HOLDER"
-    );
-    for r in &recs {
-        let age = Duration::from_secs(now.saturating_sub(r.started_at).max(0) as u64);
-        println!(
-            "{:<16} {:<12} {:<14} {:>8}  {:<8} {}",
-            r.id,
-            r.state.to_string(),
-            r.start_lsn
-                .map(|l| l.to_string())
-                .unwrap_or_else(|| "-".into()),
-            fmt_age(age),
-            if r.state.is_final() {
-                "-".into()
-            } else {
-                r.holder_pid.to_string()
-            },
-            r.server
-        );
+    if elsewhere > 0 {
+        println!("({elsewhere} backup(s) of other servers not shown)");
     }
     Ok(exit::OK)
+}
+
+/// `status` as a table whose columns are as wide as their widest cell.
+fn print_status_table(recs: &[BackupRecord]) {
+    let now = hold_now();
+    let header = ["ID", "STATE", "START LSN", "AGE", "HOLDER", "SERVER"];
+    let rows: Vec<[String; 6]> = recs
+        .iter()
+        .map(|r| {
+            let age = Duration::from_secs(now.saturating_sub(r.started_at).max(0) as u64);
+            [
+                r.id.to_string(),
+                r.state.to_string(),
+                r.start_lsn.map_or_else(|| "-".into(), |l| l.to_string()),
+                fmt_age(age),
+                if r.state.is_final() {
+                    "-".into()
+                } else {
+                    r.holder_pid.to_string()
+                },
+                r.shown_server().to_owned(),
+            ]
+        })
+        .collect();
+    let mut width = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 6]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(width).enumerate() {
+            if i == 5 {
+                out.push_str(cell);
+            } else if i == 3 {
+                // AGE is a number: right-aligned.
+                out.push_str(&format!("{cell:>w$}  "));
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out
+    };
+    println!("{}", line(header));
+    for row in &rows {
+        println!("{}", line(row.each_ref().map(String::as_str)));
+    }
 }
 
 fn hold_now() -> i64 {
@@ -362,10 +509,14 @@ fn fmt_age(d: Duration) -> String {
 }
 
 pub fn abort(args: IdArgs) -> anyhow::Result<u8> {
-    let run_dir = args.run_dir.open()?;
-    let id = args
-        .id
-        .unwrap_or_else(|| BackupId::try_from("default".to_owned()).expect("valid ID"));
+    let id = match args.id {
+        Some(id) => id,
+        None => "default".parse()?,
+    };
+    let run_dir = args.run_dir.open_for(&id)?;
+    if args.conn.given() {
+        check_server(&args.conn, &hold::status(&run_dir, &id)?)?;
+    }
     let rec = hold::abort(&run_dir, &id)?;
     if args.json {
         crate::render::json(&rec)?;
@@ -380,17 +531,36 @@ pub fn abort(args: IdArgs) -> anyhow::Result<u8> {
 
 pub fn snapshot(args: SnapshotArgs) -> anyhow::Result<u8> {
     let conn = args.conn.resolve()?;
+    let connection = Some(args.conn.shown(&conn));
+    let run_dir = args.run_dir.open()?;
     let label = args.label.unwrap_or_else(|| format!("pgsafe {}", args.id));
+    let id = args.id.clone();
+    let finish = |dir: &std::path::Path| {
+        format!(
+            "Finish the job with:\n  pgsafe stop --id {id}{} --output-dir {}",
+            args.run_dir.flag(&run_dir),
+            shell_quote(&dir.to_string_lossy())
+        )
+    };
     let opts = SnapshotOptions {
-        id: args.id,
+        id: args.id.clone(),
         conn,
         label,
         fast: !args.spread,
-        command: args.exec,
-        output_dir: args.output_dir,
+        command: args.exec.clone(),
+        output_dir: args.output_dir.clone(),
         stop: args.archive.options(),
+        run_dir: Some(run_dir.clone()),
+        connection,
     };
-    let report = hold::snapshot(&opts)?;
+    let report = match hold::snapshot(&opts) {
+        Ok(r) => r,
+        Err(e @ HoldError::LabelNotWritten { .. }) => {
+            let dir = args.output_dir.clone().unwrap_or_default();
+            anyhow::bail!("{e}\n{}", finish(&dir));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if !report.command_succeeded {
         if args.json {
             crate::render::json(&report)?;

@@ -159,7 +159,7 @@ fn unknown_id_is_an_error() {
         "--run-dir",
         run.path().to_str().unwrap(),
     ]);
-    refused(&out, run.path(), &["no backup with ID \"nope\""]);
+    refused(&out, run.path(), &["no backup with ID nope"]);
     let out = pgsafe(&[
         "stop",
         "--id",

@@ -208,6 +208,8 @@ fn every_subcommand_survives_a_closed_or_full_stdout() {
                 "snapshot",
                 "-d",
                 &conn,
+                "--run-dir",
+                &run,
                 "--exec",
                 "true",
                 "--output-dir",

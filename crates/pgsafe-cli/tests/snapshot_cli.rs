@@ -20,12 +20,10 @@ use serde_json::Value;
 
 use common::{bin, command, json, ok, run_dir};
 
-/// `pgsafe args… --run-dir RUN` (snapshot takes no run directory).
+/// `pgsafe args… --run-dir RUN`.
 fn pgsafe(run: &Path, args: &[&str]) -> Output {
     let mut cmd = command(args);
-    if args[0] != "snapshot" {
-        cmd.arg("--run-dir").arg(run);
-    }
+    cmd.arg("--run-dir").arg(run);
     cmd.output().unwrap()
 }
 

@@ -22,9 +22,7 @@ use common::{command, json, ok, refused, run_dir};
 
 fn pgsafe(run: &Path, args: &[&str]) -> Command {
     let mut cmd = command(args);
-    if args[0] != "snapshot" {
-        cmd.arg("--run-dir").arg(run);
-    }
+    cmd.arg("--run-dir").arg(run);
     cmd
 }
 
@@ -548,8 +546,8 @@ fn assert_no_label(dir: &Path) {
 /// stop --output-dir: refused (before stopping; the backup stays in progress) for the server's
 /// own live PGDATA and another running cluster's PGDATA; a stopped cluster with another system
 /// identifier is refused too; a fresh `cp -a` copy of the live directory (carrying its
-/// postmaster.pid with a live pid) still works. snapshot --output-dir: the same refusal, the
-/// backup aborted.
+/// postmaster.pid with a live pid) still works. snapshot --output-dir: the same refusal, before
+/// the backup is started.
 fn output_dir_is_checked(major: u32) {
     let install = PgInstall::major(major);
     let c = Cluster::started(&install, ClusterOptions::new().fast_unsafe());
@@ -629,7 +627,13 @@ fn output_dir_is_checked(major: u32) {
             &live,
         ],
     );
-    refused(&out, &["refusing to write backup_label", "aborted"]);
+    refused(
+        &out,
+        &[
+            "refusing to write backup_label",
+            "The backup was not started",
+        ],
+    );
     assert_no_label(c.data_dir());
     // The server is fine: it can be restarted (no label in its way).
     let mut c = c;

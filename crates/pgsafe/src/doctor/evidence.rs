@@ -111,8 +111,9 @@ pub struct HolderFacts {
 
 /// The run directories pgsafe's holders use by default, for the current user and for the
 /// owner of `pgdata` (doctor often runs as root while `pgsafe start` ran as postgres):
-/// `$PGSAFE_RUN_DIR`, `$XDG_RUNTIME_DIR/pgsafe`, `/tmp/pgsafe-<uid>`,
-/// `/run/user/<uid>/pgsafe` (see `hold::RunDir::default_path`).
+/// `$PGSAFE_RUN_DIR`, each user's default (see `hold::RunDir::default_path_for`), and the
+/// places older pgsafe versions used: `$XDG_RUNTIME_DIR/pgsafe`, `/tmp/pgsafe-<uid>`,
+/// `/run/user/<uid>/pgsafe`.
 pub fn default_run_dirs(pgdata: &Path, env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
     use std::os::unix::fs::MetadataExt;
     let mut out: Vec<PathBuf> = Vec::new();
@@ -124,10 +125,15 @@ pub fn default_run_dirs(pgdata: &Path, env: &dyn Fn(&str) -> Option<String>) -> 
     if let Some(d) = env("PGSAFE_RUN_DIR").filter(|v| !v.is_empty()) {
         add(PathBuf::from(d));
     }
-    add(crate::hold::RunDir::default_path(env));
     let mut uids = vec![nix::unistd::geteuid().as_raw()];
     if let Ok(m) = fs::metadata(pgdata) {
         uids.push(m.uid());
+    }
+    for &uid in &uids {
+        add(crate::hold::RunDir::default_path_for(uid));
+    }
+    if let Some(x) = env("XDG_RUNTIME_DIR").filter(|v| v.starts_with('/')) {
+        add(Path::new(&x).join("pgsafe"));
     }
     for uid in uids {
         add(PathBuf::from(format!("/tmp/pgsafe-{uid}")));
@@ -374,7 +380,7 @@ pub fn gather_holders(
                 .as_ref()
                 .and_then(|r| BackupLabel::parse(r.backup_label.as_bytes()).ok())
                 .map(|l| l.checkpoint_lsn());
-            let rec_port = record_port(&rec.server);
+            let rec_port = rec.port.unwrap_or_else(|| record_port(&rec.server));
             let other_server = match (rec.system_id, system_id, rec_port, port) {
                 (Some(a), Some(b), _, _) if a != b => Some(format!(
                     "it was taken from the cluster with system identifier {a}, and pg_control \

@@ -1167,6 +1167,8 @@ fn holder_records_of_other_clusters_are_set_apart() {
             failure: None,
             system_id: sid.map(SystemId),
             data_directory: None,
+            port: None,
+            connection: None,
         };
         std::fs::write(
             dir.path().join(format!("{name}.json")),

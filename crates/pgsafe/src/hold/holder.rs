@@ -37,6 +37,9 @@ pub struct HolderConfig {
     pub label: String,
     pub fast: bool,
     pub max_hold_secs: u64,
+    /// The connection as the user gave it (no password), for display.
+    #[serde(default)]
+    pub connection: Option<String>,
 }
 
 fn log(msg: impl std::fmt::Display) {
@@ -88,7 +91,7 @@ pub fn run_holder(
             ready,
             &Ready {
                 record: None,
-                error: Some(format!("a backup with ID {id:?} is already in progress")),
+                error: Some(format!("a backup with ID {id} is already in progress")),
             },
         );
         return Ok(());
@@ -119,10 +122,12 @@ pub fn run_holder(
         failure: None,
         system_id: None,
         data_directory: None,
+        port: None,
+        connection: config.connection.clone(),
     };
     run_dir.write_record(&rec)?;
     log(format_args!("backup {id}: connecting to {}", rec.server));
-    let started = match start(&config) {
+    let (started, port) = match start(&config) {
         Ok(s) => s,
         Err(e) => {
             log(format_args!("backup {id}: could not start: {e}"));
@@ -148,6 +153,7 @@ pub fn run_holder(
     rec.start_duration_ms = Some(started.start_duration.as_millis() as u64);
     rec.system_id = Some(started.info().system_id);
     rec.data_directory = started.info().data_directory.clone();
+    rec.port = port;
     run_dir.write_record(&rec)?;
     log(format_args!(
         "backup {id}: in progress, start LSN {} (WAL file {}), server {}",
@@ -179,12 +185,14 @@ pub fn run_holder(
     result
 }
 
-fn start(config: &HolderConfig) -> Result<BackupStarted, String> {
+fn start(config: &HolderConfig) -> Result<(BackupStarted, Option<u16>), String> {
     let client = config.conn.connect().map_err(|e| e.to_string())?;
     let mut session = Session::new(client).map_err(|e| e.to_string())?;
     session.preflight().map_err(|e| e.to_string())?;
+    let port = super::server_port(&mut session);
     session
         .start_backup(&config.label, config.fast)
+        .map(|s| (s, port))
         .map_err(|e| e.to_string())
 }
 

@@ -11,6 +11,10 @@
 //! | `<id>.json` | holder, or `stop` for a dead holder | the [`BackupRecord`]; final once `state` is final |
 //! | `<id>.log`  | holder | the holder's log (its stderr) |
 //!
+//! The run directory is `--run-dir`, `$PGSAFE_RUN_DIR`, else [`RunDir::default_path`]: a
+//! per-user path taken from the password database, never from login-session variables, so
+//! `start` under cron and `stop` over SSH (or su, sudo, systemd) find the same holders.
+//!
 //! A record whose state is final (complete, failed, aborted) is written durably before the
 //! holder answers, so a repeated `stop` returns the same result even after the holder exited.
 
@@ -22,7 +26,7 @@ mod protocol;
 pub use crate::textbytes::TextBytes;
 pub use holder::{HolderConfig, run_holder};
 pub use oneshot::{SnapshotOptions, SnapshotReport, snapshot, write_label_files};
-pub use outdir::{ServerIdentity, check_output_dir};
+pub use outdir::{ServerIdentity, check_output_dir, check_output_dir_early, check_writable};
 pub use protocol::{Request, Response, StopOptions, WaitArchive};
 
 use std::fs::{self, File, OpenOptions};
@@ -36,8 +40,10 @@ use std::time::Duration;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+use crate::conninfo::ConnSettings;
 use crate::fsutil::{self, FsError, IoContext};
 pub use crate::session::ArchiveStatus;
+use crate::session::Session;
 use crate::types::{Lsn, SystemId, TimelineId, WalSegment};
 
 /// Longest socket path the kernel accepts (`sun_path` is 108 bytes including the NUL).
@@ -52,10 +58,10 @@ pub enum HoldError {
     )]
     BadId(String),
     #[error(
-        "a backup with ID {id:?} is already in progress (holder pid {pid}); stop or abort it first, or use another --id"
+        "a backup with ID {id} is already in progress (holder pid {pid}); stop or abort it first, or use another --id"
     )]
     AlreadyRunning { id: String, pid: String },
-    #[error("no backup with ID {id:?} in {run_dir}{known}")]
+    #[error("no backup with ID {id} in {run_dir}{known}")]
     UnknownId {
         id: String,
         run_dir: PathBuf,
@@ -67,18 +73,36 @@ pub enum HoldError {
     Spawn { exe: PathBuf, source: io::Error },
     #[error("the backup could not start: {0}")]
     StartFailed(String),
-    #[error("talk to the holder of backup {id:?} over {socket}: {source}")]
+    #[error("could not connect to check which server the backup is on: {0}")]
+    Identify(String),
+    #[error("talk to the holder of backup {id} over {socket}: {source}")]
     Channel {
         id: String,
         socket: PathBuf,
         source: io::Error,
     },
-    #[error("the holder of backup {id:?} answered something pgsafe does not understand: {detail}")]
+    #[error("the holder of backup {id} answered something pgsafe does not understand: {detail}")]
     Protocol { id: String, detail: String },
     #[error("the holder refused: {0}")]
     Refused(String),
     #[error("read backup record {path}: {detail}")]
     BadRecord { path: PathBuf, detail: String },
+    #[error(
+        "backup {id} is not a backup of the server you connected to: {why}. Nothing was done; \
+         connect to the server the backup was started on"
+    )]
+    OtherServer { id: String, why: String },
+    #[error(
+        "backup {id} IS stopped and complete, but its label files could not be written into \
+         {dir}: {source}. backup_label and tablespace_map are kept, byte for byte, in {record}; \
+         once the directory is writable, stopping the backup again writes them"
+    )]
+    LabelNotWritten {
+        id: String,
+        dir: PathBuf,
+        record: PathBuf,
+        source: Box<HoldError>,
+    },
     #[error(
         "refusing to write backup_label into {dir}: {why}. A backup_label belongs in the root of \
          the snapshot or copy, never in a data directory a server runs on (after a crash that \
@@ -90,6 +114,33 @@ pub enum HoldError {
         /// What happened to the backup, filled in by the caller.
         next: &'static str,
     },
+    #[error("cannot write backup_label into {dir}: {why}{next}")]
+    OutputDirNotWritable {
+        dir: PathBuf,
+        why: String,
+        /// What happened to the backup, filled in by the caller.
+        next: &'static str,
+    },
+}
+
+impl HoldError {
+    /// An output-directory refusal with `next` (what became of the backup) filled in; other
+    /// errors as they are.
+    pub(crate) fn with_next(self, then: &'static str) -> HoldError {
+        match self {
+            HoldError::UnsafeOutputDir { dir, why, .. } => HoldError::UnsafeOutputDir {
+                dir,
+                why,
+                next: then,
+            },
+            HoldError::OutputDirNotWritable { dir, why, .. } => HoldError::OutputDirNotWritable {
+                dir,
+                why,
+                next: then,
+            },
+            e => e,
+        }
+    }
 }
 
 /// A backup ID: names the holder, its socket and its files.
@@ -199,6 +250,13 @@ pub struct BackupRecord {
     /// The server's `data_directory`, when the session could read it.
     #[serde(default)]
     pub data_directory: Option<String>,
+    /// The port the server listens on (its `port` setting).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The connection as the user gave it (options and connection string, password removed),
+    /// for display; `server` is the full resolved target.
+    #[serde(default)]
+    pub connection: Option<String>,
 }
 
 /// What the server returned at stop, and whether the WAL it needs has been archived.
@@ -236,8 +294,78 @@ impl BackupRecord {
         ServerIdentity {
             system_id: self.system_id,
             data_directory: self.data_directory.clone(),
+            port: self.port,
+            in_recovery: Some(self.from_standby),
         }
     }
+
+    /// How to show the server: the connection as given when known, else the resolved target.
+    pub fn shown_server(&self) -> &str {
+        self.connection.as_deref().unwrap_or(&self.server)
+    }
+}
+
+/// Connects to `conn` and reads what tells one server from another: system identifier,
+/// `data_directory` (when readable), port and whether it is a standby.
+pub fn identify(conn: &ConnSettings) -> Result<ServerIdentity, HoldError> {
+    let fail = |e: String| HoldError::Identify(e);
+    let client = conn.connect().map_err(|e| fail(e.to_string()))?;
+    let mut session = Session::new(client).map_err(|e| fail(e.to_string()))?;
+    let port = server_port(&mut session);
+    let info = session.info();
+    Ok(ServerIdentity {
+        system_id: Some(info.system_id),
+        data_directory: info.data_directory.clone(),
+        port,
+        in_recovery: Some(info.in_recovery),
+    })
+}
+
+/// The server's `port` setting (readable by every role); `None` if it cannot be read.
+pub(crate) fn server_port(session: &mut Session) -> Option<u16> {
+    session
+        .client()
+        .query_one("SELECT current_setting('port')", &[])
+        .ok()
+        .and_then(|r| r.try_get::<_, String>(0).ok())
+        .and_then(|p| p.trim().parse().ok())
+}
+
+/// Refuses when `server` is not the server `rec` was taken from: another system identifier,
+/// another `data_directory`, another port, or a primary where the backup ran on a standby (or
+/// the reverse). A fact either side does not know is not compared.
+pub fn check_same_server(rec: &BackupRecord, server: &ServerIdentity) -> Result<(), HoldError> {
+    let ours = rec.server_identity();
+    let differs = |what: &str, theirs: String, mine: String| {
+        Err(HoldError::OtherServer {
+            id: rec.id.to_string(),
+            why: format!(
+                "it was started on the server with {what} {mine}, and this one has {theirs}"
+            ),
+        })
+    };
+    if let (Some(a), Some(b)) = (ours.system_id, server.system_id) {
+        if a != b {
+            return differs("system identifier", b.to_string(), a.to_string());
+        }
+    }
+    if let (Some(a), Some(b)) = (&ours.data_directory, &server.data_directory) {
+        if a != b {
+            return differs("data_directory", b.clone(), a.clone());
+        }
+    }
+    if let (Some(a), Some(b)) = (ours.port, server.port) {
+        if a != b {
+            return differs("port", b.to_string(), a.to_string());
+        }
+    }
+    if let (Some(a), Some(b)) = (ours.in_recovery, server.in_recovery) {
+        if a != b {
+            let role = |standby: bool| if standby { "standby" } else { "primary" }.to_owned();
+            return differs("role", role(b), role(a));
+        }
+    }
+    Ok(())
 }
 
 /// The private directory holding holders' sockets and records.
@@ -247,11 +375,27 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// `$XDG_RUNTIME_DIR/pgsafe` when set, else `/tmp/pgsafe-<uid>`.
-    pub fn default_path(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
-        match env("XDG_RUNTIME_DIR").filter(|v| v.starts_with('/')) {
-            Some(x) => Path::new(&x).join("pgsafe"),
-            None => PathBuf::from(format!("/tmp/pgsafe-{}", nix::unistd::geteuid().as_raw())),
+    /// The default run directory of the effective user: see [`RunDir::default_path_for`].
+    pub fn default_path() -> PathBuf {
+        Self::default_path_for(nix::unistd::geteuid().as_raw())
+    }
+
+    /// The default run directory of `uid`: `.pgsafe/run` in its home directory as the password
+    /// database gives it (not `$HOME`, which su and sudo may keep from the caller), when that
+    /// directory exists and belongs to `uid`; else `/tmp/pgsafe-<uid>`. Nothing here comes from
+    /// the login session (`XDG_RUNTIME_DIR` exists for SSH logins, not under cron, su or a
+    /// backup agent), so every way of running as one user finds the same holders.
+    pub fn default_path_for(uid: u32) -> PathBuf {
+        use std::os::unix::fs::MetadataExt;
+        let home = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.dir)
+            .filter(|d| d.is_absolute() && d != Path::new("/"))
+            .filter(|d| fs::metadata(d).is_ok_and(|m| m.is_dir() && m.uid() == uid));
+        match home {
+            Some(h) => h.join(".pgsafe").join("run"),
+            None => PathBuf::from(format!("/tmp/pgsafe-{uid}")),
         }
     }
 
@@ -260,6 +404,16 @@ impl RunDir {
         let path = path.into();
         fsutil::ensure_private_dir(&path)?;
         Ok(RunDir { path })
+    }
+
+    /// Opens an existing run directory for reading, creating nothing: `None` when it does not
+    /// exist (no backup was ever started there).
+    pub fn open_existing(path: impl Into<PathBuf>) -> Result<Option<RunDir>, HoldError> {
+        let path = path.into();
+        match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            _ => Self::open(path).map(Some),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -296,9 +450,20 @@ impl RunDir {
         }
     }
 
-    /// True if a live holder owns `id`.
+    /// True if a live holder owns `id`. Creates nothing: without a lock file there is no
+    /// holder (read-only commands leave no files behind).
     pub fn is_live(&self, id: &BackupId) -> Result<bool, HoldError> {
-        Ok(self.try_lock(id)?.is_none())
+        let p = self.lock_path(id);
+        let f = match OpenOptions::new().read(true).open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(FsError::new("open lock file", p, e).into()),
+        };
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(_) => Ok(false),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(true),
+            Err((_, e)) => Err(FsError::new("lock", p, io::Error::from(e)).into()),
+        }
     }
 
     /// [`RunDir::is_live`], giving a holder that is ending (its socket gone or closed) a few
@@ -535,17 +700,18 @@ pub fn stop_into(
 ) -> Result<(BackupRecord, Vec<PathBuf>), HoldError> {
     if let Some(dir) = output_dir {
         let rec = status(run_dir, id)?;
-        check_output_dir(dir, &rec.server_identity()).map_err(|e| match e {
-            HoldError::UnsafeOutputDir { dir, why, .. } if !rec.state.is_final() => {
-                HoldError::UnsafeOutputDir {
-                    dir,
-                    why,
-                    next: ". The backup is still in progress: run `pgsafe stop` again with the \
-                           root of the snapshot or copy",
-                }
-            }
-            e => e,
-        })?;
+        if let Err(e) =
+            check_output_dir(dir, &rec.server_identity()).and_then(|()| check_writable(dir))
+        {
+            return Err(if rec.state.is_final() {
+                e
+            } else {
+                e.with_next(
+                    ". The backup is still in progress: run `pgsafe stop` again with the root of \
+                     the snapshot or copy",
+                )
+            });
+        }
     }
     let rec = stop(run_dir, id, opts)?;
     let written = match (&rec.result, output_dir) {
@@ -553,7 +719,13 @@ pub fn stop_into(
             dir,
             res.backup_label.as_bytes(),
             res.tablespace_map.as_bytes(),
-        )?,
+        )
+        .map_err(|e| HoldError::LabelNotWritten {
+            id: id.to_string(),
+            dir: dir.to_path_buf(),
+            record: run_dir.record_path(id),
+            source: Box::new(e),
+        })?,
         _ => vec![],
     };
     Ok((rec, written))
@@ -651,7 +823,7 @@ mod tests {
         let run = RunDir::open(dir.path().join("run")).unwrap();
         let err = stop(&run, &"nope".parse().unwrap(), StopOptions::default()).unwrap_err();
         assert!(
-            err.to_string().contains("no backup with ID \"nope\""),
+            err.to_string().contains("no backup with ID nope in"),
             "{err}"
         );
     }
@@ -680,6 +852,8 @@ mod tests {
             failure: None,
             system_id: None,
             data_directory: None,
+            port: None,
+            connection: None,
         };
         run.write_record(&rec).unwrap();
         let got = stop(&run, &id, StopOptions::default()).unwrap();

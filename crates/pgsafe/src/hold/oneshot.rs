@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::{
-    BackupId, BackupRecord, BackupState, HoldError, ServerIdentity, StopOptions, StopResult,
-    TextBytes, WaitArchive, check_output_dir, unix_now,
+    BackupId, BackupRecord, BackupState, HoldError, RunDir, ServerIdentity, StopOptions,
+    StopResult, TextBytes, WaitArchive, check_output_dir, check_output_dir_early, unix_now,
 };
 use crate::conninfo::ConnSettings;
 use crate::fsutil::{self, FsError};
@@ -83,6 +83,11 @@ pub struct SnapshotOptions {
     pub command: String,
     pub output_dir: Option<PathBuf>,
     pub stop: StopOptions,
+    /// Where the backup's record goes (and its ID is locked while it runs), so `status` shows
+    /// it and a repeated `stop` returns its result; `None`: no record.
+    pub run_dir: Option<RunDir>,
+    /// The connection as the user gave it (no password), for display.
+    pub connection: Option<String>,
 }
 
 /// The outcome of a one-shot snapshot backup.
@@ -98,11 +103,50 @@ pub struct SnapshotReport {
 /// Starts a backup, runs the command with `PGSAFE_*` variables describing it, then stops the
 /// backup and writes the label files — or aborts the backup if the command failed.
 pub fn snapshot(opts: &SnapshotOptions) -> Result<SnapshotReport, HoldError> {
+    // The ID is this process's while it runs: a `start` with the same ID is refused, and
+    // `status` sees this backup in progress.
+    let _lock = match &opts.run_dir {
+        Some(run) => {
+            run.check_socket_len(&opts.id)?;
+            match run.try_lock(&opts.id)? {
+                Some(lock) => Some(lock),
+                None => {
+                    let pid = run
+                        .read_record(&opts.id)
+                        .ok()
+                        .flatten()
+                        .map_or_else(|| "unknown".into(), |r| r.holder_pid.to_string());
+                    return Err(HoldError::AlreadyRunning {
+                        id: opts.id.to_string(),
+                        pid,
+                    });
+                }
+            }
+        }
+        None => None,
+    };
+    let save = |rec: &BackupRecord| match &opts.run_dir {
+        Some(run) => run.write_record(rec),
+        None => Ok(()),
+    };
     let start_err = |e: String| HoldError::StartFailed(e);
     let client = opts.conn.connect().map_err(|e| start_err(e.to_string()))?;
     let mut session = Session::new(client).map_err(|e| start_err(e.to_string()))?;
     session.preflight().map_err(|e| start_err(e.to_string()))?;
+    let port = super::server_port(&mut session);
     let info = session.info().clone();
+    let identity = ServerIdentity {
+        system_id: Some(info.system_id),
+        data_directory: info.data_directory.clone(),
+        port,
+        in_recovery: Some(info.in_recovery),
+    };
+    // Before the server is in backup mode: an output directory that could never take the
+    // label fails now, not after the snapshot was taken.
+    if let Some(dir) = &opts.output_dir {
+        check_output_dir_early(dir, &identity)
+            .map_err(|e| e.with_next(". The backup was not started"))?;
+    }
     if opts.stop.wait_archive == WaitArchive::Yes && !info.archiving_applies() {
         return Err(HoldError::Refused(format!(
             "--wait-archive was given but this server does not archive (archive_mode = {}{})",
@@ -136,7 +180,13 @@ pub fn snapshot(opts: &SnapshotOptions) -> Result<SnapshotReport, HoldError> {
         failure: None,
         system_id: Some(info.system_id),
         data_directory: info.data_directory.clone(),
+        port,
+        connection: opts.connection.clone(),
     };
+    if let Err(e) = save(&record) {
+        started.abort();
+        return Err(e);
+    }
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(&opts.command)
@@ -163,6 +213,7 @@ pub fn snapshot(opts: &SnapshotOptions) -> Result<SnapshotReport, HoldError> {
         record.failure = Some(format!(
             "{why}: the backup was aborted and no backup_label was written; the copy is NOT usable"
         ));
+        save(&record)?;
         return Ok(SnapshotReport {
             record,
             command_exit: code,
@@ -174,20 +225,12 @@ pub fn snapshot(opts: &SnapshotOptions) -> Result<SnapshotReport, HoldError> {
     // checked now, before the stop: a live or foreign data directory gets no label, and the
     // backup is aborted (nothing is written).
     if let Some(dir) = &opts.output_dir {
-        let identity = ServerIdentity {
-            system_id: Some(info.system_id),
-            data_directory: info.data_directory.clone(),
-        };
-        if let Err(e) = check_output_dir(dir, &identity) {
+        if let Err(e) = check_output_dir(dir, &identity).and_then(|()| super::check_writable(dir)) {
             started.abort();
-            return Err(match e {
-                HoldError::UnsafeOutputDir { dir, why, .. } => HoldError::UnsafeOutputDir {
-                    dir,
-                    why,
-                    next: ". The backup was aborted and nothing was written",
-                },
-                e => e,
-            });
+            record.state = BackupState::Aborted;
+            record.failure = Some(format!("{e}; the copy is NOT usable"));
+            save(&record)?;
+            return Err(e.with_next(". The backup was aborted and nothing was written"));
         }
     }
     let applies = info.archiving_applies();
@@ -197,26 +240,9 @@ pub fn snapshot(opts: &SnapshotOptions) -> Result<SnapshotReport, HoldError> {
             "the server could not stop the backup: {e}; the copy is NOT usable"
         ))
     })?;
-    // If writing fails the label must not be lost: it stays in the error, byte for byte
-    // (hex-escaped where it is not UTF-8).
-    let written = match &opts.output_dir {
-        Some(dir) => write_label_files(dir, stopped.label.as_bytes(), &stopped.tablespace_map)
-            .map_err(|e| {
-                let map = if stopped.tablespace_map.is_empty() {
-                    String::new()
-                } else {
-                    format!("tablespace_map:\n{}", shown(&stopped.tablespace_map))
-                };
-                HoldError::Refused(format!(
-                    "the backup completed, but its label files could not be written ({e}); write \
-                     them yourself, byte for byte, into the backup's root. backup_label:\n{}{map}",
-                    shown(stopped.label.as_bytes()),
-                ))
-            })?,
-        None => vec![],
-    };
     let needs = stopped.archive_needs();
-    let mut result = StopResult {
+    record.state = BackupState::Complete;
+    record.result = Some(StopResult {
         backup_label: TextBytes::from(stopped.label.as_bytes()),
         tablespace_map: TextBytes::from(stopped.tablespace_map.clone()),
         stop_lsn: stopped.stop_lsn,
@@ -225,20 +251,56 @@ pub fn snapshot(opts: &SnapshotOptions) -> Result<SnapshotReport, HoldError> {
         stopped_at: unix_now(),
         stop_duration_ms: stopped.stop_duration.as_millis() as u64,
         archive: ArchiveStatus {
-            waited: false,
-            complete: true,
-            detail: "not waited for".into(),
+            waited: wait,
+            complete: !wait,
+            detail: if wait {
+                "waiting for WAL archiving".into()
+            } else {
+                "not waited for".into()
+            },
         },
         archive_needs: needs.clone(),
         recorded: None,
+    });
+    // The label exists only in this process until it is on disk: the record first.
+    save(&record)?;
+    let written = match &opts.output_dir {
+        Some(dir) => write_label_files(dir, stopped.label.as_bytes(), &stopped.tablespace_map)
+            .map_err(|e| match &opts.run_dir {
+                Some(run) => HoldError::LabelNotWritten {
+                    id: opts.id.to_string(),
+                    dir: dir.clone(),
+                    record: run.record_path(&opts.id),
+                    source: Box::new(e),
+                },
+                // No record: the label stays in the error, byte for byte (hex-escaped where
+                // it is not UTF-8).
+                None => {
+                    let map = if stopped.tablespace_map.is_empty() {
+                        String::new()
+                    } else {
+                        format!("tablespace_map:\n{}", shown(&stopped.tablespace_map))
+                    };
+                    HoldError::Refused(format!(
+                        "the backup IS stopped and complete, but its label files could not be \
+                         written ({e}); write them yourself, byte for byte, into the backup's \
+                         root. backup_label:\n{}{map}",
+                        shown(stopped.label.as_bytes()),
+                    ))
+                }
+            }),
+        None => Ok(vec![]),
     };
     if wait {
-        result.archive = stopped
+        let status = stopped
             .into_session()
             .wait_for_archive(needs, opts.stop.archive_timeout_secs);
+        if let Some(res) = record.result.as_mut() {
+            res.archive = status;
+        }
+        save(&record)?;
     }
-    record.state = BackupState::Complete;
-    record.result = Some(result);
+    let written = written?;
     Ok(SnapshotReport {
         record,
         command_exit: code,

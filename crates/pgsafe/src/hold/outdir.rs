@@ -12,14 +12,20 @@
 //!   src/backend/utils/init/miscinit.c ChangeToDataDir), or, when /proc cannot tell, whose
 //!   recorded data directory (line 2) is this directory;
 //! - it is the data directory of the server being backed up (same device and inode as the
-//!   server's `data_directory`);
+//!   server's `data_directory`), or lies inside it;
 //! - its `global/pg_control` belongs to another cluster (another system identifier): that label
 //!   would describe WAL that cluster never wrote.
+//!
+//! `snapshot` checks once more before it starts the backup ([`check_output_dir_early`]): a
+//! directory that cannot be written, or cannot be created, fails the command before the server
+//! is in backup mode, not after the copy was taken.
 
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+
+use std::path::{Component, PathBuf};
 
 use super::HoldError;
 use crate::control::ControlFile;
@@ -36,6 +42,10 @@ pub struct ServerIdentity {
     pub system_id: Option<SystemId>,
     /// The server's `data_directory` setting, when the session could read it.
     pub data_directory: Option<String>,
+    /// The server's `port` setting.
+    pub port: Option<u16>,
+    /// Whether the server is a standby.
+    pub in_recovery: Option<bool>,
 }
 
 /// Refuses an output directory that is a live data directory or another cluster's (see the
@@ -57,6 +67,11 @@ pub fn check_output_dir(dir: &Path, server: &ServerIdentity) -> Result<(), HoldE
         if same_dir(Path::new(dd)) {
             return Err(refuse(format!(
                 "it is the data directory of the running server being backed up ({dd})"
+            )));
+        }
+        if inside(dir, Path::new(dd)) {
+            return Err(refuse(format!(
+                "it lies inside the data directory of the running server being backed up ({dd})"
             )));
         }
     }
@@ -97,6 +112,95 @@ pub fn check_output_dir(dir: &Path, server: &ServerIdentity) -> Result<(), HoldE
     Ok(())
 }
 
+/// Before the backup starts (`snapshot`): an existing `dir` must pass [`check_output_dir`] and
+/// be writable; a missing one must be creatable (its nearest existing parent a writable
+/// directory) and not lie inside the server's data directory. The command run between start and
+/// stop may create or mount it, so a missing directory is not an error yet.
+pub fn check_output_dir_early(dir: &Path, server: &ServerIdentity) -> Result<(), HoldError> {
+    if fs::symlink_metadata(dir).is_ok() {
+        check_output_dir(dir, server)?;
+        return check_writable(dir);
+    }
+    let parent = dir
+        .ancestors()
+        .skip(1)
+        .find(|a| fs::symlink_metadata(a).is_ok())
+        .unwrap_or(Path::new("/"));
+    let refuse = |why: String| HoldError::OutputDirNotWritable {
+        dir: dir.to_path_buf(),
+        why,
+        next: "",
+    };
+    if !fs::metadata(parent).is_ok_and(|m| m.is_dir()) {
+        return Err(refuse(format!(
+            "it does not exist, and {} is not a directory it could be created in",
+            parent.display()
+        )));
+    }
+    if let Some(dd) = &server.data_directory {
+        if inside(dir, Path::new(dd)) {
+            return Err(HoldError::UnsafeOutputDir {
+                dir: dir.to_path_buf(),
+                why: format!(
+                    "it lies inside the data directory of the running server being backed up \
+                     ({dd})"
+                ),
+                next: "",
+            });
+        }
+    }
+    check_writable(parent).map_err(|_| {
+        refuse(format!(
+            "it does not exist, and {} does not let this user create it",
+            parent.display()
+        ))
+    })
+}
+
+/// `dir` can be written by this process (`access(2)`: permissions, and a read-only file system
+/// even for root).
+pub fn check_writable(dir: &Path) -> Result<(), HoldError> {
+    use nix::unistd::{AccessFlags, access};
+    access(dir, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|e| {
+        HoldError::OutputDirNotWritable {
+            dir: dir.to_path_buf(),
+            why: format!("it is not writable ({})", e.desc()),
+            next: "",
+        }
+    })
+}
+
+/// `path` (which may not exist yet) lies strictly inside `dir`, both resolved: symbolic links,
+/// `.` and `..` are seen through.
+fn inside(path: &Path, dir: &Path) -> bool {
+    let (Some(p), Ok(d)) = (resolve(path), fs::canonicalize(dir)) else {
+        return false;
+    };
+    p != d && p.starts_with(&d)
+}
+
+/// `path` made absolute with its existing part canonicalized and the rest appended (`..` in
+/// the rest removes a component).
+fn resolve(path: &Path) -> Option<PathBuf> {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(path)
+    };
+    let existing = abs.ancestors().find(|a| fs::canonicalize(a).is_ok())?;
+    let mut out = fs::canonicalize(existing).ok()?;
+    for c in abs.strip_prefix(existing).ok()?.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
 /// A regular file's contents (not following a link at the last component, at most
 /// [`MAX_SMALL_FILE`] bytes); `None` when absent or not a plain small file.
 fn read_small(path: &Path) -> Option<Vec<u8>> {
@@ -128,8 +232,8 @@ mod tests {
     fn the_servers_data_directory_is_refused() {
         let d = tempfile::tempdir().unwrap();
         let server = ServerIdentity {
-            system_id: None,
             data_directory: Some(d.path().to_str().unwrap().to_owned()),
+            ..ServerIdentity::default()
         };
         let e = check_output_dir(d.path(), &server).unwrap_err();
         assert!(
@@ -137,5 +241,18 @@ mod tests {
                 .contains("data directory of the running server"),
             "{e}"
         );
+        let sub = d.path().join("base");
+        fs::create_dir(&sub).unwrap();
+        let e = check_output_dir(&sub, &server).unwrap_err();
+        assert!(
+            e.to_string().contains("lies inside the data directory"),
+            "{e}"
+        );
+        let e = check_output_dir_early(&d.path().join("new/../x"), &server).unwrap_err();
+        assert!(
+            e.to_string().contains("lies inside the data directory"),
+            "{e}"
+        );
+        check_output_dir_early(&tempfile::tempdir().unwrap().path().join("new"), &server).unwrap();
     }
 }
