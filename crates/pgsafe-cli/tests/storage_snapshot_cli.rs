@@ -20,7 +20,6 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -254,11 +253,15 @@ fn put_label_files(sidecar: &Path, dir: &Path) {
     }
 }
 
-/// Points the copy's `pg_tblspc/<oid>` at the tablespace's own copy.
+/// Points the copy's `pg_tblspc/<oid>` at the tablespace's own copy, with the README's command.
 fn point_tablespace(copy_data: &Path, oid: u32, ts_copy: &Path) {
     let link = copy_data.join("pg_tblspc").join(oid.to_string());
-    fs::remove_file(&link).unwrap();
-    symlink(ts_copy, &link).unwrap();
+    sh(&format!(
+        "ln -sfn {} {}",
+        shell_quote(ts_copy),
+        shell_quote(&link)
+    ));
+    assert_eq!(fs::read_link(&link).unwrap(), ts_copy);
 }
 
 /// `pgsafe restore COPY --from-copy` into a fresh folder (tablespace moved beside it), starts
