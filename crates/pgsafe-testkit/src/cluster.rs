@@ -77,6 +77,10 @@ pub struct ClusterOptions {
     /// Run initdb for this cluster instead of copying a cached template: slower, but gives the
     /// cluster its own system identifier (clusters from one template share theirs).
     pub fresh_initdb: bool,
+    /// TCP addresses to listen on besides the private socket (`listen_addresses`); none by
+    /// default. For tests of TCP-only behaviour such as TLS (PostgreSQL never uses TLS on a
+    /// Unix socket).
+    pub listen_addresses: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -89,6 +93,7 @@ impl Default for ClusterOptions {
             archive: false,
             fsync: true,
             fresh_initdb: false,
+            listen_addresses: None,
         }
     }
 }
@@ -138,6 +143,12 @@ impl ClusterOptions {
 
     pub fn fresh_initdb(mut self, on: bool) -> Self {
         self.fresh_initdb = on;
+        self
+    }
+
+    /// Listen on these TCP addresses too (e.g. `"127.0.0.1"`), on [`Cluster::port`].
+    pub fn listen_addresses(mut self, addrs: impl Into<String>) -> Self {
+        self.listen_addresses = Some(addrs.into());
         self
     }
 }
@@ -545,6 +556,13 @@ impl Cluster {
         c
     }
 
+    /// Writes `name` in the data directory (mode 0600, owned by the server user): server
+    /// certificates and keys, a `pg_hba.conf` of the test's own. Takes effect at the next start
+    /// or reload.
+    pub fn write_data_file(&self, name: &str, bytes: &[u8]) {
+        write_server_file(&self.data_dir.join(name), bytes, server_user());
+    }
+
     /// The whole server log (stderr of the postmaster and its children, across restarts).
     pub fn server_log(&self) -> String {
         fs::read(&self.log_path)
@@ -643,7 +661,10 @@ impl Cluster {
                 self.socket.path().display()
             ))
             .arg("-c")
-            .arg("listen_addresses=");
+            .arg(format!(
+                "listen_addresses={}",
+                self.opts.listen_addresses.as_deref().unwrap_or("")
+            ));
         for a in &self.extra_args {
             cmd.arg("-c").arg(a);
         }

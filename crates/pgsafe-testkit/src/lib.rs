@@ -30,6 +30,7 @@ mod fsx;
 mod install;
 mod load;
 mod loopfs;
+mod tls;
 mod user;
 
 pub use cluster::{Cluster, ClusterOptions, StopMode, TABLESPACE_NAME};
@@ -37,6 +38,7 @@ pub use fsx::{copy_tree, scratch_root, server_owned_tempdir};
 pub use install::{PgInstall, client_bin_dir, repo_root};
 pub use load::{Event, LoadGenerator, LoadOptions, LoadReport, Op};
 pub use loopfs::{FsKind, LoopFs, shell_quote};
+pub use tls::TestPki;
 pub use user::{ServerUser, server_user};
 
 /// The superuser role every harness cluster has (`initdb -U postgres`), whatever the OS user.

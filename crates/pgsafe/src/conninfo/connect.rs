@@ -1,23 +1,51 @@
-//! Connecting: `postgres::Config`s from [`ConnSettings`], trying targets in order, errors that
-//! say which server was tried, what it answered and what to check, and the session setup.
+//! Connecting: `postgres::Config`s from [`ConnSettings`], trying targets in order with libpq's
+//! TLS fallbacks, errors that say which server was tried, what it answered and what to check,
+//! and the session setup.
+//!
+//! Per target (libpq fe-connect.c `PQconnectPoll`): over a Unix socket never TLS. Over TCP,
+//! `disable` is plain; `allow` tries plain and, if the server refuses the session, TLS;
+//! `prefer` tries TLS (plain if the server has none) and, if the handshake fails or the server
+//! refuses the TLS session, plain; `require`, `verify-ca` and `verify-full` only TLS.
+//! `sslcertmode=require` fails a session the server accepted without a client certificate.
 
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tokio_postgres_rustls::MakeRustlsConnect;
+
 use super::{
-    ConnSettings, DEFAULT_APPLICATION_NAME, DEFAULT_KEEPALIVES_IDLE_SECS, Host, PasswordSource,
-    Target, TargetSessionAttrs,
+    ChannelBinding, ConnSettings, DEFAULT_APPLICATION_NAME, DEFAULT_KEEPALIVES_IDLE_SECS, Host,
+    PasswordSource, SslCertMode, SslMode, Target, TargetSessionAttrs, TlsError,
 };
 use crate::types::PgVersion;
 
 impl ConnSettings {
-    /// One `postgres::Config` per target, in order, with pgsafe's session defaults applied.
+    /// One `postgres::Config` per target, in order, with pgsafe's session defaults applied
+    /// (as for the first attempt at each: TLS where the sslmode starts with it).
     pub fn to_postgres_configs(&self) -> Vec<postgres::Config> {
-        self.targets.iter().map(|t| self.config_for(t)).collect()
+        self.targets
+            .iter()
+            .map(|t| self.config_for(t, self.first_wire(t)))
+            .collect()
     }
 
-    fn config_for(&self, t: &Target) -> postgres::Config {
-        use postgres::config::{SslMode as PgSsl, TargetSessionAttrs as PgTsa};
+    /// How the first attempt at `t` goes.
+    fn first_wire(&self, t: &Target) -> Wire {
+        if t.socket_path().is_some() {
+            return Wire::Plain;
+        }
+        match self.sslmode {
+            SslMode::Disable | SslMode::Allow => Wire::Plain,
+            SslMode::Prefer => Wire::TlsIfOffered,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Wire::Tls,
+        }
+    }
+
+    fn config_for(&self, t: &Target, wire: Wire) -> postgres::Config {
+        use postgres::config::{
+            ChannelBinding as PgCb, SslMode as PgSsl, SslNegotiation, TargetSessionAttrs as PgTsa,
+        };
         let mut c = postgres::Config::new();
         c.user(&self.user)
             .dbname(&self.dbname)
@@ -27,8 +55,16 @@ impl ConnSettings {
                     .as_deref()
                     .unwrap_or(DEFAULT_APPLICATION_NAME),
             )
-            // No TLS connector in this build: disable/allow/prefer all mean a plain connection.
-            .ssl_mode(PgSsl::Disable)
+            .ssl_mode(match wire {
+                Wire::Plain => PgSsl::Disable,
+                Wire::TlsIfOffered => PgSsl::Prefer,
+                Wire::Tls => PgSsl::Require,
+            })
+            .channel_binding(match self.tls.channel_binding {
+                ChannelBinding::Disable => PgCb::Disable,
+                ChannelBinding::Prefer => PgCb::Prefer,
+                ChannelBinding::Require => PgCb::Require,
+            })
             .target_session_attrs(match self.target_session_attrs {
                 TargetSessionAttrs::Any => PgTsa::Any,
                 TargetSessionAttrs::ReadWrite => PgTsa::ReadWrite,
@@ -41,6 +77,9 @@ impl ConnSettings {
         };
         if let Some(addr) = t.hostaddr {
             c.hostaddr(addr);
+        }
+        if self.tls.direct && wire == Wire::Tls {
+            c.ssl_negotiation(SslNegotiation::Direct);
         }
         if let Some(pw) = &t.password {
             c.password(pw.expose());
@@ -81,12 +120,81 @@ impl ConnSettings {
     fn connect_inner(&self) -> Result<(postgres::Client, &Target), ConnectError> {
         let mut attempts = Vec::new();
         for t in &self.targets {
-            match self.config_for(t).connect(postgres::NoTls) {
+            match self.connect_target(t) {
                 Ok(client) => return Ok((client, t)),
-                Err(e) => attempts.push(ConnectAttempt::from_error(self, t, &e)),
+                Err(a) => attempts.push(a),
             }
         }
         Err(ConnectError::Failed { attempts })
+    }
+
+    /// libpq's sslmode fallbacks for one target.
+    fn connect_target(&self, t: &Target) -> Result<postgres::Client, ConnectAttempt> {
+        let first = self.first_wire(t);
+        let result = self.attempt(t, first);
+        let second = match (&result, self.sslmode) {
+            (Err(a), SslMode::Allow) if first == Wire::Plain && a.sqlstate.is_some() => Wire::Tls,
+            (Err(a), SslMode::Prefer)
+                if first == Wire::TlsIfOffered
+                    && (a.kind == FailureKind::Tls || a.sqlstate.is_some()) =>
+            {
+                Wire::Plain
+            }
+            _ => return result,
+        };
+        let Err(before) = result else {
+            return result;
+        };
+        self.attempt(t, second).map_err(|mut a| {
+            let how = if second == Wire::Plain {
+                "with TLS"
+            } else {
+                "without TLS"
+            };
+            a.message = format!(
+                "{} (an attempt {how} failed first: {})",
+                a.message, before.message
+            );
+            if a.hint.is_none() {
+                a.hint = before.hint;
+            }
+            a
+        })
+    }
+
+    fn attempt(&self, t: &Target, wire: Wire) -> Result<postgres::Client, ConnectAttempt> {
+        let config = self.config_for(t, wire);
+        let (result, cert_sent) = match wire {
+            Wire::Plain => (config.connect(postgres::NoTls), None),
+            Wire::Tls | Wire::TlsIfOffered => {
+                let prepared = self
+                    .tls
+                    .prepare(self.sslmode)
+                    .map_err(|e| ConnectAttempt::tls_setup(t, &e))?;
+                let sent = prepared.cert_sent;
+                (
+                    config.connect(MakeRustlsConnect::new(prepared.config)),
+                    sent,
+                )
+            }
+        };
+        let client = result.map_err(|e| ConnectAttempt::from_error(self, t, &e))?;
+        let sent = cert_sent.is_some_and(|s| s.load(Ordering::SeqCst));
+        if self.tls.certmode == SslCertMode::Require && !sent {
+            return Err(ConnectAttempt {
+                target: t.describe(),
+                kind: FailureKind::Tls,
+                message: "server accepted connection without a valid SSL certificate".into(),
+                sqlstate: None,
+                hint: Some(
+                    "sslcertmode=require: the server must ask for and get a client certificate \
+                     (pg_hba.conf method cert, or clientcert=verify-ca); give it with sslcert \
+                     and sslkey"
+                        .into(),
+                ),
+            });
+        }
+        Ok(client)
     }
 
     /// Connects, reads `server_version_num` and runs [`session_setup_sql`] for that version.
@@ -139,6 +247,15 @@ pub fn session_setup_sql(version: PgVersion) -> Vec<&'static str> {
     v
 }
 
+/// How one attempt talks to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Plain,
+    /// TLS if the server offers it, plain if it answers that it has none.
+    TlsIfOffered,
+    Tls,
+}
+
 /// How one connection attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
@@ -149,6 +266,9 @@ pub enum FailureKind {
     PasswordRequired,
     /// The server rejected the password (SQLSTATE 28P01).
     AuthenticationFailed,
+    /// TLS could not be set up or the handshake failed: a certificate not trusted or not
+    /// for this host, a key file refused, a server without TLS.
+    Tls,
     /// The server refused the session: pg_hba.conf, no such database, too many connections,
     /// starting up, not the wanted read-write/read-only kind...
     Rejected,
@@ -230,6 +350,12 @@ fn error_text(e: &postgres::Error) -> String {
 /// ("Connection refused"), or `fe_sendauth: no password supplied`.
 fn connect_error_text(e: &postgres::Error) -> String {
     let src = std::error::Error::source(e);
+    if is_tls_error(e) {
+        return match src {
+            Some(src) => format!("TLS: {src}"),
+            None => "TLS handshake failed".into(),
+        };
+    }
     if e.as_db_error().is_none() {
         if let Some(io) = src.and_then(|s| s.downcast_ref::<std::io::Error>()) {
             return io.to_string();
@@ -242,6 +368,17 @@ fn connect_error_text(e: &postgres::Error) -> String {
 }
 
 impl ConnectAttempt {
+    /// TLS could not even be set up (files, permissions): nothing was sent to the server.
+    fn tls_setup(t: &Target, e: &TlsError) -> ConnectAttempt {
+        ConnectAttempt {
+            target: t.describe(),
+            kind: FailureKind::Tls,
+            message: e.to_string(),
+            sqlstate: None,
+            hint: None,
+        }
+    }
+
     fn from_error(s: &ConnSettings, t: &Target, e: &postgres::Error) -> ConnectAttempt {
         let user = &s.user;
         let (kind, sqlstate, hint) = if let Some(db) = e.as_db_error() {
@@ -260,8 +397,32 @@ impl ConnectAttempt {
                                 " (the password used came from PGPASSWORD)".into(),
                             PasswordSource::ConnString =>
                                 " (the password used came from the connection string)".into(),
+                            PasswordSource::Service =>
+                                " (the password used came from the connection service file)".into(),
                             PasswordSource::None => String::new(),
                         }
+                    )),
+                ),
+                "28000"
+                    if db.message().contains("no encryption")
+                        || db.message().contains("SSL off") =>
+                {
+                    (
+                        FailureKind::Rejected,
+                        Some(format!(
+                            "pg_hba.conf on the server lets user \"{user}\" in only over TLS \
+                         (hostssl): connect over TCP with sslmode=require or stronger \
+                         (verify-full checks the server's certificate)"
+                        )),
+                    )
+                }
+                "28000" if db.message().contains("certificate") => (
+                    FailureKind::Rejected,
+                    Some(format!(
+                        "the server wants a client certificate for user \"{user}\", signed by a \
+                         CA in its ssl_ca_file and whose Common Name is the user name (or mapped \
+                         in pg_ident.conf): give it with sslcert and sslkey (default \
+                         ~/.postgresql/postgresql.crt and .key)"
                     )),
                 ),
                 "28000" => (
@@ -269,7 +430,7 @@ impl ConnectAttempt {
                     Some(format!(
                         "check that pg_hba.conf on the server lets user \"{user}\" connect to database \
                      \"{}\" from here, with a method pgsafe supports (trust, peer, password, md5, \
-                     scram-sha-256)",
+                     scram-sha-256, cert)",
                         s.dbname
                     )),
                 ),
@@ -319,12 +480,73 @@ fn passfile_name(s: &ConnSettings) -> String {
         .map_or("~/.pgpass".into(), |p| p.display().to_string())
 }
 
+/// tokio-postgres reports every TLS failure (a server without TLS included) as this kind,
+/// whose text is fixed; the cause is the error's source.
+fn is_tls_error(e: &postgres::Error) -> bool {
+    e.as_db_error().is_none() && e.to_string() == "error performing TLS handshake"
+}
+
+/// What to check after a failed TLS handshake.
+fn tls_hint(s: &ConnSettings, t: &Target, e: &postgres::Error) -> String {
+    use rustls::CertificateError as C;
+    let src = std::error::Error::source(e);
+    let rustls_error = src
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .and_then(|io| io.get_ref())
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    let roots = match s.tls.rootcert.as_deref() {
+        Some("system") => "the system's trusted roots".to_owned(),
+        Some(f) => format!("\"{f}\""),
+        None => "~/.postgresql/root.crt".to_owned(),
+    };
+    match rustls_error {
+        Some(rustls::Error::InvalidCertificate(c)) => match c {
+            C::UnknownIssuer | C::BadSignature => format!(
+                "the server's certificate is not signed by a certificate authority in {roots}: \
+                 give the CA that signed it with sslrootcert"
+            ),
+            C::NotValidForName | C::NotValidForNameContext { .. } => format!(
+                "the server's certificate is not issued for \"{}\" (its subjectAltName \
+                 lists the names it is for): connect by one of those names, or fix the \
+                 certificate; sslmode=verify-ca checks the issuer only",
+                t.host
+            ),
+            C::Expired
+            | C::ExpiredContext { .. }
+            | C::NotValidYet
+            | C::NotValidYetContext { .. } => {
+                "the server's certificate is outside its validity period (check the clocks, \
+                 or renew the certificate)"
+                    .into()
+            }
+            C::Revoked => "the server's certificate is revoked (sslcrl / sslcrldir)".into(),
+            C::UnknownRevocationStatus => "revocation lists were given (sslcrl, sslcrldir or \
+                 ~/.postgresql/root.crl) but none covers a certificate of the server's chain; \
+                 add its issuer's list"
+                .into(),
+            _ => format!("the server's certificate was refused; check it against {roots}"),
+        },
+        Some(rustls::Error::AlertReceived(_)) => "the server refused the handshake: check the \
+             client certificate (sslcert, sslkey) and the server's ssl settings and log"
+            .into(),
+        _ if src.is_some_and(|s| s.to_string() == "server does not support TLS") => format!(
+            "the server at {} does not accept TLS (ssl = off): turn ssl on in its \
+             postgresql.conf, or connect with sslmode=prefer or disable over a trusted network",
+            t.host
+        ),
+        _ => "check sslmode, sslrootcert and the server's ssl settings".into(),
+    }
+}
+
 fn classify_client_error(
     s: &ConnSettings,
     t: &Target,
     e: &postgres::Error,
 ) -> (FailureKind, Option<String>) {
     use std::io::ErrorKind as K;
+    if is_tls_error(e) {
+        return (FailureKind::Tls, Some(tls_hint(s, t, e)));
+    }
     let src = std::error::Error::source(e);
     let src_text = src.map(ToString::to_string).unwrap_or_default();
     let unreachable = || match t.socket_path() {
@@ -399,7 +621,8 @@ fn classify_client_error(
         return (
             FailureKind::Rejected,
             Some(
-                "pgsafe can use trust, peer, password, md5 and scram-sha-256 authentication".into(),
+                "pgsafe can use trust, peer, password, md5, scram-sha-256 and cert authentication"
+                    .into(),
             ),
         );
     }

@@ -22,9 +22,10 @@ use super::ConnInfoError;
 pub(crate) enum Support {
     /// Honoured.
     Used,
-    /// Accepted and ignored: it only matters for TLS or GSSAPI, which this build never uses
-    /// (libpq built without TLS ignores them the same way). Values that would *require* TLS or
-    /// GSSAPI are rejected where the settings are resolved.
+    /// Accepted and ignored: GSSAPI settings (pgsafe has no GSSAPI; a value that would
+    /// *require* it is rejected where the settings are resolved), and TLS settings rustls has
+    /// no use for (`sslcompression`: no TLS compression; `sslpassword`: encrypted keys are
+    /// refused when read).
     Ignored,
     /// Rejected with a clear error when set to a non-empty value: ignoring it could connect
     /// somewhere else or weaken a security requirement the user asked for.
@@ -47,7 +48,7 @@ const fn kw(name: &'static str, env: Option<&'static str>, support: Support) -> 
 use Support::{Ignored, Unsupported, Used};
 
 pub(crate) const KEYWORDS: &[Keyword] = &[
-    kw("service", Some("PGSERVICE"), Unsupported),
+    kw("service", Some("PGSERVICE"), Used),
     kw("user", Some("PGUSER"), Used),
     kw("password", Some("PGPASSWORD"), Used),
     kw("passfile", Some("PGPASSFILE"), Used),
@@ -74,20 +75,20 @@ pub(crate) const KEYWORDS: &[Keyword] = &[
     kw("sslcertmode", Some("PGSSLCERTMODE"), Used),
     kw("sslpassword", None, Ignored),
     kw("sslrootcert", Some("PGSSLROOTCERT"), Used),
-    kw("sslcrl", Some("PGSSLCRL"), Ignored),
-    kw("sslcrldir", Some("PGSSLCRLDIR"), Ignored),
-    kw("sslsni", Some("PGSSLSNI"), Ignored),
+    kw("sslcrl", Some("PGSSLCRL"), Used),
+    kw("sslcrldir", Some("PGSSLCRLDIR"), Used),
+    kw("sslsni", Some("PGSSLSNI"), Used),
     kw("requirepeer", Some("PGREQUIREPEER"), Unsupported),
     kw("require_auth", Some("PGREQUIREAUTH"), Unsupported),
     kw(
         "ssl_min_protocol_version",
         Some("PGSSLMINPROTOCOLVERSION"),
-        Ignored,
+        Used,
     ),
     kw(
         "ssl_max_protocol_version",
         Some("PGSSLMAXPROTOCOLVERSION"),
-        Ignored,
+        Used,
     ),
     kw(
         "min_protocol_version",

@@ -11,12 +11,13 @@ use super::*;
 use crate::types::PgVersion;
 
 /// A fake outside world.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct World {
     env: HashMap<String, String>,
     sockets: Vec<PathBuf>,
     os_user: Option<(String, PathBuf)>,
     passfiles: HashMap<PathBuf, PassfileRead>,
+    service_files: HashMap<PathBuf, Vec<u8>>,
 }
 
 impl World {
@@ -46,6 +47,12 @@ impl World {
         self
     }
 
+    fn service_file(mut self, path: &str, text: &str) -> World {
+        self.service_files
+            .insert(path.into(), text.as_bytes().to_vec());
+        self
+    }
+
     fn resolve(&self, input: &ConnInput) -> Result<ConnSettings, ConnInfoError> {
         let env = |k: &str| self.env.get(k).cloned();
         let socket_exists = |p: &Path| self.sockets.iter().any(|s| s == p);
@@ -56,11 +63,16 @@ impl World {
                 .cloned()
                 .unwrap_or(PassfileRead::Missing)
         };
+        let read_service_file = |p: &Path| match self.service_files.get(p) {
+            Some(b) => ServiceFileRead::Read(b.clone()),
+            None => ServiceFileRead::Missing,
+        };
         let sys = System {
             env: &env,
             socket_exists: &socket_exists,
             os_user: &os_user,
             read_passfile: &read_passfile,
+            read_service_file: &read_service_file,
         };
         ConnSettings::resolve_with(input, &sys)
     }
@@ -293,12 +305,12 @@ fn env_errors_name_the_variable() {
         "invalid port number: \"abc\" (from environment variable PGPORT)"
     );
     let e = World::new()
-        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLMODE", "verify-fuller")
         .resolve(&ConnInput::default())
         .unwrap_err();
-    assert!(
-        e.to_string().contains("requires TLS") && e.to_string().contains("PGSSLMODE"),
-        "{e}"
+    assert_eq!(
+        e.to_string(),
+        "invalid sslmode value: \"verify-fuller\" (from environment variable PGSSLMODE)"
     );
     let e = World::new()
         .env("PGCONNECT_TIMEOUT", "soon")
@@ -314,60 +326,9 @@ fn env_errors_name_the_variable() {
 }
 
 #[test]
-fn tls_and_unsupported_options() {
+fn unsupported_options() {
     let w = World::new();
-    for ok in ["disable", "allow", "prefer"] {
-        assert_eq!(w.d(&format!("sslmode={ok}")).unwrap().sslmode.as_str(), ok);
-    }
-    for tls in ["require", "verify-ca", "verify-full"] {
-        let e = w.d(&format!("sslmode={tls}")).unwrap_err();
-        assert_eq!(
-            e,
-            ConnInfoError::TlsUnsupported {
-                option: "sslmode",
-                value: tls.into()
-            }
-        );
-        assert!(
-            e.to_string()
-                .contains("TLS, which is not supported by this build")
-        );
-    }
-    assert!(matches!(
-        w.d("postgresql://h/d?ssl=true"),
-        Err(ConnInfoError::TlsUnsupported { .. })
-    ));
-    assert!(matches!(
-        w.d("requiressl=1"),
-        Err(ConnInfoError::TlsUnsupported { .. })
-    ));
-    assert!(
-        World::new()
-            .env("PGREQUIRESSL", "1")
-            .resolve(&ConnInput::default())
-            .is_err()
-    );
-    assert_eq!(
-        w.d("sslmode=maybe").unwrap_err().to_string(),
-        "invalid sslmode value: \"maybe\""
-    );
-    // TLS-only options are accepted while TLS is not demanded.
-    let s = w.d("sslrootcert=/r.pem sslcert=/c.pem sslkey=/k.pem sslcrl=x sslsni=1 channel_binding=prefer gssencmode=prefer krbsrvname=pg").unwrap();
-    assert_eq!(s.sslrootcert.as_deref(), Some("/r.pem"));
-    assert!(s.warnings.is_empty());
-    for demanding in [
-        "channel_binding=require",
-        "sslnegotiation=direct",
-        "sslrootcert=system",
-        "sslcertmode=require",
-    ] {
-        assert!(
-            matches!(w.d(demanding), Err(ConnInfoError::TlsUnsupported { .. })),
-            "{demanding}"
-        );
-    }
     for unsupported in [
-        "service=x",
         "require_auth=md5",
         "requirepeer=postgres",
         "replication=true",
@@ -382,21 +343,6 @@ fn tls_and_unsupported_options() {
         );
         assert!(e.to_string().contains("not supported by pgsafe"));
     }
-    let e = World::new()
-        .env("PGSERVICE", "prod")
-        .resolve(&ConnInput::default())
-        .unwrap_err();
-    assert!(
-        e.to_string().contains("service files") && e.to_string().contains("PGSERVICE"),
-        "{e}"
-    );
-    // Empty values of unsupported options are "unset".
-    assert!(
-        World::new()
-            .env("PGSERVICE", "")
-            .resolve(&ConnInput::default())
-            .is_ok()
-    );
     assert_eq!(
         w.d("target_session_attrs=read-write")
             .unwrap()
@@ -590,6 +536,9 @@ fn conninfo_round_trip() {
         "host=/tmp,db1,[::1] port=1,2,3",
         "postgresql://bob@%2Fsrv%2Fpg%20sock:5439/my%20db?application_name=it%27s&options=-c%20work_mem%3D4MB",
         "host=a,b hostaddr=,127.0.0.1 connect_timeout=1 keepalives=0 keepalives_idle=0 keepalives_interval=4 keepalives_count=2 tcp_user_timeout=9 target_session_attrs=read-only sslmode=disable passfile='/p q' sslrootcert=/r sslcert=/c sslkey=/k",
+        "sslmode=verify-ca sslrootcert='/r s' sslcrl=/l sslcrldir=/d sslsni=0 sslcertmode=require channel_binding=require ssl_min_protocol_version=TLSv1.3 ssl_max_protocol_version=tlsv1.3",
+        "sslmode=require sslnegotiation=direct sslcertmode=disable channel_binding=disable",
+        "sslrootcert=system",
         "fallback_application_name=fb user=\"q\\\\ dbname='x y'",
     ];
     for case in cases {
@@ -732,3 +681,5 @@ proptest! {
         prop_assert_eq!(again, s);
     }
 }
+
+mod tls_resolve;
