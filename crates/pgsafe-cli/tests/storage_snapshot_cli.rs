@@ -421,6 +421,25 @@ fn btrfs_start_stop(major: u32) {
         fs::write(snap_pg.join("data").join("probe"), b"x").is_err(),
         "the snapshot is read-only"
     );
+    // The unlucky DBA names the read-only snapshot: refused before the backup is stopped, so a
+    // stop into the sidecar folder still gets the label.
+    let into_snapshot = pgsafe(&[
+        "stop",
+        "--id",
+        "snap",
+        "--run-dir",
+        runp,
+        "--output-dir",
+        snap_pg.join("data").to_str().unwrap(),
+    ]);
+    refused(
+        &into_snapshot,
+        &[
+            "Read-only file system",
+            "still in progress",
+            "a folder kept with it",
+        ],
+    );
     let sidecar = rig.label_dir(name);
     let r = json(&ok(
         pgsafe(&[

@@ -708,7 +708,8 @@ pub fn stop_into(
             } else {
                 e.with_next(
                     ". The backup is still in progress: run `pgsafe stop` again with the root of \
-                     the snapshot or copy",
+                     the snapshot or copy, or, for a read-only snapshot, a folder kept with it \
+                     (named after the snapshot)",
                 )
             });
         }
