@@ -150,6 +150,35 @@ impl TestPki {
         )
     }
 
+    /// A revocation list of `ca`, in PEM, written to `file`, listing the certificates revoked
+    /// so far plus `revoke` (names such as `"server"`); earlier revocations stay listed.
+    pub fn crl(&self, file: &str, revoke: &[&str]) -> PathBuf {
+        let cnf = self.path("ca.cnf");
+        if !cnf.exists() {
+            fs::write(
+                &cnf,
+                "[ca]\ndefault_ca = tca\n[tca]\ndatabase = index.txt\ncrlnumber = crlnumber\n\
+                 default_md = sha256\ndefault_crl_days = 2\n",
+            )
+            .unwrap();
+            fs::write(self.path("index.txt"), "").unwrap();
+            fs::write(self.path("crlnumber"), "01\n").unwrap();
+        }
+        let ca = ["-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.crt"];
+        for name in revoke {
+            let crt = format!("{name}.crt");
+            let mut args = vec!["ca"];
+            args.extend_from_slice(&ca);
+            args.extend_from_slice(&["-revoke", &crt]);
+            openssl(self.dir(), &args);
+        }
+        let mut args = vec!["ca"];
+        args.extend_from_slice(&ca);
+        args.extend_from_slice(&["-gencrl", "-out", file]);
+        openssl(self.dir(), &args);
+        self.path(file)
+    }
+
     /// `opts` plus TCP on 127.0.0.1 and `ssl = on` with `server.crt`/`server.key` (or the
     /// `rogue` pair) and `ca.crt` for client certificates; see [`TestPki::install`].
     pub fn cluster_options(opts: ClusterOptions) -> ClusterOptions {

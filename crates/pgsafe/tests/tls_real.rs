@@ -319,6 +319,21 @@ fn client_certificates(major: u32) {
         );
         messages.push(msg);
     }
+    // prefer falls back to plain text when TLS cannot be set up; the server refuses that here,
+    // and the error is the one about the key.
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let prefer = format!(
+        "{} sslmode=prefer sslcert={} sslkey={}",
+        tcp(&c, "localhost"),
+        crt.display(),
+        key.display()
+    );
+    let (kind, msg, _) = w.fails(&prefer);
+    assert_eq!(kind, FailureKind::Tls, "{msg}");
+    assert!(
+        msg.contains("has group or world access") && msg.contains("plain text was refused too"),
+        "{msg}"
+    );
     let i_am_root = nix::unistd::geteuid().is_root();
     if i_am_root {
         // libpq's exception: a root-owned key may be group-readable ...
@@ -484,4 +499,48 @@ fn service_files() {
     let home = World::new();
     fs::copy(&mine, home.home().join(".pg_service.conf")).unwrap();
     assert!(!home.ok("service=local"));
+}
+
+/// Revocation lists: sslcrl, sslcrldir and ~/.postgresql/root.crl; a list that does not list
+/// the server's certificate lets it through, one that does refuses it; a missing list file is
+/// ignored (libpq).
+#[test]
+fn certificate_revocation() {
+    let pki = TestPki::new();
+    let c = tls_cluster(14, &pki, "server", "host all all 127.0.0.1/32 trust");
+    let w = World::new();
+    let good = format!(
+        "{} sslmode=verify-full sslrootcert={}",
+        tcp(&c, "localhost"),
+        pki.path("ca.crt").display()
+    );
+    let clean = pki.crl("clean.crl", &[]);
+    assert!(w.ok(&format!("{good} sslcrl={}", clean.display())));
+    let revoked = pki.crl("revoked.crl", &["server"]);
+    let (kind, msg, hint) = w.fails(&format!("{good} sslcrl={}", revoked.display()));
+    assert_eq!(kind, FailureKind::Tls, "{msg}");
+    assert!(hint.contains("revoked"), "{msg} / {hint}");
+    // verify-ca checks revocation too.
+    let ca_only = good.replace("verify-full", "verify-ca");
+    assert_eq!(
+        w.fails(&format!("{ca_only} sslcrl={}", revoked.display()))
+            .0,
+        FailureKind::Tls
+    );
+    let dir = tempfile::tempdir().unwrap();
+    fs::copy(&revoked, dir.path().join("1a2b3c4d.r0")).unwrap();
+    assert_eq!(
+        w.fails(&format!("{good} sslcrldir={}", dir.path().display()))
+            .0,
+        FailureKind::Tls
+    );
+    let dot = w.home().join(".postgresql");
+    fs::create_dir(&dot).unwrap();
+    fs::copy(&revoked, dot.join("root.crl")).unwrap();
+    assert_eq!(w.fails(&good).0, FailureKind::Tls);
+    // An explicit sslcrl replaces the default list.
+    assert!(w.ok(&format!("{good} sslcrl={}", clean.display())));
+    fs::remove_file(dot.join("root.crl")).unwrap();
+    assert!(w.ok(&good));
+    assert!(w.ok(&format!("{good} sslcrl=/nonexistent/list.crl")));
 }

@@ -146,6 +146,16 @@ impl ConnSettings {
             return result;
         };
         self.attempt(t, second).map_err(|mut a| {
+            // prefer against a hostssl-only server: the TLS attempt's failure is the one that
+            // says what to fix; plain text being refused too is expected.
+            if second == Wire::Plain && is_hostssl_refusal(&a) {
+                let mut before = before.clone();
+                before.message = format!(
+                    "{} (plain text was refused too: {})",
+                    before.message, a.message
+                );
+                return before;
+            }
             let how = if second == Wire::Plain {
                 "with TLS"
             } else {
@@ -245,6 +255,13 @@ pub fn session_setup_sql(version: PgVersion) -> Vec<&'static str> {
         v.push("SET transaction_timeout = 0");
     }
     v
+}
+
+/// The server refused a session without TLS because pg_hba.conf has only `hostssl` lines for
+/// it (its message says "no encryption", "SSL off" before PostgreSQL 12).
+fn is_hostssl_refusal(a: &ConnectAttempt) -> bool {
+    a.sqlstate.as_deref() == Some("28000")
+        && (a.message.contains("no encryption") || a.message.contains("SSL off"))
 }
 
 /// How one attempt talks to the server.
