@@ -21,6 +21,8 @@
 //!   been written by someone else; see docs/threat-model.md).
 //! * **Bounded memory.** Large objects are streamed through [`Backend::read_range`] and
 //!   [`Backend::writer`]; only [`Backend::get`] and [`Backend::put`] hold an object in memory.
+//!   A local backend also hands out its files ([`Backend::open_file`],
+//!   [`ObjectWriter::local_file`]) so copies between local files stay kernel copies.
 //!
 //! Typed keys ([`Key`]) are turned into names in one place ([`key`]). Retrying transient errors
 //! ([`Retry`]) and limiting the rate ([`RateLimit`]) are decorators that wrap any backend, as
@@ -28,8 +30,8 @@
 //! object-storage backend drives its asynchronous client internally.
 
 use std::fmt;
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
 
 pub mod error;
 pub mod key;
@@ -114,6 +116,14 @@ impl PutOptions {
 pub trait ObjectWriter: Write + Send {
     /// Makes the object visible (write-once: see [`PutOutcome`] and [`ErrorKind::Conflict`]).
     fn finish(self: Box<Self>) -> Result<PutOutcome>;
+
+    /// The file being written, for writers of local backends (`None` for others): kernel
+    /// copies and positioned writes go straight into it, and [`ObjectWriter::finish`] still
+    /// makes it visible write-once and durably. Bytes written through `Write` before are
+    /// flushed to it first.
+    fn local_file(&mut self) -> Option<Result<&File>> {
+        None
+    }
 }
 
 /// A reader of an object's bytes.
@@ -151,10 +161,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
         Ok(())
     }
 
-    /// The object's path in the local file system, for backends that have one, so a caller
-    /// can use kernel copies (`copy_file_range`). The caller takes over the containment
-    /// promise: it must open the path without following links.
-    fn local_path(&self, _name: &ObjectName) -> Option<PathBuf> {
+    /// The object as an open file, for backends that keep objects as local files: kernel
+    /// copies (`copy_file_range`) and file checks (the link count) without a copy through
+    /// user space. The file is opened as [`Backend::read`] opens it (never through a link).
+    /// `None`: not a local backend (use [`Backend::read_range`]).
+    fn open_file(&self, _name: &ObjectName) -> Option<Result<File>> {
         None
     }
 

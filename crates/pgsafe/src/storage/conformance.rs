@@ -30,6 +30,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("hostile_names", hostile_names),
     ("concurrent_puts", concurrent_puts),
     ("deferred_then_sync", deferred_then_sync),
+    ("local_files", local_files),
 ];
 
 /// Runs every check against `backend` (empty, or at least without `conformance/`), naming the
@@ -497,4 +498,39 @@ fn deferred_then_sync(b: &dyn Backend) {
     }
     b.sync_all().unwrap();
     assert_eq!(b.list(Some(&n("conformance/deferred"))).unwrap().len(), 20);
+}
+
+/// The optional local-file capabilities keep the same promises: the file written through is
+/// invisible until finished and then write-once; the file opened is the object.
+fn local_files(b: &dyn Backend) {
+    use std::os::unix::fs::FileExt;
+    let k = n("conformance/local_files/x");
+    let data = pattern(300_000, 14);
+    let mut w = b.writer(&k, PutOptions::default()).unwrap();
+    w.write_all(&data[..1000]).unwrap();
+    let Some(file) = w.local_file() else {
+        assert!(b.open_file(&k).is_none(), "open_file without local_file");
+        return;
+    };
+    // Positioned writes after what went through Write (flushed first).
+    file.unwrap().write_all_at(&data[1000..], 1000).unwrap();
+    assert_eq!(kind_of(b.size(&k)), ErrorKind::NotFound);
+    assert_eq!(w.finish().unwrap(), PutOutcome::Created);
+    assert!(get_all(b, &k) == data);
+    let mut f = b.open_file(&k).expect("open_file with local_file").unwrap();
+    let mut back = Vec::new();
+    f.read_to_end(&mut back).unwrap();
+    assert!(back == data);
+    assert_eq!(
+        kind_of(b.open_file(&n("conformance/local_files/none")).unwrap()),
+        ErrorKind::NotFound
+    );
+    // Write-once through the file too.
+    let mut w = b.writer(&k, PutOptions::default()).unwrap();
+    w.local_file()
+        .unwrap()
+        .unwrap()
+        .write_all_at(b"other", 0)
+        .unwrap();
+    assert_eq!(kind_of(w.finish()), ErrorKind::Conflict);
 }

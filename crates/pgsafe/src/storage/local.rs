@@ -370,8 +370,8 @@ impl Backend for LocalBackend {
             .map_err(|e| nix_error(e, "sync file system of", self.path.display()))
     }
 
-    fn local_path(&self, name: &ObjectName) -> Option<PathBuf> {
-        Some(self.path.join(OsStr::from_bytes(name.as_bytes())))
+    fn open_file(&self, name: &ObjectName) -> Option<Result<File>> {
+        Some(self.open_object(name, "read"))
     }
 }
 
@@ -405,6 +405,16 @@ impl Write for LocalWriter {
 }
 
 impl ObjectWriter for LocalWriter {
+    fn local_file(&mut self) -> Option<Result<&File>> {
+        let name = &self.name;
+        let f = self.file.as_mut()?;
+        Some(
+            f.flush()
+                .map(|()| f.get_ref())
+                .map_err(|e| StorageError::io("store", name, e)),
+        )
+    }
+
     fn finish(mut self: Box<Self>) -> Result<PutOutcome> {
         let name = self.name.clone();
         let err = |e: Errno| nix_error(e, "store", &name);

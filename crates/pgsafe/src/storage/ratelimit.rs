@@ -163,7 +163,7 @@ impl<B: Backend> Backend for RateLimit<B> {
         self.inner.sync_all()
     }
 
-    // No local path: a kernel copy would bypass the limit.
+    // No open_file: a kernel copy would bypass the limit.
 }
 
 /// A reader or writer taking tokens for every byte it moves.

@@ -143,8 +143,9 @@ impl<B: Backend> Backend for Retry<B> {
         self.run(|| self.inner.sync_all())
     }
 
-    fn local_path(&self, name: &ObjectName) -> Option<std::path::PathBuf> {
-        self.inner.local_path(name)
+    fn open_file(&self, name: &ObjectName) -> Option<Result<std::fs::File>> {
+        self.run(|| self.inner.open_file(name).transpose())
+            .transpose()
     }
 
     fn get(&self, name: &ObjectName, limit: u64) -> Result<Vec<u8>> {

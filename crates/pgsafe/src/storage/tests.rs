@@ -153,9 +153,10 @@ fn local_files_modes_links_and_raw_names() {
         },
     )
     .unwrap();
-    let p = b.local_path(&k).unwrap();
-    assert_eq!(p, d.path().join("base/5/16384"));
+    let p = d.path().join("base/5/16384");
     let meta = fs::metadata(&p).unwrap();
+    let opened = b.open_file(&k).unwrap().unwrap().metadata().unwrap();
+    assert_eq!((opened.dev(), opened.ino()), (meta.dev(), meta.ino()));
     assert_eq!(meta.mode() & 0o777, 0o640);
     // One link: verify and restore refuse files with more (a planted hard link).
     assert_eq!(meta.nlink(), 1);
@@ -425,7 +426,15 @@ fn rate_limit_paces_reads_and_writes() {
     // No kernel-copy bypass of the limit.
     let d = tempfile::tempdir().unwrap();
     let local = RateLimit::new(LocalBackend::open(d.path()).unwrap(), rate);
-    assert_eq!(local.local_path(&n("x")), None);
+    local.put(&n("x"), b"x", PutOptions::default()).unwrap();
+    assert!(local.open_file(&n("x")).is_none());
+    assert!(
+        local
+            .writer(&n("y"), PutOptions::default())
+            .unwrap()
+            .local_file()
+            .is_none()
+    );
 }
 
 #[test]
@@ -594,4 +603,66 @@ impl Backend for Overwriting {
 #[should_panic(expected = "conformance check identical_reput failed")]
 fn conformance_refuses_a_backend_that_overwrites() {
     conformance::run(&Overwriting::default());
+}
+
+const CRASH_CHILD: &str = "PGSAFE_STORAGE_CRASH_CHILD";
+
+/// A process killed (SIGKILL) in the middle of a put leaves no object: nothing lists or reads,
+/// the name is free, and only a temporary file remains.
+#[test]
+fn local_put_killed_midway_leaves_no_object() {
+    use std::io::{BufRead, BufReader, Write};
+    if let Some(dir) = std::env::var_os(CRASH_CHILD) {
+        let b = LocalBackend::open(Path::new(&dir)).unwrap();
+        let mut w = b.writer(&n("wal/seg"), PutOptions::default()).unwrap();
+        w.write_all(&conformance::pattern(1 << 20, 3)).unwrap();
+        w.flush().unwrap();
+        // libtest may print the test's name on the same line first.
+        println!("\nchild-ready");
+        std::io::stdout().flush().unwrap();
+        // Killed here; bounded in case the parent died first.
+        std::thread::sleep(Duration::from_secs(120));
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "storage::tests::local_put_killed_midway_leaves_no_object",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_CHILD, d.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let ready = out
+        .lines()
+        .map_while(|l| l.ok())
+        .any(|l| l.ends_with("child-ready"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(ready, "the child did not get to the middle of its put");
+
+    let b = LocalBackend::open(d.path()).unwrap();
+    assert_eq!(b.list(None).unwrap(), []);
+    assert_eq!(
+        b.get(&n("wal/seg"), u64::MAX).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    let left: Vec<_> = fs::read_dir(d.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1);
+    assert!(
+        left[0].to_string_lossy().starts_with(".pgsafe-tmp-"),
+        "{left:?}"
+    );
+    assert_eq!(
+        b.put(&n("wal/seg"), b"retried", PutOptions::default())
+            .unwrap(),
+        PutOutcome::Created
+    );
 }
