@@ -238,3 +238,51 @@ fn password_over_tls_is_never_shown() {
     assert_eq!(json(&stop)["usable"], true);
     assert_nowhere(secret, &[&stop], run.path(), None);
 }
+
+/// `pgsafe backup` and `verify` of a server that lets pgsafe in only over TLS with a client
+/// certificate, the settings coming from a service file (PGSERVICEFILE).
+#[test]
+fn backup_over_tls_from_a_service_file() {
+    let pki = TestPki::new();
+    let c = tls_cluster(17, &pki, "hostssl all all 127.0.0.1/32 cert");
+    c.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
+    let (crt, key) = pki.client("client", "postgres", "ca");
+    let work = tempfile::tempdir().unwrap();
+    let services = work.path().join("services.conf");
+    fs::write(
+        &services,
+        format!(
+            "[prod]\nhost=localhost\nhostaddr=127.0.0.1\nport={}\nuser=postgres\n\
+             dbname=postgres\nsslmode=verify-full\nsslrootcert={}\nsslcert={}\nsslkey={}\n",
+            c.port(),
+            pki.path("ca.crt").display(),
+            crt.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let target = work.path().join("b1");
+    let out = command(&[
+        "backup",
+        "-d",
+        "service=prod",
+        "-D",
+        c.data_dir().to_str().unwrap(),
+        "--target",
+        target.to_str().unwrap(),
+        "--json",
+        "--progress",
+        "none",
+    ])
+    .env("PGSERVICEFILE", &services)
+    .env("HOME", work.path())
+    .output()
+    .unwrap();
+    ok(out, "pgsafe backup -d service=prod");
+    ok(
+        command(&["verify", target.to_str().unwrap()])
+            .output()
+            .unwrap(),
+        "pgsafe verify",
+    );
+}
