@@ -725,3 +725,35 @@ fn xfs_reflink_16() {
 fn xfs_reflink_18() {
     xfs_reflink(18);
 }
+
+/// The harness's promise that a failing test leaves no mounted file system or attached loop
+/// device behind: a panic while a btrfs file system is mounted and a subvolume is in use.
+#[test]
+fn loop_fs_cleaned_up_after_panic() {
+    if LoopFs::unavailable(FsKind::Btrfs).is_some() {
+        // Prints the skip (or fails with PGSAFE_REQUIRE_LOOP=1).
+        assert!(LoopFs::or_skip(FsKind::Btrfs, 256, "loop_fs_cleaned_up_after_panic").is_none());
+        return;
+    }
+    let seen = std::sync::Mutex::new(None);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let lfs = LoopFs::new(FsKind::Btrfs, 256).unwrap();
+        let sub = lfs.subvolume("vol");
+        fs::write(sub.join("f"), b"x").unwrap();
+        *seen.lock().unwrap() = Some((lfs.path().to_owned(), lfs.device().to_owned()));
+        panic!("a failing test");
+    }));
+    assert!(r.is_err());
+    let (mount, device) = seen.lock().unwrap().take().unwrap();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(mount.to_str().unwrap()),
+        "{} still mounted",
+        mount.display()
+    );
+    // A detached loop device has no backing file.
+    let name = device.trim_start_matches("/dev/");
+    let backing = fs::read_to_string(format!("/sys/block/{name}/loop/backing_file"));
+    assert!(backing.is_err(), "{device} still attached to {backing:?}");
+    assert!(!mount.parent().unwrap().exists(), "its folder is removed");
+}
