@@ -24,8 +24,9 @@
 //! - `ssl_min_protocol_version` (default TLSv1.2) / `ssl_max_protocol_version`: rustls speaks
 //!   TLS 1.2 and 1.3 only.
 //!
-//! Key contents are read into memory only while the session is set up, wiped afterwards, and
-//! never appear in a message; messages name files only.
+//! The key file is read when a connection is set up (not when settings are resolved, so no key
+//! travels to the snapshot-mode holder: it reads the file itself); the bytes read are wiped once
+//! parsed, and no message quotes a file's contents, only its name.
 
 mod verify;
 
