@@ -388,7 +388,9 @@ fn direct_negotiation(major: u32) {
     if major >= 17 {
         assert!(w.ok(&conn));
     } else {
-        assert!(w.connect(&conn).is_err());
+        let (kind, msg, hint) = w.fails(&conn);
+        assert_eq!(kind, FailureKind::Tls, "{msg}");
+        assert!(hint.contains("PostgreSQL 17"), "{hint}");
     }
 }
 

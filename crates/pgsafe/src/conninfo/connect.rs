@@ -551,6 +551,9 @@ fn tls_hint(s: &ConnSettings, t: &Target, e: &postgres::Error) -> String {
              postgresql.conf, or connect with sslmode=prefer or disable over a trusted network",
             t.host
         ),
+        _ if s.tls.direct => "sslnegotiation=direct needs a server of PostgreSQL 17 or later; \
+             use sslnegotiation=postgres for older ones"
+            .into(),
         _ => "check sslmode, sslrootcert and the server's ssl settings".into(),
     }
 }
