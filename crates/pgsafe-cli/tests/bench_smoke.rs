@@ -1,7 +1,7 @@
-//! Keeps the benchmark (`bench/run`, issue 7) from rotting: runs `bench/run --quick` on a tiny
-//! dataset with the contenders that are installed (pgBackRest only if it is; nothing is
-//! installed by the test), one run each, no page-cache drop and no priority change (other tests
-//! run at the same time), and checks that it produced a report with numbers for pgsafe, the
+//! Keeps the benchmark (`bench/run`, README "Benchmarks") from rotting: runs `bench/run --quick` on
+//! a tiny dataset with the contenders that are installed (pgBackRest only if it is; nothing is
+//! installed by the test), one run each, no page-cache drop and no priority change (other tests run
+//! at the same time), and checks that it produced a report with numbers for pgsafe, the
 //! snapshot-mode latency and its raw JSON. The numbers themselves are not checked: a tiny dataset
 //! on a busy CI machine says nothing about speed.
 

@@ -1,10 +1,10 @@
-//! Red team of issue 10 §3: the source's recovery settings hidden in files its
-//! `postgresql.conf` includes (`include`, `include_if_exists`, `include_dir`), written with odd
-//! case, spacing, quotes and comments. The copy reads those files too: a stale
-//! `recovery_end_command` runs in the copy at the end of its recovery (here: writes a file into
-//! the source's WAL archive), a stale `recovery_target_time` stops its recovery, a stale
-//! `primary_conninfo` points it at the source. PostgreSQL's own start-up and the source's archive
-//! directory are the oracles.
+//! Red team of restore's promise in `docs/threat-model.md` (a copy never writes into its source):
+//! the source's recovery settings hidden in files its `postgresql.conf` includes (`include`,
+//! `include_if_exists`, `include_dir`), written with odd case, spacing, quotes and comments. The
+//! copy reads those files too: a stale `recovery_end_command` runs in the copy at the end of its
+//! recovery (here: writes a file into the source's WAL archive), a stale `recovery_target_time`
+//! stops its recovery, a stale `primary_conninfo` points it at the source. PostgreSQL's own
+//! start-up and the source's archive directory are the oracles.
 
 mod common;
 

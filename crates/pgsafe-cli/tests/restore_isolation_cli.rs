@@ -1,6 +1,6 @@
-//! A restored copy must never write into the server it was copied from (issue 10 §3), tested
-//! from the unlucky DBA's side with real servers, through the real binary: the copy restored on
-//! the source's host, next to the running source, started with the configuration files it was
+//! A restored copy must never write into the server it was copied from (`docs/threat-model.md`),
+//! tested from the unlucky DBA's side with real servers, through the real binary: the copy restored
+//! on the source's host, next to the running source, started with the configuration files it was
 //! restored with.
 //! - its WAL never reaches the source's WAL archive (archiving off by default), and even with
 //!   the source's archive settings kept (`--archive-mode preserve`) it archives under a new

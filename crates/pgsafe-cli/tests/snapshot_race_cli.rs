@@ -1,7 +1,7 @@
-//! Snapshot mode under races (red team of issue 10 §4): `stop` repeated right after a `stop`,
-//! two `stop`s at once, `abort` racing `stop`. The README promises `stop` is idempotent: every
-//! repeated or concurrent `stop` must return the same complete record, never an error about the
-//! holder going away. Real servers, the real binary.
+//! Snapshot mode under races (red team of snapshot mode in `docs/threat-model.md`): `stop` repeated
+//! right after a `stop`, two `stop`s at once, `abort` racing `stop`. The README promises `stop` is
+//! idempotent: every repeated or concurrent `stop` must return the same complete record, never an
+//! error about the holder going away. Real servers, the real binary.
 
 mod common;
 

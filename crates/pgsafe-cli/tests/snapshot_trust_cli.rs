@@ -1,7 +1,7 @@
-//! Snapshot mode from the unlucky DBA's side (issue 10 §4): a label aimed at a live data
+//! Snapshot mode from the unlucky DBA's side (`docs/threat-model.md`): a label aimed at a live data
 //! directory, archive waits on an idle server, a `stop` killed while it waits, a holder whose
-//! backend was terminated, and a tablespace path that is not UTF-8. Real servers, the real
-//! binary; waits that could hang run with a generous limit that fails the test instead.
+//! backend was terminated, and a tablespace path that is not UTF-8. Real servers, the real binary;
+//! waits that could hang run with a generous limit that fails the test instead.
 
 mod common;
 

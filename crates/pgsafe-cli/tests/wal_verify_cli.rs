@@ -1,4 +1,5 @@
-//! `pgsafe verify` tells the truth about a backup's WAL (issue 10 §5), against real servers:
+//! `pgsafe verify` tells the truth about a backup's WAL (`docs/threat-model.md`, verify), against
+//! real servers:
 //! * no false "damaged": an `XLOG_SWITCH` record whose header crosses a page boundary (placed
 //!   with `pg_logical_emit_message` sized from `pg_current_wal_insert_lsn()`) is valid WAL —
 //!   pg_verifybackup (15) agrees;

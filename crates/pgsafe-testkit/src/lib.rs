@@ -7,7 +7,8 @@
 //! * [`Cluster`] is one server: initdb (from a per-version template cache, so creating one is
 //!   cheap), start, stop, crash (SIGKILL), immediate stop (SIGQUIT), connect, query; a streaming
 //!   standby of another cluster; adopting a restored data directory. The postmaster is a direct
-//!   child of the test process, so a crash can be reaped at once (see the design notes).
+//!   child of the test process, so a crash can be reaped at once (a `pg_ctl`-started server is
+//!   not our child: its exit could only be polled).
 //! * [`LoopFs`] is a real btrfs or XFS file system on a loop device (root only), for tests of
 //!   storage snapshots; it skips a test visibly where that cannot run.
 //! * [`LoadGenerator`] writes from several client threads and remembers which writes committed,

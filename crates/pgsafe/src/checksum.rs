@@ -1,4 +1,5 @@
-//! File checksums as `backup_manifest` records them (reference §3.2): CRC-32C stored as the
+//! File checksums as `backup_manifest` records them (`pg_checksum_final` in
+//! `src/common/checksum_helper.c`, hex-encoded by `backup_manifest.c`): CRC-32C stored as the
 //! little-endian bytes of the native u32, SHA-2 as digest bytes; both written as lowercase hex.
 
 use std::fmt;
@@ -120,7 +121,8 @@ mod tests {
 
     #[test]
     fn crc32c_matches_the_server() {
-        // PG_VERSION "15\n" has CRC 0x2247748A, written "8a744722" (reference §3.2).
+        // PG_VERSION "15\n" has CRC 0x2247748A, written "8a744722" (`pg_checksum_final` copies
+        // the CRC's native bytes).
         assert_eq!(ChecksumAlgorithm::Crc32c.of(b"15\n").unwrap(), "8a744722");
         assert_eq!(ChecksumAlgorithm::Crc32c.of(b"").unwrap(), "00000000");
         assert_eq!(

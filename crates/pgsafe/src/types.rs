@@ -1,7 +1,7 @@
 //! Domain newtypes shared by every format and protocol module: `Lsn`, `TimelineId`, `SystemId`,
 //! `PgVersion`, `WalSegSize` and `WalSegment`. Pure: no IO.
 //!
-//! Facts (reference §6): a WAL segment file name is `TTTTTTTTLLLLLLLLSSSSSSSS`, 24 uppercase hex
+//! Facts (`XLogFileName` in `src/include/access/xlog_internal.h`): a WAL segment file name is `TTTTTTTTLLLLLLLLSSSSSSSS`, 24 uppercase hex
 //! digits: timeline, then the segment number split into "xlogid" (`segno / N`) and the segment
 //! within it (`segno % N`), where `N = 2^32 / segment size`.
 

@@ -1,8 +1,8 @@
 //! WAL formats: timeline history files, WAL page headers, and which segments and history files
 //! a backup needs. Pure: no IO.
 //!
-//! Facts (reference §3.4, §6; `timeline.c`, `xlog_internal.h`, `basebackup.c`,
-//! `XLogFileReadAnyTLI`):
+//! Facts (`src/backend/access/transam/timeline.c`, `src/include/access/xlog_internal.h`,
+//! `src/backend/backup/basebackup.c`, `XLogFileReadAnyTLI` in `xlogrecovery.c`, `xlog.c` before 15):
 //! * `NNNNNNNN.history` (none for timeline 1) lists the ancestry of timeline N, oldest first,
 //!   one line `<parentTLI>\t<switchpoint %X/%X>\t<reason>\n` per switch: "timeline parentTLI
 //!   ended at switchpoint". The server writes a new file as a verbatim copy of the parent's
@@ -436,9 +436,9 @@ pub fn backup_wal_ranges(
 /// Most segments [`backup_wal_segments`] lists (16 TiB of 1 MiB segments).
 const MAX_BACKUP_SEGMENTS: u64 = 1 << 24;
 
-/// The WAL segments a backup needs (reference §6.4): from the segment containing `start_lsn`
-/// (`XLByteToSeg`) to the one holding the byte before `stop_lsn` (`XLByteToPrevSeg`), at least
-/// the first. Each segment is named with the newest timeline of the backup's range that had
+/// The WAL segments a backup needs (as `perform_base_backup` in `basebackup.c` collects them):
+/// from the segment containing `start_lsn` (`XLByteToSeg`) to the one holding the byte before
+/// `stop_lsn` (`XLByteToPrevSeg`), at least the first. Each segment is named with the newest timeline of the backup's range that had
 /// begun by that segment, the name recovery tries first (`XLogFileReadAnyTLI`): the segment
 /// containing a switchpoint carries the new timeline (it starts with a copy of the old one's
 /// WAL). pg_basebackup copies every timeline's version of these segments; any is enough.
@@ -486,7 +486,7 @@ pub fn backup_history_files(
 }
 
 // ---------------------------------------------------------------------------------------------
-// WAL page headers (reference §6.3, `XLogPageHeaderData` / `XLogLongPageHeaderData`)
+// WAL page headers (`XLogPageHeaderData` / `XLogLongPageHeaderData`, `xlog_internal.h`)
 // ---------------------------------------------------------------------------------------------
 
 /// `xlp_info` flags.

@@ -156,8 +156,8 @@ fn control_matches_server(major: u32) {
 /// Measured: on 10–16 `pg_walfile_name()` uses the *previous-segment* rule (`XLByteToPrevSeg`:
 /// an LSN exactly on a segment boundary names the segment before it), so it equals
 /// [`WalSegment::containing_end`]; 17+ use `XLByteToSeg`, i.e. [`WalSegment::containing`].
-/// (Reference §1.8 says `XLByteToSeg` for all versions; this test is the correction.) Off
-/// boundaries both rules agree.
+/// (`pg_walfile_name` in `src/backend/access/transam/xlogfuncs.c` changed rule in 17; assuming
+/// `XLByteToSeg` for every version would be wrong on 10–16.) Off boundaries both rules agree.
 fn wal_names_match_server(major: u32) {
     let install = PgInstall::major(major);
     let mut sizes = vec![None];

@@ -347,7 +347,7 @@ fn plan_equals_pg_basebackup(major: u32) {
 }
 
 /// Names pg_basebackup's exclusion lists decide about (`excludeFiles`, the `.DS_Store` and
-/// `pgsql_tmp` rules; reference §5.1), plus pgsafe's own files and look-alikes that are data.
+/// `pgsql_tmp` rules of `src/backend/backup/basebackup.c`), plus pgsafe's own files and look-alikes that are data.
 const CANDIDATES: &[&str] = &[
     // Only undotted names under base/ and global/: with data checksums, servers before 15
     // fail the whole backup on a dotted name there ("invalid segment number 0 in file").

@@ -335,8 +335,8 @@ fn strip_suffix<'a>(name: &'a str, suffix: &str) -> &'a str {
 }
 
 /// Reads the holder records in `run_dirs`; `port` is the one postmaster.pid names, `system_id`
-/// pg_control's. A record of another cluster (its system identifier, recorded by holders since
-/// issue 10, differs) or of another server on this host (its port differs: a standby shares its
+/// pg_control's. A record of another cluster (its system identifier, which holder records carry
+/// when pgsafe wrote them with it, differs) or of another server on this host (its port differs: a standby shares its
 /// primary's identifier) says nothing about these files.
 pub fn gather_holders(
     run_dirs: &[PathBuf],
