@@ -1,0 +1,423 @@
+//! The parallel run of the file and WAL checks: workers take items from one list (largest
+//! first), large plain files are checked as ranges, the first IO error stops them all.
+
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use super::{Ctx, FileCheck, Problem, Verifier, VerifyError, WalCheck, WorkerOut, pages};
+use crate::checksum::ChecksumAlgorithm;
+use crate::copy::Compression;
+use crate::fsutil::{FsError, IoContext};
+use crate::progress::Progress;
+
+pub(super) enum Item {
+    File(usize),
+    /// Every stored WAL segment, in LSN order (records cross segments): one item.
+    WalStream,
+    /// One range of a large plain file checked by several workers.
+    Range {
+        split: usize,
+        index: usize,
+    },
+}
+
+/// A large plain file with a CRC-32C checksum, checked as ranges by several workers; the
+/// ranges' CRCs are combined in file order (`crc32c_combine`).
+pub(super) struct Split {
+    file: usize,
+    /// (offset, length) of each range.
+    ranges: Vec<(u64, u64)>,
+    state: Mutex<SplitState>,
+}
+
+/// CRC and bytes read of each finished range, and how many are finished.
+struct SplitState {
+    results: Vec<Option<(u32, u64)>>,
+    done: usize,
+}
+
+/// Plain files larger than this are split into ranges of this size.
+const SPLIT_SIZE: u64 = 32 << 20;
+
+impl Verifier<'_> {
+    /// Runs the file and WAL checks on parallel workers.
+    pub(super) fn run_checks(
+        &mut self,
+        files: &[FileCheck],
+        wal: &[WalCheck],
+        progress: &dyn Progress,
+    ) -> Result<(), VerifyError> {
+        let mut items: Vec<(u64, Item)> = Vec::with_capacity(files.len() + wal.len());
+        let mut splits = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let plain = f.stored.as_bytes() == f.entry.path.as_slice();
+            let crc = matches!(f.entry.checksum, Some((ChecksumAlgorithm::Crc32c, _)));
+            if plain && crc && f.disk_size == f.entry.size && f.entry.size > SPLIT_SIZE {
+                let ranges: Vec<(u64, u64)> = (0..f.entry.size.div_ceil(SPLIT_SIZE))
+                    .map(|k| {
+                        let off = k * SPLIT_SIZE;
+                        (off, SPLIT_SIZE.min(f.entry.size - off))
+                    })
+                    .collect();
+                for (index, r) in ranges.iter().enumerate() {
+                    items.push((
+                        r.1,
+                        Item::Range {
+                            split: splits.len(),
+                            index,
+                        },
+                    ));
+                }
+                splits.push(Split {
+                    file: i,
+                    state: Mutex::new(SplitState {
+                        results: vec![None; ranges.len()],
+                        done: 0,
+                    }),
+                    ranges,
+                });
+            } else {
+                items.push((f.entry.size, Item::File(i)));
+            }
+        }
+        if !wal.is_empty() {
+            items.push((wal.iter().map(|w| w.disk_size).sum(), Item::WalStream));
+        }
+        // Largest first; ranges of one file stay in order (stable sort).
+        items.sort_by_key(|i| std::cmp::Reverse(i.0));
+        let total: u64 = items.iter().map(|i| i.0).sum();
+        progress.plan((files.len() + wal.len()) as u64, total);
+        let sysid = self
+            .info
+            .as_ref()
+            .map(|i| i.system_identifier)
+            .or(self.manifest.as_ref().and_then(|m| m.system_id));
+        let major = self.info.as_ref().map(|i| i.server_version.major());
+        let stop = self.ranges.first().map(|r| r.end_lsn);
+        let start = self.ranges.last().map(|r| r.start_lsn);
+        let wal_crcs = self.info.as_ref().map(|i| &i.wal.crc32c);
+        let page_verify = if self.opts.quick {
+            None
+        } else {
+            self.info.as_ref().and_then(pages::PageVerify::new)
+        };
+        let ctx = Ctx {
+            pages: page_verify.as_ref(),
+            dir: self.dir,
+            beneath: self.beneath,
+            opts: self.opts,
+            compression: self.compression,
+            seg_size: self.seg_size,
+            sysid,
+            major,
+            stop,
+            start,
+            wal_crcs,
+            files,
+            wal,
+            splits: &splits,
+            items: items.into_iter().map(|(_, i)| i).collect(),
+            next: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            progress,
+        };
+        let jobs = self.opts.jobs.clamp(1, ctx.items.len().max(1));
+        let outs: Vec<WorkerOut> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..jobs).map(|_| s.spawn(|| ctx.worker())).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        if let Some(e) = lock(&ctx.error).take() {
+            return Err(e);
+        }
+        if ctx.cancelled() {
+            return Err(VerifyError::Cancelled);
+        }
+        let mut found: Vec<(u8, String, Problem)> = Vec::new();
+        for o in outs {
+            self.files_checked += o.files;
+            self.bytes_checked += o.bytes;
+            self.wal_checked += o.wal;
+            self.wal_records += o.wal_records;
+            found.extend(o.problems);
+        }
+        found.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        self.problems.extend(found.into_iter().map(|(_, _, p)| p));
+        if let Some(pv) = page_verify {
+            let (problems, notes) = pv.finish(self.opts.quick);
+            self.problems.extend(problems);
+            self.notes.extend(notes);
+        } else if let Some(why) = self.info.as_ref().and_then(pages::PageVerify::not_checked) {
+            self.notes.push(why);
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Buffer per worker: 128 KiB, small enough that the data the kernel copies into it is still
+/// in the CPU cache when the checksum reads it (measured twice as fast as 1 MiB here).
+const BUFFER: usize = 128 << 10;
+
+impl Ctx<'_> {
+    fn cancelled(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+            || self.opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    fn worker(&self) -> WorkerOut {
+        let mut out = WorkerOut::default();
+        let mut buf = vec![0u8; BUFFER];
+        while !self.cancelled() {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = self.items.get(i) else {
+                break;
+            };
+            let result = match item {
+                Item::File(f) => {
+                    let f = &self.files[*f];
+                    out.files += 1;
+                    self.check_file(f, &mut buf, &mut out.bytes).map(|p| {
+                        self.progress.file_done(&f.entry.path_lossy(), f.entry.size);
+                        p.map(|p| (0, f.entry.path_lossy().into_owned(), p))
+                    })
+                }
+                Item::WalStream => self.check_wal_stream(&mut buf, &mut out).map(|found| {
+                    out.problems.extend(found);
+                    None
+                }),
+                Item::Range { split, index } => {
+                    let sp = &self.splits[*split];
+                    let f = &self.files[sp.file];
+                    match self.check_range(sp, *index, &mut buf, &mut out.bytes) {
+                        Ok(Some(result)) => {
+                            out.files += 1;
+                            self.progress.file_done(&f.entry.path_lossy(), f.entry.size);
+                            Ok(result.map(|p| (0, f.entry.path_lossy().into_owned(), p)))
+                        }
+                        Ok(None) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match result {
+                Ok(Some(p)) => out.problems.push(p),
+                Ok(None) => {}
+                // A file that cannot be read is one problem: the others are still checked
+                // (as pg_verifybackup reports every problem).
+                Err(VerifyError::Io(e)) => {
+                    let path = e
+                        .path
+                        .strip_prefix(self.dir)
+                        .unwrap_or(&e.path)
+                        .display()
+                        .to_string();
+                    let error = format!("{}: {}", e.action, e.source);
+                    out.problems
+                        .push((2, path.clone(), Problem::Unreadable { path, error }));
+                }
+                Err(e) => {
+                    let mut slot = lock(&self.error);
+                    if slot.is_none() && !matches!(e, VerifyError::Cancelled) {
+                        *slot = Some(e);
+                    }
+                    self.failed.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    pub(super) fn after_read(&self, n: usize, bytes: &mut u64) -> Result<(), VerifyError> {
+        *bytes += n as u64;
+        self.progress.bytes(n as u64);
+        if self.cancelled() {
+            return Err(VerifyError::Cancelled);
+        }
+        Ok(())
+    }
+
+    /// Checks one range of a split file; the worker finishing the last range compares the
+    /// combined size and CRC with the manifest: `Some(problem or none)` then, `None` before.
+    fn check_range(
+        &self,
+        sp: &Split,
+        index: usize,
+        buf: &mut [u8],
+        bytes: &mut u64,
+    ) -> Result<Option<Option<Problem>>, VerifyError> {
+        use std::os::unix::fs::FileExt;
+        let f = &self.files[sp.file];
+        let (offset, len) = sp.ranges[index];
+        let path = self.dir.join(f.stored.as_path());
+        let file = self
+            .beneath
+            .open_file(f.stored.as_path())
+            .ctx("open", &path)?;
+        let first_block = u32::try_from(offset / crate::page::BLCKSZ as u64).unwrap_or(u32::MAX);
+        let mut scan = self
+            .pages
+            .and_then(|p| p.scanner(&f.entry.path, first_block));
+        let mut crc = 0u32;
+        let mut done = 0u64;
+        while done < len {
+            let want = buf.len().min((len - done) as usize);
+            let n = match file.read_at(&mut buf[..want], offset + done) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(FsError::new("read", path, e).into()),
+            };
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            if let Some(s) = &mut scan {
+                s.update(&buf[..n]);
+            }
+            done += n as u64;
+            self.after_read(n, bytes)?;
+        }
+        if let (Some(p), Some(s)) = (self.pages, scan) {
+            p.done(&f.entry.path_lossy(), s.finish(), index == 0);
+        }
+        let results = {
+            let mut st = lock(&sp.state);
+            st.results[index] = Some((crc, done));
+            st.done += 1;
+            if st.done < sp.ranges.len() {
+                return Ok(None);
+            }
+            std::mem::take(&mut st.results)
+        };
+        let mut crc = 0u32;
+        let mut size = 0u64;
+        for r in results.into_iter().flatten() {
+            crc = crc32c::crc32c_combine(crc, r.0, r.1 as usize);
+            size += r.1;
+        }
+        let path_str = f.entry.path_lossy().into_owned();
+        if size != f.entry.size {
+            return Ok(Some(Some(Problem::Size {
+                path: path_str,
+                expected: f.entry.size,
+                found: size,
+            })));
+        }
+        if let (Some((algorithm, expected)), Some(found)) = (
+            &f.entry.checksum,
+            crate::checksum::Checksummer::Crc32c(crc).finish_hex(),
+        ) {
+            if !found.eq_ignore_ascii_case(expected) {
+                return Ok(Some(Some(Problem::Checksum {
+                    path: path_str,
+                    algorithm: *algorithm,
+                    expected: expected.clone(),
+                    found,
+                })));
+            }
+        }
+        Ok(Some(None))
+    }
+
+    fn check_file(
+        &self,
+        f: &FileCheck,
+        buf: &mut [u8],
+        bytes: &mut u64,
+    ) -> Result<Option<Problem>, VerifyError> {
+        let path_str = f.entry.path_lossy().into_owned();
+        let compressed = f.stored.as_bytes() != f.entry.path.as_slice();
+        if !compressed && f.disk_size != f.entry.size {
+            return Ok(Some(Problem::Size {
+                path: path_str,
+                expected: f.entry.size,
+                found: f.disk_size,
+            }));
+        }
+        let mut scan = self.pages.and_then(|p| p.scanner(&f.entry.path, 0));
+        // A plain file without a checksum (nor pages to check): its size (from the listing) is
+        // all there is to check.
+        if self.opts.quick || (!compressed && f.entry.checksum.is_none() && scan.is_none()) {
+            return Ok(None);
+        }
+        let path = self.dir.join(f.stored.as_path());
+        let file = match self.beneath.open_file(f.stored.as_path()) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Some(Problem::Missing {
+                    path: path_str,
+                    stored_as: f.stored.to_string(),
+                }));
+            }
+            Err(e) => return Err(FsError::new("open", path, e).into()),
+        };
+        let compression = if compressed {
+            self.compression
+        } else {
+            Compression::None
+        };
+        let corrupt = |e: io::Error| Problem::Corrupt {
+            path: f.stored.to_string(),
+            error: e.to_string(),
+        };
+        let reader = match compression.decoder(file) {
+            Ok(r) => r,
+            Err(e) => return Ok(Some(corrupt(e))),
+        };
+        // Never more than the manifest's size (+1 to notice more): a small compressed file
+        // can claim to inflate to terabytes.
+        let mut reader = reader.take(f.entry.size.saturating_add(1));
+        let alg = f.entry.checksum.as_ref().map(|(a, _)| *a);
+        let mut hasher = alg.unwrap_or(ChecksumAlgorithm::None).hasher();
+        let mut size = 0u64;
+        loop {
+            let n = match reader.read(buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if compressed => return Ok(Some(corrupt(e))),
+                Err(e) => return Err(FsError::new("read", path, e).into()),
+            };
+            hasher.update(&buf[..n]);
+            if let Some(s) = &mut scan {
+                s.update(&buf[..n]);
+            }
+            size += n as u64;
+            self.after_read(n, bytes)?;
+        }
+        if let (Some(p), Some(s)) = (self.pages, scan) {
+            p.done(&path_str, s.finish(), true);
+        }
+        if size > f.entry.size && compressed {
+            return Ok(Some(Problem::Inflates {
+                path: f.stored.to_string(),
+                limit: f.entry.size,
+            }));
+        }
+        if size != f.entry.size {
+            return Ok(Some(Problem::Size {
+                path: path_str,
+                expected: f.entry.size,
+                found: size,
+            }));
+        }
+        if let (Some((algorithm, expected)), Some(found)) = (&f.entry.checksum, hasher.finish_hex())
+        {
+            if !found.eq_ignore_ascii_case(expected) {
+                return Ok(Some(Problem::Checksum {
+                    path: path_str,
+                    algorithm: *algorithm,
+                    expected: expected.clone(),
+                    found,
+                }));
+            }
+        }
+        Ok(None)
+    }
+}
