@@ -1,0 +1,564 @@
+//! Writing into the target: directories, tablespace links, the files copied by parallel
+//! workers, the metadata files, pg_control last.
+
+use std::ffi::OsString;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use super::report::restore_marker;
+use super::{
+    BackupEnd, ConfigOutcome, Copied, RestoreError, RestoreOptions, Source, SourceFile,
+    TablespacePlan, Writer, backup_end, isolation, recovery_files,
+};
+use crate::beneath::Beneath;
+use crate::control::ControlFile;
+use crate::doctor::{RESTORE_MARKER_FILE, apply_sentinel, has_sentinel};
+use crate::fsutil::{self, FsError, IoContext};
+use crate::plan::RelPath;
+use crate::progress::Progress;
+use crate::verify;
+
+impl Writer<'_> {
+    /// Where a PGDATA-relative path goes: inside a tablespace's location for
+    /// `pg_tblspc/<oid>/…`, else inside the target.
+    fn dest_of(&self, rel: &RelPath) -> PathBuf {
+        if let Some((t, rest)) = self.tablespace_part(rel) {
+            return match rest {
+                Some(rest) => t.location.join(rest.as_path()),
+                None => t.location.clone(),
+            };
+        }
+        self.target.join(rel.as_path())
+    }
+
+    /// For `pg_tblspc/<oid>[/rest]` of a mapped tablespace: the tablespace and the rest.
+    fn tablespace_part(&self, rel: &RelPath) -> Option<(&TablespacePlan, Option<RelPath>)> {
+        let b = rel.as_bytes().strip_prefix(b"pg_tblspc/")?;
+        let (oid, rest) = match b.iter().position(|&c| c == b'/') {
+            Some(i) => (&b[..i], Some(RelPath::from_bytes(&b[i + 1..]))),
+            None => (b, None),
+        };
+        let oid: u32 = std::str::from_utf8(oid).ok()?.parse().ok()?;
+        let t = self.tablespaces.iter().find(|t| t.oid == oid)?;
+        Some((t, rest))
+    }
+
+    /// Gives `path` to the owner (following a symbolic link: the target may be one).
+    fn chown(&self, path: &Path) -> Result<(), FsError> {
+        if let Some(o) = self.owner {
+            std::os::unix::fs::chown(path, Some(o.uid.as_raw()), Some(o.gid.as_raw()))
+                .ctx("change owner of", path)?;
+        }
+        Ok(())
+    }
+
+    /// Gives a symbolic link itself to the owner.
+    fn lchown(&self, path: &Path) -> Result<(), FsError> {
+        if let Some(o) = self.owner {
+            std::os::unix::fs::lchown(path, Some(o.uid.as_raw()), Some(o.gid.as_raw()))
+                .ctx("change owner of", path)?;
+        }
+        Ok(())
+    }
+
+    fn set_dir_mode(&self, path: &Path) -> Result<(), FsError> {
+        fs::set_permissions(path, fs::Permissions::from_mode(self.modes.dir))
+            .ctx("set permissions of", path)?;
+        self.chown(path)
+    }
+
+    /// Creates the target (or takes the empty one) with the data directory's mode and owner.
+    /// Returns the directories whose entries changed (to fsync).
+    pub(super) fn make_root(&self, exists: bool) -> Result<Vec<PathBuf>, FsError> {
+        let mut changed = Vec::new();
+        if !exists {
+            changed = create_ancestors(self.target)?;
+            DirBuilder::new()
+                .mode(0o700)
+                .create(self.target)
+                .ctx("create", self.target)?;
+        }
+        self.set_dir_mode(self.target)?;
+        Ok(changed)
+    }
+
+    /// Creates one directory of the source; `None` for the `pg_tblspc/<oid>` entries of mapped
+    /// tablespaces (those become links, see [`Writer::make_tablespace`]).
+    pub(super) fn make_dir(&self, rel: &RelPath) -> Result<Option<PathBuf>, FsError> {
+        if let Some((_, None)) = self.tablespace_part(rel) {
+            return Ok(None);
+        }
+        let path = self.dest_of(rel);
+        match DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
+            Err(e) => return Err(FsError::new("create directory", path, e)),
+        }
+        self.set_dir_mode(&path)?;
+        Ok(Some(path))
+    }
+
+    /// Creates a tablespace location (and missing parents) and the `pg_tblspc/<oid>` link to
+    /// it. Returns the directories whose entries changed (to fsync).
+    pub(super) fn make_tablespace(&self, t: &TablespacePlan) -> Result<Vec<PathBuf>, FsError> {
+        let mut changed = Vec::new();
+        let loc = &t.location;
+        // A directory pgsafe did not create keeps its owner and mode: the location may be
+        // an existing directory a hostile tablespace_map names (docs/threat-model.md).
+        if !t.existed {
+            changed = create_ancestors(loc)?;
+            DirBuilder::new()
+                .mode(0o700)
+                .create(loc)
+                .ctx("create", loc)?;
+            self.set_dir_mode(loc)?;
+        }
+        let tblspc = self.target.join("pg_tblspc");
+        if !tblspc.is_dir() {
+            DirBuilder::new()
+                .mode(0o700)
+                .create(&tblspc)
+                .ctx("create", &tblspc)?;
+            self.set_dir_mode(&tblspc)?;
+        }
+        let link = tblspc.join(t.oid.to_string());
+        std::os::unix::fs::symlink(loc, &link).ctx("create tablespace link", &link)?;
+        self.lchown(&link)?;
+        changed.push(tblspc);
+        Ok(changed)
+    }
+
+    /// Creates a new file with the restored mode and owner.
+    fn create_file(&self, path: &Path) -> Result<File, FsError> {
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(self.modes.file)
+            .open(path)
+            .ctx("create", path)?;
+        f.set_permissions(fs::Permissions::from_mode(self.modes.file))
+            .ctx("set permissions of", path)?;
+        if let Some(o) = self.owner {
+            nix::unistd::fchown(&f, Some(o.uid), Some(o.gid))
+                .map_err(|e| FsError::new("change owner of", path, io::Error::from(e)))?;
+        }
+        Ok(f)
+    }
+
+    /// Writes a small file durably: temporary name, fsync, rename, fsync the directory.
+    pub(super) fn write_durable(&self, path: &Path, bytes: &[u8]) -> Result<(), FsError> {
+        let dir = fsutil::parent_dir(path);
+        let mut tmp_name = OsString::from(".");
+        tmp_name.push(path.file_name().unwrap_or_default());
+        tmp_name.push(".pgsafe-tmp");
+        let tmp = dir.join(tmp_name);
+        let _ = fs::remove_file(&tmp);
+        let result = (|| {
+            let mut f = self.create_file(&tmp)?;
+            f.write_all(bytes).ctx("write", &tmp)?;
+            if self.sync {
+                f.sync_all().ctx("fsync", &tmp)?;
+            }
+            fs::rename(&tmp, path).ctx("rename into place", path)?;
+            if self.sync {
+                fsutil::sync_dir(&dir)?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// The data files, by parallel workers.
+    pub(super) fn copy_files(
+        &self,
+        files: &[SourceFile],
+        beneath: Option<&Beneath>,
+        opts: &RestoreOptions,
+        skip_checksums: bool,
+        progress: &dyn Progress,
+    ) -> Result<Copied, RestoreError> {
+        let mut order: Vec<usize> = (0..files.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(files[i].size));
+        progress.plan(
+            files.len() as u64 + 1,
+            files.iter().map(|f| f.size).sum::<u64>() + 8192,
+        );
+        let ctx = CopyCtx {
+            w: self,
+            files,
+            beneath,
+            order,
+            next: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            cancel: opts.cancel.as_deref(),
+            check_sums: !skip_checksums,
+            progress,
+        };
+        let jobs = opts.jobs.clamp(1, files.len().max(1));
+        let outs: Vec<Copied> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..jobs).map(|_| s.spawn(|| ctx.worker())).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        if let Some(e) = lock(&ctx.error).take() {
+            return Err(e);
+        }
+        if ctx.cancelled() {
+            return Err(RestoreError::Cancelled(self.target.to_owned()));
+        }
+        if self.sync {
+            progress.phase("sync");
+            let paths: Vec<PathBuf> = files.iter().map(|f| self.dest_of(&f.rel)).collect();
+            fsync_all(&paths, jobs, opts.cancel.as_deref()).map_err(|e| {
+                e.unwrap_or_else(|| RestoreError::Cancelled(self.target.to_owned()))
+            })?;
+        }
+        Ok(outs.iter().fold(Copied::default(), |a, o| Copied {
+            files: a.files + o.files,
+            bytes: a.bytes + o.bytes,
+        }))
+    }
+
+    /// `backup_label`, `tablespace_map`, recovery settings, restore marker, WAL `.done` files.
+    /// Returns the names of the recovery files written.
+    pub(super) fn write_small_files(
+        &self,
+        source: &Source,
+        opts: &RestoreOptions,
+        map_bytes: &[u8],
+    ) -> Result<(Vec<String>, ConfigOutcome), RestoreError> {
+        let t = self.target;
+        // The status directory exists in every backup; create it for copies or old layouts.
+        let status = t.join("pg_wal/archive_status");
+        if !status.is_dir() {
+            fs::create_dir_all(&status).ctx("create", &status)?;
+            self.set_dir_mode(&t.join("pg_wal"))?;
+            self.set_dir_mode(&status)?;
+        }
+        for name in &source.wal_names {
+            let done = status.join(format!("{name}.done"));
+            let f = self.create_file(&done)?;
+            if self.sync {
+                f.sync_all().ctx("fsync", &done)?;
+            }
+        }
+        if self.sync {
+            fsutil::sync_dir(&status)?;
+        }
+        self.write_durable(&t.join(verify::LABEL_FILE), source.label.as_bytes())?;
+        if !map_bytes.is_empty() {
+            self.write_durable(&t.join(verify::MAP_FILE), map_bytes)?;
+        }
+        let header = format!(
+            "recovery settings written by pgsafe restore at {} (from {})",
+            chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
+            source.root.display()
+        );
+        let end = if opts.recovery.is_empty() {
+            backup_end_of(t, source)
+        } else {
+            BackupEnd::Immediate
+        };
+        let rf = recovery_files(&opts.recovery, source.version, &header, end);
+        let mut written = Vec::new();
+        if let Some(conf) = &rf.recovery_conf {
+            self.write_durable(&t.join("recovery.conf"), conf)?;
+            written.push("recovery.conf".to_owned());
+        }
+        // postgresql.auto.conf: the source's recovery settings commented out, the copy's
+        // settings and (12+) the recovery settings appended.
+        let config = isolation::write_config(self, source, opts, rf.auto_conf_append.as_deref())?;
+        if rf.auto_conf_append.is_some() {
+            written.push("postgresql.auto.conf".to_owned());
+        }
+        if let Some(signal) = rf.signal {
+            self.write_durable(&t.join(signal), b"")?;
+            written.push(signal.to_owned());
+        }
+        let marker = restore_marker(source);
+        self.write_durable(&t.join(RESTORE_MARKER_FILE), &marker.to_json())?;
+        Ok((written, config))
+    }
+
+    /// `global/pg_control` with the sentinel, written last and durably.
+    pub(super) fn write_control(
+        &self,
+        f: &SourceFile,
+        beneath: Option<&Beneath>,
+    ) -> Result<ControlFile, RestoreError> {
+        let file = f.open(beneath).ctx("open", &f.path)?;
+        let mut bytes = Vec::with_capacity(8192);
+        f.compression
+            .decoder(file)
+            .and_then(|d| d.take(1 << 16).read_to_end(&mut bytes))
+            .ctx("read", &f.path)?;
+        let mut control = ControlFile::decode(&bytes)?;
+        apply_sentinel(&mut control);
+        let out = control.encode();
+        // Never write a pg_control the server would reject for its CRC or layout.
+        let check = ControlFile::decode(&out)?;
+        debug_assert!(has_sentinel(&check));
+        let path = self.target.join(verify::CONTROL_FILE);
+        self.write_durable(&path, &out)?;
+        Ok(check)
+    }
+}
+
+/// How a restore without recovery options ends: [`backup_end`] reads the WAL restored into
+/// `target`'s `pg_wal`.
+fn backup_end_of(target: &Path, source: &Source) -> BackupEnd {
+    let control = backup_end::read_source_control(&source.control, source.beneath.as_ref());
+    let Ok(Some(control)) = control else {
+        return BackupEnd::Immediate;
+    };
+    let stop = source.info.as_ref().map(|i| i.stop_lsn);
+    let Some(at) = backup_end::consistency_point(&control, source.label.is_from_standby(), stop)
+    else {
+        return BackupEnd::Immediate;
+    };
+    backup_end::decide(
+        &target.join("pg_wal"),
+        source.label.start_lsn(),
+        at,
+        control.xlog_seg_size,
+        control.xlog_blcksz,
+    )
+}
+
+/// fsyncs every file of `paths` on `jobs` threads. `Err(None)`: cancelled.
+fn fsync_all(
+    paths: &[PathBuf],
+    jobs: usize,
+    cancel: Option<&AtomicBool>,
+) -> Result<(), Option<RestoreError>> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let error: Mutex<Option<RestoreError>> = Mutex::new(None);
+    let stop =
+        || failed.load(Ordering::Relaxed) || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| {
+                while !stop() {
+                    let Some(p) = paths.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        break;
+                    };
+                    let r = File::open(p).and_then(|f| f.sync_all()).ctx("fsync", p);
+                    if let Err(e) = r {
+                        lock(&error).get_or_insert(e.into());
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = lock(&error).take() {
+        return Err(Some(e));
+    }
+    if stop() {
+        return Err(None);
+    }
+    Ok(())
+}
+
+/// Creates the missing ancestors of `path` (not `path` itself; mode 0755 less the umask, so
+/// the server user can traverse them) and returns every directory whose entries change:
+/// the parent of `path` and the parent of each ancestor created.
+fn create_ancestors(path: &Path) -> Result<Vec<PathBuf>, FsError> {
+    let mut missing = Vec::new();
+    let mut p = fsutil::parent_dir(path);
+    while !p.exists() {
+        missing.push(p.clone());
+        let up = fsutil::parent_dir(&p);
+        if up == p {
+            break;
+        }
+        p = up;
+    }
+    let mut changed = vec![fsutil::parent_dir(path)];
+    for d in missing.iter().rev() {
+        match DirBuilder::new().mode(0o755).create(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(FsError::new("create", d, e)),
+        }
+        changed.push(fsutil::parent_dir(d));
+    }
+    Ok(changed)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Shared state of the parallel writers.
+struct CopyCtx<'a> {
+    w: &'a Writer<'a>,
+    files: &'a [SourceFile],
+    /// The backup folder (files are opened below it without following links).
+    beneath: Option<&'a Beneath>,
+    /// Indexes into `files`, largest first.
+    order: Vec<usize>,
+    next: AtomicUsize,
+    failed: AtomicBool,
+    error: Mutex<Option<RestoreError>>,
+    cancel: Option<&'a AtomicBool>,
+    /// Check sizes and checksums while writing (when the backup was not fully verified first).
+    check_sums: bool,
+    progress: &'a dyn Progress,
+}
+
+/// Bytes per read when the data passes through pgsafe (decompressing, checksumming): small
+/// enough to stay in the CPU cache between the kernel's copy and ours.
+const CHUNK: usize = 128 << 10;
+/// Bytes per kernel copy (`copy_file_range`) call.
+const KERNEL_CHUNK: u64 = 8 << 20;
+
+impl CopyCtx<'_> {
+    fn cancelled(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+            || self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    fn worker(&self) -> Copied {
+        let mut out = Copied::default();
+        let mut buf = Vec::new();
+        while !self.cancelled() {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(&idx) = self.order.get(i) else {
+                break;
+            };
+            let f = &self.files[idx];
+            match self.restore_file(f, &mut buf) {
+                Ok(n) => {
+                    out.files += 1;
+                    out.bytes += n;
+                    self.progress.file_done(&f.rel.to_string(), n);
+                }
+                Err(e) => {
+                    let mut slot = lock(&self.error);
+                    if slot.is_none() && !matches!(e, RestoreError::Cancelled(_)) {
+                        *slot = Some(e);
+                    }
+                    self.failed.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    fn damaged(&self, f: &SourceFile, detail: String) -> RestoreError {
+        RestoreError::Damaged {
+            path: f.rel.to_string(),
+            detail,
+            target: self.w.target.to_owned(),
+        }
+    }
+
+    fn more_than_manifest(&self, f: &SourceFile) -> RestoreError {
+        self.damaged(
+            f,
+            format!(
+                "it holds more than the {} bytes the manifest says (writing stopped there)",
+                f.size
+            ),
+        )
+    }
+
+    fn step(&self, n: usize) -> Result<(), RestoreError> {
+        self.progress.bytes(n as u64);
+        if self.cancelled() {
+            return Err(RestoreError::Cancelled(self.w.target.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Restores one file; returns its size.
+    fn restore_file(&self, f: &SourceFile, buf: &mut Vec<u8>) -> Result<u64, RestoreError> {
+        let src = f.open(self.beneath).ctx("open", &f.path)?;
+        // Never more than the manifest's size (+1 to notice more): a small compressed file can
+        // inflate to terabytes, and a plain one can grow after the checks.
+        let limit = f.size.saturating_add(1);
+        let dest = self.w.dest_of(&f.rel);
+        let mut out = self.w.create_file(&dest)?;
+        let check = self.check_sums && f.checksum.is_some();
+        let mut size = 0u64;
+        if f.compression.is_none() && !check {
+            // Plain file: let the kernel copy (copy_file_range), a chunk at a time for progress.
+            loop {
+                let chunk = KERNEL_CHUNK.min(limit - size);
+                if chunk == 0 {
+                    break;
+                }
+                let n = io::copy(&mut (&src).take(chunk), &mut out).ctx("copy into", &dest)?;
+                if n == 0 {
+                    break;
+                }
+                size += n;
+                self.step(n as usize)?;
+            }
+        } else {
+            if buf.is_empty() {
+                buf.resize(CHUNK, 0);
+            }
+            let alg = f.checksum.as_ref().map(|(a, _)| *a).filter(|_| check);
+            let mut hasher = alg
+                .unwrap_or(crate::checksum::ChecksumAlgorithm::None)
+                .hasher();
+            let mut reader = f.compression.decoder(src).ctx("read", &f.path)?.take(limit);
+            loop {
+                let n = match reader.read(buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if !f.compression.is_none() => {
+                        return Err(self.damaged(f, format!("it does not decompress: {e}")));
+                    }
+                    Err(e) => return Err(FsError::new("read", &f.path, e).into()),
+                };
+                hasher.update(&buf[..n]);
+                out.write_all(&buf[..n]).ctx("write", &dest)?;
+                size += n as u64;
+                self.step(n)?;
+            }
+            if size > f.size {
+                return Err(self.more_than_manifest(f));
+            }
+            if let (Some((_, expected)), Some(found)) = (&f.checksum, hasher.finish_hex()) {
+                if !found.eq_ignore_ascii_case(expected) {
+                    return Err(
+                        self.damaged(f, format!("checksum {found}, the manifest says {expected}"))
+                    );
+                }
+            }
+        }
+        if size > f.size {
+            return Err(self.more_than_manifest(f));
+        }
+        if size != f.size {
+            return Err(self.damaged(f, format!("{size} bytes, the manifest says {}", f.size)));
+        }
+        if self.w.sync {
+            // Start writeback now; the fsync comes in one pass after every file is written
+            // (far fewer journal commits than an fsync per file while writing).
+            let _ = nix::fcntl::posix_fadvise(
+                &out,
+                0,
+                0,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            );
+        }
+        Ok(size)
+    }
+}
