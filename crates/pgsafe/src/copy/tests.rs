@@ -5,7 +5,7 @@ use crate::plan::tests::{Fake, content, fake_pgdata, v, write};
 use crate::plan::{BackupPlan, PlanOptions};
 use crate::progress::NoProgress;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const MIB: u64 = 1 << 20;
 
