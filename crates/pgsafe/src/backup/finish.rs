@@ -1,0 +1,443 @@
+//! Everything after the stop: label files, WAL (copied from `pg_wal` or awaited in the
+//! archive, its records checked), manifest, completion marker.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::{
+    BackupError, BackupInfo, BackupOptions, COMPLETE_MARKER, FileOwner, INCOMPLETE_MARKER,
+    INFO_FORMAT, MANIFEST_FILE, TablespaceChangeKind, TablespaceInfo, WalInfo, WalMode,
+    check_cancel, now, stopped_wal, tablespaces,
+};
+use crate::checksum::ChecksumAlgorithm;
+use crate::copy::CopyReport;
+use crate::datadir::DataDir;
+use crate::fsutil::{self, FsError, IoContext};
+use crate::manifest::{ManifestVersion, ManifestWriter};
+use crate::plan::BackupPlan;
+use crate::progress::Progress;
+use crate::session::{BackupStopped, ServerInfo, Session, SessionError};
+use crate::types::{Lsn, TimelineId, WalSegSize, WalSegment};
+use crate::wal::{self, TimelineHistory};
+
+/// Everything after the stop: label files, WAL, manifest, completion marker.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn finish(
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+    info: &ServerInfo,
+    plan: &BackupPlan,
+    report: CopyReport,
+    stopped: BackupStopped,
+    slot: Option<String>,
+    began: Instant,
+    started_at: i64,
+    tablespaces_before: &[tablespaces::ServerTablespace],
+) -> Result<BackupInfo, BackupError> {
+    let target = &opts.target;
+    let label_bytes = stopped.label.as_bytes().to_vec();
+    fsutil::write_durable(&target.join("backup_label"), &label_bytes, 0o600)?;
+    if !stopped.tablespace_map.is_empty() {
+        fsutil::write_durable(
+            &target.join("tablespace_map"),
+            &stopped.tablespace_map,
+            0o600,
+        )?;
+    }
+    let (start_lsn, start_tli) = (stopped.start_lsn, stopped.start_tli);
+    let (stop_lsn, stop_tli) = (stopped.stop_lsn, stopped.stop_tli);
+    let seg_size = info.wal_segment_size;
+    let history = read_history(&opts.pgdata, stop_tli)?;
+    let segments = wal::backup_wal_segments(
+        start_lsn,
+        start_tli,
+        stop_lsn,
+        stop_tli,
+        seg_size,
+        history.as_ref(),
+    )
+    .map_err(|e| BackupError::Wal(e.to_string()))?;
+    let history_files =
+        wal::backup_history_files(start_lsn, start_tli, stop_lsn, stop_tli, history.as_ref())
+            .map_err(|e| BackupError::Wal(e.to_string()))?;
+    let map_bytes = stopped.tablespace_map.clone();
+    let mut session = stopped.into_session();
+    let encoding = session.info().server_encoding.clone();
+    let tablespace_changes = tablespaces::changes(
+        tablespaces_before,
+        &tablespaces::list(session.client(), &encoding).map_err(BackupError::Tablespaces)?,
+    );
+    for c in &tablespace_changes {
+        progress.warn(&match c.change {
+            TablespaceChangeKind::Created => format!(
+                "{c}: its CREATE TABLESPACE is in the backup's WAL and would be replayed with the \
+                 original location, so pgsafe restore refuses this backup; take a new backup now \
+                 that the tablespace exists"
+            ),
+            TablespaceChangeKind::Dropped => format!("{c}"),
+        });
+    }
+    check_cancel(opts)?;
+    progress.phase("wal");
+    let wal_info = match opts.wal {
+        WalMode::Include => {
+            if info.in_recovery {
+                wait_received(&mut session, stop_lsn, Duration::from_secs(300))?;
+            }
+            let range = (start_lsn, stop_lsn);
+            let (bytes, crc32c) = copy_wal(opts, info, &segments, &history_files, range, progress)?;
+            WalInfo {
+                mode: WalMode::Include,
+                segments: segments.clone(),
+                history_files,
+                bytes,
+                source: "included in pg_wal/ of the backup".into(),
+                crc32c,
+            }
+        }
+        WalMode::Archive => {
+            if !info.archiving_applies() {
+                return Err(BackupError::Wal(format!(
+                    "--wal archive, but this server does not archive WAL (archive_mode = {}{}): \
+                     use --wal include",
+                    info.archive_mode,
+                    if info.in_recovery {
+                        " on a standby"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            // The stop segment and the backup history file, each checked as the server's own
+            // pg_backup_stop(wait => true) does (session/archive.rs).
+            let needs = crate::session::archive_needs(
+                start_lsn,
+                stop_lsn,
+                stop_tli,
+                seg_size,
+                info.in_recovery,
+            );
+            let st = session.wait_for_archive(needs, opts.archive_timeout.as_secs());
+            if !st.complete {
+                return Err(BackupError::Wal(st.detail));
+            }
+            WalInfo {
+                mode: WalMode::Archive,
+                segments: segments.clone(),
+                history_files,
+                bytes: 0,
+                source: format!(
+                    "the server's WAL archive (archive_command); restore with a restore_command \
+                     that reads it. {}",
+                    st.detail
+                ),
+                crc32c: Default::default(),
+            }
+        }
+        WalMode::None => WalInfo {
+            mode: WalMode::None,
+            segments: segments.clone(),
+            history_files,
+            bytes: 0,
+            source: "not handled by pgsafe (--wal none): the listed segments must come from your \
+                     own WAL archive at restore time"
+                .into(),
+            crc32c: Default::default(),
+        },
+    };
+    if let Some(slot) = &slot {
+        // Temporary slots vanish with the session anyway; drop it now to release the WAL.
+        let _ = session
+            .client()
+            .execute("SELECT pg_drop_replication_slot($1)", &[slot]);
+    }
+
+    let label = crate::label::BackupLabel::parse(&label_bytes).map_err(SessionError::from)?;
+    let copy_secs = report.elapsed.as_secs_f64();
+    let backup_info = BackupInfo {
+        format: INFO_FORMAT,
+        pgsafe_version: env!("CARGO_PKG_VERSION").into(),
+        label: opts.label.clone(),
+        system_identifier: info.system_id,
+        server_version: info.version,
+        from_standby: info.in_recovery,
+        start_lsn,
+        start_tli,
+        start_wal: WalSegment::containing(start_lsn, start_tli, seg_size),
+        checkpoint_lsn: label.checkpoint_lsn(),
+        stop_lsn,
+        stop_tli,
+        stop_wal: stopped_wal(stop_lsn, stop_tli, seg_size),
+        wal_segment_size: seg_size,
+        data_checksums: DataDir::open(&opts.pgdata)?
+            .control()?
+            .data_checksum_version
+            != 0,
+        compression: opts.compression,
+        checksum: opts.checksum,
+        wal: wal_info,
+        tablespaces: plan
+            .tablespaces
+            .iter()
+            .map(|(oid, p)| TablespaceInfo {
+                oid: *oid,
+                original_path: p.clone(),
+            })
+            .collect(),
+        files: report.files.len() as u64,
+        bytes: report.bytes,
+        stored_bytes: report.stored_bytes,
+        vanished_files: report.vanished.len() as u64,
+        shrunk_files: report.resized.len() as u64,
+        started_at,
+        finished_at: now(),
+        duration_secs: began.elapsed().as_secs_f64(),
+        copy_secs,
+        copy_mib_per_sec: if copy_secs > 0.0 {
+            report.bytes as f64 / (1024.0 * 1024.0) / copy_secs
+        } else {
+            0.0
+        },
+        pgdata_owner: FileOwner::of(&opts.pgdata),
+        pgdata_mode: Some(plan.root_mode),
+        tablespace_changes,
+        page_checksums: report.pages.clone(),
+        source_pgdata: fs::canonicalize(&opts.pgdata).ok().map(|p| {
+            use std::os::unix::ffi::OsStrExt;
+            crate::textbytes::TextBytes::from(p.as_os_str().as_bytes())
+        }),
+    };
+    let json = serde_json::to_vec_pretty(&backup_info)
+        .map_err(|e| BackupError::Wal(format!("encode {COMPLETE_MARKER}: {e}")))?;
+    // The manifest lists pgsafe.json too (so pg_verifybackup accepts the complete backup), but
+    // pgsafe.json itself is written after the manifest: until it exists the backup is
+    // incomplete, and a verifier sees a file missing.
+    progress.phase("manifest");
+    let mut small: Vec<(&[u8], &[u8])> = vec![(b"backup_label", &label_bytes)];
+    if !map_bytes.is_empty() {
+        small.push((b"tablespace_map", &map_bytes));
+    }
+    small.push((COMPLETE_MARKER.as_bytes(), &json));
+    let manifest = build_manifest(
+        info,
+        &report,
+        &small,
+        (start_lsn, start_tli),
+        (stop_lsn, stop_tli),
+        history.as_ref(),
+        opts.checksum,
+    )?;
+    fsutil::write_durable(&target.join(MANIFEST_FILE), &manifest, 0o600)?;
+    fsutil::write_durable(&target.join(COMPLETE_MARKER), &json, 0o600)?;
+    fs::remove_file(target.join(INCOMPLETE_MARKER))
+        .ctx("remove", &target.join(INCOMPLETE_MARKER))?;
+    fsutil::sync_dir(target)?;
+    drop(session);
+    Ok(backup_info)
+}
+
+fn read_history(pgdata: &Path, tli: TimelineId) -> Result<Option<TimelineHistory>, BackupError> {
+    if tli.0 <= 1 {
+        return Ok(None);
+    }
+    let path = pgdata.join("pg_wal").join(tli.history_file_name());
+    let bytes = fs::read(&path).ctx("read timeline history", &path)?;
+    TimelineHistory::parse(tli, &bytes)
+        .map(Some)
+        .map_err(|e| BackupError::Wal(format!("{}: {e}", path.display())))
+}
+
+/// On a standby the last segment may still be arriving: wait until the stop LSN is received.
+fn wait_received(session: &mut Session, stop: Lsn, limit: Duration) -> Result<(), BackupError> {
+    let t = Instant::now();
+    loop {
+        let got = session
+            .client()
+            .query_one(
+                "SELECT coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text",
+                &[],
+            )
+            .and_then(|r| r.try_get::<_, Option<String>>(0))
+            .map_err(|e| BackupError::Wal(format!("check received WAL: {e}")))?;
+        if let Some(l) = got.and_then(|s| s.parse::<Lsn>().ok()) {
+            if l >= stop {
+                return Ok(());
+            }
+        }
+        if t.elapsed() > limit {
+            return Err(BackupError::Wal(format!(
+                "the standby has not received WAL up to the backup's stop position {stop} after \
+                 {}s: is it still connected to its primary?",
+                limit.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Copies the backup's WAL segments (and history files) from PGDATA/pg_wal into the backup,
+/// checking each segment's size and first page header, so a recycled or foreign file is never
+/// taken, and every record from `range.0` to `range.1` as verify does (a backup whose WAL
+/// cannot be replayed is not reported as a success). Stored uncompressed, so the restored
+/// `pg_wal/` is usable as it is.
+fn copy_wal(
+    opts: &BackupOptions,
+    info: &ServerInfo,
+    segments: &[WalSegment],
+    history_files: &[String],
+    range: (Lsn, Lsn),
+    progress: &dyn Progress,
+) -> Result<(u64, std::collections::BTreeMap<String, String>), BackupError> {
+    let mut records: Option<wal::record::RecordChecker> = None;
+    let src = opts.pgdata.join("pg_wal");
+    let mut crcs = std::collections::BTreeMap::new();
+    let dst = opts.target.join("pg_wal");
+    fs::create_dir_all(&dst).ctx("create", &dst)?;
+    let seg_size = info.wal_segment_size;
+    let mut total = 0;
+    for seg in segments {
+        let name = seg.to_string();
+        let path = src.join(&name);
+        let mut bytes = Vec::with_capacity(seg_size.bytes() as usize);
+        match File::open(&path) {
+            Ok(f) => f
+                .take(seg_size.bytes() + 1)
+                .read_to_end(&mut bytes)
+                .ctx("read", &path)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(BackupError::Wal(format!(
+                    "WAL segment {name}, needed by the backup, is not in {} (it should have been \
+                     kept by the backup's replication slot; was it removed by hand?)",
+                    src.display()
+                )));
+            }
+            Err(e) => return Err(FsError::new("open", path, e).into()),
+        };
+        if bytes.len() as u64 != seg_size.bytes() {
+            return Err(BackupError::Wal(format!(
+                "WAL segment {} is {} bytes, expected {}",
+                path.display(),
+                bytes.len(),
+                seg_size.bytes()
+            )));
+        }
+        wal::check_segment_header(
+            &bytes,
+            *seg,
+            seg_size,
+            Some(info.system_id),
+            Some(info.version.major()),
+        )
+        .map_err(|e| BackupError::Wal(format!("{}: {e}", path.display())))?;
+        check_records(&mut records, &bytes, *seg, range, seg_size)
+            .map_err(|e| BackupError::Wal(format!("{}: {e}", path.display())))?;
+        write_synced(&dst.join(&name), &bytes)?;
+        crcs.insert(name, crc32c_hex(&bytes));
+        progress.bytes(bytes.len() as u64);
+        total += bytes.len() as u64;
+    }
+    if let Some(c) = records.as_mut() {
+        let end = segments
+            .last()
+            .and_then(|s| s.start_lsn(seg_size).ok())
+            .map_or(range.1, |l| Lsn(l.0.saturating_add(seg_size.bytes())));
+        c.finish(end)
+            .map_err(|e| BackupError::Wal(format!("the WAL in {}: {e}", src.display())))?;
+    }
+    for h in history_files {
+        let path = src.join(h);
+        let bytes = fs::read(&path).ctx("read timeline history", &path)?;
+        write_synced(&dst.join(h), &bytes)?;
+        crcs.insert(h.clone(), crc32c_hex(&bytes));
+        total += bytes.len() as u64;
+    }
+    let status = dst.join("archive_status");
+    fs::create_dir_all(&status).ctx("create", &status)?;
+    fsutil::sync_dir(&status)?;
+    fsutil::sync_dir(&dst)?;
+    Ok((total, crcs))
+}
+
+/// Feeds one segment (its first header already checked) to the record check of the backup's
+/// WAL range, creating the checker from the first segment's block size.
+fn check_records(
+    checker: &mut Option<wal::record::RecordChecker>,
+    bytes: &[u8],
+    seg: WalSegment,
+    (start, stop): (Lsn, Lsn),
+    seg_size: WalSegSize,
+) -> Result<(), String> {
+    let header = wal::WalPageHeader::decode(bytes).map_err(|e| e.to_string())?;
+    let blcksz = header.long.map_or(0, |l| l.xlog_blcksz);
+    let c = checker
+        .get_or_insert_with(|| wal::record::RecordChecker::new(start, stop, seg_size, blcksz));
+    let first = seg.start_lsn(seg_size).map_err(|e| e.to_string())?;
+    if c.blcksz() != u64::from(blcksz) || blcksz == 0 {
+        return Err(format!(
+            "WAL block size {blcksz} differs from the first segment's"
+        ));
+    }
+    for (k, page) in bytes.chunks(blcksz as usize).enumerate() {
+        if c.is_done() {
+            break;
+        }
+        let lsn = Lsn(first.0 + k as u64 * u64::from(blcksz));
+        c.feed_page(lsn, page, seg.tli).map_err(|e| {
+            format!(
+                "damaged WAL at {}: {e} — the server's own WAL is damaged, so this backup could \
+                 not be recovered; check the server's storage and take a new backup",
+                e.lsn
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// CRC-32C of a stored WAL file, as [`WalInfo::crc32c`] records it.
+pub fn crc32c_hex(bytes: &[u8]) -> String {
+    hex::encode(crc32c::crc32c(bytes).to_le_bytes())
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .ctx("create", path)?;
+    f.write_all(bytes).ctx("write", path)?;
+    f.sync_all().ctx("fsync", path)?;
+    Ok(())
+}
+
+/// The manifest: every stored data file and the small files written by pgsafe itself
+/// (`backup_label`, `tablespace_map`, `pgsafe.json`), with WAL-Ranges
+/// from the label's start to the stop LSN.
+fn build_manifest(
+    info: &ServerInfo,
+    report: &CopyReport,
+    small_files: &[(&[u8], &[u8])],
+    (start_lsn, start_tli): (Lsn, TimelineId),
+    (stop_lsn, stop_tli): (Lsn, TimelineId),
+    history: Option<&TimelineHistory>,
+    alg: ChecksumAlgorithm,
+) -> Result<Vec<u8>, BackupError> {
+    let version = ManifestVersion::for_server(info.version);
+    let mut w = ManifestWriter::new(version, Some(info.system_id))?;
+    let sum = |bytes: &[u8]| alg.of(bytes).map(|h| (alg, h));
+    let t = now();
+    for (path, content) in small_files {
+        w.add_file(path, content.len() as u64, t, sum(content))?;
+    }
+    for f in &report.files {
+        let checksum = f.checksum.clone().map(|h| (alg, h));
+        w.add_file(f.rel_path.as_bytes(), f.size, f.mtime, checksum)?;
+    }
+    let ranges = wal::backup_wal_ranges(start_lsn, start_tli, stop_lsn, stop_tli, history)
+        .map_err(|e| BackupError::Wal(e.to_string()))?;
+    Ok(w.finish(&ranges))
+}
