@@ -2,6 +2,8 @@
 //! backup is good, 1 with the list of problems, 2 when it could not be checked.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
@@ -191,6 +193,18 @@ fn run_restore_test_cmd(args: VerifyArgs) -> anyhow::Result<u8> {
     opts.keep = args.keep;
     opts.jobs = args.jobs.unwrap_or_else(default_jobs);
     opts.timeout = Duration::from_secs(args.start_timeout);
+    let cancel = Arc::new(AtomicBool::new(false));
+    opts.cancel = Some(Arc::clone(&cancel));
+    let _ = ctrlc::set_handler(move || {
+        if cancel.swap(true, Ordering::SeqCst) {
+            eprintln!("pgsafe: interrupted again; exiting now");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "pgsafe: interrupted; stopping the restore test and removing its scratch folder \
+             (press Ctrl-C again to exit now)"
+        );
+    });
     let progress = CliProgress::new(if args.json && args.progress == ProgressMode::Auto {
         ProgressMode::None
     } else {

@@ -204,6 +204,8 @@ pub enum RestoreTestError {
     NoRole(String),
     #[error("the checks could not run: {0}")]
     Check(String),
+    #[error("the restore test was cancelled; the restored server was stopped")]
+    Cancelled,
 }
 
 /// Reads the backup's `pgsafe.json` (below the folder, no link followed).
@@ -499,8 +501,10 @@ pub fn run_restore_test(
         .collect();
     ropts.jobs = opts.jobs.max(1);
     ropts.cancel = opts.cancel.clone();
-    // A scratch copy is thrown away: a crash of the host loses nothing worth an fsync.
-    ropts.sync = false;
+    // Synced like any restore: unsynced, PostgreSQL would flush it all when it starts
+    // (`SyncDataDirectory` in `src/backend/storage/file/fd.c`), and that time would count as
+    // recovery.
+    ropts.sync = true;
     if !run_as.is_current {
         ropts.owner = Some(format!("{}:{}", run_as.uid, run_as.gid));
     }
@@ -519,6 +523,7 @@ pub fn run_restore_test(
             report.verdict = Verdict::BackupInvalid;
             return Ok(finish(report));
         }
+        Err(RestoreError::Cancelled(_)) => return Err(RestoreTestError::Cancelled),
         Err(e) => return Err(RestoreTestError::Restore(e)),
     };
     report.restore_secs = restored.elapsed_secs;
@@ -564,7 +569,8 @@ pub fn run_restore_test(
     ));
     let mut roles = vec![run_as.name.clone(), "postgres".to_owned()];
     roles.dedup();
-    let (mut client, user) = match server.wait_open(&roles, opts.timeout) {
+    let cancel = opts.cancel.as_deref();
+    let (mut client, user) = match server.wait_open(&roles, opts.timeout, cancel) {
         Ready::Open { client, user } => (client, user),
         Ready::Exited(status) => {
             report.problems.push(format!(
@@ -583,6 +589,7 @@ pub fn run_restore_test(
             });
         }
         Ready::NoRole(errors) => return Err(RestoreTestError::NoRole(errors.join("; "))),
+        Ready::Cancelled => return Err(RestoreTestError::Cancelled),
     };
     let recovery = server.started.elapsed().as_secs_f64();
     report.recovery_secs = Some(recovery);
@@ -602,14 +609,19 @@ pub fn run_restore_test(
 
     // 4. Checks.
     progress.phase("amcheck");
-    let checks = amcheck::check_all(&server, &mut client, &user, major);
+    let checks = amcheck::check_all(&server, &mut client, &user, major, cancel);
     drop(client);
     let (status, how) = server.stop(Duration::from_secs(120));
     report.stopped = Some(match status {
         Some(s) => format!("{how} ({s})"),
         None => how.to_owned(),
     });
-    let checks = checks.map_err(RestoreTestError::Check)?;
+    let checks = match checks {
+        Err(_) if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) => {
+            return Err(RestoreTestError::Cancelled);
+        }
+        r => r.map_err(RestoreTestError::Check)?,
+    };
     report.steps.push(format!(
         "amcheck{} in {} database(s): {} table(s), {} index(es)",
         checks

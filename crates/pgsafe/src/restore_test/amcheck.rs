@@ -7,11 +7,16 @@
 //! `src/backend/storage/file/fd.c`), and so are databases that do not allow connections
 //! (`template0`). The extension is created where missing: the copy is a scratch copy.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use postgres::{Client, NoTls};
 use serde::Serialize;
 
 use super::server::Server;
 use crate::session::db_message;
+
+/// The error of a check stopped because the operator cancelled.
+pub const CANCELLED: &str = "cancelled";
 
 /// Findings kept per report (the counts are exact).
 const MAX_FINDINGS: usize = 200;
@@ -79,6 +84,7 @@ pub fn check_all(
     first: &mut Client,
     user: &str,
     major: u32,
+    cancel: Option<&AtomicBool>,
 ) -> Result<AmcheckReport, String> {
     let mut r = AmcheckReport::default();
     let rows = first
@@ -106,7 +112,7 @@ pub fn check_all(
             .connect(NoTls)
             .map_err(|e| sql_err(&format!("connect to database {db}"), &e))?;
         r.relations += count_relations(&mut c).map_err(|e| sql_err("count relations", &e))?;
-        if r.available && !check_database(&mut c, db, major, &mut r)? {
+        if r.available && !check_database(&mut c, db, major, &mut r, cancel)? {
             r.available = false;
             r.notes.push(format!(
                 "the amcheck extension is not installed with these PostgreSQL {major} binaries \
@@ -173,7 +179,15 @@ fn check_database(
     db: &str,
     major: u32,
     r: &mut AmcheckReport,
+    cancel: Option<&AtomicBool>,
 ) -> Result<bool, String> {
+    let cancelled = || {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            Err(CANCELLED.to_owned())
+        } else {
+            Ok(())
+        }
+    };
     // Installed by an older release (kept through pg_upgrade): update it, so this major's
     // checks are there. A scratch copy may be changed.
     if extension(c)
@@ -218,6 +232,7 @@ fn check_database(
             let oid: u32 = row.try_get(0).map_err(|e| e.to_string())?;
             let name: String = row.try_get(1).map_err(|e| e.to_string())?;
             let kind: String = row.try_get(2).map_err(|e| e.to_string())?;
+            cancelled()?;
             // TOAST tables are checked on their own; their owners' pointers into them too.
             let toast = if kind == "t" { "false" } else { "true" };
             let sql = format!(
@@ -279,6 +294,7 @@ fn check_database(
     for row in indexes {
         let oid: u32 = row.try_get(0).map_err(|e| e.to_string())?;
         let name: String = row.try_get(1).map_err(|e| e.to_string())?;
+        cancelled()?;
         let sql = if ext.heapallindexed {
             format!("SELECT {schema}.bt_index_check({oid}::oid::regclass, true)")
         } else {

@@ -7,6 +7,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -67,7 +68,12 @@ impl Layout {
             ("listen_addresses", String::new()),
             ("port", PORT.to_string()),
             ("unix_socket_directories", p(&self.socket)),
-            ("external_pid_file", String::new()),
+            // An empty value is not "none" (the postmaster tries to write a file named ""):
+            // a file in the scratch folder.
+            (
+                "external_pid_file",
+                p(&self.scratch.join("postmaster.external.pid")),
+            ),
             ("archive_mode", "off".into()),
             ("logging_collector", "off".into()),
             ("log_destination", "stderr".into()),
@@ -131,6 +137,8 @@ pub enum Ready {
     TimedOut,
     /// No candidate role could log in (each with its error).
     NoRole(Vec<String>),
+    /// The operator cancelled.
+    Cancelled,
 }
 
 impl Server {
@@ -161,7 +169,11 @@ impl Server {
         cmd.stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
-            .current_dir(&layout.scratch);
+            .current_dir(&layout.scratch)
+            // Its own process group: a Ctrl-C at the terminal reaches pgsafe, which stops the
+            // server itself, instead of a server shut down behind its back looking like one
+            // that did not start.
+            .process_group(0);
         if !run_as.is_current {
             // std drops the supplementary groups (setgroups) before setuid when run as root.
             cmd.uid(run_as.uid).gid(run_as.gid);
@@ -207,11 +219,19 @@ impl Server {
     /// Waits until the server accepts connections and has left recovery (consistency reached,
     /// the backup's WAL replayed, promoted), or exits, or `limit` passes. `roles` are tried in
     /// order; the first that can log in is used.
-    pub fn wait_open(&mut self, roles: &[String], limit: Duration) -> Ready {
+    pub fn wait_open(
+        &mut self,
+        roles: &[String],
+        limit: Duration,
+        cancel: Option<&AtomicBool>,
+    ) -> Ready {
         let deadline = self.started + limit;
         let mut pause = Duration::from_millis(10);
         let mut client: Option<(Client, String)> = None;
         loop {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Ready::Cancelled;
+            }
             if let Some(s) = self.exited() {
                 return Ready::Exited(s);
             }
