@@ -286,3 +286,60 @@ fn backup_over_tls_from_a_service_file() {
         "pgsafe verify",
     );
 }
+
+/// `sslrootcert=system` (which makes verify-full the default): the operating system's store,
+/// here replaced through `SSL_CERT_FILE` by the test CA (as OpenSSL's libpq honours it too);
+/// with the real store, which does not hold the test CA, the server is refused.
+#[test]
+fn system_store() {
+    let pki = TestPki::new();
+    let c = tls_cluster(18, &pki, "hostssl all all 127.0.0.1/32 trust");
+    let work = tempfile::tempdir().unwrap();
+    let run = run_dir();
+    let conn = format!(
+        "host=localhost hostaddr=127.0.0.1 port={} user=postgres dbname=postgres sslrootcert=system",
+        c.port()
+    );
+    let with_store = |args: &[&str], ca: Option<&Path>| {
+        let mut cmd = command(args);
+        cmd.arg("--run-dir")
+            .arg(run.path())
+            .env("HOME", work.path())
+            .env_remove("SSL_CERT_DIR");
+        match ca {
+            Some(ca) => cmd.env("SSL_CERT_FILE", ca),
+            None => cmd.env_remove("SSL_CERT_FILE"),
+        };
+        cmd.output().unwrap()
+    };
+    let ca = pki.path("ca.crt");
+    ok(
+        with_store(&["start", "-d", &conn, "--id", "sys", "--json"], Some(&ca)),
+        "start with the test CA as the system store",
+    );
+    let (n, all_tls) = pgsafe_sessions(&c);
+    assert!(n >= 1 && all_tls);
+    ok(
+        with_store(&["stop", "-d", &conn, "--id", "sys", "--json"], Some(&ca)),
+        "stop",
+    );
+    let refused = with_store(&["start", "-d", &conn, "--id", "sys2", "--json"], None);
+    assert!(!refused.status.success());
+    // A weaker sslmode with the system store is refused before connecting (libpq's rule).
+    let weak = with_store(
+        &[
+            "start",
+            "-d",
+            &format!("{conn} sslmode=require"),
+            "--id",
+            "sys3",
+        ],
+        Some(&ca),
+    );
+    assert!(!weak.status.success());
+    let err = String::from_utf8_lossy(&weak.stderr);
+    assert!(
+        err.contains("weak sslmode \"require\" may not be used with sslrootcert=system"),
+        "{err}"
+    );
+}
