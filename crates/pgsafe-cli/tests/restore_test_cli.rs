@@ -10,7 +10,9 @@
 //! - a backup whose restore cannot start (its configuration preloads a library that is not
 //!   installed): reported as not started, with the server's own log lines;
 //! - a backup with a WAL segment removed: the restore refuses it (exit 1), nothing is left;
-//! - as root, a backup folder someone else owns cannot choose the account, and root is refused.
+//! - as root, a backup folder someone else owns cannot choose the account, and root is refused;
+//! - a standby's backup taken with its primary down (WAL ending at the consistency point) and a
+//!   zstd-compressed backup are proven too; without amcheck the verdict says "not checked".
 
 mod common;
 
@@ -423,3 +425,59 @@ fn not_checked_without_amcheck(major: u32) {
     assert!(entries(&scratch).is_empty(), "{m}");
 }
 majors!(not_checked_without_amcheck: 17);
+
+/// A standby's backup taken while its primary is down ends where it becomes consistent (no
+/// record after it): the proof starts it all the same (restore's recovery settings for that
+/// case) and checks it.
+fn standby_backup_proven(major: u32) {
+    let m = format!("PostgreSQL {major}");
+    let install = PgInstall::major(major);
+    let mut primary = Cluster::started(&install, ClusterOptions::new().fast_unsafe());
+    primary.execute(
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 3000)",
+    );
+    let mut standby = Cluster::new_standby(&primary);
+    standby.wait_for_replay(&primary);
+    primary.stop();
+    let dir = server_owned_tempdir();
+    let backup = dir.path().join("backup");
+    ok(
+        common::backup(&standby, &backup, &[]),
+        "pgsafe backup of the standby",
+    );
+    let scratch = dir.path().join("scratch");
+    fs::create_dir(&scratch).unwrap();
+    server_user().chown(&scratch);
+    let out = restore_test(major, &backup, &scratch, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{m}: {}", text(&out));
+    let r = json(&out);
+    assert_eq!(r["verdict"], "proven", "{m}: {r}");
+    assert!(
+        r["amcheck"]["indexes_checked"].as_u64().unwrap() > 0,
+        "{m}: {r}"
+    );
+    assert!(entries(&scratch).is_empty(), "{m}");
+    standby.stop();
+}
+majors!(standby_backup_proven: 10, 14, 18);
+
+/// A compressed backup is proven like a plain one (the restore decompresses).
+fn compressed_backup_proven(major: u32) {
+    let m = format!("PostgreSQL {major}");
+    let install = PgInstall::major(major);
+    let src = Cluster::started(&install, ClusterOptions::new().fast_unsafe());
+    src.execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 5000) g");
+    let dir = server_owned_tempdir();
+    let backup = dir.path().join("backup");
+    ok(
+        common::backup(&src, &backup, &["--compress", "zstd"]),
+        "pgsafe backup --compress zstd",
+    );
+    let scratch = dir.path().join("scratch");
+    fs::create_dir(&scratch).unwrap();
+    server_user().chown(&scratch);
+    let out = restore_test(major, &backup, &scratch, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{m}: {}", text(&out));
+    assert_eq!(json(&out)["verdict"], "proven", "{m}");
+}
+majors!(compressed_backup_proven: 17);
