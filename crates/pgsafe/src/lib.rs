@@ -20,6 +20,7 @@ pub mod label;
 pub mod manifest;
 pub mod page;
 pub mod plan;
+pub mod pool;
 pub mod progress;
 pub mod restore;
 pub mod restore_test;
