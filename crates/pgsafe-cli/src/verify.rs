@@ -261,11 +261,17 @@ pub fn print_restore_test(r: &RestoreTestReport) {
         field(
             "restore",
             format!(
-                "{} file(s), {:.1} MiB, {} WAL file(s) in {:.1} s",
+                "{} file(s), {:.1} MiB, {} WAL file(s) in {:.1} s{}",
                 x.files,
                 x.bytes as f64 / (1 << 20) as f64,
                 x.wal_files,
-                r.restore_secs
+                r.restore_secs,
+                x.space_used
+                    .map(|u| format!(
+                        "; {:.1} MiB of file-system space used",
+                        u as f64 / (1 << 20) as f64
+                    ))
+                    .unwrap_or_default()
             ),
         );
         for w in &x.warnings {

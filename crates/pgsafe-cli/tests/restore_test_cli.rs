@@ -481,3 +481,36 @@ fn compressed_backup_proven(major: u32) {
     assert_eq!(json(&out)["verdict"], "proven", "{m}");
 }
 majors!(compressed_backup_proven: 17);
+
+/// On a file system that clones (XFS with reflink), a scratch folder beside the backup costs
+/// little space: the restore's kernel copies share the backup's blocks.
+fn clones_on_xfs(major: u32) {
+    use pgsafe_testkit::{FsKind, LoopFs};
+    let Some(xfs) = LoopFs::or_skip(FsKind::Xfs, 512, "clones_on_xfs") else {
+        return;
+    };
+    let m = format!("PostgreSQL {major}");
+    let install = PgInstall::major(major);
+    let src = Cluster::started(&install, ClusterOptions::new().fast_unsafe());
+    src.execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v text); \
+         INSERT INTO t SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 200000) g",
+    );
+    let backup = xfs.path().join("backup");
+    ok(common::backup(&src, &backup, &[]), "pgsafe backup");
+    let scratch = xfs.path().join("scratch");
+    fs::create_dir(&scratch).unwrap();
+    server_user().chown(&scratch);
+    let out = restore_test(major, &backup, &scratch, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{m}: {}", text(&out));
+    let r = json(&out);
+    assert_eq!(r["verdict"], "proven", "{m}: {r}");
+    let bytes = r["restore"]["bytes"].as_u64().unwrap();
+    let used = r["restore"]["space_used"].as_u64().unwrap();
+    assert!(bytes > 50 << 20, "{m}: only {bytes} bytes restored");
+    assert!(
+        used < bytes / 4,
+        "{m}: the restore took {used} bytes of space for {bytes} bytes of files: not cloned"
+    );
+}
+majors!(clones_on_xfs: 17);

@@ -119,6 +119,11 @@ pub struct RestoreSummary {
     pub bytes: u64,
     pub wal_files: u64,
     pub tablespaces: usize,
+    /// File-system space the restore took (free space before minus after, on the scratch
+    /// folder's file system): far below `bytes` where files were cloned. Other writers on that
+    /// file system make it approximate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub space_used: Option<u64>,
     pub warnings: Vec<String>,
 }
 
@@ -412,6 +417,12 @@ fn make_scratch(parent: &Path, run_as: &RunAs) -> Result<Layout, RestoreTestErro
     Ok(layout)
 }
 
+/// Free bytes of the file system of `path` (for unprivileged users).
+fn free_bytes(path: &Path) -> Option<u64> {
+    let s = nix::sys::statvfs::statvfs(path).ok()?;
+    u64::from(s.blocks_available()).checked_mul(u64::from(s.fragment_size()))
+}
+
 /// Removes the scratch folder when dropped, unless disarmed.
 struct ScratchGuard {
     path: PathBuf,
@@ -508,6 +519,7 @@ pub fn run_restore_test(
     if !run_as.is_current {
         ropts.owner = Some(format!("{}:{}", run_as.uid, run_as.gid));
     }
+    let free_before = free_bytes(&layout.scratch);
     let restored = match crate::restore::run_restore(&ropts, progress) {
         Ok(r) => r,
         Err(RestoreError::BackupInvalid { problems, .. }) => {
@@ -548,6 +560,9 @@ pub fn run_restore_test(
         bytes: restored.bytes,
         wal_files: restored.wal_files,
         tablespaces: restored.tablespaces.len(),
+        space_used: free_before
+            .zip(free_bytes(&layout.scratch))
+            .map(|(a, b)| a.saturating_sub(b)),
         warnings: restored.warnings.clone(),
     });
 
