@@ -19,6 +19,7 @@ macro_rules! eprintln {
 mod backup;
 mod conn;
 mod doctor;
+mod generate;
 mod inspect;
 mod output;
 mod progress;
@@ -30,7 +31,7 @@ mod verify;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Exit codes (documented in the README and in `--help`).
 pub mod exit {
@@ -155,6 +156,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    #[command(after_help = "Examples:\n  \
+                      pgsafe completions bash > /etc/bash_completion.d/pgsafe\n  \
+                      pgsafe completions zsh > \"${fpath[1]}/_pgsafe\"\n  \
+                      pgsafe completions fish > ~/.config/fish/completions/pgsafe.fish")]
+    Completions(generate::CompletionsArgs),
+    /// Print the man page pgsafe(1) on stdout, or write it and one page per command into --dir.
+    #[command(after_help = "Examples:\n  pgsafe man | man -l -\n  \
+                      pgsafe man --dir /usr/local/share/man/man1")]
+    Man(generate::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -186,6 +197,8 @@ fn main() -> ExitCode {
         Command::Abort(a) => snapshot::abort(a),
         Command::Snapshot(a) => snapshot::snapshot(a),
         Command::Holder { run_dir } => snapshot::holder(run_dir),
+        Command::Completions(a) => generate::completions(Cli::command(), a),
+        Command::Man(a) => generate::man(Cli::command(), a),
     };
     let code = match result {
         Ok(code) => code,
@@ -212,4 +225,72 @@ fn error_chain(e: &anyhow::Error) -> String {
         msg.push_str(&text);
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every flag and argument of every command says what it does in `--help` (and so in the
+    /// man page): lists each one without help text.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if arg.is_hide_set() {
+                    continue;
+                }
+                let text = arg
+                    .get_help()
+                    .or(arg.get_long_help())
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                if text.trim().is_empty() {
+                    let name = arg
+                        .get_long()
+                        .map(|l| format!("--{l}"))
+                        .unwrap_or_else(|| arg.get_id().to_string());
+                    missing.push(format!("{path} {name}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.is_hide_set() {
+                    continue;
+                }
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (the command itself)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "pgsafe", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "arguments without help text:\n{}",
+            missing.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// The generated man pages name every visible command and flag of it.
+    #[test]
+    fn man_pages_are_generated() {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(Cli::command())
+            .render(&mut out)
+            .unwrap();
+        let page = String::from_utf8(out).unwrap();
+        for sub in [
+            "backup", "verify", "restore", "doctor", "start", "stop", "snapshot",
+        ] {
+            assert!(page.contains(sub), "{sub} missing from pgsafe.1");
+        }
+    }
 }

@@ -424,3 +424,35 @@ fn stop_with_an_unusable_output_dir() {
         label.as_bytes()
     );
 }
+
+/// Four `start`s with one ID at once (a hook fired twice): exactly one holds the backup; the
+/// others refuse, naming the ID as given — never Rust's debug form (`BackupId("race")`).
+#[test]
+fn racing_starts_name_the_id_plainly() {
+    let c = Cluster::started(&PgInstall::major(13), ClusterOptions::new().fast_unsafe());
+    let run = run_dir();
+    let conn = c.conninfo();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            command(&["start", "-d", &conn, "--id", "race", "--run-dir"])
+                .arg(run.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    assert_eq!(outs.iter().filter(|o| o.status.success()).count(), 1);
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        let err = refused(o, &["already in progress", "ID race"]);
+        assert!(
+            !err.contains("BackupId") && !err.contains("\"race\""),
+            "{err}"
+        );
+    }
+    ok(with_run(run.path(), &["abort", "--id", "race"]), "abort");
+}
