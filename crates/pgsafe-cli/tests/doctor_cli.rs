@@ -16,7 +16,7 @@ use pgsafe::doctor::{
 use pgsafe::label::BackupLabel;
 use pgsafe::types::{Lsn, TimelineId, WalSegSize};
 use pgsafe_testkit::{
-    Cluster, ClusterOptions, PgInstall, client_bin_dir, copy_tree, server_owned_tempdir,
+    Cluster, ClusterOptions, PgInstall, client_bin_dir, copy_tree, per_major, server_owned_tempdir,
     server_user,
 };
 use serde_json::Value;
@@ -147,19 +147,6 @@ fn churn_until_gone(c: &Cluster, seg: &str) -> i64 {
     panic!("{seg} is still in pg_wal after 60 checkpoints");
 }
 
-macro_rules! majors {
-    ($f:ident: $($name:ident => $m:literal),+ $(,)?) => {
-        mod $f {
-            $(
-                #[test]
-                fn $name() {
-                    super::$f($m)
-                }
-            )+
-        }
-    };
-}
-
 // ---- 1, 2, 3 --------------------------------------------------------------------------------
 
 fn running_stopped_crashed(major: u32) {
@@ -201,7 +188,7 @@ fn running_stopped_crashed(major: u32) {
     assert_eq!(rows(&c), 2000);
 }
 
-majors!(running_stopped_crashed: pg10 => 10, pg12 => 12, pg14 => 14, pg15 => 15, pg17 => 17, pg18 => 18);
+per_major!(running_stopped_crashed: 10, 12, 14, 15, 17, 18);
 
 /// Without an archive to look into, a crash still gets its verdict and exit 0, but not "high":
 /// postmaster.pid and postmaster.opts prove nothing (a file copy has them), and doctor says what
@@ -228,7 +215,7 @@ fn crash_without_archive(major: u32) {
     assert_eq!(rows(&c), 1000);
 }
 
-majors!(crash_without_archive: pg12 => 12, pg18 => 18);
+per_major!(crash_without_archive: 12, 18);
 
 /// A streaming standby: running (in recovery), cleanly stopped (in recovery), crashed.
 fn standby(major: u32) {
@@ -260,7 +247,7 @@ fn standby(major: u32) {
     s.start();
 }
 
-majors!(standby: pg10 => 10, pg15 => 15, pg18 => 18);
+per_major!(standby: 10, 15, 18);
 
 // ---- 4 --------------------------------------------------------------------------------------
 
@@ -332,7 +319,7 @@ fn crashed_during_exclusive_backup(major: u32) {
     assert!(!in_backup);
 }
 
-majors!(crashed_during_exclusive_backup: pg10 => 10, pg11 => 11, pg12 => 12, pg13 => 13, pg14 => 14);
+per_major!(crashed_during_exclusive_backup: 10, 11, 12, 13, 14);
 
 /// The same crash without a WAL archive: a copy taken during that backup would look the same,
 /// so doctor no longer calls the rename safe (it did, "confidence high", before); it lists what
@@ -360,7 +347,7 @@ fn exclusive_crash_without_archive(major: u32) {
     assert_eq!(rows(&c), 1000 + added);
 }
 
-majors!(exclusive_crash_without_archive: pg10 => 10, pg12 => 12, pg14 => 14);
+per_major!(exclusive_crash_without_archive: 10, 12, 14);
 
 /// Crash right after pg_start_backup: the label's WAL is still there, the server starts as
 /// it is, and --fix declines (renaming is not needed).
@@ -400,7 +387,7 @@ fn exclusive_backup_wal_still_present(major: u32) {
     assert!(dir.join("backup_label.old").exists());
 }
 
-majors!(exclusive_backup_wal_still_present: pg10 => 10, pg12 => 12, pg14 => 14);
+per_major!(exclusive_backup_wal_still_present: 10, 12, 14);
 
 // ---- 5, 6, 7: a restore made by hand --------------------------------------------------------
 
@@ -650,7 +637,7 @@ fn restored_backup(major: u32) {
     assert_eq!(v["facts"]["control"]["sentinel"], false);
 }
 
-majors!(restored_backup: pg10 => 10, pg12 => 12, pg14 => 14, pg15 => 15, pg17 => 17, pg18 => 18);
+per_major!(restored_backup: 10, 12, 14, 15, 17, 18);
 
 /// The output of a real `pgsafe backup`, started as it is (the plain layout is a data
 /// directory): 5 with the backup's end known from backup_manifest; 6 without its label.
@@ -704,7 +691,7 @@ fn pgsafe_backup_output(major: u32) {
     expect(&data, &[], 7, 0);
 }
 
-majors!(pgsafe_backup_output: pg12 => 12, pg17 => 17);
+per_major!(pgsafe_backup_output: 12, 17);
 
 // ---- 15+: a streamed label in the live directory ----------------------------------------------
 
@@ -768,7 +755,7 @@ fn streamed_label_in_live_directory(major: u32) {
     assert_eq!(rows(&c), 1000 + added);
 }
 
-majors!(streamed_label_in_live_directory: pg14 => 14, pg15 => 15, pg18 => 18);
+per_major!(streamed_label_in_live_directory: 14, 15, 18);
 
 // ---- 8 ----------------------------------------------------------------------------------------
 

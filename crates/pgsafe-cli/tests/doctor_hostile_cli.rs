@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, ok, pgsafe};
+use common::{bin, mkfifo, ok, pgsafe};
 use pgsafe::label::BackupLabel;
 use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall, server_owned_tempdir, server_user};
 use serde_json::Value;
@@ -239,11 +239,6 @@ fn standby_without_signal_18() {
 }
 
 // ---- FIFOs, links, huge files ---------------------------------------------------------------------
-
-fn mkfifo(p: &Path) {
-    let _ = fs::remove_file(p);
-    nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-}
 
 /// A FIFO at backup_label (and at every other file doctor or inspect reads) makes them answer,
 /// not hang; a symbolic link there is reported, not followed; a huge file is not read whole.

@@ -9,9 +9,9 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use nix::fcntl::{Flock, FlockArg};
 use pgsafe::checksum::ChecksumAlgorithm;
@@ -19,36 +19,10 @@ use pgsafe::manifest::Manifest;
 use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall, server_owned_tempdir, server_user};
 use serde_json::Value;
 
-use common::{command, copy_of, files_containing, json, ok, pgsafe, refused};
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn restore(backup: &Path, target: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "restore",
-        backup.to_str().unwrap(),
-        "--pgdata",
-        target.to_str().unwrap(),
-        "--progress",
-        "none",
-    ];
-    args.extend_from_slice(extra);
-    pgsafe(&args)
-}
-
-/// `pgsafe verify --json`: exit code and report.
-fn verify(dir: &Path) -> (Option<i32>, Value, Output) {
-    let out = pgsafe(&["verify", "--json", dir.to_str().unwrap()]);
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code(), v, out)
-}
+use common::{
+    command, copy_of, files_containing, json, ok, owner_mode, pgsafe, refused, restore, text,
+    verify,
+};
 
 /// The problems of a report as (kind, path or "").
 fn problems(v: &Value) -> Vec<(String, String)> {
@@ -128,7 +102,7 @@ fn hostile_files(major: u32) {
         e.checksum = None;
         e.size = secret_len;
     });
-    let (code, v, out) = verify(&a);
+    let (code, v, out) = verify(&a, &[]);
     assert_eq!(code, Some(1), "{m}: {}", text(&out));
     assert!(has_problem(&v, "symlink", &rel), "{m}: {v}");
     assert!(has_problem(&v, "checksum_missing", &rel), "{m}: {v}");
@@ -166,7 +140,7 @@ fn hostile_files(major: u32) {
     let moved = elsewhere.join("db");
     fs::rename(d.join(&db_dir), &moved).unwrap();
     symlink(&moved, d.join(&db_dir)).unwrap();
-    let (code, v, out) = verify(&d);
+    let (code, v, out) = verify(&d, &[]);
     assert_eq!(code, Some(1), "{m}: {}", text(&out));
     assert!(has_problem(&v, "symlink", &db_dir), "{m}: {v}");
     assert_eq!(
@@ -194,7 +168,7 @@ fn hostile_files(major: u32) {
         let evil = line.replace("\"PG_VERSION\"", &format!("\"{bad}\""));
         let edited = man.replacen(line, &format!("{line}\n{evil}"), 1);
         fs::write(x.join("backup_manifest"), resign(&edited)).unwrap();
-        let (code, v, out) = verify(&x);
+        let (code, v, out) = verify(&x, &[]);
         assert_eq!(code, Some(1), "{m} {bad}: {}", text(&out));
         assert!(has_problem(&v, "manifest_invalid", ""), "{m} {bad}: {v}");
         let t = s.join(format!("t-traversal-{name}"));
@@ -238,7 +212,7 @@ fn hostile_files(major: u32) {
             bomb_len < 2 << 20,
             "{compress}: the bomb is {bomb_len} bytes"
         );
-        let (code, v, out) = verify(&bk);
+        let (code, v, out) = verify(&bk, &[]);
         assert_eq!(code, Some(1), "{m} {compress}: {}", text(&out));
         let stored_rel = format!("{rel}.{suffix}");
         assert!(has_problem(&v, "inflates", &stored_rel), "{m}: {v}");
@@ -295,11 +269,6 @@ fn with_location(backup: &Path, name: &str, oid: &str, location: &str) -> PathBu
     d
 }
 
-fn owner_mode(p: &Path) -> (u32, u32, u32) {
-    let m = fs::symlink_metadata(p).unwrap();
-    (m.uid(), m.gid(), m.mode() & 0o7777)
-}
-
 /// tablespace_map decides where root creates directories: an existing empty directory is
 /// never chmod/chowned, a location only the backup names needs the operator's confirmation,
 /// `..` and relative locations are refused, links cannot hide an overlap with the target.
@@ -327,7 +296,7 @@ fn hostile_tablespace_locations(major: u32) {
     fs::create_dir(&victim).unwrap();
     fs::set_permissions(&victim, fs::Permissions::from_mode(0o755)).unwrap();
     let d = with_location(&b, "to-victim", &oid, victim.to_str().unwrap());
-    let (code, v, out) = verify(&d);
+    let (code, v, out) = verify(&d, &[]);
     assert_eq!(code, Some(0), "{m}: {}", text(&out));
     assert_eq!(v["tablespaces"][0]["location"], victim.to_str().unwrap());
     let human = pgsafe(&["verify", d.to_str().unwrap(), "--progress", "none"]);
@@ -386,7 +355,7 @@ fn hostile_tablespace_locations(major: u32) {
         ("relative", "relative/ts".to_owned()),
     ] {
         let d = with_location(&b, name, &oid, &loc);
-        let (code, v, out) = verify(&d);
+        let (code, v, out) = verify(&d, &[]);
         assert_eq!(code, Some(1), "{m} {loc}: {}", text(&out));
         assert!(has_problem(&v, "map_invalid", ""), "{m} {loc}: {v}");
         let t = s.join(format!("t-{name}"));

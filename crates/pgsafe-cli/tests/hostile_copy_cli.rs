@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use pgsafe::manifest::Manifest;
 use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall, server_owned_tempdir, server_user};
 
-use common::{copy_of, files_containing, ok, refused};
+use common::{copy_of, files_containing, mkfifo, ok, refused};
 
 const SECRET: &[u8] = b"root-only secret: pgsafe must never hand this to the database user\n";
 
@@ -34,11 +34,6 @@ fn restore_copy(copy: &Path, target: &Path, extra: &[&str]) -> Output {
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap()
-}
-
-fn mkfifo(p: &Path) {
-    let _ = fs::remove_file(p);
-    nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
 }
 
 fn hostile_copy(major: u32) {

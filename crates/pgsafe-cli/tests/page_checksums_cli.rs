@@ -10,64 +10,19 @@ mod common;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pgsafe_testkit::{Cluster, ClusterOptions, LoadGenerator, PgInstall, client_bin_dir};
+use pgsafe_testkit::{
+    Cluster, ClusterOptions, LoadGenerator, PgInstall, client_bin_dir, per_major,
+};
 use serde_json::{Value, json};
 
-use common::pgsafe;
+use common::{text, verify};
 
 const BLCKSZ: u64 = 8192;
-
-/// The majors a test runs on: where the page layout, the checksum code path or pg_basebackup's
-/// behaviour differ (10: no server-side check in pg_basebackup; 12; 15; 18).
-macro_rules! majors {
-    ($f:ident: $($m:tt),+) => {
-        mod $f {
-            $(
-                paste_test!($f, $m);
-            )+
-        }
-    };
-}
-macro_rules! paste_test {
-    ($f:ident, 10) => {
-        #[test]
-        fn pg10() {
-            super::$f(10)
-        }
-    };
-    ($f:ident, 12) => {
-        #[test]
-        fn pg12() {
-            super::$f(12)
-        }
-    };
-    ($f:ident, 15) => {
-        #[test]
-        fn pg15() {
-            super::$f(15)
-        }
-    };
-    ($f:ident, 18) => {
-        #[test]
-        fn pg18() {
-            super::$f(18)
-        }
-    };
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// Changes bytes of block `block` of a relation file in place, at `at` within the page.
 fn poke(path: &Path, block: u64, at: u64, bytes: &[u8]) {
@@ -99,12 +54,6 @@ fn read_error(c: &Cluster, table: &str) -> Option<String> {
             e.as_db_error()
                 .map_or(e.to_string(), |d| d.message().to_owned())
         })
-}
-
-fn verify(dir: &Path) -> (Option<i32>, Value, Output) {
-    let out = pgsafe(&["verify", "--json", dir.to_str().unwrap()]);
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code(), v, out)
 }
 
 fn corrupt_source_pages(major: u32) {
@@ -150,7 +99,7 @@ fn corrupt_source_pages(major: u32) {
         serde_json::from_slice(&fs::read(target.join("pgsafe.json")).unwrap()).unwrap();
     assert_eq!(info["page_checksums"]["corrupt"], json!(expected), "{m}");
     // verify: the backup is intact (it holds what the source held) and says the source was not.
-    let (code, vr, out) = verify(&target);
+    let (code, vr, out) = verify(&target, &[]);
     assert_eq!(code, Some(0), "{m}: {}", text(&out));
     let notes = vr["notes"].to_string();
     assert!(
@@ -189,7 +138,7 @@ fn corrupt_source_pages(major: u32) {
         json!(expected),
         "{m}"
     );
-    let (code, vr, out) = verify(&zstd);
+    let (code, vr, out) = verify(&zstd, &[]);
     assert_eq!(code, Some(0), "{m}: {}", text(&out));
     assert!(
         vr["notes"]
@@ -203,7 +152,7 @@ fn corrupt_source_pages(major: u32) {
     let out = common::backup(&c, &plain, &["--checksum", "none"]);
     assert_eq!(out.status.code(), Some(4), "{m}: {}", text(&out));
     flip(&plain.join(&t), 3, 5000);
-    let (code, vr, out) = verify(&plain);
+    let (code, vr, out) = verify(&plain, &[]);
     assert_eq!(code, Some(1), "{m}: {}", text(&out));
     let problems = vr["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 1, "{m}: {vr}");
@@ -217,7 +166,9 @@ fn corrupt_source_pages(major: u32) {
     );
 }
 
-majors!(corrupt_source_pages: 10, 12, 15, 18);
+// The majors: where the page layout, the checksum code path or pg_basebackup's behaviour differ
+// (10: no server-side check in pg_basebackup; 12; 15; 18).
+per_major!(corrupt_source_pages: 10, 12, 15, 18);
 
 /// Writes all over a table while the backup copies it, with few shared buffers, so pages are
 /// written to disk during the copy: no page may be called corrupt, and verify must accept what
@@ -273,8 +224,8 @@ fn clean_cluster_under_write_load(major: u32) {
         "{m}: {updates} update rounds during the backup; changed during copy: {}",
         p["changed_during_copy"]
     );
-    let (code, _, out) = verify(&target);
+    let (code, _, out) = verify(&target, &[]);
     assert_eq!(code, Some(0), "{m}: {}", text(&out));
 }
 
-majors!(clean_cluster_under_write_load: 10, 12, 15, 18);
+per_major!(clean_cluster_under_write_load: 10, 12, 15, 18);

@@ -8,7 +8,6 @@ mod common;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -21,7 +20,7 @@ use pgsafe_testkit::{
 };
 use serde_json::Value;
 
-use common::{command, json, ok, pgsafe, refused, run_dir};
+use common::{command, json, ok, owner_mode, pgsafe, refused, restore, run_dir};
 
 /// Takes a backup with `pgsafe backup` while `load` writes; returns the load mark taken when the
 /// backup announced its stop phase (every commit acknowledged before the stop call), and the
@@ -63,19 +62,6 @@ fn backup_marking_stop(c: &Cluster, target: &Path, load: &LoadGenerator, extra: 
     mark.unwrap_or_else(|| panic!("no stop phase seen: {log}"))
 }
 
-fn restore(backup: &Path, target: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "restore",
-        backup.to_str().unwrap(),
-        "--pgdata",
-        target.to_str().unwrap(),
-        "--progress",
-        "none",
-    ];
-    args.extend_from_slice(extra);
-    pgsafe(&args)
-}
-
 /// `bt_index_check` on every btree index of the database: returns the failures.
 fn amcheck(c: &Cluster) -> Vec<String> {
     c.execute("CREATE EXTENSION IF NOT EXISTS amcheck");
@@ -99,12 +85,6 @@ fn amcheck(c: &Cluster) -> Vec<String> {
     }
     assert!(checked > 50, "only {checked} btree indexes checked");
     failures
-}
-
-/// The uid, gid and permission bits of a path (not following links).
-fn owner_mode(p: &Path) -> (u32, u32, u32) {
-    let m = fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    (m.uid(), m.gid(), m.mode() & 0o7777)
 }
 
 /// Starts `c` expecting PostgreSQL to refuse; returns the new part of its log.

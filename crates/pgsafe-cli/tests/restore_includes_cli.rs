@@ -15,20 +15,7 @@ use pgsafe_testkit::{
     Cluster, ClusterOptions, PgInstall, copy_tree, server_owned_tempdir, server_user,
 };
 
-use common::{ok, pgsafe, run_dir};
-
-fn restore(backup: &Path, target: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "restore",
-        backup.to_str().unwrap(),
-        "--pgdata",
-        target.to_str().unwrap(),
-        "--progress",
-        "none",
-    ];
-    args.extend_from_slice(extra);
-    pgsafe(&args)
-}
+use common::{ok, pgsafe, restore, run_dir};
 
 fn write_owned(path: &Path, text: &str) {
     fs::write(path, text).unwrap();

@@ -17,20 +17,7 @@ use std::time::{Duration, Instant};
 
 use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall, server_owned_tempdir, server_user};
 
-use common::{json, ok, pgsafe, refused, run_dir};
-
-fn restore(backup: &Path, target: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "restore",
-        backup.to_str().unwrap(),
-        "--pgdata",
-        target.to_str().unwrap(),
-        "--progress",
-        "none",
-    ];
-    args.extend_from_slice(extra);
-    pgsafe(&args)
-}
+use common::{json, ok, pgsafe, refused, restore, run_dir};
 
 /// The timeline of the WAL the server writes now (8 hex digits).
 fn write_timeline(c: &Cluster) -> String {

@@ -6,29 +6,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall};
 use serde_json::Value;
 
-use common::{command, json, ok, run_dir};
-
-fn pgsafe(run: &Path, args: &[&str]) -> Command {
-    let mut cmd = command(args);
-    cmd.arg("--run-dir").arg(run);
-    cmd
-}
+use common::{json, ok, run_dir, start_holder, with_run_dir};
 
 fn run(run: &Path, args: &[&str]) -> Output {
-    pgsafe(run, args).output().unwrap()
-}
-
-fn start(c: &Cluster, run_path: &Path, id: &str) -> Value {
-    let conn = c.conninfo();
-    json(&ok(
-        run(run_path, &["start", "-d", &conn, "--id", id, "--json"]),
-        "pgsafe start",
-    ))
+    with_run_dir(run, args).output().unwrap()
 }
 
 fn stop_ok(out: &Output, what: &str) -> Value {
@@ -61,7 +47,7 @@ fn second_stop_right_after_the_first(major: u32, archive: bool) {
     let r = run_dir();
     for round in 0..25 {
         let id = format!("twice{round}");
-        start(&c, r.path(), &id);
+        start_holder(&c, r.path(), &id, &[]);
         let first = stop_ok(
             &run(r.path(), &["stop", "--id", &id, wait, "--json"]),
             &format!("PostgreSQL {major}, round {round}: first stop"),
@@ -100,11 +86,11 @@ fn concurrent_stops_and_abort(major: u32) {
     let r = run_dir();
     for round in 0..20 {
         let id = format!("conc{round}");
-        start(&c, r.path(), &id);
+        start_holder(&c, r.path(), &id, &[]);
         // Several at once, so some connect while the first one's answer retires the holder.
         let stops: Vec<_> = (0..6)
             .map(|_| {
-                pgsafe(
+                with_run_dir(
                     r.path(),
                     &["stop", "--id", &id, "--no-wait-archive", "--json"],
                 )
@@ -129,8 +115,8 @@ fn concurrent_stops_and_abort(major: u32) {
         assert!(labels.windows(2).all(|w| w[0] == w[1]), "{labels:?}");
 
         let id = format!("race{round}");
-        start(&c, r.path(), &id);
-        let s = pgsafe(
+        start_holder(&c, r.path(), &id, &[]);
+        let s = with_run_dir(
             r.path(),
             &["stop", "--id", &id, "--no-wait-archive", "--json"],
         )
@@ -186,7 +172,7 @@ fn archive_failing_then_repaired(major: u32) {
     c.execute("ALTER SYSTEM SET archive_command = 'false'");
     c.execute("SELECT pg_reload_conf()");
     let r = run_dir();
-    start(&c, r.path(), "fix");
+    start_holder(&c, r.path(), "fix", &[]);
     c.execute("SELECT pg_switch_wal()");
     let out = run(
         r.path(),
@@ -243,8 +229,10 @@ fn holder_killed_while_archive_pending(major: u32) {
             .conf("archive_command = 'false'"),
     );
     let r = run_dir();
-    let holder = start(&c, r.path(), "hk")["holder_pid"].as_i64().unwrap() as i32;
-    let waiting = pgsafe(
+    let holder = start_holder(&c, r.path(), "hk", &[])["holder_pid"]
+        .as_i64()
+        .unwrap() as i32;
+    let waiting = with_run_dir(
         r.path(),
         &["stop", "--id", "hk", "--archive-timeout", "30m", "--json"],
     )

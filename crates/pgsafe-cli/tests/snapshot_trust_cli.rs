@@ -18,24 +18,10 @@ use pgsafe_testkit::{
 };
 use serde_json::Value;
 
-use common::{command, json, ok, refused, run_dir};
-
-fn pgsafe(run: &Path, args: &[&str]) -> Command {
-    let mut cmd = command(args);
-    cmd.arg("--run-dir").arg(run);
-    cmd
-}
+use common::{command, json, ok, refused, run_dir, start_holder, with_run_dir};
 
 fn run(run: &Path, args: &[&str]) -> Output {
-    pgsafe(run, args).output().unwrap()
-}
-
-fn start(c: &Cluster, run_path: &Path, id: &str) -> Value {
-    let conn = c.conninfo();
-    json(&ok(
-        run(run_path, &["start", "-d", &conn, "--id", id, "--json"]),
-        "pgsafe start",
-    ))
+    with_run_dir(run, args).output().unwrap()
 }
 
 fn status(run_path: &Path, id: &str) -> Value {
@@ -118,10 +104,10 @@ fn idle_server_stops_are_usable(major: u32) {
     let r = run_dir();
     for round in 0..6 {
         let id = format!("idle{round}");
-        start(&c, r.path(), &id);
+        start_holder(&c, r.path(), &id, &[]);
         c.execute("SELECT pg_switch_wal()");
         let out = finishes_within(
-            pgsafe(
+            with_run_dir(
                 r.path(),
                 &["stop", "--id", &id, "--archive-timeout", "60s", "--json"],
             ),
@@ -246,9 +232,9 @@ fn archive_state_is_read_per_file(major: u32) {
             .conf("archive_command = 'false'"),
     );
     let r = run_dir();
-    let s = start(&c, r.path(), "pf");
+    let s = start_holder(&c, r.path(), "pf", &[]);
     c.execute("SELECT pg_switch_wal()");
-    let waiting = pgsafe(
+    let waiting = with_run_dir(
         r.path(),
         &["stop", "--id", "pf", "--archive-timeout", "10m", "--json"],
     )
@@ -329,7 +315,7 @@ fn archive_wait_without_pg_monitor_falls_back() {
         "start as a role without pg_monitor",
     ));
     let out = finishes_within(
-        pgsafe(
+        with_run_dir(
             r.path(),
             &["stop", "--id", "np", "--archive-timeout", "60s", "--json"],
         ),
@@ -365,8 +351,10 @@ fn killed_stop_does_not_block_the_holder(major: u32) {
             .conf("archive_command = 'false'"),
     );
     let r = run_dir();
-    let holder = start(&c, r.path(), "kw")["holder_pid"].as_i64().unwrap() as i32;
-    let mut waiting = pgsafe(
+    let holder = start_holder(&c, r.path(), "kw", &[])["holder_pid"]
+        .as_i64()
+        .unwrap() as i32;
+    let mut waiting = with_run_dir(
         r.path(),
         &["stop", "--id", "kw", "--archive-timeout", "30m", "--json"],
     )
@@ -388,7 +376,7 @@ fn killed_stop_does_not_block_the_holder(major: u32) {
     kill9(&mut waiting);
     let limit = Duration::from_secs(60);
     let out = finishes_within(
-        pgsafe(
+        with_run_dir(
             r.path(),
             &["stop", "--id", "kw", "--no-wait-archive", "--json"],
         ),
@@ -400,23 +388,27 @@ fn killed_stop_does_not_block_the_holder(major: u32) {
     let detail = v["result"]["archive"]["detail"].as_str().unwrap();
     assert!(detail.contains("not waited for"), "{detail}");
     let st = finishes_within(
-        pgsafe(r.path(), &["status", "--id", "kw", "--json"]),
+        with_run_dir(r.path(), &["status", "--id", "kw", "--json"]),
         limit,
         "status",
     );
     ok(st, "status");
-    let ab = finishes_within(pgsafe(r.path(), &["abort", "--id", "kw"]), limit, "abort");
+    let ab = finishes_within(
+        with_run_dir(r.path(), &["abort", "--id", "kw"]),
+        limit,
+        "abort",
+    );
     refused(&ab, &["already stopped"]);
 
     // A stop that gives up after 1s, then --no-wait-archive: answered without a new wait.
     let out = finishes_within(
-        pgsafe(r.path(), &["stop", "--id", "kw", "--archive-timeout", "1s"]),
+        with_run_dir(r.path(), &["stop", "--id", "kw", "--archive-timeout", "1s"]),
         limit,
         "stop --archive-timeout 1s",
     );
     refused(&out, &["NOT usable", "not archived after 1s"]);
     let out = finishes_within(
-        pgsafe(
+        with_run_dir(
             r.path(),
             &[
                 "stop",
@@ -433,7 +425,7 @@ fn killed_stop_does_not_block_the_holder(major: u32) {
     ok(out, "stop --no-wait-archive after a timeout");
     // The holder still re-checks for a stop that asks to wait.
     let out = finishes_within(
-        pgsafe(r.path(), &["stop", "--id", "kw", "--archive-timeout", "1s"]),
+        with_run_dir(r.path(), &["stop", "--id", "kw", "--archive-timeout", "1s"]),
         limit,
         "stop re-check",
     );
@@ -486,7 +478,7 @@ fn status_sees_a_terminated_backend(major: u32) {
         ClusterOptions::new().fast_unsafe(),
     );
     let r = run_dir();
-    start(&c, r.path(), "term");
+    start_holder(&c, r.path(), "term", &[]);
     let pid: i32 = c.query_one(
         "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgsafe' \
          AND backend_type = 'client backend'",
@@ -553,7 +545,7 @@ fn output_dir_is_checked(major: u32) {
     let c = Cluster::started(&install, ClusterOptions::new().fast_unsafe());
     let other = Cluster::started(&install, ClusterOptions::new().fast_unsafe());
     let r = run_dir();
-    start(&c, r.path(), "od");
+    start_holder(&c, r.path(), "od", &[]);
 
     let live = c.data_dir().to_str().unwrap().to_owned();
     let out = run(r.path(), &["stop", "--id", "od", "--output-dir", &live]);
@@ -700,7 +692,7 @@ fn non_utf8_tablespace_path(major: u32) {
     let loc = latin1_tablespace(&c);
     let want = expected_map(&c, &loc);
     let r = run_dir();
-    start(&c, r.path(), "l1");
+    start_holder(&c, r.path(), "l1", &[]);
     let out_dir = tempfile::tempdir().unwrap();
     let od = out_dir.path().to_str().unwrap();
     let v = json(&ok(

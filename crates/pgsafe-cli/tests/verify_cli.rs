@@ -4,47 +4,16 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall};
 use serde_json::Value;
 
-use common::pgsafe;
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use common::{copy_to, pgsafe, text, verify};
 
 fn backup(c: &Cluster, target: &Path, extra: &[&str]) {
     let out = common::backup(c, target, extra);
     assert!(out.status.success(), "backup: {}", text(&out));
-}
-
-fn verify(dir: &Path, extra: &[&str]) -> (Option<i32>, Value, Output) {
-    let mut args = vec!["verify", "--json", dir.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let out = pgsafe(&args);
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code(), v, out)
-}
-
-/// A private copy of a backup to damage.
-fn copy_of(backup: &Path, scratch: &Path, name: &str) -> PathBuf {
-    let dst = scratch.join(name);
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(backup)
-        .arg(&dst)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    dst
 }
 
 /// The one problem `verify` reports, as text (asserts exit 1 and exactly one problem).
@@ -122,7 +91,7 @@ fn damage_matrix(major: u32, compress: &str) {
     assert_eq!(code, Some(0), "{m}: {}", text(&out));
 
     // One flipped byte in a data file.
-    let d = copy_of(&good, scratch.path(), "flip");
+    let d = copy_to(&good, &scratch.path().join("flip"));
     flip_byte(&d.join(format!("{rel}{suffix}")), 5000);
     if suffix.is_empty() {
         let p = flipped_page(&d, &rel, 0, "flipped byte");
@@ -142,7 +111,7 @@ fn damage_matrix(major: u32, compress: &str) {
     }
 
     // A truncated file.
-    let d = copy_of(&good, scratch.path(), "trunc");
+    let d = copy_to(&good, &scratch.path().join("trunc"));
     let f = d.join(format!("{rel}{suffix}"));
     let len = fs::metadata(&f).unwrap().len();
     truncate(&f, len / 2);
@@ -169,7 +138,7 @@ fn damage_matrix(major: u32, compress: &str) {
     }
 
     // A deleted file.
-    let d = copy_of(&good, scratch.path(), "deleted");
+    let d = copy_to(&good, &scratch.path().join("deleted"));
     fs::remove_file(d.join(format!("{rel}{suffix}"))).unwrap();
     let p = one_problem(&d, "deleted file");
     human_lists(&d, &p);
@@ -189,7 +158,7 @@ fn damage_matrix(major: u32, compress: &str) {
     }
 
     // An extra file.
-    let d = copy_of(&good, scratch.path(), "extra");
+    let d = copy_to(&good, &scratch.path().join("extra"));
     fs::write(d.join("base/1/extra_file"), b"x").unwrap();
     let p = one_problem(&d, "extra file");
     assert_eq!(
@@ -198,7 +167,7 @@ fn damage_matrix(major: u32, compress: &str) {
     );
 
     // A changed manifest (one size edited).
-    let d = copy_of(&good, scratch.path(), "manifest");
+    let d = copy_to(&good, &scratch.path().join("manifest"));
     let mf = d.join("backup_manifest");
     let text_m = fs::read_to_string(&mf).unwrap();
     let changed = text_m.replacen("\"Size\": 3,", "\"Size\": 4,", 1);
@@ -214,7 +183,7 @@ fn damage_matrix(major: u32, compress: &str) {
     // A missing WAL segment.
     let info: Value = serde_json::from_slice(&fs::read(good.join("pgsafe.json")).unwrap()).unwrap();
     let seg = info["wal"]["segments"][0].as_str().unwrap().to_owned();
-    let d = copy_of(&good, scratch.path(), "wal");
+    let d = copy_to(&good, &scratch.path().join("wal"));
     fs::remove_file(d.join("pg_wal").join(&seg)).unwrap();
     let p = one_problem(&d, "missing WAL");
     assert_eq!(
@@ -225,7 +194,7 @@ fn damage_matrix(major: u32, compress: &str) {
     );
 
     // A WAL segment with a damaged page header (the first page's address).
-    let d = copy_of(&good, scratch.path(), "walpage");
+    let d = copy_to(&good, &scratch.path().join("walpage"));
     flip_byte(&d.join("pg_wal").join(&seg), 9);
     let p = one_problem(&d, "damaged WAL page");
     assert!(
@@ -234,13 +203,13 @@ fn damage_matrix(major: u32, compress: &str) {
     );
 
     // A missing backup_label.
-    let d = copy_of(&good, scratch.path(), "label");
+    let d = copy_to(&good, &scratch.path().join("label"));
     fs::remove_file(d.join("backup_label")).unwrap();
     let p = one_problem(&d, "missing label");
     assert!(p.starts_with("backup_label is missing"), "{p}");
 
     // A missing pgsafe.json.
-    let d = copy_of(&good, scratch.path(), "info");
+    let d = copy_to(&good, &scratch.path().join("info"));
     fs::remove_file(d.join("pgsafe.json")).unwrap();
     let p = one_problem(&d, "missing pgsafe.json");
     assert!(
@@ -287,7 +256,7 @@ fn large_files_are_checked_in_ranges() {
     assert!(len > 40 << 20, "{len} bytes: more than one 32 MiB range");
     let (code, _, out) = verify(&good, &["--jobs", "3"]);
     assert_eq!(code, Some(0), "{}", text(&out));
-    let d = copy_of(&good, scratch.path(), "flip");
+    let d = copy_to(&good, &scratch.path().join("flip"));
     flip_byte(&d.join(&rel), len - 1000);
     let p = flipped_page(
         &d,

@@ -11,42 +11,15 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall, per_major};
 use serde_json::Value;
 
-use common::pgsafe;
+use common::{copy_to, pgsafe, text, verify};
 
 /// The Debian client tools (pg_verifybackup, pg_waldump) of PostgreSQL 15.
 const CLIENT_15: &str = "/usr/lib/postgresql/15/bin";
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn verify(dir: &Path) -> (Option<i32>, Value, Output) {
-    let out = pgsafe(&["verify", "--json", dir.to_str().unwrap()]);
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code(), v, out)
-}
-
-fn copy_of(backup: &Path, scratch: &Path, name: &str) -> PathBuf {
-    let dst = scratch.join(name);
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(backup)
-        .arg(&dst)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    dst
-}
 
 fn lsn(s: &str) -> u64 {
     let (hi, lo) = s.split_once('/').unwrap();
@@ -211,7 +184,7 @@ fn wal_edges(major: u32) {
     let ctx = format!("PostgreSQL {major}, switch record at {switch:X}");
 
     // 1. Valid WAL is valid (it was "damaged" before: 11–18).
-    let (code, v, out) = verify(&good);
+    let (code, v, out) = verify(&good, &[]);
     assert_eq!(code, Some(0), "{ctx}: {}", text(&out));
     assert!(v["wal_records_checked"].as_u64().unwrap() > 10, "{v}");
     let crcs = &info(&good)["wal"]["crc32c"];
@@ -229,10 +202,10 @@ fn wal_edges(major: u32) {
 
     // 2. One byte inside the marker record (page headers intact): found, named by the
     // record's LSN; restore refuses.
-    let bad = copy_of(&good, scratch.path(), "bad");
+    let bad = copy_to(&good, &scratch.path().join("bad"));
     let (seg, at, byte_lsn) = marker_byte(&bad, m.0 + (m.1 - m.0) / 2, b"pgsafe-wal-marker");
     flip(&seg, at);
-    let (code, v, out) = verify(&bad);
+    let (code, v, out) = verify(&bad, &[]);
     assert_eq!(code, Some(1), "{ctx}: {}", text(&out));
     let problems = v["problems"].as_array().unwrap();
     let rec = problems
@@ -309,12 +282,12 @@ fn wal_edges(major: u32) {
 
     // 3. One byte of the crossing record's continuation in the next segment: the record
     // (which starts in the segment before) is named.
-    let next = copy_of(&good, scratch.path(), "next");
+    let next = copy_to(&good, &scratch.path().join("next"));
     let seg_size = 16u64 << 20;
     let later = cross.1 - cross.1 % seg_size;
     let (seg, at, _) = marker_byte(&next, later, b"pgsafe-seg-marker");
     flip(&seg, at);
-    let (code, v, out) = verify(&next);
+    let (code, v, out) = verify(&next, &[]);
     assert_eq!(code, Some(1), "{ctx}: {}", text(&out));
     let problems = v["problems"].as_array().unwrap();
     let rec = problems
@@ -342,7 +315,7 @@ fn wal_edges(major: u32) {
 
     // 4. A change where no record is (after the stop LSN, in the last segment): only the
     // per-segment CRC-32C sees it.
-    let tail = copy_of(&good, scratch.path(), "tail");
+    let tail = copy_to(&good, &scratch.path().join("tail"));
     let last = info(&tail)["wal"]["segments"]
         .as_array()
         .unwrap()
@@ -354,7 +327,7 @@ fn wal_edges(major: u32) {
     let path = tail.join("pg_wal").join(&last);
     let len = fs::metadata(&path).unwrap().len() as usize;
     flip(&path, len - 1);
-    let (code, v, out) = verify(&tail);
+    let (code, v, out) = verify(&tail, &[]);
     assert_eq!(code, Some(1), "{ctx}: {}", text(&out));
     let problems = v["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 1, "{v}");
@@ -385,10 +358,10 @@ fn checkpoint_record_damage(major: u32) {
     let i = info(&good);
     let seg_size = i["wal_segment_size"].as_u64().unwrap();
     let ckpt = i["checkpoint_lsn"].as_str().unwrap().to_owned();
-    let bad = copy_of(&good, scratch.path(), "bad");
+    let bad = copy_to(&good, &scratch.path().join("bad"));
     let seg = segment_path(&bad, lsn(&ckpt));
     flip(&seg, (lsn(&ckpt) % seg_size) as usize + 4);
-    let (code, v, out) = verify(&bad);
+    let (code, v, out) = verify(&bad, &[]);
     assert_eq!(code, Some(1), "PostgreSQL {major}: {}", text(&out));
     let rec = v["problems"]
         .as_array()

@@ -45,49 +45,74 @@ pub use user::{ServerUser, server_user};
 /// The superuser role every harness cluster has (`initdb -U postgres`), whatever the OS user.
 pub const SUPERUSER: &str = "postgres";
 
-/// Generates one `#[test]` per supported major (`pg10` … `pg18`) in a module named after the
-/// function, each calling `$f(major)`: `per_major!(my_check);` with `fn my_check(major: u32)`.
-/// Separate tests run in parallel and report per version.
+/// Generates one `#[test]` per major in a module named after the function, each calling
+/// `$f(major)`: `per_major!(my_check);` with `fn my_check(major: u32)` runs on every supported
+/// major (`pg10` … `pg18`), `per_major!(my_check: 12, 17);` on those listed (the majors where the
+/// behaviour under test differs). Separate tests run in parallel and report per version.
 #[macro_export]
 macro_rules! per_major {
     ($f:ident) => {
+        $crate::per_major!($f: 10, 11, 12, 13, 14, 15, 16, 17, 18);
+    };
+    ($f:ident: $($m:tt),+ $(,)?) => {
         mod $f {
-            #[test]
-            fn pg10() {
-                super::$f(10)
-            }
-            #[test]
-            fn pg11() {
-                super::$f(11)
-            }
-            #[test]
-            fn pg12() {
-                super::$f(12)
-            }
-            #[test]
-            fn pg13() {
-                super::$f(13)
-            }
-            #[test]
-            fn pg14() {
-                super::$f(14)
-            }
-            #[test]
-            fn pg15() {
-                super::$f(15)
-            }
-            #[test]
-            fn pg16() {
-                super::$f(16)
-            }
-            #[test]
-            fn pg17() {
-                super::$f(17)
-            }
-            #[test]
-            fn pg18() {
-                super::$f(18)
-            }
+            $(
+                $crate::per_major!(@one $f, $m);
+            )+
+        }
+    };
+    (@one $f:ident, 10) => {
+        #[test]
+        fn pg10() {
+            super::$f(10)
+        }
+    };
+    (@one $f:ident, 11) => {
+        #[test]
+        fn pg11() {
+            super::$f(11)
+        }
+    };
+    (@one $f:ident, 12) => {
+        #[test]
+        fn pg12() {
+            super::$f(12)
+        }
+    };
+    (@one $f:ident, 13) => {
+        #[test]
+        fn pg13() {
+            super::$f(13)
+        }
+    };
+    (@one $f:ident, 14) => {
+        #[test]
+        fn pg14() {
+            super::$f(14)
+        }
+    };
+    (@one $f:ident, 15) => {
+        #[test]
+        fn pg15() {
+            super::$f(15)
+        }
+    };
+    (@one $f:ident, 16) => {
+        #[test]
+        fn pg16() {
+            super::$f(16)
+        }
+    };
+    (@one $f:ident, 17) => {
+        #[test]
+        fn pg17() {
+            super::$f(17)
+        }
+    };
+    (@one $f:ident, 18) => {
+        #[test]
+        fn pg18() {
+            super::$f(18)
         }
     };
 }

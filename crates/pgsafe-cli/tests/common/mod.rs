@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -124,15 +124,19 @@ pub fn backup(c: &Cluster, target: &Path, extra: &[&str]) -> Output {
 
 /// A `cp -a` copy of `backup` named `name` beside it (an attacker's working copy).
 pub fn copy_of(backup: &Path, name: &str) -> PathBuf {
-    let dst = backup.parent().unwrap().join(name);
+    copy_to(backup, &backup.parent().unwrap().join(name))
+}
+
+/// A `cp -a` copy of `backup` at `dst` (a private copy to damage).
+pub fn copy_to(backup: &Path, dst: &Path) -> PathBuf {
     let st = Command::new("cp")
         .arg("-a")
         .arg(backup)
-        .arg(&dst)
+        .arg(dst)
         .status()
         .unwrap();
     assert!(st.success());
-    dst
+    dst.to_owned()
 }
 
 /// Every regular file below `dir` whose content contains `needle` (links not followed): where
@@ -155,4 +159,69 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Exit status and both streams of a finished command, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `pgsafe restore BACKUP --pgdata TARGET --progress none`, plus `extra`.
+pub fn restore(backup: &Path, target: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "restore",
+        backup.to_str().unwrap(),
+        "--pgdata",
+        target.to_str().unwrap(),
+        "--progress",
+        "none",
+    ];
+    args.extend_from_slice(extra);
+    pgsafe(&args)
+}
+
+/// `pgsafe verify --json DIR`, plus `extra`: exit code, report (null when stdout is not JSON)
+/// and the output.
+pub fn verify(dir: &Path, extra: &[&str]) -> (Option<i32>, Value, Output) {
+    let mut args = vec!["verify", "--json", dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = pgsafe(&args);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code(), v, out)
+}
+
+/// The uid, gid and permission bits of a path (not following links).
+pub fn owner_mode(p: &Path) -> (u32, u32, u32) {
+    let m = fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+/// A FIFO at `p` (replacing a file there): a reader that opens it blocking would hang.
+pub fn mkfifo(p: &Path) {
+    let _ = fs::remove_file(p);
+    nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+/// A snapshot-mode command, `pgsafe args… --run-dir RUN`.
+pub fn with_run_dir(run: &Path, args: &[&str]) -> Command {
+    let mut cmd = command(args);
+    cmd.arg("--run-dir").arg(run);
+    cmd
+}
+
+/// `pgsafe start` of a snapshot-mode backup of `c` with holder id `id`, plus `extra`: the JSON
+/// it prints (asserts success).
+pub fn start_holder(c: &Cluster, run: &Path, id: &str, extra: &[&str]) -> Value {
+    let conn = c.conninfo();
+    let mut args = vec!["start", "-d", &conn, "--id", id, "--json"];
+    args.extend_from_slice(extra);
+    json(&ok(
+        with_run_dir(run, &args).output().unwrap(),
+        "pgsafe start",
+    ))
 }
