@@ -420,7 +420,7 @@ fn make_scratch(parent: &Path, run_as: &RunAs) -> Result<Layout, RestoreTestErro
 /// Free bytes of the file system of `path` (for unprivileged users).
 fn free_bytes(path: &Path) -> Option<u64> {
     let s = nix::sys::statvfs::statvfs(path).ok()?;
-    u64::from(s.blocks_available()).checked_mul(u64::from(s.fragment_size()))
+    s.blocks_available().checked_mul(s.fragment_size())
 }
 
 /// Removes the scratch folder when dropped, unless disarmed.
