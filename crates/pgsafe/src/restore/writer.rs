@@ -6,8 +6,6 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 
 use super::report::restore_marker;
 use super::{
@@ -19,6 +17,7 @@ use crate::control::ControlFile;
 use crate::doctor::{RESTORE_MARKER_FILE, apply_sentinel, has_sentinel};
 use crate::fsutil::{self, FsError, IoContext};
 use crate::plan::RelPath;
+use crate::pool::{self, Halt, Stopped};
 use crate::progress::Progress;
 use crate::verify;
 
@@ -190,43 +189,62 @@ impl Writer<'_> {
             files.len() as u64 + 1,
             files.iter().map(|f| f.size).sum::<u64>() + 8192,
         );
+        let halt = Halt::new(opts.cancel.as_deref());
         let ctx = CopyCtx {
             w: self,
-            files,
             beneath,
-            order,
-            next: AtomicUsize::new(0),
-            failed: AtomicBool::new(false),
-            error: Mutex::new(None),
-            cancel: opts.cancel.as_deref(),
+            halt: &halt,
             check_sums: !skip_checksums,
             progress,
         };
-        let jobs = opts.jobs.clamp(1, files.len().max(1));
-        let outs: Vec<Copied> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..jobs).map(|_| s.spawn(|| ctx.worker())).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
-        if let Some(e) = lock(&ctx.error).take() {
-            return Err(e);
-        }
-        if ctx.cancelled() {
-            return Err(RestoreError::Cancelled(self.target.to_owned()));
-        }
+        let outs = pool::run(
+            opts.jobs,
+            &order,
+            &halt,
+            || (Copied::default(), Vec::new()),
+            |(out, buf), &i| {
+                let f = &files[i];
+                let n = ctx.restore_file(f, buf)?;
+                out.files += 1;
+                out.bytes += n;
+                progress.file_done(&f.rel.to_string(), n);
+                Ok(())
+            },
+        )
+        .map_err(|e| self.stopped(e))?;
         if self.sync {
             progress.phase("sync");
             let paths: Vec<PathBuf> = files.iter().map(|f| self.dest_of(&f.rel)).collect();
-            fsync_all(&paths, jobs, opts.cancel.as_deref()).map_err(|e| {
-                e.unwrap_or_else(|| RestoreError::Cancelled(self.target.to_owned()))
-            })?;
+            let halt = Halt::new(opts.cancel.as_deref());
+            pool::run(
+                opts.jobs,
+                &paths,
+                &halt,
+                || (),
+                |_, p| {
+                    File::open(p)
+                        .and_then(|f| f.sync_all())
+                        .ctx("fsync", p)
+                        .map_err(RestoreError::from)
+                },
+            )
+            .map_err(|e| self.stopped(e))?;
         }
-        Ok(outs.iter().fold(Copied::default(), |a, o| Copied {
-            files: a.files + o.files,
-            bytes: a.bytes + o.bytes,
-        }))
+        Ok(outs
+            .iter()
+            .map(|o| &o.0)
+            .fold(Copied::default(), |a, o| Copied {
+                files: a.files + o.files,
+                bytes: a.bytes + o.bytes,
+            }))
+    }
+
+    /// The error of a parallel step that stopped.
+    fn stopped(&self, e: Stopped<RestoreError>) -> RestoreError {
+        match e {
+            Stopped::Failed(e) => e,
+            Stopped::Cancelled => RestoreError::Cancelled(self.target.to_owned()),
+        }
     }
 
     /// `backup_label`, `tablespace_map`, recovery settings, restore marker, WAL `.done` files.
@@ -335,42 +353,6 @@ fn backup_end_of(target: &Path, source: &Source) -> BackupEnd {
     )
 }
 
-/// fsyncs every file of `paths` on `jobs` threads. `Err(None)`: cancelled.
-fn fsync_all(
-    paths: &[PathBuf],
-    jobs: usize,
-    cancel: Option<&AtomicBool>,
-) -> Result<(), Option<RestoreError>> {
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let error: Mutex<Option<RestoreError>> = Mutex::new(None);
-    let stop =
-        || failed.load(Ordering::Relaxed) || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
-    std::thread::scope(|s| {
-        for _ in 0..jobs.max(1) {
-            s.spawn(|| {
-                while !stop() {
-                    let Some(p) = paths.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                        break;
-                    };
-                    let r = File::open(p).and_then(|f| f.sync_all()).ctx("fsync", p);
-                    if let Err(e) = r {
-                        lock(&error).get_or_insert(e.into());
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = lock(&error).take() {
-        return Err(Some(e));
-    }
-    if stop() {
-        return Err(None);
-    }
-    Ok(())
-}
-
 /// Creates the missing ancestors of `path` (not `path` itself; mode 0755 less the umask, so
 /// the server user can traverse them) and returns every directory whose entries change:
 /// the parent of `path` and the parent of each ancestor created.
@@ -397,22 +379,13 @@ fn create_ancestors(path: &Path) -> Result<Vec<PathBuf>, FsError> {
     Ok(changed)
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Shared state of the parallel writers.
 struct CopyCtx<'a> {
     w: &'a Writer<'a>,
-    files: &'a [SourceFile],
     /// The backup folder (files are opened below it without following links).
     beneath: Option<&'a Beneath>,
-    /// Indexes into `files`, largest first.
-    order: Vec<usize>,
-    next: AtomicUsize,
-    failed: AtomicBool,
-    error: Mutex<Option<RestoreError>>,
-    cancel: Option<&'a AtomicBool>,
+    /// The writers' stop state (first error, Ctrl-C).
+    halt: &'a Halt<'a, RestoreError>,
     /// Check sizes and checksums while writing (when the backup was not fully verified first).
     check_sums: bool,
     progress: &'a dyn Progress,
@@ -425,39 +398,6 @@ const CHUNK: usize = 128 << 10;
 const KERNEL_CHUNK: u64 = 8 << 20;
 
 impl CopyCtx<'_> {
-    fn cancelled(&self) -> bool {
-        self.failed.load(Ordering::Relaxed)
-            || self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
-    }
-
-    fn worker(&self) -> Copied {
-        let mut out = Copied::default();
-        let mut buf = Vec::new();
-        while !self.cancelled() {
-            let i = self.next.fetch_add(1, Ordering::Relaxed);
-            let Some(&idx) = self.order.get(i) else {
-                break;
-            };
-            let f = &self.files[idx];
-            match self.restore_file(f, &mut buf) {
-                Ok(n) => {
-                    out.files += 1;
-                    out.bytes += n;
-                    self.progress.file_done(&f.rel.to_string(), n);
-                }
-                Err(e) => {
-                    let mut slot = lock(&self.error);
-                    if slot.is_none() && !matches!(e, RestoreError::Cancelled(_)) {
-                        *slot = Some(e);
-                    }
-                    self.failed.store(true, Ordering::Relaxed);
-                    break;
-                }
-            }
-        }
-        out
-    }
-
     fn damaged(&self, f: &SourceFile, detail: String) -> RestoreError {
         RestoreError::Damaged {
             path: f.rel.to_string(),
@@ -478,7 +418,7 @@ impl CopyCtx<'_> {
 
     fn step(&self, n: usize) -> Result<(), RestoreError> {
         self.progress.bytes(n as u64);
-        if self.cancelled() {
+        if self.halt.stopped() {
             return Err(RestoreError::Cancelled(self.w.target.to_owned()));
         }
         Ok(())
