@@ -102,12 +102,12 @@ fn parse_rate(s: &str) -> Result<u64, String> {
 
 pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
     if args.force {
-        anyhow::bail!(
+        return Err(crate::failure::usage(
             "--force was removed: it turned off two unrelated checks at once. Use \
              --skip-space-check to skip the free-space check, or \
              --allow-data-directory-mismatch when PGDATA is the server's data directory mounted \
-             at a path that names another directory on this host"
-        );
+             at a path that names another directory on this host",
+        ));
     }
     let conn = args.conn.resolve()?;
     let label = args.label.unwrap_or_else(|| {

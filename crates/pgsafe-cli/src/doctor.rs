@@ -9,6 +9,8 @@ use pgsafe::doctor::{
 };
 use serde::Serialize;
 
+use crate::exit;
+
 pub const LONG_ABOUT: &str = "\
 Examines a data directory and tells a crashed server from a restored backup.
 
@@ -35,10 +37,10 @@ States:
   4 crashed during an exclusive backup   9 not a data directory / unknown
   5 restored backup, ready to recover
 
-Exit codes: 0 healthy or ready to start as it is, with nothing to confirm (states 1, 2, 3, 5, \
-7); 1 needs attention (states 4, 8, and any verdict that lists what you must confirm); 2 \
-dangerous (state 6: a restored backup or copy that would fail or be corrupted); 3 error or \
-not a data directory (state 9).
+Exit codes (pgsafe's one table): 0 healthy or ready to start as it is, with nothing to \
+confirm (states 1, 2, 3, 5, 7); 1 needs attention (states 4, 8, and any verdict that lists what \
+you must confirm); 2 error or not a data directory (state 9); 5 dangerous (state 6: a restored \
+backup or copy that would fail or be corrupted); 130 interrupted.
 
 Examples:
   pgsafe doctor /var/lib/postgresql/14/main
@@ -75,23 +77,14 @@ pub struct DoctorArgs {
     pub fix: bool,
 }
 
-/// Doctor's own exit codes (issue 6): 0 healthy or ready, 1 needs attention, 2 dangerous (a
-/// restored backup that will fail or be corrupted), 3 error (including "not a data directory").
-pub mod code {
-    pub const HEALTHY: u8 = 0;
-    pub const ATTENTION: u8 = 1;
-    pub const DANGEROUS: u8 = 2;
-    pub const ERROR: u8 = 3;
-}
-
-/// The exit code for a verdict: 0 only when it may be started as it is with nothing to
-/// confirm.
+/// The exit code for a verdict (the table in `exit`): 0 only when it may be started as it is
+/// with nothing to confirm; 5 for the dangerous state, 2 when it is not a data directory.
 pub fn code(v: &Verdict) -> u8 {
     match v.state {
-        _ if v.starts_safely_as_is() => code::HEALTHY,
-        DoctorState::RestoredBroken => code::DANGEROUS,
-        DoctorState::Unknown => code::ERROR,
-        _ => code::ATTENTION,
+        _ if v.starts_safely_as_is() => exit::OK,
+        DoctorState::RestoredBroken => exit::DANGEROUS,
+        DoctorState::Unknown => exit::ERROR,
+        _ => exit::PROBLEMS,
     }
 }
 
@@ -128,18 +121,8 @@ fn connect_settings(conninfo: &str) -> anyhow::Result<ConnSettings> {
     Ok(s)
 }
 
-/// Runs doctor; errors are reported here with doctor's own error code (3).
+/// Runs doctor; errors go to `main` like every command's (exit 2, `--json`: an error object).
 pub fn run(a: DoctorArgs) -> anyhow::Result<u8> {
-    match run_inner(a) {
-        Ok(c) => Ok(c),
-        Err(e) => {
-            eprintln!("pgsafe: error: {}", crate::error_chain(&e));
-            Ok(code::ERROR)
-        }
-    }
-}
-
-fn run_inner(a: DoctorArgs) -> anyhow::Result<u8> {
     let conn = a.connect.as_deref().map(connect_settings).transpose()?;
     let run_dirs = if a.run_dirs.is_empty() {
         pgsafe::doctor::default_run_dirs(&a.pgdata, &|k| std::env::var(k).ok())

@@ -19,6 +19,7 @@ macro_rules! eprintln {
 mod backup;
 mod conn;
 mod doctor;
+mod failure;
 mod generate;
 mod inspect;
 mod output;
@@ -33,19 +34,40 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-/// Exit codes (documented in the README and in `--help`).
+/// The one exit-code table of every command (the same in `--help` and the README).
 pub mod exit {
     /// The command did what was asked.
     pub const OK: u8 = 0;
-    /// The command ran, and its answer is "no" (a check found problems).
+    /// The command ran, and its answer is "no": a check found problems, or (doctor) the data
+    /// directory needs attention.
     pub const PROBLEMS: u8 = 1;
-    /// Error: bad input, or a server or file-system failure.
+    /// Error: bad input, or a server or file-system failure (`--json`: an `error` object).
     pub const ERROR: u8 = 2;
     /// `snapshot --exec`: the command failed, so the backup was aborted.
     pub const EXEC_FAILED: u8 = 3;
     /// `backup`: the backup is complete, but pages of the SOURCE cluster failed their checksum.
     pub const SOURCE_CORRUPT: u8 = 4;
+    /// `doctor`: dangerous — a restored backup or copy that would fail or be silently corrupted
+    /// if started as it is.
+    pub const DANGEROUS: u8 = 5;
+    /// Interrupted: backup and restore stop cleanly on Ctrl-C or SIGTERM and exit 128 + SIGINT,
+    /// as a shell reports a command ended by Ctrl-C.
+    pub const INTERRUPTED: u8 = 130;
 }
+
+/// The table as `--help` shows it.
+const EXIT_CODES_HELP: &str = "Exit codes (every command):\n  \
+    0    success\n  \
+    1    the command ran and its answer is \"no\": a check found problems (verify), the data \
+         directory needs attention (doctor)\n  \
+    2    error: bad input, server or file-system failure, a backup that is NOT usable; with \
+         --json, stdout has {\"error\": {\"kind\", \"message\", \"exit_code\"}}\n  \
+    3    the command given to `snapshot --exec` failed; the backup was aborted\n  \
+    4    backup: complete, but pages of the SOURCE cluster failed their checksum (the source \
+         is corrupt)\n  \
+    5    doctor: dangerous — a restored backup or copy that would fail or be corrupted\n  \
+    130  interrupted (backup and restore stop cleanly on Ctrl-C or SIGTERM)\n\
+    Results go to stdout, messages to stderr.";
 
 #[derive(Parser)]
 #[command(
@@ -55,12 +77,7 @@ pub mod exit {
     long_about = "pgsafe takes safe online physical backups of PostgreSQL 10–18 with the \
                   non-exclusive backup API, stores backup_label and tablespace_map with the \
                   backup byte for byte, and tells a crashed server from a restored backup.",
-    after_help = "Exit codes: 0 success; 1 the command ran and its answer is \"no\" (a check \
-                  found problems); 2 error (bad input, server or file-system failure); 3 the \
-                  command given to `snapshot --exec` failed and the backup was aborted; 4 `backup` \
-                  completed, but pages of the source cluster failed their checksum (the \
-                  source is corrupt).\n\
-                  Results go to stdout, messages to stderr."
+    after_help = EXIT_CODES_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -177,14 +194,21 @@ fn main() -> ExitCode {
             output::write_bytes(e.render().to_string().as_bytes());
             return ExitCode::from(output::finish(exit::OK, exit::ERROR));
         }
+        // A bad argument with --json among the arguments: clap's message on stderr as usual,
+        // and the error object on stdout.
+        Err(e) if e.use_stderr() && failure::json_requested(std::env::args_os()) => {
+            let _ = e.print();
+            // The message is clap's text up to its usage line and tips.
+            let text = e.to_string();
+            let message: Vec<&str> = text.lines().take_while(|l| !l.is_empty()).collect();
+            let message = message.join("\n");
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            failure::print_json(pgsafe::error::ErrorKind::Usage, message, exit::ERROR);
+            return ExitCode::from(output::finish(exit::ERROR, exit::ERROR));
+        }
         Err(e) => e.exit(),
     };
-    // What a failed write of the results exits with: doctor has its own error code (2 there
-    // means "dangerous").
-    let write_error = match &cli.command {
-        Command::Doctor(_) => doctor::code::ERROR,
-        _ => exit::ERROR,
-    };
+    let json = cli.command.json();
     let result = match cli.command {
         Command::Inspect { pgdata, json } => inspect::run(&pgdata, json),
         Command::Doctor(a) => doctor::run(a),
@@ -202,12 +226,27 @@ fn main() -> ExitCode {
     };
     let code = match result {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("pgsafe: error: {}", error_chain(&e));
-            exit::ERROR
-        }
+        Err(e) => failure::report(&e, json),
     };
-    ExitCode::from(output::finish(code, write_error))
+    ExitCode::from(output::finish(code, exit::ERROR))
+}
+
+impl Command {
+    /// Whether the command was asked for JSON (then a failure prints an error object too).
+    fn json(&self) -> bool {
+        match self {
+            Command::Inspect { json, .. } => *json,
+            Command::Doctor(a) => a.json,
+            Command::Backup(a) => a.json,
+            Command::Verify(a) => a.json,
+            Command::Restore(a) => a.json,
+            Command::Start(a) => a.json,
+            Command::Stop(a) => a.json,
+            Command::Status(a) | Command::Abort(a) => a.json,
+            Command::Snapshot(a) => a.json,
+            Command::Holder { .. } | Command::Completions(_) | Command::Man(_) => false,
+        }
+    }
 }
 
 /// The error and its causes joined with ": ", skipping a cause whose text the message already

@@ -9,7 +9,7 @@
 //!   command finishes; its exit status is the one it would have had (the answer does not change
 //!   because nobody reads the rest of the text);
 //! - any other write error (`ENOSPC` on `/dev/full`, `EIO`): output stops, the command finishes,
-//!   and [`finish`] turns its status into the command's error code (2; doctor: 3) with the
+//!   and [`finish`] turns its status into the command's error code (2) with the
 //!   error on standard error — results that could not be written are an error, never a silent
 //!   success.
 //!
@@ -90,8 +90,8 @@ impl Write for Stdout {
 }
 
 /// The exit status after the command returned `code`: flushes standard output; a write error
-/// other than a vanished reader becomes `write_error` (the command's error code: 2, or 3 for
-/// doctor) with the error on standard error.
+/// other than a vanished reader becomes `write_error` (the error code, 2) with the error on
+/// standard error.
 pub fn finish(code: u8, write_error: u8) -> u8 {
     with_state(|state| {
         if matches!(state, State::Open) {

@@ -44,11 +44,14 @@ impl RunDirArg {
     fn open_for(&self, id: &BackupId) -> anyhow::Result<RunDir> {
         match self.open_existing()? {
             Some(r) => Ok(r),
-            None => anyhow::bail!(
-                "no backup with ID {id} in {}: the directory does not exist (was `pgsafe start` \
-                 run with another --run-dir or PGSAFE_RUN_DIR, or as another user?)",
-                self.path().display()
-            ),
+            None => Err(crate::failure::error(
+                pgsafe::error::ErrorKind::NotFound,
+                format!(
+                    "no backup with ID {id} in {}: the directory does not exist (was `pgsafe \
+                     start` run with another --run-dir or PGSAFE_RUN_DIR, or as another user?)",
+                    self.path().display()
+                ),
+            )),
         }
     }
 
@@ -323,12 +326,13 @@ pub fn stop(args: StopArgs) -> anyhow::Result<u8> {
         Ok(r) => r,
         Err(e @ HoldError::LabelNotWritten { .. }) => {
             let dir = args.output_dir.as_deref().unwrap_or(run_dir.path());
-            anyhow::bail!(
+            let advice = format!(
                 "{e}\nFinish the job with:\n  pgsafe stop --id {}{} --output-dir {}",
                 args.id,
                 args.run_dir.flag(&run_dir),
                 shell_quote(&dir.to_string_lossy())
             );
+            return Err(crate::failure::advised(e, advice));
         }
         Err(e) => return Err(e.into()),
     };
@@ -557,7 +561,8 @@ pub fn snapshot(args: SnapshotArgs) -> anyhow::Result<u8> {
         Ok(r) => r,
         Err(e @ HoldError::LabelNotWritten { .. }) => {
             let dir = args.output_dir.clone().unwrap_or_default();
-            anyhow::bail!("{e}\n{}", finish(&dir));
+            let advice = format!("{e}\n{}", finish(&dir));
+            return Err(crate::failure::advised(e, advice));
         }
         Err(e) => return Err(e.into()),
     };

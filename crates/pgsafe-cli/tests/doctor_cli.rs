@@ -540,7 +540,7 @@ fn restored_backup(major: u32) {
     // 6: the first WAL segment missing, nowhere to get it from.
     let seg_path = data.join("pg_wal").join(&b.first_seg);
     fs::rename(&seg_path, aside.join(&b.first_seg)).unwrap();
-    let v = expect(&data, &[], 6, 2);
+    let v = expect(&data, &[], 6, 5);
     assert!(summary(&v).contains(&b.first_seg), "{}", summary(&v));
     never_removes_label(&v);
     // With a WAL archive: restore_command (in a config file outside PGDATA on 12+, in
@@ -573,14 +573,14 @@ fn restored_backup(major: u32) {
 
     // 6: backup_label deleted, no marker — the backup-copy pattern gives it away.
     fs::remove_file(data.join("backup_label")).unwrap();
-    let v = expect(&data, &[], 6, 2);
+    let v = expect(&data, &[], 6, 5);
     assert_eq!(v["verdict"]["confidence"], "medium");
     never_removes_label(&v);
 
     // A pgsafe restore: marker + sentinel; the label still missing → 6, high confidence.
     write_marker(&b);
     write_sentinel(&data);
-    let v = expect(&data, &[], 6, 2);
+    let v = expect(&data, &[], 6, 5);
     assert_eq!(v["verdict"]["confidence"], "high");
     never_removes_label(&v);
     assert_eq!(v["facts"]["control"]["sentinel"], true);
@@ -607,7 +607,7 @@ fn restored_backup(major: u32) {
 
     // 6 again: the first segment missing; the advice copies it from the backup.
     fs::remove_file(&seg_path).unwrap();
-    let v = expect(&data, &[], 6, 2);
+    let v = expect(&data, &[], 6, 5);
     let cp = commands(&v)
         .into_iter()
         .find(|c| c.starts_with("cp "))
@@ -680,7 +680,7 @@ fn pgsafe_backup_output(major: u32) {
     let label = data.join("backup_label");
     let aside = tmp.path().join("label.aside");
     fs::rename(&label, &aside).unwrap();
-    let v = expect(&data, &[], 6, 2);
+    let v = expect(&data, &[], 6, 5);
     assert_eq!(v["verdict"]["confidence"], "high", "two independent signs");
     never_removes_label(&v);
     fs::rename(&aside, &label).unwrap();
@@ -732,12 +732,12 @@ fn streamed_label_in_live_directory(major: u32) {
     let seg = label_start_file(&dir);
     let added = churn_until_gone(&c, &seg);
     c.crash();
-    let v = expect(&dir, &[], 6, 2);
+    let v = expect(&dir, &[], 6, 5);
     never_removes_label(&v);
     let confirm = v["verdict"]["must_confirm"].to_string();
     assert!(confirm.contains("cannot tell"), "{confirm}");
     let r = doctor(&dir, &["--fix"]);
-    assert_eq!(r.code, 2, "still the dangerous state");
+    assert_eq!(r.code, 5, "still the dangerous state");
     assert!(r.stderr.contains("--fix refused"), "{}", r.stderr);
     assert!(dir.join("backup_label").exists());
 
@@ -826,26 +826,26 @@ fn real_pg_rewind_15() {
 #[test]
 fn not_data_directories() {
     let d = tempfile::tempdir().unwrap();
-    let v = expect(d.path(), &[], 9, 3);
+    let v = expect(d.path(), &[], 9, 2);
     assert!(summary(&v).contains("not a PostgreSQL data directory"));
 
     fs::write(d.path().join("notes.txt"), "hello").unwrap();
     fs::create_dir(d.path().join("main")).unwrap();
-    expect(d.path(), &[], 9, 3);
+    expect(d.path(), &[], 9, 2);
 
     // A parent folder of a data directory: doctor points at it.
     let main = d.path().join("main");
     fs::write(main.join("PG_VERSION"), "15\n").unwrap();
     fs::create_dir(main.join("global")).unwrap();
     fs::write(main.join("global/pg_control"), vec![0xABu8; 8192]).unwrap();
-    let v = expect(d.path(), &[], 9, 3);
+    let v = expect(d.path(), &[], 9, 2);
     assert!(
         commands(&v).contains(&format!("pgsafe doctor {}", main.display())),
         "{}",
         v["verdict"]
     );
     // Garbage pg_control.
-    let v = expect(&main, &[], 9, 3);
+    let v = expect(&main, &[], 9, 2);
     assert!(
         v["verdict"]["evidence"][0]
             .as_str()
@@ -856,26 +856,26 @@ fn not_data_directories() {
     );
     // Garbage PG_VERSION.
     fs::write(main.join("PG_VERSION"), "banana\n").unwrap();
-    expect(&main, &[], 9, 3);
+    expect(&main, &[], 9, 2);
     // A truncated pg_control.
     fs::write(main.join("PG_VERSION"), "15\n").unwrap();
     fs::write(main.join("global/pg_control"), b"short").unwrap();
-    expect(&main, &[], 9, 3);
+    expect(&main, &[], 9, 2);
 }
 
 #[test]
-fn errors_exit_3() {
+fn errors_exit_2() {
     let d = tempfile::tempdir().unwrap();
     let r = doctor(&d.path().join("nope"), &[]);
-    assert_eq!(r.code, 3);
+    assert_eq!(r.code, 2);
     assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
     let f = d.path().join("file");
     fs::write(&f, "x").unwrap();
     let r = doctor(&f, &[]);
-    assert_eq!(r.code, 3);
+    assert_eq!(r.code, 2);
     assert!(r.stderr.contains("not a directory"), "{}", r.stderr);
     let r = doctor(d.path(), &["--connect", "host='unterminated"]);
-    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert_eq!(r.code, 2, "{}", r.stderr);
 }
 
 /// A directory the caller may not read (needs root to switch to the unprivileged user).
@@ -898,7 +898,7 @@ fn unreadable_directory_exits_3_with_a_hint() {
     user.apply(&mut cmd);
     let out = cmd.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("Permission denied"), "{err}");
     assert!(err.contains("data directory's owner"), "{err}");
 }

@@ -248,7 +248,7 @@ fn snapshot_copy_without_label(major: u32) {
         let (v, code) = doctor_json(&dir, &extra);
         never_calls_it_safe(&v, code);
         assert_eq!(v["verdict"]["state_number"], 6, "{:#}", v["verdict"]);
-        assert_eq!(code, 2);
+        assert_eq!(code, 5);
         let ev = v["verdict"]["evidence"].to_string();
         assert!(ev.contains("captured while"), "{ev}");
         if extra[1] == run_s {
@@ -262,7 +262,7 @@ fn snapshot_copy_without_label(major: u32) {
     }
     // --fix does nothing.
     let r = doctor(&dir, &["--fix", "--run-dir", &run_s]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.code, 5, "{}", r.stderr);
 
     // The oracle: started the way the old verdict advised, the copy loses rows.
     let as_crash = rows_if_started(&install, &dir, |_| {});

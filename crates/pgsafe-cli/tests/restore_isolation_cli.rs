@@ -298,7 +298,7 @@ fn in_place_tablespace(major: u32) {
     let d = pgsafe(&["doctor", "--json", data2.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_slice(&d.stdout).unwrap();
     let verdict = v["verdict"].to_string();
-    assert_eq!(d.status.code(), Some(2), "{m}: {verdict}");
+    assert_eq!(d.status.code(), Some(5), "{m}: {verdict}");
     assert!(verdict.contains("pg_tblspc/"), "{m}: {verdict}");
     assert!(
         verdict.contains("echo \\\"allow_in_place_tablespaces = on\\\" >>"),

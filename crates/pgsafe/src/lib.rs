@@ -14,6 +14,7 @@ pub mod control;
 pub mod copy;
 pub mod datadir;
 pub mod doctor;
+pub mod error;
 pub mod fsutil;
 pub mod hold;
 pub mod label;
