@@ -24,11 +24,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::checksum::ChecksumAlgorithm;
+use crate::codec::Compression;
 use crate::conninfo::ConnSettings;
-use crate::copy::{self, Compression, CopyError, CopyOptions, CopyReport, PageCheckOptions};
+use crate::copy::{self, CopyError, CopyOptions, CopyReport, PageCheckOptions};
 use crate::datadir::{DataDir, DataDirError};
 use crate::fsutil::{self, FsError, IoContext};
 use crate::manifest::ManifestError;
@@ -39,48 +38,17 @@ use crate::session::{ServerInfo, Session, SessionError};
 use crate::types::{Lsn, PgVersion, TimelineId, WalSegSize, WalSegment};
 
 mod finish;
-mod info;
 pub mod liveness;
 pub mod location;
 mod tablespaces;
-pub use finish::crc32c_hex;
-pub use info::{BackupInfo, FileOwner, TablespaceInfo, WalInfo};
-pub use tablespaces::{TablespaceChange, TablespaceChangeKind};
 
-/// The completion marker: written last, atomically. No `pgsafe.json`, no backup.
-pub const COMPLETE_MARKER: &str = "pgsafe.json";
-/// Present while a backup is being written (and after it failed).
-pub const INCOMPLETE_MARKER: &str = "pgsafe.incomplete";
-pub const MANIFEST_FILE: &str = "backup_manifest";
-/// Version of the `pgsafe.json` format.
-pub const INFO_FORMAT: u32 = 1;
-
-/// Where the WAL a backup needs comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WalMode {
-    /// Copied into the backup's `pg_wal/` (self-contained).
-    #[default]
-    Include,
-    /// Left to the server's WAL archive; the backup waits until it is archived.
-    Archive,
-    /// Not handled: the user's own archive must provide it.
-    None,
-}
-
-impl std::str::FromStr for WalMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "include" => Ok(WalMode::Include),
-            "archive" => Ok(WalMode::Archive),
-            "none" => Ok(WalMode::None),
-            _ => Err(format!(
-                "unknown WAL mode {s:?}: use include, archive or none"
-            )),
-        }
-    }
-}
+// pgsafe.json's schema and the folder's names have their owners in `info` and `layout`;
+// re-exported under their old paths.
+pub use crate::info::{
+    BackupInfo, FileOwner, INFO_FORMAT, TablespaceChange, TablespaceChangeKind, TablespaceInfo,
+    WalInfo, WalMode, crc32c_hex,
+};
+pub use crate::layout::{COMPLETE_MARKER, INCOMPLETE_MARKER, MANIFEST_FILE};
 
 /// A test hook called with each data file's path just before the copy opens it.
 pub type CopyHook = Arc<dyn Fn(&RelPath) + Send + Sync>;

@@ -31,10 +31,12 @@ use crate::types::{Lsn, PgVersion, SystemId, TimelineId, WalSegSize};
 
 mod codec;
 mod layout;
+mod sentinel;
 
 pub use layout::{ControlField, ControlLayout};
 #[cfg(test)]
 use layout::{DECLS, Decl};
+pub use sentinel::{SENTINEL_CHECKPOINT, apply_sentinel, has_sentinel};
 
 /// Physical size of `global/pg_control` (`PG_CONTROL_FILE_SIZE`).
 pub const PG_CONTROL_FILE_SIZE: usize = 8192;

@@ -57,14 +57,13 @@ use crate::page::PageChecksumReport;
 use crate::plan::{BackupPlan, PlanFile, RelPath};
 use crate::progress::Progress;
 
-mod compress;
 mod engine;
 mod file;
 mod pages;
 #[cfg(test)]
 mod tests;
 
-pub use compress::{Compression, DEFAULT_ZSTD_LEVEL};
+pub use crate::codec::{Compression, DEFAULT_ZSTD_LEVEL};
 use engine::Throttle;
 pub use pages::PageCheckOptions;
 

@@ -41,10 +41,7 @@ mod tests;
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-
-use crate::control::ControlFile;
-use crate::types::{Lsn, SystemId, TimelineId};
+use serde::Serialize;
 
 pub use archive_cmd::{ArchiveDir, archive_dir_of};
 pub use classify::classify;
@@ -58,102 +55,11 @@ pub use facts::{
 };
 pub use fix::{FixOutcome, apply_fix, refusal};
 
-/// The file a pgsafe restore writes into the restored PGDATA (JSON, see [`RestoreMarker`]).
-/// PostgreSQL ignores unknown files in the data directory root.
-pub const RESTORE_MARKER_FILE: &str = "pgsafe_restore.json";
-
-/// What `doctor --fix` renames `backup_label` to (never deletes it).
-pub const REMOVED_LABEL_FILE: &str = "backup_label.pgsafe-removed";
-
-/// Current [`RestoreMarker::format`].
-pub const RESTORE_MARKER_FORMAT: u32 = 1;
-
-/// The checkpoint location a pgsafe restore writes into the restored pg_control so that the
-/// server cannot start without the backup's `backup_label`: `FFFFFFFF/28`.
-///
-/// Why this value:
-/// * Every version checks `XRecOffIsValid(ControlFile->checkPoint)` at the very start of
-///   `StartupXLOG`, *before* reading `backup_label` ("control file contains invalid data" /
-///   "invalid checkpoint location"). An LSN inside a page header would therefore stop the
-///   server even with the label, so the page offset must be ≥ 24 (`SizeOfXLogShortPHD`) for
-///   every WAL block size (1–64 kB): the low 16 bits are 0x0028 (offset 40, just past a
-///   segment's long header, a place where a record may start).
-/// * With `backup_label`, recovery reads the checkpoint named by the label and overwrites
-///   pg_control's `checkPoint`, so the sentinel is never used.
-/// * Without it, recovery tries to read a checkpoint record at `FFFFFFFF/28`, 16 EiB into the
-///   WAL: no such segment can exist, so startup fails with "could not locate a valid checkpoint
-///   record" — it cannot start from pg_control and replay the wrong WAL.
-/// * PostgreSQL 10 falls back to `prevCheckPoint` when the latest checkpoint is unreadable:
-///   [`apply_sentinel`] writes the sentinel there too.
-/// * The high word leaves 4 GiB of headroom below `u64::MAX` for segment arithmetic, and
-///   `FFFFFFFF/28` is recognisable in `pg_controldata` output.
-pub const SENTINEL_CHECKPOINT: Lsn = Lsn(0xFFFF_FFFF_0000_0028);
-
-/// True if pg_control carries the restore sentinel (the directory was restored by pgsafe and
-/// has not yet been started successfully from its `backup_label`).
-pub fn has_sentinel(control: &ControlFile) -> bool {
-    control.checkpoint == SENTINEL_CHECKPOINT
-}
-
-/// Sets the sentinel in a pg_control image (checkpoint and, on PostgreSQL 9.6/10, the previous
-/// checkpoint). The caller encodes and writes the file (durably, pg_control last).
-pub fn apply_sentinel(control: &mut ControlFile) {
-    control.checkpoint = SENTINEL_CHECKPOINT;
-    if let Some(prev) = control.prev_checkpoint.as_mut() {
-        *prev = SENTINEL_CHECKPOINT;
-    }
-}
-
-/// Content of [`RESTORE_MARKER_FILE`]: which backup this directory was restored from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestoreMarker {
-    /// [`RESTORE_MARKER_FORMAT`].
-    pub format: u32,
-    /// The backup's identifier (e.g. its folder name).
-    pub backup_id: String,
-    /// The `LABEL` of the backup, if any.
-    #[serde(default)]
-    pub label: Option<String>,
-    /// `START WAL LOCATION` of the backup's `backup_label`.
-    pub start_lsn: Lsn,
-    #[serde(default)]
-    pub start_timeline: Option<TimelineId>,
-    #[serde(default)]
-    pub checkpoint_lsn: Option<Lsn>,
-    /// Where the backup ended (the stop LSN): recovery needs WAL at least up to here.
-    #[serde(default)]
-    pub stop_lsn: Option<Lsn>,
-    #[serde(default)]
-    pub stop_timeline: Option<TimelineId>,
-    /// `START TIME` of the label.
-    #[serde(default)]
-    pub backup_start_time: Option<String>,
-    /// When the restore ran (RFC 3339, UTC).
-    pub restored_at: String,
-    /// Where the backup was restored from (a path or URL), so the label can be found again.
-    #[serde(default)]
-    pub source: Option<String>,
-    #[serde(default)]
-    pub system_identifier: Option<SystemId>,
-    /// Whether pg_control got [`SENTINEL_CHECKPOINT`].
-    #[serde(default)]
-    pub sentinel: bool,
-    #[serde(default)]
-    pub pgsafe_version: Option<String>,
-}
-
-impl RestoreMarker {
-    pub fn parse(bytes: &[u8]) -> Result<RestoreMarker, serde_json::Error> {
-        serde_json::from_slice(bytes)
-    }
-
-    /// Pretty JSON with a final newline.
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
-        v.push(b'\n');
-        v
-    }
-}
+// The names, the marker's schema and the sentinel doctor reads have their owners in
+// `layout`, `info` and `control` (restore writes them); re-exported under their old paths.
+pub use crate::control::{SENTINEL_CHECKPOINT, apply_sentinel, has_sentinel};
+pub use crate::info::{RESTORE_MARKER_FORMAT, RestoreMarker};
+pub use crate::layout::{REMOVED_LABEL_FILE, RESTORE_MARKER_FILE};
 
 /// The nine states `doctor` tells apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -5,7 +5,9 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+
+use crate::info::FileOwner;
 
 /// An IO failure with the verb phrase of what was being done and the path it was done to.
 #[derive(Debug, thiserror::Error)]
@@ -126,9 +128,45 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), FsError> {
     }
 }
 
+/// The owner of `path`, as `pgsafe.json` records PGDATA's (`None` if it cannot be inspected).
+pub fn file_owner(path: &Path) -> Option<FileOwner> {
+    use nix::unistd::{Gid, Group, Uid, User};
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).ok()?;
+    Some(FileOwner {
+        uid: m.uid(),
+        gid: m.gid(),
+        user: User::from_uid(Uid::from_raw(m.uid()))
+            .ok()
+            .flatten()
+            .map(|u| u.name),
+        group: Group::from_gid(Gid::from_raw(m.gid()))
+            .ok()
+            .flatten()
+            .map(|g| g.name),
+    })
+}
+
+/// An absolute path without `.`/`..` components (as PostgreSQL writes tablespace locations).
+pub fn is_plain_absolute(p: &Path) -> bool {
+    p.is_absolute()
+        && p.components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && !p.as_os_str().as_encoded_bytes().contains(&0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_absolute_paths() {
+        assert!(is_plain_absolute(Path::new("/srv/ts1")));
+        assert!(is_plain_absolute(Path::new("/srv/ts dir/")));
+        for bad in ["srv/ts", "/tmp/a/../etc", "../x", "", "/a/.."] {
+            assert!(!is_plain_absolute(Path::new(bad)), "{bad}");
+        }
+    }
     use std::os::unix::fs::MetadataExt;
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod backup;
 pub mod beneath;
 pub mod checksum;
+pub mod codec;
 pub mod conninfo;
 pub mod control;
 pub mod copy;
@@ -17,7 +18,9 @@ pub mod doctor;
 pub mod error;
 pub mod fsutil;
 pub mod hold;
+pub mod info;
 pub mod label;
+pub mod layout;
 pub mod manifest;
 pub mod page;
 pub mod plan;

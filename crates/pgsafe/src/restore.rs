@@ -24,7 +24,7 @@
 //!    settings (`recovery.conf` on 10–11; `recovery.signal`/`standby.signal` and
 //!    `postgresql.auto.conf` on 12+), the restore marker (`pgsafe_restore.json`, read by
 //!    `pgsafe doctor`), `.done` status for the restored WAL, then every directory fsynced.
-//! 4. **`global/pg_control` last**, with the safety sentinel ([`crate::doctor::apply_sentinel`]):
+//! 4. **`global/pg_control` last**, with the safety sentinel ([`crate::control::apply_sentinel`]):
 //!    its checkpoint location is replaced by an impossible one (CRC recomputed). With
 //!    `backup_label`, recovery starts from the label's checkpoint and the server rewrites
 //!    pg_control; without it, the server refuses to start instead of replaying from the wrong
@@ -43,9 +43,9 @@ use std::time::Instant;
 use nix::unistd::{Gid, Group, Uid, User};
 use serde::Serialize;
 
-use crate::control::ControlError;
-use crate::doctor::{SENTINEL_CHECKPOINT, has_sentinel};
+use crate::control::{ControlError, SENTINEL_CHECKPOINT, has_sentinel};
 use crate::fsutil::{self, FsError, IoContext};
+use crate::layout::CONTROL_FILE;
 use crate::progress::Progress;
 use crate::verify::{Problem, VerifyError};
 
@@ -61,9 +61,9 @@ mod report;
 mod source;
 mod writer;
 
+pub use crate::fsutil::is_plain_absolute;
 pub use backup_end::BackupEnd;
 pub use config::{ArchiveMode, DisabledSetting};
-pub use guard::is_plain_absolute;
 pub use isolation::{ConfigOutcome, archive_summary};
 use owner::resolve_owner;
 use plan::{check_target, map_tablespaces, open_backup, tablespace_map_bytes, tablespace_oid};
@@ -550,7 +550,7 @@ pub fn run_restore(
     let control = w.write_control(&source.control, beneath)?;
     // The copy's plan counted pg_control (written last, here) as its last file.
     progress.bytes(source.control.size);
-    progress.file_done("global/pg_control", source.control.size);
+    progress.file_done(CONTROL_FILE, source.control.size);
 
     let label = &source.label;
     let stop_lsn = source.info.as_ref().map(|i| i.stop_lsn);

@@ -30,13 +30,13 @@ use std::time::{Duration, Instant};
 use nix::unistd::{Uid, User};
 use serde::Serialize;
 
-use crate::backup::{BackupInfo, COMPLETE_MARKER, FileOwner};
 use crate::beneath::Beneath;
 use crate::fsutil::{FsError, IoContext};
+use crate::info::{BackupInfo, FileOwner};
 use crate::label::{MapEscaping, TablespaceMap};
+use crate::layout::{COMPLETE_MARKER, MAP_FILE, SMALL_FILE_LIMIT};
 use crate::progress::Progress;
 use crate::restore::{RestoreError, RestoreOptions, TablespaceMapping, TablespaceSelector};
-use crate::verify::{MAP_FILE, SMALL_FILE_LIMIT};
 
 pub mod amcheck;
 pub mod bindir;
@@ -221,7 +221,7 @@ fn read_info(backup: &Path) -> Result<BackupInfo, RestoreTestError> {
         .read_small(Path::new(COMPLETE_MARKER), SMALL_FILE_LIMIT)
         .map_err(|e| bad(e.to_string()))?
         .ok_or_else(|| bad(format!("{COMPLETE_MARKER} is missing")))?;
-    serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))
+    BackupInfo::parse(&bytes).map_err(|e| bad(e.to_string()))
 }
 
 /// The tablespace OIDs of the backup's `tablespace_map` (none without one). Unreadable or

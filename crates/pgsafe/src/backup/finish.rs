@@ -6,15 +6,17 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{
-    BackupError, BackupInfo, BackupOptions, COMPLETE_MARKER, FileOwner, INCOMPLETE_MARKER,
-    INFO_FORMAT, MANIFEST_FILE, TablespaceChangeKind, TablespaceInfo, WalInfo, WalMode,
-    check_cancel, now, stopped_wal, tablespaces,
-};
+use super::{BackupError, BackupOptions, check_cancel, now, stopped_wal, tablespaces};
 use crate::checksum::ChecksumAlgorithm;
 use crate::copy::CopyReport;
 use crate::datadir::DataDir;
 use crate::fsutil::{self, FsError, IoContext};
+use crate::info::{
+    BackupInfo, INFO_FORMAT, TablespaceChangeKind, TablespaceInfo, WalInfo, WalMode, crc32c_hex,
+};
+use crate::layout::{
+    COMPLETE_MARKER, INCOMPLETE_MARKER, LABEL_FILE, MANIFEST_FILE, MAP_FILE, WAL_DIR,
+};
 use crate::manifest::{ManifestVersion, ManifestWriter};
 use crate::plan::BackupPlan;
 use crate::progress::Progress;
@@ -38,13 +40,9 @@ pub(super) fn finish(
 ) -> Result<BackupInfo, BackupError> {
     let target = &opts.target;
     let label_bytes = stopped.label.as_bytes().to_vec();
-    fsutil::write_durable(&target.join("backup_label"), &label_bytes, 0o600)?;
+    fsutil::write_durable(&target.join(LABEL_FILE), &label_bytes, 0o600)?;
     if !stopped.tablespace_map.is_empty() {
-        fsutil::write_durable(
-            &target.join("tablespace_map"),
-            &stopped.tablespace_map,
-            0o600,
-        )?;
+        fsutil::write_durable(&target.join(MAP_FILE), &stopped.tablespace_map, 0o600)?;
     }
     let (start_lsn, start_tli) = (stopped.start_lsn, stopped.start_tli);
     let (stop_lsn, stop_tli) = (stopped.stop_lsn, stopped.stop_tli);
@@ -200,7 +198,7 @@ pub(super) fn finish(
         } else {
             0.0
         },
-        pgdata_owner: FileOwner::of(&opts.pgdata),
+        pgdata_owner: fsutil::file_owner(&opts.pgdata),
         pgdata_mode: Some(plan.root_mode),
         tablespace_changes,
         page_checksums: report.pages.clone(),
@@ -209,15 +207,16 @@ pub(super) fn finish(
             crate::textbytes::TextBytes::from(p.as_os_str().as_bytes())
         }),
     };
-    let json = serde_json::to_vec_pretty(&backup_info)
+    let json = backup_info
+        .to_json()
         .map_err(|e| BackupError::Wal(format!("encode {COMPLETE_MARKER}: {e}")))?;
     // The manifest lists pgsafe.json too (so pg_verifybackup accepts the complete backup), but
     // pgsafe.json itself is written after the manifest: until it exists the backup is
     // incomplete, and a verifier sees a file missing.
     progress.phase("manifest");
-    let mut small: Vec<(&[u8], &[u8])> = vec![(b"backup_label", &label_bytes)];
+    let mut small: Vec<(&[u8], &[u8])> = vec![(LABEL_FILE.as_bytes(), &label_bytes)];
     if !map_bytes.is_empty() {
-        small.push((b"tablespace_map", &map_bytes));
+        small.push((MAP_FILE.as_bytes(), &map_bytes));
     }
     small.push((COMPLETE_MARKER.as_bytes(), &json));
     let manifest = build_manifest(
@@ -242,7 +241,7 @@ fn read_history(pgdata: &Path, tli: TimelineId) -> Result<Option<TimelineHistory
     if tli.0 <= 1 {
         return Ok(None);
     }
-    let path = pgdata.join("pg_wal").join(tli.history_file_name());
+    let path = pgdata.join(WAL_DIR).join(tli.history_file_name());
     let bytes = fs::read(&path).ctx("read timeline history", &path)?;
     TimelineHistory::parse(tli, &bytes)
         .map(Some)
@@ -291,9 +290,9 @@ fn copy_wal(
     progress: &dyn Progress,
 ) -> Result<(u64, std::collections::BTreeMap<String, String>), BackupError> {
     let mut records: Option<wal::record::RecordChecker> = None;
-    let src = opts.pgdata.join("pg_wal");
+    let src = opts.pgdata.join(WAL_DIR);
     let mut crcs = std::collections::BTreeMap::new();
-    let dst = opts.target.join("pg_wal");
+    let dst = opts.target.join(WAL_DIR);
     fs::create_dir_all(&dst).ctx("create", &dst)?;
     let seg_size = info.wal_segment_size;
     let mut total = 0;
@@ -393,11 +392,6 @@ fn check_records(
         })?;
     }
     Ok(())
-}
-
-/// CRC-32C of a stored WAL file, as [`WalInfo::crc32c`] records it.
-pub fn crc32c_hex(bytes: &[u8]) -> String {
-    hex::encode(crc32c::crc32c(bytes).to_le_bytes())
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {

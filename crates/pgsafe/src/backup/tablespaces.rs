@@ -13,7 +13,8 @@
 //! stop point) is either in the first list or reported as created.
 
 use postgres::Client;
-use serde::{Deserialize, Serialize};
+
+use crate::info::{TablespaceChange, TablespaceChangeKind};
 
 /// A tablespace of the server (not `pg_default`/`pg_global`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,42 +23,6 @@ pub struct ServerTablespace {
     /// `pg_tablespace_location()`, read as bytes (a location need not be UTF-8); empty for an
     /// in-place tablespace.
     pub location: Vec<u8>,
-}
-
-/// What happened to a tablespace during the backup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TablespaceChangeKind {
-    Created,
-    Dropped,
-}
-
-/// A tablespace created or dropped while the backup ran.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TablespaceChange {
-    pub oid: u32,
-    pub change: TablespaceChangeKind,
-    /// Its location as the server reported it (not UTF-8 bytes replaced; for messages only).
-    pub location: String,
-}
-
-impl std::fmt::Display for TablespaceChange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let what = match self.change {
-            TablespaceChangeKind::Created => "created",
-            TablespaceChangeKind::Dropped => "dropped",
-        };
-        let at = if self.location.is_empty() {
-            "in place (inside pg_tblspc)".to_owned()
-        } else {
-            format!("at {}", self.location)
-        };
-        write!(
-            f,
-            "tablespace {} {at} was {what} during the backup",
-            self.oid
-        )
-    }
 }
 
 /// The server's tablespaces, through the backup's session; locations byte for byte in a

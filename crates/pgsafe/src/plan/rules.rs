@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use crate::layout::{COMPLETE_MARKER, INCOMPLETE_MARKER, REMOVED_LABEL_FILE, RESTORE_MARKER_FILE};
 use crate::types::PgVersion;
 
 #[cfg(test)]
@@ -68,14 +69,13 @@ pub enum Decision {
 
 /// Files pgsafe itself writes at the top of a backup folder or a data directory, left out of
 /// every backup (rule 3a): the completion and incompleteness markers of a backup
-/// ([`crate::backup::COMPLETE_MARKER`], [`crate::backup::INCOMPLETE_MARKER`]), the restore marker
-/// ([`crate::doctor::RESTORE_MARKER_FILE`]) and the label `doctor --fix` renamed
-/// ([`crate::doctor::REMOVED_LABEL_FILE`]). `backup_manifest` is rule 3.
+/// ([`COMPLETE_MARKER`], [`INCOMPLETE_MARKER`]), the restore marker ([`RESTORE_MARKER_FILE`]) and
+/// the label `doctor --fix` renamed ([`REMOVED_LABEL_FILE`]). `backup_manifest` is rule 3.
 pub const PGSAFE_FILES: [&str; 4] = [
-    "pgsafe.json",
-    "pgsafe.incomplete",
-    "pgsafe_restore.json",
-    "backup_label.pgsafe-removed",
+    COMPLETE_MARKER,
+    INCOMPLETE_MARKER,
+    RESTORE_MARKER_FILE,
+    REMOVED_LABEL_FILE,
 ];
 
 /// A half-written file of pgsafe's durable writes, left behind when a restore or backup was

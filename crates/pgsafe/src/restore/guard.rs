@@ -11,20 +11,12 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
 use super::{RestoreError, TablespacePlan};
 use crate::fsutil::FsError;
-
-/// An absolute path without `.`/`..` components (as PostgreSQL writes tablespace locations).
-pub fn is_plain_absolute(p: &Path) -> bool {
-    p.is_absolute()
-        && p.components()
-            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
-        && !p.as_os_str().as_encoded_bytes().contains(&0)
-}
 
 /// `p` as an absolute path with every symbolic link of its existing part resolved; the part
 /// that does not exist yet is appended as written (it must not contain `..`).
@@ -181,15 +173,6 @@ pub(super) fn space_needs(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plain_absolute_paths() {
-        assert!(is_plain_absolute(Path::new("/srv/ts1")));
-        assert!(is_plain_absolute(Path::new("/srv/ts dir/")));
-        for bad in ["srv/ts", "/tmp/a/../etc", "../x", "", "/a/.."] {
-            assert!(!is_plain_absolute(Path::new(bad)), "{bad}");
-        }
-    }
 
     #[test]
     fn resolution_follows_links_and_keeps_the_missing_part() {

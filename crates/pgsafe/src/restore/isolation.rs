@@ -13,8 +13,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::backup::TablespaceChangeKind;
 use crate::fsutil::{FsError, IoContext};
+use crate::info::TablespaceChangeKind;
 
 use super::config::{self, ArchiveMode, CopySettings, DisabledSetting};
 use super::includes;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use nix::unistd::{Gid, Group, Uid, User};
 
 use super::{Owner, RestoreError};
-use crate::backup::FileOwner;
+use crate::info::FileOwner;
 
 /// Resolves who gets the files: as root, `--owner` or the backup's recorded owner; otherwise
 /// the current user (and `--owner` may only name them).

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{ArchiveMode, ConfigOutcome, RecoveryOptions, Source, TargetAction};
-use crate::doctor::{RESTORE_MARKER_FORMAT, RestoreMarker, SENTINEL_CHECKPOINT};
+use crate::control::SENTINEL_CHECKPOINT;
 use crate::fsutil;
+use crate::info::{RESTORE_MARKER_FORMAT, RestoreMarker};
 use crate::types::{Lsn, TimelineId};
 
 /// A restored tablespace.

@@ -10,16 +10,20 @@ use std::path::{Path, PathBuf};
 
 use crate::beneath::Beneath;
 
-use crate::backup::{BackupInfo, COMPLETE_MARKER, FileOwner, WalMode};
 use crate::checksum::ChecksumAlgorithm;
+use crate::codec::Compression;
 use crate::control::ControlFile;
-use crate::copy::Compression;
-use crate::fsutil::{FsError, IoContext};
+use crate::fsutil::{self, FsError, IoContext};
+use crate::info::{BackupInfo, FileOwner, WalMode};
 use crate::label::{BackupLabel, MapEscaping, TablespaceMap};
+use crate::layout::{
+    self, COMPLETE_MARKER, CONTROL_FILE, LABEL_FILE, MANIFEST_FILE, MANIFEST_LIMIT, MAP_FILE,
+    SMALL_FILE_LIMIT, WAL_DIR,
+};
 use crate::manifest::Manifest;
 use crate::plan::{BackupPlan, PlanOptions, RelPath};
 use crate::types::PgVersion;
-use crate::verify::{self, CONTROL_FILE, LABEL_FILE, MAP_FILE};
+use crate::verify;
 
 use super::RestoreError;
 
@@ -52,7 +56,7 @@ impl SourceFile {
                         format!(
                             "{} is a hard link: {}",
                             rel.as_path().display(),
-                            verify::HARD_LINK_WHY
+                            layout::HARD_LINK_WHY
                         ),
                     ));
                 }
@@ -135,14 +139,11 @@ pub(super) fn backup_outline(root: &Path) -> Result<Outline, RestoreError> {
     }
     let info_path = root.join(COMPLETE_MARKER);
     let beneath = Beneath::open(root).ctx("open", root)?;
-    let info: BackupInfo =
-        match beneath.read_small(Path::new(COMPLETE_MARKER), verify::SMALL_FILE_LIMIT) {
-            Ok(Some(b)) => {
-                serde_json::from_slice(&b).map_err(|e| RestoreError::BadInfo(e.to_string()))?
-            }
-            Ok(None) => return Err(RestoreError::Incomplete(root.to_owned())),
-            Err(e) => return Err(FsError::new("read", info_path, e).into()),
-        };
+    let info: BackupInfo = match beneath.read_small(Path::new(COMPLETE_MARKER), SMALL_FILE_LIMIT) {
+        Ok(Some(b)) => BackupInfo::parse(&b).map_err(|e| RestoreError::BadInfo(e.to_string()))?,
+        Ok(None) => return Err(RestoreError::Incomplete(root.to_owned())),
+        Err(e) => return Err(FsError::new("read", info_path, e).into()),
+    };
     if fs::symlink_metadata(root.join(LABEL_FILE)).is_err() {
         return Err(RestoreError::NoLabel(root.to_owned()));
     }
@@ -177,7 +178,7 @@ fn drop_recovery_files(files: &mut Vec<SourceFile>) -> Vec<String> {
 fn read_label(root: &Path) -> Result<BackupLabel, RestoreError> {
     let path = root.join(LABEL_FILE);
     let beneath = Beneath::open(root).ctx("open", root)?;
-    let bytes = match beneath.read_small(Path::new(LABEL_FILE), verify::SMALL_FILE_LIMIT) {
+    let bytes = match beneath.read_small(Path::new(LABEL_FILE), SMALL_FILE_LIMIT) {
         Ok(Some(b)) => b,
         Ok(None) => return Err(RestoreError::NoLabel(root.to_owned())),
         Err(e) => return Err(FsError::new("read", path, e).into()),
@@ -188,7 +189,7 @@ fn read_label(root: &Path) -> Result<BackupLabel, RestoreError> {
 fn read_map(root: &Path, version: PgVersion) -> Result<Vec<(u32, PathBuf)>, RestoreError> {
     let path = root.join(MAP_FILE);
     let beneath = Beneath::open(root).ctx("open", root)?;
-    let bytes = match beneath.read_small(Path::new(MAP_FILE), verify::SMALL_FILE_LIMIT) {
+    let bytes = match beneath.read_small(Path::new(MAP_FILE), SMALL_FILE_LIMIT) {
         Ok(Some(b)) => b,
         Ok(None) => return Ok(Vec::new()),
         Err(e) => return Err(FsError::new("read", path, e).into()),
@@ -203,11 +204,12 @@ fn read_map(root: &Path, version: PgVersion) -> Result<Vec<(u32, PathBuf)>, Rest
 }
 
 /// Top-level `pg_wal/<name>` files of a listing.
-fn wal_names(listing: &verify::Listing) -> Vec<String> {
+fn wal_names(listing: &layout::Listing) -> Vec<String> {
     listing
         .files
         .keys()
-        .filter_map(|p| p.to_str()?.strip_prefix("pg_wal/").map(str::to_owned))
+        .filter_map(|p| std::str::from_utf8(layout::wal_file_name(p.as_bytes())?).ok())
+        .map(str::to_owned)
         .filter(|n| !n.contains('/'))
         .collect()
 }
@@ -230,18 +232,15 @@ impl Source {
         };
         let label = read_label(root)?;
         let version = info.server_version;
-        let manifest_path = root.join(crate::backup::MANIFEST_FILE);
+        let manifest_path = root.join(MANIFEST_FILE);
         let beneath = Beneath::open(root).ctx("open", root)?;
         let bytes = beneath
-            .read_small(
-                Path::new(crate::backup::MANIFEST_FILE),
-                verify::MANIFEST_LIMIT,
-            )
+            .read_small(Path::new(MANIFEST_FILE), MANIFEST_LIMIT)
             .and_then(|b| b.ok_or_else(|| io::ErrorKind::NotFound.into()))
             .ctx("read", &manifest_path)?;
         let manifest =
             Manifest::parse(&bytes).map_err(|e| RestoreError::BadManifest(e.to_string()))?;
-        let listing = verify::list_backup(root)?;
+        let listing = layout::list_backup(root)?;
         let compression = info.compression;
         let skip = [LABEL_FILE, MAP_FILE, COMPLETE_MARKER];
         let mut files = Vec::with_capacity(manifest.files.len());
@@ -250,7 +249,7 @@ impl Source {
             if skip.iter().any(|s| s.as_bytes() == f.path.as_slice()) {
                 continue;
             }
-            let stored = verify::stored_path(&f.path, compression);
+            let stored = layout::stored_path(&f.path, compression);
             let sf = SourceFile {
                 rel: RelPath::from_bytes(f.path.clone()),
                 path: root.join(stored.as_path()),
@@ -277,7 +276,7 @@ impl Source {
         let wal_included = info.wal.mode == WalMode::Include;
         let mut wal = Vec::new();
         for name in wal_names(&listing) {
-            let rel = RelPath::from(format!("pg_wal/{name}").as_str());
+            let rel = RelPath::from(format!("{WAL_DIR}/{name}").as_str());
             let size = listing.files.get(&rel).copied().unwrap_or(0);
             files.push(SourceFile {
                 path: root.join(rel.as_path()),
@@ -335,7 +334,7 @@ impl Source {
         // FIFO there (a FIFO would make the restore wait forever for a writer).
         let beneath = Beneath::open(root).ctx("open", root)?;
         let version_path = root.join("PG_VERSION");
-        let vbytes = match beneath.read_small(Path::new("PG_VERSION"), verify::SMALL_FILE_LIMIT) {
+        let vbytes = match beneath.read_small(Path::new("PG_VERSION"), SMALL_FILE_LIMIT) {
             Ok(Some(b)) => b,
             Ok(None) => return Err(RestoreError::NotACopy(root.to_owned())),
             Err(e) => return Err(FsError::new("read", version_path, e).into()),
@@ -409,7 +408,7 @@ impl Source {
             control: file(&plan.control_file),
             wal_names: Vec::new(),
             info: None,
-            owner: FileOwner::of(root),
+            owner: fsutil::file_owner(root),
             group_access: version.at_least(11) && root_mode & 0o070 != 0,
             wal_included: false,
             wal_source: "restore_command (a copy's pg_wal is not used: pass --restore-command \

@@ -3,7 +3,7 @@ use std::fs;
 use super::owner::parse_owner;
 use super::report::shell_quote;
 use super::*;
-use crate::backup::FileOwner;
+use crate::info::FileOwner;
 
 #[test]
 fn tablespace_mappings_parse() {

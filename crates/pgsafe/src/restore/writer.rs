@@ -13,13 +13,12 @@ use super::{
     TablespacePlan, Writer, backup_end, isolation, recovery_files,
 };
 use crate::beneath::Beneath;
-use crate::control::ControlFile;
-use crate::doctor::{RESTORE_MARKER_FILE, apply_sentinel, has_sentinel};
+use crate::control::{ControlFile, apply_sentinel, has_sentinel};
 use crate::fsutil::{self, FsError, IoContext};
+use crate::layout::{CONTROL_FILE, LABEL_FILE, MAP_FILE, RESTORE_MARKER_FILE, WAL_DIR};
 use crate::plan::RelPath;
 use crate::pool::{self, Halt, Stopped};
 use crate::progress::Progress;
-use crate::verify;
 
 impl Writer<'_> {
     /// Where a PGDATA-relative path goes: inside a tablespace's location for
@@ -260,7 +259,7 @@ impl Writer<'_> {
         let status = t.join("pg_wal/archive_status");
         if !status.is_dir() {
             fs::create_dir_all(&status).ctx("create", &status)?;
-            self.set_dir_mode(&t.join("pg_wal"))?;
+            self.set_dir_mode(&t.join(WAL_DIR))?;
             self.set_dir_mode(&status)?;
         }
         for name in &source.wal_names {
@@ -273,9 +272,9 @@ impl Writer<'_> {
         if self.sync {
             fsutil::sync_dir(&status)?;
         }
-        self.write_durable(&t.join(verify::LABEL_FILE), source.label.as_bytes())?;
+        self.write_durable(&t.join(LABEL_FILE), source.label.as_bytes())?;
         if !map_bytes.is_empty() {
-            self.write_durable(&t.join(verify::MAP_FILE), map_bytes)?;
+            self.write_durable(&t.join(MAP_FILE), map_bytes)?;
         }
         let header = format!(
             "recovery settings written by pgsafe restore at {} (from {})",
@@ -326,7 +325,7 @@ impl Writer<'_> {
         // Never write a pg_control the server would reject for its CRC or layout.
         let check = ControlFile::decode(&out)?;
         debug_assert!(has_sentinel(&check));
-        let path = self.target.join(verify::CONTROL_FILE);
+        let path = self.target.join(CONTROL_FILE);
         self.write_durable(&path, &out)?;
         Ok(check)
     }
@@ -345,7 +344,7 @@ fn backup_end_of(target: &Path, source: &Source) -> BackupEnd {
         return BackupEnd::Immediate;
     };
     backup_end::decide(
-        &target.join("pg_wal"),
+        &target.join(WAL_DIR),
         source.label.start_lsn(),
         at,
         control.xlog_seg_size,

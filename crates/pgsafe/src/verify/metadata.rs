@@ -7,16 +7,19 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::{
-    CONTROL_FILE, FileCheck, LABEL_FILE, Listing, MANIFEST_LIMIT, MAP_FILE, Problem,
-    SMALL_FILE_LIMIT, Verifier, VerifyError, VerifyOptions, VerifyReport, WAL_DIR, WalCheck,
-    read_optional, read_stored, segments_for_ranges, stored_path, tablespace_locations, wal_check,
+    FileCheck, Problem, Verifier, VerifyError, VerifyOptions, VerifyReport, WalCheck,
+    read_optional, read_stored, segments_for_ranges, tablespace_locations, wal_check,
 };
-use crate::backup::{BackupInfo, COMPLETE_MARKER, INCOMPLETE_MARKER, MANIFEST_FILE, WalMode};
 use crate::beneath::Beneath;
 use crate::checksum::ChecksumAlgorithm;
+use crate::codec::{Compression, DEFAULT_ZSTD_LEVEL};
 use crate::control::ControlFile;
-use crate::copy::Compression;
+use crate::info::{BackupInfo, WalMode};
 use crate::label::BackupLabel;
+use crate::layout::{
+    COMPLETE_MARKER, CONTROL_FILE, INCOMPLETE_MARKER, LABEL_FILE, Listing, MANIFEST_FILE,
+    MANIFEST_LIMIT, MAP_FILE, SMALL_FILE_LIMIT, WAL_DIR, in_wal_dir, stored_path, wal_file_name,
+};
 use crate::manifest::Manifest;
 use crate::plan::RelPath;
 use crate::types::WalSegment;
@@ -82,7 +85,7 @@ impl<'a> Verifier<'a> {
                 if incomplete {
                     self.problem(Problem::IncompleteMarker);
                 }
-                match serde_json::from_slice::<BackupInfo>(b) {
+                match BackupInfo::parse(b) {
                     Ok(i) => self.info = Some(i),
                     Err(e) => self.problem(Problem::BadInfo {
                         error: e.to_string(),
@@ -115,7 +118,7 @@ impl<'a> Verifier<'a> {
             // Without pgsafe.json: the suffix of the stored pg_control tells.
             None => [
                 Compression::Zstd {
-                    level: crate::copy::DEFAULT_ZSTD_LEVEL,
+                    level: DEFAULT_ZSTD_LEVEL,
                 },
                 Compression::Lz4,
             ]
@@ -233,7 +236,7 @@ impl<'a> Verifier<'a> {
             .into_iter()
             .filter(|p| {
                 let b = p.as_bytes();
-                !b.starts_with(b"pg_wal/") && !skip.iter().any(|s| s.as_bytes() == b)
+                !in_wal_dir(b) && !skip.iter().any(|s| s.as_bytes() == b)
             })
             .map(|p| Problem::Extra {
                 path: p.to_string(),
@@ -248,7 +251,7 @@ impl<'a> Verifier<'a> {
         let in_wal: BTreeMap<&[u8], u64> = listing
             .files
             .iter()
-            .filter_map(|(p, s)| p.as_bytes().strip_prefix(b"pg_wal/").map(|n| (n, *s)))
+            .filter_map(|(p, s)| wal_file_name(p.as_bytes()).map(|n| (n, *s)))
             .collect();
         let mode = self.info.as_ref().map(|i| i.wal.mode);
         let mut expected: BTreeSet<Vec<u8>> = BTreeSet::new();
@@ -320,7 +323,7 @@ impl<'a> Verifier<'a> {
             let ok_name = expected.contains(*name);
             if !ok_name {
                 self.problems.push(Problem::Extra {
-                    path: format!("pg_wal/{}", String::from_utf8_lossy(name)),
+                    path: format!("{WAL_DIR}/{}", String::from_utf8_lossy(name)),
                 });
             }
         }

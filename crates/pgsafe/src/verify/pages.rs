@@ -16,7 +16,7 @@
 
 use std::sync::Mutex;
 
-use crate::backup::BackupInfo;
+use crate::info::BackupInfo;
 use crate::page::{PageChecksumReport, PageFault, PageScanner, ScanResult, checksummed_segment};
 use crate::types::PgVersion;
 

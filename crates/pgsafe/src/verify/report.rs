@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::HARD_LINK_WHY;
-use crate::backup::{BackupInfo, COMPLETE_MARKER, INCOMPLETE_MARKER, MANIFEST_FILE, WalMode};
 use crate::checksum::ChecksumAlgorithm;
-use crate::copy::Compression;
+use crate::codec::Compression;
+use crate::info::{BackupInfo, WalMode};
+use crate::layout::{COMPLETE_MARKER, HARD_LINK_WHY, INCOMPLETE_MARKER, MANIFEST_FILE};
 use crate::types::{Lsn, SystemId};
 
 /// One thing wrong with a backup. `Display` is the precise message for people.
@@ -340,7 +340,7 @@ pub fn tablespace_locations(
     let mut out = Vec::new();
     for e in map.entries() {
         let location = e.as_path().to_path_buf();
-        if !crate::restore::is_plain_absolute(&location) {
+        if !crate::fsutil::is_plain_absolute(&location) {
             return Err(format!(
                 "tablespace {} has the location {:?}: not an absolute path without \".\" and \
                  \"..\" components",

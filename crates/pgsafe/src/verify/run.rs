@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::{Ctx, FileCheck, Problem, Verifier, VerifyError, WalCheck, WorkerOut, pages};
 use crate::checksum::ChecksumAlgorithm;
-use crate::copy::Compression;
+use crate::codec::Compression;
 use crate::fsutil::{FsError, IoContext};
 use crate::progress::Progress;
 

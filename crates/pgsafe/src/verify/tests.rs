@@ -6,23 +6,6 @@ fn seg(s: &str) -> WalSegment {
 }
 
 #[test]
-fn stored_paths_follow_the_layout() {
-    let z = Compression::Zstd { level: 1 };
-    assert_eq!(stored_path(b"base/1/1", z).to_string(), "base/1/1.zst");
-    assert_eq!(
-        stored_path(b"global/pg_control", Compression::Lz4).to_string(),
-        "global/pg_control.lz4"
-    );
-    for p in ["backup_label", "tablespace_map", "pgsafe.json"] {
-        assert_eq!(stored_path(p.as_bytes(), z).to_string(), p);
-    }
-    assert_eq!(
-        stored_path(b"base/1/1", Compression::None).to_string(),
-        "base/1/1"
-    );
-}
-
-#[test]
 fn segments_follow_the_ranges() {
     let size = WalSegSize::DEFAULT;
     let one = [WalRange {

@@ -17,14 +17,15 @@ use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::Path;
 
-use super::{Ctx, Problem, VerifyError, WAL_DIR, WorkerOut};
-use crate::backup::BackupInfo;
+use super::{Ctx, Problem, VerifyError, WorkerOut};
 use crate::fsutil::{FsError, IoContext};
+use crate::info::BackupInfo;
+use crate::layout::WAL_DIR;
 use crate::types::Lsn;
 use crate::wal::{self, record::RecordChecker, record::RecordError};
 
 /// A problem if `pgsafe.json` recorded another CRC-32C for the stored WAL file `file` (encoded
-/// as [`crate::backup::crc32c_hex`] does).
+/// as [`crate::info::crc32c_hex`] does).
 fn crc_mismatch(
     crcs: Option<&BTreeMap<String, String>>,
     file: &str,
@@ -223,7 +224,7 @@ impl Ctx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::WalInfo;
+    use crate::info::WalInfo;
 
     #[test]
     fn older_backups_have_no_wal_checksums_and_pass() {
@@ -248,7 +249,7 @@ mod tests {
         let mut crcs = BTreeMap::new();
         crcs.insert(
             "00000002.history".to_owned(),
-            crate::backup::crc32c_hex(bytes),
+            crate::info::crc32c_hex(bytes),
         );
         let file = "00000002.history";
         assert_eq!(crc_mismatch(Some(&crcs), file, crc32c::crc32c(bytes)), None);
@@ -261,7 +262,7 @@ mod tests {
         // Upper-case hex in an edited pgsafe.json is the same checksum.
         crcs.insert(
             file.to_owned(),
-            crate::backup::crc32c_hex(bytes).to_uppercase(),
+            crate::info::crc32c_hex(bytes).to_uppercase(),
         );
         assert_eq!(crc_mismatch(Some(&crcs), file, crc32c::crc32c(bytes)), None);
     }

@@ -16,6 +16,7 @@ use crate::doctor::conf::read_settings;
 use crate::doctor::evidence;
 use crate::doctor::{DoctorError, DoctorOptions, RESTORE_MARKER_FILE, RestoreMarker};
 use crate::label::{MapEscaping, TablespaceMap};
+use crate::layout::{COMPLETE_MARKER, MANIFEST_FILE};
 use crate::types::{PgVersion, WalSegSize};
 
 fn io_err(what: &str, path: &Path, source: io::Error) -> DoctorError {
@@ -131,8 +132,8 @@ pub fn gather(path: &Path, opts: &DoctorOptions) -> Result<Facts, DoctorError> {
         recovery_done: exists(path, "recovery.done"),
         tablespace_map_old: exists(path, "tablespace_map.old"),
         postmaster_opts: exists(path, "postmaster.opts"),
-        backup_manifest: exists(path, "backup_manifest"),
-        pgsafe_json: exists(path, "pgsafe.json"),
+        backup_manifest: exists(path, MANIFEST_FILE),
+        pgsafe_json: exists(path, COMPLETE_MARKER),
         removed_label: exists(path, crate::doctor::REMOVED_LABEL_FILE),
     };
     f.postmaster = match read_opt(path, "postmaster.pid")? {

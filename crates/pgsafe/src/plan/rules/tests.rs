@@ -113,12 +113,13 @@ fn files_of_earlier_backups() {
 
 #[test]
 fn pgsafe_files_at_the_top_level() {
-    // The list names the files the other modules write, so it cannot drift from them.
+    // Spelled out: the names older backups and restored data directories carry, whatever
+    // the constants in layout.rs say.
     for f in [
-        crate::backup::COMPLETE_MARKER,
-        crate::backup::INCOMPLETE_MARKER,
-        crate::doctor::RESTORE_MARKER_FILE,
-        crate::doctor::REMOVED_LABEL_FILE,
+        "pgsafe.json",
+        "pgsafe.incomplete",
+        "pgsafe_restore.json",
+        "backup_label.pgsafe-removed",
     ] {
         assert!(PGSAFE_FILES.contains(&f), "{f}");
         each(f, |_| ex(Exclusion::PgsafeFile));

@@ -8,6 +8,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::layout::{LZ4_SUFFIX, ZSTD_SUFFIX};
+
 /// How each stored file is compressed. A compressed file is a sequence of zstd frames (`.zst`,
 /// each with its content checksum) or of LZ4 frames (`.lz4`, 1 MiB blocks, content checksum):
 /// one frame for a file copied whole, one per range for a split file. Readable by
@@ -33,8 +35,8 @@ impl Compression {
     pub fn suffix(self) -> &'static str {
         match self {
             Compression::None => "",
-            Compression::Zstd { .. } => ".zst",
-            Compression::Lz4 => ".lz4",
+            Compression::Zstd { .. } => ZSTD_SUFFIX,
+            Compression::Lz4 => LZ4_SUFFIX,
         }
     }
 
