@@ -2,7 +2,7 @@
 //! [`BackupStarted`] (the server is in non-exclusive backup mode for *this* session) →
 //! [`BackupStopped`] (label, tablespace map and stop LSN in hand).
 //!
-//! Facts (reference §1): the non-exclusive backup belongs to the session that started it; an
+//! Facts (`xlogfuncs.c`): the non-exclusive backup belongs to the session that started it; an
 //! ERROR in that session does not abort it, a disconnect does. 10–14 use
 //! `pg_start_backup(label, fast, false)` / `pg_stop_backup(false, wait)` (`exclusive` defaults to
 //! TRUE there, so it is always passed), 15+ `pg_backup_start(label, fast)` /
@@ -110,7 +110,7 @@ pub struct ServerInfo {
 
 impl ServerInfo {
     /// Whether this server archives the WAL a backup needs: a primary with archive_mode on or
-    /// always, a standby only with always (reference §1.3).
+    /// always, a standby only with always (`do_pg_backup_stop`, `xlog.c`).
     pub fn archiving_applies(&self) -> bool {
         if self.in_recovery {
             self.archive_mode == "always"
@@ -413,7 +413,7 @@ impl BackupStarted {
     }
 
     /// Stops the backup in the same session. `wait_for_archive` makes the server wait until the
-    /// WAL the backup needs is archived (when archiving is on; see reference §1.3).
+    /// WAL the backup needs is archived (when archiving is on; `do_pg_backup_stop`, `xlog.c`).
     pub fn stop(mut self, wait_for_archive: bool) -> Result<BackupStopped, SessionError> {
         let api = BackupApi::for_version(self.session.info.version);
         let began = Instant::now();
@@ -434,7 +434,7 @@ impl BackupStarted {
         let spcmap: Option<Vec<u8>> = col(&row, 2, STOP)?;
         let label = BackupLabel::parse(&label_bytes)?;
         // pg_backup_stop does not return the stop timeline: on a primary it is the start
-        // timeline; on a standby min_recovery_end_timeline right after the stop (reference §9.5).
+        // timeline; on a standby min_recovery_end_timeline right after the stop (`xlog.c`).
         let stop_tli = if self.session.info.in_recovery {
             let row = self
                 .session

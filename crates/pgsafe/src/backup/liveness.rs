@@ -2,7 +2,7 @@
 //!
 //! A non-exclusive backup lives and dies with the session that started it: when the server
 //! restarts or crashes, or the session's backend is terminated, the server ends the backup
-//! (reference §1.4: "aborting backup due to backend exiting before pg_backup_stop was called"),
+//! (`xlog.c`: "aborting backup due to backend exiting before pg_backup_stop was called"),
 //! and nothing copied afterwards can become a backup. Without a watcher the copy would run to
 //! the end — hours on a large cluster — and fail only at stop. The copy itself never uses the
 //! session, so a watcher thread borrows it for the copy's duration and sends `SELECT 1` every

@@ -1,4 +1,4 @@
-//! Tablespaces created or dropped while a backup runs (issue 10 §3).
+//! Tablespaces created or dropped while a backup runs (`docs/threat-model.md`, restore).
 //!
 //! `tablespace_map` lists the tablespaces that existed when the backup started. A tablespace
 //! created during the backup is in no map, and replaying its `CREATE TABLESPACE` record makes

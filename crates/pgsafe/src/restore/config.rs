@@ -1,5 +1,5 @@
 //! The configuration a restored copy starts with, so that it can never write into the server it
-//! was copied from (issue 10 §3, `docs/threat-model.md`). Pure: bytes in, bytes out.
+//! was copied from (`docs/threat-model.md`). Pure: bytes in, bytes out.
 //!
 //! - **Archiving off** by default ([`ArchiveMode`]): a copy that keeps the source's
 //!   `archive_mode`/`archive_command` archives its own WAL into the source's archive. pgsafe

@@ -1,4 +1,4 @@
-//! A restored copy must never write into its source (issue 10 §3; `docs/threat-model.md`):
+//! A restored copy must never write into its source (`docs/threat-model.md`):
 //! - a backup during which a tablespace was created is refused (its `CREATE TABLESPACE` replays
 //!   with the source's absolute location; see `backup/tablespaces.rs`);
 //! - the copy's configuration: archiving off unless asked to keep it, the source's stale

@@ -1,4 +1,4 @@
-//! Recovery settings of a restore and the files that carry them (reference §7): `recovery.conf`
+//! Recovery settings of a restore and the files that carry them (`xlogrecovery.c`): `recovery.conf`
 //! on PostgreSQL 10–11; `recovery.signal` or `standby.signal` plus lines appended to
 //! `postgresql.auto.conf` on 12+. Pure: returns the file contents, the caller writes them.
 
