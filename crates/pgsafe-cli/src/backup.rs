@@ -185,7 +185,12 @@ pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
         warn_corrupt(&info);
     }
     if args.json {
-        crate::render::json(&info)?;
+        let code = if corrupt {
+            exit::SOURCE_CORRUPT
+        } else {
+            exit::OK
+        };
+        crate::render::summary(&info, Some(&args.target), code)?;
     } else {
         let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
         println!("backup complete: {}", args.target.display());

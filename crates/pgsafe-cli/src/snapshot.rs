@@ -336,11 +336,26 @@ pub fn stop(args: StopArgs) -> anyhow::Result<u8> {
         }
         Err(e) => return Err(e.into()),
     };
-    report_final(&rec, &written, args.json)
+    report_final(&rec, &written, args.output_dir.as_deref(), args.json)
 }
 
 /// Prints a stopped (or failed) backup; exit code 0 only if it is usable.
-fn report_final(rec: &BackupRecord, written: &[PathBuf], json: bool) -> anyhow::Result<u8> {
+fn report_final(
+    rec: &BackupRecord,
+    written: &[PathBuf],
+    output_dir: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let record_failed = rec
+        .result
+        .as_ref()
+        .and_then(|r| r.recorded.as_deref())
+        .filter(|r| r.starts_with("FAILED"));
+    let code = if rec.is_usable() && record_failed.is_none() {
+        exit::OK
+    } else {
+        exit::ERROR
+    };
     if json {
         #[derive(serde::Serialize)]
         struct Out<'a> {
@@ -349,11 +364,15 @@ fn report_final(rec: &BackupRecord, written: &[PathBuf], json: bool) -> anyhow::
             usable: bool,
             written: &'a [PathBuf],
         }
-        crate::render::json(&Out {
-            record: rec,
-            usable: rec.is_usable(),
-            written,
-        })?;
+        crate::render::summary(
+            &Out {
+                record: rec,
+                usable: rec.is_usable(),
+                written,
+            },
+            output_dir,
+            code,
+        )?;
     } else if let Some(res) = rec
         .result
         .as_ref()
@@ -384,12 +403,10 @@ fn report_final(rec: &BackupRecord, written: &[PathBuf], json: bool) -> anyhow::
         writeln!(out, "--- end ---")?;
     }
     if rec.is_usable() {
-        let record_failed = rec.result.as_ref().and_then(|r| r.recorded.as_deref());
-        if let Some(r) = record_failed.filter(|r| r.starts_with("FAILED")) {
+        if let Some(r) = record_failed {
             eprintln!("pgsafe: error: backup {} is usable, but {r}", rec.id);
-            return Ok(exit::ERROR);
         }
-        return Ok(exit::OK);
+        return Ok(code);
     }
     let why = match (&rec.failure, &rec.result) {
         (Some(f), _) => f.clone(),
@@ -581,7 +598,12 @@ pub fn snapshot(args: SnapshotArgs) -> anyhow::Result<u8> {
         );
         return Ok(exit::EXEC_FAILED);
     }
-    report_final(&report.record, &report.written, args.json)
+    report_final(
+        &report.record,
+        &report.written,
+        args.output_dir.as_deref(),
+        args.json,
+    )
 }
 
 /// The hidden holder entry: stdin carries the configuration, stdout is the readiness pipe.

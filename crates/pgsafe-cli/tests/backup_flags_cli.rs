@@ -128,7 +128,10 @@ fn bind_mounted_pgdata_is_the_same_directory() {
         "none",
     ]);
     let summary = json(&ok(out, "backup through a bind mount"));
-    assert!(summary.is_object());
+    assert_eq!(summary["target"], target.to_str().unwrap());
+    assert_eq!(summary["exit_code"], 0);
+    let started = summary["started_at"].as_str().unwrap();
+    chrono::DateTime::parse_from_rfc3339(started).unwrap();
     ok(
         common::pgsafe(&["verify", target.to_str().unwrap()]),
         "verify",

@@ -211,6 +211,14 @@ fn hooks_check_the_server(major: u32) {
     ));
     assert_eq!(r["usable"], true);
     assert!(out_dir.path().join("backup_label").is_file());
+    // The JSON conventions: one schema version, RFC 3339 times, target and exit code.
+    assert_eq!(r["schema_version"], 1, "{r}");
+    assert_eq!(r["exit_code"], 0, "{r}");
+    assert_eq!(r["target"], od, "{r}");
+    for t in [&r["started_at"], &r["result"]["stopped_at"]] {
+        let t = t.as_str().unwrap_or_else(|| panic!("not a string: {r}"));
+        chrono::DateTime::parse_from_rfc3339(t).unwrap();
+    }
     ok(
         with_run(
             run.path(),
