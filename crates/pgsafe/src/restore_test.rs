@@ -315,6 +315,17 @@ pub fn resolve_run_as(
                         u.name
                     ));
                 }
+                // Group or world write lets other users rewrite the record (or, for the
+                // folder, replace `pgsafe.json` and any other file) just as well.
+                if m.mode() & 0o022 != 0 {
+                    return Err(format!(
+                        "{} is writable by other users (mode {:o}), who could have changed the \
+                         owner the backup records ({}); name the user the server runs as",
+                        p.display(),
+                        m.mode() & 0o7777,
+                        u.name
+                    ));
+                }
             }
             u
         }
