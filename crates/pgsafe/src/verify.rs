@@ -31,8 +31,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use crate::beneath::Beneath;
@@ -54,7 +53,7 @@ mod run;
 mod wal_check;
 
 pub use report::{Problem, TablespaceLocation, VerifyReport, tablespace_locations};
-use run::{Item, Split};
+use run::Split;
 
 /// How to verify.
 #[derive(Debug, Clone, Copy)]
@@ -235,10 +234,8 @@ struct Ctx<'a> {
     files: &'a [FileCheck],
     wal: &'a [WalCheck],
     splits: &'a [Split],
-    items: Vec<Item>,
-    next: AtomicUsize,
-    failed: AtomicBool,
-    error: Mutex<Option<VerifyError>>,
+    /// The checks' stop state (Ctrl-C, or an error that ends the whole check).
+    halt: &'a crate::pool::Halt<'a, VerifyError>,
     progress: &'a dyn Progress,
 }
 

@@ -2,13 +2,12 @@
 //! first), large plain files are checked as ranges, the first IO error stops them all.
 
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 
 use super::{Ctx, FileCheck, Problem, Verifier, VerifyError, WalCheck, WorkerOut, pages};
 use crate::checksum::ChecksumAlgorithm;
 use crate::codec::Compression;
 use crate::fsutil::{FsError, IoContext};
+use crate::pool::{self, Halt, Parts, Stopped};
 use crate::progress::Progress;
 
 pub(super) enum Item {
@@ -28,13 +27,8 @@ pub(super) struct Split {
     file: usize,
     /// (offset, length) of each range.
     ranges: Vec<(u64, u64)>,
-    state: Mutex<SplitState>,
-}
-
-/// CRC and bytes read of each finished range, and how many are finished.
-struct SplitState {
-    results: Vec<Option<(u32, u64)>>,
-    done: usize,
+    /// CRC and bytes read of each finished range.
+    parts: Parts<(u32, u64)>,
 }
 
 /// Plain files larger than this are split into ranges of this size.
@@ -54,12 +48,7 @@ impl Verifier<'_> {
             let plain = f.stored.as_bytes() == f.entry.path.as_slice();
             let crc = matches!(f.entry.checksum, Some((ChecksumAlgorithm::Crc32c, _)));
             if plain && crc && f.disk_size == f.entry.size && f.entry.size > SPLIT_SIZE {
-                let ranges: Vec<(u64, u64)> = (0..f.entry.size.div_ceil(SPLIT_SIZE))
-                    .map(|k| {
-                        let off = k * SPLIT_SIZE;
-                        (off, SPLIT_SIZE.min(f.entry.size - off))
-                    })
-                    .collect();
+                let ranges = pool::ranges(f.entry.size, SPLIT_SIZE);
                 for (index, r) in ranges.iter().enumerate() {
                     items.push((
                         r.1,
@@ -71,10 +60,7 @@ impl Verifier<'_> {
                 }
                 splits.push(Split {
                     file: i,
-                    state: Mutex::new(SplitState {
-                        results: vec![None; ranges.len()],
-                        done: 0,
-                    }),
+                    parts: Parts::new(ranges.len()),
                     ranges,
                 });
             } else {
@@ -102,6 +88,7 @@ impl Verifier<'_> {
         } else {
             self.info.as_ref().and_then(pages::PageVerify::new)
         };
+        let halt = Halt::new(self.opts.cancel);
         let ctx = Ctx {
             pages: page_verify.as_ref(),
             dir: self.dir,
@@ -117,28 +104,23 @@ impl Verifier<'_> {
             files,
             wal,
             splits: &splits,
-            items: items.into_iter().map(|(_, i)| i).collect(),
-            next: AtomicUsize::new(0),
-            failed: AtomicBool::new(false),
-            error: Mutex::new(None),
+            halt: &halt,
             progress,
         };
-        let jobs = self.opts.jobs.clamp(1, ctx.items.len().max(1));
-        let outs: Vec<WorkerOut> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..jobs).map(|_| s.spawn(|| ctx.worker())).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
-        if let Some(e) = lock(&ctx.error).take() {
-            return Err(e);
-        }
-        if ctx.cancelled() {
-            return Err(VerifyError::Cancelled);
-        }
+        let items: Vec<Item> = items.into_iter().map(|(_, i)| i).collect();
+        let outs = pool::run(
+            self.opts.jobs,
+            &items,
+            &halt,
+            || (WorkerOut::default(), vec![0u8; BUFFER]),
+            |(out, buf), item| ctx.check_item(item, out, buf),
+        )
+        .map_err(|e| match e {
+            Stopped::Failed(e) => e,
+            Stopped::Cancelled => VerifyError::Cancelled,
+        })?;
         let mut found: Vec<(u8, String, Problem)> = Vec::new();
-        for o in outs {
+        for (o, _) in outs {
             self.files_checked += o.files;
             self.bytes_checked += o.bytes;
             self.wal_checked += o.wal;
@@ -158,88 +140,71 @@ impl Verifier<'_> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Buffer per worker: 128 KiB, small enough that the data the kernel copies into it is still
 /// in the CPU cache when the checksum reads it (measured twice as fast as 1 MiB here).
 const BUFFER: usize = 128 << 10;
 
 impl Ctx<'_> {
-    fn cancelled(&self) -> bool {
-        self.failed.load(Ordering::Relaxed)
-            || self.opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
-    }
-
-    fn worker(&self) -> WorkerOut {
-        let mut out = WorkerOut::default();
-        let mut buf = vec![0u8; BUFFER];
-        while !self.cancelled() {
-            let i = self.next.fetch_add(1, Ordering::Relaxed);
-            let Some(item) = self.items.get(i) else {
-                break;
-            };
-            let result = match item {
-                Item::File(f) => {
-                    let f = &self.files[*f];
-                    out.files += 1;
-                    self.check_file(f, &mut buf, &mut out.bytes).map(|p| {
+    /// Checks one work item; problems go to `out`. Only what stops the whole check (Ctrl-C) is
+    /// an error.
+    fn check_item(
+        &self,
+        item: &Item,
+        out: &mut WorkerOut,
+        buf: &mut [u8],
+    ) -> Result<(), VerifyError> {
+        let result = match item {
+            Item::File(f) => {
+                let f = &self.files[*f];
+                out.files += 1;
+                self.check_file(f, buf, &mut out.bytes).map(|p| {
+                    self.progress.file_done(&f.entry.path_lossy(), f.entry.size);
+                    p.map(|p| (0, f.entry.path_lossy().into_owned(), p))
+                })
+            }
+            Item::WalStream => self.check_wal_stream(buf, out).map(|found| {
+                out.problems.extend(found);
+                None
+            }),
+            Item::Range { split, index } => {
+                let sp = &self.splits[*split];
+                let f = &self.files[sp.file];
+                match self.check_range(sp, *index, buf, &mut out.bytes) {
+                    Ok(Some(result)) => {
+                        out.files += 1;
                         self.progress.file_done(&f.entry.path_lossy(), f.entry.size);
-                        p.map(|p| (0, f.entry.path_lossy().into_owned(), p))
-                    })
-                }
-                Item::WalStream => self.check_wal_stream(&mut buf, &mut out).map(|found| {
-                    out.problems.extend(found);
-                    None
-                }),
-                Item::Range { split, index } => {
-                    let sp = &self.splits[*split];
-                    let f = &self.files[sp.file];
-                    match self.check_range(sp, *index, &mut buf, &mut out.bytes) {
-                        Ok(Some(result)) => {
-                            out.files += 1;
-                            self.progress.file_done(&f.entry.path_lossy(), f.entry.size);
-                            Ok(result.map(|p| (0, f.entry.path_lossy().into_owned(), p)))
-                        }
-                        Ok(None) => Ok(None),
-                        Err(e) => Err(e),
+                        Ok(result.map(|p| (0, f.entry.path_lossy().into_owned(), p)))
                     }
-                }
-            };
-            match result {
-                Ok(Some(p)) => out.problems.push(p),
-                Ok(None) => {}
-                // A file that cannot be read is one problem: the others are still checked
-                // (as pg_verifybackup reports every problem).
-                Err(VerifyError::Io(e)) => {
-                    let path = e
-                        .path
-                        .strip_prefix(self.dir)
-                        .unwrap_or(&e.path)
-                        .display()
-                        .to_string();
-                    let error = format!("{}: {}", e.action, e.source);
-                    out.problems
-                        .push((2, path.clone(), Problem::Unreadable { path, error }));
-                }
-                Err(e) => {
-                    let mut slot = lock(&self.error);
-                    if slot.is_none() && !matches!(e, VerifyError::Cancelled) {
-                        *slot = Some(e);
-                    }
-                    self.failed.store(true, Ordering::Relaxed);
-                    break;
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
                 }
             }
+        };
+        match result {
+            Ok(Some(p)) => out.problems.push(p),
+            Ok(None) => {}
+            // A file that cannot be read is one problem: the others are still checked
+            // (as pg_verifybackup reports every problem).
+            Err(VerifyError::Io(e)) => {
+                let path = e
+                    .path
+                    .strip_prefix(self.dir)
+                    .unwrap_or(&e.path)
+                    .display()
+                    .to_string();
+                let error = format!("{}: {}", e.action, e.source);
+                out.problems
+                    .push((2, path.clone(), Problem::Unreadable { path, error }));
+            }
+            Err(e) => return Err(e),
         }
-        out
+        Ok(())
     }
 
     pub(super) fn after_read(&self, n: usize, bytes: &mut u64) -> Result<(), VerifyError> {
         *bytes += n as u64;
         self.progress.bytes(n as u64);
-        if self.cancelled() {
+        if self.halt.stopped() {
             return Err(VerifyError::Cancelled);
         }
         Ok(())
@@ -286,18 +251,12 @@ impl Ctx<'_> {
         if let (Some(p), Some(s)) = (self.pages, scan) {
             p.done(&f.entry.path_lossy(), s.finish(), index == 0);
         }
-        let results = {
-            let mut st = lock(&sp.state);
-            st.results[index] = Some((crc, done));
-            st.done += 1;
-            if st.done < sp.ranges.len() {
-                return Ok(None);
-            }
-            std::mem::take(&mut st.results)
+        let Some(results) = sp.parts.done(index, (crc, done)) else {
+            return Ok(None);
         };
         let mut crc = 0u32;
         let mut size = 0u64;
-        for r in results.into_iter().flatten() {
+        for r in results {
             crc = crc32c::crc32c_combine(crc, r.0, r.1 as usize);
             size += r.1;
         }
