@@ -35,6 +35,7 @@ use crate::page::BLCKSZ;
 use crate::plan::{BackupPlan, PlanError, PlanOptions, RelPath};
 use crate::progress::Progress;
 use crate::session::{ServerInfo, Session, SessionError};
+use crate::storage::{Backend, LocalBackend, ObjectName, PutOptions, StorageError};
 use crate::types::{Lsn, PgVersion, TimelineId, WalSegSize, WalSegment};
 
 mod finish;
@@ -123,6 +124,12 @@ pub enum BackupError {
     Copy(#[from] CopyError),
     #[error(transparent)]
     Fs(#[from] FsError),
+    #[error("write the backup into {target}: {source}")]
+    Storage {
+        target: PathBuf,
+        #[source]
+        source: StorageError,
+    },
     #[error("WAL: {0}")]
     Wal(String),
     #[error("write backup_manifest: {0}")]
@@ -369,13 +376,40 @@ fn create_target(target: &Path) -> Result<(), BackupError> {
         fs::set_permissions(target, fs::Permissions::from_mode(0o700))
             .ctx("set permissions of", target)?;
     }
-    fsutil::write_durable(
-        &target.join(INCOMPLETE_MARKER),
+    let store = open_store(target)?;
+    put_file(
+        &store,
+        INCOMPLETE_MARKER,
         b"This folder is NOT a usable backup: pgsafe backup did not finish writing it.\n\
           A complete backup has pgsafe.json. Remove this folder and take a new backup.\n",
-        0o600,
     )?;
     Ok(())
+}
+
+/// The backup folder as a storage backend (see [`crate::storage`]): pgsafe's own files are
+/// written through it once, atomically and durably (temporary file, fsync, rename that never
+/// replaces, fsync of the folder).
+fn open_store(target: &Path) -> Result<LocalBackend, BackupError> {
+    LocalBackend::open(target).map_err(|source| BackupError::Storage {
+        target: target.to_owned(),
+        source,
+    })
+}
+
+/// Writes one of pgsafe's own files (mode 0600) into the backup folder.
+fn put_file(store: &LocalBackend, name: &str, bytes: &[u8]) -> Result<(), BackupError> {
+    let name = ObjectName::new(name).map_err(|e| storage_error(store, e))?;
+    store
+        .put(&name, bytes, PutOptions::default())
+        .map_err(|e| storage_error(store, e))?;
+    Ok(())
+}
+
+fn storage_error(store: &LocalBackend, source: StorageError) -> BackupError {
+    BackupError::Storage {
+        target: store.root().to_owned(),
+        source,
+    }
 }
 
 /// Settings that change what the walk leaves out.

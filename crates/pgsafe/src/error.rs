@@ -242,6 +242,7 @@ impl HasKind for BackupError {
             BackupError::Plan(e) => e.error_kind(),
             BackupError::Copy(e) => e.error_kind(),
             BackupError::Fs(e) => e.error_kind(),
+            BackupError::Storage { source, .. } => source.error_kind(),
             BackupError::WrongPgdata { .. }
             | BackupError::TargetNotEmpty(_)
             | BackupError::NoSpace { .. }

@@ -6,7 +6,10 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{BackupError, BackupOptions, check_cancel, now, stopped_wal, tablespaces};
+use super::{
+    BackupError, BackupOptions, check_cancel, now, open_store, put_file, stopped_wal,
+    storage_error, tablespaces,
+};
 use crate::checksum::ChecksumAlgorithm;
 use crate::copy::CopyReport;
 use crate::datadir::DataDir;
@@ -21,6 +24,7 @@ use crate::manifest::{ManifestVersion, ManifestWriter};
 use crate::plan::BackupPlan;
 use crate::progress::Progress;
 use crate::session::{BackupStopped, ServerInfo, Session, SessionError};
+use crate::storage::{Backend, ObjectName};
 use crate::types::{Lsn, TimelineId, WalSegSize, WalSegment};
 use crate::wal::{self, TimelineHistory};
 
@@ -40,9 +44,10 @@ pub(super) fn finish(
 ) -> Result<BackupInfo, BackupError> {
     let target = &opts.target;
     let label_bytes = stopped.label.as_bytes().to_vec();
-    fsutil::write_durable(&target.join(LABEL_FILE), &label_bytes, 0o600)?;
+    let store = open_store(target)?;
+    put_file(&store, LABEL_FILE, &label_bytes)?;
     if !stopped.tablespace_map.is_empty() {
-        fsutil::write_durable(&target.join(MAP_FILE), &stopped.tablespace_map, 0o600)?;
+        put_file(&store, MAP_FILE, &stopped.tablespace_map)?;
     }
     let (start_lsn, start_tli) = (stopped.start_lsn, stopped.start_tli);
     let (stop_lsn, stop_tli) = (stopped.stop_lsn, stopped.stop_tli);
@@ -228,11 +233,13 @@ pub(super) fn finish(
         history.as_ref(),
         opts.checksum,
     )?;
-    fsutil::write_durable(&target.join(MANIFEST_FILE), &manifest, 0o600)?;
-    fsutil::write_durable(&target.join(COMPLETE_MARKER), &json, 0o600)?;
-    fs::remove_file(target.join(INCOMPLETE_MARKER))
-        .ctx("remove", &target.join(INCOMPLETE_MARKER))?;
-    fsutil::sync_dir(target)?;
+    put_file(&store, MANIFEST_FILE, &manifest)?;
+    put_file(&store, COMPLETE_MARKER, &json)?;
+    // Deleting fsyncs the folder.
+    let marker = ObjectName::new(INCOMPLETE_MARKER).map_err(|e| storage_error(&store, e))?;
+    store
+        .delete(&marker)
+        .map_err(|e| storage_error(&store, e))?;
     drop(session);
     Ok(backup_info)
 }
@@ -294,6 +301,7 @@ fn copy_wal(
     let mut crcs = std::collections::BTreeMap::new();
     let dst = opts.target.join(WAL_DIR);
     fs::create_dir_all(&dst).ctx("create", &dst)?;
+    let store = open_store(&opts.target)?;
     let seg_size = info.wal_segment_size;
     let mut total = 0;
     for seg in segments {
@@ -332,7 +340,7 @@ fn copy_wal(
         .map_err(|e| BackupError::Wal(format!("{}: {e}", path.display())))?;
         check_records(&mut records, &bytes, *seg, range, seg_size)
             .map_err(|e| BackupError::Wal(format!("{}: {e}", path.display())))?;
-        write_synced(&dst.join(&name), &bytes)?;
+        put_file(&store, &format!("{WAL_DIR}/{name}"), &bytes)?;
         crcs.insert(name, crc32c_hex(&bytes));
         progress.bytes(bytes.len() as u64);
         total += bytes.len() as u64;
@@ -348,7 +356,7 @@ fn copy_wal(
     for h in history_files {
         let path = src.join(h);
         let bytes = fs::read(&path).ctx("read timeline history", &path)?;
-        write_synced(&dst.join(h), &bytes)?;
+        put_file(&store, &format!("{WAL_DIR}/{h}"), &bytes)?;
         crcs.insert(h.clone(), crc32c_hex(&bytes));
         total += bytes.len() as u64;
     }
@@ -391,20 +399,6 @@ fn check_records(
             )
         })?;
     }
-    Ok(())
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .ctx("create", path)?;
-    f.write_all(bytes).ctx("write", path)?;
-    f.sync_all().ctx("fsync", path)?;
     Ok(())
 }
 
