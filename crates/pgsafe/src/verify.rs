@@ -43,6 +43,9 @@ use crate::layout::{COMPLETE_MARKER, MANIFEST_FILE, list_backup, stored_path};
 use crate::manifest::{Manifest, ManifestFile};
 use crate::plan::RelPath;
 use crate::progress::Progress;
+use crate::storage::{
+    Backend, ErrorKind as StorageErrorKind, LocalBackend, ObjectName, StorageError,
+};
 use crate::types::{Lsn, SystemId, WalSegSize, WalSegment};
 use crate::wal::WalRange;
 
@@ -94,14 +97,19 @@ pub enum VerifyError {
     Cancelled,
 }
 
-/// Reads a small file of the backup without following links; `Ok(None)` if it does not exist.
-fn read_optional(beneath: &Beneath, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, Problem> {
-    beneath
-        .read_small(Path::new(rel), limit)
-        .map_err(|e| Problem::Unreadable {
-            path: rel.to_owned(),
-            error: e.to_string(),
-        })
+/// Reads a small file of the backup through the storage interface (never through a link);
+/// `Ok(None)` if it does not exist.
+fn read_optional(store: &dyn Backend, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, Problem> {
+    let unreadable = |e: StorageError| Problem::Unreadable {
+        path: rel.to_owned(),
+        error: e.to_string(),
+    };
+    let name = ObjectName::new(rel).map_err(unreadable)?;
+    match store.get(&name, limit) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == StorageErrorKind::NotFound => Ok(None),
+        Err(e) => Err(unreadable(e)),
+    }
 }
 
 /// Reads a stored file's original content (decompressing); `Ok(None)` if it does not exist,
@@ -170,7 +178,8 @@ pub fn verify_backup(
     }
     progress.phase("verify");
     let beneath = Beneath::open(dir).ctx("open", dir)?;
-    let mut v = Verifier::new(dir, &beneath, opts);
+    let store = LocalBackend::open(dir).map_err(|e| FsError::new("open", dir, e.into_io()))?;
+    let mut v = Verifier::new(dir, &beneath, &store, opts);
     v.read_metadata()?;
     v.check_control();
     let listing = list_backup(dir)?;
@@ -197,6 +206,8 @@ struct WalCheck {
 struct Verifier<'a> {
     dir: &'a Path,
     beneath: &'a Beneath,
+    /// The backup folder as a storage backend: the metadata files are read through it.
+    store: &'a dyn Backend,
     opts: &'a VerifyOptions<'a>,
     info: Option<BackupInfo>,
     manifest: Option<Manifest>,

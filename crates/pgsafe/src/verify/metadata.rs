@@ -22,14 +22,21 @@ use crate::layout::{
 };
 use crate::manifest::Manifest;
 use crate::plan::RelPath;
+use crate::storage::{Backend, ErrorKind as StorageErrorKind, ObjectName};
 use crate::types::WalSegment;
 use crate::wal::{self, WalRange};
 
 impl<'a> Verifier<'a> {
-    pub(super) fn new(dir: &'a Path, beneath: &'a Beneath, opts: &'a VerifyOptions<'a>) -> Self {
+    pub(super) fn new(
+        dir: &'a Path,
+        beneath: &'a Beneath,
+        store: &'a dyn Backend,
+        opts: &'a VerifyOptions<'a>,
+    ) -> Self {
         Verifier {
             dir,
             beneath,
+            store,
             opts,
             info: None,
             manifest: None,
@@ -57,7 +64,7 @@ impl<'a> Verifier<'a> {
         let incomplete = fs::symlink_metadata(dir.join(INCOMPLETE_MARKER)).is_ok();
         // An unreadable one is reported and counts as present (it is not "not a backup").
         let mut unreadable = Vec::new();
-        let mut read = |rel: &str, limit: u64| match read_optional(self.beneath, rel, limit) {
+        let mut read = |rel: &str, limit: u64| match read_optional(self.store, rel, limit) {
             Ok(b) => (b, false),
             Err(p) => {
                 unreadable.push(p);
@@ -344,12 +351,15 @@ impl<'a> Verifier<'a> {
             });
             return;
         };
-        let rel = Path::new(WAL_DIR).join(file);
-        match self.beneath.read_small(&rel, SMALL_FILE_LIMIT) {
-            Ok(None) => self.problem(Problem::HistoryMissing {
-                file: file.to_owned(),
-            }),
-            Ok(Some(b)) => {
+        let read = ObjectName::new(format!("{WAL_DIR}/{file}"))
+            .and_then(|name| self.store.get(&name, SMALL_FILE_LIMIT));
+        match read {
+            Err(e) if e.kind() == StorageErrorKind::NotFound => {
+                self.problem(Problem::HistoryMissing {
+                    file: file.to_owned(),
+                })
+            }
+            Ok(b) => {
                 if let Err(e) = wal::TimelineHistory::parse(tli, &b) {
                     self.problem(Problem::HistoryInvalid {
                         file: file.to_owned(),
