@@ -108,6 +108,24 @@ fn every_json_command_fails_with_an_error_object() {
             "usage",
         ),
         (vec!["start", "--json", "--max-hold", "forever"], "usage"),
+        // The holder process reports the kind of its error to `start`.
+        (
+            vec!["start", "--json", "-h", &nosrv, "--run-dir", run_s],
+            "connection",
+        ),
+        (
+            vec![
+                "snapshot",
+                "--json",
+                "--exec",
+                "true",
+                "-h",
+                &nosrv,
+                "--run-dir",
+                run_s,
+            ],
+            "connection",
+        ),
         (
             vec!["stop", "--json", "--id", "x", "--run-dir", &missing],
             "not_found",
@@ -127,9 +145,16 @@ fn every_json_command_fails_with_an_error_object() {
         let out = pgsafe(args);
         failed(&out, kind, 2, &format!("{args:?}"));
     }
-    // Nothing was written for any of them.
+    // Nothing was written for any of them (a failed start leaves no record, socket or lock
+    // file of a backup).
     assert!(!d.path().join("target").exists());
-    assert_eq!(fs::read_dir(run.path()).unwrap().count(), 0);
+    let left: Vec<_> = fs::read_dir(run.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json") || n.ends_with(".sock"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     // The same failures without --json print nothing on stdout.
     let out = pgsafe(&["verify", &missing]);
     assert_eq!(out.status.code(), Some(2));

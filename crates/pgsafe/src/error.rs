@@ -13,7 +13,7 @@
 
 use std::io;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backup::BackupError;
 use crate::conninfo::ConnInfoError;
@@ -36,7 +36,7 @@ use crate::verify::VerifyError;
 
 /// What kind of failure an error is, in the terms a caller (a script, a hook, backup software)
 /// decides on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The request is not valid as given: an option value, options that do not go together, a
@@ -330,7 +330,9 @@ impl HasKind for HoldError {
             HoldError::Spawn { source, .. } | HoldError::Channel { source, .. } => {
                 ErrorKind::of_io(source)
             }
-            HoldError::StartFailed(_) => ErrorKind::Server,
+            HoldError::StartFailed { kind, .. } => *kind,
+            HoldError::Connect(e) => e.error_kind(),
+            HoldError::Session(e) => e.error_kind(),
             HoldError::Identify(_) => ErrorKind::Connection,
             HoldError::Protocol { .. } => ErrorKind::Internal,
             HoldError::Refused(_)

@@ -18,6 +18,7 @@ use super::{
     BackupId, BackupRecord, BackupState, HoldError, RunDir, StopResult, TextBytes, unix_now,
 };
 use crate::conninfo::ConnSettings;
+use crate::error::{ErrorKind, HasKind};
 use crate::fsutil::IoContext;
 use crate::session::{ArchiveStatus, ArchiveWaiter, BackupStarted, POLL_EVERY, Session};
 use crate::types::PgVersion;
@@ -79,7 +80,10 @@ pub fn run_holder(
                 ready,
                 &Ready {
                     record: None,
-                    error: Some(format!("bad holder configuration: {e}")),
+                    error: Some(format!(
+                        "the backup could not start: bad holder configuration: {e}"
+                    )),
+                    kind: Some(ErrorKind::Internal),
                 },
             );
             return Ok(());
@@ -91,7 +95,10 @@ pub fn run_holder(
             ready,
             &Ready {
                 record: None,
-                error: Some(format!("a backup with ID {id} is already in progress")),
+                error: Some(format!(
+                    "the backup could not start: a backup with ID {id} is already in progress"
+                )),
+                kind: Some(ErrorKind::Conflict),
             },
         );
         return Ok(());
@@ -130,7 +137,7 @@ pub fn run_holder(
     let (started, port) = match start(&config) {
         Ok(s) => s,
         Err(e) => {
-            log(format_args!("backup {id}: could not start: {e}"));
+            log(format_args!("backup {id}: {e}"));
             // Nothing is running on the server: leave nothing behind either.
             let _ = fs::remove_file(&socket);
             let _ = fs::remove_file(run_dir.record_path(&id));
@@ -138,7 +145,8 @@ pub fn run_holder(
                 ready,
                 &Ready {
                     record: None,
-                    error: Some(e),
+                    error: Some(e.to_string()),
+                    kind: Some(e.error_kind()),
                 },
             );
             return Ok(());
@@ -166,6 +174,7 @@ pub fn run_holder(
         &Ready {
             record: Some(rec.clone()),
             error: None,
+            kind: None,
         },
     );
 
@@ -185,15 +194,15 @@ pub fn run_holder(
     result
 }
 
-fn start(config: &HolderConfig) -> Result<(BackupStarted, Option<u16>), String> {
-    let client = config.conn.connect().map_err(|e| e.to_string())?;
-    let mut session = Session::new(client).map_err(|e| e.to_string())?;
-    session.preflight().map_err(|e| e.to_string())?;
+fn start(config: &HolderConfig) -> Result<(BackupStarted, Option<u16>), HoldError> {
+    let client = config.conn.connect().map_err(HoldError::Connect)?;
+    let mut session = Session::new(client).map_err(HoldError::Session)?;
+    session.preflight().map_err(HoldError::Session)?;
     let port = super::server_port(&mut session);
     session
         .start_backup(&config.label, config.fast)
         .map(|s| (s, port))
-        .map_err(|e| e.to_string())
+        .map_err(HoldError::Session)
 }
 
 /// Accepts control connections, each served on its own thread, concurrently: a `stop` waiting

@@ -71,8 +71,17 @@ pub enum HoldError {
     SocketPathTooLong(PathBuf),
     #[error("start the holder process {exe}: {source}")]
     Spawn { exe: PathBuf, source: io::Error },
+    /// The backup could not start in the holder process: its report, with the kind of the
+    /// holder's error (the error itself stayed in that process).
+    #[error("{message}")]
+    StartFailed {
+        message: String,
+        kind: crate::error::ErrorKind,
+    },
     #[error("the backup could not start: {0}")]
-    StartFailed(String),
+    Connect(#[source] crate::conninfo::ConnectError),
+    #[error("the backup could not start: {0}")]
+    Session(#[source] crate::session::SessionError),
     #[error("could not connect to check which server the backup is on: {0}")]
     Identify(String),
     #[error("talk to the holder of backup {id} over {socket}: {source}")]
@@ -582,18 +591,28 @@ pub fn spawn_holder(
         Ok(protocol::Ready {
             record: Some(rec), ..
         }) => Ok(rec),
-        Ok(protocol::Ready { error: Some(e), .. }) => {
+        Ok(protocol::Ready {
+            error: Some(message),
+            kind,
+            ..
+        }) => {
             let _ = child.wait();
-            Err(HoldError::StartFailed(e))
+            Err(HoldError::StartFailed {
+                message,
+                kind: kind.unwrap_or(crate::error::ErrorKind::Internal),
+            })
         }
         _ => {
             let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
             let tail = log_tail(&log_path, 10);
-            Err(HoldError::StartFailed(format!(
-                "the holder process exited ({status}) before confirming backup mode; \
-                 its log {} ends with:\n{tail}",
-                log_path.display()
-            )))
+            Err(HoldError::StartFailed {
+                message: format!(
+                    "the backup could not start: the holder process exited ({status}) before \
+                     confirming backup mode; its log {} ends with:\n{tail}",
+                    log_path.display()
+                ),
+                kind: crate::error::ErrorKind::Internal,
+            })
         }
     }
 }

@@ -129,10 +129,9 @@ pub fn snapshot(opts: &SnapshotOptions) -> Result<SnapshotReport, HoldError> {
         Some(run) => run.write_record(rec),
         None => Ok(()),
     };
-    let start_err = |e: String| HoldError::StartFailed(e);
-    let client = opts.conn.connect().map_err(|e| start_err(e.to_string()))?;
-    let mut session = Session::new(client).map_err(|e| start_err(e.to_string()))?;
-    session.preflight().map_err(|e| start_err(e.to_string()))?;
+    let client = opts.conn.connect().map_err(HoldError::Connect)?;
+    let mut session = Session::new(client).map_err(HoldError::Session)?;
+    session.preflight().map_err(HoldError::Session)?;
     let port = super::server_port(&mut session);
     let info = session.info().clone();
     let identity = ServerIdentity {
@@ -160,7 +159,7 @@ pub fn snapshot(opts: &SnapshotOptions) -> Result<SnapshotReport, HoldError> {
     }
     let started = session
         .start_backup(&opts.label, opts.fast)
-        .map_err(|e| start_err(e.to_string()))?;
+        .map_err(HoldError::Session)?;
     let mut record = BackupRecord {
         id: opts.id.clone(),
         state: BackupState::InProgress,

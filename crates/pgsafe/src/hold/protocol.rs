@@ -101,6 +101,9 @@ impl Response {
 pub(crate) struct Ready {
     pub record: Option<BackupRecord>,
     pub error: Option<String>,
+    /// The kind of the error, so the parent's error has it too.
+    #[serde(default)]
+    pub kind: Option<crate::error::ErrorKind>,
 }
 
 #[cfg(test)]
