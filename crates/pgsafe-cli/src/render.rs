@@ -57,8 +57,8 @@ pub fn summary(
 ///   (`"2026-11-21T02:30:00Z"`; 0, "unknown", becomes null);
 /// - file modes (keys `mode`, `*_mode`) holding numbers become octal strings (`"0600"`);
 /// - each document (the top-level object, or each object of a top-level array) carries
-///   `schema_version` — unless it has its own version field (`format`: `pgsafe.json`) or is a
-///   failure (`{"error": …}`, whose shape never changes).
+///   `schema_version` — unless it has its own version field (`format`: `pgsafe.json`); a
+///   failure (`{"error": …}`) carries it too, so a reader checks the version first, always.
 pub fn conventions(v: &mut serde_json::Value) {
     use serde_json::Value;
     fn walk(v: &mut Value) {
@@ -85,9 +85,8 @@ pub fn conventions(v: &mut serde_json::Value) {
     walk(v);
     let mark = |v: &mut Value| {
         if let Value::Object(m) = v {
-            // pgsafe.json has its own version field; a failure is `{"error": …}` alone.
-            let error_only = m.len() == 1 && m.contains_key("error");
-            if !m.contains_key("format") && !error_only {
+            // pgsafe.json has its own version field.
+            if !m.contains_key("format") {
                 m.insert("schema_version".into(), JSON_SCHEMA_VERSION.into());
             }
         }

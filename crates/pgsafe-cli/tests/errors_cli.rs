@@ -36,7 +36,12 @@ fn failed(out: &Output, kind: &str, code: i32, what: &str) -> String {
         panic!("{what}: stdout is not one JSON document ({e}): {stdout:?} {stderr}")
     });
     let obj = v.as_object().unwrap();
-    assert_eq!(obj.keys().collect::<Vec<_>>(), ["error"], "{what}: {v:#}");
+    assert_eq!(
+        obj.keys().collect::<Vec<_>>(),
+        ["error", "schema_version"],
+        "{what}: {v:#}"
+    );
+    assert_eq!(v["schema_version"], 1, "{what}");
     let e = &v["error"];
     let k = e["kind"].as_str().unwrap_or_default();
     assert!(
