@@ -228,7 +228,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => failure::report(&e, json),
     };
-    ExitCode::from(output::finish(code, exit::ERROR))
+    let code = output::finish(code, exit::ERROR);
+    // The final progress line or event, after the error message: the last thing on stderr.
+    progress::end(code);
+    ExitCode::from(code)
 }
 
 impl Command {

@@ -621,6 +621,65 @@ fn progress_modes() {
     );
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(summary["bytes"].as_u64() > Some(0));
+    // Every progress event is within its phase's totals; the last event is `end`, with the
+    // outcome, the exit code and each phase's counts: the data files (pg_control its own phase)
+    // add up to the summary's file count, the WAL phase to its segments.
+    for e in events.iter().filter(|e| e["event"] == "progress") {
+        assert!(e["files"].as_u64() <= e["total_files"].as_u64(), "{e}");
+        assert!(e["bytes"].as_u64() <= e["total_bytes"].as_u64(), "{e}");
+        assert!(e["time"].as_str().is_some_and(rfc3339), "{e}");
+    }
+    let end = events.last().unwrap();
+    assert_eq!(end["event"], "end", "{events:#?}");
+    assert_eq!(
+        (&end["outcome"], &end["exit_code"]),
+        (&"ok".into(), &0.into())
+    );
+    let phase_files = |name: &str| -> u64 {
+        end["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["phase"] == name)
+            .map(|p| {
+                assert_eq!(p["files"], p["total_files"], "{p}");
+                assert_eq!(p["bytes"], p["total_bytes"], "{p}");
+                p["files"].as_u64().unwrap()
+            })
+            .sum()
+    };
+    assert_eq!(
+        phase_files("copy") + phase_files("pg_control"),
+        summary["files"].as_u64().unwrap(),
+        "{end}"
+    );
+    assert_eq!(
+        phase_files("wal"),
+        summary["wal"]["segments"]
+            .as_array()
+            .map_or(0, |s| s.len() as u64),
+        "{end}: {summary}"
+    );
+    // A failed run ends with an `end` event too: error, exit code 2.
+    let out = pgsafe(&[
+        "backup",
+        "-d",
+        &conn,
+        "-D",
+        &pgdata,
+        "--target",
+        t.to_str().unwrap(),
+        "--progress",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last: Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (&last["event"], &last["outcome"]),
+        (&"end".into(), &"error".into())
+    );
+    assert_eq!(last["exit_code"], 2, "{stderr}");
     let t = dir.path().join("l");
     let out = ok(
         pgsafe(&[
@@ -638,9 +697,42 @@ fn progress_modes() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pgsafe: copy") && err.contains("MiB"), "{err}");
+    // Each line starts with its time; the last says how the run ended.
+    for l in err.lines() {
+        let (time, rest) = l.split_once(' ').unwrap();
+        assert!(rfc3339(time) && rest.starts_with("pgsafe: "), "{l:?}");
+    }
+    let last = err.lines().last().unwrap();
+    assert!(last.contains("pgsafe: end: ok (exit code 0)"), "{err}");
+    assert!(
+        last.contains("; copy ") && last.contains(", wal "),
+        "{last}"
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("backup complete") && text.contains("start / stop LSN"),
         "{text}"
     );
+    // A bar off a terminal draws nothing (indicatif hides it) and adds no final line.
+    let t = dir.path().join("b");
+    let out = ok(
+        pgsafe(&[
+            "backup",
+            "-d",
+            &conn,
+            "-D",
+            &pgdata,
+            "--target",
+            t.to_str().unwrap(),
+            "--progress",
+            "bar",
+        ]),
+        "bar progress",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("MiB") && !err.contains("end:"), "{err}");
+}
+
+fn rfc3339(s: &str) -> bool {
+    chrono::DateTime::parse_from_rfc3339(s).is_ok()
 }

@@ -870,4 +870,19 @@ fn restore_progress_counts_each_plan_from_zero() {
         }
     }
     assert_eq!(plans, 2, "a verify plan and a restore plan: {events:#?}");
+    let end = events.last().unwrap();
+    assert_eq!(
+        (&end["event"], &end["exit_code"]),
+        (&"end".into(), &0.into())
+    );
+    // The restore phase wrote every file but pg_control, which has its own phase.
+    let phases = end["phases"].as_array().unwrap();
+    let done = |name: &str| phases.iter().find(|p| p["phase"] == name).unwrap().clone();
+    let (written, control) = (done("restore"), done("pg_control"));
+    assert_eq!(written["files"], written["total_files"], "{end}");
+    assert_eq!(written["bytes"], written["total_bytes"], "{end}");
+    assert_eq!(
+        (&control["files"], &control["total_files"]),
+        (&1.into(), &1.into())
+    );
 }

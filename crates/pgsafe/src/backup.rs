@@ -33,7 +33,7 @@ use crate::fsutil::{self, FsError, IoContext};
 use crate::manifest::ManifestError;
 use crate::page::BLCKSZ;
 use crate::plan::{BackupPlan, PlanError, PlanOptions, RelPath};
-use crate::progress::Progress;
+use crate::progress::{Phase, Progress};
 use crate::session::{ServerInfo, Session, SessionError};
 use crate::storage::{Backend, LocalBackend, ObjectName, PutOptions, StorageError};
 use crate::types::{Lsn, PgVersion, TimelineId, WalSegSize, WalSegment};
@@ -172,7 +172,7 @@ pub fn run_backup(
 ) -> Result<BackupInfo, BackupError> {
     let began = Instant::now();
     let started_at = now();
-    progress.phase("preflight");
+    progress.phase(Phase::Preflight);
     let client = opts
         .conn
         .connect()
@@ -207,7 +207,7 @@ pub fn run_backup(
     let stop_copy = AtomicBool::new(false);
     let (result, lost) =
         liveness::watch_session(&mut started, opts.cancel.as_deref(), &stop_copy, || {
-            progress.phase("plan");
+            progress.phase(Phase::Plan);
             let plan = BackupPlan::build(&opts.pgdata, info.version, &plan_opts)?;
             for w in &plan.warnings {
                 progress.warn(w);
@@ -230,7 +230,7 @@ pub fn run_backup(
         started.abort();
         return Err(e);
     }
-    progress.phase("stop");
+    progress.phase(Phase::Stop);
     let stopped = started.stop(false)?;
     finish::finish(
         opts,

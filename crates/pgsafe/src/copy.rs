@@ -55,7 +55,7 @@ use crate::control::{ControlError, ControlFile, READ_ATTEMPTS, READ_RETRY_DELAY}
 use crate::fsutil::{FsError, IoContext};
 use crate::page::PageChecksumReport;
 use crate::plan::{BackupPlan, PlanFile, RelPath};
-use crate::progress::Progress;
+use crate::progress::{Phase, Progress};
 
 mod engine;
 mod file;
@@ -223,8 +223,12 @@ pub fn copy_plan(
     progress: &dyn Progress,
 ) -> Result<CopyReport, CopyError> {
     let started = Instant::now();
-    progress.phase("copy");
-    progress.plan(plan.total_files(), plan.total_bytes());
+    progress.phase(Phase::Copy);
+    // pg_control is its own phase (below).
+    progress.plan(
+        plan.total_files().saturating_sub(1),
+        plan.total_bytes().saturating_sub(plan.control_file.size),
+    );
     let created_target = create_target(target, plan.root_mode)?;
     // Opened before anything is written, so syncfs reports write-back errors of this copy.
     let target_fd = File::open(target).ctx("open", target)?;
@@ -283,13 +287,14 @@ pub fn copy_plan(
         report.pages = Some(collected.into_report(o.relseg_size));
     }
 
-    progress.phase("pg_control");
+    progress.phase(Phase::PgControl);
     let control = copy_control_file(plan, target, opts)?;
+    progress.plan(1, control.size);
     progress.bytes(control.size);
     progress.file_done(&control.rel_path.to_string(), control.size);
     report.files.push(control);
 
-    progress.phase("sync");
+    progress.phase(Phase::Sync);
     finish_dirs(plan, target, created_target, opts.sync == SyncMode::PerFile)?;
     if opts.sync == SyncMode::FileSystem {
         nix::unistd::syncfs(&target_fd)

@@ -46,7 +46,7 @@ use serde::Serialize;
 use crate::control::{ControlError, SENTINEL_CHECKPOINT, has_sentinel};
 use crate::fsutil::{self, FsError, IoContext};
 use crate::layout::CONTROL_FILE;
-use crate::progress::Progress;
+use crate::progress::{Phase, Progress};
 use crate::verify::{Problem, VerifyError};
 
 mod backup_end;
@@ -405,7 +405,7 @@ pub fn run_restore(
     progress: &dyn Progress,
 ) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
-    progress.phase("preflight");
+    progress.phase(Phase::Preflight);
     // Absolute from here on: the overlap checks, the tablespace links and the start command
     // all need it.
     let target = &std::path::absolute(&opts.target).ctx("resolve", &opts.target)?;
@@ -495,7 +495,7 @@ pub fn run_restore(
         return Err(RestoreError::Cancelled(target.clone()));
     }
 
-    progress.phase("restore");
+    progress.phase(Phase::Restore);
     let modes = Modes::new(source.group_access);
     let w = Writer {
         target,
@@ -529,10 +529,10 @@ pub fn run_restore(
     let beneath = source.beneath.as_ref();
     let copied = w.copy_files(&source.files, beneath, opts, skip_checksums, progress)?;
 
-    progress.phase("label");
+    progress.phase(Phase::Label);
     let (files_written, config) = w.write_small_files(&source, opts, &map_bytes)?;
 
-    progress.phase("sync");
+    progress.phase(Phase::Sync);
     if opts.sync {
         // Deepest first, so each directory's entries are durable before its parent's.
         let mut dirs = created.clone();
@@ -546,9 +546,9 @@ pub fn run_restore(
         }
     }
 
-    progress.phase("pg_control");
+    progress.phase(Phase::PgControl);
     let control = w.write_control(&source.control, beneath)?;
-    // The copy's plan counted pg_control (written last, here) as its last file.
+    progress.plan(1, source.control.size);
     progress.bytes(source.control.size);
     progress.file_done(CONTROL_FILE, source.control.size);
 

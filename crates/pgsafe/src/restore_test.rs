@@ -35,7 +35,7 @@ use crate::fsutil::{FsError, IoContext};
 use crate::info::{BackupInfo, FileOwner};
 use crate::label::{MapEscaping, TablespaceMap};
 use crate::layout::{COMPLETE_MARKER, MAP_FILE, SMALL_FILE_LIMIT};
-use crate::progress::Progress;
+use crate::progress::{Phase, Progress};
 use crate::restore::{RestoreError, RestoreOptions, TablespaceMapping, TablespaceSelector};
 
 pub mod amcheck;
@@ -578,7 +578,7 @@ pub fn run_restore_test(
     });
 
     // 3. Start and wait for the end of recovery.
-    progress.phase("start");
+    progress.phase(Phase::Start);
     let postgres = binaries.bin_dir.join("postgres");
     let mut server = Server::spawn(&binaries.bin_dir, &layout, major, &run_as).map_err(|e| {
         RestoreTestError::Spawn {
@@ -634,7 +634,7 @@ pub fn run_restore_test(
     let user = boot.unwrap_or(user);
 
     // 4. Checks.
-    progress.phase("amcheck");
+    progress.phase(Phase::Amcheck);
     let checks = amcheck::check_all(&server, &mut client, &user, major, cancel);
     drop(client);
     let (status, how) = server.stop(Duration::from_secs(120));

@@ -42,7 +42,7 @@ use crate::label::BackupLabel;
 use crate::layout::{COMPLETE_MARKER, MANIFEST_FILE, list_backup, stored_path};
 use crate::manifest::{Manifest, ManifestFile};
 use crate::plan::RelPath;
-use crate::progress::Progress;
+use crate::progress::{Phase, Progress};
 use crate::storage::{
     Backend, ErrorKind as StorageErrorKind, LocalBackend, ObjectName, StorageError,
 };
@@ -176,7 +176,7 @@ pub fn verify_backup(
         }
         Err(e) => return Err(FsError::new("inspect", dir, e).into()),
     }
-    progress.phase("verify");
+    progress.phase(Phase::Verify);
     let beneath = Beneath::open(dir).ctx("open", dir)?;
     let store = LocalBackend::open(dir).map_err(|e| FsError::new("open", dir, e.into_io()))?;
     let mut v = Verifier::new(dir, &beneath, &store, opts);

@@ -22,7 +22,7 @@ use crate::layout::{
 };
 use crate::manifest::{ManifestVersion, ManifestWriter};
 use crate::plan::BackupPlan;
-use crate::progress::Progress;
+use crate::progress::{Phase, Progress};
 use crate::session::{BackupStopped, ServerInfo, Session, SessionError};
 use crate::storage::{Backend, ObjectName};
 use crate::types::{Lsn, TimelineId, WalSegSize, WalSegment};
@@ -83,7 +83,7 @@ pub(super) fn finish(
         });
     }
     check_cancel(opts)?;
-    progress.phase("wal");
+    progress.phase(Phase::Wal);
     let wal_info = match opts.wal {
         WalMode::Include => {
             if info.in_recovery {
@@ -218,7 +218,7 @@ pub(super) fn finish(
     // The manifest lists pgsafe.json too (so pg_verifybackup accepts the complete backup), but
     // pgsafe.json itself is written after the manifest: until it exists the backup is
     // incomplete, and a verifier sees a file missing.
-    progress.phase("manifest");
+    progress.phase(Phase::Manifest);
     let mut small: Vec<(&[u8], &[u8])> = vec![(LABEL_FILE.as_bytes(), &label_bytes)];
     if !map_bytes.is_empty() {
         small.push((MAP_FILE.as_bytes(), &map_bytes));
@@ -304,6 +304,11 @@ fn copy_wal(
     let store = open_store(&opts.target)?;
     let seg_size = info.wal_segment_size;
     let mut total = 0;
+    // History files are small and not counted; the segments are the work.
+    progress.plan(
+        segments.len() as u64,
+        (segments.len() as u64).saturating_mul(seg_size.bytes()),
+    );
     for seg in segments {
         let name = seg.to_string();
         let path = src.join(&name);
@@ -343,6 +348,7 @@ fn copy_wal(
         put_file(&store, &format!("{WAL_DIR}/{name}"), &bytes)?;
         crcs.insert(name, crc32c_hex(&bytes));
         progress.bytes(bytes.len() as u64);
+        progress.file_done(&format!("pg_wal/{seg}"), bytes.len() as u64);
         total += bytes.len() as u64;
     }
     if let Some(c) = records.as_mut() {

@@ -18,7 +18,7 @@ use crate::fsutil::{self, FsError, IoContext};
 use crate::layout::{CONTROL_FILE, LABEL_FILE, MAP_FILE, RESTORE_MARKER_FILE, WAL_DIR};
 use crate::plan::RelPath;
 use crate::pool::{self, Halt, Stopped};
-use crate::progress::Progress;
+use crate::progress::{Phase, Progress};
 
 impl Writer<'_> {
     /// Where a PGDATA-relative path goes: inside a tablespace's location for
@@ -184,9 +184,10 @@ impl Writer<'_> {
     ) -> Result<Copied, RestoreError> {
         let mut order: Vec<usize> = (0..files.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(files[i].size));
+        // pg_control is written last, in its own phase.
         progress.plan(
-            files.len() as u64 + 1,
-            files.iter().map(|f| f.size).sum::<u64>() + 8192,
+            files.len() as u64,
+            files.iter().map(|f| f.size).sum::<u64>(),
         );
         let halt = Halt::new(opts.cancel.as_deref());
         let ctx = CopyCtx {
@@ -212,7 +213,7 @@ impl Writer<'_> {
         )
         .map_err(|e| self.stopped(e))?;
         if self.sync {
-            progress.phase("sync");
+            progress.phase(Phase::Sync);
             let paths: Vec<PathBuf> = files.iter().map(|f| self.dest_of(&f.rel)).collect();
             let halt = Halt::new(opts.cancel.as_deref());
             pool::run(

@@ -185,6 +185,8 @@ impl Ctx<'_> {
                     push(&name, p);
                 }
             }
+            self.progress
+                .file_done(&format!("pg_wal/{name}"), w.disk_size);
         }
         if let Some(c) = checker.as_mut() {
             if active {
