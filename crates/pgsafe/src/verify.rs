@@ -222,6 +222,7 @@ struct Verifier<'a> {
     bytes_checked: u64,
     wal_checked: u64,
     wal_records: u64,
+    wal_tablespaces_created: Vec<crate::wal::record::TablespaceCreate>,
     /// From `tablespace_map`: where a restore puts each tablespace unless remapped.
     tablespaces: Vec<TablespaceLocation>,
 }
@@ -257,6 +258,7 @@ struct WorkerOut {
     files: u64,
     wal: u64,
     wal_records: u64,
+    wal_tablespaces_created: Vec<crate::wal::record::TablespaceCreate>,
     bytes: u64,
 }
 

@@ -15,7 +15,8 @@ use crate::copy::CopyReport;
 use crate::datadir::DataDir;
 use crate::fsutil::{self, FsError, IoContext};
 use crate::info::{
-    BackupInfo, INFO_FORMAT, TablespaceChangeKind, TablespaceInfo, WalInfo, WalMode, crc32c_hex,
+    BackupInfo, INFO_FORMAT, TablespaceChange, TablespaceChangeKind, TablespaceInfo, WalInfo,
+    WalMode, crc32c_hex,
 };
 use crate::layout::{
     COMPLETE_MARKER, INCOMPLETE_MARKER, LABEL_FILE, MANIFEST_FILE, MAP_FILE, WAL_DIR,
@@ -68,7 +69,7 @@ pub(super) fn finish(
     let map_bytes = stopped.tablespace_map.clone();
     let mut session = stopped.into_session();
     let encoding = session.info().server_encoding.clone();
-    let tablespace_changes = tablespaces::changes(
+    let mut tablespace_changes = tablespaces::changes(
         tablespaces_before,
         &tablespaces::list(session.client(), &encoding).map_err(BackupError::Tablespaces)?,
     );
@@ -90,7 +91,32 @@ pub(super) fn finish(
                 wait_received(&mut session, stop_lsn, Duration::from_secs(300))?;
             }
             let range = (start_lsn, stop_lsn);
-            let (bytes, crc32c) = copy_wal(opts, info, &segments, &history_files, range, progress)?;
+            let (bytes, crc32c, created) =
+                copy_wal(opts, info, &segments, &history_files, range, progress)?;
+            // A tablespace created (and dropped again) between the two lists is in neither,
+            // but its CREATE TABLESPACE is in the WAL the restore replays: see
+            // wal::record::TablespaceCreate.
+            for t in created {
+                if tablespace_changes
+                    .iter()
+                    .any(|c| c.oid == t.oid && c.change == TablespaceChangeKind::Created)
+                {
+                    continue;
+                }
+                let c = TablespaceChange {
+                    oid: t.oid,
+                    change: TablespaceChangeKind::Created,
+                    location: String::from_utf8_lossy(&t.location).into_owned(),
+                };
+                progress.warn(&format!(
+                    "{c} (its CREATE TABLESPACE at {} is in the backup's WAL, though the \
+                     tablespace was gone when the backup stopped): replaying it would create \
+                     directories at that location, so pgsafe restore refuses this backup; take \
+                     a new backup",
+                    t.lsn
+                ));
+                tablespace_changes.push(c);
+            }
             WalInfo {
                 mode: WalMode::Include,
                 segments: segments.clone(),
@@ -288,6 +314,14 @@ fn wait_received(session: &mut Session, stop: Lsn, limit: Duration) -> Result<()
 /// taken, and every record from `range.0` to `range.1` as verify does (a backup whose WAL
 /// cannot be replayed is not reported as a success). Stored uncompressed, so the restored
 /// `pg_wal/` is usable as it is.
+/// What [`copy_wal`] copied: bytes, the CRC-32C of each file, and the `CREATE TABLESPACE`
+/// records of the backup's WAL range.
+type CopiedWal = (
+    u64,
+    std::collections::BTreeMap<String, String>,
+    Vec<wal::record::TablespaceCreate>,
+);
+
 fn copy_wal(
     opts: &BackupOptions,
     info: &ServerInfo,
@@ -295,7 +329,7 @@ fn copy_wal(
     history_files: &[String],
     range: (Lsn, Lsn),
     progress: &dyn Progress,
-) -> Result<(u64, std::collections::BTreeMap<String, String>), BackupError> {
+) -> Result<CopiedWal, BackupError> {
     let mut records: Option<wal::record::RecordChecker> = None;
     let src = opts.pgdata.join(WAL_DIR);
     let mut crcs = std::collections::BTreeMap::new();
@@ -370,7 +404,10 @@ fn copy_wal(
     fs::create_dir_all(&status).ctx("create", &status)?;
     fsutil::sync_dir(&status)?;
     fsutil::sync_dir(&dst)?;
-    Ok((total, crcs))
+    let created = records
+        .map(|c| c.tablespaces_created().to_vec())
+        .unwrap_or_default();
+    Ok((total, crcs, created))
 }
 
 /// Feeds one segment (its first header already checked) to the record check of the backup's

@@ -47,6 +47,29 @@ pub(super) fn open_backup(
             problems: report.problems,
         });
     }
+    // Whatever pgsafe.json says (it can be edited): replaying a CREATE TABLESPACE with a
+    // location creates directories there, on this host (`tblspc_redo` in
+    // `src/backend/commands/tablespace.c` removes an existing version directory first). A
+    // tablespace created and dropped during the backup is in no list the backup took.
+    let outside: Vec<String> = report
+        .wal_tablespaces_created
+        .iter()
+        .filter(|t| !t.location.is_empty())
+        .map(|t| {
+            format!(
+                "the backup's WAL creates tablespace {} at {} (record at {})",
+                t.oid,
+                String::from_utf8_lossy(&t.location),
+                t.lsn
+            )
+        })
+        .collect();
+    if !outside.is_empty() {
+        return Err(RestoreError::TablespaceCreatedDuringBackup {
+            backup: root.clone(),
+            changes: outside.join("; "),
+        });
+    }
     let source = Source::backup(root, report.info)?;
     Ok((source, if opts.full_verify { "full" } else { "quick" }))
 }

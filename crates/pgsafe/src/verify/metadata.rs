@@ -50,6 +50,7 @@ impl<'a> Verifier<'a> {
             bytes_checked: 0,
             wal_checked: 0,
             wal_records: 0,
+            wal_tablespaces_created: Vec::new(),
             tablespaces: Vec::new(),
         }
     }
@@ -553,6 +554,7 @@ impl Verifier<'_> {
             bytes_checked: self.bytes_checked,
             wal_segments_checked: self.wal_checked,
             wal_records_checked: self.wal_records,
+            wal_tablespaces_created: self.wal_tablespaces_created,
             elapsed_secs: started.elapsed().as_secs_f64(),
             tablespaces: self.tablespaces,
             info: self.info,

@@ -387,6 +387,9 @@ pub struct VerifyReport {
     pub wal_segments_checked: u64,
     /// WAL records checked (CRC, length, prev-link) from the start to the stop LSN.
     pub wal_records_checked: u64,
+    /// `CREATE TABLESPACE` records in the backup's WAL: replaying them creates directories at
+    /// their locations (a full verification reads the records; a quick one none).
+    pub wal_tablespaces_created: Vec<crate::wal::record::TablespaceCreate>,
     pub elapsed_secs: f64,
     /// The tablespace locations `tablespace_map` names (a restore's defaults).
     pub tablespaces: Vec<TablespaceLocation>,

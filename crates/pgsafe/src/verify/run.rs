@@ -125,6 +125,8 @@ impl Verifier<'_> {
             self.bytes_checked += o.bytes;
             self.wal_checked += o.wal;
             self.wal_records += o.wal_records;
+            self.wal_tablespaces_created
+                .extend(o.wal_tablespaces_created);
             found.extend(o.problems);
         }
         found.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));

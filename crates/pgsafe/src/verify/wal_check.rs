@@ -197,6 +197,8 @@ impl Ctx<'_> {
                 }
             }
             out.wal_records += c.stats().records;
+            out.wal_tablespaces_created
+                .extend_from_slice(c.tablespaces_created());
         }
         Ok(found)
     }

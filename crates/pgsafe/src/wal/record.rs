@@ -33,6 +33,12 @@ const MAXALIGN: u64 = 8;
 /// `RM_XLOG_ID` and `XLOG_SWITCH` (`pg_control.h`); `XLR_INFO_MASK` is the low nibble.
 pub const RM_XLOG_ID: u8 = 0;
 pub const XLOG_SWITCH: u8 = 0x40;
+/// `RM_TBLSPC_ID` (`rmgrlist.h`) and `XLOG_TBLSPC_CREATE` (`commands/tablespace.h`).
+const RM_TBLSPC_ID: u8 = 5;
+const XLOG_TBLSPC_CREATE: u8 = 0x00;
+/// A tablespace record is an OID and a path of at most `MAXPGPATH` (1024) bytes: a longer one
+/// is not kept (it is still checked).
+const MAX_TBLSPC_RECORD: u32 = 4096;
 /// Largest record the server writes (`XLogRecordMaxSize`, 1020 MB in 16+; allocation-bounded
 /// to 1 GB before): a larger `xl_tot_len` is damage.
 const MAX_RECORD_SIZE: u32 = 1 << 30;
@@ -131,6 +137,59 @@ pub enum RecordErrorKind {
     OutOfOrder { page: Lsn, expected: Lsn },
 }
 
+/// A `CREATE TABLESPACE` record (`xl_tblspc_create_rec` in `commands/tablespace.h`): replaying
+/// it creates the tablespace's directories at `location`, an absolute path on the host that
+/// replays it, or inside `pg_tblspc` when it is empty (an in-place tablespace, 15+).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TablespaceCreate {
+    pub lsn: Lsn,
+    pub oid: u32,
+    /// The path as the record holds it (bytes; not necessarily UTF-8; shown lossily in JSON).
+    #[serde(serialize_with = "lossy_text")]
+    pub location: Vec<u8>,
+}
+
+fn lossy_text<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(b))
+}
+
+/// The main data of a record without block references, after its header: the optional origin
+/// (`XLR_BLOCK_ID_ORIGIN`, 253) and top-level xid (`XLR_BLOCK_ID_TOPLEVEL_XID`, 252) headers,
+/// then `XLR_BLOCK_ID_DATA_SHORT` (255, one length byte) or `XLR_BLOCK_ID_DATA_LONG` (254, four)
+/// (`XLogRecordAssemble` in `src/backend/access/transam/xloginsert.c`).
+fn main_data(payload: &[u8]) -> Option<&[u8]> {
+    let mut p = 0usize;
+    loop {
+        match *payload.get(p)? {
+            253 => p += 3,
+            252 => p += 5,
+            255 => {
+                let len = usize::from(*payload.get(p + 1)?);
+                return payload.get(p + 2..p + 2 + len);
+            }
+            254 => {
+                let b = payload.get(p + 1..p + 5)?;
+                let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+                return payload.get(p + 5..p.checked_add(5)?.checked_add(len)?);
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Decodes a `CREATE TABLESPACE` record's payload (everything after the record header).
+pub fn tablespace_create(lsn: Lsn, payload: &[u8]) -> Option<TablespaceCreate> {
+    let data = main_data(payload)?;
+    let oid = u32::from_le_bytes(data.get(..4)?.try_into().ok()?);
+    let path = data.get(4..)?;
+    let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+    Some(TablespaceCreate {
+        lsn,
+        oid,
+        location: path[..end].to_vec(),
+    })
+}
+
 /// Records checked so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RecordStats {
@@ -183,6 +242,9 @@ pub struct RecordChecker {
     mark_reached: bool,
     /// Complete, valid records read after the marked one.
     past_mark: u64,
+    /// The payload of the current record while it is a `CREATE TABLESPACE` one.
+    capture: Vec<u8>,
+    tablespaces_created: Vec<TablespaceCreate>,
 }
 
 impl RecordChecker {
@@ -210,6 +272,8 @@ impl RecordChecker {
             mark: None,
             mark_reached: false,
             past_mark: 0,
+            capture: Vec::new(),
+            tablespaces_created: Vec::new(),
         }
     }
 
@@ -222,6 +286,12 @@ impl RecordChecker {
         let mut c = Self::new(start, Lsn(u64::MAX), seg_size, blcksz);
         c.mark = Some(mark);
         c
+    }
+
+    /// The `CREATE TABLESPACE` records among the records checked: replaying the backup's WAL
+    /// creates these tablespaces' directories at their locations.
+    pub fn tablespaces_created(&self) -> &[TablespaceCreate] {
+        &self.tablespaces_created
     }
 
     /// Whether the record ending at or after the mark of [`RecordChecker::scan_past`] was read.
@@ -436,6 +506,7 @@ impl RecordChecker {
                         return err(RecordErrorKind::RecordTooLong { at, len: tot });
                     }
                     self.before_start = false;
+                    self.capture.clear();
                     self.state = State::In {
                         start: at,
                         tot,
@@ -487,6 +558,13 @@ impl RecordChecker {
                             });
                         }
                     }
+                    if *got as usize >= RECORD_HEADER_SIZE
+                        && header[17] == RM_TBLSPC_ID
+                        && header[16] & 0xF0 == XLOG_TBLSPC_CREATE
+                        && *tot <= MAX_TBLSPC_RECORD
+                    {
+                        self.capture.extend_from_slice(&bytes[h..]);
+                    }
                     if *got < *tot {
                         // Continues on the next page.
                         return Ok(());
@@ -512,6 +590,14 @@ impl RecordChecker {
                     self.stats.bytes += u64::from(tot);
                     self.prev = Some(start);
                     let (info, rmid) = (header[16], header[17]);
+                    if rmid == RM_TBLSPC_ID
+                        && info & 0xF0 == XLOG_TBLSPC_CREATE
+                        && tot <= MAX_TBLSPC_RECORD
+                    {
+                        if let Some(t) = tablespace_create(start, &self.capture) {
+                            self.tablespaces_created.push(t);
+                        }
+                    }
                     let next = if rmid == RM_XLOG_ID && info & 0xF0 == XLOG_SWITCH {
                         self.stats.switches += 1;
                         // The rest of the segment is unused (`XLogDecodeNextRecord`).
