@@ -314,8 +314,18 @@ fn snapshot_checks_the_output_dir_first() {
         );
         refused(&out, &[why, "The backup was not started"]);
         assert!(!marker.exists(), "{why}: the command did not run");
-        let running: i64 =
-            c.query_one("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgsafe'");
+        // A server process ends a moment after its client disconnects: wait (bounded) for
+        // any session pgsafe opened to be gone; one still there after that is a leak.
+        let mut running: i64 = 1;
+        for _ in 0..100 {
+            running = c.query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgsafe'",
+            );
+            if running == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         assert_eq!(running, 0, "{why}: no backup session left");
     }
     assert!(!c.data_dir().join("labels").exists());
