@@ -593,11 +593,16 @@ fn btrfs_snapshot_exec(major: u32) {
         LoopFs::snapshot_command(&rig.ts_vol, &snap_ts)
     );
     let conn = rig.c.conninfo();
+    // Its own run directory: the tests of each major run at once, and a snapshot's ID is held
+    // in the run directory while it runs.
+    let run = run_dir();
     let r = json(&ok(
         pgsafe(&[
             "snapshot",
             "-d",
             &conn,
+            "--run-dir",
+            run.path().to_str().unwrap(),
             "--label",
             name,
             "--exec",

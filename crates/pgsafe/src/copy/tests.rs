@@ -40,8 +40,9 @@ struct Counting {
 }
 
 impl Progress for Counting {
+    /// Summed over the phases: the copy plans its files, then pg_control its own phase.
     fn plan(&self, _files: u64, bytes: u64) {
-        self.planned.store(bytes, Ordering::Relaxed);
+        self.planned.fetch_add(bytes, Ordering::Relaxed);
     }
     fn bytes(&self, n: u64) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
