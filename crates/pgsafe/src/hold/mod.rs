@@ -22,29 +22,28 @@ mod holder;
 mod oneshot;
 mod outdir;
 mod protocol;
+mod record;
+mod rundir;
 
 pub use crate::textbytes::TextBytes;
 pub use holder::{HolderConfig, run_holder};
 pub use oneshot::{SnapshotOptions, SnapshotReport, snapshot, write_label_files};
 pub use outdir::{ServerIdentity, check_output_dir, check_output_dir_early, check_writable};
 pub use protocol::{Request, Response, StopOptions, WaitArchive};
+pub use record::{BackupId, BackupRecord, BackupState, StopResult};
+pub use rundir::RunDir;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::str::FromStr;
 use std::time::Duration;
 
-use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
-
 use crate::conninfo::ConnSettings;
-use crate::fsutil::{self, FsError, IoContext};
+use crate::fsutil::{FsError, IoContext};
 pub use crate::session::ArchiveStatus;
 use crate::session::Session;
-use crate::types::{Lsn, SystemId, TimelineId, WalSegment};
 
 /// Longest socket path the kernel accepts (`sun_path` is 108 bytes including the NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -152,168 +151,6 @@ impl HoldError {
     }
 }
 
-/// A backup ID: names the holder, its socket and its files.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct BackupId(String);
-
-impl BackupId {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for BackupId {
-    type Err = HoldError;
-    fn from_str(s: &str) -> Result<Self, HoldError> {
-        let ok = (1..=64).contains(&s.len())
-            && !s.starts_with('.')
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if ok {
-            Ok(BackupId(s.to_owned()))
-        } else {
-            Err(HoldError::BadId(s.to_owned()))
-        }
-    }
-}
-
-impl TryFrom<String> for BackupId {
-    type Error = HoldError;
-    fn try_from(s: String) -> Result<Self, HoldError> {
-        s.parse()
-    }
-}
-
-impl From<BackupId> for String {
-    fn from(id: BackupId) -> String {
-        id.0
-    }
-}
-
-impl std::fmt::Display for BackupId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Life cycle of a held backup. `Complete`, `Failed` and `Aborted` are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackupState {
-    Starting,
-    InProgress,
-    Stopping,
-    Complete,
-    Failed,
-    Aborted,
-}
-
-impl BackupState {
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            BackupState::Complete | BackupState::Failed | BackupState::Aborted
-        )
-    }
-}
-
-impl std::fmt::Display for BackupState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            BackupState::Starting => "starting",
-            BackupState::InProgress => "in progress",
-            BackupState::Stopping => "stopping",
-            BackupState::Complete => "complete",
-            BackupState::Failed => "failed",
-            BackupState::Aborted => "aborted",
-        })
-    }
-}
-
-/// Everything known about one held backup; what `status` and `stop` print.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BackupRecord {
-    pub id: BackupId,
-    pub state: BackupState,
-    pub holder_pid: u32,
-    /// Connection target without password.
-    pub server: String,
-    pub server_version: Option<String>,
-    pub from_standby: bool,
-    pub label: String,
-    pub fast: bool,
-    pub start_lsn: Option<Lsn>,
-    pub start_tli: Option<TimelineId>,
-    pub start_wal: Option<WalSegment>,
-    /// Unix seconds.
-    pub started_at: i64,
-    pub start_duration_ms: Option<u64>,
-    pub max_hold_secs: u64,
-    pub result: Option<StopResult>,
-    /// Why the backup is not usable (failed or aborted).
-    pub failure: Option<String>,
-    /// The server's system identifier (checked against an output directory's pg_control).
-    #[serde(default)]
-    pub system_id: Option<SystemId>,
-    /// The server's `data_directory`, when the session could read it.
-    #[serde(default)]
-    pub data_directory: Option<String>,
-    /// The port the server listens on (its `port` setting).
-    #[serde(default)]
-    pub port: Option<u16>,
-    /// The connection as the user gave it (options and connection string, password removed),
-    /// for display; `server` is the full resolved target.
-    #[serde(default)]
-    pub connection: Option<String>,
-}
-
-/// What the server returned at stop, and whether the WAL it needs has been archived.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StopResult {
-    /// `backup_label` exactly as returned by the server.
-    pub backup_label: TextBytes,
-    /// `tablespace_map` exactly as returned; empty when there are no tablespaces.
-    pub tablespace_map: TextBytes,
-    pub stop_lsn: Lsn,
-    pub stop_tli: TimelineId,
-    /// The last WAL segment the backup needs.
-    pub stop_wal: WalSegment,
-    pub stopped_at: i64,
-    pub stop_duration_ms: u64,
-    pub archive: ArchiveStatus,
-    /// With `--record-table`: where the result was inserted, or why that failed.
-    #[serde(default)]
-    pub recorded: Option<String>,
-    /// The WAL files whose archiving makes the backup usable (stop segment, backup history
-    /// file), as `pg_backup_stop(wait => true)` would wait for them.
-    #[serde(default)]
-    pub archive_needs: Vec<String>,
-}
-
-impl BackupRecord {
-    /// Usable: complete, and the WAL is archived when that was asked for.
-    pub fn is_usable(&self) -> bool {
-        self.state == BackupState::Complete
-            && self.result.as_ref().is_some_and(|r| r.archive.complete)
-    }
-
-    /// What an output directory is checked against.
-    pub fn server_identity(&self) -> ServerIdentity {
-        ServerIdentity {
-            system_id: self.system_id,
-            data_directory: self.data_directory.clone(),
-            port: self.port,
-            in_recovery: Some(self.from_standby),
-        }
-    }
-
-    /// How to show the server: the connection as given when known, else the resolved target.
-    pub fn shown_server(&self) -> &str {
-        self.connection.as_deref().unwrap_or(&self.server)
-    }
-}
-
 /// Connects to `conn` and reads what tells one server from another: system identifier,
 /// `data_directory` (when readable), port and whether it is a standby.
 pub fn identify(conn: &ConnSettings) -> Result<ServerIdentity, HoldError> {
@@ -375,162 +212,6 @@ pub fn check_same_server(rec: &BackupRecord, server: &ServerIdentity) -> Result<
         }
     }
     Ok(())
-}
-
-/// The private directory holding holders' sockets and records.
-#[derive(Debug, Clone)]
-pub struct RunDir {
-    path: PathBuf,
-}
-
-impl RunDir {
-    /// The default run directory of the effective user: see [`RunDir::default_path_for`].
-    pub fn default_path() -> PathBuf {
-        Self::default_path_for(nix::unistd::geteuid().as_raw())
-    }
-
-    /// The default run directory of `uid`: `.pgsafe/run` in its home directory as the password
-    /// database gives it (not `$HOME`, which su and sudo may keep from the caller), when that
-    /// directory exists and belongs to `uid`; else `/tmp/pgsafe-<uid>`. Nothing here comes from
-    /// the login session (`XDG_RUNTIME_DIR` exists for SSH logins, not under cron, su or a
-    /// backup agent), so every way of running as one user finds the same holders.
-    pub fn default_path_for(uid: u32) -> PathBuf {
-        use std::os::unix::fs::MetadataExt;
-        let home = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-            .ok()
-            .flatten()
-            .map(|u| u.dir)
-            .filter(|d| d.is_absolute() && d != Path::new("/"))
-            .filter(|d| fs::metadata(d).is_ok_and(|m| m.is_dir() && m.uid() == uid));
-        match home {
-            Some(h) => h.join(".pgsafe").join("run"),
-            None => PathBuf::from(format!("/tmp/pgsafe-{uid}")),
-        }
-    }
-
-    /// Opens (creating with mode 0700 if needed) and checks that it is private.
-    pub fn open(path: impl Into<PathBuf>) -> Result<RunDir, HoldError> {
-        let path = path.into();
-        fsutil::ensure_private_dir(&path)?;
-        Ok(RunDir { path })
-    }
-
-    /// Opens an existing run directory for reading, creating nothing: `None` when it does not
-    /// exist (no backup was ever started there).
-    pub fn open_existing(path: impl Into<PathBuf>) -> Result<Option<RunDir>, HoldError> {
-        let path = path.into();
-        match fs::symlink_metadata(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            _ => Self::open(path).map(Some),
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn socket(&self, id: &BackupId) -> PathBuf {
-        self.path.join(format!("{id}.sock"))
-    }
-    pub fn record_path(&self, id: &BackupId) -> PathBuf {
-        self.path.join(format!("{id}.json"))
-    }
-    pub fn log(&self, id: &BackupId) -> PathBuf {
-        self.path.join(format!("{id}.log"))
-    }
-    fn lock_path(&self, id: &BackupId) -> PathBuf {
-        self.path.join(format!("{id}.lock"))
-    }
-
-    /// Takes the holder lock of `id` without waiting; `None` if a live holder has it.
-    pub fn try_lock(&self, id: &BackupId) -> Result<Option<Flock<File>>, HoldError> {
-        let p = self.lock_path(id);
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&p)
-            .ctx("open lock file", &p)?;
-        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(Some(lock)),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-            Err((_, e)) => Err(FsError::new("lock", p, io::Error::from(e)).into()),
-        }
-    }
-
-    /// True if a live holder owns `id`. Creates nothing: without a lock file there is no
-    /// holder (read-only commands leave no files behind).
-    pub fn is_live(&self, id: &BackupId) -> Result<bool, HoldError> {
-        let p = self.lock_path(id);
-        let f = match OpenOptions::new().read(true).open(&p) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(FsError::new("open lock file", p, e).into()),
-        };
-        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-            Ok(_) => Ok(false),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(true),
-            Err((_, e)) => Err(FsError::new("lock", p, io::Error::from(e)).into()),
-        }
-    }
-
-    /// [`RunDir::is_live`], giving a holder that is ending (its socket gone or closed) a few
-    /// seconds to release its lock, so its record can be settled instead of read half-way.
-    pub fn is_live_soon(&self, id: &BackupId) -> Result<bool, HoldError> {
-        for _ in 0..50 {
-            if !self.is_live(id)? {
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(true)
-    }
-
-    pub fn read_record(&self, id: &BackupId) -> Result<Option<BackupRecord>, HoldError> {
-        let p = self.record_path(id);
-        match fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| HoldError::BadRecord {
-                    path: p,
-                    detail: e.to_string(),
-                }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(FsError::new("read", p, e).into()),
-        }
-    }
-
-    pub fn write_record(&self, rec: &BackupRecord) -> Result<(), HoldError> {
-        let bytes = serde_json::to_vec_pretty(rec).map_err(|e| HoldError::BadRecord {
-            path: self.record_path(&rec.id),
-            detail: e.to_string(),
-        })?;
-        fsutil::write_durable(&self.record_path(&rec.id), &bytes, 0o600)?;
-        Ok(())
-    }
-
-    /// IDs that have a record, sorted.
-    pub fn ids(&self) -> Result<Vec<BackupId>, HoldError> {
-        let mut ids = Vec::new();
-        for entry in fs::read_dir(&self.path).ctx("list", &self.path)? {
-            let entry = entry.ctx("list", &self.path)?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name.strip_suffix(".json").and_then(|s| s.parse().ok()) {
-                ids.push(id);
-            }
-        }
-        ids.sort();
-        Ok(ids)
-    }
-
-    fn check_socket_len(&self, id: &BackupId) -> Result<(), HoldError> {
-        let s = self.socket(id);
-        if s.as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(HoldError::SocketPathTooLong(s));
-        }
-        Ok(())
-    }
 }
 
 /// Starts a holder: re-executes `exe` with `args` (which must lead to [`run_holder`]), detached
