@@ -530,7 +530,9 @@ pub fn run_restore(
     let copied = w.copy_files(&source.files, beneath, opts, skip_checksums, progress)?;
 
     progress.phase(Phase::Label);
-    let (files_written, config) = w.write_small_files(&source, opts, &map_bytes)?;
+    let source_control = w.read_control(&source.control, beneath)?;
+    let (files_written, config) =
+        w.write_small_files(&source, opts, &map_bytes, &source_control)?;
 
     progress.phase(Phase::Sync);
     if opts.sync {
@@ -547,7 +549,7 @@ pub fn run_restore(
     }
 
     progress.phase(Phase::PgControl);
-    let control = w.write_control(&source.control, beneath)?;
+    let control = w.write_control(source_control)?;
     progress.plan(1, source.control.size);
     progress.bytes(source.control.size);
     progress.file_done(CONTROL_FILE, source.control.size);

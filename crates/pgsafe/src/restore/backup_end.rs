@@ -28,12 +28,9 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::Path;
 
-use crate::beneath::Beneath;
 use crate::control::ControlFile;
 use crate::types::{Lsn, WalSegSize, WalSegment};
 use crate::wal::record::RecordChecker;
-
-use super::source::SourceFile;
 
 /// Where recovery of a restore without recovery options stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,19 +57,6 @@ pub(super) fn consistency_point(
         return (mrp.0 != 0).then_some(mrp);
     }
     stop_lsn.map(|s| s.max(mrp))
-}
-
-/// The pg_control the backup holds (before the restore's sentinel is applied).
-pub(super) fn read_source_control(
-    f: &SourceFile,
-    beneath: Option<&Beneath>,
-) -> io::Result<Option<ControlFile>> {
-    let file = f.open(beneath)?;
-    let mut bytes = Vec::with_capacity(8192);
-    f.compression
-        .decoder(file)
-        .and_then(|d| d.take(1 << 16).read_to_end(&mut bytes))?;
-    Ok(ControlFile::decode(&bytes).ok())
 }
 
 /// Reads the WAL restored into `pg_wal` from `redo` and decides; see the module documentation.

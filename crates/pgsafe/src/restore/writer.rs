@@ -254,6 +254,7 @@ impl Writer<'_> {
         source: &Source,
         opts: &RestoreOptions,
         map_bytes: &[u8],
+        control: &ControlFile,
     ) -> Result<(Vec<String>, ConfigOutcome), RestoreError> {
         let t = self.target;
         // The status directory exists in every backup; create it for copies or old layouts.
@@ -283,7 +284,7 @@ impl Writer<'_> {
             source.root.display()
         );
         let end = if opts.recovery.is_empty() {
-            backup_end_of(t, source)
+            backup_end_of(t, source, control)
         } else {
             BackupEnd::Immediate
         };
@@ -308,8 +309,9 @@ impl Writer<'_> {
         Ok((written, config))
     }
 
-    /// `global/pg_control` with the sentinel, written last and durably.
-    pub(super) fn write_control(
+    /// The backup's `global/pg_control`, read once: the recovery settings depend on it
+    /// ([`backup_end`]) and [`Writer::write_control`] writes it.
+    pub(super) fn read_control(
         &self,
         f: &SourceFile,
         beneath: Option<&Beneath>,
@@ -320,7 +322,14 @@ impl Writer<'_> {
             .decoder(file)
             .and_then(|d| d.take(1 << 16).read_to_end(&mut bytes))
             .ctx("read", &f.path)?;
-        let mut control = ControlFile::decode(&bytes)?;
+        Ok(ControlFile::decode(&bytes)?)
+    }
+
+    /// `global/pg_control` with the sentinel, written last and durably.
+    pub(super) fn write_control(
+        &self,
+        mut control: ControlFile,
+    ) -> Result<ControlFile, RestoreError> {
         apply_sentinel(&mut control);
         let out = control.encode();
         // Never write a pg_control the server would reject for its CRC or layout.
@@ -334,13 +343,9 @@ impl Writer<'_> {
 
 /// How a restore without recovery options ends: [`backup_end`] reads the WAL restored into
 /// `target`'s `pg_wal`.
-fn backup_end_of(target: &Path, source: &Source) -> BackupEnd {
-    let control = backup_end::read_source_control(&source.control, source.beneath.as_ref());
-    let Ok(Some(control)) = control else {
-        return BackupEnd::Immediate;
-    };
+fn backup_end_of(target: &Path, source: &Source, control: &ControlFile) -> BackupEnd {
     let stop = source.info.as_ref().map(|i| i.stop_lsn);
-    let Some(at) = backup_end::consistency_point(&control, source.label.is_from_standby(), stop)
+    let Some(at) = backup_end::consistency_point(control, source.label.is_from_standby(), stop)
     else {
         return BackupEnd::Immediate;
     };
