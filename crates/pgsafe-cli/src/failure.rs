@@ -85,6 +85,7 @@ fn known_kind(e: &(dyn StdError + 'static)) -> Option<ErrorKind> {
         pgsafe::restore_test::RestoreTestError,
         pgsafe::doctor::DoctorError,
         pgsafe::hold::HoldError,
+        pgsafe::runrecord::InvalidBackupId,
         pgsafe::session::SessionError,
         pgsafe::conninfo::ConnInfoError,
         pgsafe::conninfo::ConnectError,

@@ -29,6 +29,7 @@ use crate::manifest::ManifestError;
 use crate::plan::PlanError;
 use crate::restore::RestoreError;
 use crate::restore_test::RestoreTestError;
+use crate::runrecord::InvalidBackupId;
 use crate::session::SessionError;
 use crate::storage::{self, StorageError};
 use crate::types::TypeError;
@@ -342,6 +343,12 @@ impl HasKind for HoldError {
             HoldError::LabelNotWritten { source, .. } => source.error_kind(),
             HoldError::OutputDirNotWritable { .. } => ErrorKind::Io,
         }
+    }
+}
+
+impl HasKind for InvalidBackupId {
+    fn error_kind(&self) -> ErrorKind {
+        ErrorKind::Usage
     }
 }
 

@@ -28,6 +28,7 @@ pub mod pool;
 pub mod progress;
 pub mod restore;
 pub mod restore_test;
+pub mod runrecord;
 pub mod session;
 pub mod storage;
 pub mod textbytes;

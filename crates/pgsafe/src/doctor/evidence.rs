@@ -111,7 +111,7 @@ pub struct HolderFacts {
 
 /// The run directories pgsafe's holders use by default, for the current user and for the
 /// owner of `pgdata` (doctor often runs as root while `pgsafe start` ran as postgres):
-/// `$PGSAFE_RUN_DIR`, each user's default (see `hold::RunDir::default_path_for`), and the
+/// `$PGSAFE_RUN_DIR`, each user's default (see `runrecord::default_run_dir_for`), and the
 /// places older pgsafe versions used: `$XDG_RUNTIME_DIR/pgsafe`, `/tmp/pgsafe-<uid>`,
 /// `/run/user/<uid>/pgsafe`.
 pub fn default_run_dirs(pgdata: &Path, env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
@@ -130,7 +130,7 @@ pub fn default_run_dirs(pgdata: &Path, env: &dyn Fn(&str) -> Option<String>) -> 
         uids.push(m.uid());
     }
     for &uid in &uids {
-        add(crate::hold::RunDir::default_path_for(uid));
+        add(crate::runrecord::default_run_dir_for(uid));
     }
     if let Some(x) = env("XDG_RUNTIME_DIR").filter(|v| v.starts_with('/')) {
         add(Path::new(&x).join("pgsafe"));
@@ -371,7 +371,7 @@ pub fn gather_holders(
             let Ok(bytes) = read_bounded(&path, MAX_SMALL_FILE, false) else {
                 continue;
             };
-            let Ok(rec) = serde_json::from_slice::<crate::hold::BackupRecord>(&bytes) else {
+            let Ok(rec) = serde_json::from_slice::<crate::runrecord::BackupRecord>(&bytes) else {
                 continue;
             };
             n += 1;

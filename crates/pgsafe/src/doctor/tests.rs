@@ -1118,7 +1118,7 @@ fn exit_classes() {
 /// a record of this cluster on this port is kept as evidence.
 #[test]
 fn holder_records_of_other_clusters_are_set_apart() {
-    use crate::hold::{BackupRecord, BackupState};
+    use crate::runrecord::{BackupRecord, BackupState};
     use crate::types::SystemId;
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, port: u16, sid: Option<u64>| {

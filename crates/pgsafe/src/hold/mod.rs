@@ -22,15 +22,14 @@ mod holder;
 mod oneshot;
 mod outdir;
 mod protocol;
-mod record;
 mod rundir;
 
+pub use crate::runrecord::{BackupId, BackupRecord, BackupState, InvalidBackupId, StopResult};
 pub use crate::textbytes::TextBytes;
 pub use holder::{HolderConfig, run_holder};
 pub use oneshot::{SnapshotOptions, SnapshotReport, snapshot, write_label_files};
 pub use outdir::{ServerIdentity, check_output_dir, check_output_dir_early, check_writable};
 pub use protocol::{Request, Response, StopOptions, WaitArchive};
-pub use record::{BackupId, BackupRecord, BackupState, StopResult};
 pub use rundir::RunDir;
 
 use std::fs::{self, OpenOptions};
@@ -129,6 +128,12 @@ pub enum HoldError {
         /// What happened to the backup, filled in by the caller.
         next: &'static str,
     },
+}
+
+impl From<InvalidBackupId> for HoldError {
+    fn from(e: InvalidBackupId) -> HoldError {
+        HoldError::BadId(e.0)
+    }
 }
 
 impl HoldError {

@@ -30,23 +30,11 @@ use std::path::{Component, PathBuf};
 use super::HoldError;
 use crate::control::ControlFile;
 use crate::datadir::PostmasterPid;
-use crate::types::SystemId;
+pub use crate::runrecord::ServerIdentity;
 
 /// Largest `postmaster.pid` / `pg_control` read (both are far smaller; anything bigger is not
 /// what it claims to be).
 const MAX_SMALL_FILE: u64 = 64 * 1024;
-
-/// What is known about the server whose backup label is to be written.
-#[derive(Debug, Clone, Default)]
-pub struct ServerIdentity {
-    pub system_id: Option<SystemId>,
-    /// The server's `data_directory` setting, when the session could read it.
-    pub data_directory: Option<String>,
-    /// The server's `port` setting.
-    pub port: Option<u16>,
-    /// Whether the server is a standby.
-    pub in_recovery: Option<bool>,
-}
 
 /// Refuses an output directory that is a live data directory or another cluster's (see the
 /// module comment). `Ok` for a staging folder, a mounted snapshot, or a copy.

@@ -23,23 +23,9 @@ impl RunDir {
         Self::default_path_for(nix::unistd::geteuid().as_raw())
     }
 
-    /// The default run directory of `uid`: `.pgsafe/run` in its home directory as the password
-    /// database gives it (not `$HOME`, which su and sudo may keep from the caller), when that
-    /// directory exists and belongs to `uid`; else `/tmp/pgsafe-<uid>`. Nothing here comes from
-    /// the login session (`XDG_RUNTIME_DIR` exists for SSH logins, not under cron, su or a
-    /// backup agent), so every way of running as one user finds the same holders.
+    /// The default run directory of `uid`: see [`crate::runrecord::default_run_dir_for`].
     pub fn default_path_for(uid: u32) -> PathBuf {
-        use std::os::unix::fs::MetadataExt;
-        let home = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-            .ok()
-            .flatten()
-            .map(|u| u.dir)
-            .filter(|d| d.is_absolute() && d != Path::new("/"))
-            .filter(|d| fs::metadata(d).is_ok_and(|m| m.is_dir() && m.uid() == uid));
-        match home {
-            Some(h) => h.join(".pgsafe").join("run"),
-            None => PathBuf::from(format!("/tmp/pgsafe-{uid}")),
-        }
+        crate::runrecord::default_run_dir_for(uid)
     }
 
     /// Opens (creating with mode 0700 if needed) and checks that it is private.

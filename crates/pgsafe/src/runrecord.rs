@@ -1,12 +1,55 @@
-//! The records of snapshot mode's run directory: a backup's ID, its state, and the record a
-//! holder keeps (`<run-dir>/<id>.json`) that `status`, `stop` and doctor read.
+//! The records of snapshot mode's run directory, shared by the commands that write them
+//! (`start`/`stop`, in `hold`) and those that only read them (`doctor`, which looks for a held
+//! backup that explains a `backup_label`): where the run directory is by default, a backup's ID,
+//! its state, and the record a holder keeps (`<run-dir>/<id>.json`).
 
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ArchiveStatus, HoldError, ServerIdentity, TextBytes};
+use crate::session::ArchiveStatus;
+use crate::textbytes::TextBytes;
 use crate::types::{Lsn, SystemId, TimelineId, WalSegment};
+
+/// The default run directory of `uid`: `.pgsafe/run` in its home directory as the password
+/// database gives it (not `$HOME`, which su and sudo may keep from the caller), when that
+/// directory exists and belongs to `uid`; else `/tmp/pgsafe-<uid>`. Nothing here comes from
+/// the login session (`XDG_RUNTIME_DIR` exists for SSH logins, not under cron, su or a
+/// backup agent), so every way of running as one user finds the same holders.
+pub fn default_run_dir_for(uid: u32) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let home = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+        .filter(|d| d.is_absolute() && d != Path::new("/"))
+        .filter(|d| fs::metadata(d).is_ok_and(|m| m.is_dir() && m.uid() == uid));
+    match home {
+        Some(h) => h.join(".pgsafe").join("run"),
+        None => PathBuf::from(format!("/tmp/pgsafe-{uid}")),
+    }
+}
+
+/// What is known about the server whose backup label is to be written.
+#[derive(Debug, Clone, Default)]
+pub struct ServerIdentity {
+    pub system_id: Option<SystemId>,
+    /// The server's `data_directory` setting, when the session could read it.
+    pub data_directory: Option<String>,
+    /// The server's `port` setting.
+    pub port: Option<u16>,
+    /// Whether the server is a standby.
+    pub in_recovery: Option<bool>,
+}
+
+/// A string that is not a valid [`BackupId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid backup ID {0:?}: use 1–64 letters, digits, '.', '_' or '-' (not starting with '.')"
+)]
+pub struct InvalidBackupId(pub String);
 
 /// A backup ID: names the holder, its socket and its files.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -20,8 +63,8 @@ impl BackupId {
 }
 
 impl FromStr for BackupId {
-    type Err = HoldError;
-    fn from_str(s: &str) -> Result<Self, HoldError> {
+    type Err = InvalidBackupId;
+    fn from_str(s: &str) -> Result<Self, InvalidBackupId> {
         let ok = (1..=64).contains(&s.len())
             && !s.starts_with('.')
             && s.bytes()
@@ -29,14 +72,14 @@ impl FromStr for BackupId {
         if ok {
             Ok(BackupId(s.to_owned()))
         } else {
-            Err(HoldError::BadId(s.to_owned()))
+            Err(InvalidBackupId(s.to_owned()))
         }
     }
 }
 
 impl TryFrom<String> for BackupId {
-    type Error = HoldError;
-    fn try_from(s: String) -> Result<Self, HoldError> {
+    type Error = InvalidBackupId;
+    fn try_from(s: String) -> Result<Self, InvalidBackupId> {
         s.parse()
     }
 }
