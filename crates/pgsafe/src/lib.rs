@@ -26,6 +26,7 @@ pub mod page;
 pub mod plan;
 pub mod pool;
 pub mod progress;
+pub mod repo;
 pub mod restore;
 pub mod restore_test;
 pub mod runrecord;

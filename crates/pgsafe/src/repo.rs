@@ -1,0 +1,3 @@
+//! The backup repository.
+
+pub mod retention;
