@@ -19,12 +19,17 @@ pub struct BackupArgs {
     #[command(flatten)]
     pub conn: ConnArgs,
     /// The data directory of the server you connect to (pgsafe reads the files directly; run it
-    /// on the database host or with PGDATA mounted).
-    #[arg(short = 'D', long = "pgdata", value_name = "PGDATA", env = "PGDATA")]
-    pub pgdata: PathBuf,
+    /// on the database host or with PGDATA mounted). Default: the cluster's `pgdata` in the
+    /// config file, else the PGDATA variable.
+    #[arg(short = 'D', long = "pgdata", value_name = "PGDATA")]
+    pub pgdata: Option<PathBuf>,
     /// Where the backup goes: a new or empty folder.
     #[arg(long, value_name = "DIR")]
     pub target: PathBuf,
+    /// The cluster's table in the config file gives the data directory, the connection and
+    /// settings (flags still win).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
     /// Label stored in backup_label. Default: "pgsafe backup <time>".
     #[arg(long)]
     pub label: Option<String>,
@@ -34,18 +39,22 @@ pub struct BackupArgs {
     /// Spread checkpoint at start (less I/O impact; the start can take minutes).
     #[arg(long)]
     pub spread: bool,
-    /// Parallel copy workers (default: number of CPU cores).
+    /// Parallel copy workers (default: `jobs` in the config file, else the number of CPU
+    /// cores).
     #[arg(short = 'j', long)]
     pub jobs: Option<usize>,
     /// Per-file compression: none, zstd[:LEVEL] (level 1 by default), lz4. Only the uncompressed
     /// layout can be checked with PostgreSQL's pg_verifybackup; pgsafe verify reads all.
-    #[arg(long, default_value = "none", value_name = "METHOD")]
-    pub compress: Compression,
-    /// Per-file checksum recorded in backup_manifest.
-    #[arg(long, default_value = "crc32c", value_name = "ALGORITHM")]
-    pub checksum: ChecksumAlgorithm,
-    /// Read at most this many bytes per second (suffixes k, M, G: e.g. 100M).
-    #[arg(long, value_parser = parse_rate, value_name = "RATE")]
+    /// Default: `compression` in the config file, else none.
+    #[arg(long, value_name = "METHOD")]
+    pub compress: Option<Compression>,
+    /// Per-file checksum recorded in backup_manifest (default: `checksum` in the config file,
+    /// else crc32c).
+    #[arg(long, value_name = "ALGORITHM")]
+    pub checksum: Option<ChecksumAlgorithm>,
+    /// Read at most this many bytes per second (suffixes k, M, G: e.g. 100M). Default:
+    /// `max_rate` in the config file, else no limit.
+    #[arg(long, value_parser = pgsafe::config::parse_rate, value_name = "RATE")]
     pub max_rate: Option<u64>,
     /// WAL: include (copied into the backup, self-contained; default), archive (wait until the
     /// server's archive has it), none (your own archive provides it).
@@ -82,24 +91,6 @@ pub struct BackupArgs {
     pub json: bool,
 }
 
-/// `"100M"`, `"1G"`, `"512k"` or bytes.
-fn parse_rate(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last() {
-        Some('k' | 'K') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('m' | 'M') => (&s[..s.len() - 1], 1 << 20),
-        Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a rate like 100M"))?;
-    match n.checked_mul(mult) {
-        Some(0) | None => Err(format!("{s:?}: the rate must be above 0")),
-        Some(v) => Ok(v),
-    }
-}
-
 pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
     if args.force {
         return Err(crate::failure::usage(
@@ -109,7 +100,10 @@ pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
              at a path that names another directory on this host",
         ));
     }
-    let conn = args.conn.resolve()?;
+    // Flags first, then the config file (README "Config file"), then the built-in defaults.
+    let cfg = crate::config::resolved(args.cluster.as_deref())?;
+    let pgdata = crate::config::pgdata(args.pgdata, &cfg)?;
+    let conn = crate::config::resolve_conn(&args.conn, &cfg)?;
     let label = args.label.unwrap_or_else(|| {
         format!(
             "pgsafe backup {}",
@@ -119,17 +113,21 @@ pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
     pgsafe::session::check_label(&label)?;
     let cancel = Arc::new(AtomicBool::new(false));
     let opts = BackupOptions {
-        pgdata: args.pgdata,
+        pgdata,
         target: args.target.clone(),
         conn,
         label,
         fast: !args.spread,
         jobs: args
             .jobs
+            .or(cfg.settings.jobs)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        compression: args.compress,
-        checksum: args.checksum,
-        max_rate: args.max_rate,
+        compression: args
+            .compress
+            .or(cfg.settings.compression)
+            .unwrap_or_default(),
+        checksum: args.checksum.or(cfg.settings.checksum).unwrap_or_default(),
+        max_rate: args.max_rate.or(cfg.settings.max_rate),
         wal: args.wal,
         check_space: !args.skip_space_check,
         allow_data_directory_mismatch: args.allow_data_directory_mismatch,

@@ -88,6 +88,7 @@ fn known_kind(e: &(dyn StdError + 'static)) -> Option<ErrorKind> {
         pgsafe::runrecord::InvalidBackupId,
         pgsafe::session::SessionError,
         pgsafe::conninfo::ConnInfoError,
+        pgsafe::config::ConfigError,
         pgsafe::conninfo::ConnectError,
         pgsafe::datadir::DataDirError,
         pgsafe::plan::PlanError,

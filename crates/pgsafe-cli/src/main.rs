@@ -17,6 +17,7 @@ macro_rules! eprintln {
 }
 
 mod backup;
+mod config;
 mod conn;
 mod doctor;
 mod failure;
@@ -80,6 +81,10 @@ const EXIT_CODES_HELP: &str = "Exit codes (every command):\n  \
     after_help = EXIT_CODES_HELP
 )]
 struct Cli {
+    /// The config file (repository, clusters, defaults; README "Config file"). Default:
+    /// PGSAFE_CONFIG, else /etc/pgsafe/pgsafe.toml if it exists. Flags override its settings.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -208,6 +213,7 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
+    config::set_flag(cli.config);
     let json = cli.command.json();
     let result = match cli.command {
         Command::Inspect { pgdata, json } => inspect::run(&pgdata, json),

@@ -94,7 +94,7 @@ pub struct RestoreArgs {
     /// Do not check free space before writing.
     #[arg(long)]
     pub skip_space_check: bool,
-    /// Parallel writers (default: number of CPU cores).
+    /// Parallel writers (default: `jobs` in the config file, else the number of CPU cores).
     #[arg(short = 'j', long)]
     pub jobs: Option<usize>,
     /// Check only presence and sizes before writing (checksums are then checked while
@@ -170,7 +170,8 @@ fn recovery(args: &RestoreArgs) -> RecoveryOptions {
     }
 }
 
-pub fn run(args: RestoreArgs) -> anyhow::Result<u8> {
+pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
+    args.jobs = args.jobs.or(crate::config::resolved(None)?.settings.jobs);
     let cancel = Arc::new(AtomicBool::new(false));
     let opts = RestoreOptions {
         source: args.backup.clone(),

@@ -88,7 +88,7 @@ pub struct VerifyArgs {
         requires = "restore_test"
     )]
     pub start_timeout: u64,
-    /// Parallel workers (default: number of CPU cores).
+    /// Parallel workers (default: `jobs` in the config file, else the number of CPU cores).
     #[arg(short = 'j', long)]
     pub jobs: Option<usize>,
     /// Progress display on stderr.
@@ -103,7 +103,8 @@ pub fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
+pub fn run(mut args: VerifyArgs) -> anyhow::Result<u8> {
+    args.jobs = args.jobs.or(crate::config::resolved(None)?.settings.jobs);
     if args.restore_test {
         return run_restore_test_cmd(args);
     }

@@ -10,6 +10,7 @@ pub mod backup;
 pub mod beneath;
 pub mod checksum;
 pub mod codec;
+pub mod config;
 pub mod conninfo;
 pub mod control;
 pub mod copy;

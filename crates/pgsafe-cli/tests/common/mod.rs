@@ -24,6 +24,7 @@ pub fn command(args: &[&str]) -> Command {
         .env_remove("PGPORT")
         .env_remove("PGUSER")
         .env_remove("PGDATA")
+        .env_remove("PGSAFE_CONFIG")
         .stdin(Stdio::null());
     cmd
 }

@@ -1,0 +1,366 @@
+//! The config file as TOML sees it (serde, unknown keys refused), and its conversion to and from
+//! the validated [`Config`]. Values are checked while they are read, so an error carries the
+//! value's position.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::{
+    ClusterConfig, Config, ConfigError, RepoLocation, Settings, absolute_path, format_duration,
+    parse_duration, parse_rate,
+};
+use crate::checksum::ChecksumAlgorithm;
+use crate::codec::Compression;
+use crate::conninfo::{ConnOptions, parse_conninfo};
+
+/// Advice given wherever a password is found.
+const PASSWORD_ADVICE: &str = "a password does not belong in the config file (every run reads \
+    it, and it is often readable by others): put it in the password file, ~/.pgpass of the user \
+    running pgsafe or the file PGPASSFILE (or `passfile`) names, mode 0600";
+
+/// A string or an integer (TOML `port = 5432` and `port = "5432"` alike), kept as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or an integer")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
+                Ok(Text(if v { "1" } else { "0" }.into()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// `password = …`: always an error, with the advice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Password {}
+
+impl<'de> Deserialize<'de> for Password {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Password, D::Error> {
+        Err(de::Error::custom(format!(
+            "`password` is refused: {PASSWORD_ADVICE}"
+        )))
+    }
+}
+
+impl Serialize for Password {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        match *self {}
+    }
+}
+
+/// Deserializes through `FromStr`-like `parse`, so that a bad value is reported at its position.
+macro_rules! parsed {
+    ($name:ident, $ty:ty, $parse:expr, $show:expr) => {
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        struct $name($ty);
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+                let t = Text::deserialize(d)?;
+                let parse: fn(&str) -> Result<$ty, String> = $parse;
+                parse(&t.0).map($name).map_err(de::Error::custom)
+            }
+        }
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let show: fn(&$ty) -> String = $show;
+                s.serialize_str(&show(&self.0))
+            }
+        }
+    };
+}
+
+parsed!(CompressionValue, Compression, |s| s.parse(), |c| c
+    .to_string());
+parsed!(ChecksumValue, ChecksumAlgorithm, |s| s.parse(), |c| c
+    .to_string());
+parsed!(RateValue, u64, parse_rate, |r| r.to_string());
+parsed!(DurationValue, std::time::Duration, parse_duration, |d| {
+    format_duration(*d)
+});
+parsed!(PathValue, PathBuf, absolute_path, |p| p
+    .to_string_lossy()
+    .into_owned());
+parsed!(RepoValue, RepoLocation, RepoLocation::parse, |r| r
+    .to_string());
+parsed!(
+    ConninfoValue,
+    ConnOptions,
+    |s| {
+        let opts = parse_conninfo(s).map_err(|e| e.to_string())?;
+        if opts.get("password").is_some() {
+            return Err(format!(
+                "`conninfo` holds a password, which is refused: {PASSWORD_ADVICE}"
+            ));
+        }
+        Ok(opts)
+    },
+    |o| o
+        .iter()
+        .map(|(k, v)| format!("{k}={}", crate::conninfo::quote_value(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+);
+
+/// At least 1.
+fn positive<'de, D: Deserializer<'de>, T: Deserialize<'de> + PartialEq + From<u8>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    let v = T::deserialize(d)?;
+    if v == T::from(0) {
+        return Err(de::Error::custom("must be at least 1"));
+    }
+    Ok(Some(v))
+}
+
+/// The top-level defaults and the per-cluster overrides: one list, written out twice because
+/// serde cannot flatten a struct that refuses unknown keys.
+macro_rules! with_settings {
+    ($(#[$m:meta])* struct $name:ident { $($(#[$fm:meta])* $field:ident : $ty:ty,)* }) => {
+        $(#[$m])*
+        struct $name {
+            #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "positive")]
+            jobs: Option<usize>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            compression: Option<CompressionValue>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            checksum: Option<ChecksumValue>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            max_rate: Option<RateValue>,
+            #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "positive")]
+            keep_full: Option<u32>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            keep_within: Option<DurationValue>,
+            // After the settings: TOML writes tables (`cluster`) after plain values.
+            $($(#[$fm])* $field: $ty,)*
+        }
+        impl $name {
+            fn settings(&self) -> Settings {
+                Settings {
+                    jobs: self.jobs,
+                    compression: self.compression.as_ref().map(|v| v.0),
+                    checksum: self.checksum.as_ref().map(|v| v.0),
+                    max_rate: self.max_rate.as_ref().map(|v| v.0),
+                    keep_full: self.keep_full,
+                    keep_within: self.keep_within.as_ref().map(|v| v.0),
+                }
+            }
+            fn set_settings(&mut self, s: &Settings) {
+                self.jobs = s.jobs;
+                self.compression = s.compression.map(CompressionValue);
+                self.checksum = s.checksum.map(ChecksumValue);
+                self.max_rate = s.max_rate.map(RateValue);
+                self.keep_full = s.keep_full;
+                self.keep_within = s.keep_within.map(DurationValue);
+            }
+        }
+    };
+}
+
+with_settings! {
+    #[derive(Debug, Default, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawFile {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repo: Option<RepoValue>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<Password>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        cluster: BTreeMap<String, RawCluster>,
+    }
+}
+
+/// The libpq keywords a cluster table takes as keys of their own (every other one goes in
+/// `conninfo`): the connection keys a DBA sets, `password` excepted.
+macro_rules! connection_keys {
+    ($($key:ident),* $(,)?) => {
+        with_settings! {
+            #[derive(Debug, Default, Deserialize, Serialize)]
+            #[serde(deny_unknown_fields)]
+            struct RawCluster {
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pgdata: Option<PathValue>,
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                conninfo: Option<ConninfoValue>,
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                password: Option<Password>,
+                $(
+                    #[serde(default, skip_serializing_if = "Option::is_none")]
+                    $key: Option<Text>,
+                )*
+            }
+        }
+        impl RawCluster {
+            /// The separate keys, set ones only.
+            fn keys(&self) -> Vec<(&'static str, &str)> {
+                let mut v = Vec::new();
+                $(if let Some(t) = &self.$key { v.push((stringify!($key), t.0.as_str())); })*
+                v
+            }
+            /// Sets the separate key `key` if it is one (else: it stays in `conninfo`).
+            fn set_key(&mut self, key: &str, value: &str) -> bool {
+                match key {
+                    $(stringify!($key) => { self.$key = Some(Text(value.to_owned())); true })*
+                    _ => false,
+                }
+            }
+        }
+    };
+}
+
+connection_keys!(
+    service,
+    host,
+    hostaddr,
+    port,
+    user,
+    dbname,
+    passfile,
+    sslmode,
+    sslrootcert,
+    sslcert,
+    sslkey,
+    sslcrl,
+    sslcrldir,
+    sslnegotiation,
+    sslsni,
+    channel_binding,
+    connect_timeout,
+    application_name,
+    options,
+    target_session_attrs,
+);
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// The key a `key = value` line sets, if line `line` (1-based) is one.
+fn key_of_line(text: &str, line: usize) -> Option<&str> {
+    let (key, _) = text.lines().nth(line.checked_sub(1)?)?.split_once('=')?;
+    let key = key.trim();
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"'));
+    bare.then_some(key)
+}
+
+pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let invalid = |offset: Option<usize>, mut message: String| {
+        let (line, column) = offset.map(|o| line_column(text, o)).unzip();
+        // Name the key of the line (never its value: it could be a password).
+        if let Some(key) = line.and_then(|l| key_of_line(text, l))
+            && !message.contains(&format!("`{key}`"))
+        {
+            message = format!("`{key}`: {message}");
+        }
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            line,
+            column,
+            message,
+        }
+    };
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        // serde's words for TOML's: a key, not a field; `password` is refused, not expected.
+        let message = e
+            .message()
+            .trim()
+            .replace("unknown field", "unknown key")
+            .replace(", `password`", "");
+        invalid(e.span().map(|s| s.start), message)
+    })?;
+    let mut clusters = BTreeMap::new();
+    for (name, table) in &raw.cluster {
+        if name.is_empty() || name.chars().any(|c| c.is_control()) {
+            return Err(invalid(
+                None,
+                format!("the cluster name {name:?} is empty or holds control characters"),
+            ));
+        }
+        let mut connection = table
+            .conninfo
+            .as_ref()
+            .map(|c| c.0.clone())
+            .unwrap_or_default();
+        for (key, value) in table.keys() {
+            connection
+                .set(key, value)
+                .map_err(|e| invalid(None, format!("[cluster.{name}] `{key}`: {e}")))?;
+        }
+        clusters.insert(
+            name.clone(),
+            ClusterConfig {
+                pgdata: table.pgdata.as_ref().map(|p| p.0.clone()),
+                connection,
+                settings: table.settings(),
+            },
+        );
+    }
+    Ok(Config {
+        path: path.to_owned(),
+        defaults: raw.settings(),
+        repo: raw.repo.map(|r| r.0),
+        clusters,
+        warnings: Vec::new(),
+    })
+}
+
+pub(super) fn to_toml(config: &Config) -> String {
+    let mut raw = RawFile {
+        repo: config.repo.clone().map(RepoValue),
+        ..RawFile::default()
+    };
+    raw.set_settings(&config.defaults);
+    for (name, c) in &config.clusters {
+        let mut table = RawCluster {
+            pgdata: c.pgdata.clone().map(PathValue),
+            ..RawCluster::default()
+        };
+        table.set_settings(&c.settings);
+        let mut rest = ConnOptions::default();
+        for (k, v) in c.connection.iter() {
+            if !table.set_key(k, v) {
+                // Every key ConnOptions holds is a libpq keyword, so this cannot fail.
+                let _ = rest.set(k, v);
+            }
+        }
+        if !rest.is_empty() {
+            table.conninfo = Some(ConninfoValue(rest));
+        }
+        raw.cluster.insert(name.clone(), table);
+    }
+    // Serializing strings, integers and tables of them cannot fail.
+    toml::to_string(&raw).unwrap_or_default()
+}
