@@ -1,3 +1,489 @@
-//! The backup repository.
+//! A backup repository: many backups of many clusters in one place, with a catalog derived from
+//! what is stored (never a mutable index).
+//!
+//! Layout (object names from [`crate::storage::key`]):
+//! ```text
+//! <repo>/pgsafe-repo.json                     marker and format (written by the first init)
+//! <repo>/<cluster>/cluster.json               registration: system identifier, major, WAL
+//!                                             segment size, PGDATA as given (written once)
+//! <repo>/<cluster>/backups/<ID>/              a plain pgsafe backup folder (what a backup to a
+//!                                             folder writes; pg_verifybackup reads it)
+//! <repo>/<cluster>/events/<time>-<kind>-<rand>.json   pin, unpin, verified, expire-started
+//! <repo>/<cluster>/leases/<kind>-<holder>-<seq>.json  leases with an expiry
+//! ```
+//! Every object is written once (create-only) and never changed in place; what the repository
+//! holds is [`catalog::derive`]d from listings and these immutable documents, so a crash at any
+//! point leaves a repository whose catalog is right: a backup folder without `pgsafe.json` is
+//! running while its lease is live and incomplete after.
+//!
+//! # The ordering contract between backups and expire
+//!
+//! A backup writes its lease ([`lease`]) **before** it creates its folder, keeps a live lease
+//! until it has written `pgsafe.json` (renewal writes the next lease before deleting the
+//! previous one), and deletes it only after. [`load_catalog`] lists the backup folders
+//! **first** and the leases **second**. So a folder seen in the first listing either already
+//! had `pgsafe.json`, or its lease was visible when the leases were listed (it was written before
+//! the folder existed, and is removed only after `pgsafe.json` is there): a running backup is
+//! never taken for an interrupted one, even when it runs on another host. Anything that deletes
+//! incomplete backups (expire) must decide from a catalog loaded this way
+//! ([`catalog::BackupEntry::in_progress`]), and must not reuse a catalog loaded before a lease
+//! could have expired and been renewed under a clock-skew margin ([`LeaseTiming`]).
 
+use std::path::{Path, PathBuf};
+
+use crate::layout::{COMPLETE_MARKER, SMALL_FILE_LIMIT};
+use crate::plan::RelPath;
+use crate::storage::key::{BackupAt, backup_prefix, repo_prefix};
+use crate::storage::{
+    Backend, EntryKind, ErrorKind, FileType, Ident, Key, LocalBackend, ObjectName, PutOptions,
+    PutOutcome, StorageError,
+};
+
+pub mod catalog;
+pub mod doc;
+pub mod id;
+pub mod lease;
 pub mod retention;
+#[cfg(test)]
+pub(crate) mod testdata;
+#[cfg(test)]
+mod tests;
+
+pub use catalog::{BackupEntry, BackupState, Catalog};
+pub use doc::{Event, EventKind, LeaseDoc, REPO_FORMAT, Registration, RepoMarker, VerifyResult};
+pub use lease::{Lease, LeaseTiming};
+
+/// Largest repository document read (a registration, an event, a lease).
+const DOC_LIMIT: u64 = 1 << 20;
+
+/// What went wrong with a repository.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(
+        "{path} is not a pgsafe repository: it has no pgsafe-repo.json. Initialise it with pgsafe \
+         init, or check the path"
+    )]
+    NotARepository { path: PathBuf },
+    #[error(
+        "{path} is not empty and is not a pgsafe repository (no pgsafe-repo.json): a repository \
+         is created in a new or empty folder; choose another path"
+    )]
+    NotEmpty { path: PathBuf },
+    #[error(
+        "cluster {cluster} is not registered in the repository: register it first (pgsafe init \
+         with its data directory and connection)"
+    )]
+    NotRegistered { cluster: Ident },
+    #[error(
+        "the name {cluster} is registered for another cluster: {why}. Each name stands for one \
+         PostgreSQL cluster (one initdb); register this server under another name"
+    )]
+    OtherCluster { cluster: Ident, why: String },
+    #[error("{object} in the repository cannot be read: {source}")]
+    Doc {
+        object: String,
+        #[source]
+        source: doc::DocError,
+    },
+    #[error("repository: {0}")]
+    Storage(#[from] StorageError),
+    #[error("no backup {id} of cluster {cluster} in the repository")]
+    NoSuchBackup { cluster: Ident, id: String },
+    #[error("backup {id} of cluster {cluster} is {state}: {why}")]
+    NotUsable {
+        cluster: Ident,
+        id: Ident,
+        state: &'static str,
+        why: String,
+    },
+    #[error(
+        "cluster {cluster} has no complete backup that can be used (none, or every one failed \
+         verification)"
+    )]
+    NoLatest { cluster: Ident },
+    #[error(
+        "{path} is not a folder (a symbolic link or another file): a repository's folders are \
+         never followed through links"
+    )]
+    NotAFolder { path: PathBuf },
+    #[error("create {path}: {source}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A repository in a local folder.
+#[derive(Debug)]
+pub struct Repository {
+    backend: LocalBackend,
+}
+
+impl Repository {
+    /// Opens the repository at `path`; a folder without the marker is refused.
+    pub fn open(path: &Path) -> Result<Repository, RepoError> {
+        let backend = match LocalBackend::open(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(RepoError::NotARepository {
+                    path: path.to_owned(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let name = marker_name()?;
+        match backend.get(&name, DOC_LIMIT) {
+            Ok(bytes) => {
+                RepoMarker::parse(&bytes).map_err(|source| RepoError::Doc {
+                    object: name.to_string(),
+                    source,
+                })?;
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(RepoError::NotARepository {
+                    path: path.to_owned(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Repository { backend })
+    }
+
+    /// Opens the repository at `path`, creating it (the folder if missing, and the marker) when
+    /// `path` is missing or an empty folder. A non-empty folder without the marker is refused.
+    pub fn create(path: &Path) -> Result<Repository, RepoError> {
+        let backend = LocalBackend::create(path)?;
+        let name = marker_name()?;
+        match backend.get(&name, DOC_LIMIT) {
+            Ok(_) => return Repository::open(path),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        let empty = std::fs::read_dir(path)
+            .map_err(|source| RepoError::Create {
+                path: path.to_owned(),
+                source,
+            })?
+            .next()
+            .is_none();
+        if !empty {
+            return Err(RepoError::NotEmpty {
+                path: path.to_owned(),
+            });
+        }
+        let marker = RepoMarker {
+            format: REPO_FORMAT,
+            created_at: doc::format_time(doc::now_us()),
+            pgsafe_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        // Two inits racing: one creates the marker, the other finds another one (Conflict):
+        // either way the folder is a repository now.
+        match backend.put(&name, &marker.to_json(), PutOptions::default()) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Conflict => {}
+            Err(e) => return Err(e.into()),
+        }
+        Repository::open(path)
+    }
+
+    /// The repository's folder.
+    pub fn root(&self) -> &Path {
+        self.backend.root()
+    }
+
+    /// The storage the repository's objects are read and written through.
+    pub fn backend(&self) -> &LocalBackend {
+        &self.backend
+    }
+
+    /// The registration of `cluster`.
+    pub fn registration(&self, cluster: &Ident) -> Result<Registration, RepoError> {
+        read_registration(&self.backend, cluster)
+    }
+
+    /// Registers `reg.cluster` (once): the same cluster registered again is success
+    /// (`Ok(false)`), another cluster under the name is refused.
+    pub fn register(&self, reg: &Registration) -> Result<bool, RepoError> {
+        let name = Key::Cluster {
+            cluster: &reg.cluster,
+        }
+        .name()?;
+        loop {
+            match read_registration(&self.backend, &reg.cluster) {
+                Ok(old) => {
+                    return if old.same_cluster(
+                        reg.system_identifier,
+                        reg.server_version,
+                        reg.wal_segment_size,
+                    ) {
+                        Ok(false)
+                    } else {
+                        Err(RepoError::OtherCluster {
+                            cluster: reg.cluster.clone(),
+                            why: describe_difference(&old, reg),
+                        })
+                    };
+                }
+                Err(RepoError::NotRegistered { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            match self
+                .backend
+                .put(&name, &reg.to_json(), PutOptions::default())
+            {
+                Ok(PutOutcome::Created | PutOutcome::AlreadyPresent) => return Ok(true),
+                // Another init won the race: compare with what it registered.
+                Err(e) if e.kind() == ErrorKind::Conflict => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The catalog of `cluster` (see [`load_catalog`]).
+    pub fn catalog(&self, cluster: &Ident, timing: LeaseTiming) -> Result<Catalog, RepoError> {
+        load_catalog(&self.backend, cluster, timing)
+    }
+
+    /// Records an event for `cluster`; returns its object name.
+    pub fn record_event(&self, cluster: &Ident, what: EventKind) -> Result<String, RepoError> {
+        record_event(&self.backend, cluster, what)
+    }
+
+    /// The folder of backup `id` of `cluster`, checked to be a real folder reached without
+    /// links (the repository's root is the operator's; everything below is not followed).
+    pub fn backup_folder(&self, cluster: &Ident, id: &Ident) -> Result<PathBuf, RepoError> {
+        let mut path = self.root().to_path_buf();
+        for c in [cluster.as_str(), "backups", id.as_str()] {
+            path.push(c);
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(RepoError::NotAFolder { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(RepoError::NoSuchBackup {
+                        cluster: cluster.clone(),
+                        id: id.to_string(),
+                    });
+                }
+                Err(source) => return Err(RepoError::Create { path, source }),
+            }
+        }
+        Ok(path)
+    }
+
+    /// The backup `which` (an ID, or `latest`) of `cluster`: a complete backup of the
+    /// registered cluster, and its folder.
+    pub fn resolve(
+        &self,
+        cluster: &Ident,
+        which: Option<&str>,
+        timing: LeaseTiming,
+    ) -> Result<(BackupEntry, PathBuf), RepoError> {
+        let catalog = self.catalog(cluster, timing)?;
+        let entry = match which {
+            None | Some("latest") => catalog
+                .latest()
+                .ok_or_else(|| RepoError::NoLatest {
+                    cluster: cluster.clone(),
+                })?
+                .clone(),
+            Some(id) => {
+                let e = catalog
+                    .get(id)
+                    .ok_or_else(|| RepoError::NoSuchBackup {
+                        cluster: cluster.clone(),
+                        id: id.escape_debug().to_string(),
+                    })?
+                    .clone();
+                let why = match &e.state {
+                    BackupState::Complete => None,
+                    BackupState::Running => Some("it is still being written".to_owned()),
+                    BackupState::Incomplete => {
+                        Some("it was interrupted and has no pgsafe.json".to_owned())
+                    }
+                    BackupState::Corrupt { reason } | BackupState::Foreign { reason } => {
+                        Some(reason.clone())
+                    }
+                };
+                if let Some(why) = why {
+                    return Err(RepoError::NotUsable {
+                        cluster: cluster.clone(),
+                        id: e.id.clone(),
+                        state: e.state.name(),
+                        why,
+                    });
+                }
+                e
+            }
+        };
+        let folder = self.backup_folder(cluster, &entry.id)?;
+        Ok((entry, folder))
+    }
+}
+
+fn marker_name() -> Result<ObjectName, RepoError> {
+    Ok(Key::Repository.name()?)
+}
+
+fn describe_difference(old: &Registration, new: &Registration) -> String {
+    if old.system_identifier != new.system_identifier {
+        format!(
+            "registered with system identifier {}, this server has {}",
+            old.system_identifier, new.system_identifier
+        )
+    } else if old.server_version.major() != new.server_version.major() {
+        format!(
+            "registered as PostgreSQL {}, this server is {}",
+            old.server_version.major_name(),
+            new.server_version
+        )
+    } else {
+        format!(
+            "registered with WAL segments of {} bytes, this server's are {}",
+            old.wal_segment_size.bytes(),
+            new.wal_segment_size.bytes()
+        )
+    }
+}
+
+/// Reads the registration of `cluster`.
+pub fn read_registration(b: &dyn Backend, cluster: &Ident) -> Result<Registration, RepoError> {
+    let name = Key::Cluster { cluster }.name()?;
+    let bytes = match b.get(&name, DOC_LIMIT) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(RepoError::NotRegistered {
+                cluster: cluster.clone(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Registration::parse(&bytes).map_err(|source| RepoError::Doc {
+        object: name.to_string(),
+        source,
+    })
+}
+
+/// Records an event; returns its object name (`<time>-<kind>-<random>`, create-only).
+pub fn record_event(
+    b: &dyn Backend,
+    cluster: &Ident,
+    what: EventKind,
+) -> Result<String, RepoError> {
+    let now = doc::now_us();
+    let stamp = chrono::DateTime::from_timestamp_micros(now)
+        .unwrap_or_default()
+        .format("%Y%m%dT%H%M%S%.6fZ")
+        .to_string();
+    let ev = Event {
+        format: REPO_FORMAT,
+        time: doc::format_time(now),
+        host: doc::host_name(),
+        pgsafe_version: env!("CARGO_PKG_VERSION").into(),
+        what,
+    };
+    let bytes = ev.to_json();
+    loop {
+        let n = Ident::new(format!(
+            "{stamp}-{}-{:08x}",
+            ev.what.name(),
+            fastrand::u32(..)
+        ))?;
+        let name = Key::Event { cluster, name: &n }.name()?;
+        match b.put(&name, &bytes, PutOptions::default()) {
+            Ok(PutOutcome::Created) => return Ok(name.to_string()),
+            // A random name taken: draw another.
+            Ok(PutOutcome::AlreadyPresent) => return Ok(name.to_string()),
+            Err(e) if e.kind() == ErrorKind::Conflict => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Loads the catalog of `cluster`: the registration, then the backup folders (one listing of
+/// `backups/` and each folder's `pgsafe.json`), then the leases, then the events — folders
+/// before leases, as the ordering contract in the module documentation requires.
+pub fn load_catalog(
+    b: &dyn Backend,
+    cluster: &Ident,
+    timing: LeaseTiming,
+) -> Result<Catalog, RepoError> {
+    use catalog::{InfoDoc, Observed, ObservedEntry, ObservedKind};
+    let registration = read_registration(b, cluster)?;
+    let prefix = |ty| {
+        repo_prefix(cluster, ty)
+            .ok_or_else(|| StorageError::new(ErrorKind::InvalidName, "list", cluster))
+    };
+    let complete = RelPath::from_bytes(COMPLETE_MARKER.as_bytes());
+    let mut entries = Vec::new();
+    for e in b.list_entries(&prefix(FileType::BackupFile)?)? {
+        let kind = match e.kind {
+            EntryKind::Object { .. } => ObservedKind::File,
+            EntryKind::NotAnObject => ObservedKind::NotAnObject,
+            EntryKind::Prefix => {
+                let doc = match std::str::from_utf8(&e.name)
+                    .ok()
+                    .and_then(|s| Ident::new(s).ok())
+                {
+                    // Not an ID: reported by the catalog, never read.
+                    None => InfoDoc::Missing,
+                    Some(id) => {
+                        let key = Key::BackupFile {
+                            at: BackupAt::Repo {
+                                cluster,
+                                backup: &id,
+                            },
+                            path: &complete,
+                        };
+                        match b.get(&key.name()?, SMALL_FILE_LIMIT) {
+                            Ok(bytes) => InfoDoc::Bytes(bytes),
+                            Err(e) if e.kind() == ErrorKind::NotFound => InfoDoc::Missing,
+                            Err(e) => InfoDoc::Unreadable(e.to_string()),
+                        }
+                    }
+                };
+                ObservedKind::Folder(doc)
+            }
+        };
+        entries.push(ObservedEntry { name: e.name, kind });
+    }
+    // Now is taken before the leases are read: the earlier, the longer a lease counts as live.
+    let now_us = doc::now_us();
+    let leases = read_docs(b, &prefix(FileType::Lease)?, LeaseDoc::parse)?;
+    let events = read_docs(b, &prefix(FileType::Event)?, Event::parse)?;
+    let obs = Observed {
+        registration,
+        entries,
+        leases,
+        events,
+        now_us,
+        clock_skew_us: timing.skew_us(),
+    };
+    Ok(catalog::derive(cluster, obs))
+}
+
+fn read_docs<T>(
+    b: &dyn Backend,
+    prefix: &ObjectName,
+    parse: fn(&[u8]) -> Result<T, doc::DocError>,
+) -> Result<Vec<catalog::ObservedDoc<T>>, RepoError> {
+    let mut out = Vec::new();
+    for o in b.list(Some(prefix))? {
+        let doc = match b.get(&o.name, DOC_LIMIT) {
+            Ok(bytes) => parse(&bytes).map_err(|e| e.to_string()),
+            // Deleted since the listing (a renewed lease's predecessor): gone, not unreadable.
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => Err(e.to_string()),
+        };
+        out.push(catalog::ObservedDoc {
+            name: o.name.to_string(),
+            doc,
+        });
+    }
+    Ok(out)
+}
+
+/// The object-name prefix of backup `id`'s files (for callers deleting a backup).
+pub fn backup_objects(cluster: &Ident, id: &Ident) -> Result<ObjectName, RepoError> {
+    Ok(backup_prefix(cluster, id)?)
+}

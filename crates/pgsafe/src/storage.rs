@@ -62,6 +62,26 @@ pub struct ObjectInfo {
     pub size: u64,
 }
 
+/// What one entry directly under a prefix is, as [`Backend::list_entries`] finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// An object of this size.
+    Object { size: u64 },
+    /// A prefix: more objects lie below it (a folder of a local backend).
+    Prefix,
+    /// Something that is neither (a symbolic link or special file of a local backend): never
+    /// followed or read, reported by callers that must account for every entry.
+    NotAnObject,
+}
+
+/// One entry directly under a prefix: its last name component (bytes as stored; not checked
+/// as an object name component, so that odd names can be reported) and what it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub name: Vec<u8>,
+    pub kind: EntryKind,
+}
+
 /// What a successful put did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PutOutcome {
@@ -136,6 +156,35 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// objects for `None`, sorted by name, with their sizes. A prefix with nothing under it
     /// gives an empty list. Objects being written are not listed.
     fn list(&self, prefix: Option<&ObjectName>) -> Result<Vec<ObjectInfo>>;
+
+    /// The entries directly under `prefix` (one level, like a listing with a delimiter in
+    /// object storage), sorted by name: what a repository's catalog reads instead of every
+    /// object of every backup. Temporary files of puts in progress are left out.
+    fn list_entries(&self, prefix: &ObjectName) -> Result<Vec<Entry>> {
+        let mut out: Vec<Entry> = Vec::new();
+        let skip = prefix.as_bytes().len() + 1;
+        for o in self.list(Some(prefix))? {
+            let rest = o.name.as_bytes().get(skip..).unwrap_or_default();
+            let (first, deeper) = match rest.iter().position(|b| *b == b'/') {
+                Some(i) => (&rest[..i], true),
+                None => (rest, false),
+            };
+            if out.last().is_some_and(|e| e.name == first) {
+                continue;
+            }
+            out.push(Entry {
+                name: first.to_vec(),
+                kind: if deeper {
+                    EntryKind::Prefix
+                } else {
+                    EntryKind::Object { size: o.size }
+                },
+            });
+        }
+        // Whole names sort "a.x" before "a/b": sort by the component.
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
 
     /// The size of one object.
     fn size(&self, name: &ObjectName) -> Result<u64>;

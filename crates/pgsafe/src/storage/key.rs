@@ -3,7 +3,8 @@
 //!
 //! A plain backup folder (`pgsafe backup --target DIR`) is a backend whose root is the backup:
 //! its files are named exactly as in PGDATA so the folder stays what pg_verifybackup reads. In
-//! a repository, objects are grouped by cluster: `<cluster>/cluster.json`,
+//! a repository, the marker `pgsafe-repo.json` lies at the root and objects are grouped by
+//! cluster: `<cluster>/cluster.json`,
 //! `<cluster>/backups/<id>/…`, `<cluster>/wal/<timeline>/…`, `<cluster>/events/…`,
 //! `<cluster>/leases/…`.
 
@@ -77,6 +78,7 @@ pub enum FileType {
     Event,
     Lease,
     Cluster,
+    Repository,
 }
 
 /// One object, typed.
@@ -102,6 +104,8 @@ pub enum Key<'a> {
     },
     /// A cluster's registration in a repository.
     Cluster { cluster: &'a Ident },
+    /// The marker that makes a folder a repository (its format number).
+    Repository,
 }
 
 impl Key<'_> {
@@ -112,6 +116,7 @@ impl Key<'_> {
             Key::Event { .. } => FileType::Event,
             Key::Lease { .. } => FileType::Lease,
             Key::Cluster { .. } => FileType::Cluster,
+            Key::Repository => FileType::Repository,
         }
     }
 
@@ -164,23 +169,28 @@ impl Key<'_> {
                 holder,
             } => ObjectName::new(format!("{cluster}/leases/{kind}-{holder}.json")),
             Key::Cluster { cluster } => ObjectName::new(format!("{cluster}/cluster.json")),
+            Key::Repository => ObjectName::new(REPOSITORY_MARKER),
         }
     }
 }
+
+/// The repository marker's name, at the root.
+pub const REPOSITORY_MARKER: &str = "pgsafe-repo.json";
 
 fn wal_dir(cluster: &Ident, timeline: TimelineId) -> String {
     format!("{cluster}/wal/{}", timeline.hex())
 }
 
 /// The prefix under which a cluster's objects of one kind lie in a repository (for
-/// [`super::Backend::list`]); `None` for [`FileType::Cluster`], a single object.
+/// [`super::Backend::list`]); `None` for [`FileType::Cluster`] and [`FileType::Repository`],
+/// single objects.
 pub fn repo_prefix(cluster: &Ident, ty: FileType) -> Option<ObjectName> {
     let sub = match ty {
         FileType::BackupFile => "backups",
         FileType::Wal => "wal",
         FileType::Event => "events",
         FileType::Lease => "leases",
-        FileType::Cluster => return None,
+        FileType::Cluster | FileType::Repository => return None,
     };
     ObjectName::new(format!("{cluster}/{sub}")).ok()
 }
@@ -188,4 +198,18 @@ pub fn repo_prefix(cluster: &Ident, ty: FileType) -> Option<ObjectName> {
 /// The prefix of one backup's files in a repository.
 pub fn backup_prefix(cluster: &Ident, backup: &Ident) -> Result<ObjectName> {
     ObjectName::new(format!("{cluster}/backups/{backup}"))
+}
+
+// In documents (a lease's holder, an event's backup) an ident is a string, checked when read.
+impl serde::Serialize for Ident {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Ident {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ident::new(s).map_err(serde::de::Error::custom)
+    }
 }

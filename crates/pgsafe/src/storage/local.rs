@@ -34,7 +34,8 @@ use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 use super::error::{ErrorKind, Result, StorageError, errno_kind};
 use super::name::{ObjectName, TEMP_MARKER};
 use super::{
-    Backend, Durability, ObjectInfo, ObjectReader, ObjectWriter, PutOptions, PutOutcome, same_bytes,
+    Backend, Durability, Entry, EntryKind, ObjectInfo, ObjectReader, ObjectWriter, PutOptions,
+    PutOutcome, same_bytes,
 };
 
 /// Mode of folders the backend creates.
@@ -270,6 +271,53 @@ impl Backend for LocalBackend {
                     });
                 }
             }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn list_entries(&self, prefix: &ObjectName) -> Result<Vec<Entry>> {
+        let comps: Vec<&[u8]> = prefix.components().collect();
+        let fd = match self.open_dirs(&comps, None) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(Vec::new()),
+            Err(Errno::ENOTDIR) => {
+                return match self.path_error(Errno::ENOTDIR, &comps, "list", prefix) {
+                    e if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+                    e => Err(e),
+                };
+            }
+            Err(e) => return Err(nix_error(e, "list", prefix)),
+        };
+        let dir_fd = fd
+            .try_clone()
+            .map_err(|e| StorageError::io("list", prefix, e))?;
+        let mut dir = nix::dir::Dir::from_fd(fd).map_err(|e| nix_error(e, "list", prefix))?;
+        let mut out = Vec::new();
+        for entry in dir.iter() {
+            let entry = entry.map_err(|e| nix_error(e, "list", prefix))?;
+            let n = entry.file_name().to_bytes();
+            if n == b"." || n == b".." || n.starts_with(TEMP_MARKER.as_bytes()) {
+                continue;
+            }
+            let kind = match fstatat(
+                dir_fd.as_fd(),
+                OsStr::from_bytes(n),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                Ok(st) if is(&st, SFlag::S_IFDIR) => EntryKind::Prefix,
+                Ok(st) if is(&st, SFlag::S_IFREG) => EntryKind::Object {
+                    size: u64::try_from(st.st_size).unwrap_or(0),
+                },
+                Ok(_) => EntryKind::NotAnObject,
+                // Deleted while listing.
+                Err(Errno::ENOENT) => continue,
+                Err(e) => return Err(nix_error(e, "list", prefix)),
+            };
+            out.push(Entry {
+                name: n.to_vec(),
+                kind,
+            });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)

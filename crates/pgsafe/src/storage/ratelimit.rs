@@ -130,6 +130,10 @@ impl<B: Backend> Backend for RateLimit<B> {
         self.inner.list(prefix)
     }
 
+    fn list_entries(&self, prefix: &ObjectName) -> Result<Vec<super::Entry>> {
+        self.inner.list_entries(prefix)
+    }
+
     fn size(&self, name: &ObjectName) -> Result<u64> {
         self.inner.size(name)
     }

@@ -118,6 +118,10 @@ impl<B: Backend> Backend for Retry<B> {
         self.run(|| self.inner.list(prefix))
     }
 
+    fn list_entries(&self, prefix: &ObjectName) -> Result<Vec<super::Entry>> {
+        self.run(|| self.inner.list_entries(prefix))
+    }
+
     fn size(&self, name: &ObjectName) -> Result<u64> {
         self.run(|| self.inner.size(name))
     }

@@ -1,0 +1,429 @@
+//! The catalog: what a repository holds for one cluster, derived from what is stored and never
+//! stored itself (no mutable index that a crash could leave half-written or that two writers
+//! could race on). [`derive`] is pure: the listing of `<cluster>/backups/` and the documents
+//! read ([`Observed`]) in, the [`Catalog`] out; [`super::load_catalog`] does the reading.
+//!
+//! Each backup folder is in one [`BackupState`]:
+//! * complete: `pgsafe.json` parses in a format this pgsafe reads, and names the registered
+//!   cluster (system identifier, major version, WAL segment size);
+//! * running: no `pgsafe.json` yet, and a live lease of a backup holds its ID;
+//! * incomplete: no `pgsafe.json` and no live lease: interrupted (expire removes it);
+//! * corrupt: `pgsafe.json` cannot be read or parsed, or its format is newer than this pgsafe;
+//! * foreign: `pgsafe.json` is of another cluster than the registered one (planted, or copied
+//!   in by mistake).
+//!
+//! Corrupt and foreign backups are reported and never used (never `latest`, never restored by
+//! the catalog's choice). Entries of `backups/` that are not backup folders (a name that is not
+//! an ID, a symbolic link, a file) are reported as [`OddEntry`]s and never followed.
+//!
+//! Events fold in by time (then by object name, which starts with the time): the latest pin or
+//! unpin of a backup decides whether it is pinned; the latest verification is the backup's
+//! verification state.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::doc::{Event, EventKind, LeaseDoc, Registration, VerifyResult, parse_time};
+use crate::info::BackupInfo;
+use crate::storage::Ident;
+use crate::types::{Lsn, TimelineId};
+
+/// What `pgsafe.json` of a backup folder was found to be.
+#[derive(Debug, Clone)]
+pub enum InfoDoc {
+    /// No `pgsafe.json`.
+    Missing,
+    /// Its bytes.
+    Bytes(Vec<u8>),
+    /// It could not be read (why).
+    Unreadable(String),
+}
+
+/// What an entry directly under `<cluster>/backups/` is.
+#[derive(Debug, Clone)]
+pub enum ObservedKind {
+    /// A folder, with its `pgsafe.json`.
+    Folder(InfoDoc),
+    /// A file where a backup folder should be.
+    File,
+    /// A symbolic link or special file.
+    NotAnObject,
+}
+
+/// An entry directly under `<cluster>/backups/`.
+#[derive(Debug, Clone)]
+pub struct ObservedEntry {
+    pub name: Vec<u8>,
+    pub kind: ObservedKind,
+}
+
+/// A document read from the repository: its object name, and the document or why it is
+/// unreadable.
+#[derive(Debug, Clone)]
+pub struct ObservedDoc<T> {
+    pub name: String,
+    pub doc: Result<T, String>,
+}
+
+/// Everything the catalog is derived from.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub registration: Registration,
+    /// Listed before the leases (see the ordering contract in [`crate::repo`]).
+    pub entries: Vec<ObservedEntry>,
+    pub leases: Vec<ObservedDoc<LeaseDoc>>,
+    pub events: Vec<ObservedDoc<Event>>,
+    /// Now, in microseconds since the epoch.
+    pub now_us: i64,
+    /// How far another host's clock may be behind ours: a lease counts as live until its expiry
+    /// plus this margin.
+    pub clock_skew_us: i64,
+}
+
+/// The state of one backup folder (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum BackupState {
+    Complete,
+    Running,
+    Incomplete,
+    Corrupt { reason: String },
+    Foreign { reason: String },
+}
+
+impl BackupState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            BackupState::Complete => "complete",
+            BackupState::Running => "running",
+            BackupState::Incomplete => "incomplete",
+            BackupState::Corrupt { .. } => "corrupt",
+            BackupState::Foreign { .. } => "foreign",
+        }
+    }
+}
+
+/// The latest verification of a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    pub result: VerifyResult,
+    pub problems: u64,
+    pub time: String,
+    pub pgsafe_version: String,
+}
+
+/// One backup of the catalog.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupEntry {
+    pub id: Ident,
+    #[serde(flatten)]
+    pub state: BackupState,
+    /// `pgsafe.json` (complete backups; foreign ones too, for the report).
+    #[serde(skip)]
+    pub info: Option<BackupInfo>,
+    pub pinned: bool,
+    pub verification: Option<Verification>,
+    /// The live lease of a running backup.
+    pub lease: Option<LeaseDoc>,
+}
+
+impl BackupEntry {
+    pub fn is_complete(&self) -> bool {
+        self.state == BackupState::Complete
+    }
+
+    /// Being written: a live lease holds it and it has no `pgsafe.json` yet. Never delete it.
+    pub fn in_progress(&self) -> bool {
+        self.state == BackupState::Running
+    }
+
+    /// Whether the latest verification found problems.
+    pub fn failed_verification(&self) -> bool {
+        self.verification
+            .as_ref()
+            .is_some_and(|v| v.result == VerifyResult::Failed)
+    }
+
+    /// The lineage order of complete backups: timeline, then stop LSN, then start time, then
+    /// ID only to break exact ties. `None` without `pgsafe.json`.
+    pub fn lineage_key(&self) -> Option<(TimelineId, Lsn, i64)> {
+        self.info
+            .as_ref()
+            .map(|i| (i.stop_tli, i.stop_lsn, i.started_at))
+    }
+}
+
+/// An entry of `backups/` that is not a backup folder: reported, never followed or used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OddEntry {
+    /// The name, control characters escaped.
+    pub name: String,
+    pub why: String,
+}
+
+/// A lease found in the repository.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseState {
+    pub object: String,
+    pub lease: LeaseDoc,
+    pub live: bool,
+}
+
+/// The derived state of one cluster in a repository.
+#[derive(Debug, Clone, Serialize)]
+pub struct Catalog {
+    pub cluster: Ident,
+    pub registration: Registration,
+    /// Complete and foreign backups with a readable `pgsafe.json` in lineage order (oldest
+    /// first), then the others by ID.
+    pub backups: Vec<BackupEntry>,
+    pub odd_entries: Vec<OddEntry>,
+    pub leases: Vec<LeaseState>,
+    /// Leases and events that could not be read (object and why): reported, and an unreadable
+    /// lease keeps the backup its name mentions counted as running.
+    pub unreadable: Vec<OddEntry>,
+}
+
+impl Catalog {
+    /// The backup `id`.
+    pub fn get(&self, id: &str) -> Option<&BackupEntry> {
+        self.backups.iter().find(|b| b.id.as_str() == id)
+    }
+
+    /// The newest complete backup in lineage order whose latest verification did not fail.
+    pub fn latest(&self) -> Option<&BackupEntry> {
+        self.backups
+            .iter()
+            .filter(|b| b.is_complete() && !b.failed_verification())
+            .max_by(|a, b| {
+                a.lineage_key()
+                    .cmp(&b.lineage_key())
+                    .then_with(|| a.id.cmp(&b.id))
+            })
+    }
+
+    /// Complete backups, oldest first in lineage order.
+    pub fn complete(&self) -> impl Iterator<Item = &BackupEntry> {
+        self.backups.iter().filter(|b| b.is_complete())
+    }
+
+    /// Backups being written (live lease, no `pgsafe.json`): never to be deleted.
+    pub fn in_progress(&self) -> impl Iterator<Item = &BackupEntry> {
+        self.backups.iter().filter(|b| b.in_progress())
+    }
+}
+
+/// Derives the catalog; pure (see the module documentation).
+pub fn derive(cluster: &Ident, obs: Observed) -> Catalog {
+    let reg = &obs.registration;
+    let mut odd = Vec::new();
+    let mut unreadable = Vec::new();
+
+    // Leases: live ones by backup ID; unreadable ones keep the IDs their names mention running.
+    let mut leases = Vec::new();
+    let mut live_backup: BTreeMap<String, LeaseDoc> = BTreeMap::new();
+    let mut unreadable_lease_names = Vec::new();
+    for l in obs.leases {
+        match l.doc {
+            Ok(doc) => {
+                let live = doc.expires_us().saturating_add(obs.clock_skew_us) > obs.now_us;
+                if live && doc.kind.as_str() == "backup" {
+                    if let Some(b) = &doc.backup {
+                        let keep = live_backup
+                            .get(b.as_str())
+                            .is_none_or(|old| old.seq < doc.seq);
+                        if keep {
+                            live_backup.insert(b.as_str().to_owned(), doc.clone());
+                        }
+                    }
+                }
+                leases.push(LeaseState {
+                    object: l.name,
+                    lease: doc,
+                    live,
+                });
+            }
+            Err(why) => {
+                unreadable_lease_names.push(l.name.clone());
+                unreadable.push(OddEntry {
+                    name: l.name,
+                    why: format!("lease: {why}"),
+                });
+            }
+        }
+    }
+
+    // Events in time order, then by name (which starts with the time).
+    let mut events: Vec<(i64, String, Event)> = Vec::new();
+    for e in obs.events {
+        match e.doc {
+            Ok(doc) => {
+                let t = parse_time(&doc.time).unwrap_or(i64::MIN);
+                events.push((t, e.name, doc));
+            }
+            Err(why) => unreadable.push(OddEntry {
+                name: e.name,
+                why: format!("event: {why}"),
+            }),
+        }
+    }
+    events.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let mut pinned: BTreeMap<String, bool> = BTreeMap::new();
+    let mut verified: BTreeMap<String, Verification> = BTreeMap::new();
+    for (_, _, ev) in events {
+        match ev.what {
+            EventKind::Pin { backup } => {
+                pinned.insert(backup.as_str().to_owned(), true);
+            }
+            EventKind::Unpin { backup } => {
+                pinned.insert(backup.as_str().to_owned(), false);
+            }
+            EventKind::Verified {
+                backup,
+                result,
+                problems,
+            } => {
+                verified.insert(
+                    backup.as_str().to_owned(),
+                    Verification {
+                        result,
+                        problems,
+                        time: ev.time,
+                        pgsafe_version: ev.pgsafe_version,
+                    },
+                );
+            }
+            EventKind::ExpireStarted { .. } | EventKind::Unknown => {}
+        }
+    }
+
+    let mut backups = Vec::new();
+    for entry in obs.entries {
+        let shown = String::from_utf8_lossy(&entry.name)
+            .escape_debug()
+            .to_string();
+        let info_doc = match entry.kind {
+            ObservedKind::File => {
+                odd.push(OddEntry {
+                    name: shown,
+                    why: "a file where backup folders are: not a backup".into(),
+                });
+                continue;
+            }
+            ObservedKind::NotAnObject => {
+                odd.push(OddEntry {
+                    name: shown,
+                    why: "a symbolic link or special file: never followed, not a backup".into(),
+                });
+                continue;
+            }
+            ObservedKind::Folder(d) => d,
+        };
+        let id = match std::str::from_utf8(&entry.name)
+            .ok()
+            .and_then(|s| Ident::new(s).ok())
+        {
+            Some(id) => id,
+            None => {
+                odd.push(OddEntry {
+                    name: shown,
+                    why: "a folder whose name is not a backup ID: not used".into(),
+                });
+                continue;
+            }
+        };
+        let (state, info) = match info_doc {
+            InfoDoc::Missing => {
+                let by_name = unreadable_lease_names
+                    .iter()
+                    .any(|n| lease_name_mentions(n, id.as_str()));
+                if live_backup.contains_key(id.as_str()) || by_name {
+                    (BackupState::Running, None)
+                } else {
+                    (BackupState::Incomplete, None)
+                }
+            }
+            InfoDoc::Unreadable(why) => (
+                BackupState::Corrupt {
+                    reason: format!("pgsafe.json cannot be read: {why}"),
+                },
+                None,
+            ),
+            InfoDoc::Bytes(bytes) => match BackupInfo::parse(&bytes) {
+                Err(e) => (
+                    BackupState::Corrupt {
+                        reason: format!("pgsafe.json: {e}"),
+                    },
+                    None,
+                ),
+                Ok(info) => match foreign_reason(reg, &info) {
+                    Some(reason) => (BackupState::Foreign { reason }, Some(info)),
+                    None => (BackupState::Complete, Some(info)),
+                },
+            },
+        };
+        let lease = match state {
+            BackupState::Running => live_backup.get(id.as_str()).cloned(),
+            _ => None,
+        };
+        backups.push(BackupEntry {
+            pinned: pinned.get(id.as_str()).copied().unwrap_or(false),
+            verification: verified.get(id.as_str()).cloned(),
+            id,
+            state,
+            info,
+            lease,
+        });
+    }
+    backups.sort_by(|a, b| match (a.lineage_key(), b.lineage_key()) {
+        (Some(x), Some(y)) => x.cmp(&y).then_with(|| a.id.cmp(&b.id)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.id.cmp(&b.id),
+    });
+    Catalog {
+        cluster: cluster.clone(),
+        registration: obs.registration,
+        backups,
+        odd_entries: odd,
+        leases,
+        unreadable,
+    }
+}
+
+/// Whether a lease object's name (`…/backup-<id>-<seq>.json`) is about backup `id`.
+fn lease_name_mentions(object: &str, id: &str) -> bool {
+    let file = object.rsplit('/').next().unwrap_or(object);
+    file.strip_prefix("backup-")
+        .and_then(|rest| rest.strip_prefix(id))
+        .is_some_and(|rest| rest.starts_with('-'))
+}
+
+/// Why a backup's `pgsafe.json` is not of the registered cluster, if it is not.
+fn foreign_reason(reg: &Registration, info: &BackupInfo) -> Option<String> {
+    if info.system_identifier != reg.system_identifier {
+        return Some(format!(
+            "system identifier {} is not the registered cluster's {}",
+            info.system_identifier, reg.system_identifier
+        ));
+    }
+    if info.server_version.major() != reg.server_version.major() {
+        return Some(format!(
+            "PostgreSQL {} is not the registered cluster's major version {}",
+            info.server_version,
+            reg.server_version.major_name()
+        ));
+    }
+    if info.wal_segment_size != reg.wal_segment_size {
+        return Some(format!(
+            "WAL segment size {} is not the registered cluster's {}",
+            info.wal_segment_size.bytes(),
+            reg.wal_segment_size.bytes()
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,306 @@
+//! The repository on a real folder: marker, registration, leases, events, the catalog loader.
+
+use std::os::unix::fs::symlink;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use super::testdata::{SYSID, ident, info_json, registration};
+use super::*;
+use crate::types::{PgVersion, SystemId};
+
+fn timing() -> LeaseTiming {
+    LeaseTiming::default()
+}
+
+/// A repository with cluster `main` registered.
+fn repo() -> (tempfile::TempDir, Repository) {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Repository::create(&dir.path().join("repo")).unwrap();
+    assert!(r.register(&registration()).unwrap());
+    (dir, r)
+}
+
+/// Writes a backup folder `id` of `main` with `pgsafe.json` = `info` (None: none).
+fn put_backup(r: &Repository, id: &str, info: Option<Vec<u8>>) {
+    let folder = r.root().join("main/backups").join(id);
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("backup_label"), b"label").unwrap();
+    if let Some(i) = info {
+        std::fs::write(folder.join("pgsafe.json"), i).unwrap();
+    }
+}
+
+#[test]
+fn a_folder_without_the_marker_is_not_a_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Repository::open(dir.path()).unwrap_err();
+    assert!(matches!(e, RepoError::NotARepository { .. }), "{e}");
+    std::fs::write(dir.path().join("precious"), b"x").unwrap();
+    let e = Repository::create(dir.path()).unwrap_err();
+    assert!(matches!(e, RepoError::NotEmpty { .. }), "{e}");
+    // Nothing was written into it.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    let missing = dir.path().join("nope");
+    assert!(matches!(
+        Repository::open(&missing).unwrap_err(),
+        RepoError::NotARepository { .. }
+    ));
+}
+
+#[test]
+fn create_is_idempotent_and_registration_refuses_another_cluster() {
+    let (dir, r) = repo();
+    let again = Repository::create(r.root()).unwrap();
+    // The same cluster again: success, nothing new.
+    assert!(!again.register(&registration()).unwrap());
+    let mut minor = registration();
+    minor.server_version = PgVersion::from_num(150012).unwrap();
+    assert!(!again.register(&minor).unwrap());
+    let mut other = registration();
+    other.system_identifier = SystemId(SYSID + 1);
+    let e = again.register(&other).unwrap_err();
+    assert!(matches!(e, RepoError::OtherCluster { .. }), "{e}");
+    let mut major = registration();
+    major.server_version = PgVersion::from_num(160001).unwrap();
+    assert!(matches!(
+        again.register(&major).unwrap_err(),
+        RepoError::OtherCluster { .. }
+    ));
+    assert_eq!(r.registration(&ident("main")).unwrap(), registration());
+    assert!(matches!(
+        r.registration(&ident("other")).unwrap_err(),
+        RepoError::NotRegistered { .. }
+    ));
+    drop(dir);
+}
+
+#[test]
+fn the_catalog_is_loaded_from_folders_leases_and_events() {
+    let (_dir, r) = repo();
+    let main = ident("main");
+    put_backup(
+        &r,
+        "20261203T100000Z",
+        Some(info_json(SYSID, 15, 1, 0x1000000, 100)),
+    );
+    put_backup(
+        &r,
+        "20261203T110000Z",
+        Some(info_json(SYSID, 15, 1, 0x2000000, 200)),
+    );
+    put_backup(&r, "20261203T120000Z", None);
+    put_backup(&r, "20261203T130000Z", None);
+    put_backup(
+        &r,
+        "planted",
+        Some(info_json(SYSID + 7, 15, 9, 0xff000000, 999)),
+    );
+    // Odd entries: a link to a complete backup elsewhere, a file, a name that is no ID.
+    let elsewhere = r.root().parent().unwrap().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::write(
+        elsewhere.join("pgsafe.json"),
+        info_json(SYSID, 15, 5, 0xfff000000, 5000),
+    )
+    .unwrap();
+    symlink(&elsewhere, r.root().join("main/backups/20261203T140000Z")).unwrap();
+    std::fs::write(r.root().join("main/backups/stray"), b"x").unwrap();
+    std::fs::create_dir(r.root().join("main/backups/bad name")).unwrap();
+
+    let lease = Lease::acquire(
+        r.backend(),
+        &main,
+        &ident("backup"),
+        &ident("20261203T120000Z"),
+        Some(&ident("20261203T120000Z")),
+        timing(),
+    )
+    .unwrap()
+    .unwrap();
+    r.record_event(
+        &main,
+        EventKind::Pin {
+            backup: ident("20261203T100000Z"),
+        },
+    )
+    .unwrap();
+
+    let c = r.catalog(&main, timing()).unwrap();
+    let st = |id: &str| c.get(id).unwrap().state.name();
+    assert_eq!(st("20261203T100000Z"), "complete");
+    assert_eq!(st("20261203T110000Z"), "complete");
+    assert_eq!(st("20261203T120000Z"), "running");
+    assert_eq!(st("20261203T130000Z"), "incomplete");
+    assert_eq!(st("planted"), "foreign");
+    assert!(c.get("20261203T140000Z").is_none());
+    assert_eq!(c.odd_entries.len(), 3, "{:?}", c.odd_entries);
+    assert!(c.get("20261203T100000Z").unwrap().pinned);
+    assert_eq!(c.latest().unwrap().id.as_str(), "20261203T110000Z");
+
+    // Resolving: latest, a chosen ID, and refusals.
+    let (e, folder) = r.resolve(&main, None, timing()).unwrap();
+    assert_eq!(e.id.as_str(), "20261203T110000Z");
+    assert_eq!(folder, r.root().join("main/backups/20261203T110000Z"));
+    assert!(r.resolve(&main, Some("20261203T100000Z"), timing()).is_ok());
+    for bad in [
+        "planted",
+        "20261203T120000Z",
+        "20261203T130000Z",
+        "20261203T140000Z",
+        "../x",
+    ] {
+        let e = r.resolve(&main, Some(bad), timing()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                RepoError::NotUsable { .. } | RepoError::NoSuchBackup { .. }
+            ),
+            "{bad}: {e}"
+        );
+    }
+    assert!(matches!(
+        r.backup_folder(&main, &ident("20261203T140000Z"))
+            .unwrap_err(),
+        RepoError::NotAFolder { .. }
+    ));
+
+    // Released: the backup that never finished is incomplete.
+    lease.release(r.backend()).unwrap();
+    let c = r.catalog(&main, timing()).unwrap();
+    assert_eq!(
+        c.get("20261203T120000Z").unwrap().state.name(),
+        "incomplete"
+    );
+}
+
+#[test]
+fn renewal_replaces_the_lease_and_release_removes_it() {
+    let (_dir, r) = repo();
+    let main = ident("main");
+    // Renewed every 0.5 s; the catalog allows a wide margin so that a loaded machine's late
+    // renewal does not matter to what is checked (renewal replaces, release removes).
+    let t = LeaseTiming {
+        ttl: Duration::from_millis(1500),
+        clock_skew: Duration::from_secs(30),
+    };
+    put_backup(&r, "B", None);
+    let kind = ident("backup");
+    let lease = Lease::acquire(r.backend(), &main, &kind, &ident("B"), Some(&ident("B")), t)
+        .unwrap()
+        .unwrap();
+    // The same holder name again is taken.
+    assert!(
+        Lease::acquire(r.backend(), &main, &kind, &ident("B"), Some(&ident("B")), t)
+            .unwrap()
+            .is_none()
+    );
+    let lost = AtomicBool::new(false);
+    let ((), released) = lease.hold_while(r.backend(), &lost, || {
+        // Several renewals happen; each time exactly one lease is there, and it stays live.
+        let until = Instant::now() + Duration::from_millis(2000);
+        while Instant::now() < until {
+            let c = r.catalog(&main, t).unwrap();
+            assert_eq!(c.get("B").unwrap().state.name(), "running");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let c = r.catalog(&main, t).unwrap();
+        assert!(c.leases.iter().all(|l| l.lease.seq > 0), "{:?}", c.leases);
+    });
+    released.unwrap();
+    assert!(!lost.load(std::sync::atomic::Ordering::SeqCst));
+    let c = r.catalog(&main, t).unwrap();
+    assert!(c.leases.is_empty());
+    assert_eq!(c.get("B").unwrap().state.name(), "incomplete");
+}
+
+#[test]
+fn an_expired_lease_is_dead() {
+    let (_dir, r) = repo();
+    let main = ident("main");
+    let t = LeaseTiming {
+        ttl: Duration::from_millis(1),
+        clock_skew: Duration::ZERO,
+    };
+    put_backup(&r, "B", None);
+    let _held = Lease::acquire(
+        r.backend(),
+        &main,
+        &ident("backup"),
+        &ident("B"),
+        Some(&ident("B")),
+        t,
+    )
+    .unwrap()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let c = r.catalog(&main, t).unwrap();
+    assert_eq!(c.get("B").unwrap().state.name(), "incomplete");
+    // With a clock-skew margin it is still live.
+    let skewed = LeaseTiming {
+        clock_skew: Duration::from_secs(60),
+        ..t
+    };
+    let c = r.catalog(&main, skewed).unwrap();
+    assert_eq!(c.get("B").unwrap().state.name(), "running");
+}
+
+/// Performance: the catalog of 1,000 backups (each with a few files) loaded from a local
+/// repository. Prints the time (no assertion on it); run with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn catalog_of_1000_backups_load_time() {
+    let (_dir, r) = repo();
+    for i in 0..1000u64 {
+        let id = id::backup_id(1_796_317_925_000_000 + i as i64 * 3_600_000_000, 0);
+        put_backup(
+            &r,
+            id.as_str(),
+            Some(info_json(SYSID, 15, 1, 0x1000000 * (i + 1), i as i64)),
+        );
+        for f in ["backup_manifest", "global/pg_control", "base/1/1259"] {
+            let p = r.root().join("main/backups").join(id.as_str()).join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+        if i % 10 == 0 {
+            r.record_event(&ident("main"), EventKind::Pin { backup: id.clone() })
+                .unwrap();
+        }
+    }
+    let t = Instant::now();
+    let c = r.catalog(&ident("main"), timing()).unwrap();
+    let took = t.elapsed();
+    assert_eq!(c.complete().count(), 1000);
+    assert_eq!(c.backups.iter().filter(|b| b.pinned).count(), 100);
+    println!("catalog of 1000 backups (100 events) loaded in {took:?}");
+}
+
+#[test]
+fn local_entries_match_the_listing() {
+    use crate::storage::{Backend, EntryKind, MemoryBackend, ObjectName, PutOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let local = LocalBackend::open(dir.path()).unwrap();
+    let mem = MemoryBackend::default();
+    for n in ["p/a.x", "p/a/b", "p/a/c/d", "p/b", "p/c/d", "q/z"] {
+        let name = ObjectName::new(n).unwrap();
+        local.put(&name, b"12", PutOptions::default()).unwrap();
+        mem.put(&name, b"12", PutOptions::default()).unwrap();
+    }
+    symlink("/", dir.path().join("p/link")).unwrap();
+    let p = ObjectName::new("p").unwrap();
+    let mut l = local.list_entries(&p).unwrap();
+    let m = mem.list_entries(&p).unwrap();
+    let link = l.iter().position(|e| e.name == b"link").unwrap();
+    assert_eq!(l.remove(link).kind, EntryKind::NotAnObject);
+    assert_eq!(l, m);
+    let names: Vec<&[u8]> = m.iter().map(|e| e.name.as_slice()).collect();
+    assert_eq!(names, [&b"a"[..], b"a.x", b"b", b"c"]);
+    assert_eq!(m[1].kind, EntryKind::Object { size: 2 });
+    assert_eq!(m[0].kind, EntryKind::Prefix);
+    assert!(
+        local
+            .list_entries(&ObjectName::new("none").unwrap())
+            .unwrap()
+            .is_empty()
+    );
+}
