@@ -13,10 +13,12 @@
 //! files, the markers, the manifest and the WAL are always stored as they are.
 
 mod listing;
+mod stored;
 #[cfg(test)]
 mod tests;
 
 pub use listing::{HARD_LINK_WHY, Listing, list_backup};
+pub use stored::StoredBackup;
 
 use crate::codec::Compression;
 use crate::plan::RelPath;

@@ -7,7 +7,6 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod backup;
-pub mod beneath;
 pub mod checksum;
 pub mod codec;
 pub mod config;

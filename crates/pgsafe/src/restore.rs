@@ -17,8 +17,9 @@
 //!    (original or remapped; an existing empty one keeps its owner and mode: pgsafe changes
 //!    only what it creates) with `pg_tblspc/<oid>` links to them, then every file written by
 //!    parallel workers (decompressing; mode 0600/0640; owner set when run as root), each
-//!    fsynced. Sources are opened below the backup folder without following links
-//!    ([`crate::beneath`]) and read up to the manifest's size only. Without full verification
+//!    fsynced. Sources are read through the storage backend holding the backup
+//!    ([`crate::layout::StoredBackup`]: below a backup folder without following links, kernel
+//!    copies for its plain files) and up to the manifest's size only. Without full verification
 //!    the checksums are checked while writing.
 //! 3. `backup_label` byte for byte, `tablespace_map` with the restored locations, the recovery
 //!    settings (`recovery.conf` on 10–11; `recovery.signal`/`standby.signal` and
@@ -45,7 +46,7 @@ use serde::Serialize;
 
 use crate::control::{ControlError, SENTINEL_CHECKPOINT, has_sentinel};
 use crate::fsutil::{self, FsError, IoContext};
-use crate::layout::CONTROL_FILE;
+use crate::layout::{CONTROL_FILE, StoredBackup};
 use crate::progress::{Phase, Progress};
 use crate::verify::{Problem, VerifyError};
 
@@ -341,6 +342,14 @@ pub enum RestoreError {
     UnconfirmedLocations(Vec<(u32, PathBuf)>),
 }
 
+/// What a restore reads.
+enum Input {
+    /// A file-system copy of PGDATA (`from_copy`).
+    Copy(Box<Source>),
+    /// A stored backup, verified before its files are read.
+    Stored(StoredBackup),
+}
+
 /// Who gets the restored files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Owner {
@@ -404,6 +413,25 @@ pub fn run_restore(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport, RestoreError> {
+    restore(opts, None, progress)
+}
+
+/// Runs a restore of the stored backup `backup`, in a folder or any other storage backend;
+/// `opts.source` names it (the restore compares that path with the target and the tablespace
+/// locations, and reports it). Not for copies (`from_copy`), which are local folders.
+pub fn run_restore_stored(
+    backup: &StoredBackup,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport, RestoreError> {
+    restore(opts, Some(backup), progress)
+}
+
+fn restore(
+    opts: &RestoreOptions,
+    stored: Option<&StoredBackup>,
+    progress: &dyn Progress,
+) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
     progress.phase(Phase::Preflight);
     // Absolute from here on: the overlap checks, the tablespace links and the start command
@@ -422,14 +450,17 @@ pub fn run_restore(
     };
     opts.recovery.validate().map_err(RestoreError::Recovery)?;
     // Cheap checks first (a full verification can take long): the outline of the source.
-    let copy = if opts.from_copy {
-        Some(Source::copy(&opts.source)?)
+    let input = if opts.from_copy {
+        Input::Copy(Box::new(Source::copy(&opts.source)?))
     } else {
-        None
+        Input::Stored(match stored {
+            Some(b) => b.clone(),
+            None => source::open_folder(&opts.source)?,
+        })
     };
-    let outline = match &copy {
-        Some(s) => s.outline(),
-        None => source::backup_outline(&opts.source)?,
+    let outline = match &input {
+        Input::Copy(s) => s.outline(),
+        Input::Stored(b) => source::backup_outline(b)?,
     };
     if !outline.wal_included && !opts.recovery.has_wal_source() {
         return Err(RestoreError::NoWal {
@@ -470,9 +501,9 @@ pub fn run_restore(
     }
     let map_bytes = tablespace_map_bytes(&tablespaces, outline.version)?;
     let owner = resolve_owner(opts.owner.as_deref(), outline.owner.as_ref(), target)?;
-    let (mut source, verification) = match copy {
-        Some(s) => (s, "none"),
-        None => open_backup(opts, progress)?,
+    let (mut source, verification) = match input {
+        Input::Copy(s) => (*s, "none"),
+        Input::Stored(b) => open_backup(&b, opts, progress)?,
     };
     let dropped = isolation::check_tablespace_changes(&source)?;
     source.warnings.extend(dropped);
@@ -526,11 +557,11 @@ pub fn run_restore(
         }
     }
     let skip_checksums = verification == "full";
-    let beneath = source.beneath.as_ref();
-    let copied = w.copy_files(&source.files, beneath, opts, skip_checksums, progress)?;
+    let store = source.store.as_ref();
+    let copied = w.copy_files(&source.files, store, opts, skip_checksums, progress)?;
 
     progress.phase(Phase::Label);
-    let source_control = w.read_control(&source.control, beneath)?;
+    let source_control = w.read_control(&source.control, store)?;
     let (files_written, config) =
         w.write_small_files(&source, opts, &map_bytes, &source_control)?;
 

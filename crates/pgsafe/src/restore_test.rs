@@ -30,11 +30,10 @@ use std::time::{Duration, Instant};
 use nix::unistd::{Uid, User};
 use serde::Serialize;
 
-use crate::beneath::Beneath;
 use crate::fsutil::{FsError, IoContext};
 use crate::info::{BackupInfo, FileOwner};
 use crate::label::{MapEscaping, TablespaceMap};
-use crate::layout::{COMPLETE_MARKER, MAP_FILE, SMALL_FILE_LIMIT};
+use crate::layout::{COMPLETE_MARKER, MAP_FILE, SMALL_FILE_LIMIT, StoredBackup};
 use crate::progress::{Phase, Progress};
 use crate::restore::{RestoreError, RestoreOptions, TablespaceMapping, TablespaceSelector};
 
@@ -216,9 +215,9 @@ pub enum RestoreTestError {
 /// Reads the backup's `pgsafe.json` (below the folder, no link followed).
 fn read_info(backup: &Path) -> Result<BackupInfo, RestoreTestError> {
     let bad = |why: String| RestoreTestError::NotABackup(backup.to_owned(), why);
-    let b = Beneath::open(backup).map_err(|e| bad(e.to_string()))?;
+    let b = StoredBackup::folder(backup).map_err(|e| bad(e.to_string()))?;
     let bytes = b
-        .read_small(Path::new(COMPLETE_MARKER), SMALL_FILE_LIMIT)
+        .get(COMPLETE_MARKER, SMALL_FILE_LIMIT)
         .map_err(|e| bad(e.to_string()))?
         .ok_or_else(|| bad(format!("{COMPLETE_MARKER} is missing")))?;
     BackupInfo::parse(&bytes).map_err(|e| bad(e.to_string()))
@@ -227,10 +226,10 @@ fn read_info(backup: &Path) -> Result<BackupInfo, RestoreTestError> {
 /// The tablespace OIDs of the backup's `tablespace_map` (none without one). Unreadable or
 /// invalid: none here; the restore reports it.
 fn tablespace_oids(backup: &Path, info: &BackupInfo) -> Vec<u32> {
-    let Ok(b) = Beneath::open(backup) else {
+    let Ok(b) = StoredBackup::folder(backup) else {
         return Vec::new();
     };
-    let Ok(Some(bytes)) = b.read_small(Path::new(MAP_FILE), SMALL_FILE_LIMIT) else {
+    let Ok(Some(bytes)) = b.get(MAP_FILE, SMALL_FILE_LIMIT) else {
         return Vec::new();
     };
     TablespaceMap::parse(&bytes, MapEscaping::for_version(info.server_version))

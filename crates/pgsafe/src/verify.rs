@@ -34,18 +34,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use crate::beneath::Beneath;
 use crate::codec::Compression;
-use crate::fsutil::{FsError, IoContext};
+use crate::fsutil::FsError;
 use crate::info::BackupInfo;
 use crate::label::BackupLabel;
-use crate::layout::{COMPLETE_MARKER, MANIFEST_FILE, list_backup, stored_path};
+use crate::layout::{COMPLETE_MARKER, MANIFEST_FILE, StoredBackup, stored_path};
 use crate::manifest::{Manifest, ManifestFile};
 use crate::plan::RelPath;
 use crate::progress::{Phase, Progress};
-use crate::storage::{
-    Backend, ErrorKind as StorageErrorKind, LocalBackend, ObjectName, StorageError,
-};
+use crate::storage::{ErrorKind as StorageErrorKind, StorageError};
 use crate::types::{Lsn, SystemId, WalSegSize, WalSegment};
 use crate::wal::WalRange;
 
@@ -97,35 +94,36 @@ pub enum VerifyError {
     Cancelled,
 }
 
-/// Reads a small file of the backup through the storage interface (never through a link);
-/// `Ok(None)` if it does not exist.
-fn read_optional(store: &dyn Backend, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, Problem> {
-    let unreadable = |e: StorageError| Problem::Unreadable {
+/// Reads a small file of the backup (never through a link); `Ok(None)` if it does not exist.
+fn read_optional(backup: &StoredBackup, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, Problem> {
+    backup.get(rel, limit).map_err(|e| Problem::Unreadable {
         path: rel.to_owned(),
         error: e.to_string(),
-    };
-    let name = ObjectName::new(rel).map_err(unreadable)?;
-    match store.get(&name, limit) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == StorageErrorKind::NotFound => Ok(None),
-        Err(e) => Err(unreadable(e)),
-    }
+    })
+}
+
+/// A storage error reading the backup's `rel` as the error of a check that cannot go on.
+fn read_error(
+    backup: &StoredBackup,
+    action: &'static str,
+    rel: &RelPath,
+    e: StorageError,
+) -> FsError {
+    FsError::new(action, backup.shown_path(rel), e.into_io())
 }
 
 /// Reads a stored file's original content (decompressing); `Ok(None)` if it does not exist,
 /// `Err(Ok(msg))` if it does not decompress.
 fn read_stored(
-    beneath: &Beneath,
-    root: &Path,
+    backup: &StoredBackup,
     rel: &str,
     compression: Compression,
 ) -> Result<Option<Result<Vec<u8>, String>>, FsError> {
     let stored = stored_path(rel.as_bytes(), compression);
-    let path = root.join(stored.as_path());
-    let file = match beneath.open_file(stored.as_path()) {
+    let file = match backup.read(&stored) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(FsError::new("open", path, e)),
+        Err(e) if e.kind() == StorageErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_error(backup, "open", &stored, e)),
     };
     let mut out = Vec::new();
     let read = compression
@@ -134,7 +132,7 @@ fn read_stored(
     match read {
         Ok(_) => Ok(Some(Ok(out))),
         Err(e) if !compression.is_none() => Ok(Some(Err(e.to_string()))),
-        Err(e) => Err(FsError::new("read", path, e)),
+        Err(e) => Err(FsError::new("read", backup.shown_path(&stored), e)),
     }
 }
 
@@ -161,13 +159,12 @@ pub fn segments_for_ranges(ranges: &[WalRange], seg_size: WalSegSize) -> Vec<Wal
         .collect()
 }
 
-/// Verifies the backup in `dir` (see the module documentation).
+/// Verifies the backup folder `dir` (see the module documentation).
 pub fn verify_backup(
     dir: &Path,
     opts: &VerifyOptions<'_>,
     progress: &dyn Progress,
 ) -> Result<VerifyReport, VerifyError> {
-    let started = Instant::now();
     match fs::metadata(dir) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(VerifyError::NotADirectory(dir.to_owned())),
@@ -176,13 +173,22 @@ pub fn verify_backup(
         }
         Err(e) => return Err(FsError::new("inspect", dir, e).into()),
     }
+    verify_stored(&StoredBackup::folder(dir)?, opts, progress)
+}
+
+/// Verifies a stored backup, in a folder or any other storage backend (see the module
+/// documentation).
+pub fn verify_stored(
+    backup: &StoredBackup,
+    opts: &VerifyOptions<'_>,
+    progress: &dyn Progress,
+) -> Result<VerifyReport, VerifyError> {
+    let started = Instant::now();
     progress.phase(Phase::Verify);
-    let beneath = Beneath::open(dir).ctx("open", dir)?;
-    let store = LocalBackend::open(dir).map_err(|e| FsError::new("open", dir, e.into_io()))?;
-    let mut v = Verifier::new(dir, &beneath, &store, opts);
+    let mut v = Verifier::new(backup, opts);
     v.read_metadata()?;
     v.check_control();
-    let listing = list_backup(dir)?;
+    let listing = backup.list()?;
     let (files, wal) = v.plan_checks(&listing);
     v.run_checks(&files, &wal, progress)?;
     v.check_label();
@@ -204,10 +210,8 @@ struct WalCheck {
 }
 
 struct Verifier<'a> {
-    dir: &'a Path,
-    beneath: &'a Beneath,
-    /// The backup folder as a storage backend: the metadata files are read through it.
-    store: &'a dyn Backend,
+    /// Every file of the backup is read through it.
+    backup: &'a StoredBackup,
     opts: &'a VerifyOptions<'a>,
     info: Option<BackupInfo>,
     manifest: Option<Manifest>,
@@ -231,8 +235,7 @@ struct Verifier<'a> {
 struct Ctx<'a> {
     /// Page checksums to re-check (see the `pages` module).
     pages: Option<&'a pages::PageVerify>,
-    dir: &'a Path,
-    beneath: &'a Beneath,
+    backup: &'a StoredBackup,
     opts: &'a VerifyOptions<'a>,
     compression: Compression,
     seg_size: Option<WalSegSize>,

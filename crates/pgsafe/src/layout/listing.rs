@@ -1,8 +1,8 @@
 //! The listing of a stored backup: what files, directories, links and oddities a backup folder
 //! holds. Verify compares it with the manifest; restore takes its WAL and sizes from it.
 //!
-//! It reads a local directory through `std::fs` today; it is the one place to switch to the
-//! storage backend.
+//! This walk is for backup folders, where more than objects can be found; a backup in another
+//! storage backend is listed through it ([`super::StoredBackup::list`]).
 
 use std::collections::BTreeMap;
 use std::fs;

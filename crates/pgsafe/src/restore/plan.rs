@@ -12,6 +12,7 @@ use super::{
 use crate::datadir::PostmasterPid;
 use crate::fsutil::{self, FsError, IoContext};
 use crate::label::{MapEscaping, TablespaceEntry, TablespaceMap};
+use crate::layout::StoredBackup;
 use crate::plan::RelPath;
 use crate::progress::Progress;
 use crate::types::PgVersion;
@@ -26,6 +27,7 @@ pub(super) fn tablespace_oid(rel: &RelPath) -> Option<u32> {
 
 /// Verifies and opens a backup folder.
 pub(super) fn open_backup(
+    store: &StoredBackup,
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<(Source, &'static str), RestoreError> {
@@ -36,7 +38,7 @@ pub(super) fn open_backup(
         jobs: opts.jobs.max(1),
         cancel,
     };
-    let report = match verify::verify_backup(root, &vopts, progress) {
+    let report = match verify::verify_stored(store, &vopts, progress) {
         Err(VerifyError::Cancelled) => return Err(RestoreError::Cancelled(opts.target.clone())),
         r => r?,
     };
@@ -70,7 +72,7 @@ pub(super) fn open_backup(
             changes: outside.join("; "),
         });
     }
-    let source = Source::backup(root, report.info)?;
+    let source = Source::backup(store, report.info)?;
     Ok((source, if opts.full_verify { "full" } else { "quick" }))
 }
 

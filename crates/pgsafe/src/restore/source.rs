@@ -4,11 +4,9 @@
 //! `tablespace_map` that `pgsafe stop --output-dir` wrote into it).
 
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-
-use crate::beneath::Beneath;
 
 use crate::checksum::ChecksumAlgorithm;
 use crate::codec::Compression;
@@ -18,10 +16,11 @@ use crate::info::{BackupInfo, FileOwner, WalMode};
 use crate::label::{BackupLabel, MapEscaping, TablespaceMap};
 use crate::layout::{
     self, COMPLETE_MARKER, CONTROL_FILE, LABEL_FILE, MANIFEST_FILE, MANIFEST_LIMIT, MAP_FILE,
-    SMALL_FILE_LIMIT, WAL_DIR,
+    SMALL_FILE_LIMIT, StoredBackup, WAL_DIR,
 };
 use crate::manifest::Manifest;
 use crate::plan::{BackupPlan, PlanOptions, RelPath};
+use crate::storage::{ObjectReader, StorageError};
 use crate::types::PgVersion;
 use crate::verify;
 
@@ -38,18 +37,47 @@ pub(super) struct SourceFile {
     pub size: u64,
     pub compression: Compression,
     pub checksum: Option<(ChecksumAlgorithm, String)>,
-    /// For a backup folder: the stored path below its root, opened without following links.
+    /// For a stored backup: the stored path below its root.
     pub stored: Option<RelPath>,
 }
 
+/// A source file opened for reading.
+pub(super) enum SourceRead<'a> {
+    /// A local file (a backup folder's, or a copy's): copies between local files are kernel
+    /// copies.
+    File(File),
+    /// An object of another storage backend.
+    Stream(ObjectReader<'a>),
+}
+
+impl SourceRead<'_> {
+    /// As a reader, whatever it is.
+    pub fn into_reader<'a>(self) -> Box<dyn Read + Send + 'a>
+    where
+        Self: 'a,
+    {
+        match self {
+            SourceRead::File(f) => Box::new(f),
+            SourceRead::Stream(r) => r,
+        }
+    }
+}
+
 impl SourceFile {
-    /// Opens the file for reading, never through a symbolic link: below the backup root for
-    /// a backup folder; for a copy, the last component (the copy's tablespaces are reached
-    /// through its `pg_tblspc` links, as the plan listed them).
-    pub fn open(&self, beneath: Option<&Beneath>) -> io::Result<File> {
-        let f = match (&self.stored, beneath) {
-            (Some(rel), Some(b)) => {
-                let f = b.open_file(rel.as_path())?;
+    /// Opens the file for reading, never through a symbolic link: a stored backup's through its
+    /// storage backend (a folder's below it, refusing hard links); for a copy, the last
+    /// component (the copy's tablespaces are reached through its `pg_tblspc` links, as the plan
+    /// listed them).
+    pub fn open<'a>(&self, store: Option<&'a StoredBackup>) -> io::Result<SourceRead<'a>> {
+        let f = match (&self.stored, store) {
+            (Some(rel), Some(store)) => {
+                let Some(opened) = store.open_file(rel) else {
+                    return store
+                        .read(rel)
+                        .map(SourceRead::Stream)
+                        .map_err(StorageError::into_io);
+                };
+                let f = opened.map_err(StorageError::into_io)?;
                 if f.metadata()?.nlink() > 1 {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -60,12 +88,12 @@ impl SourceFile {
                         ),
                     ));
                 }
-                return Ok(f);
+                return Ok(SourceRead::File(f));
             }
             (Some(_), None) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    "a backup file opened without its backup folder",
+                    "a backup file opened without its backup",
                 ));
             }
             (None, _) => crate::datadir::open_regular(&self.path, false)?,
@@ -76,16 +104,17 @@ impl SourceFile {
                 format!("{} is not a regular file", self.path.display()),
             ));
         }
-        Ok(f)
+        Ok(SourceRead::File(f))
     }
 }
 
 /// Everything a restore needs to know about its source.
 #[derive(Debug)]
 pub(super) struct Source {
+    /// The backup or copy, as messages name it.
     pub root: PathBuf,
-    /// The backup folder, for opening its files without following links (`None` for a copy).
-    pub beneath: Option<Beneath>,
+    /// The stored backup its files are read from (`None` for a copy).
+    pub store: Option<StoredBackup>,
     pub from_copy: bool,
     pub version: PgVersion,
     pub label: BackupLabel,
@@ -126,9 +155,8 @@ pub(super) struct Outline {
     pub owner: Option<FileOwner>,
 }
 
-/// The outline of a backup folder: `pgsafe.json` (else: incomplete), `backup_label` present,
-/// `tablespace_map`.
-pub(super) fn backup_outline(root: &Path) -> Result<Outline, RestoreError> {
+/// The backup folder `root` as a stored backup (it must be a directory).
+pub(super) fn open_folder(root: &Path) -> Result<StoredBackup, RestoreError> {
     match fs::metadata(root) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(verify::VerifyError::NotADirectory(root.to_owned()).into()),
@@ -137,19 +165,31 @@ pub(super) fn backup_outline(root: &Path) -> Result<Outline, RestoreError> {
         }
         Err(e) => return Err(FsError::new("inspect", root, e).into()),
     }
-    let info_path = root.join(COMPLETE_MARKER);
-    let beneath = Beneath::open(root).ctx("open", root)?;
-    let info: BackupInfo = match beneath.read_small(Path::new(COMPLETE_MARKER), SMALL_FILE_LIMIT) {
-        Ok(Some(b)) => BackupInfo::parse(&b).map_err(|e| RestoreError::BadInfo(e.to_string()))?,
-        Ok(None) => return Err(RestoreError::Incomplete(root.to_owned())),
-        Err(e) => return Err(FsError::new("read", info_path, e).into()),
+    Ok(StoredBackup::folder(root)?)
+}
+
+/// Reads the stored backup's small file `rel` (never through a link): `Ok(None)` when there
+/// is none.
+fn read_small(store: &StoredBackup, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, FsError> {
+    store
+        .get(rel, limit)
+        .map_err(|e| FsError::new("read", store.shown().join(rel), e.into_io()))
+}
+
+/// The outline of a stored backup: `pgsafe.json` (else: incomplete), `backup_label` present,
+/// `tablespace_map`.
+pub(super) fn backup_outline(store: &StoredBackup) -> Result<Outline, RestoreError> {
+    let root = store.shown();
+    let info: BackupInfo = match read_small(store, COMPLETE_MARKER, SMALL_FILE_LIMIT)? {
+        Some(b) => BackupInfo::parse(&b).map_err(|e| RestoreError::BadInfo(e.to_string()))?,
+        None => return Err(RestoreError::Incomplete(root.to_owned())),
     };
-    if fs::symlink_metadata(root.join(LABEL_FILE)).is_err() {
+    if !store.exists(LABEL_FILE) {
         return Err(RestoreError::NoLabel(root.to_owned()));
     }
     Ok(Outline {
         version: info.server_version,
-        tablespaces: read_map(root, info.server_version)?,
+        tablespaces: read_map(store, info.server_version)?,
         wal_included: info.wal.mode == WalMode::Include,
         wal_source: info.wal.source.clone(),
         owner: info.pgdata_owner.clone(),
@@ -175,24 +215,16 @@ fn drop_recovery_files(files: &mut Vec<SourceFile>) -> Vec<String> {
     warnings
 }
 
-fn read_label(root: &Path) -> Result<BackupLabel, RestoreError> {
-    let path = root.join(LABEL_FILE);
-    let beneath = Beneath::open(root).ctx("open", root)?;
-    let bytes = match beneath.read_small(Path::new(LABEL_FILE), SMALL_FILE_LIMIT) {
-        Ok(Some(b)) => b,
-        Ok(None) => return Err(RestoreError::NoLabel(root.to_owned())),
-        Err(e) => return Err(FsError::new("read", path, e).into()),
+fn read_label(store: &StoredBackup) -> Result<BackupLabel, RestoreError> {
+    let Some(bytes) = read_small(store, LABEL_FILE, SMALL_FILE_LIMIT)? else {
+        return Err(RestoreError::NoLabel(store.shown().to_owned()));
     };
     BackupLabel::parse(&bytes).map_err(|e| RestoreError::BadLabel(e.to_string()))
 }
 
-fn read_map(root: &Path, version: PgVersion) -> Result<Vec<(u32, PathBuf)>, RestoreError> {
-    let path = root.join(MAP_FILE);
-    let beneath = Beneath::open(root).ctx("open", root)?;
-    let bytes = match beneath.read_small(Path::new(MAP_FILE), SMALL_FILE_LIMIT) {
-        Ok(Some(b)) => b,
-        Ok(None) => return Ok(Vec::new()),
-        Err(e) => return Err(FsError::new("read", path, e).into()),
+fn read_map(store: &StoredBackup, version: PgVersion) -> Result<Vec<(u32, PathBuf)>, RestoreError> {
+    let Some(bytes) = read_small(store, MAP_FILE, SMALL_FILE_LIMIT)? else {
+        return Ok(Vec::new());
     };
     let map = TablespaceMap::parse(&bytes, MapEscaping::for_version(version))
         .map_err(|e| RestoreError::BadMap(e.to_string()))?;
@@ -225,22 +257,24 @@ impl Source {
         }
     }
 
-    /// A pgsafe backup folder. The caller has verified it (completeness included).
-    pub fn backup(root: &Path, info: Option<BackupInfo>) -> Result<Source, RestoreError> {
+    /// A stored pgsafe backup. The caller has verified it (completeness included).
+    pub fn backup(store: &StoredBackup, info: Option<BackupInfo>) -> Result<Source, RestoreError> {
+        let root = store.shown();
         let Some(info) = info else {
             return Err(RestoreError::Incomplete(root.to_owned()));
         };
-        let label = read_label(root)?;
+        let label = read_label(store)?;
         let version = info.server_version;
-        let manifest_path = root.join(MANIFEST_FILE);
-        let beneath = Beneath::open(root).ctx("open", root)?;
-        let bytes = beneath
-            .read_small(Path::new(MANIFEST_FILE), MANIFEST_LIMIT)
-            .and_then(|b| b.ok_or_else(|| io::ErrorKind::NotFound.into()))
-            .ctx("read", &manifest_path)?;
+        let bytes = read_small(store, MANIFEST_FILE, MANIFEST_LIMIT)?.ok_or_else(|| {
+            FsError::new(
+                "read",
+                root.join(MANIFEST_FILE),
+                io::ErrorKind::NotFound.into(),
+            )
+        })?;
         let manifest =
             Manifest::parse(&bytes).map_err(|e| RestoreError::BadManifest(e.to_string()))?;
-        let listing = layout::list_backup(root)?;
+        let listing = store.list()?;
         let compression = info.compression;
         let skip = [LABEL_FILE, MAP_FILE, COMPLETE_MARKER];
         let mut files = Vec::with_capacity(manifest.files.len());
@@ -291,10 +325,13 @@ impl Source {
         let group_access = version.at_least(11)
             && match info.pgdata_mode {
                 Some(m) => m & 0o070 != 0,
-                // Older backups: the stored files keep PGDATA's modes.
-                None => fs::metadata(root.join("PG_VERSION")).is_ok_and(|m| m.mode() & 0o040 != 0),
+                // Older backups (folders): the stored files keep PGDATA's modes.
+                None => store
+                    .open_file(&RelPath::from("PG_VERSION"))
+                    .and_then(|f| f.ok()?.metadata().ok())
+                    .is_some_and(|m| m.mode() & 0o040 != 0),
             };
-        let tablespaces = read_map(root, version)?;
+        let tablespaces = read_map(store, version)?;
         let mut warnings = drop_recovery_files(&mut files);
         for t in &info.tablespaces {
             if !tablespaces.iter().any(|(oid, _)| *oid == t.oid) {
@@ -306,7 +343,7 @@ impl Source {
         }
         Ok(Source {
             root: root.to_owned(),
-            beneath: Some(beneath),
+            store: Some(store.clone()),
             from_copy: false,
             version,
             label,
@@ -329,26 +366,27 @@ impl Source {
     /// them out: WAL copied while the server wrote it is not trustworthy, so the WAL must come
     /// from `restore_command` or a primary.
     pub fn copy(root: &Path) -> Result<Source, RestoreError> {
-        let label = read_label(root)?;
-        // Read like a backup folder's files: whoever wrote the copy may have put a link or a
-        // FIFO there (a FIFO would make the restore wait forever for a writer).
-        let beneath = Beneath::open(root).ctx("open", root)?;
-        let version_path = root.join("PG_VERSION");
-        let vbytes = match beneath.read_small(Path::new("PG_VERSION"), SMALL_FILE_LIMIT) {
-            Ok(Some(b)) => b,
-            Ok(None) => return Err(RestoreError::NotACopy(root.to_owned())),
-            Err(e) => return Err(FsError::new("read", version_path, e).into()),
+        // Its small files are read like a backup folder's: whoever wrote the copy may have put
+        // a link or a FIFO there (a FIFO would make the restore wait forever for a writer).
+        let store = StoredBackup::folder(root)?;
+        let label = read_label(&store)?;
+        let Some(vbytes) = read_small(&store, "PG_VERSION", SMALL_FILE_LIMIT)? else {
+            return Err(RestoreError::NotACopy(root.to_owned()));
         };
         let version = PgVersion::from_pg_version_file(&vbytes)
             .map_err(|e| RestoreError::BadCopy(format!("PG_VERSION: {e}")))?;
-        let control_path = root.join(CONTROL_FILE);
-        let control_bytes = beneath
-            .read_small(
-                Path::new(CONTROL_FILE),
-                crate::control::PG_CONTROL_FILE_SIZE as u64,
+        let control_bytes = read_small(
+            &store,
+            CONTROL_FILE,
+            crate::control::PG_CONTROL_FILE_SIZE as u64,
+        )?
+        .ok_or_else(|| {
+            FsError::new(
+                "read",
+                root.join(CONTROL_FILE),
+                io::ErrorKind::NotFound.into(),
             )
-            .and_then(|b| b.ok_or_else(|| io::ErrorKind::NotFound.into()))
-            .ctx("read", &control_path)?;
+        })?;
         let control = ControlFile::decode(&control_bytes)
             .map_err(|e| RestoreError::BadCopy(format!("{CONTROL_FILE}: {e}")))?;
         check_copy_control(&control, version)?;
@@ -362,7 +400,7 @@ impl Source {
             },
         )
         .map_err(|e| RestoreError::BadCopy(e.to_string()))?;
-        let tablespaces = read_map(root, version)?;
+        let tablespaces = read_map(&store, version)?;
         // A copy whose pg_tblspc link still points at the tablespace's own location did not
         // copy the tablespace: reading it now would not be the backup's content.
         for (oid, link) in &plan.tablespaces {
@@ -398,7 +436,7 @@ impl Source {
         }
         Ok(Source {
             root: root.to_owned(),
-            beneath: None,
+            store: None,
             from_copy: true,
             version,
             label,

@@ -8,14 +8,16 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::report::restore_marker;
+use super::source::SourceRead;
 use super::{
     BackupEnd, ConfigOutcome, Copied, RestoreError, RestoreOptions, Source, SourceFile,
     TablespacePlan, Writer, backup_end, isolation, recovery_files,
 };
-use crate::beneath::Beneath;
 use crate::control::{ControlFile, apply_sentinel, has_sentinel};
 use crate::fsutil::{self, FsError, IoContext};
-use crate::layout::{CONTROL_FILE, LABEL_FILE, MAP_FILE, RESTORE_MARKER_FILE, WAL_DIR};
+use crate::layout::{
+    CONTROL_FILE, LABEL_FILE, MAP_FILE, RESTORE_MARKER_FILE, StoredBackup, WAL_DIR,
+};
 use crate::plan::RelPath;
 use crate::pool::{self, Halt, Stopped};
 use crate::progress::{Phase, Progress};
@@ -177,7 +179,7 @@ impl Writer<'_> {
     pub(super) fn copy_files(
         &self,
         files: &[SourceFile],
-        beneath: Option<&Beneath>,
+        store: Option<&StoredBackup>,
         opts: &RestoreOptions,
         skip_checksums: bool,
         progress: &dyn Progress,
@@ -192,7 +194,7 @@ impl Writer<'_> {
         let halt = Halt::new(opts.cancel.as_deref());
         let ctx = CopyCtx {
             w: self,
-            beneath,
+            store,
             halt: &halt,
             check_sums: !skip_checksums,
             progress,
@@ -314,9 +316,9 @@ impl Writer<'_> {
     pub(super) fn read_control(
         &self,
         f: &SourceFile,
-        beneath: Option<&Beneath>,
+        store: Option<&StoredBackup>,
     ) -> Result<ControlFile, RestoreError> {
-        let file = f.open(beneath).ctx("open", &f.path)?;
+        let file = f.open(store).ctx("open", &f.path)?.into_reader();
         let mut bytes = Vec::with_capacity(8192);
         f.compression
             .decoder(file)
@@ -387,8 +389,8 @@ fn create_ancestors(path: &Path) -> Result<Vec<PathBuf>, FsError> {
 /// Shared state of the parallel writers.
 struct CopyCtx<'a> {
     w: &'a Writer<'a>,
-    /// The backup folder (files are opened below it without following links).
-    beneath: Option<&'a Beneath>,
+    /// The stored backup (`None` for a copy).
+    store: Option<&'a StoredBackup>,
     /// The writers' stop state (first error, Ctrl-C).
     halt: &'a Halt<'a, RestoreError>,
     /// Check sizes and checksums while writing (when the backup was not fully verified first).
@@ -431,7 +433,7 @@ impl CopyCtx<'_> {
 
     /// Restores one file; returns its size.
     fn restore_file(&self, f: &SourceFile, buf: &mut Vec<u8>) -> Result<u64, RestoreError> {
-        let src = f.open(self.beneath).ctx("open", &f.path)?;
+        let src = f.open(self.store).ctx("open", &f.path)?;
         // Never more than the manifest's size (+1 to notice more): a small compressed file can
         // inflate to terabytes, and a plain one can grow after the checks.
         let limit = f.size.saturating_add(1);
@@ -439,14 +441,15 @@ impl CopyCtx<'_> {
         let mut out = self.w.create_file(&dest)?;
         let check = self.check_sums && f.checksum.is_some();
         let mut size = 0u64;
-        if f.compression.is_none() && !check {
-            // Plain file: let the kernel copy (copy_file_range), a chunk at a time for progress.
+        if let (SourceRead::File(src), true) = (&src, f.compression.is_none() && !check) {
+            // Plain local file: let the kernel copy (copy_file_range), a chunk at a time for
+            // progress.
             loop {
                 let chunk = KERNEL_CHUNK.min(limit - size);
                 if chunk == 0 {
                     break;
                 }
-                let n = io::copy(&mut (&src).take(chunk), &mut out).ctx("copy into", &dest)?;
+                let n = io::copy(&mut src.take(chunk), &mut out).ctx("copy into", &dest)?;
                 if n == 0 {
                     break;
                 }
@@ -461,7 +464,11 @@ impl CopyCtx<'_> {
             let mut hasher = alg
                 .unwrap_or(crate::checksum::ChecksumAlgorithm::None)
                 .hasher();
-            let mut reader = f.compression.decoder(src).ctx("read", &f.path)?.take(limit);
+            let mut reader = f
+                .compression
+                .decoder(src.into_reader())
+                .ctx("read", &f.path)?
+                .take(limit);
             loop {
                 let n = match reader.read(buf) {
                     Ok(0) => break,

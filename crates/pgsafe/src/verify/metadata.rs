@@ -2,15 +2,12 @@
 //! and the plan of the file and WAL checks.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
-use std::path::Path;
 use std::time::Instant;
 
 use super::{
     FileCheck, Problem, Verifier, VerifyError, VerifyOptions, VerifyReport, WalCheck,
     read_optional, read_stored, segments_for_ranges, tablespace_locations, wal_check,
 };
-use crate::beneath::Beneath;
 use crate::checksum::ChecksumAlgorithm;
 use crate::codec::{Compression, DEFAULT_ZSTD_LEVEL};
 use crate::control::ControlFile;
@@ -18,25 +15,18 @@ use crate::info::{BackupInfo, WalMode};
 use crate::label::BackupLabel;
 use crate::layout::{
     COMPLETE_MARKER, CONTROL_FILE, INCOMPLETE_MARKER, LABEL_FILE, Listing, MANIFEST_FILE,
-    MANIFEST_LIMIT, MAP_FILE, SMALL_FILE_LIMIT, WAL_DIR, in_wal_dir, stored_path, wal_file_name,
+    MANIFEST_LIMIT, MAP_FILE, SMALL_FILE_LIMIT, StoredBackup, WAL_DIR, in_wal_dir, stored_path,
+    wal_file_name,
 };
 use crate::manifest::Manifest;
 use crate::plan::RelPath;
-use crate::storage::{Backend, ErrorKind as StorageErrorKind, ObjectName};
 use crate::types::WalSegment;
 use crate::wal::{self, WalRange};
 
 impl<'a> Verifier<'a> {
-    pub(super) fn new(
-        dir: &'a Path,
-        beneath: &'a Beneath,
-        store: &'a dyn Backend,
-        opts: &'a VerifyOptions<'a>,
-    ) -> Self {
+    pub(super) fn new(backup: &'a StoredBackup, opts: &'a VerifyOptions<'a>) -> Self {
         Verifier {
-            dir,
-            beneath,
-            store,
+            backup,
             opts,
             info: None,
             manifest: None,
@@ -61,11 +51,11 @@ impl<'a> Verifier<'a> {
 
     /// pgsafe.json, the manifest, the label; decides the compression.
     pub(super) fn read_metadata(&mut self) -> Result<(), VerifyError> {
-        let dir = self.dir;
-        let incomplete = fs::symlink_metadata(dir.join(INCOMPLETE_MARKER)).is_ok();
+        let backup = self.backup;
+        let incomplete = backup.exists(INCOMPLETE_MARKER);
         // An unreadable one is reported and counts as present (it is not "not a backup").
         let mut unreadable = Vec::new();
-        let mut read = |rel: &str, limit: u64| match read_optional(self.store, rel, limit) {
+        let mut read = |rel: &str, limit: u64| match read_optional(backup, rel, limit) {
             Ok(b) => (b, false),
             Err(p) => {
                 unreadable.push(p);
@@ -81,7 +71,7 @@ impl<'a> Verifier<'a> {
             && label_bytes.is_none()
             && unreadable.is_empty()
         {
-            return Err(VerifyError::NotABackup(dir.to_owned()));
+            return Err(VerifyError::NotABackup(backup.shown().to_owned()));
         }
         self.problems.extend(unreadable);
         match &info_bytes {
@@ -132,8 +122,8 @@ impl<'a> Verifier<'a> {
             ]
             .into_iter()
             .find(|c| {
-                fs::symlink_metadata(dir.join(format!("{CONTROL_FILE}{}", c.suffix())))
-                    .is_ok_and(|m| m.is_file())
+                let stored = format!("{CONTROL_FILE}{}", c.suffix());
+                backup.size(&stored).is_ok_and(|s| s.is_some())
             })
             .unwrap_or(Compression::None),
         };
@@ -352,15 +342,14 @@ impl<'a> Verifier<'a> {
             });
             return;
         };
-        let read = ObjectName::new(format!("{WAL_DIR}/{file}"))
-            .and_then(|name| self.store.get(&name, SMALL_FILE_LIMIT));
-        match read {
-            Err(e) if e.kind() == StorageErrorKind::NotFound => {
-                self.problem(Problem::HistoryMissing {
-                    file: file.to_owned(),
-                })
-            }
-            Ok(b) => {
+        match self
+            .backup
+            .get(&format!("{WAL_DIR}/{file}"), SMALL_FILE_LIMIT)
+        {
+            Ok(None) => self.problem(Problem::HistoryMissing {
+                file: file.to_owned(),
+            }),
+            Ok(Some(b)) => {
                 if let Err(e) = wal::TimelineHistory::parse(tli, &b) {
                     self.problem(Problem::HistoryInvalid {
                         file: file.to_owned(),
@@ -450,7 +439,7 @@ impl Verifier<'_> {
 
     /// The stored pg_control decodes and agrees with the manifest and pgsafe.json.
     pub(super) fn check_control(&mut self) {
-        let read = read_stored(self.beneath, self.dir, CONTROL_FILE, self.compression);
+        let read = read_stored(self.backup, CONTROL_FILE, self.compression);
         let bytes = match read {
             Err(e) => {
                 self.problem(Problem::Unreadable {
@@ -538,7 +527,7 @@ impl Verifier<'_> {
         }
         let i = self.info.as_ref();
         VerifyReport {
-            backup: self.dir.to_owned(),
+            backup: self.backup.shown().to_owned(),
             quick: self.opts.quick,
             ok: self.problems.is_empty(),
             problems: self.problems,

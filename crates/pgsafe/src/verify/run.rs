@@ -3,12 +3,15 @@
 
 use std::io::{self, Read};
 
-use super::{Ctx, FileCheck, Problem, Verifier, VerifyError, WalCheck, WorkerOut, pages};
+use super::{
+    Ctx, FileCheck, Problem, Verifier, VerifyError, WalCheck, WorkerOut, pages, read_error,
+};
 use crate::checksum::ChecksumAlgorithm;
 use crate::codec::Compression;
-use crate::fsutil::{FsError, IoContext};
+use crate::fsutil::FsError;
 use crate::pool::{self, Halt, Parts, Stopped};
 use crate::progress::Progress;
+use crate::storage::ErrorKind as StorageErrorKind;
 
 pub(super) enum Item {
     File(usize),
@@ -91,8 +94,7 @@ impl Verifier<'_> {
         let halt = Halt::new(self.opts.cancel);
         let ctx = Ctx {
             pages: page_verify.as_ref(),
-            dir: self.dir,
-            beneath: self.beneath,
+            backup: self.backup,
             opts: self.opts,
             compression: self.compression,
             seg_size: self.seg_size,
@@ -190,7 +192,7 @@ impl Ctx<'_> {
             Err(VerifyError::Io(e)) => {
                 let path = e
                     .path
-                    .strip_prefix(self.dir)
+                    .strip_prefix(self.backup.shown())
                     .unwrap_or(&e.path)
                     .display()
                     .to_string();
@@ -221,14 +223,13 @@ impl Ctx<'_> {
         buf: &mut [u8],
         bytes: &mut u64,
     ) -> Result<Option<Option<Problem>>, VerifyError> {
-        use std::os::unix::fs::FileExt;
         let f = &self.files[sp.file];
         let (offset, len) = sp.ranges[index];
-        let path = self.dir.join(f.stored.as_path());
-        let file = self
-            .beneath
-            .open_file(f.stored.as_path())
-            .ctx("open", &path)?;
+        let path = self.backup.shown_path(&f.stored);
+        let mut file = self
+            .backup
+            .read_range(&f.stored, offset, Some(len))
+            .map_err(|e| read_error(self.backup, "open", &f.stored, e))?;
         let first_block = u32::try_from(offset / crate::page::BLCKSZ as u64).unwrap_or(u32::MAX);
         let mut scan = self
             .pages
@@ -237,7 +238,7 @@ impl Ctx<'_> {
         let mut done = 0u64;
         while done < len {
             let want = buf.len().min((len - done) as usize);
-            let n = match file.read_at(&mut buf[..want], offset + done) {
+            let n = match file.read(&mut buf[..want]) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -307,16 +308,16 @@ impl Ctx<'_> {
         if self.opts.quick || (!compressed && f.entry.checksum.is_none() && scan.is_none()) {
             return Ok(None);
         }
-        let path = self.dir.join(f.stored.as_path());
-        let file = match self.beneath.open_file(f.stored.as_path()) {
+        let path = self.backup.shown_path(&f.stored);
+        let file = match self.backup.read(&f.stored) {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(e) if e.kind() == StorageErrorKind::NotFound => {
                 return Ok(Some(Problem::Missing {
                     path: path_str,
                     stored_as: f.stored.to_string(),
                 }));
             }
-            Err(e) => return Err(FsError::new("open", path, e).into()),
+            Err(e) => return Err(read_error(self.backup, "open", &f.stored, e).into()),
         };
         let compression = if compressed {
             self.compression

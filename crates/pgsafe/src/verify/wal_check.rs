@@ -15,12 +15,12 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
-use std::path::Path;
 
-use super::{Ctx, Problem, VerifyError, WorkerOut};
-use crate::fsutil::{FsError, IoContext};
+use super::{Ctx, Problem, VerifyError, WorkerOut, read_error};
+use crate::fsutil::FsError;
 use crate::info::BackupInfo;
 use crate::layout::WAL_DIR;
+use crate::plan::RelPath;
 use crate::types::Lsn;
 use crate::wal::{self, record::RecordChecker, record::RecordError};
 
@@ -107,10 +107,12 @@ impl Ctx<'_> {
             if self.opts.quick {
                 continue;
             }
-            let path = self.dir.join(WAL_DIR).join(&name);
-            // Below the backup folder, never through a link (crate::beneath).
-            let rel = Path::new(WAL_DIR).join(&name);
-            let mut file = self.beneath.open_file(&rel).ctx("open", &path)?;
+            let rel = RelPath::from(format!("{WAL_DIR}/{name}").as_str());
+            let path = self.backup.shown_path(&rel);
+            let mut file = self
+                .backup
+                .read(&rel)
+                .map_err(|e| read_error(self.backup, "open", &rel, e))?;
             let invalid = |error: String| Problem::WalInvalid {
                 segment: name.clone(),
                 error,
