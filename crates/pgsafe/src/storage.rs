@@ -205,6 +205,22 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Deletes one object; `Ok(false)` when there was none.
     fn delete(&self, name: &ObjectName) -> Result<bool>;
 
+    /// Deletes every object under `prefix` (component-wise, as [`Backend::list`] takes it) and,
+    /// where the storage has folders, the folders under it and `prefix`'s own folder; returns
+    /// how many objects it deleted. For removing a whole backup: its removal is durable when
+    /// this returns, but the objects under it go in no particular order, so a caller that must
+    /// make one object disappear first (a backup's completion marker) deletes it with
+    /// [`Backend::delete`] before. A missing prefix deletes nothing.
+    fn delete_prefix(&self, prefix: &ObjectName) -> Result<u64> {
+        let mut deleted = 0;
+        for o in self.list(Some(prefix))? {
+            if self.delete(&o.name)? {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Makes every [`Durability::Deferred`] put finished so far durable.
     fn sync_all(&self) -> Result<()> {
         Ok(())

@@ -26,6 +26,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("listing", listing),
     ("ranges", ranges),
     ("delete", delete),
+    ("delete_prefix", delete_prefix),
     ("missing", missing),
     ("hostile_names", hostile_names),
     ("concurrent_puts", concurrent_puts),
@@ -362,6 +363,56 @@ fn delete(b: &dyn Backend) {
         .unwrap();
     assert!(!b.delete(&n("conformance/delete/d")).unwrap());
     assert_eq!(get_all(b, &n("conformance/delete/d/y")), b"y");
+}
+
+fn delete_prefix(b: &dyn Backend) {
+    for name in ["keep", "d/x", "d/e/y", "d/e/f/z", "dz"] {
+        b.put(
+            &n(&format!("conformance/delete_prefix/{name}")),
+            b"1",
+            PutOptions::default(),
+        )
+        .unwrap();
+    }
+    let d = n("conformance/delete_prefix/d");
+    assert_eq!(b.delete_prefix(&d).unwrap(), 3);
+    let left: Vec<String> = b
+        .list(Some(&n("conformance/delete_prefix")))
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name.to_string())
+        .collect();
+    // Component-wise: `d` is not a prefix of `dz`.
+    assert_eq!(
+        left,
+        [
+            "conformance/delete_prefix/dz",
+            "conformance/delete_prefix/keep"
+        ]
+    );
+    assert_eq!(b.delete_prefix(&d).unwrap(), 0, "deleting it again");
+    assert_eq!(
+        b.delete_prefix(&n("conformance/delete_prefix/none"))
+            .unwrap(),
+        0
+    );
+    // An object is not a prefix of itself.
+    assert_eq!(
+        b.delete_prefix(&n("conformance/delete_prefix/keep"))
+            .unwrap(),
+        0
+    );
+    assert_eq!(get_all(b, &n("conformance/delete_prefix/keep")), b"1");
+    // The name is free again.
+    assert_eq!(
+        b.put(
+            &n("conformance/delete_prefix/d/x"),
+            b"2",
+            PutOptions::default()
+        )
+        .unwrap(),
+        PutOutcome::Created
+    );
 }
 
 fn missing(b: &dyn Backend) {

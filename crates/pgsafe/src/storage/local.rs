@@ -413,6 +413,44 @@ impl Backend for LocalBackend {
         Ok(true)
     }
 
+    fn delete_prefix(&self, prefix: &ObjectName) -> Result<u64> {
+        let comps: Vec<&[u8]> = prefix.components().collect();
+        let Some((last, dirs)) = comps.split_last() else {
+            return Err(StorageError::new(ErrorKind::InvalidName, "delete", prefix));
+        };
+        let parent = match self.open_dirs(dirs, None) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(0),
+            Err(e) => {
+                return match self.path_error(e, dirs, "delete", prefix) {
+                    e if e.kind() == ErrorKind::NotFound => Ok(0),
+                    e => Err(e),
+                };
+            }
+        };
+        let last = OsStr::from_bytes(last);
+        let top = match open_dir_at(parent.as_fd(), last) {
+            Ok(fd) => fd,
+            // Nothing there, or an object or a link rather than a folder: nothing under it.
+            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => return Ok(0),
+            Err(e) => return Err(nix_error(e, "delete", prefix)),
+        };
+        let dev = nix::sys::stat::fstat(top.as_fd())
+            .map_err(|e| nix_error(e, "delete", prefix))?
+            .st_dev;
+        let deleted = remove_tree(top, dev, prefix, 0)?;
+        match unlinkat(parent.as_fd(), last, UnlinkatFlags::RemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(Errno::ENOTEMPTY | Errno::EEXIST) => {
+                return Err(StorageError::new(ErrorKind::Conflict, "delete", prefix)
+                    .with_detail("something wrote into it while it was being deleted"));
+            }
+            Err(e) => return Err(nix_error(e, "delete", prefix)),
+        }
+        fsync_fd(parent.as_fd()).map_err(|e| nix_error(e, "delete", prefix))?;
+        Ok(deleted)
+    }
+
     fn sync_all(&self) -> Result<()> {
         nix::unistd::syncfs(self.root.as_fd())
             .map_err(|e| nix_error(e, "sync file system of", self.path.display()))
@@ -579,6 +617,75 @@ fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> std::result::Result<OwnedFd
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
+}
+
+/// Deepest folder nesting [`remove_tree`] goes into (a PGDATA is a few levels deep; a planted
+/// tree deeper than this is refused rather than recursed into without bound).
+const MAX_DEPTH: usize = 64;
+
+/// Empties the folder `dir` (on device `dev`; another file system mounted below is refused,
+/// not emptied): removes its files, links and special files (never following a link) and
+/// its folders, recursively. Returns how many regular files it removed. The caller removes
+/// `dir` itself and makes that durable.
+fn remove_tree(dir: OwnedFd, dev: u64, shown: &ObjectName, depth: usize) -> Result<u64> {
+    if depth > MAX_DEPTH {
+        return Err(StorageError::new(ErrorKind::NotAnObject, "delete", shown)
+            .with_detail(format!("folders nested deeper than {MAX_DEPTH} levels")));
+    }
+    let dir_fd = dir
+        .try_clone()
+        .map_err(|e| StorageError::io("delete", shown, e))?;
+    let mut listing = nix::dir::Dir::from_fd(dir).map_err(|e| nix_error(e, "delete", shown))?;
+    let mut names = Vec::new();
+    for entry in listing.iter() {
+        let entry = entry.map_err(|e| nix_error(e, "delete", shown))?;
+        let n = entry.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(OsString::from(OsStr::from_bytes(n)));
+        }
+    }
+    let mut deleted = 0;
+    for n in names {
+        let st = match fstatat(dir_fd.as_fd(), n.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(nix_error(e, "delete", shown)),
+        };
+        if is(&st, SFlag::S_IFDIR) {
+            if st.st_dev != dev {
+                return Err(StorageError::new(ErrorKind::NotAnObject, "delete", shown)
+                    .with_detail(format!(
+                        "{} is another file system's mount point",
+                        n.to_string_lossy()
+                    )));
+            }
+            match open_dir_at(dir_fd.as_fd(), &n) {
+                Ok(sub) => deleted += remove_tree(sub, dev, shown, depth + 1)?,
+                Err(Errno::ENOENT) => continue,
+                Err(e) => return Err(nix_error(e, "delete", shown)),
+            }
+            match unlinkat(dir_fd.as_fd(), n.as_os_str(), UnlinkatFlags::RemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(e) => return Err(nix_error(e, "delete", shown)),
+            }
+        } else {
+            match unlinkat(dir_fd.as_fd(), n.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+                Ok(()) => {
+                    // Objects only: not links, special files, or a crashed put's temporary file.
+                    let temp = n
+                        .as_bytes()
+                        .windows(TEMP_MARKER.len())
+                        .any(|w| w == TEMP_MARKER.as_bytes());
+                    if is(&st, SFlag::S_IFREG) && !temp {
+                        deleted += 1;
+                    }
+                }
+                Err(Errno::ENOENT) => {}
+                Err(e) => return Err(nix_error(e, "delete", shown)),
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 fn fsync_fd(fd: BorrowedFd<'_>) -> std::result::Result<(), Errno> {

@@ -163,6 +163,10 @@ impl<B: Backend> Backend for RateLimit<B> {
         self.inner.delete(name)
     }
 
+    fn delete_prefix(&self, prefix: &ObjectName) -> Result<u64> {
+        self.inner.delete_prefix(prefix)
+    }
+
     fn sync_all(&self) -> Result<()> {
         self.inner.sync_all()
     }

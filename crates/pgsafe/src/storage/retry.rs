@@ -143,6 +143,11 @@ impl<B: Backend> Backend for Retry<B> {
         self.run(|| self.inner.delete(name))
     }
 
+    fn delete_prefix(&self, prefix: &ObjectName) -> Result<u64> {
+        // Idempotent: a retry deletes what the failed attempt left.
+        self.run(|| self.inner.delete_prefix(prefix))
+    }
+
     fn sync_all(&self) -> Result<()> {
         self.run(|| self.inner.sync_all())
     }

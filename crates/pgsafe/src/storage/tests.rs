@@ -122,6 +122,42 @@ fn local_never_follows_links() {
     assert!(d.path().join("secret").exists());
 }
 
+/// Removing a backup someone else wrote into: links are removed, never followed (their targets
+/// survive), a crashed writer's temporary file and a FIFO go too, and no folder remains.
+#[test]
+fn local_delete_prefix_removes_folders_and_never_follows_links() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("repo");
+    let backup = root.join("c/backups/b1");
+    fs::create_dir_all(backup.join("base/1")).unwrap();
+    fs::create_dir_all(root.join("c/backups/b2")).unwrap();
+    fs::write(backup.join("base/1/112"), b"data").unwrap();
+    fs::write(backup.join("pgsafe.json"), b"{}").unwrap();
+    fs::write(backup.join("base/1/.pgsafe-tmp-4242-7"), b"half").unwrap();
+    fs::write(root.join("c/backups/b2/kept"), b"kept").unwrap();
+    fs::write(d.path().join("secret"), b"secret").unwrap();
+    fs::create_dir(d.path().join("elsewhere")).unwrap();
+    fs::write(d.path().join("elsewhere/x"), b"x").unwrap();
+    symlink(d.path().join("secret"), backup.join("base/1/113")).unwrap();
+    symlink(d.path().join("elsewhere"), backup.join("base/2")).unwrap();
+    nix::unistd::mkfifo(
+        &backup.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let b = LocalBackend::open(&root).unwrap();
+    assert_eq!(b.delete_prefix(&n("c/backups/b1")).unwrap(), 2);
+    assert!(!backup.exists());
+    assert!(root.join("c/backups").is_dir());
+    assert_eq!(fs::read(d.path().join("secret")).unwrap(), b"secret");
+    assert_eq!(fs::read(d.path().join("elsewhere/x")).unwrap(), b"x");
+    assert_eq!(fs::read(root.join("c/backups/b2/kept")).unwrap(), b"kept");
+    // A link as the prefix itself is not followed, nor removed.
+    symlink(d.path().join("elsewhere"), root.join("c/backups/b3")).unwrap();
+    assert_eq!(b.delete_prefix(&n("c/backups/b3")).unwrap(), 0);
+    assert!(d.path().join("elsewhere/x").exists());
+}
+
 #[test]
 fn local_skips_leftovers_of_other_processes() {
     let d = tempfile::tempdir().unwrap();
