@@ -23,11 +23,16 @@ pub struct BackupArgs {
     /// config file, else the PGDATA variable.
     #[arg(short = 'D', long = "pgdata", value_name = "PGDATA")]
     pub pgdata: Option<PathBuf>,
-    /// Where the backup goes: a new or empty folder.
-    #[arg(long, value_name = "DIR")]
-    pub target: PathBuf,
-    /// The cluster's table in the config file gives the data directory, the connection and
-    /// settings (flags still win).
+    /// Where the backup goes: a new or empty folder (or use --repo).
+    #[arg(long, value_name = "DIR", conflicts_with = "repo")]
+    pub target: Option<PathBuf>,
+    /// Store the backup in this repository (created by `pgsafe init`) under --cluster, with a
+    /// new time-based ID that is printed. Default when --target is not given: `repo` in the
+    /// config file.
+    #[arg(long, value_name = "REPO")]
+    pub repo: Option<PathBuf>,
+    /// The cluster's name in the repository; its table in the config file gives the data
+    /// directory, the connection and settings (flags still win).
     #[arg(long, value_name = "NAME")]
     pub cluster: Option<String>,
     /// Label stored in backup_label. Default: "pgsafe backup <time>".
@@ -104,17 +109,32 @@ pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
     let cfg = crate::config::resolved(args.cluster.as_deref())?;
     let pgdata = crate::config::pgdata(args.pgdata, &cfg)?;
     let conn = crate::config::resolve_conn(&args.conn, &cfg)?;
-    let label = args.label.unwrap_or_else(|| {
+    let label = args.label.clone().unwrap_or_else(|| {
         format!(
             "pgsafe backup {}",
             chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
         )
     });
     pgsafe::session::check_label(&label)?;
+    // A folder (--target), or the repository (--repo, or the config file's with --cluster).
+    let repo = match &args.target {
+        Some(_) => None,
+        None => {
+            let path = crate::repo::repo_path(args.repo.as_deref(), &cfg).map_err(|_| {
+                crate::failure::usage(
+                    "say where the backup goes: --target DIR (a new folder), or --repo REPO \
+                     --cluster NAME (a repository; `repo` in the config file)",
+                )
+            })?;
+            let cluster = crate::repo::cluster_name(args.cluster.as_deref())?;
+            let timing = crate::repo::timing()?;
+            Some((pgsafe::repo::Repository::open(&path)?, cluster, timing))
+        }
+    };
     let cancel = Arc::new(AtomicBool::new(false));
     let opts = BackupOptions {
         pgdata,
-        target: args.target.clone(),
+        target: args.target.clone().unwrap_or_default(),
         conn,
         label,
         fast: !args.spread,
@@ -152,29 +172,76 @@ pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
         });
     }
     let progress = CliProgress::new(args.progress);
-    let target_existed = args.target.exists();
+    if let Some((repo, cluster, timing)) = repo {
+        let result = backup::repo::run_repo_backup(&repo, &cluster, &opts, timing, &progress);
+        progress.finish();
+        return match result {
+            Ok(done) => report(
+                args.json,
+                &done.info,
+                &done.folder,
+                Some((&cluster, &done.id)),
+            ),
+            Err(e) => {
+                if let backup::repo::RepoBackupError::Backup { id, .. } = &e {
+                    let folder = repo
+                        .root()
+                        .join(cluster.as_str())
+                        .join("backups")
+                        .join(id.as_str());
+                    if folder.join(backup::INCOMPLETE_MARKER).exists() {
+                        if args.remove_on_failure {
+                            let _ = std::fs::remove_dir_all(&folder);
+                            eprintln!("pgsafe: removed the partial backup {}", folder.display());
+                        } else {
+                            eprintln!(
+                                "pgsafe: backup {id} is INCOMPLETE (no {COMPLETE_MARKER}); the \
+                                 repository shows it as incomplete and expire removes it"
+                            );
+                        }
+                    }
+                }
+                Err(match e {
+                    backup::repo::RepoBackupError::Backup { id, source } => {
+                        describe(*source).context(format!("backup {id} of cluster {cluster}"))
+                    }
+                    e => anyhow::Error::new(e).context("the backup failed"),
+                })
+            }
+        };
+    }
+    let target = opts.target.clone();
+    let target_existed = target.exists();
     let result = backup::run_backup(&opts, &progress);
     progress.finish();
     let info = match result {
         Ok(i) => i,
         Err(e) => {
-            let written = args.target.join(backup::INCOMPLETE_MARKER).exists();
+            let written = target.join(backup::INCOMPLETE_MARKER).exists();
             if written && args.remove_on_failure && !target_existed {
-                let _ = std::fs::remove_dir_all(&args.target);
-                eprintln!(
-                    "pgsafe: removed the partial backup {}",
-                    args.target.display()
-                );
+                let _ = std::fs::remove_dir_all(&target);
+                eprintln!("pgsafe: removed the partial backup {}", target.display());
             } else if written {
                 eprintln!(
                     "pgsafe: {} is an INCOMPLETE backup (no {COMPLETE_MARKER}): do not restore \
                      it; remove it (or rerun with --remove-on-failure)",
-                    args.target.display()
+                    target.display()
                 );
             }
             return Err(describe(e));
         }
     };
+    report(args.json, &info, &target, None)
+}
+
+/// The summary of a finished backup (`in_repo`: its cluster and ID in a repository).
+fn report(
+    json: bool,
+    info: &backup::BackupInfo,
+    target: &std::path::Path,
+    in_repo: Option<(&pgsafe::storage::Ident, &pgsafe::storage::Ident)>,
+) -> anyhow::Result<u8> {
+    let info = info.clone();
     let corrupt = info
         .page_checksums
         .as_ref()
@@ -182,16 +249,24 @@ pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
     if corrupt {
         warn_corrupt(&info);
     }
-    if args.json {
+    if json {
         let code = if corrupt {
             exit::SOURCE_CORRUPT
         } else {
             exit::OK
         };
-        crate::render::summary(&info, Some(&args.target), code)?;
+        let mut doc = serde_json::to_value(&info)?;
+        if let (Some((cluster, id)), serde_json::Value::Object(m)) = (in_repo, &mut doc) {
+            m.insert("backup_id".into(), id.as_str().into());
+            m.insert("cluster".into(), cluster.as_str().into());
+        }
+        crate::render::summary(&doc, Some(target), code)?;
     } else {
         let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
-        println!("backup complete: {}", args.target.display());
+        println!("backup complete: {}", target.display());
+        if let Some((cluster, id)) = in_repo {
+            field("backup ID", format!("{id} (cluster {cluster})"));
+        }
         field("label", &info.label);
         field(
             "server",

@@ -80,6 +80,8 @@ fn known_kind(e: &(dyn StdError + 'static)) -> Option<ErrorKind> {
     }
     try_kinds!(
         pgsafe::backup::BackupError,
+        pgsafe::backup::repo::RepoBackupError,
+        pgsafe::repo::RepoError,
         pgsafe::verify::VerifyError,
         pgsafe::restore::RestoreError,
         pgsafe::restore_test::RestoreTestError,

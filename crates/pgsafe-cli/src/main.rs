@@ -26,6 +26,7 @@ mod inspect;
 mod output;
 mod progress;
 mod render;
+mod repo;
 mod restore;
 mod snapshot;
 mod verify;
@@ -178,6 +179,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create a backup repository (if needed) and register a cluster in it: system identifier,
+    /// major version and WAL segment size, asked from the server.
+    #[command(
+        disable_help_flag = true,
+        long_about = "Registers the server you connect to as --cluster NAME in the repository \
+                      --repo REPO, creating the repository when REPO is missing or an empty \
+                      folder (a non-empty folder that is not a repository is refused). PGDATA \
+                      must be that server's data directory. Running it again for the same \
+                      cluster changes nothing; another cluster (system identifier, major \
+                      version, WAL segment size) under a taken name is refused.",
+        after_help = "Example:\n  pgsafe init --repo /var/lib/pgsafe --cluster main -D \
+                      /var/lib/postgresql/16/main -d \"host=/var/run/postgresql user=postgres\""
+    )]
+    Init(repo::InitArgs),
+    /// Pin a backup of a repository: expire keeps it whatever the retention says.
+    Pin(repo::PinArgs),
+    /// Unpin a backup of a repository: retention applies to it again.
+    Unpin(repo::PinArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     #[command(after_help = "Examples:\n  \
                       pgsafe completions bash > /etc/bash_completion.d/pgsafe\n  \
@@ -227,6 +246,9 @@ fn main() -> ExitCode {
         Command::Abort(a) => snapshot::abort(a),
         Command::Snapshot(a) => snapshot::snapshot(a),
         Command::Holder { run_dir } => snapshot::holder(run_dir),
+        Command::Init(a) => repo::init(a),
+        Command::Pin(a) => repo::pin(a, true),
+        Command::Unpin(a) => repo::pin(a, false),
         Command::Completions(a) => generate::completions(Cli::command(), a),
         Command::Man(a) => generate::man(Cli::command(), a),
     };
@@ -253,6 +275,8 @@ impl Command {
             Command::Stop(a) => a.json,
             Command::Status(a) | Command::Abort(a) => a.json,
             Command::Snapshot(a) => a.json,
+            Command::Init(a) => a.json,
+            Command::Pin(a) | Command::Unpin(a) => a.json,
             Command::Holder { .. } | Command::Completions(_) | Command::Man(_) => false,
         }
     }

@@ -67,9 +67,17 @@ Examples:
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
     /// The backup folder (written by pgsafe backup); with --from-copy, a file-system copy of
-    /// PGDATA holding the backup_label written by `pgsafe stop --output-dir`.
-    #[arg(value_name = "BACKUP")]
-    pub backup: PathBuf,
+    /// PGDATA holding the backup_label written by `pgsafe stop --output-dir`. Or name a
+    /// repository's backup with --repo/--cluster/--backup.
+    #[arg(
+        value_name = "BACKUP",
+        required_unless_present = "cluster",
+        conflicts_with_all = ["repo", "cluster"]
+    )]
+    pub backup: Option<PathBuf>,
+    /// A backup in a repository (instead of BACKUP).
+    #[command(flatten)]
+    pub from_repo: crate::repo::RepoBackupArgs,
     /// The new data directory: must not exist yet, or be empty.
     #[arg(short = 'D', long = "pgdata", value_name = "TARGET")]
     pub pgdata: PathBuf,
@@ -172,9 +180,27 @@ fn recovery(args: &RestoreArgs) -> RecoveryOptions {
 
 pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
     args.jobs = args.jobs.or(crate::config::resolved(None)?.settings.jobs);
+    if args.backup.is_none() {
+        if args.from_copy {
+            return Err(crate::failure::usage(
+                "--from-copy restores a file-system copy given as BACKUP, not a repository's \
+                 backup",
+            ));
+        }
+        let c = crate::repo::choose(&args.from_repo)?;
+        if !args.json {
+            eprintln!(
+                "pgsafe: restoring backup {} of cluster {} ({})",
+                c.entry.id,
+                c.cluster,
+                c.folder.display()
+            );
+        }
+        args.backup = Some(c.folder);
+    }
     let cancel = Arc::new(AtomicBool::new(false));
     let opts = RestoreOptions {
-        source: args.backup.clone(),
+        source: args.backup.clone().unwrap_or_default(),
         from_copy: args.from_copy,
         target: args.pgdata.clone(),
         tablespace_map: args.tablespace_map.clone(),

@@ -57,9 +57,17 @@ Examples:
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// The backup folder (written by pgsafe backup).
-    #[arg(value_name = "BACKUP")]
-    pub backup: PathBuf,
+    /// The backup folder (written by pgsafe backup); or name a repository's backup with
+    /// --repo/--cluster/--backup.
+    #[arg(
+        value_name = "BACKUP",
+        required_unless_present = "cluster",
+        conflicts_with_all = ["repo", "cluster"]
+    )]
+    pub backup: Option<PathBuf>,
+    /// A backup in a repository (verify records the result in the repository).
+    #[command(flatten)]
+    pub from_repo: crate::repo::RepoBackupArgs,
     /// Presence and sizes only: no checksums, no WAL page headers.
     #[arg(long, conflicts_with = "restore_test")]
     pub quick: bool,
@@ -105,6 +113,21 @@ pub fn default_jobs() -> usize {
 
 pub fn run(mut args: VerifyArgs) -> anyhow::Result<u8> {
     args.jobs = args.jobs.or(crate::config::resolved(None)?.settings.jobs);
+    let chosen = match &args.backup {
+        Some(_) => None,
+        None => Some(crate::repo::choose(&args.from_repo)?),
+    };
+    if let Some(c) = &chosen {
+        args.backup = Some(c.folder.clone());
+        if !args.json {
+            eprintln!(
+                "pgsafe: backup {} of cluster {} ({})",
+                c.entry.id,
+                c.cluster,
+                c.folder.display()
+            );
+        }
+    }
     if args.restore_test {
         return run_restore_test_cmd(args);
     }
@@ -118,9 +141,21 @@ pub fn run(mut args: VerifyArgs) -> anyhow::Result<u8> {
     } else {
         args.progress
     });
-    let result = verify_backup(&args.backup, &opts, &progress);
+    let result = verify_backup(
+        args.backup.as_deref().unwrap_or(std::path::Path::new("")),
+        &opts,
+        &progress,
+    );
     progress.finish();
     let report = result.map_err(|e| anyhow::Error::new(e).context("verify failed"))?;
+    // A full verification of a repository's backup is recorded there (a quick one proves too
+    // little to count): a failed backup is then never `latest`.
+    if let (Some(c), false) = (&chosen, args.quick) {
+        let problems = u64::try_from(report.problems.len()).unwrap_or(u64::MAX);
+        c.repo
+            .record_verification(&c.cluster, &c.entry.id, problems)
+            .map_err(|e| anyhow::Error::new(e).context("record the verification"))?;
+    }
     if args.json {
         crate::render::json(&report)?;
     } else {
@@ -187,7 +222,8 @@ pub fn print_report(r: &VerifyReport) {
 }
 
 fn run_restore_test_cmd(args: VerifyArgs) -> anyhow::Result<u8> {
-    let mut opts = RestoreTestOptions::new(&args.backup);
+    let mut opts =
+        RestoreTestOptions::new(args.backup.as_deref().unwrap_or(std::path::Path::new("")));
     opts.bin_dir = args.pg_bindir;
     opts.scratch_parent = args.scratch_dir;
     opts.run_as = args.run_as;

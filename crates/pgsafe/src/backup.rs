@@ -41,6 +41,7 @@ use crate::types::{Lsn, PgVersion, TimelineId, WalSegSize, WalSegment};
 mod finish;
 pub mod liveness;
 pub mod location;
+pub mod repo;
 mod tablespaces;
 
 // pgsafe.json's schema and the folder's names have their owners in `info` and `layout`;

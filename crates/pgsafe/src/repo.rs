@@ -31,6 +31,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::error::HasKind;
 use crate::layout::{COMPLETE_MARKER, SMALL_FILE_LIMIT};
 use crate::plan::RelPath;
 use crate::storage::key::{BackupAt, backup_prefix, repo_prefix};
@@ -43,6 +44,7 @@ pub mod catalog;
 pub mod doc;
 pub mod id;
 pub mod lease;
+pub mod register;
 pub mod retention;
 #[cfg(test)]
 pub(crate) mod testdata;
@@ -112,6 +114,44 @@ pub enum RepoError {
         #[source]
         source: std::io::Error,
     },
+    #[error("connect to the server: {0}")]
+    Connect(#[from] crate::conninfo::ConnectError),
+    #[error(transparent)]
+    Session(#[from] crate::session::SessionError),
+    #[error("data directory: {0}")]
+    DataDir(#[from] crate::datadir::DataDirError),
+    #[error(
+        "{pgdata} is not the data directory of the server you connected to: {why}. Give the \
+         data directory of that server, or connect to the server that runs on it"
+    )]
+    WrongPgdata { pgdata: PathBuf, why: String },
+}
+
+impl HasKind for RepoError {
+    fn error_kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind as K;
+        match self {
+            RepoError::NotARepository { .. } => K::Usage,
+            RepoError::NotEmpty { .. }
+            | RepoError::OtherCluster { .. }
+            | RepoError::NotAFolder { .. }
+            | RepoError::WrongPgdata { .. } => K::Refused,
+            RepoError::NotRegistered { .. }
+            | RepoError::NoSuchBackup { .. }
+            | RepoError::NoLatest { .. } => K::NotFound,
+            RepoError::NotUsable { state, .. } => match *state {
+                "running" => K::Conflict,
+                "incomplete" | "corrupt" | "foreign" => K::Corrupt,
+                _ => K::Refused,
+            },
+            RepoError::Doc { .. } => K::Corrupt,
+            RepoError::Storage(e) => e.error_kind(),
+            RepoError::Create { source, .. } => K::of_io(source),
+            RepoError::Connect(e) => e.error_kind(),
+            RepoError::Session(e) => e.error_kind(),
+            RepoError::DataDir(e) => e.error_kind(),
+        }
+    }
 }
 
 /// A repository in a local folder.
@@ -271,6 +311,91 @@ impl Repository {
         Ok(path)
     }
 
+    /// Creates the folder of a new backup `id` of `cluster`, create-only: `Ok(None)` when the
+    /// name is taken. The cluster's folder and `backups/` must be real folders (not links);
+    /// `backups/` is created when missing. Durable (the parent is synced).
+    pub fn create_backup_folder(
+        &self,
+        cluster: &Ident,
+        id: &Ident,
+    ) -> Result<Option<PathBuf>, RepoError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let cluster_dir = self.root().join(cluster.as_str());
+        let backups = cluster_dir.join("backups");
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| RepoError::Create { path, source }
+        };
+        match std::fs::DirBuilder::new().mode(0o700).create(&backups) {
+            Ok(()) => sync(&cluster_dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(&backups)(e)),
+        }
+        for p in [&cluster_dir, &backups] {
+            let m = std::fs::symlink_metadata(p).map_err(io(p))?;
+            if !m.is_dir() {
+                return Err(RepoError::NotAFolder { path: p.clone() });
+            }
+        }
+        let folder = backups.join(id.as_str());
+        match std::fs::DirBuilder::new().mode(0o700).create(&folder) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+            Err(e) => return Err(io(&folder)(e)),
+        }
+        sync(&backups)?;
+        Ok(Some(folder))
+    }
+
+    /// Records the result of a verification of backup `id`.
+    pub fn record_verification(
+        &self,
+        cluster: &Ident,
+        id: &Ident,
+        problems: u64,
+    ) -> Result<String, RepoError> {
+        let result = if problems == 0 {
+            VerifyResult::Passed
+        } else {
+            VerifyResult::Failed
+        };
+        self.record_event(
+            cluster,
+            EventKind::Verified {
+                backup: id.clone(),
+                result,
+                problems,
+            },
+        )
+    }
+
+    /// Pins (`pin`) or unpins backup `id`: it must be in the catalog (in any state, so that a
+    /// running backup can be pinned before it completes).
+    pub fn set_pinned(
+        &self,
+        cluster: &Ident,
+        id: &str,
+        pin: bool,
+        timing: LeaseTiming,
+    ) -> Result<(BackupEntry, String), RepoError> {
+        let catalog = self.catalog(cluster, timing)?;
+        let entry = catalog
+            .get(id)
+            .ok_or_else(|| RepoError::NoSuchBackup {
+                cluster: cluster.clone(),
+                id: id.escape_debug().to_string(),
+            })?
+            .clone();
+        let backup = entry.id.clone();
+        let what = if pin {
+            EventKind::Pin { backup }
+        } else {
+            EventKind::Unpin { backup }
+        };
+        let event = self.record_event(cluster, what)?;
+        Ok((entry, event))
+    }
+
     /// The backup `which` (an ID, or `latest`) of `cluster`: a complete backup of the
     /// registered cluster, and its folder.
     pub fn resolve(
@@ -319,6 +444,13 @@ impl Repository {
         let folder = self.backup_folder(cluster, &entry.id)?;
         Ok((entry, folder))
     }
+}
+
+fn sync(dir: &Path) -> Result<(), RepoError> {
+    crate::fsutil::sync_dir(dir).map_err(|e| RepoError::Create {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 fn marker_name() -> Result<ObjectName, RepoError> {

@@ -157,12 +157,13 @@ impl Lease {
 
     /// Runs `work` while a thread renews the lease every third of its lifetime, then releases
     /// it (whether `work` succeeded or not). When renewal keeps failing until the lease has
-    /// expired, `lost` is set: the work must stop, since others may now treat what it writes as
-    /// abandoned. Returns `work`'s result and the release's.
+    /// expired, `lost` is set and `on_lost` called (once): the work must stop, since others may
+    /// now treat what it writes as abandoned. Returns `work`'s result and the release's.
     pub fn hold_while<T>(
         mut self,
         b: &dyn Backend,
         lost: &AtomicBool,
+        on_lost: &(dyn Fn() + Sync),
         work: impl FnOnce() -> T,
     ) -> (T, Result<(), RepoError>) {
         let interval = (self.timing.ttl / 3).max(Duration::from_millis(100));
@@ -172,8 +173,11 @@ impl Lease {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(interval) {
                     // A failed renewal is tried again at the next interval; once the lease has
                     // expired by our own clock, others may take the work for abandoned.
-                    if self.renew(b).is_err() && self.doc.expires_us() <= doc::now_us() {
-                        lost.store(true, Ordering::SeqCst);
+                    if self.renew(b).is_err()
+                        && self.doc.expires_us() <= doc::now_us()
+                        && !lost.swap(true, Ordering::SeqCst)
+                    {
+                        on_lost();
                     }
                 }
                 self

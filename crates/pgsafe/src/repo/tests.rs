@@ -195,7 +195,7 @@ fn renewal_replaces_the_lease_and_release_removes_it() {
             .is_none()
     );
     let lost = AtomicBool::new(false);
-    let ((), released) = lease.hold_while(r.backend(), &lost, || {
+    let ((), released) = lease.hold_while(r.backend(), &lost, &|| {}, || {
         // Several renewals happen; each time exactly one lease is there, and it stays live.
         let until = Instant::now() + Duration::from_millis(2000);
         while Instant::now() < until {
