@@ -131,7 +131,10 @@ struct ErrorBody<'a> {
 /// `json` the error document on standard output.
 pub fn report(e: &anyhow::Error, json: bool) -> u8 {
     let kind = kind_of(e);
-    let message = crate::error_chain(e);
+    let mut message = crate::error_chain(e);
+    if let Some(advice) = crate::advice::for_error(e) {
+        message = format!("{message} ({advice})");
+    }
     let code = exit_code(kind);
     eprintln!("pgsafe: error: {message}");
     if json {

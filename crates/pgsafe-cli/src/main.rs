@@ -16,6 +16,7 @@ macro_rules! eprintln {
     ($($arg:tt)*) => { $crate::output::err_line(format_args!($($arg)*)) };
 }
 
+mod advice;
 mod backup;
 mod config;
 mod conn;
@@ -288,13 +289,17 @@ fn error_chain(e: &anyhow::Error) -> String {
     let mut msg = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
-        if msg.contains(&text) {
-            continue;
+        if !msg.contains(&text) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&text);
         }
-        if !msg.is_empty() {
-            msg.push_str(": ");
+        // It shows the server's message, detail and hint; the postgres errors under it say the
+        // same in another form.
+        if cause.is::<pgsafe::session::ServerError>() {
+            break;
         }
-        msg.push_str(&text);
     }
     msg
 }

@@ -284,7 +284,7 @@ fn archive_mode_backup_names_its_wal_source() {
     assert_eq!(code, Some(0), "{}", text(&out));
     let notes = v["notes"].to_string();
     assert!(
-        notes.contains("--wal archive") && notes.contains("must come from"),
+        notes.contains("WAL mode archive") && notes.contains("must come from"),
         "{notes}"
     );
 }

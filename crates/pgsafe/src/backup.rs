@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::checksum::ChecksumAlgorithm;
 use crate::codec::Compression;
-use crate::conninfo::ConnSettings;
+use crate::conninfo::{ConnSettings, ConnectError};
 use crate::copy::{self, CopyError, CopyOptions, CopyReport, PageCheckOptions};
 use crate::datadir::{DataDir, DataDirError};
 use crate::fsutil::{self, FsError, IoContext};
@@ -34,7 +34,7 @@ use crate::manifest::ManifestError;
 use crate::page::BLCKSZ;
 use crate::plan::{BackupPlan, PlanError, PlanOptions, RelPath};
 use crate::progress::{Phase, Progress};
-use crate::session::{ServerInfo, Session, SessionError};
+use crate::session::{ServerError, ServerInfo, Session, SessionError};
 use crate::storage::{Backend, LocalBackend, ObjectName, PutOptions, StorageError};
 use crate::types::{Lsn, PgVersion, TimelineId, WalSegSize, WalSegment};
 
@@ -43,6 +43,10 @@ pub mod liveness;
 pub mod location;
 pub mod repo;
 mod tablespaces;
+mod wal_error;
+
+pub use tablespaces::TablespaceListError;
+pub use wal_error::BackupWalError;
 
 // pgsafe.json's schema and the folder's names have their owners in `info` and `layout`;
 // re-exported under their old paths.
@@ -86,7 +90,7 @@ pub struct BackupOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error("connect to the server: {0}")]
-    Connect(String),
+    Connect(#[source] ConnectError),
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error("data directory: {0}")]
@@ -113,12 +117,15 @@ pub enum BackupError {
     },
     #[error(
         "this server has max_replication_slots = 0, so pgsafe cannot reserve the WAL the backup \
-         needs: set max_replication_slots (needs a restart), or use --wal archive (WAL from the \
-         server's archive) or --wal none"
+         needs: set max_replication_slots (needs a restart), or take the WAL from the server's \
+         archive instead, or leave it to your own WAL archive"
     )]
     NoSlots,
-    #[error("create the temporary replication slot: {0}")]
-    Slot(String),
+    #[error("create the temporary replication slot: {source}{}", slot_hint(source))]
+    Slot {
+        #[source]
+        source: ServerError,
+    },
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
@@ -132,7 +139,9 @@ pub enum BackupError {
         source: StorageError,
     },
     #[error("WAL: {0}")]
-    Wal(String),
+    Wal(#[from] BackupWalError),
+    #[error("encode {COMPLETE_MARKER}: {0}")]
+    EncodeInfo(#[source] serde_json::Error),
     #[error("write backup_manifest: {0}")]
     Manifest(#[from] ManifestError),
     #[error("the backup was cancelled")]
@@ -156,7 +165,7 @@ pub enum BackupError {
     )]
     SessionLost { detail: String },
     #[error("list the server's tablespaces: {0}")]
-    Tablespaces(String),
+    Tablespaces(#[from] TablespaceListError),
 }
 
 fn now() -> i64 {
@@ -174,10 +183,7 @@ pub fn run_backup(
     let began = Instant::now();
     let started_at = now();
     progress.phase(Phase::Preflight);
-    let client = opts
-        .conn
-        .connect()
-        .map_err(|e| BackupError::Connect(e.to_string()))?;
+    let client = opts.conn.connect().map_err(BackupError::Connect)?;
     let mut session = Session::new(client)?;
     session.preflight()?;
     let info = session.info().clone();
@@ -201,8 +207,7 @@ pub fn run_backup(
     create_target(&opts.target)?;
     // Before the start checkpoint: see backup/tablespaces.rs.
     let encoding = session.info().server_encoding.clone();
-    let tablespaces_before =
-        tablespaces::list(session.client(), &encoding).map_err(BackupError::Tablespaces)?;
+    let tablespaces_before = tablespaces::list(session.client(), &encoding)?;
     let mut started = session.start_backup(&opts.label, opts.fast)?;
     // The copy stops on this flag: set on Ctrl-C (opts.cancel) or when the session is lost.
     let stop_copy = AtomicBool::new(false);
@@ -450,7 +455,7 @@ fn create_slot(session: &mut Session) -> Result<String, BackupError> {
         .client()
         .query_one("SELECT current_setting('max_replication_slots')", &[])
         .and_then(|r| r.try_get(0))
-        .map_err(|e| BackupError::Slot(e.to_string()))?;
+        .map_err(|e| BackupError::Slot { source: e.into() })?;
     if slots.trim() == "0" {
         return Err(BackupError::NoSlots);
     }
@@ -461,21 +466,25 @@ fn create_slot(session: &mut Session) -> Result<String, BackupError> {
             "SELECT pg_create_physical_replication_slot($1, true, true)",
             &[&name],
         )
-        .map_err(|e| {
-            let hint = match e.as_db_error().map(|d| d.code().code()) {
-                Some("42501") => {
-                    " (the user needs the REPLICATION attribute: ALTER ROLE … REPLICATION; or use \
-                     --wal archive)"
-                }
-                Some("53400") => {
-                    " (all replication slots are in use: raise max_replication_slots, or use --wal \
-                     archive)"
-                }
-                _ => "",
-            };
-            BackupError::Slot(format!("{}{hint}", crate::session::db_message(&e)))
-        })?;
+        .map_err(|e| BackupError::Slot { source: e.into() })?;
     Ok(name)
+}
+
+/// What to do about a refused slot, by the SQLSTATE the server sent (src/backend/replication/
+/// slot.c: ERRCODE_INSUFFICIENT_PRIVILEGE without REPLICATION, ERRCODE_CONFIGURATION_LIMIT_EXCEEDED
+/// when every slot is in use).
+fn slot_hint(e: &ServerError) -> &'static str {
+    match e.code() {
+        Some("42501") => {
+            " (the user needs the REPLICATION attribute: ALTER ROLE … REPLICATION; or take the \
+             WAL from the server's archive instead of a slot)"
+        }
+        Some("53400") => {
+            " (all replication slots are in use: raise max_replication_slots, or take the WAL \
+             from the server's archive instead of a slot)"
+        }
+        _ => "",
+    }
 }
 
 /// Page checks for the copy: on when pg_control says the cluster has data checksums (and has

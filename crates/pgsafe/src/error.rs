@@ -30,7 +30,7 @@ use crate::plan::PlanError;
 use crate::restore::RestoreError;
 use crate::restore_test::RestoreTestError;
 use crate::runrecord::InvalidBackupId;
-use crate::session::SessionError;
+use crate::session::{ServerError, SessionError};
 use crate::storage::{self, StorageError};
 use crate::types::TypeError;
 use crate::verify::VerifyError;
@@ -234,6 +234,18 @@ impl HasKind for SessionError {
     }
 }
 
+/// An error the server sent is the server's; anything else (a closed socket, an IO error) lost
+/// the session.
+impl HasKind for ServerError {
+    fn error_kind(&self) -> ErrorKind {
+        if self.is_server() {
+            ErrorKind::Server
+        } else {
+            ErrorKind::Connection
+        }
+    }
+}
+
 impl HasKind for BackupError {
     fn error_kind(&self) -> ErrorKind {
         match self {
@@ -249,11 +261,11 @@ impl HasKind for BackupError {
             | BackupError::NoSpace { .. }
             | BackupError::TargetInsideSource { .. } => ErrorKind::Refused,
             BackupError::NoSlots
-            | BackupError::Slot(_)
+            | BackupError::Slot { .. }
             | BackupError::Wal(_)
             | BackupError::Tablespaces(_) => ErrorKind::Server,
-            // Writing the manifest pgsafe built itself.
-            BackupError::Manifest(_) => ErrorKind::Internal,
+            // Writing the manifest and pgsafe.json pgsafe built itself.
+            BackupError::Manifest(_) | BackupError::EncodeInfo(_) => ErrorKind::Internal,
             BackupError::Cancelled => ErrorKind::Cancelled,
         }
     }
@@ -288,6 +300,8 @@ impl HasKind for RestoreError {
             | R::NoWal { .. }
             | R::Recovery(_)
             | R::Owner(_) => ErrorKind::Usage,
+            // Reading the copy failed (an IO error is not damage).
+            R::BadCopy(crate::restore::BadCopy::Plan(e)) => e.error_kind(),
             R::Incomplete(_)
             | R::NoLabel(_)
             | R::BadInfo(_)
@@ -355,7 +369,7 @@ impl HasKind for InvalidBackupId {
 impl HasKind for RestoreTestError {
     fn error_kind(&self) -> ErrorKind {
         match self {
-            RestoreTestError::NotABackup(..) | RestoreTestError::RunAs(_) => ErrorKind::Usage,
+            RestoreTestError::NotABackup { .. } | RestoreTestError::RunAs(_) => ErrorKind::Usage,
             RestoreTestError::NoBinaries { .. } => ErrorKind::NotFound,
             RestoreTestError::Scratch(_) => ErrorKind::Io,
             RestoreTestError::Fs(e) => e.error_kind(),
@@ -423,3 +437,6 @@ mod tests {
         assert_eq!(e.error_kind(), ErrorKind::Io);
     }
 }
+
+#[cfg(test)]
+mod sources;

@@ -26,7 +26,8 @@ pub const RESTORE_MARKER_FORMAT: u32 = 1;
 /// Why a `pgsafe.json` or restore marker cannot be read (the caller names the file).
 #[derive(Debug, thiserror::Error)]
 pub enum InfoError {
-    #[error(transparent)]
+    // Not transparent: the JSON error stays the source.
+    #[error("{0}")]
     Json(#[from] serde_json::Error),
     #[error(
         "format {found} is newer than this pgsafe reads (up to {supported}): read it with the \

@@ -57,6 +57,7 @@ mod includes;
 mod isolation;
 mod owner;
 mod plan;
+mod reasons;
 mod recovery;
 mod report;
 mod source;
@@ -68,9 +69,10 @@ pub use config::{ArchiveMode, DisabledSetting};
 pub use isolation::{ConfigOutcome, archive_summary};
 use owner::resolve_owner;
 use plan::{check_target, map_tablespaces, open_backup, tablespace_map_bytes, tablespace_oid};
+pub use reasons::{BadCopy, BadManifest, MappingError, OwnerError};
 pub use recovery::{
-    NEW_TIMELINE_RESTORE_COMMAND, RecoveryFiles, RecoveryOptions, RecoveryTarget, TargetAction,
-    quote_value, recovery_files,
+    NEW_TIMELINE_RESTORE_COMMAND, RecoveryError, RecoveryFiles, RecoveryOptions, RecoveryTarget,
+    TargetAction, quote_value, recovery_files,
 };
 pub use report::{RestoreReport, RestoredTablespace};
 use report::{recovery_plan, start_command};
@@ -219,12 +221,13 @@ pub enum RestoreError {
     #[error("cannot restore into {target}: {why}")]
     TargetUnusable { target: PathBuf, why: String },
     #[error(
-        "tablespace {oid}: its restore location {path} is not empty: pass --tablespace-map \
-         {oid}=NEW_EMPTY_DIR (or empty that directory)"
+        "tablespace {oid}: its restore location {} is not empty: map it to a new empty \
+         directory (or empty that directory)",
+        path.display()
     )]
     TablespaceNotEmpty { oid: u32, path: PathBuf },
-    #[error("--tablespace-map: {0}")]
-    TablespaceMapping(String),
+    #[error("tablespace locations: {0}")]
+    TablespaceMapping(#[from] MappingError),
     #[error(
         "{0} is an incomplete backup (no pgsafe.json: pgsafe backup did not finish writing it); \
          it cannot be restored"
@@ -236,13 +239,13 @@ pub enum RestoreError {
     )]
     NoLabel(PathBuf),
     #[error("pgsafe.json of the backup is unreadable: {0}")]
-    BadInfo(String),
+    BadInfo(#[source] crate::info::InfoError),
     #[error("backup_label of the backup is invalid: {0}")]
-    BadLabel(String),
+    BadLabel(#[source] crate::label::LabelError),
     #[error("tablespace_map of the backup is invalid: {0}")]
-    BadMap(String),
+    BadMap(#[source] crate::label::MapError),
     #[error("backup_manifest of the backup is invalid: {0}")]
-    BadManifest(String),
+    BadManifest(#[from] BadManifest),
     #[error(
         "backup {backup} failed verification{}, nothing was written:{}",
         if *.quick { " (quick: presence and sizes)" } else { "" },
@@ -258,15 +261,16 @@ pub enum RestoreError {
     #[error("{0} is not a copy of a data directory (no PG_VERSION)")]
     NotACopy(PathBuf),
     #[error("the copy cannot be restored: {0}")]
-    BadCopy(String),
+    BadCopy(#[from] BadCopy),
     #[error(
-        "the WAL this restore needs is not in {backup}: {wal_source}. Pass --restore-command \
-         (e.g. 'cp /path/to/archive/%f %p') so recovery can fetch it, or --standby with \
-         --primary-conninfo"
+        "the WAL this restore needs is not in {}: {wal_source}. Set a restore_command (e.g. \
+         'cp /path/to/archive/%f %p') so recovery can fetch it, or restore as a standby of a \
+         primary (primary_conninfo)",
+        backup.display()
     )]
     NoWal { backup: PathBuf, wal_source: String },
     #[error("recovery settings: {0}")]
-    Recovery(String),
+    Recovery(#[from] RecoveryError),
     #[error(
         "{backup} cannot be restored safely: {changes}. The CREATE TABLESPACE is in the backup's \
          WAL, and recovery replays it with the original absolute location and points \
@@ -288,8 +292,8 @@ pub enum RestoreError {
         pgdata: PathBuf,
         tablespaces: String,
     },
-    #[error("--owner: {0}")]
-    Owner(String),
+    #[error("the owner of the restored files: {0}")]
+    Owner(#[from] OwnerError),
     #[error(
         "the backup records that its data directory belonged to {recorded} (uid {uid}), but {} \
          belongs to uid {found}: running as root, pgsafe does not let a backup folder choose who \
@@ -448,7 +452,7 @@ fn restore(
     } else {
         None
     };
-    opts.recovery.validate().map_err(RestoreError::Recovery)?;
+    opts.recovery.validate()?;
     // Cheap checks first (a full verification can take long): the outline of the source.
     let input = if opts.from_copy {
         Input::Copy(Box::new(Source::copy(&opts.source)?))

@@ -39,10 +39,14 @@ use crate::restore::{RestoreError, RestoreOptions, TablespaceMapping, Tablespace
 
 pub mod amcheck;
 pub mod bindir;
+mod reasons;
 pub mod server;
 
 pub use amcheck::{AmcheckReport, Finding};
 pub use bindir::Binaries;
+pub use reasons::{
+    CheckError, RoleRefused, RolesRefused, RunAsError, ScratchError, UnreadableInfo,
+};
 use server::{Layout, Ready, RunAs, Server};
 
 /// Lines of the server's log quoted when it did not start.
@@ -175,17 +179,21 @@ impl RestoreTestReport {
 /// Why a restore test could not be carried out (as opposed to finding problems).
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreTestError {
-    #[error("{0} is not a complete pgsafe backup (no readable pgsafe.json): {1}")]
-    NotABackup(PathBuf, String),
+    #[error("{} is not a complete pgsafe backup (no readable pgsafe.json): {source}", backup.display())]
+    NotABackup {
+        backup: PathBuf,
+        #[source]
+        source: UnreadableInfo,
+    },
     #[error(
         "no PostgreSQL {major} server binaries found (tried: {tried}); install that major's \
          server package or name its bin folder"
     )]
     NoBinaries { major: u32, tried: String },
     #[error("choosing the user the server runs as: {0}")]
-    RunAs(String),
+    RunAs(#[source] RunAsError),
     #[error("scratch folder: {0}")]
-    Scratch(String),
+    Scratch(#[source] ScratchError),
     #[error(transparent)]
     Fs(#[from] FsError),
     #[error("the restore failed: {0}")]
@@ -205,22 +213,25 @@ pub enum RestoreTestError {
         "the restored server started, but none of the roles tried could log in ({0}); name the \
          backed-up cluster's superuser"
     )]
-    NoRole(String),
+    NoRole(RolesRefused),
     #[error("the checks could not run: {0}")]
-    Check(String),
+    Check(#[source] CheckError),
     #[error("the restore test was cancelled; the restored server was stopped")]
     Cancelled,
 }
 
 /// Reads the backup's `pgsafe.json` (below the folder, no link followed).
 fn read_info(backup: &Path) -> Result<BackupInfo, RestoreTestError> {
-    let bad = |why: String| RestoreTestError::NotABackup(backup.to_owned(), why);
-    let b = StoredBackup::folder(backup).map_err(|e| bad(e.to_string()))?;
+    let bad = |source: UnreadableInfo| RestoreTestError::NotABackup {
+        backup: backup.to_owned(),
+        source,
+    };
+    let b = StoredBackup::folder(backup).map_err(|e| bad(e.into()))?;
     let bytes = b
         .get(COMPLETE_MARKER, SMALL_FILE_LIMIT)
-        .map_err(|e| bad(e.to_string()))?
-        .ok_or_else(|| bad(format!("{COMPLETE_MARKER} is missing")))?;
-    BackupInfo::parse(&bytes).map_err(|e| bad(e.to_string()))
+        .map_err(|e| bad(e.into()))?
+        .ok_or_else(|| bad(UnreadableInfo::Missing))?;
+    BackupInfo::parse(&bytes).map_err(|e| bad(e.into()))
 }
 
 /// The tablespace OIDs of the backup's `tablespace_map` (none without one). Unreadable or
@@ -250,7 +261,7 @@ pub fn resolve_run_as(
     explicit: Option<&str>,
     recorded: Option<&FileOwner>,
     backup: &Path,
-) -> Result<RunAs, String> {
+) -> Result<RunAs, RunAsError> {
     let euid = Uid::effective();
     if !euid.is_root() {
         let me = User::from_uid(euid).ok().flatten();
@@ -259,10 +270,10 @@ pub fn resolve_run_as(
             .map_or_else(|| euid.to_string(), |u| u.name.clone());
         if let Some(x) = explicit {
             if x != name && x != euid.to_string() {
-                return Err(format!(
-                    "only root can run the server as another user ({x}); the server runs as \
-                     the current user {name}"
-                ));
+                return Err(RunAsError::OnlyRoot {
+                    asked: x.to_owned(),
+                    current: name,
+                });
             }
         }
         return Ok(RunAs {
@@ -281,56 +292,48 @@ pub fn resolve_run_as(
             } else {
                 User::from_name(x).ok().flatten()
             };
-            found.ok_or_else(|| format!("there is no user {x:?} on this host"))?
+            found.ok_or_else(|| RunAsError::NoUser(x.to_owned()))?
         }
         None => {
-            let r = recorded.ok_or(
-                "the backup does not record who owned the data directory; name the user the \
-                 server runs as (running as root, PostgreSQL refuses to start as root)",
-            )?;
+            let r = recorded.ok_or(RunAsError::NotRecorded)?;
             let u = User::from_uid(Uid::from_raw(r.uid))
                 .ok()
                 .flatten()
                 .filter(|u| r.user.as_deref().is_none_or(|n| n == u.name))
-                .ok_or_else(|| {
-                    format!(
-                        "the data directory belonged to {} (uid {}), who does not exist here \
-                         under that name; name the user the server runs as",
-                        r.user.as_deref().unwrap_or("?"),
-                        r.uid
-                    )
+                .ok_or_else(|| RunAsError::RecordedUserMissing {
+                    user: r.user.clone().unwrap_or_else(|| "?".into()),
+                    uid: r.uid,
                 })?;
             if u.uid.is_root() {
-                return Err(root_refused(&u.name));
+                return Err(RunAsError::Root(u.name));
             }
             for p in [backup.to_owned(), backup.join(COMPLETE_MARKER)] {
-                let m = fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                let m = fs::symlink_metadata(&p).map_err(|source| RunAsError::Inspect {
+                    path: p.clone(),
+                    source,
+                })?;
                 if m.uid() != 0 && m.uid() != r.uid {
-                    return Err(format!(
-                        "{} belongs to uid {}, who could have changed the owner the backup \
-                         records ({}); name the user the server runs as",
-                        p.display(),
-                        m.uid(),
-                        u.name
-                    ));
+                    return Err(RunAsError::OwnedByOther {
+                        path: p,
+                        uid: m.uid(),
+                        user: u.name,
+                    });
                 }
                 // Group or world write lets other users rewrite the record (or, for the
                 // folder, replace `pgsafe.json` and any other file) just as well.
                 if m.mode() & 0o022 != 0 {
-                    return Err(format!(
-                        "{} is writable by other users (mode {:o}), who could have changed the \
-                         owner the backup records ({}); name the user the server runs as",
-                        p.display(),
-                        m.mode() & 0o7777,
-                        u.name
-                    ));
+                    return Err(RunAsError::WritableByOthers {
+                        path: p,
+                        mode: m.mode() & 0o7777,
+                        user: u.name,
+                    });
                 }
             }
             u
         }
     };
     if user.uid.is_root() {
-        return Err(root_refused(&user.name));
+        return Err(RunAsError::Root(user.name));
     }
     Ok(RunAs {
         name: user.name,
@@ -338,13 +341,6 @@ pub fn resolve_run_as(
         gid: user.gid.as_raw(),
         is_current: false,
     })
-}
-
-fn root_refused(name: &str) -> String {
-    format!(
-        "{name} is root: PostgreSQL does not run as root, and neither does a restore test; name \
-         an unprivileged user"
-    )
 }
 
 /// True when `run_as` may enter `dir` by its mode bits (primary group only).
@@ -367,13 +363,11 @@ fn make_scratch(parent: &Path, run_as: &RunAs) -> Result<Layout, RestoreTestErro
         for dir in parent.ancestors() {
             let m = fs::metadata(dir).ctx("inspect", dir)?;
             if !can_enter(&m, run_as) {
-                return Err(RestoreTestError::Scratch(format!(
-                    "the server runs as {}, who cannot enter {} (mode {:o}): choose a scratch \
-                     folder that user can reach",
-                    run_as.name,
-                    dir.display(),
-                    m.mode() & 0o7777
-                )));
+                return Err(RestoreTestError::Scratch(ScratchError::Unreachable {
+                    user: run_as.name.clone(),
+                    dir: dir.to_owned(),
+                    mode: m.mode() & 0o7777,
+                }));
             }
         }
     }
@@ -388,11 +382,9 @@ fn make_scratch(parent: &Path, run_as: &RunAs) -> Result<Layout, RestoreTestErro
     // unix(7): sun_path holds 108 bytes with the terminating NUL.
     let socket_file = layout.socket.join(format!(".s.PGSQL.{}", server::PORT));
     if socket_file.as_os_str().len() > 107 {
-        return Err(RestoreTestError::Scratch(format!(
-            "the socket path {} would be longer than a Unix socket path can be (107 bytes): \
-             choose a scratch folder with a shorter path",
-            socket_file.display()
-        )));
+        return Err(RestoreTestError::Scratch(ScratchError::SocketPathTooLong {
+            socket: socket_file,
+        }));
     }
     let mut b = DirBuilder::new();
     b.mode(0o700);
@@ -613,7 +605,7 @@ pub fn run_restore_test(
                 log,
             });
         }
-        Ready::NoRole(errors) => return Err(RestoreTestError::NoRole(errors.join("; "))),
+        Ready::NoRole(errors) => return Err(RestoreTestError::NoRole(RolesRefused(errors))),
         Ready::Cancelled => return Err(RestoreTestError::Cancelled),
     };
     let recovery = server.started.elapsed().as_secs_f64();
@@ -719,11 +711,11 @@ mod tests {
         }
         let d = tempfile::tempdir().unwrap();
         let e = resolve_run_as(None, None, d.path()).unwrap_err();
-        assert!(e.contains("does not record"), "{e}");
+        assert!(matches!(e, RunAsError::NotRecorded), "{e}");
         let e = resolve_run_as(Some("root"), None, d.path()).unwrap_err();
-        assert!(e.contains("is root"), "{e}");
+        assert!(matches!(e, RunAsError::Root(_)), "{e}");
         let e = resolve_run_as(Some("0"), None, d.path()).unwrap_err();
-        assert!(e.contains("is root"), "{e}");
+        assert!(matches!(e, RunAsError::Root(_)), "{e}");
         let rootish = FileOwner {
             uid: 0,
             gid: 0,
@@ -731,7 +723,7 @@ mod tests {
             group: None,
         };
         let e = resolve_run_as(None, Some(&rootish), d.path()).unwrap_err();
-        assert!(e.contains("is root"), "{e}");
+        assert!(matches!(e, RunAsError::Root(_)), "{e}");
         let renamed = FileOwner {
             uid: 0,
             gid: 0,
@@ -739,6 +731,9 @@ mod tests {
             group: None,
         };
         let e = resolve_run_as(None, Some(&renamed), d.path()).unwrap_err();
-        assert!(e.contains("does not exist here"), "{e}");
+        assert!(
+            matches!(e, RunAsError::RecordedUserMissing { uid: 0, .. }),
+            "{e}"
+        );
     }
 }

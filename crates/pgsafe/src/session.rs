@@ -61,7 +61,7 @@ pub enum SessionError {
     )]
     ExclusiveBackupRunning,
     #[error("invalid backup label: {0}")]
-    BadLabel(String),
+    BadLabel(#[source] BadLabel),
     #[error("unexpected answer from the server to {query}: {detail}")]
     Protocol { query: &'static str, detail: String },
     #[error("the server returned a backup_label pgsafe cannot parse: {0}")]
@@ -357,21 +357,29 @@ impl BackupApi {
     }
 }
 
+/// Why a label cannot be a backup's label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadLabel {
+    #[error("it contains a line break, which would corrupt backup_label")]
+    LineBreak,
+    #[error("it contains a NUL byte")]
+    Nul,
+    #[error("it is {len} bytes long; the limit is {MAX_LABEL_BYTES} bytes")]
+    TooLong { len: usize },
+}
+
 /// Labels go into a one-line field of `backup_label`: no newlines, at most 1023 bytes.
 pub fn check_label(label: &str) -> Result<(), SessionError> {
     if label.contains(['\n', '\r']) {
-        return Err(SessionError::BadLabel(
-            "it contains a line break, which would corrupt backup_label".into(),
-        ));
+        return Err(SessionError::BadLabel(BadLabel::LineBreak));
     }
     if label.contains('\0') {
-        return Err(SessionError::BadLabel("it contains a NUL byte".into()));
+        return Err(SessionError::BadLabel(BadLabel::Nul));
     }
     if label.len() > MAX_LABEL_BYTES {
-        return Err(SessionError::BadLabel(format!(
-            "it is {} bytes long; the limit is {MAX_LABEL_BYTES} bytes",
-            label.len()
-        )));
+        return Err(SessionError::BadLabel(BadLabel::TooLong {
+            len: label.len(),
+        }));
     }
     Ok(())
 }
@@ -534,6 +542,46 @@ pub fn db_message(e: &postgres::Error) -> String {
             s
         }
         None => e.to_string(),
+    }
+}
+
+/// An error from the server, or from the connection to it, shown in the server's own words
+/// ([`db_message`]: message, detail, hint). The `postgres` error stays the source, so its
+/// SQLSTATE ([`ServerError::code`]) and the IO error under a lost connection remain reachable.
+#[derive(Debug)]
+pub struct ServerError(Box<postgres::Error>);
+
+impl ServerError {
+    /// The SQLSTATE the server sent, if the server sent the error.
+    pub fn code(&self) -> Option<&str> {
+        self.0.as_db_error().map(|d| d.code().code())
+    }
+
+    /// Whether the server sent it (rather than the connection failing).
+    pub fn is_server(&self) -> bool {
+        self.0.as_db_error().is_some()
+    }
+
+    pub fn postgres(&self) -> &postgres::Error {
+        &self.0
+    }
+}
+
+impl From<postgres::Error> for ServerError {
+    fn from(e: postgres::Error) -> ServerError {
+        ServerError(Box::new(e))
+    }
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&db_message(&self.0))
+    }
+}
+
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
     }
 }
 

@@ -84,6 +84,7 @@ fn writable_by_others_does_not_choose(major: u32) {
         chmod(path, restore).unwrap();
         match r {
             Err(RestoreTestError::RunAs(e)) => {
+                let e = e.to_string();
                 assert!(e.contains("writable"), "{m}: {what}: {e}");
                 assert!(e.contains("name the user"), "{m}: {what}: {e}");
             }

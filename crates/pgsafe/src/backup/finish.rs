@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::{
-    BackupError, BackupOptions, check_cancel, now, open_store, put_file, stopped_wal,
-    storage_error, tablespaces,
+    BackupError, BackupOptions, BackupWalError, check_cancel, now, open_store, put_file,
+    stopped_wal, storage_error, tablespaces,
 };
 use crate::checksum::ChecksumAlgorithm;
 use crate::copy::CopyReport;
@@ -62,16 +62,16 @@ pub(super) fn finish(
         seg_size,
         history.as_ref(),
     )
-    .map_err(|e| BackupError::Wal(e.to_string()))?;
+    .map_err(BackupWalError::from)?;
     let history_files =
         wal::backup_history_files(start_lsn, start_tli, stop_lsn, stop_tli, history.as_ref())
-            .map_err(|e| BackupError::Wal(e.to_string()))?;
+            .map_err(BackupWalError::from)?;
     let map_bytes = stopped.tablespace_map.clone();
     let mut session = stopped.into_session();
     let encoding = session.info().server_encoding.clone();
     let mut tablespace_changes = tablespaces::changes(
         tablespaces_before,
-        &tablespaces::list(session.client(), &encoding).map_err(BackupError::Tablespaces)?,
+        &tablespaces::list(session.client(), &encoding)?,
     );
     for c in &tablespace_changes {
         progress.warn(&match c.change {
@@ -128,16 +128,11 @@ pub(super) fn finish(
         }
         WalMode::Archive => {
             if !info.archiving_applies() {
-                return Err(BackupError::Wal(format!(
-                    "--wal archive, but this server does not archive WAL (archive_mode = {}{}): \
-                     use --wal include",
-                    info.archive_mode,
-                    if info.in_recovery {
-                        " on a standby"
-                    } else {
-                        ""
-                    }
-                )));
+                return Err(BackupWalError::NotArchiving {
+                    archive_mode: info.archive_mode.clone(),
+                    on_standby: info.in_recovery,
+                }
+                .into());
             }
             // The stop segment and the backup history file, each checked as the server's own
             // pg_backup_stop(wait => true) does (session/archive.rs).
@@ -150,7 +145,7 @@ pub(super) fn finish(
             );
             let st = session.wait_for_archive(needs, opts.archive_timeout.as_secs());
             if !st.complete {
-                return Err(BackupError::Wal(st.detail));
+                return Err(BackupWalError::NotArchived { detail: st.detail }.into());
             }
             WalInfo {
                 mode: WalMode::Archive,
@@ -170,8 +165,8 @@ pub(super) fn finish(
             segments: segments.clone(),
             history_files,
             bytes: 0,
-            source: "not handled by pgsafe (--wal none): the listed segments must come from your \
-                     own WAL archive at restore time"
+            source: "not handled by pgsafe (WAL mode none): the listed segments must come from \
+                     your own WAL archive at restore time"
                 .into(),
             crc32c: Default::default(),
         },
@@ -238,9 +233,7 @@ pub(super) fn finish(
             crate::textbytes::TextBytes::from(p.as_os_str().as_bytes())
         }),
     };
-    let json = backup_info
-        .to_json()
-        .map_err(|e| BackupError::Wal(format!("encode {COMPLETE_MARKER}: {e}")))?;
+    let json = backup_info.to_json().map_err(BackupError::EncodeInfo)?;
     // The manifest lists pgsafe.json too (so pg_verifybackup accepts the complete backup), but
     // pgsafe.json itself is written after the manifest: until it exists the backup is
     // incomplete, and a verifier sees a file missing.
@@ -278,7 +271,7 @@ fn read_history(pgdata: &Path, tli: TimelineId) -> Result<Option<TimelineHistory
     let bytes = fs::read(&path).ctx("read timeline history", &path)?;
     TimelineHistory::parse(tli, &bytes)
         .map(Some)
-        .map_err(|e| BackupError::Wal(format!("{}: {e}", path.display())))
+        .map_err(|source| BackupWalError::History { path, source }.into())
 }
 
 /// On a standby the last segment may still be arriving: wait until the stop LSN is received.
@@ -292,18 +285,18 @@ fn wait_received(session: &mut Session, stop: Lsn, limit: Duration) -> Result<()
                 &[],
             )
             .and_then(|r| r.try_get::<_, Option<String>>(0))
-            .map_err(|e| BackupError::Wal(format!("check received WAL: {e}")))?;
+            .map_err(|e| BackupWalError::ReceiveCheck(e.into()))?;
         if let Some(l) = got.and_then(|s| s.parse::<Lsn>().ok()) {
             if l >= stop {
                 return Ok(());
             }
         }
         if t.elapsed() > limit {
-            return Err(BackupError::Wal(format!(
-                "the standby has not received WAL up to the backup's stop position {stop} after \
-                 {}s: is it still connected to its primary?",
-                limit.as_secs()
-            )));
+            return Err(BackupWalError::NotReceived {
+                stop,
+                secs: limit.as_secs(),
+            }
+            .into());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -353,21 +346,21 @@ fn copy_wal(
                 .read_to_end(&mut bytes)
                 .ctx("read", &path)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(BackupError::Wal(format!(
-                    "WAL segment {name}, needed by the backup, is not in {} (it should have been \
-                     kept by the backup's replication slot; was it removed by hand?)",
-                    src.display()
-                )));
+                return Err(BackupWalError::SegmentMissing {
+                    name,
+                    dir: src.clone(),
+                }
+                .into());
             }
             Err(e) => return Err(FsError::new("open", path, e).into()),
         };
         if bytes.len() as u64 != seg_size.bytes() {
-            return Err(BackupError::Wal(format!(
-                "WAL segment {} is {} bytes, expected {}",
-                path.display(),
-                bytes.len(),
-                seg_size.bytes()
-            )));
+            return Err(BackupWalError::SegmentSize {
+                path,
+                len: bytes.len() as u64,
+                expected: seg_size.bytes(),
+            }
+            .into());
         }
         wal::check_segment_header(
             &bytes,
@@ -376,9 +369,11 @@ fn copy_wal(
             Some(info.system_id),
             Some(info.version.major()),
         )
-        .map_err(|e| BackupError::Wal(format!("{}: {e}", path.display())))?;
-        check_records(&mut records, &bytes, *seg, range, seg_size)
-            .map_err(|e| BackupError::Wal(format!("{}: {e}", path.display())))?;
+        .map_err(|source| BackupWalError::SegmentHeader {
+            path: path.clone(),
+            source,
+        })?;
+        check_records(&mut records, &bytes, *seg, range, seg_size, &path)?;
         put_file(&store, &format!("{WAL_DIR}/{name}"), &bytes)?;
         crcs.insert(name, crc32c_hex(&bytes));
         progress.bytes(bytes.len() as u64);
@@ -390,8 +385,10 @@ fn copy_wal(
             .last()
             .and_then(|s| s.start_lsn(seg_size).ok())
             .map_or(range.1, |l| Lsn(l.0.saturating_add(seg_size.bytes())));
-        c.finish(end)
-            .map_err(|e| BackupError::Wal(format!("the WAL in {}: {e}", src.display())))?;
+        c.finish(end).map_err(|source| BackupWalError::Incomplete {
+            dir: src.clone(),
+            source,
+        })?;
     }
     for h in history_files {
         let path = src.join(h);
@@ -418,29 +415,38 @@ fn check_records(
     seg: WalSegment,
     (start, stop): (Lsn, Lsn),
     seg_size: WalSegSize,
-) -> Result<(), String> {
-    let header = wal::WalPageHeader::decode(bytes).map_err(|e| e.to_string())?;
+    path: &Path,
+) -> Result<(), BackupWalError> {
+    let header =
+        wal::WalPageHeader::decode(bytes).map_err(|source| BackupWalError::SegmentHeader {
+            path: path.to_owned(),
+            source,
+        })?;
     let blcksz = header.long.map_or(0, |l| l.xlog_blcksz);
     let c = checker
         .get_or_insert_with(|| wal::record::RecordChecker::new(start, stop, seg_size, blcksz));
-    let first = seg.start_lsn(seg_size).map_err(|e| e.to_string())?;
+    let first = seg
+        .start_lsn(seg_size)
+        .map_err(|source| BackupWalError::SegmentStart {
+            path: path.to_owned(),
+            source,
+        })?;
     if c.blcksz() != u64::from(blcksz) || blcksz == 0 {
-        return Err(format!(
-            "WAL block size {blcksz} differs from the first segment's"
-        ));
+        return Err(BackupWalError::BlockSize {
+            path: path.to_owned(),
+            blcksz,
+        });
     }
     for (k, page) in bytes.chunks(blcksz as usize).enumerate() {
         if c.is_done() {
             break;
         }
         let lsn = Lsn(first.0 + k as u64 * u64::from(blcksz));
-        c.feed_page(lsn, page, seg.tli).map_err(|e| {
-            format!(
-                "damaged WAL at {}: {e} — the server's own WAL is damaged, so this backup could \
-                 not be recovered; check the server's storage and take a new backup",
-                e.lsn
-            )
-        })?;
+        c.feed_page(lsn, page, seg.tli)
+            .map_err(|source| BackupWalError::Damaged {
+                path: path.to_owned(),
+                source,
+            })?;
     }
     Ok(())
 }
@@ -469,6 +475,6 @@ fn build_manifest(
         w.add_file(f.rel_path.as_bytes(), f.size, f.mtime, checksum)?;
     }
     let ranges = wal::backup_wal_ranges(start_lsn, start_tli, stop_lsn, stop_tli, history)
-        .map_err(|e| BackupError::Wal(e.to_string()))?;
+        .map_err(BackupWalError::from)?;
     Ok(w.finish(&ranges))
 }

@@ -25,9 +25,21 @@ pub struct ServerTablespace {
     pub location: Vec<u8>,
 }
 
+/// Why the server's tablespaces could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum TablespaceListError {
+    #[error("{0}")]
+    Query(#[source] crate::session::ServerError),
+    #[error("tablespace OID {0} out of range")]
+    OidOutOfRange(i64),
+}
+
 /// The server's tablespaces, through the backup's session; locations byte for byte in a
 /// database of `server_encoding` ([`crate::session::raw_text_sql`]). Never panics on server data.
-pub fn list(client: &mut Client, server_encoding: &str) -> Result<Vec<ServerTablespace>, String> {
+pub fn list(
+    client: &mut Client,
+    server_encoding: &str,
+) -> Result<Vec<ServerTablespace>, TablespaceListError> {
     let location = crate::session::raw_text_sql(server_encoding, "pg_tablespace_location(oid)");
     let rows = client
         .query(
@@ -37,12 +49,16 @@ pub fn list(client: &mut Client, server_encoding: &str) -> Result<Vec<ServerTabl
             ),
             &[],
         )
-        .map_err(|e| crate::session::db_message(&e))?;
+        .map_err(|e| TablespaceListError::Query(e.into()))?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        let oid: i64 = r.try_get(0).map_err(|e| e.to_string())?;
-        let oid = u32::try_from(oid).map_err(|_| format!("tablespace OID {oid} out of range"))?;
-        let location: Option<Vec<u8>> = r.try_get(1).map_err(|e| e.to_string())?;
+        let oid: i64 = r
+            .try_get(0)
+            .map_err(|e| TablespaceListError::Query(e.into()))?;
+        let oid = u32::try_from(oid).map_err(|_| TablespaceListError::OidOutOfRange(oid))?;
+        let location: Option<Vec<u8>> = r
+            .try_get(1)
+            .map_err(|e| TablespaceListError::Query(e.into()))?;
         out.push(ServerTablespace {
             oid,
             location: location.unwrap_or_default(),

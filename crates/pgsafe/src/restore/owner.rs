@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Group, Uid, User};
 
-use super::{Owner, RestoreError};
+use super::{Owner, OwnerError, RestoreError};
 use crate::info::FileOwner;
 
 /// Resolves who gets the files: as root, `--owner` or the backup's recorded owner; otherwise
@@ -27,11 +27,7 @@ pub(super) fn resolve_owner(
         None if me.is_root() => match recorded {
             Some(r) => Some(recorded_owner(r)),
             None => {
-                return Err(RestoreError::Owner(
-                    "running as root, and the backup does not record the owner of its data \
-                     directory: pass --owner USER (the user the server runs as, e.g. postgres)"
-                        .into(),
-                ));
+                return Err(OwnerError::NotRecorded.into());
             }
         },
         None => None,
@@ -40,22 +36,17 @@ pub(super) fn resolve_owner(
         // (uid_t)-1 / (gid_t)-1 tell chown(2) to leave the owner unchanged: the files would
         // silently stay root's.
         Some(o) if o.uid.as_raw() == u32::MAX || o.gid.as_raw() == u32::MAX => {
-            Err(RestoreError::Owner(format!(
-                "{}:{} is not an owner: 4294967295 means \"leave unchanged\" to chown(2); name \
-                 the user the server runs as (e.g. postgres)",
-                o.uid, o.gid
-            )))
+            Err(OwnerError::NoChangeIds {
+                uid: o.uid.as_raw(),
+                gid: o.gid.as_raw(),
+            }
+            .into())
         }
-        Some(o) if o.uid.is_root() => Err(RestoreError::Owner(
-            "the files would belong to root, but PostgreSQL refuses to run as root: pass \
-             --owner USER (e.g. postgres)"
-                .into(),
-        )),
-        Some(o) if !me.is_root() && o.uid != me => Err(RestoreError::Owner(format!(
-            "only root can give the restored files to another user (uid {}); run as that user \
-             or as root",
-            o.uid
-        ))),
+        Some(o) if o.uid.is_root() => Err(OwnerError::Root.into()),
+        Some(o) if !me.is_root() && o.uid != me => Err(OwnerError::OtherUser {
+            uid: o.uid.as_raw(),
+        }
+        .into()),
         Some(o) if me.is_root() => {
             if requested.is_none()
                 && let Some((dir, uid)) = nearest_existing_owner(target)
@@ -119,41 +110,41 @@ pub(super) fn parse_owner(spec: &str) -> Result<Owner, RestoreError> {
         .flatten()
         .any(|x| x == NO_CHANGE_ID)
     {
-        return Err(RestoreError::Owner(format!(
-            "{spec}: 4294967295 is not an owner: it means \"leave unchanged\" to chown(2), so \
-             the files would stay root's; name the user the server runs as (e.g. postgres)"
-        )));
+        return Err(OwnerError::NoChangeSpec {
+            spec: spec.to_owned(),
+        }
+        .into());
     }
     let user = if u.bytes().all(|b| b.is_ascii_digit()) && !u.is_empty() {
-        let uid = Uid::from_raw(
-            u.parse()
-                .map_err(|_| RestoreError::Owner(format!("{u} is not a user ID")))?,
-        );
+        let uid = Uid::from_raw(u.parse().map_err(|source| OwnerError::BadUid {
+            id: u.to_owned(),
+            source,
+        })?);
         (uid, User::from_uid(uid).ok().flatten().map(|x| x.gid))
     } else {
         let x = User::from_name(u)
             .ok()
             .flatten()
-            .ok_or_else(|| RestoreError::Owner(format!("no user named {u:?}")))?;
+            .ok_or_else(|| OwnerError::NoUser(u.to_owned()))?;
         (x.uid, Some(x.gid))
     };
     let gid = match g {
-        Some(g) if g.bytes().all(|b| b.is_ascii_digit()) && !g.is_empty() => Gid::from_raw(
-            g.parse()
-                .map_err(|_| RestoreError::Owner(format!("{g} is not a group ID")))?,
-        ),
+        Some(g) if g.bytes().all(|b| b.is_ascii_digit()) && !g.is_empty() => {
+            Gid::from_raw(g.parse().map_err(|source| OwnerError::BadGid {
+                id: g.to_owned(),
+                source,
+            })?)
+        }
         Some(g) => {
             Group::from_name(g)
                 .ok()
                 .flatten()
-                .ok_or_else(|| RestoreError::Owner(format!("no group named {g:?}")))?
+                .ok_or_else(|| OwnerError::NoGroup(g.to_owned()))?
                 .gid
         }
-        None => user.1.ok_or_else(|| {
-            RestoreError::Owner(format!(
-                "user ID {u} has no entry: give the group too (UID:GID)"
-            ))
-        })?,
+        None => user
+            .1
+            .ok_or_else(|| OwnerError::NoGroupForUid(u.to_owned()))?,
     };
     Ok(Owner { uid: user.0, gid })
 }

@@ -6,8 +6,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{
-    RestoreError, RestoreOptions, Source, TablespaceMapping, TablespacePlan, TablespaceSelector,
-    guard, is_plain_absolute, source,
+    MappingError, RestoreError, RestoreOptions, Source, TablespaceMapping, TablespacePlan,
+    TablespaceSelector, guard, is_plain_absolute, source,
 };
 use crate::datadir::PostmasterPid;
 use crate::fsutil::{self, FsError, IoContext};
@@ -141,7 +141,6 @@ pub(super) fn map_tablespaces(
 ) -> Result<Vec<TablespacePlan>, RestoreError> {
     let target_resolved = guard::resolved(target)?;
     let backup_resolved = guard::resolved(backup)?;
-    let bad = RestoreError::TablespaceMapping;
     // Which mapping applies to which tablespace (each mapping must name one of them).
     let mut chosen: Vec<(u32, PathBuf, PathBuf, bool)> = Vec::new();
     let mut used = vec![false; mappings.len()];
@@ -154,10 +153,11 @@ pub(super) fn map_tablespaces(
             };
             if hit {
                 if location.is_some() {
-                    return Err(bad(format!(
-                        "tablespace {oid} ({}) is mapped twice",
-                        original.display()
-                    )));
+                    return Err(MappingError::MappedTwice {
+                        oid: *oid,
+                        original: original.clone(),
+                    }
+                    .into());
                 }
                 used[i] = true;
                 location = Some(m.to.clone());
@@ -176,54 +176,47 @@ pub(super) fn map_tablespaces(
             TablespaceSelector::Oid(o) => format!("OID {o}"),
             TablespaceSelector::Path(p) => format!("location {}", p.display()),
         };
-        return Err(bad(format!(
-            "the backup has no tablespace with {what} (it has: {})",
-            if known.is_empty() {
-                "none".to_owned()
-            } else {
-                known.join(", ")
-            }
-        )));
+        return Err(MappingError::NoSuchTablespace {
+            selector: what,
+            known,
+        }
+        .into());
     }
     let mut out: Vec<TablespacePlan> = Vec::new();
     let mut resolved_locations: Vec<PathBuf> = Vec::new();
     for (oid, original, location, from_backup) in chosen {
         if !is_plain_absolute(&location) {
-            return Err(bad(format!(
-                "tablespace {oid}: its location {:?} is not an absolute path without \".\" and \
-                 \"..\" components: map it with --tablespace-map {oid}=/absolute/path",
-                location.display()
-            )));
+            return Err(MappingError::NotAbsolute { oid, location }.into());
         }
         // Compared resolved: a link or a relative path must not hide an overlap.
         let resolved = guard::resolved(&location)?;
         if guard::overlap(&resolved, &target_resolved) {
-            return Err(bad(format!(
-                "tablespace {oid}: location {} overlaps the target data directory {} \
-                 (resolved: {} and {})",
-                location.display(),
-                target.display(),
-                resolved.display(),
-                target_resolved.display()
-            )));
+            return Err(MappingError::Overlaps {
+                oid,
+                location,
+                what: "target data directory",
+                other: target.to_owned(),
+                resolved,
+                other_resolved: target_resolved,
+            }
+            .into());
         }
         if guard::overlap(&resolved, &backup_resolved) {
-            return Err(bad(format!(
-                "tablespace {oid}: location {} overlaps the backup {} (resolved: {} and {})",
-                location.display(),
-                backup.display(),
-                resolved.display(),
-                backup_resolved.display()
-            )));
+            return Err(MappingError::Overlaps {
+                oid,
+                location,
+                what: "backup",
+                other: backup.to_owned(),
+                resolved,
+                other_resolved: backup_resolved,
+            }
+            .into());
         }
         if resolved_locations
             .iter()
             .any(|r| guard::overlap(r, &resolved))
         {
-            return Err(bad(format!(
-                "two tablespaces would be restored into {}",
-                location.display()
-            )));
+            return Err(MappingError::SameLocation { location }.into());
         }
         let existed = match fs::read_dir(&location) {
             Ok(mut rd) => {
@@ -265,6 +258,6 @@ pub(super) fn tablespace_map_bytes(
         .collect();
     let map = TablespaceMap::new(entries)
         .and_then(|m| m.format(MapEscaping::for_version(version)))
-        .map_err(|e| RestoreError::TablespaceMapping(e.to_string()))?;
+        .map_err(MappingError::from)?;
     Ok(map)
 }

@@ -94,6 +94,41 @@ pub struct RecoveryOptions {
     pub primary_conninfo: Option<String>,
 }
 
+/// Why recovery settings do not go together, or cannot be written. PostgreSQL's names for the
+/// settings (src/backend/utils/misc/guc_tables.c), not the options that set them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(
+        "a recovery target action needs a recovery target (a time, an LSN, a transaction ID, a \
+         restore point name, or immediate)"
+    )]
+    ActionWithoutTarget,
+    #[error("a primary_conninfo is for a standby: restore as a standby, or leave it out")]
+    PrimaryWithoutStandby,
+    #[error(
+        "a standby needs somewhere to get WAL from: a primary_conninfo and/or a restore_command"
+    )]
+    StandbyWithoutWal,
+    #[error(
+        "recovery_target = 'immediate' needs a restore_command (PostgreSQL requires one for \
+         targeted recovery). Without any recovery option the restored server replays the \
+         backup's own WAL and opens at the end of the backup, which is what the immediate \
+         target would do"
+    )]
+    ImmediateWithoutRestoreCommand,
+    #[error(
+        "recovering to {target} needs the WAL written after the backup: set a restore_command \
+         that fetches it from your WAL archive"
+    )]
+    TargetWithoutRestoreCommand { target: String },
+    #[error("{setting} must not be empty")]
+    Empty { setting: &'static str },
+    #[error("{setting} must not contain a line break or NUL character")]
+    LineBreak { setting: &'static str },
+    #[error("recovery_target_xid {xid:?} is not a transaction ID (digits only)")]
+    BadXid { xid: String },
+}
+
 impl RecoveryOptions {
     /// True when nothing is configured: the server recovers from `backup_label` with the WAL in
     /// `pg_wal/` only, to the end of the backup, and opens on a new timeline
@@ -108,40 +143,27 @@ impl RecoveryOptions {
     }
 
     /// Checks that the combination makes sense and every value can be written.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), RecoveryError> {
         if self.target_action.is_some() && self.target.is_none() {
-            return Err(
-                "--target-action needs a recovery target (--target-time, --target-lsn, \
-                        --target-xid, --target-name or --target-immediate)"
-                    .into(),
-            );
+            return Err(RecoveryError::ActionWithoutTarget);
         }
         if self.primary_conninfo.is_some() && !self.standby {
-            return Err("--primary-conninfo is for a standby: add --standby".into());
+            return Err(RecoveryError::PrimaryWithoutStandby);
         }
         if self.standby && !self.has_wal_source() {
-            return Err(
-                "--standby needs somewhere to get WAL from: --primary-conninfo and/or \
-                        --restore-command"
-                    .into(),
-            );
+            return Err(RecoveryError::StandbyWithoutWal);
         }
         if let (Some(t), false) = (&self.target, self.standby) {
             if self.restore_command.is_none() {
                 return Err(match t {
-                    RecoveryTarget::Immediate => "--target-immediate needs --restore-command \
-                        (PostgreSQL requires one for targeted recovery). Without any recovery \
-                        option the restored server replays the backup's own WAL and opens at the \
-                        end of the backup, which is what --target-immediate would do"
-                        .into(),
-                    _ => format!(
-                        "recovering to {t} needs the WAL written after the backup: pass \
-                         --restore-command to fetch it from your WAL archive"
-                    ),
+                    RecoveryTarget::Immediate => RecoveryError::ImmediateWithoutRestoreCommand,
+                    _ => RecoveryError::TargetWithoutRestoreCommand {
+                        target: t.to_string(),
+                    },
                 });
             }
         }
-        let mut values: Vec<(&str, String)> = Vec::new();
+        let mut values: Vec<(&'static str, String)> = Vec::new();
         if let Some(t) = &self.target {
             values.push(t.setting());
         }
@@ -153,19 +175,15 @@ impl RecoveryOptions {
         }
         for (name, v) in values {
             if v.trim().is_empty() {
-                return Err(format!("{name} must not be empty"));
+                return Err(RecoveryError::Empty { setting: name });
             }
             if v.contains(['\n', '\r', '\0']) {
-                return Err(format!(
-                    "{name} must not contain a line break or NUL character"
-                ));
+                return Err(RecoveryError::LineBreak { setting: name });
             }
         }
         if let Some(RecoveryTarget::Xid(x)) = &self.target {
             if !x.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!(
-                    "--target-xid {x:?} is not a transaction ID (digits only)"
-                ));
+                return Err(RecoveryError::BadXid { xid: x.clone() });
             }
         }
         Ok(())
@@ -320,27 +338,31 @@ mod tests {
             target_action: Some(TargetAction::Promote),
             ..Default::default()
         };
-        assert!(
-            o.validate()
-                .unwrap_err()
-                .contains("needs a recovery target")
-        );
+        assert_eq!(o.validate(), Err(RecoveryError::ActionWithoutTarget));
         o.target = Some(RecoveryTarget::Lsn(Lsn(0x3000000)));
-        assert!(o.validate().unwrap_err().contains("--restore-command"));
+        assert!(matches!(
+            o.validate(),
+            Err(RecoveryError::TargetWithoutRestoreCommand { .. })
+        ));
         o.restore_command = Some("cp /a/%f %p".into());
         o.validate().unwrap();
         o.restore_command = Some("cp\n".into());
-        assert!(o.validate().unwrap_err().contains("line break"));
+        assert_eq!(
+            o.validate(),
+            Err(RecoveryError::LineBreak {
+                setting: "restore_command"
+            })
+        );
         let s = RecoveryOptions {
             standby: true,
             ..Default::default()
         };
-        assert!(s.validate().unwrap_err().contains("--primary-conninfo"));
+        assert_eq!(s.validate(), Err(RecoveryError::StandbyWithoutWal));
         let p = RecoveryOptions {
             primary_conninfo: Some("host=x".into()),
             ..Default::default()
         };
-        assert!(p.validate().unwrap_err().contains("--standby"));
+        assert_eq!(p.validate(), Err(RecoveryError::PrimaryWithoutStandby));
         let x = RecoveryOptions {
             target: Some(RecoveryTarget::Xid("12a".into())),
             restore_command: Some("true".into()),

@@ -24,7 +24,7 @@ use crate::storage::{ObjectReader, StorageError};
 use crate::types::PgVersion;
 use crate::verify;
 
-use super::RestoreError;
+use super::{BadCopy, BadManifest, RestoreError};
 
 /// One file to restore.
 #[derive(Debug, Clone)]
@@ -181,7 +181,7 @@ fn read_small(store: &StoredBackup, rel: &str, limit: u64) -> Result<Option<Vec<
 pub(super) fn backup_outline(store: &StoredBackup) -> Result<Outline, RestoreError> {
     let root = store.shown();
     let info: BackupInfo = match read_small(store, COMPLETE_MARKER, SMALL_FILE_LIMIT)? {
-        Some(b) => BackupInfo::parse(&b).map_err(|e| RestoreError::BadInfo(e.to_string()))?,
+        Some(b) => BackupInfo::parse(&b).map_err(RestoreError::BadInfo)?,
         None => return Err(RestoreError::Incomplete(root.to_owned())),
     };
     if !store.exists(LABEL_FILE) {
@@ -205,7 +205,7 @@ fn drop_recovery_files(files: &mut Vec<SourceFile>) -> Vec<String> {
             Some(r) => {
                 warnings.push(format!(
                     "{r} of the backed-up server (a standby) was not restored: the restored \
-                     server recovers as the restore options say (--standby makes it a standby)"
+                     server recovers as the restore options say (as a standby only when asked)"
                 ));
                 false
             }
@@ -219,7 +219,7 @@ fn read_label(store: &StoredBackup) -> Result<BackupLabel, RestoreError> {
     let Some(bytes) = read_small(store, LABEL_FILE, SMALL_FILE_LIMIT)? else {
         return Err(RestoreError::NoLabel(store.shown().to_owned()));
     };
-    BackupLabel::parse(&bytes).map_err(|e| RestoreError::BadLabel(e.to_string()))
+    BackupLabel::parse(&bytes).map_err(RestoreError::BadLabel)
 }
 
 fn read_map(store: &StoredBackup, version: PgVersion) -> Result<Vec<(u32, PathBuf)>, RestoreError> {
@@ -227,7 +227,7 @@ fn read_map(store: &StoredBackup, version: PgVersion) -> Result<Vec<(u32, PathBu
         return Ok(Vec::new());
     };
     let map = TablespaceMap::parse(&bytes, MapEscaping::for_version(version))
-        .map_err(|e| RestoreError::BadMap(e.to_string()))?;
+        .map_err(RestoreError::BadMap)?;
     Ok(map
         .entries()
         .iter()
@@ -272,8 +272,7 @@ impl Source {
                 io::ErrorKind::NotFound.into(),
             )
         })?;
-        let manifest =
-            Manifest::parse(&bytes).map_err(|e| RestoreError::BadManifest(e.to_string()))?;
+        let manifest = Manifest::parse(&bytes).map_err(BadManifest::Parse)?;
         let listing = store.list()?;
         let compression = info.compression;
         let skip = [LABEL_FILE, MAP_FILE, COMPLETE_MARKER];
@@ -303,9 +302,7 @@ impl Source {
             }
         }
         let Some(control) = control else {
-            return Err(RestoreError::BadManifest(format!(
-                "it does not list {CONTROL_FILE}"
-            )));
+            return Err(BadManifest::NoControlFile.into());
         };
         let wal_included = info.wal.mode == WalMode::Include;
         let mut wal = Vec::new();
@@ -373,8 +370,7 @@ impl Source {
         let Some(vbytes) = read_small(&store, "PG_VERSION", SMALL_FILE_LIMIT)? else {
             return Err(RestoreError::NotACopy(root.to_owned()));
         };
-        let version = PgVersion::from_pg_version_file(&vbytes)
-            .map_err(|e| RestoreError::BadCopy(format!("PG_VERSION: {e}")))?;
+        let version = PgVersion::from_pg_version_file(&vbytes).map_err(BadCopy::Version)?;
         let control_bytes = read_small(
             &store,
             CONTROL_FILE,
@@ -387,8 +383,7 @@ impl Source {
                 io::ErrorKind::NotFound.into(),
             )
         })?;
-        let control = ControlFile::decode(&control_bytes)
-            .map_err(|e| RestoreError::BadCopy(format!("{CONTROL_FILE}: {e}")))?;
+        let control = ControlFile::decode(&control_bytes).map_err(BadCopy::Control)?;
         check_copy_control(&control, version)?;
         check_copy_not_older(&control, &label)?;
         let plan = BackupPlan::build(
@@ -399,19 +394,18 @@ impl Source {
                 catalog_version: Some(control.catalog_version_no),
             },
         )
-        .map_err(|e| RestoreError::BadCopy(e.to_string()))?;
+        .map_err(BadCopy::Plan)?;
         let tablespaces = read_map(&store, version)?;
         // A copy whose pg_tblspc link still points at the tablespace's own location did not
         // copy the tablespace: reading it now would not be the backup's content.
         for (oid, link) in &plan.tablespaces {
             if let Some((_, orig)) = tablespaces.iter().find(|(o, _)| o == oid) {
                 if same_path(link, orig) {
-                    return Err(RestoreError::BadCopy(format!(
-                        "pg_tblspc/{oid} in the copy is a link to the tablespace's live location \
-                         {}: its contents were not copied with the backup. Copy them into the \
-                         copy's pg_tblspc/{oid} (e.g. cp -aL) while the backup runs",
-                        orig.display()
-                    )));
+                    return Err(BadCopy::LiveTablespaceLink {
+                        oid: *oid,
+                        location: orig.clone(),
+                    }
+                    .into());
                 }
             }
         }
@@ -449,7 +443,7 @@ impl Source {
             owner: fsutil::file_owner(root),
             group_access: version.at_least(11) && root_mode & 0o070 != 0,
             wal_included: false,
-            wal_source: "restore_command (a copy's pg_wal is not used: pass --restore-command \
+            wal_source: "restore_command (a copy's pg_wal is not used: set a restore_command \
                          reading the WAL archive)"
                 .into(),
             warnings,
@@ -460,11 +454,11 @@ impl Source {
 fn check_copy_control(control: &ControlFile, version: PgVersion) -> Result<(), RestoreError> {
     match control.major_version() {
         Some(v) if v.major() == version.major() => Ok(()),
-        other => Err(RestoreError::BadCopy(format!(
-            "PG_VERSION says {} but global/pg_control is that of {}",
-            version.major_name(),
-            other.map_or("an unknown version".to_owned(), |v| v.major_name())
-        ))),
+        other => Err(BadCopy::VersionMismatch {
+            version: version.major_name(),
+            control: other.map_or("an unknown version".to_owned(), |v| v.major_name()),
+        }
+        .into()),
     }
 }
 
@@ -477,15 +471,11 @@ fn check_copy_control(control: &ControlFile, version: PgVersion) -> Result<(), R
 fn check_copy_not_older(control: &ControlFile, label: &BackupLabel) -> Result<(), RestoreError> {
     let label_checkpoint = label.checkpoint_lsn();
     if control.checkpoint < label_checkpoint {
-        return Err(RestoreError::BadCopy(format!(
-            "its {CONTROL_FILE} names checkpoint {}, older than the checkpoint {label_checkpoint} \
-             its backup_label starts from: these files were copied before the backup started (a \
-             snapshot taken before the backup's start, or the backup_label of a later backup). \
-             Recovering from this label would skip the WAL in between and silently corrupt the \
-             data. Use the backup_label written for this copy, or take the copy again while a \
-             backup is in progress",
-            control.checkpoint
-        )));
+        return Err(BadCopy::OlderThanLabel {
+            control: control.checkpoint,
+            label: label_checkpoint,
+        }
+        .into());
     }
     Ok(())
 }

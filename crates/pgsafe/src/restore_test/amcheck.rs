@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use postgres::{Client, NoTls};
 use serde::Serialize;
 
+use super::reasons::CheckError;
 use super::server::Server;
 use crate::session::db_message;
 
@@ -68,8 +69,11 @@ pub struct AmcheckReport {
     pub notes: Vec<String>,
 }
 
-fn sql_err(what: &str, e: &postgres::Error) -> String {
-    format!("{what}: {}", db_message(e))
+fn sql_err(what: &str, e: postgres::Error) -> CheckError {
+    CheckError::Sql {
+        what: what.to_owned(),
+        source: e.into(),
+    }
 }
 
 /// Double-quotes an identifier.
@@ -85,18 +89,18 @@ pub fn check_all(
     user: &str,
     major: u32,
     cancel: Option<&AtomicBool>,
-) -> Result<AmcheckReport, String> {
+) -> Result<AmcheckReport, CheckError> {
     let mut r = AmcheckReport::default();
     let rows = first
         .query(
             "SELECT datname::text, datallowconn FROM pg_database ORDER BY datname",
             &[],
         )
-        .map_err(|e| sql_err("list databases", &e))?;
+        .map_err(|e| sql_err("list databases", e))?;
     let mut dbs = Vec::new();
     for row in rows {
-        let name: String = row.try_get(0).map_err(|e| e.to_string())?;
-        let allow: bool = row.try_get(1).map_err(|e| e.to_string())?;
+        let name: String = row.try_get(0).map_err(|e| sql_err("read a row", e))?;
+        let allow: bool = row.try_get(1).map_err(|e| sql_err("read a row", e))?;
         if allow {
             dbs.push(name);
         } else {
@@ -110,8 +114,8 @@ pub fn check_all(
         let mut c = server
             .config(user, db)
             .connect(NoTls)
-            .map_err(|e| sql_err(&format!("connect to database {db}"), &e))?;
-        r.relations += count_relations(&mut c).map_err(|e| sql_err("count relations", &e))?;
+            .map_err(|e| sql_err(&format!("connect to database {db}"), e))?;
+        r.relations += count_relations(&mut c).map_err(|e| sql_err("count relations", e))?;
         if r.available && !check_database(&mut c, db, major, &mut r, cancel)? {
             r.available = false;
             r.notes.push(format!(
@@ -180,10 +184,10 @@ fn check_database(
     major: u32,
     r: &mut AmcheckReport,
     cancel: Option<&AtomicBool>,
-) -> Result<bool, String> {
+) -> Result<bool, CheckError> {
     let cancelled = || {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            Err(CANCELLED.to_owned())
+            Err(CheckError::Cancelled)
         } else {
             Ok(())
         }
@@ -191,7 +195,7 @@ fn check_database(
     // Installed by an older release (kept through pg_upgrade): update it, so this major's
     // checks are there. A scratch copy may be changed.
     if extension(c)
-        .map_err(|e| sql_err("read pg_extension", &e))?
+        .map_err(|e| sql_err("read pg_extension", e))?
         .is_some()
     {
         let _ = c.batch_execute("ALTER EXTENSION amcheck UPDATE");
@@ -202,11 +206,11 @@ fn check_database(
         if matches!(e.code().map(|c| c.code()), Some("58P01" | "0A000")) {
             return Ok(false);
         }
-        return Err(sql_err(&format!("CREATE EXTENSION amcheck in {db}"), &e));
+        return Err(sql_err(&format!("CREATE EXTENSION amcheck in {db}"), e));
     }
     let ext = extension(c)
-        .map_err(|e| sql_err("read pg_extension", &e))?
-        .ok_or_else(|| format!("amcheck is not installed in database {db}"))?;
+        .map_err(|e| sql_err("read pg_extension", e))?
+        .ok_or_else(|| CheckError::NotInstalled { db: db.to_owned() })?;
     r.version.get_or_insert_with(|| ext.version.clone());
     r.heap_checks = ext.heapam;
     r.heapallindexed = ext.heapallindexed;
@@ -227,11 +231,11 @@ fn check_database(
                  ORDER BY c.oid",
                 &[],
             )
-            .map_err(|e| sql_err("list tables", &e))?;
+            .map_err(|e| sql_err("list tables", e))?;
         for row in tables {
-            let oid: u32 = row.try_get(0).map_err(|e| e.to_string())?;
-            let name: String = row.try_get(1).map_err(|e| e.to_string())?;
-            let kind: String = row.try_get(2).map_err(|e| e.to_string())?;
+            let oid: u32 = row.try_get(0).map_err(|e| sql_err("read a row", e))?;
+            let name: String = row.try_get(1).map_err(|e| sql_err("read a row", e))?;
+            let kind: String = row.try_get(2).map_err(|e| sql_err("read a row", e))?;
             cancelled()?;
             // TOAST tables are checked on their own; their owners' pointers into them too.
             let toast = if kind == "t" { "false" } else { "true" };
@@ -290,10 +294,10 @@ fn check_database(
              AND i.indisready AND i.indisvalid ORDER BY c.oid",
             &[],
         )
-        .map_err(|e| sql_err("list indexes", &e))?;
+        .map_err(|e| sql_err("list indexes", e))?;
     for row in indexes {
-        let oid: u32 = row.try_get(0).map_err(|e| e.to_string())?;
-        let name: String = row.try_get(1).map_err(|e| e.to_string())?;
+        let oid: u32 = row.try_get(0).map_err(|e| sql_err("read a row", e))?;
+        let name: String = row.try_get(1).map_err(|e| sql_err("read a row", e))?;
         cancelled()?;
         let sql = if ext.heapallindexed {
             format!("SELECT {schema}.bt_index_check({oid}::oid::regclass, true)")

@@ -14,7 +14,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, Uid};
 use postgres::{Client, NoTls};
 
-use crate::session::db_message;
+use super::reasons::RoleRefused;
 
 /// The port in the socket file's name (`.s.PGSQL.<port>`). The socket folder is private and
 /// there is no TCP listener, so it cannot collide with another server's.
@@ -136,7 +136,7 @@ pub enum Ready {
     /// Still not open when the time was up.
     TimedOut,
     /// No candidate role could log in (each with its error).
-    NoRole(Vec<String>),
+    NoRole(Vec<RoleRefused>),
     /// The operator cancelled.
     Cancelled,
 }
@@ -248,7 +248,10 @@ impl Server {
                             // 28000 invalid_authorization_specification: no such role (or it
                             // may not log in); any other error: not open yet.
                             if code.as_deref() == Some("28000") {
-                                role_errors.push(format!("{r}: {}", db_message(&e)));
+                                role_errors.push(RoleRefused {
+                                    role: r.clone(),
+                                    source: e.into(),
+                                });
                             } else {
                                 break;
                             }

@@ -307,8 +307,8 @@ impl<'a> Verifier<'a> {
             (&self.info, segments.first(), segments.last())
         {
             self.notes.push(format!(
-                "the WAL this backup needs is not in it (--wal {}): {} segment(s) {first} .. {last} \
-                 must come from {}",
+                "the WAL this backup needs is not in it (WAL mode {}): {} segment(s) {first} .. \
+                 {last} must come from {}",
                 match i.wal.mode {
                     WalMode::Archive => "archive",
                     _ => "none",
