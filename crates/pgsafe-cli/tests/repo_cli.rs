@@ -530,3 +530,59 @@ fn hostile_entries_are_reported_never_used() {
         text(&out)
     );
 }
+
+/// A promoted standby continues the cluster's lineage on a new timeline: its backups are the
+/// registered cluster's (same system identifier), and `latest` follows the timeline even when
+/// the old primary, still running after the failover (split brain), wrote more WAL on the old
+/// timeline (a higher LSN) and was backed up afterwards. Ordering by LSN or by ID would pick
+/// the abandoned branch.
+#[test]
+fn promoted_standby_continues_the_lineage() {
+    let install = PgInstall::major(16);
+    let p = Cluster::started(&install, ClusterOptions::new().fast_unsafe());
+    p.execute("CREATE TABLE t (id bigserial PRIMARY KEY, v text)");
+    p.execute("INSERT INTO t (v) SELECT 'before' FROM generate_series(1, 100)");
+    let scratch = server_owned_tempdir();
+    let repo = scratch.path().join("repo");
+    ok(init(&p, &repo, "main"), "init");
+    let first = backup(&p, &repo, "main");
+    let mut s = Cluster::new_standby(&p);
+    s.wait_for_replay(&p);
+    let from_standby = backup(&s, &repo, "main");
+    s.promote();
+    s.execute("INSERT INTO t (v) SELECT 'new primary' FROM generate_series(1, 10)");
+    let promoted = backup(&s, &repo, "main");
+    // The old primary goes on: more WAL on timeline 1 than the promoted one has.
+    p.execute("INSERT INTO t (v) SELECT 'diverged' FROM generate_series(1, 50000)");
+    p.execute("SELECT pg_switch_wal()");
+    p.execute("INSERT INTO t (v) SELECT 'diverged' FROM generate_series(1, 1000)");
+    let old_branch = backup(&p, &repo, "main");
+
+    let cat = catalog(&repo, "main", LeaseTiming::default());
+    for id in [&first, &from_standby, &promoted, &old_branch] {
+        assert_eq!(cat.get(id).unwrap().state.name(), "complete", "{id}");
+    }
+    let info = |id: &str| cat.get(id).unwrap().info.clone().unwrap();
+    assert!(info(&from_standby).from_standby);
+    assert_eq!(info(&promoted).stop_tli.0, 2);
+    assert!(
+        info(&old_branch).stop_lsn > info(&promoted).stop_lsn,
+        "the old branch should have the higher LSN"
+    );
+    assert_eq!(cat.latest().unwrap().id.as_str(), promoted);
+
+    let target = scratch.path().join("restored");
+    ok(restore_repo(&repo, "main", None, &target), "restore latest");
+    let mut r = Cluster::adopt(&install, &target, ClusterOptions::new());
+    r.start();
+    r.wait_recovery_done();
+    assert_eq!(
+        r.query_one::<i64>("SELECT count(*) FROM t WHERE v = 'new primary'"),
+        10
+    );
+    assert_eq!(
+        r.query_one::<i64>("SELECT count(*) FROM t WHERE v = 'diverged'"),
+        0
+    );
+    r.stop();
+}
