@@ -536,8 +536,12 @@ fn copy_data(
         pages,
         ..CopyOptions::default()
     };
-    match copy::copy_plan(plan, &opts.target, &copy_opts, progress) {
+    // The data files go through the storage interface like pgsafe's own files (write-once
+    // objects, made durable together before pg_control).
+    let store = open_store(&opts.target)?;
+    match copy::copy_plan_to(plan, &store, &copy_opts, progress) {
         Err(CopyError::Cancelled) => Err(BackupError::Cancelled),
+        Err(CopyError::Storage(e)) => Err(storage_error(&store, e)),
         other => Ok(other?),
     }
 }

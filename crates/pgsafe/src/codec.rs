@@ -59,7 +59,7 @@ impl Compression {
     }
 
     /// A writer that stores into `file`, compressing as configured.
-    pub(crate) fn sink(self, file: File) -> io::Result<Sink<Counted>> {
+    pub(crate) fn sink<W: Write>(self, file: W) -> io::Result<Sink<Counted<W>>> {
         self.encoder(Counted { file, written: 0 })
     }
 
@@ -177,20 +177,20 @@ impl<R: Read> Read for Lz4Frames<R> {
     }
 }
 
-/// A stored file being written, counting the bytes that reach it.
-pub(crate) struct Counted {
-    file: File,
+/// A stored file (or object) being written, counting the bytes that reach it.
+pub(crate) struct Counted<W = File> {
+    file: W,
     written: u64,
 }
 
-impl Counted {
-    /// The file and the bytes written to it.
-    pub(crate) fn into_parts(self) -> (File, u64) {
+impl<W> Counted<W> {
+    /// The writer and the bytes written to it.
+    pub(crate) fn into_parts(self) -> (W, u64) {
         (self.file, self.written)
     }
 }
 
-impl Write for Counted {
+impl<W: Write> Write for Counted<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
         self.written += n as u64;

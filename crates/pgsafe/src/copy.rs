@@ -1,22 +1,29 @@
-//! Executes a [`BackupPlan`] into a target directory with parallel workers.
+//! Executes a [`BackupPlan`]: the data directory's files become objects of a storage
+//! [`Backend`] (a backup folder: [`LocalBackend`]), copied by the workers of the one pool
+//! ([`crate::pool`]).
 //!
-//! * **Scheduling.** The plan's files (largest first) become a fixed work list that scoped worker
-//!   threads take items from through one atomic index: no producer thread, no channel, no queue
-//!   memory beyond the list itself. Each worker reuses one read buffer
+//! * **Scheduling.** The plan's files (largest first) become a fixed work list the pool's
+//!   workers take items from, in order. Each worker reuses one read buffer
 //!   ([`CopyOptions::buffer_size`], 1 MiB).
 //! * **Ranges.** A file larger than [`CopyOptions::split_size`] (64 MiB) is split into ranges
-//!   that different workers copy at once, so one large relation does not hold up the end of the
-//!   backup. Each range opens the source itself (its own read-ahead) and reads with positioned
-//!   reads. Uncompressed, ranges are `split_size` long and written in place with `write_at` into
-//!   the destination, preallocated with `fallocate` to the planned size. Compressed, ranges are
-//!   [`FRAME_SIZE`] (4 MiB) long and each becomes one zstd or LZ4 frame, compressed in memory
-//!   and appended in range order (a worker whose frame is early waits for the frames before it;
-//!   concatenated frames are one valid stream for both formats), so a worker holds at most one
-//!   frame. Each range computes the CRC-32C of its bytes and the file's checksum is the ranges'
-//!   CRCs combined in file order (`crc32c_combine`): no byte is read twice. SHA-256 cannot be
-//!   combined, and hashing in a second pass would read every byte twice, so with
-//!   `--checksum sha256` files are copied whole (PostgreSQL's 1 GiB segments and largest-first
-//!   scheduling still spread a large database over the workers).
+//!   ([`pool::ranges`]) that different workers copy at once, so one large relation does not
+//!   hold up the end of the backup. Each range opens the source itself (its own read-ahead) and
+//!   reads with positioned reads. Uncompressed into a local folder, ranges are `split_size`
+//!   long and written in place with positioned writes into the object's file
+//!   ([`ObjectWriter::local_file`]), preallocated with `fallocate` to the planned size.
+//!   Compressed (or into a backend without local files), ranges are [`FRAME_SIZE`] (4 MiB)
+//!   long and each becomes one frame, compressed in memory and appended in range order (a
+//!   worker whose frame is early waits for the frames before it; concatenated zstd or LZ4
+//!   frames are one valid stream, and uncompressed frames are the bytes themselves), so a
+//!   worker holds at most one frame. Each range computes the CRC-32C of its bytes and the
+//!   file's checksum is the ranges' CRCs combined in file order (`crc32c_combine`): no byte is
+//!   read twice. SHA-256 cannot be combined, and hashing in a second pass would read every byte
+//!   twice, so with `--checksum sha256` files are copied whole (PostgreSQL's 1 GiB segments and
+//!   largest-first scheduling still spread a large database over the workers). [`pool::Parts`]
+//!   hands the ranges' results to the worker finishing the last one, which completes the file.
+//! * **Objects.** Every stored file is one write-once object: it becomes visible complete when
+//!   its last range is done, or not at all (a vanished file's partial object is dropped, never
+//!   left behind), and a name already taken by other bytes is an error, never overwritten.
 //! * **Files that change.** A file whose open fails with ENOENT vanished (a DROP TABLE during the
 //!   backup is normal): it is left out and listed in [`CopyReport::vanished`]. Every file is read
 //!   up to its planned size at most: one that grew is stored with its planned size (the WAL
@@ -26,56 +33,55 @@
 //!   file-system copy of a live cluster gives, recovery handles it the same way, and the recorded
 //!   size, checksum and stored bytes always agree. For a split file the stored content ends at
 //!   the first range that came back short (later ranges, read after the file grew again, are
-//!   cut off by truncating the destination). Files that shrank are listed in
-//!   [`CopyReport::resized`].
+//!   cut off). Files that shrank are listed in [`CopyReport::resized`].
 //! * **Failure.** The first error (with the operation and the path) stops every worker before
 //!   its next buffer and is returned; a cancel flag set by the caller (Ctrl-C) does the same and
-//!   gives [`CopyError::Cancelled`]. Files already written are left in the target (it is
-//!   incomplete without the completion marker written by the caller).
-//! * **Durability.** By default ([`SyncMode::PerFile`]) each completed file is queued (bounded)
-//!   to a few syncer threads that fsync it while the workers go on copying — a worker waiting for
-//!   each small file's journal commit was the copy's largest cost on ext4 — and every directory
-//!   is fsynced at the end; [`SyncMode::FileSystem`] syncs the
-//!   target's file system once instead. Either way everything the report lists is on disk when
-//!   [`copy_plan`] returns.
-//! * **pg_control** is copied last, after all workers have finished, from a read whose CRC
-//!   checks (a torn read of the live file is retried).
-//! * **Throttling.** `max_rate` limits reads across all workers (a shared token bucket).
+//!   gives [`CopyError::Cancelled`]; a worker's panic is passed on (see [`crate::pool`]).
+//!   Objects already written are left in the target (it is incomplete without the completion
+//!   marker written by the caller).
+//! * **Durability** ([`SyncMode::Storage`]): the data files are written with deferred
+//!   durability and made durable together by one [`Backend::sync_all`] — for a local folder one
+//!   `syncfs(2)` of its file system, instead of a journal commit per file (each small file's
+//!   fsync was the copy's largest cost on ext4). Like PostgreSQL's `--sync-method=syncfs` it
+//!   also flushes whatever else is dirty on that file system, and Linux reports write-back
+//!   errors through it only from 5.8 on. `pg_control` is then written durably on its own.
+//! * **pg_control** is copied last, after all workers have finished and the rest is durable,
+//!   from a read whose CRC checks (a torn read of the live file is retried).
+//! * **Throttling.** `max_rate` limits reads across all workers (one shared token bucket,
+//!   [`crate::storage::ratelimit::TokenBucket`]).
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File};
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::checksum::ChecksumAlgorithm;
 use crate::control::{ControlError, ControlFile, READ_ATTEMPTS, READ_RETRY_DELAY};
 use crate::fsutil::{FsError, IoContext};
 use crate::page::PageChecksumReport;
-use crate::plan::{BackupPlan, PlanFile, RelPath};
+use crate::plan::{BackupPlan, RelPath};
+use crate::pool::{self, Halt, Stopped};
 use crate::progress::{Phase, Progress};
+use crate::storage::{
+    Backend, Durability, LocalBackend, ObjectName, ObjectWriter, PutOptions, StorageError,
+};
 
-mod engine;
 mod file;
 mod pages;
 #[cfg(test)]
 mod tests;
+mod work;
 
 pub use crate::codec::{Compression, DEFAULT_ZSTD_LEVEL};
-use engine::Throttle;
 pub use pages::PageCheckOptions;
 
 /// Default [`CopyOptions::split_size`]: 64 MiB (a 1 GiB relation segment becomes 16 ranges).
 pub const DEFAULT_SPLIT_SIZE: u64 = 64 << 20;
-/// Range size of a compressed split file: each range is one zstd or LZ4 frame, compressed in
-/// memory (so this bounds a worker's memory) and appended in order.
+/// Range size of a split file appended in order (compressed, or into a backend without local
+/// files): each range is one frame, built in memory (so this bounds a worker's memory).
 pub const FRAME_SIZE: u64 = 4 << 20;
-/// Threads that fsync completed files in [`SyncMode::PerFile`].
-const SYNC_THREADS: usize = 8;
-/// Completed files waiting for a syncer, at most (each holds an open file descriptor).
-const SYNC_QUEUE: usize = 64;
 /// Default [`CopyOptions::buffer_size`].
 pub const DEFAULT_BUFFER_SIZE: usize = 1 << 20;
 
@@ -91,8 +97,8 @@ pub struct CopyOptions<'a> {
     pub max_rate: Option<u64>,
     /// Set by the caller to stop the copy (Ctrl-C): [`CopyError::Cancelled`].
     pub cancel: Option<&'a AtomicBool>,
-    /// Files larger than this are copied as ranges of this size by several workers (uncompressed
-    /// layout with CRC-32C or no checksum only; see the module documentation).
+    /// Files larger than this are copied as ranges of this size by several workers (CRC-32C or
+    /// no checksum only; see the module documentation).
     pub split_size: u64,
     /// Bytes read (and written) at a time by each worker.
     pub buffer_size: usize,
@@ -116,7 +122,7 @@ impl Default for CopyOptions<'_> {
             cancel: None,
             split_size: DEFAULT_SPLIT_SIZE,
             buffer_size: DEFAULT_BUFFER_SIZE,
-            sync: SyncMode::PerFile,
+            sync: SyncMode::Storage,
             before_open: None,
             pages: None,
         }
@@ -141,16 +147,11 @@ impl std::fmt::Debug for CopyOptions<'_> {
 /// How [`copy_plan`] makes what it stored durable before returning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncMode {
-    /// `fdatasync` each file as soon as it is complete (by the worker that wrote it), then every
-    /// directory: durability is confined to the backup's own files, as pg_basebackup's and
-    /// pgBackRest's. Costs one journal commit per file on ext4/XFS.
+    /// The data files are written with [`Durability::Deferred`] and made durable by one
+    /// [`Backend::sync_all`] (a local folder: one `syncfs(2)`, directories included) before
+    /// `pg_control`, which is written durably on its own (fsync, rename, fsync of `global/`).
     #[default]
-    PerFile,
-    /// One `syncfs(2)` of the target's file system at the end (directories included). Faster
-    /// with many small files, but it also flushes whatever else is dirty on that file system,
-    /// and Linux reports write-back errors through it only from 5.8 on (PostgreSQL's
-    /// `--sync-method=syncfs` has the same caveats).
-    FileSystem,
+    Storage,
     /// No syncing (tests, benchmarks, or a caller that syncs the tree itself).
     None,
 }
@@ -202,8 +203,12 @@ pub struct CopyReport {
 /// Why a copy failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
+    /// Reading the data directory (or preparing a local target) failed.
     #[error(transparent)]
     Io(#[from] FsError),
+    /// Storing into the target failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     #[error("copy pg_control {path}: {source}")]
     Control {
         path: PathBuf,
@@ -214,11 +219,29 @@ pub enum CopyError {
     Cancelled,
 }
 
-/// Copies every directory and file of `plan` into `target` (created if missing; files must not
-/// exist there yet), then `global/pg_control`, then makes it all durable.
+/// Copies every directory and file of `plan` into the folder `target` (created with PGDATA's
+/// mode if missing; objects must not exist there yet with other bytes), then
+/// `global/pg_control`, then makes it all durable: [`copy_plan_to`] a [`LocalBackend`].
 pub fn copy_plan(
     plan: &BackupPlan,
     target: &Path,
+    opts: &CopyOptions<'_>,
+    progress: &dyn Progress,
+) -> Result<CopyReport, CopyError> {
+    let created = create_target(target, plan.root_mode)?;
+    let store = LocalBackend::open(target)?;
+    let report = copy_plan_to(plan, &store, opts, progress)?;
+    if created && opts.sync == SyncMode::Storage {
+        crate::fsutil::sync_dir(&crate::fsutil::parent_dir(target))?;
+    }
+    Ok(report)
+}
+
+/// Copies every directory and file of `plan` into `store`, then `global/pg_control`, making it
+/// all durable as [`CopyOptions::sync`] says.
+pub fn copy_plan_to(
+    plan: &BackupPlan,
+    store: &dyn Backend,
     opts: &CopyOptions<'_>,
     progress: &dyn Progress,
 ) -> Result<CopyReport, CopyError> {
@@ -229,42 +252,24 @@ pub fn copy_plan(
         plan.total_files().saturating_sub(1),
         plan.total_bytes().saturating_sub(plan.control_file.size),
     );
-    let created_target = create_target(target, plan.root_mode)?;
-    // Opened before anything is written, so syncfs reports write-back errors of this copy.
-    let target_fd = File::open(target).ctx("open", target)?;
+    // Owner-writable until the files are in; their planned modes are set after.
     for d in &plan.dirs {
-        create_dir(&target.join(d.rel_path.as_path()))?;
+        store.create_folder(&ObjectName::from_rel_path(&d.rel_path)?, 0o700)?;
     }
 
-    let ctx = Ctx::new(plan, target, opts, progress);
-    let jobs = opts.jobs.clamp(1, ctx.items.len().max(1));
-    let (sync_tx, sync_rx) = mpsc::sync_channel::<ToSync>(SYNC_QUEUE);
-    let sync_rx = Mutex::new(sync_rx);
-    if opts.sync == SyncMode::PerFile {
-        *lock(&ctx.sync_tx) = Some(sync_tx);
-    }
-    let outputs: Vec<WorkerOut> = std::thread::scope(|s| {
-        if opts.sync == SyncMode::PerFile {
-            for _ in 0..SYNC_THREADS {
-                s.spawn(|| ctx.syncer(&sync_rx));
-            }
-        }
-        let handles: Vec<_> = (0..jobs).map(|_| s.spawn(|| ctx.worker())).collect();
-        let joined: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
-        // The syncers end once the queue is empty and its last sender is gone (also before a
-        // worker's panic is passed on: the scope waits for them).
-        lock(&ctx.sync_tx).take();
-        joined
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
-    if let Some(e) = ctx.take_error() {
-        return Err(e);
-    }
-    if ctx.cancelled() {
-        return Err(CopyError::Cancelled);
-    }
+    let halt = Halt::new(opts.cancel);
+    let ctx = work::Ctx::new(plan, store, opts, progress, &halt);
+    let outputs = pool::run(
+        opts.jobs,
+        &ctx.items,
+        &halt,
+        || ctx.worker_state(),
+        |(out, buf), item| ctx.copy_item(item, out, buf),
+    )
+    .map_err(|e| match e {
+        Stopped::Failed(e) => e,
+        Stopped::Cancelled => CopyError::Cancelled,
+    })?;
     let mut report = CopyReport {
         files: Vec::with_capacity(plan.files.len() + 1),
         vanished: Vec::new(),
@@ -274,7 +279,7 @@ pub fn copy_plan(
         elapsed: Duration::ZERO,
         pages: None,
     };
-    for out in outputs {
+    for (out, _) in outputs {
         report.files.extend(out.files);
         report.vanished.extend(out.vanished);
         report.resized.extend(out.resized);
@@ -282,37 +287,40 @@ pub fn copy_plan(
     report.files.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
     report.vanished.sort();
     report.resized.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
-    if let Some(o) = opts.pages {
-        let collected = std::mem::take(&mut *lock(&ctx.pages));
-        report.pages = Some(collected.into_report(o.relseg_size));
+    report.pages = ctx.page_report();
+
+    // Planned modes, deepest first (PostgreSQL's directories are owner-writable: initdb makes
+    // them 0700, or 0750 with group access).
+    for d in plan.dirs.iter().rev() {
+        if d.mode != 0o700 {
+            store.create_folder(&ObjectName::from_rel_path(&d.rel_path)?, d.mode)?;
+        }
+    }
+    let durable = opts.sync == SyncMode::Storage;
+    if durable {
+        progress.phase(Phase::Sync);
+        store.sync_all()?;
     }
 
     progress.phase(Phase::PgControl);
-    let control = copy_control_file(plan, target, opts)?;
-    progress.plan(1, control.size);
+    progress.plan(1, plan.control_file.size);
+    let control = copy_control_file(plan, store, opts)?;
     progress.bytes(control.size);
     progress.file_done(&control.rel_path.to_string(), control.size);
     report.files.push(control);
 
-    progress.phase(Phase::Sync);
-    finish_dirs(plan, target, created_target, opts.sync == SyncMode::PerFile)?;
-    if opts.sync == SyncMode::FileSystem {
-        nix::unistd::syncfs(&target_fd)
-            .map_err(io::Error::from)
-            .ctx("sync the file system of", target)?;
-    }
     report.bytes = report.files.iter().map(|f| f.size).sum();
     report.stored_bytes = report.files.iter().map(|f| f.stored_size).sum();
     report.elapsed = started.elapsed();
     Ok(report)
 }
 
-/// Copies `global/pg_control` into `target` (whose `global/` must exist): reads it until its
-/// CRC checks (a running server rewrites it in place; up to [`READ_ATTEMPTS`] reads), then stores
-/// it like any file. [`copy_plan`] calls this after every other file is stored.
+/// Copies `global/pg_control` into `store` (durably unless [`SyncMode::None`]): reads it until
+/// its CRC checks (a running server rewrites it in place; up to [`READ_ATTEMPTS`] reads), then
+/// stores it like any file. [`copy_plan_to`] calls this after every other file is stored.
 pub fn copy_control_file(
     plan: &BackupPlan,
-    target: &Path,
+    store: &dyn Backend,
     opts: &CopyOptions<'_>,
 ) -> Result<CopiedFile, CopyError> {
     let file = &plan.control_file;
@@ -341,14 +349,22 @@ pub fn copy_control_file(
         }
     };
     let stored_path = file.rel_path.with_suffix(opts.compression.suffix());
-    let dst_path = target.join(stored_path.as_path());
-    let dst = create_file(&dst_path, file.mode)?;
-    let mut sink = opts.compression.sink(dst).ctx("write", &dst_path)?;
-    sink.write_all(&bytes).ctx("write", &dst_path)?;
-    let (dst, stored_size) = sink.finish().ctx("write", &dst_path)?.into_parts();
-    if opts.sync == SyncMode::PerFile {
-        dst.sync_data().ctx("fsync", &dst_path)?;
-    }
+    let name = ObjectName::from_rel_path(&stored_path)?;
+    let durability = match opts.sync {
+        SyncMode::Storage => Durability::Immediate,
+        SyncMode::None => Durability::Deferred,
+    };
+    let mut sink = opts
+        .compression
+        .sink(store.writer(&name, put_options(durability, file.mode))?)
+        .map_err(|e| StorageError::io("store", &name, e))?;
+    sink.write_all(&bytes)
+        .map_err(|e| StorageError::io("store", &name, e))?;
+    let (w, stored_size) = sink
+        .finish()
+        .map_err(|e| StorageError::io("store", &name, e))?
+        .into_parts();
+    w.finish()?;
     Ok(CopiedFile {
         rel_path: file.rel_path.clone(),
         size: bytes.len() as u64,
@@ -358,6 +374,18 @@ pub fn copy_control_file(
         stored_path,
     })
 }
+
+/// How a stored file is put: with the source's permission bits (the backend keeps at least
+/// owner read/write).
+fn put_options(durability: Durability, mode: u32) -> PutOptions {
+    PutOptions {
+        durability,
+        mode: mode & 0o777,
+    }
+}
+
+/// An object being written, as the copy holds it.
+type Writer<'s> = Box<dyn ObjectWriter + 's>;
 
 /// Creates `target` if missing (mode `root_mode`); returns whether it did.
 fn create_target(target: &Path, root_mode: u32) -> Result<bool, FsError> {
@@ -380,142 +408,4 @@ fn create_target(target: &Path, root_mode: u32) -> Result<bool, FsError> {
         }
         Err(e) => Err(FsError::new("inspect", target, e)),
     }
-}
-
-/// Creates one directory of the plan, owner-writable until [`finish_dirs`] sets its mode.
-fn create_dir(path: &Path) -> Result<(), FsError> {
-    match DirBuilder::new().mode(0o700).create(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
-        Err(e) => Err(FsError::new("create directory", path, e)),
-    }
-}
-
-/// Sets the planned modes (deepest first) and fsyncs every directory, the target and (when the
-/// copy created the target) its parent.
-fn finish_dirs(plan: &BackupPlan, target: &Path, created: bool, sync: bool) -> Result<(), FsError> {
-    for d in plan.dirs.iter().rev() {
-        let path = target.join(d.rel_path.as_path());
-        if d.mode != 0o700 {
-            fs::set_permissions(&path, fs::Permissions::from_mode(d.mode))
-                .ctx("set permissions of", &path)?;
-        }
-        if sync {
-            crate::fsutil::sync_dir(&path)?;
-        }
-    }
-    if sync {
-        crate::fsutil::sync_dir(target)?;
-        if created {
-            crate::fsutil::sync_dir(&crate::fsutil::parent_dir(target))?;
-        }
-    }
-    Ok(())
-}
-
-/// Creates a stored file that must not exist yet, with the source's permission bits (at least
-/// owner read/write).
-fn create_file(path: &Path, mode: u32) -> Result<File, FsError> {
-    let mode = (mode & 0o777) | 0o600;
-    let f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .ctx("create", path)?;
-    // The mode given to open() is filtered by the umask; set it exactly.
-    if mode != 0o600 {
-        f.set_permissions(fs::Permissions::from_mode(mode))
-            .ctx("set permissions of", path)?;
-    }
-    Ok(f)
-}
-
-/// A completed stored file waiting to be fsynced, and its path for the error message.
-type ToSync = (Arc<File>, PathBuf);
-
-/// One unit of work: a whole file, or one range of a split file.
-enum Work {
-    Whole(usize),
-    Range { split: usize, index: usize },
-}
-
-/// A file copied as ranges, and what its ranges have done so far.
-struct Split<'p> {
-    file: &'p PlanFile,
-    /// (offset, length) of each range.
-    ranges: Vec<(u64, u64)>,
-    /// Compressed: each range is one frame, appended in range order (see [`Ctx::copy_frame`]);
-    /// uncompressed: ranges written in place with positioned writes.
-    ordered: bool,
-    state: Mutex<SplitState>,
-    /// Ordered mode: signalled when `next_write` advances.
-    turn: Condvar,
-}
-
-#[derive(Default)]
-struct SplitState {
-    dst: Option<Arc<File>>,
-    results: Vec<Option<RangeDone>>,
-    done: usize,
-    mtime: Option<i64>,
-    /// Ordered mode: the range whose frame is appended next.
-    next_write: usize,
-    /// Ordered mode: a short or vanished range was reached; later frames are dropped.
-    ended: bool,
-    /// Ordered mode: bytes appended to the stored file.
-    stored: u64,
-}
-
-#[derive(Clone, Copy)]
-struct RangeDone {
-    bytes: u64,
-    crc: u32,
-    vanished: bool,
-}
-
-impl RangeDone {
-    const VANISHED: RangeDone = RangeDone {
-        bytes: 0,
-        crc: 0,
-        vanished: true,
-    };
-}
-
-/// What a worker produced.
-#[derive(Default)]
-struct WorkerOut {
-    files: Vec<CopiedFile>,
-    vanished: Vec<RelPath>,
-    resized: Vec<SizeChange>,
-}
-
-enum Outcome {
-    Stored(CopiedFile, u64),
-    Vanished(RelPath),
-    /// A range of a file whose other ranges are still being copied.
-    Pending,
-}
-
-/// Shared state of one copy.
-struct Ctx<'a> {
-    plan: &'a BackupPlan,
-    target: &'a Path,
-    opts: &'a CopyOptions<'a>,
-    progress: &'a dyn Progress,
-    items: Vec<Work>,
-    splits: Vec<Split<'a>>,
-    next: AtomicUsize,
-    failed: AtomicBool,
-    error: Mutex<Option<CopyError>>,
-    throttle: Option<Throttle>,
-    /// [`SyncMode::PerFile`]: completed files go to the syncer threads through this queue.
-    sync_tx: Mutex<Option<mpsc::SyncSender<ToSync>>>,
-    /// What the page checks of each file or range found.
-    pages: Mutex<pages::Collected>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A worker that panicked while holding the lock is re-raised at join: the data is unused.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

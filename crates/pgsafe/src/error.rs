@@ -207,6 +207,7 @@ impl HasKind for CopyError {
     fn error_kind(&self) -> ErrorKind {
         match self {
             CopyError::Io(e) => e.error_kind(),
+            CopyError::Storage(e) => e.error_kind(),
             CopyError::Control { source, .. } => source.error_kind(),
             CopyError::Cancelled => ErrorKind::Cancelled,
         }

@@ -226,6 +226,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// Creates the folder `name` (and missing parents) if it is missing, and sets its
+    /// permission bits to `mode`, for backends that have folders (a local folder: a backup's
+    /// empty directories, such as `pg_wal/archive_status`, must exist in a copy that restores
+    /// as it is). Durable with the next [`Backend::sync_all`]. A folder is not an object: it
+    /// is never listed, and objects can be put under it. Object storage has no folders: a
+    /// no-op.
+    fn create_folder(&self, _name: &ObjectName, _mode: u32) -> Result<()> {
+        Ok(())
+    }
+
     /// The object as an open file, for backends that keep objects as local files: kernel
     /// copies (`copy_file_range`) and file checks (the link count) without a copy through
     /// user space. The file is opened as [`Backend::read`] opens it (never through a link).

@@ -1,23 +1,44 @@
-//! The work on one file: copied whole, or as ranges (positioned writes, or compressed frames
-//! appended in order) completed by the worker finishing the last range.
+//! The work on one file: copied whole, or as ranges (positioned writes into the object's local
+//! file, or frames appended in order) completed by the worker finishing the last range.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::{CopiedFile, CopyError, Ctx, Outcome, RangeDone, Split, create_file, lock, pages};
+use super::work::{Ctx, RangeDone, Split};
+use super::{CopiedFile, CopyError, Writer, pages, put_options};
 use crate::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::fsutil::{FsError, IoContext};
 use crate::plan::{PlanFile, RelPath};
+use crate::pool::lock;
+use crate::storage::{Durability, ErrorKind, ObjectName, StorageError};
 
-impl Ctx<'_> {
-    fn stored_path(&self, file: &PlanFile) -> (RelPath, PathBuf) {
+/// What one item did.
+pub(super) enum Outcome {
+    /// A file is complete: what is stored, and its planned size.
+    Stored(CopiedFile, u64),
+    Vanished(RelPath),
+    /// A range of a file whose other ranges are still being copied.
+    Pending,
+}
+
+impl<'a> Ctx<'a> {
+    /// The stored path of `file` (with the compression suffix) and its object name.
+    fn stored_name(&self, file: &PlanFile) -> Result<(RelPath, ObjectName), CopyError> {
         let stored = file.rel_path.with_suffix(self.opts.compression.suffix());
-        let path = self.target.join(stored.as_path());
-        (stored, path)
+        let name = ObjectName::from_rel_path(&stored)?;
+        Ok((stored, name))
+    }
+
+    /// Starts the object of `file`: deferred durability ([`Backend::sync_all`] follows the
+    /// copy) unless syncing is off altogether, which needs none either.
+    ///
+    /// [`Backend::sync_all`]: crate::storage::Backend::sync_all
+    fn create_object(&self, file: &PlanFile, name: &ObjectName) -> Result<Writer<'a>, CopyError> {
+        Ok(self
+            .store
+            .writer(name, put_options(Durability::Deferred, file.mode))?)
     }
 
     /// Opens a source file; `None` if it vanished.
@@ -32,42 +53,60 @@ impl Ctx<'_> {
         }
     }
 
-    /// Copies a file in one pass: read, checksum, compress, write, fsync.
-    pub(super) fn copy_whole(&self, file: &PlanFile, buf: &mut [u8]) -> Result<Outcome, CopyError> {
-        let Some(src) = self.open_source(file)? else {
-            return Ok(Outcome::Vanished(file.rel_path.clone()));
-        };
-        let mtime = src.metadata().ctx("inspect", &file.source)?.mtime();
-        let (stored_path, dst_path) = self.stored_path(file);
-        let dst = create_file(&dst_path, file.mode)?;
-        let mut sink = self.opts.compression.sink(dst).ctx("write", &dst_path)?;
-        let mut hasher = self.opts.checksum.hasher();
+    /// Reads `len` bytes of `src` from `offset` (fewer if the file is shorter now), a buffer at
+    /// a time: checks its pages, then hands each buffer to `sink`. Returns the bytes read.
+    fn read_range(
+        &self,
+        file: &PlanFile,
+        src: &File,
+        (offset, len): (u64, u64),
+        buf: &mut [u8],
+        mut sink: impl FnMut(&[u8], u64) -> Result<(), CopyError>,
+    ) -> Result<u64, CopyError> {
         let checks = pages::FilePages::for_file(self.opts.pages, &file.rel_path);
         let mut found = pages::Findings::default();
         let mut done = 0u64;
-        while done < file.size {
+        while done < len {
             let want = buf
                 .len()
-                .min(usize::try_from(file.size - done).unwrap_or(usize::MAX));
-            let n = match pages::read_full_at(&src, &mut buf[..want], done) {
+                .min(usize::try_from(len - done).unwrap_or(usize::MAX));
+            let at = offset + done;
+            let n = match pages::read_full_at(src, &mut buf[..want], at) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) => return Err(FsError::new("read", &file.source, e).into()),
             };
             if let Some(c) = &checks {
-                c.check(&mut buf[..n], done, &src, &mut found)
+                c.check(&mut buf[..n], at, src, &mut found)
                     .ctx("read", &file.source)?;
             }
-            hasher.update(&buf[..n]);
-            sink.write_all(&buf[..n]).ctx("write", &dst_path)?;
+            sink(&buf[..n], at)?;
             done += n as u64;
             self.after_read(n)?;
         }
-        let (dst, stored_size) = sink.finish().ctx("write", &dst_path)?.into_parts();
-        self.sync_later(Arc::new(dst), dst_path)?;
         if checks.is_some() {
             self.pages_found(&file.rel_path, found);
         }
+        Ok(done)
+    }
+
+    /// Copies a file in one pass: read, checksum, compress, store.
+    pub(super) fn copy_whole(&self, file: &PlanFile, buf: &mut [u8]) -> Result<Outcome, CopyError> {
+        let Some(src) = self.open_source(file)? else {
+            return Ok(Outcome::Vanished(file.rel_path.clone()));
+        };
+        let mtime = src.metadata().ctx("inspect", &file.source)?.mtime();
+        let (stored_path, name) = self.stored_name(file)?;
+        let store_err = |e: io::Error| StorageError::io("store", &name, e);
+        let w = self.create_object(file, &name)?;
+        let mut sink = self.opts.compression.sink(w).map_err(store_err)?;
+        let mut hasher = self.opts.checksum.hasher();
+        let done = self.read_range(file, &src, (0, file.size), buf, |b, _| {
+            hasher.update(b);
+            Ok(sink.write_all(b).map_err(store_err)?)
+        })?;
+        let (w, stored_size) = sink.finish().map_err(store_err)?.into_parts();
+        w.finish()?;
         Ok(Outcome::Stored(
             CopiedFile {
                 rel_path: file.rel_path.clone(),
@@ -81,101 +120,93 @@ impl Ctx<'_> {
         ))
     }
 
-    /// Copies one range of a split file; the worker finishing the last range completes the file.
+    /// Copies one range of a split file with positioned writes into the object's file; the
+    /// worker finishing the last range completes the file.
     pub(super) fn copy_range(
         &self,
-        split: &Split<'_>,
+        split: &Split<'a, 'a>,
         index: usize,
         buf: &mut [u8],
     ) -> Result<Outcome, CopyError> {
         let file = split.file;
-        let (offset, len) = split.ranges[index];
         let Some(src) = self.open_source(file)? else {
             return self.range_done(split, index, RangeDone::VANISHED);
         };
         let mtime = src.metadata().ctx("inspect", &file.source)?.mtime();
-        let dst = self.split_destination(split, mtime)?;
-        let dst_path = self.stored_path(file).1;
+        let (dst, name) = self.split_destination(split, mtime)?;
         let crc_on = self.opts.checksum == ChecksumAlgorithm::Crc32c;
-        let checks = pages::FilePages::for_file(self.opts.pages, &file.rel_path);
-        let mut found = pages::Findings::default();
         let mut crc = 0u32;
-        let mut done = 0u64;
-        while done < len {
-            let want = buf
-                .len()
-                .min(usize::try_from(len - done).unwrap_or(usize::MAX));
-            let n = match pages::read_full_at(&src, &mut buf[..want], offset + done) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => return Err(FsError::new("read", &file.source, e).into()),
-            };
-            if let Some(c) = &checks {
-                c.check(&mut buf[..n], offset + done, &src, &mut found)
-                    .ctx("read", &file.source)?;
-            }
+        let bytes = self.read_range(file, &src, split.ranges[index], buf, |b, at| {
             if crc_on {
-                crc = crc32c::crc32c_append(crc, &buf[..n]);
+                crc = crc32c::crc32c_append(crc, b);
             }
-            dst.write_all_at(&buf[..n], offset + done)
-                .ctx("write", &dst_path)?;
-            done += n as u64;
-            self.after_read(n)?;
-        }
-        if checks.is_some() {
-            self.pages_found(&file.rel_path, found);
-        }
+            Ok(dst
+                .write_all_at(b, at)
+                .map_err(|e| StorageError::io("store", &name, e))?)
+        })?;
         let result = RangeDone {
-            bytes: done,
+            bytes,
             crc,
             vanished: false,
         };
         self.range_done(split, index, result)
     }
 
-    /// The shared destination of a split file, created (and preallocated) by the first range.
-    fn split_destination(&self, split: &Split<'_>, mtime: i64) -> Result<Arc<File>, CopyError> {
+    /// The object file of a positioned split file (this range's own descriptor of it), created
+    /// and preallocated by the first range.
+    fn split_destination(
+        &self,
+        split: &Split<'a, 'a>,
+        mtime: i64,
+    ) -> Result<(File, ObjectName), CopyError> {
+        let name = self.stored_name(split.file)?.1;
         let mut st = lock(&split.state);
-        if st.mtime.is_none() {
-            st.mtime = Some(mtime);
+        st.mtime.get_or_insert(mtime);
+        let (w, created) = match st.writer.take() {
+            Some(w) => (w, false),
+            None => (self.create_object(split.file, &name)?, true),
+        };
+        let w = st.writer.insert(w);
+        let Some(f) = w.local_file() else {
+            return Err(StorageError::new(ErrorKind::Other, "store", &name)
+                .with_detail("the storage gave no local file for positioned writes")
+                .into());
+        };
+        let f = f?;
+        if created {
+            preallocate(f, split.file.size)
+                .map_err(|e| StorageError::io("preallocate", &name, e))?;
         }
-        if let Some(d) = &st.dst {
-            return Ok(Arc::clone(d));
-        }
-        let path = self.stored_path(split.file).1;
-        let f = create_file(&path, split.file.mode)?;
-        preallocate(&f, split.file.size).ctx("preallocate", &path)?;
-        let f = Arc::new(f);
-        st.dst = Some(Arc::clone(&f));
-        Ok(f)
+        let own = f
+            .try_clone()
+            .map_err(|e| StorageError::io("store", &name, e))?;
+        Ok((own, name))
     }
 
     /// Records a finished range of a positioned split; completes the file after the last one.
     fn range_done(
         &self,
-        split: &Split<'_>,
+        split: &Split<'a, 'a>,
         index: usize,
         r: RangeDone,
     ) -> Result<Outcome, CopyError> {
-        let (results, dst, mtime) = {
-            let mut st = lock(&split.state);
-            st.results[index] = Some(r);
-            st.done += 1;
-            if st.done < split.ranges.len() {
-                return Ok(Outcome::Pending);
-            }
-            (std::mem::take(&mut st.results), st.dst.take(), st.mtime)
+        let Some(results) = split.parts.done(index, r) else {
+            return Ok(Outcome::Pending);
         };
-        self.complete(split, &results, dst, mtime, None)
+        let (w, mtime) = {
+            let mut st = lock(&split.state);
+            (st.writer.take(), st.mtime)
+        };
+        self.complete(split, &results, w, mtime, None)
     }
 
-    /// Copies one range of a compressed split file: reads and compresses it into one frame in
-    /// memory, waits until the frames before it are stored, appends it. At most one frame per
-    /// worker is held in memory, and ranges are taken from the work list in order, so the worker
-    /// holding the range that is due is never waiting itself.
+    /// Copies one range of a split file as a frame appended in order: reads (and compresses)
+    /// it into memory, waits until the frames before it are stored, appends it. At most one
+    /// frame per worker is held in memory, and ranges are taken from the work list in order, so
+    /// the worker holding the range that is due is never waiting itself.
     pub(super) fn copy_frame(
         &self,
-        split: &Split<'_>,
+        split: &Split<'a, 'a>,
         index: usize,
         buf: &mut [u8],
     ) -> Result<Outcome, CopyError> {
@@ -188,51 +219,33 @@ impl Ctx<'_> {
                 // Room for an incompressible range (both formats' worst case is below this), so
                 // the buffer never doubles; untouched capacity costs no memory.
                 let capacity = usize::try_from(len + len / 64 + (64 << 10)).unwrap_or(0);
+                let compress_err = |e: io::Error| FsError::new("compress", &file.source, e);
                 let mut enc = self
                     .opts
                     .compression
                     .encoder(Vec::with_capacity(capacity))
-                    .ctx("compress", &file.source)?;
-                let checks = pages::FilePages::for_file(self.opts.pages, &file.rel_path);
-                let mut found = pages::Findings::default();
+                    .map_err(compress_err)?;
+                let crc_on = self.opts.checksum == ChecksumAlgorithm::Crc32c;
                 let mut crc = 0u32;
-                let mut done = 0u64;
-                while done < len {
-                    let want = buf
-                        .len()
-                        .min(usize::try_from(len - done).unwrap_or(usize::MAX));
-                    let n = match pages::read_full_at(&src, &mut buf[..want], offset + done) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) => return Err(FsError::new("read", &file.source, e).into()),
-                    };
-                    if let Some(c) = &checks {
-                        c.check(&mut buf[..n], offset + done, &src, &mut found)
-                            .ctx("read", &file.source)?;
+                let bytes = self.read_range(file, &src, (offset, len), buf, |b, _| {
+                    if crc_on {
+                        crc = crc32c::crc32c_append(crc, b);
                     }
-                    if self.opts.checksum == ChecksumAlgorithm::Crc32c {
-                        crc = crc32c::crc32c_append(crc, &buf[..n]);
-                    }
-                    enc.write_all(&buf[..n]).ctx("compress", &file.source)?;
-                    done += n as u64;
-                    self.after_read(n)?;
-                }
-                let frame = enc.finish().ctx("compress", &file.source)?;
-                if checks.is_some() {
-                    self.pages_found(&file.rel_path, found);
-                }
+                    Ok(enc.write_all(b).map_err(compress_err)?)
+                })?;
+                let frame = enc.finish().map_err(compress_err)?;
                 let r = RangeDone {
-                    bytes: done,
+                    bytes,
                     crc,
                     vanished: false,
                 };
                 (r, frame, Some(mtime))
             }
         };
-        let dst_path = self.stored_path(file).1;
+        let name = self.stored_name(file)?.1;
         let mut st = lock(&split.state);
         while st.next_write != index {
-            if self.cancelled() {
+            if self.halt.stopped() {
                 return Err(CopyError::Cancelled);
             }
             st = split
@@ -248,64 +261,50 @@ impl Ctx<'_> {
             if result.vanished {
                 st.ended = true;
             } else {
-                let dst = match &st.dst {
-                    Some(d) => Arc::clone(d),
-                    None => {
-                        let d = Arc::new(create_file(&dst_path, file.mode)?);
-                        st.dst = Some(Arc::clone(&d));
-                        d
-                    }
-                };
-                (&*dst).write_all(&frame).ctx("write", &dst_path)?;
+                if st.writer.is_none() {
+                    st.writer = Some(self.create_object(file, &name)?);
+                }
+                if let Some(w) = st.writer.as_mut() {
+                    w.write_all(&frame)
+                        .map_err(|e| StorageError::io("store", &name, e))?;
+                }
                 st.stored += frame.len() as u64;
                 st.ended = result.bytes < len;
             }
         }
-        st.results[index] = Some(result);
-        st.done += 1;
         st.next_write += 1;
         split.turn.notify_all();
-        if st.done < split.ranges.len() {
+        let Some(results) = split.parts.done(index, result) else {
             return Ok(Outcome::Pending);
-        }
-        let results = std::mem::take(&mut st.results);
-        let (dst, mtime, stored) = (st.dst.take(), st.mtime, st.stored);
+        };
+        let (w, mtime, stored) = (st.writer.take(), st.mtime, st.stored);
         drop(st);
-        self.complete(split, &results, dst, mtime, Some(stored))
+        self.complete(split, &results, w, mtime, Some(stored))
     }
 
     /// Completes a split file once every range is done: the stored content is every range up to
-    /// and including the first short one. `stored`: bytes appended (ordered mode); `None` for a
+    /// and including the first short one. `stored`: bytes appended (ordered); `None` for a
     /// positioned file, which is cut to the content's size.
     fn complete(
         &self,
-        split: &Split<'_>,
-        results: &[Option<RangeDone>],
-        dst: Option<Arc<File>>,
+        split: &Split<'a, 'a>,
+        results: &[RangeDone],
+        w: Option<Writer<'a>>,
         mtime: Option<i64>,
         stored: Option<u64>,
     ) -> Result<Outcome, CopyError> {
         let file = split.file;
-        let (stored_path, dst_path) = self.stored_path(file);
-        let first_read = results
-            .first()
-            .copied()
-            .flatten()
-            .is_some_and(|r| !r.vanished);
-        let dst = match dst {
-            Some(d) if first_read => d,
-            Some(d) => {
-                // Gone before its first range was read (later ranges may have written).
-                drop(d);
-                fs::remove_file(&dst_path).ctx("remove", &dst_path)?;
-                return Ok(Outcome::Vanished(file.rel_path.clone()));
-            }
-            None => return Ok(Outcome::Vanished(file.rel_path.clone())),
+        let (stored_path, name) = self.stored_name(file)?;
+        let first_read = results.first().is_some_and(|r| !r.vanished);
+        let mut w = match w {
+            Some(w) if first_read => w,
+            // Gone before its first range was read (later ranges may have written): the
+            // unfinished object is dropped, which leaves nothing.
+            _ => return Ok(Outcome::Vanished(file.rel_path.clone())),
         };
         let mut size = 0u64;
         let mut crc = 0u32;
         for ((offset, len), r) in split.ranges.iter().zip(results) {
-            let r = r.unwrap_or(RangeDone::VANISHED);
             crc = crc32c::crc32c_combine(crc, r.crc, r.bytes as usize);
             size = offset + r.bytes;
             if r.bytes < *len {
@@ -313,9 +312,12 @@ impl Ctx<'_> {
             }
         }
         if stored.is_none() && size < file.size {
-            dst.set_len(size).ctx("truncate", &dst_path)?;
+            if let Some(f) = w.local_file() {
+                f?.set_len(size)
+                    .map_err(|e| StorageError::io("truncate", &name, e))?;
+            }
         }
-        self.sync_later(dst, dst_path)?;
+        w.finish()?;
         let checksum = match self.opts.checksum {
             ChecksumAlgorithm::Crc32c => Checksummer::Crc32c(crc).finish_hex(),
             _ => None,

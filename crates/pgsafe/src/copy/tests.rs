@@ -5,7 +5,7 @@ use crate::plan::tests::{Fake, content, fake_pgdata, v, write};
 use crate::plan::{BackupPlan, PlanOptions};
 use crate::progress::NoProgress;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 const MIB: u64 = 1 << 20;
 
@@ -141,7 +141,7 @@ fn round_trip_every_compression_and_checksum() {
     for (i, (jobs, c, alg)) in cases.into_iter().enumerate() {
         let out = tempfile::tempdir().unwrap();
         let target = out.path().join("backup");
-        let sync = [SyncMode::PerFile, SyncMode::FileSystem, SyncMode::None][i % 3];
+        let sync = [SyncMode::Storage, SyncMode::None][i % 2];
         let o = CopyOptions {
             sync,
             ..opts(jobs, c, alg)
@@ -387,6 +387,7 @@ fn split_file_vanishing_first_while_later_ranges_are_copied() {
     let report = copy_plan(&plan, out.path(), &o, &NoProgress).unwrap();
     // Whichever range removed it, the outcome is consistent: either vanished and absent, or a
     // prefix stored with matching size and checksum.
+    assert_no_temporary_files(out.path());
     match find(&report, "base/5/16384") {
         None => {
             assert_eq!(report.vanished, vec![RelPath::from("base/5/16384")]);
@@ -432,6 +433,7 @@ fn first_error_names_the_file_and_stops_the_other_workers() {
         let copied = fs::read_dir(out.path().join("base/1")).unwrap().count();
         assert!(copied < 20, "{copied} files copied after the failure");
         assert!(!out.path().join("global/pg_control").exists());
+        assert_no_temporary_files(out.path());
     }
 }
 
@@ -464,14 +466,33 @@ fn existing_files_in_the_target_are_not_overwritten() {
         &NoProgress,
     )
     .unwrap_err();
-    assert!(err.to_string().starts_with("create "), "{err}");
-    assert!(err.to_string().contains("PG_VERSION"), "{err}");
+    assert!(
+        matches!(&err, CopyError::Storage(e) if e.kind() == crate::storage::ErrorKind::Conflict),
+        "{err}"
+    );
+    assert!(err.to_string().starts_with("store PG_VERSION: "), "{err}");
     assert_eq!(fs::read(out.path().join("PG_VERSION")).unwrap(), b"mine");
+    assert_no_temporary_files(out.path());
     // A target that is a file.
     let file = out.path().join("file");
     fs::write(&file, b"").unwrap();
     let err = copy_plan(&plan, &file, &CopyOptions::default(), &NoProgress).unwrap_err();
     assert!(err.to_string().contains("not a directory"), "{err}");
+}
+
+/// No object being written was left behind (the storage's temporary names).
+fn assert_no_temporary_files(target: &Path) {
+    let mut stack = vec![target.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(!name.contains(".pgsafe-tmp"), "{}", e.path().display());
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
 }
 
 #[test]
@@ -482,8 +503,8 @@ fn torn_or_damaged_pg_control_is_an_error() {
     bad[100] ^= 0xff;
     fs::write(fake.pgdata.join("global/pg_control"), &bad).unwrap();
     let out = tempfile::tempdir().unwrap();
-    fs::create_dir(out.path().join("global")).unwrap();
-    let err = copy_control_file(&plan, out.path(), &CopyOptions::default()).unwrap_err();
+    let store = LocalBackend::open(out.path()).unwrap();
+    let err = copy_control_file(&plan, &store, &CopyOptions::default()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -505,7 +526,7 @@ fn torn_or_damaged_pg_control_is_an_error() {
         compression: Compression::Zstd { level: 1 },
         ..CopyOptions::default()
     };
-    let f = copy_control_file(&plan, out.path(), &o).unwrap();
+    let f = copy_control_file(&plan, &store, &o).unwrap();
     assert_eq!(f.stored_path.to_str(), Some("global/pg_control.zst"));
     assert_eq!(f.size, 8192);
     assert_eq!(
@@ -515,19 +536,7 @@ fn torn_or_damaged_pg_control_is_an_error() {
 }
 
 #[test]
-fn throttle_books_time_across_callers() {
-    let t0 = Instant::now();
-    let t = Throttle {
-        rate: 1000.0,
-        due: Mutex::new(t0),
-    };
-    let ms = |n| Duration::from_millis(n);
-    assert_eq!(t.reserve(1000, t0), t0 + ms(1000));
-    assert_eq!(t.reserve(500, t0), t0 + ms(1500)); // a second worker queues behind
-    // After a pause, up to 100 ms of credit: 100 bytes go at once, the next wait.
-    let later = t0 + ms(10_000);
-    assert_eq!(t.reserve(100, later), later);
-    assert_eq!(t.reserve(100, later), later + ms(100));
+fn max_rate_copies_everything() {
     // The real thing completes (its pace is not asserted: no timing in tests).
     let fake = fake_pgdata("15");
     let plan = plan(&fake);
@@ -685,4 +694,44 @@ fn page_checksums_are_checked_in_every_copy_path() {
     )
     .unwrap();
     assert!(r.pages.is_none());
+}
+
+#[test]
+fn into_a_backend_without_local_files_ranges_are_appended_in_order() {
+    use crate::storage::MemoryBackend;
+    let fake = fake_pgdata("15");
+    // 9 MiB + a bit: ranges of FRAME_SIZE appended in order (no positioned writes).
+    let big = content(9 * MIB as usize + 12345, 42);
+    write(&fake.pgdata.join("base/5/20000"), &big);
+    let plan = plan(&fake);
+    for c in [Compression::None, Compression::Lz4] {
+        let store = MemoryBackend::new();
+        let o = CopyOptions {
+            split_size: 2 * MIB,
+            ..opts(3, c, ChecksumAlgorithm::Crc32c)
+        };
+        let report = copy_plan_to(&plan, &store, &o, &NoProgress).unwrap();
+        assert_eq!(report.files.len(), plan.files.len() + 1, "{c}");
+        for f in &report.files {
+            let name = ObjectName::from_rel_path(&f.stored_path).unwrap();
+            let stored = store.get(&name, u64::MAX).unwrap();
+            assert_eq!(f.stored_size, stored.len() as u64, "{}", f.rel_path);
+            let mut back = Vec::new();
+            c.decoder(&stored[..])
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            let source =
+                fs::read(&plan.file(f.rel_path.to_str().unwrap()).unwrap().source).unwrap();
+            assert!(back == source, "{} with {c}", f.rel_path);
+            assert_eq!(
+                f.checksum,
+                ChecksumAlgorithm::Crc32c.of(&source),
+                "{}",
+                f.rel_path
+            );
+        }
+        // Only the files: folders are not objects.
+        assert_eq!(store.list(None).unwrap().len(), report.files.len(), "{c}");
+    }
 }

@@ -32,6 +32,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("concurrent_puts", concurrent_puts),
     ("deferred_then_sync", deferred_then_sync),
     ("local_files", local_files),
+    ("folders", folders),
 ];
 
 /// Runs every check against `backend` (empty, or at least without `conformance/`), naming the
@@ -584,4 +585,24 @@ fn local_files(b: &dyn Backend) {
         .write_all_at(b"other", 0)
         .unwrap();
     assert_eq!(kind_of(w.finish()), ErrorKind::Conflict);
+}
+
+/// A folder is not an object: creating one (twice, or under objects' folders) lists nothing,
+/// and objects are put under it as under any prefix.
+fn folders(b: &dyn Backend) {
+    let dir = n("conformance/folders/a/b");
+    b.create_folder(&dir, 0o750).unwrap();
+    b.create_folder(&dir, 0o700).unwrap();
+    assert!(b.list(Some(&n("conformance/folders"))).unwrap().is_empty());
+    assert_eq!(kind_of(b.size(&dir)), ErrorKind::NotFound);
+    let k = n("conformance/folders/a/b/x");
+    b.put(&k, b"x", PutOptions::default()).unwrap();
+    b.create_folder(&n("conformance/folders/a"), 0o700).unwrap();
+    let listed: Vec<_> = b
+        .list(Some(&n("conformance/folders")))
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(listed, vec![k]);
 }

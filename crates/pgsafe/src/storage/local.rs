@@ -456,6 +456,17 @@ impl Backend for LocalBackend {
             .map_err(|e| nix_error(e, "sync file system of", self.path.display()))
     }
 
+    fn create_folder(&self, name: &ObjectName, mode: u32) -> Result<()> {
+        let comps: Vec<&[u8]> = name.components().collect();
+        let mut created = Vec::new();
+        let dir = self
+            .open_dirs(&comps, Some(&mut created))
+            .map_err(|e| nix_error(e, "create folder", name))?;
+        // The mode given to mkdir() is filtered by the umask; it is set exactly.
+        nix::sys::stat::fchmod(dir.as_fd(), Mode::from_bits_truncate(mode & 0o7777))
+            .map_err(|e| nix_error(e, "set permissions of", name))
+    }
+
     fn open_file(&self, name: &ObjectName) -> Option<Result<File>> {
         Some(self.open_object(name, "read"))
     }

@@ -171,6 +171,10 @@ impl<B: Backend> Backend for RateLimit<B> {
         self.inner.sync_all()
     }
 
+    fn create_folder(&self, name: &ObjectName, mode: u32) -> Result<()> {
+        self.inner.create_folder(name, mode)
+    }
+
     // No open_file: a kernel copy would bypass the limit.
 }
 

@@ -152,6 +152,10 @@ impl<B: Backend> Backend for Retry<B> {
         self.run(|| self.inner.sync_all())
     }
 
+    fn create_folder(&self, name: &ObjectName, mode: u32) -> Result<()> {
+        self.run(|| self.inner.create_folder(name, mode))
+    }
+
     fn open_file(&self, name: &ObjectName) -> Option<Result<std::fs::File>> {
         self.run(|| self.inner.open_file(name).transpose())
             .transpose()
