@@ -24,6 +24,7 @@ mod doctor;
 mod failure;
 mod generate;
 mod inspect;
+mod metrics;
 mod output;
 mod progress;
 mod render;
@@ -198,6 +199,10 @@ enum Command {
     Pin(repo::PinArgs),
     /// Unpin a backup of a repository: retention applies to it again.
     Unpin(repo::PinArgs),
+    /// Monitoring figures of a repository (backup ages, sizes, states, verification,
+    /// recoverability window, running operations) as Prometheus text or JSON.
+    #[command(long_about = metrics::LONG_ABOUT, after_help = metrics::AFTER_HELP)]
+    Metrics(metrics::MetricsArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     #[command(after_help = "Examples:\n  \
                       pgsafe completions bash > /etc/bash_completion.d/pgsafe\n  \
@@ -250,6 +255,7 @@ fn main() -> ExitCode {
         Command::Init(a) => repo::init(a),
         Command::Pin(a) => repo::pin(a, true),
         Command::Unpin(a) => repo::pin(a, false),
+        Command::Metrics(a) => metrics::run(a),
         Command::Completions(a) => generate::completions(Cli::command(), a),
         Command::Man(a) => generate::man(Cli::command(), a),
     };
@@ -278,6 +284,7 @@ impl Command {
             Command::Snapshot(a) => a.json,
             Command::Init(a) => a.json,
             Command::Pin(a) | Command::Unpin(a) => a.json,
+            Command::Metrics(a) => a.json,
             Command::Holder { .. } | Command::Completions(_) | Command::Man(_) => false,
         }
     }

@@ -22,6 +22,7 @@ pub mod info;
 pub mod label;
 pub mod layout;
 pub mod manifest;
+pub mod metrics;
 pub mod page;
 pub mod plan;
 pub mod pool;

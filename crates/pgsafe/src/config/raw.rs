@@ -303,10 +303,15 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     })?;
     let mut clusters = BTreeMap::new();
     for (name, table) in &raw.cluster {
-        if name.is_empty() || name.chars().any(|c| c.is_control()) {
+        // The name becomes the cluster's folder in a repository: the repository's rule.
+        if crate::storage::Ident::new(name.as_str()).is_err() {
             return Err(invalid(
                 None,
-                format!("the cluster name {name:?} is empty or holds control characters"),
+                format!(
+                    "[cluster.{}]: a cluster name is 1 to 128 ASCII letters, digits, '-', '_' or \
+                     '.', not starting with '.'",
+                    name.escape_debug()
+                ),
             ));
         }
         let mut connection = table

@@ -192,6 +192,8 @@ fn an_unknown_key_is_named_with_file_and_line() {
 
     let msg = err("[cluster.main]\npgdata = \"/d\"\nhots = \"x\"\n");
     assert!(msg.contains("hots") && msg.contains("line 3"), "{msg}");
+    let msg = err("[cluster.\"my db\"]\npgdata = \"/d\"\n");
+    assert!(msg.contains("cluster name"), "{msg}");
     let msg = err("[clusters.main]\npgdata = \"/d\"\n");
     assert!(msg.contains("clusters"), "{msg}");
     let e = p("nope = 1").unwrap_err();

@@ -1,0 +1,450 @@
+//! The figures a monitoring system needs about a repository, per cluster, and their Prometheus
+//! text exposition. Pure: [`ClusterMetrics::from_catalog`] reads a [`Catalog`] (derived from
+//! what is stored, see `repo::catalog`), [`prometheus`] renders text; the caller lists the
+//! clusters and loads the catalogs.
+//!
+//! "Good" means complete (its `pgsafe.json` names the registered cluster) and not failed at its
+//! latest verification: the backups `latest` can choose. Ages and the recoverability window
+//! count only those. The window runs from the oldest good backup's end (the first point a
+//! restore reaches) to the newest one's; WAL archived beyond a backup does not widen it yet.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::repo::catalog::{BackupEntry, BackupState, Catalog};
+use crate::repo::doc::{VerifyResult, parse_time};
+use crate::repo::{LeaseTiming, RepoError, Repository};
+use crate::storage::Ident;
+
+/// Backups of one cluster in each state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StateCounts {
+    pub complete: u64,
+    pub running: u64,
+    pub incomplete: u64,
+    pub corrupt: u64,
+    pub foreign: u64,
+}
+
+impl StateCounts {
+    fn by_name(&self) -> [(&'static str, u64); 5] {
+        [
+            ("complete", self.complete),
+            ("running", self.running),
+            ("incomplete", self.incomplete),
+            ("corrupt", self.corrupt),
+            ("foreign", self.foreign),
+        ]
+    }
+}
+
+/// One backup, as monitoring sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackupFigures {
+    pub id: String,
+    /// When the backup ended (its consistency point): RFC 3339, and unix seconds.
+    pub finished_at: String,
+    pub finished_at_unix: i64,
+    /// Seconds from its end to when the metrics were taken (0 if the clock went back).
+    pub age_secs: i64,
+    /// Data files: original and stored (compressed) bytes.
+    pub bytes: u64,
+    pub stored_bytes: u64,
+    pub duration_secs: f64,
+    pub stop_lsn: String,
+    pub stop_lsn_bytes: u64,
+    pub timeline: u32,
+}
+
+/// The latest verification recorded for any backup of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerificationFigures {
+    pub backup: String,
+    pub passed: bool,
+    pub problems: u64,
+    pub time: String,
+    pub time_unix: i64,
+}
+
+/// From the first to the last point a restore of a good backup can reach.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Window {
+    pub earliest: BackupFigures,
+    pub latest: BackupFigures,
+}
+
+/// Everything `pgsafe metrics` reports about one cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterMetrics {
+    pub cluster: String,
+    pub system_identifier: String,
+    pub major: String,
+    pub backups: StateCounts,
+    /// Complete backups whose latest verification failed (counted in `complete` too).
+    pub failed_verification: u64,
+    pub pinned: u64,
+    /// The newest good backup.
+    pub last_good: Option<BackupFigures>,
+    /// The newest complete backup whose latest verification passed.
+    pub last_verified: Option<BackupFigures>,
+    pub last_verification: Option<VerificationFigures>,
+    pub window: Option<Window>,
+    /// Live leases by kind (running backups, expires, …).
+    pub running_operations: BTreeMap<String, u64>,
+    /// Entries that are not backups, and leases or events that cannot be read.
+    pub repository_problems: u64,
+}
+
+fn rfc3339(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn figures(b: &BackupEntry, now: i64) -> Option<BackupFigures> {
+    let info = b.info.as_ref()?;
+    Some(BackupFigures {
+        id: b.id.as_str().to_owned(),
+        finished_at: rfc3339(info.finished_at),
+        finished_at_unix: info.finished_at,
+        age_secs: now.saturating_sub(info.finished_at).max(0),
+        bytes: info.bytes,
+        stored_bytes: info.stored_bytes,
+        duration_secs: info.duration_secs,
+        stop_lsn: info.stop_lsn.to_string(),
+        stop_lsn_bytes: info.stop_lsn.0,
+        timeline: info.stop_tli.0,
+    })
+}
+
+fn passed(b: &BackupEntry) -> bool {
+    b.verification
+        .as_ref()
+        .is_some_and(|v| v.result == VerifyResult::Passed)
+}
+
+impl ClusterMetrics {
+    /// The figures of one cluster's catalog at `now` (unix seconds).
+    pub fn from_catalog(catalog: &Catalog, now: i64) -> ClusterMetrics {
+        let mut counts = StateCounts::default();
+        for b in &catalog.backups {
+            let n = match b.state {
+                BackupState::Complete => &mut counts.complete,
+                BackupState::Running => &mut counts.running,
+                BackupState::Incomplete => &mut counts.incomplete,
+                BackupState::Corrupt { .. } => &mut counts.corrupt,
+                BackupState::Foreign { .. } => &mut counts.foreign,
+            };
+            *n += 1;
+        }
+        // Complete backups are in lineage order, oldest first (the catalog's contract).
+        let good: Vec<&BackupEntry> = catalog
+            .complete()
+            .filter(|b| !b.failed_verification())
+            .collect();
+        let last_good = catalog.latest().and_then(|b| figures(b, now));
+        let last_verified = catalog
+            .complete()
+            .filter(|b| passed(b))
+            .last()
+            .and_then(|b| figures(b, now));
+        let window = match (good.first(), good.last()) {
+            (Some(first), Some(last)) => figures(first, now)
+                .zip(figures(last, now))
+                .map(|(earliest, latest)| Window { earliest, latest }),
+            _ => None,
+        };
+        let last_verification = catalog
+            .backups
+            .iter()
+            .filter_map(|b| {
+                let v = b.verification.as_ref()?;
+                let t = parse_time(&v.time)?.div_euclid(1_000_000);
+                Some(VerificationFigures {
+                    backup: b.id.as_str().to_owned(),
+                    passed: v.result == VerifyResult::Passed,
+                    problems: v.problems,
+                    time: v.time.clone(),
+                    time_unix: t,
+                })
+            })
+            .max_by(|a, b| (a.time_unix, &a.backup).cmp(&(b.time_unix, &b.backup)));
+        let mut running_operations = BTreeMap::new();
+        for l in catalog.leases.iter().filter(|l| l.live) {
+            *running_operations
+                .entry(l.lease.kind.as_str().to_owned())
+                .or_insert(0) += 1;
+        }
+        ClusterMetrics {
+            cluster: catalog.cluster.as_str().to_owned(),
+            system_identifier: catalog.registration.system_identifier.to_string(),
+            major: catalog.registration.server_version.major_name(),
+            backups: counts,
+            failed_verification: catalog
+                .complete()
+                .filter(|b| b.failed_verification())
+                .count() as u64,
+            pinned: catalog.backups.iter().filter(|b| b.pinned).count() as u64,
+            last_good,
+            last_verified,
+            last_verification,
+            window,
+            running_operations,
+            repository_problems: (catalog.odd_entries.len() + catalog.unreadable.len()) as u64,
+        }
+    }
+}
+
+/// The clusters registered in `repo` (a folder with `cluster.json`), by name. Other entries of
+/// the repository's root are not clusters and are skipped; nothing is followed through a link.
+pub fn registered_clusters(repo: &Repository) -> Result<Vec<Ident>, RepoError> {
+    let root = repo.root();
+    let io = |e| RepoError::Storage(crate::storage::StorageError::io("list", root.display(), e));
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        if !entry.file_type().map_err(io)?.is_dir() {
+            continue;
+        }
+        let Some(name) = entry.file_name().to_str().and_then(|n| Ident::new(n).ok()) else {
+            continue;
+        };
+        let reg = entry.path().join("cluster.json");
+        if std::fs::symlink_metadata(&reg).is_ok_and(|m| m.is_file()) {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The figures of `cluster` (every registered one when `None`), from catalogs loaded now.
+pub fn collect(
+    repo: &Repository,
+    cluster: Option<&Ident>,
+    timing: LeaseTiming,
+    now: i64,
+) -> Result<Vec<ClusterMetrics>, RepoError> {
+    let clusters = match cluster {
+        Some(c) => {
+            // Not registered: the repository's own error, naming the cluster.
+            repo.registration(c)?;
+            vec![c.clone()]
+        }
+        None => registered_clusters(repo)?,
+    };
+    clusters
+        .iter()
+        .map(|c| Ok(ClusterMetrics::from_catalog(&repo.catalog(c, timing)?, now)))
+        .collect()
+}
+
+/// A label value as the exposition format wants it: `\`, `"` and newlines escaped.
+fn label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One metric family: its samples (extra labels, value) for each cluster.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    samples: Vec<(String, f64)>,
+}
+
+impl Family {
+    fn new(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            samples: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, cluster: &str, extra: &[(&str, &str)], value: f64) {
+        let mut labels = format!("cluster=\"{}\"", label(cluster));
+        for (k, v) in extra {
+            let _ = write!(labels, ",{k}=\"{}\"", label(v));
+        }
+        self.samples.push((labels, value));
+    }
+}
+
+/// The Prometheus text exposition (format 0.0.4) of `clusters`, taken at `now` (unix seconds):
+/// every family has `# HELP` and `# TYPE` (all gauges), the prefix `pgsafe_`, the label
+/// `cluster`, units in the names (`_seconds`, `_bytes`), times as unix seconds. A figure that
+/// does not exist (no good backup yet) has no sample: alert on `pgsafe_backups{state="complete"}`
+/// or on the absence of `pgsafe_last_good_backup_timestamp_seconds`.
+pub fn prometheus(clusters: &[ClusterMetrics], now: i64) -> String {
+    use Family as F;
+    let mut info = F::new(
+        "pgsafe_cluster_info",
+        "A cluster registered in the repository (always 1), with its system identifier and major version.",
+    );
+    let mut backups = F::new("pgsafe_backups", "Backups in the repository by state.");
+    let mut failed = F::new(
+        "pgsafe_backups_failed_verification",
+        "Complete backups whose latest verification failed (never used by latest).",
+    );
+    let mut pinned = F::new("pgsafe_backups_pinned", "Pinned backups (never expired).");
+    let mut good_ts = F::new(
+        "pgsafe_last_good_backup_timestamp_seconds",
+        "End time of the newest complete backup not failed at verification (unix seconds).",
+    );
+    let mut good_age = F::new(
+        "pgsafe_last_good_backup_age_seconds",
+        "Seconds since the end of the newest complete backup not failed at verification.",
+    );
+    let mut good_bytes = F::new(
+        "pgsafe_last_good_backup_size_bytes",
+        "Original size of the data files of the newest good backup.",
+    );
+    let mut good_stored = F::new(
+        "pgsafe_last_good_backup_stored_bytes",
+        "Stored (compressed) size of the data files of the newest good backup.",
+    );
+    let mut good_duration = F::new(
+        "pgsafe_last_good_backup_duration_seconds",
+        "How long the newest good backup took.",
+    );
+    let mut verified_ts = F::new(
+        "pgsafe_last_verified_backup_timestamp_seconds",
+        "End time of the newest backup whose latest verification passed (unix seconds).",
+    );
+    let mut verified_age = F::new(
+        "pgsafe_last_verified_backup_age_seconds",
+        "Seconds since the end of the newest backup whose latest verification passed.",
+    );
+    let mut verification_ts = F::new(
+        "pgsafe_last_verification_timestamp_seconds",
+        "When the latest verification of any backup ran (unix seconds).",
+    );
+    let mut verification_ok = F::new(
+        "pgsafe_last_verification_success",
+        "1 if the latest verification passed, 0 if it found problems.",
+    );
+    let mut verification_problems = F::new(
+        "pgsafe_last_verification_problems",
+        "Problems the latest verification found.",
+    );
+    let mut window_start = F::new(
+        "pgsafe_recovery_window_start_timestamp_seconds",
+        "Earliest point a restore can reach: the end of the oldest good backup (unix seconds).",
+    );
+    let mut window_end = F::new(
+        "pgsafe_recovery_window_end_timestamp_seconds",
+        "Latest point a restore can reach: the end of the newest good backup (unix seconds).",
+    );
+    let mut window_start_lsn = F::new(
+        "pgsafe_recovery_window_start_lsn_bytes",
+        "WAL position of the earliest point a restore can reach (LSN as a byte position).",
+    );
+    let mut window_end_lsn = F::new(
+        "pgsafe_recovery_window_end_lsn_bytes",
+        "WAL position of the latest point a restore can reach (LSN as a byte position).",
+    );
+    let mut running = F::new(
+        "pgsafe_running_operations",
+        "Operations holding a live lease (backups, expires) by kind.",
+    );
+    let mut problems = F::new(
+        "pgsafe_repository_problems",
+        "Entries that are not backups, and leases or events that cannot be read.",
+    );
+    for c in clusters {
+        let n = c.cluster.as_str();
+        info.add(
+            n,
+            &[
+                ("system_identifier", &c.system_identifier),
+                ("major", &c.major),
+            ],
+            1.0,
+        );
+        for (state, count) in c.backups.by_name() {
+            backups.add(n, &[("state", state)], count as f64);
+        }
+        failed.add(n, &[], c.failed_verification as f64);
+        pinned.add(n, &[], c.pinned as f64);
+        if let Some(b) = &c.last_good {
+            good_ts.add(n, &[], b.finished_at_unix as f64);
+            good_age.add(n, &[], b.age_secs as f64);
+            good_bytes.add(n, &[], b.bytes as f64);
+            good_stored.add(n, &[], b.stored_bytes as f64);
+            good_duration.add(n, &[], b.duration_secs);
+        }
+        if let Some(b) = &c.last_verified {
+            verified_ts.add(n, &[], b.finished_at_unix as f64);
+            verified_age.add(n, &[], b.age_secs as f64);
+        }
+        if let Some(v) = &c.last_verification {
+            verification_ts.add(n, &[], v.time_unix as f64);
+            verification_ok.add(n, &[], if v.passed { 1.0 } else { 0.0 });
+            verification_problems.add(n, &[], v.problems as f64);
+        }
+        if let Some(w) = &c.window {
+            window_start.add(n, &[], w.earliest.finished_at_unix as f64);
+            window_end.add(n, &[], w.latest.finished_at_unix as f64);
+            window_start_lsn.add(n, &[], w.earliest.stop_lsn_bytes as f64);
+            window_end_lsn.add(n, &[], w.latest.stop_lsn_bytes as f64);
+        }
+        for (kind, count) in &c.running_operations {
+            running.add(n, &[("kind", kind)], *count as f64);
+        }
+        problems.add(n, &[], c.repository_problems as f64);
+    }
+    let mut generated = F::new(
+        "pgsafe_metrics_generated_timestamp_seconds",
+        "When these metrics were taken (unix seconds): a stale file means pgsafe metrics stopped running.",
+    );
+    generated.samples.push((String::new(), now as f64));
+    let families = [
+        generated,
+        info,
+        backups,
+        failed,
+        pinned,
+        good_ts,
+        good_age,
+        good_bytes,
+        good_stored,
+        good_duration,
+        verified_ts,
+        verified_age,
+        verification_ts,
+        verification_ok,
+        verification_problems,
+        window_start,
+        window_end,
+        window_start_lsn,
+        window_end_lsn,
+        running,
+        problems,
+    ];
+    let mut out = String::new();
+    for f in families {
+        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+        let _ = writeln!(out, "# TYPE {} gauge", f.name);
+        for (labels, value) in f.samples {
+            if labels.is_empty() {
+                let _ = writeln!(out, "{} {}", f.name, value);
+            } else {
+                let _ = writeln!(out, "{}{{{labels}}} {}", f.name, value);
+            }
+        }
+    }
+    out
+}
