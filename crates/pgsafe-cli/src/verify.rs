@@ -129,7 +129,7 @@ pub fn run(mut args: VerifyArgs) -> anyhow::Result<u8> {
         }
     }
     if args.restore_test {
-        return run_restore_test_cmd(args);
+        return run_restore_test_cmd(args, chosen.as_ref());
     }
     let opts = VerifyOptions {
         quick: args.quick,
@@ -153,7 +153,7 @@ pub fn run(mut args: VerifyArgs) -> anyhow::Result<u8> {
     if let (Some(c), false) = (&chosen, args.quick) {
         let problems = u64::try_from(report.problems.len()).unwrap_or(u64::MAX);
         c.repo
-            .record_verification(&c.cluster, &c.entry.id, problems)
+            .record_verification(&c.cluster, &c.entry.id, problems, false)
             .map_err(|e| anyhow::Error::new(e).context("record the verification"))?;
     }
     if args.json {
@@ -221,7 +221,10 @@ pub fn print_report(r: &VerifyReport) {
     );
 }
 
-fn run_restore_test_cmd(args: VerifyArgs) -> anyhow::Result<u8> {
+fn run_restore_test_cmd(
+    args: VerifyArgs,
+    chosen: Option<&crate::repo::Chosen>,
+) -> anyhow::Result<u8> {
     let mut opts =
         RestoreTestOptions::new(args.backup.as_deref().unwrap_or(std::path::Path::new("")));
     opts.bin_dir = args.pg_bindir;
@@ -250,6 +253,23 @@ fn run_restore_test_cmd(args: VerifyArgs) -> anyhow::Result<u8> {
     let result = run_restore_test(&opts, &progress);
     progress.finish();
     let report = result.map_err(|e| anyhow::Error::new(e).context("restore test failed"))?;
+    // A repository's backup records the verdict when it says something about the backup
+    // itself: proven, or damaged (failed verification, amcheck found corruption). A server
+    // that did not start or had no amcheck may be this host's doing: not recorded.
+    let problems = match report.verdict {
+        Verdict::Proven => Some(0),
+        Verdict::BackupInvalid | Verdict::CorruptionFound => Some(
+            u64::try_from(report.problems.len())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        ),
+        Verdict::StartedNotChecked | Verdict::DidNotStart => None,
+    };
+    if let (Some(c), Some(problems)) = (chosen, problems) {
+        c.repo
+            .record_verification(&c.cluster, &c.entry.id, problems, true)
+            .map_err(|e| anyhow::Error::new(e).context("record the restore test's verdict"))?;
+    }
     if args.json {
         crate::render::json(&report)?;
     } else {

@@ -529,6 +529,48 @@ fn hostile_entries_are_reported_never_used() {
         "{}",
         text(&out)
     );
+    // A newer backup damaged after it was taken: verify (of latest) finds it, records the
+    // failure, and latest falls back to the older good backup.
+    let newer = backup(&c, &repo, "main");
+    assert_eq!(
+        catalog(&repo, "main", LeaseTiming::default())
+            .latest()
+            .unwrap()
+            .id
+            .as_str(),
+        newer
+    );
+    fs::write(dir.join(&newer).join("PG_VERSION"), b"99\n").unwrap();
+    let out = pgsafe(&["verify", "--repo", s(&repo), "--cluster", "main", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let cat = catalog(&repo, "main", LeaseTiming::default());
+    assert!(cat.get(&newer).unwrap().failed_verification());
+    assert_eq!(cat.latest().unwrap().id.as_str(), real);
+    // A restore test of latest (the good one) is recorded as such.
+    let scratch2 = scratch.path().join("scratch2");
+    fs::create_dir(&scratch2).unwrap();
+    pgsafe_testkit::server_user().chown(&scratch2);
+    let bin = install.bin_dir.clone();
+    ok(
+        pgsafe(&[
+            "verify",
+            "--repo",
+            s(&repo),
+            "--cluster",
+            "main",
+            "--restore-test",
+            "--pg-bindir",
+            s(&bin),
+            "--scratch-dir",
+            s(&scratch2),
+            "--progress",
+            "none",
+        ]),
+        "restore test of latest",
+    );
+    let cat = catalog(&repo, "main", LeaseTiming::default());
+    let v = cat.get(&real).unwrap().verification.clone().unwrap();
+    assert!(v.restore_test && v.problems == 0, "{v:?}");
 }
 
 /// A promoted standby continues the cluster's lineage on a new timeline: its backups are the

@@ -347,12 +347,14 @@ impl Repository {
         Ok(Some(folder))
     }
 
-    /// Records the result of a verification of backup `id`.
+    /// Records the result of a verification of backup `id` (`restore_test`: a restore test's
+    /// verdict; failed with `problems` > 0).
     pub fn record_verification(
         &self,
         cluster: &Ident,
         id: &Ident,
         problems: u64,
+        restore_test: bool,
     ) -> Result<String, RepoError> {
         let result = if problems == 0 {
             VerifyResult::Passed
@@ -365,6 +367,7 @@ impl Repository {
                 backup: id.clone(),
                 result,
                 problems,
+                restore_test,
             },
         )
     }

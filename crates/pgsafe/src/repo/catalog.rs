@@ -109,6 +109,8 @@ impl BackupState {
 pub struct Verification {
     pub result: VerifyResult,
     pub problems: u64,
+    /// By a restore test (restored, started, amcheck), not only checked.
+    pub restore_test: bool,
     pub time: String,
     pub pgsafe_version: String,
 }
@@ -283,12 +285,14 @@ pub fn derive(cluster: &Ident, obs: Observed) -> Catalog {
                 backup,
                 result,
                 problems,
+                restore_test,
             } => {
                 verified.insert(
                     backup.as_str().to_owned(),
                     Verification {
                         result,
                         problems,
+                        restore_test,
                         time: ev.time,
                         pgsafe_version: ev.pgsafe_version,
                     },

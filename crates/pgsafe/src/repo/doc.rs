@@ -133,6 +133,10 @@ pub enum EventKind {
         /// Problems found (0 when passed).
         #[serde(default)]
         problems: u64,
+        /// The backup was proven by a restore test (restored, started, amcheck), not only
+        /// checked.
+        #[serde(default)]
+        restore_test: bool,
     },
     /// `expire` began deleting these backups (so that a crash part-way is explained).
     ExpireStarted {

@@ -143,6 +143,7 @@ fn events_fold_in_time_order() {
             VerifyResult::Failed
         },
         problems: u64::from(!ok),
+        restore_test: false,
     };
     // Listed out of order: time decides.
     o.events = vec![
@@ -243,7 +244,7 @@ proptest! {
             let id = Ident::new(std::str::from_utf8(&e.name).ok()?).ok()?;
             let result = if *f { VerifyResult::Failed } else { VerifyResult::Passed };
             Some(doc(&format!("e{i}"), event(SEC, EventKind::Verified {
-                backup: id, result, problems: 0 })))
+                backup: id, result, problems: 0, restore_test: true })))
         }).collect();
         let c = derive(&ident("main"), o);
         let usable: Vec<&BackupEntry> = c.backups.iter()
