@@ -129,6 +129,7 @@ fn metrics_of_a_repository_with_real_backups() {
             backup: Ident::new(b2).unwrap(),
             result: VerifyResult::Passed,
             problems: 0,
+            restore_test: false,
         },
     )
     .unwrap();

@@ -37,6 +37,7 @@ fn catalog() -> Catalog {
                 backup: ident(backup),
                 result,
                 problems,
+                restore_test: false,
             },
         )
     };
