@@ -23,6 +23,7 @@ mod conn;
 mod doctor;
 mod failure;
 mod generate;
+mod info;
 mod inspect;
 mod metrics;
 mod output;
@@ -203,6 +204,10 @@ enum Command {
     /// recoverability window, running operations) as Prometheus text or JSON.
     #[command(long_about = metrics::LONG_ABOUT, after_help = metrics::AFTER_HELP)]
     Metrics(metrics::MetricsArgs),
+    /// Show what a repository holds: per cluster its status and problems, the recoverability
+    /// window and every backup; or everything about one backup. Read-only.
+    #[command(long_about = info::LONG_ABOUT, after_help = info::AFTER_HELP)]
+    Info(info::InfoArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     #[command(after_help = "Examples:\n  \
                       pgsafe completions bash > /etc/bash_completion.d/pgsafe\n  \
@@ -256,6 +261,7 @@ fn main() -> ExitCode {
         Command::Pin(a) => repo::pin(a, true),
         Command::Unpin(a) => repo::pin(a, false),
         Command::Metrics(a) => metrics::run(a),
+        Command::Info(a) => info::run(a),
         Command::Completions(a) => generate::completions(Cli::command(), a),
         Command::Man(a) => generate::man(Cli::command(), a),
     };
@@ -285,6 +291,7 @@ impl Command {
             Command::Init(a) => a.json,
             Command::Pin(a) | Command::Unpin(a) => a.json,
             Command::Metrics(a) => a.json,
+            Command::Info(a) => a.json,
             Command::Holder { .. } | Command::Completions(_) | Command::Man(_) => false,
         }
     }

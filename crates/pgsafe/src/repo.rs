@@ -41,11 +41,13 @@ use crate::storage::{
 };
 
 pub mod catalog;
+pub mod clusters;
 pub mod doc;
 pub mod id;
 pub mod lease;
 pub mod register;
 pub mod retention;
+pub mod summary;
 #[cfg(test)]
 pub(crate) mod testdata;
 #[cfg(test)]
