@@ -4,6 +4,7 @@
 use std::error::Error as StdError;
 
 use pgsafe::backup::{BackupError, BackupWalError};
+use pgsafe::hold::{HoldError, Refusal};
 use pgsafe::restore::{MappingError, OwnerError, RecoveryError, RestoreError};
 use pgsafe::restore_test::{RestoreTestError, RunAsError, ScratchError};
 
@@ -23,7 +24,34 @@ fn of_cause(e: &(dyn StdError + 'static)) -> Option<String> {
     if let Some(e) = e.downcast_ref::<RestoreError>() {
         return restore(e);
     }
+    if let Some(e) = e.downcast_ref::<HoldError>() {
+        return hold(e).map(str::to_owned);
+    }
     None
+}
+
+fn hold(e: &HoldError) -> Option<&'static str> {
+    match e {
+        HoldError::Refused(Refusal::NotArchiving {
+            backup_running: true,
+            ..
+        }) => Some("stop it with --no-wait-archive"),
+        HoldError::Refused(Refusal::NotArchiving { .. }) => {
+            Some("leave out --wait-archive, or give --no-wait-archive")
+        }
+        HoldError::Refused(Refusal::RecordTableOnStandby) => Some("stop it without --record-table"),
+        HoldError::Refused(Refusal::BadRecordTable { .. }) => {
+            Some("--record-table TABLE or SCHEMA.TABLE")
+        }
+        HoldError::AlreadyRunning { .. } => Some("--id names another backup"),
+        HoldError::SocketPathTooLong(_) => {
+            Some("--run-dir or PGSAFE_RUN_DIR chooses the run directory")
+        }
+        HoldError::UnknownId { .. } => {
+            Some("--run-dir or PGSAFE_RUN_DIR names the run directory the backup was started with")
+        }
+        _ => None,
+    }
 }
 
 fn backup(e: &BackupError) -> Option<&'static str> {

@@ -170,7 +170,7 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<u8> {
             if a.json {
                 let r = FixReport {
                     applied: false,
-                    refused: Some(why.clone()),
+                    refused: Some(why.to_string()),
                     outcome: None,
                 };
                 print_json(&a, &diag, Some(r))?;

@@ -191,7 +191,7 @@ fn max_hold_aborts(major: u32) {
     let out = stop(run.path(), "mh", &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--max-hold"), "{err}");
+    assert!(err.contains("maximum hold time"), "{err}");
     wait_for_log(&c, "aborting backup due to backend exiting before");
 }
 

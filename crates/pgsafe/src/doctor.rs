@@ -53,7 +53,7 @@ pub use facts::{
     BackupEnd, ControlFacts, Facts, Files, Liveness, MapEntryFacts, MapFacts, MarkerFacts,
     PidFacts, SegState, ServerFacts, WalFacts, gather,
 };
-pub use fix::{FixOutcome, apply_fix, refusal};
+pub use fix::{FixOutcome, FixRefusal, apply_fix, refusal};
 
 // The names, the marker's schema and the sentinel doctor reads have their owners in
 // `layout`, `info` and `control` (restore writes them); re-exported under their old paths.
@@ -242,9 +242,9 @@ pub enum DoctorError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("--fix refused: {0}")]
-    FixRefused(String),
-    #[error("--fix: {0}")]
+    #[error("the fix was refused: {0}")]
+    FixRefused(#[source] FixRefusal),
+    #[error("the fix: {0}")]
     Fs(#[from] crate::fsutil::FsError),
 }
 

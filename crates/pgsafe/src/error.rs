@@ -355,7 +355,10 @@ impl HasKind for HoldError {
             | HoldError::OtherServer { .. }
             | HoldError::UnsafeOutputDir { .. } => ErrorKind::Refused,
             HoldError::BadRecord { .. } => ErrorKind::Corrupt,
-            HoldError::LabelNotWritten { source, .. } => source.error_kind(),
+            HoldError::LabelNotWritten { source, .. } | HoldError::LabelOnlyHere { source, .. } => {
+                source.error_kind()
+            }
+            HoldError::StopFailed(e) => e.error_kind(),
             HoldError::OutputDirNotWritable { .. } => ErrorKind::Io,
         }
     }

@@ -1,4 +1,4 @@
-//! `doctor --fix`: the one repair the doctor performs, and only for an unambiguous state 4 —
+//! The doctor's fix: the one repair the doctor performs, and only for an unambiguous state 4 —
 //! rename `backup_label` to [`REMOVED_LABEL_FILE`]. Never deletes, never overwrites.
 
 use std::fs::File;
@@ -11,7 +11,7 @@ use super::{
 };
 use crate::fsutil::{FsError, IoContext};
 
-/// What `--fix` did.
+/// What the fix did.
 #[derive(Debug, Clone, Serialize)]
 pub struct FixOutcome {
     pub renamed_from: PathBuf,
@@ -20,31 +20,51 @@ pub struct FixOutcome {
     pub after: Verdict,
 }
 
-/// Why `--fix` will not act on `v` (for a verdict without a fix).
-pub fn refusal(v: &Verdict) -> String {
+/// Why the fix was refused: nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FixRefusal {
+    #[error(
+        "the evidence is ambiguous: pgsafe renames backup_label only when nothing suggests a \
+         restored backup. Confirm the points listed, then rename it by hand if they hold."
+    )]
+    Ambiguous,
+    #[error(
+        "nothing needs fixing: the label's WAL is still present, so the server starts as it is \
+         (and keeping the label is the safe choice)"
+    )]
+    NothingNeeded,
+    #[error(
+        "the fix only renames the backup_label of a server that crashed during an exclusive \
+         backup (state 4); this directory is in state {state} ({title}), where the doctor's \
+         advice must be followed by hand"
+    )]
+    WrongState { state: u8, title: &'static str },
+    #[error("the directory changed while pgsafe examined it; run pgsafe doctor again")]
+    Changed,
+    #[error("cannot rename {}: not a file path", path.display())]
+    NotAFilePath { path: PathBuf },
+    #[error("{} already exists; pgsafe never overwrites it", path.display())]
+    Exists { path: PathBuf },
+}
+
+/// Why the fix will not act on `v` (for a verdict without a fix).
+pub fn refusal(v: &Verdict) -> FixRefusal {
     match v.state {
         DoctorState::CrashedDuringExclusiveBackup if !v.must_confirm.is_empty() => {
-            "the evidence is ambiguous: pgsafe renames backup_label only when nothing suggests a \
-             restored backup. Confirm the points listed, then rename it by hand if they hold."
-                .into()
+            FixRefusal::Ambiguous
         }
         DoctorState::CrashedDuringExclusiveBackup
             if v.caveats.iter().any(|c| c.contains(REMOVED_LABEL_FILE)) =>
         {
-            format!("{REMOVED_LABEL_FILE} already exists; pgsafe never overwrites it")
+            FixRefusal::Exists {
+                path: PathBuf::from(REMOVED_LABEL_FILE),
+            }
         }
-        DoctorState::CrashedDuringExclusiveBackup => {
-            "nothing needs fixing: the label's WAL is still present, so the server starts as it \
-             is (and keeping the label is the safe choice)"
-                .into()
-        }
-        other => format!(
-            "--fix only renames the backup_label of a server that crashed during an exclusive \
-             backup (state 4); this directory is in state {} ({}), where the doctor's advice \
-             must be followed by hand",
-            other.number(),
-            other.title()
-        ),
+        DoctorState::CrashedDuringExclusiveBackup => FixRefusal::NothingNeeded,
+        other => FixRefusal::WrongState {
+            state: other.number(),
+            title: other.title(),
+        },
     }
 }
 
@@ -63,9 +83,7 @@ pub fn apply_fix(
     };
     let label_text = |d: &Diagnosis| d.facts.label.as_ref().map(|l| l.text.clone());
     if before.verdict.fix.as_ref() != Some(&fix) || label_text(before) != label_text(&now) {
-        return Err(DoctorError::FixRefused(
-            "the directory changed while pgsafe examined it; run pgsafe doctor again".into(),
-        ));
+        return Err(DoctorError::FixRefused(FixRefusal::Changed));
     }
     rename_no_replace(&fix.from, &fix.to)?;
     let after = diagnose(path, opts)?.verdict;
@@ -83,10 +101,9 @@ fn rename_no_replace(from: &Path, to: &Path) -> Result<(), DoctorError> {
     use nix::fcntl::{RenameFlags, renameat2};
     let dir = crate::fsutil::parent_dir(from);
     let (Some(old_name), Some(new_name)) = (from.file_name(), to.file_name()) else {
-        return Err(DoctorError::FixRefused(format!(
-            "cannot rename {}: not a file path",
-            from.display()
-        )));
+        return Err(DoctorError::FixRefused(FixRefusal::NotAFilePath {
+            path: from.to_owned(),
+        }));
     };
     let dirf = File::open(&dir).ctx("open directory", &dir)?;
     match renameat2(
@@ -98,20 +115,18 @@ fn rename_no_replace(from: &Path, to: &Path) -> Result<(), DoctorError> {
     ) {
         Ok(()) => {}
         Err(Errno::EEXIST) => {
-            return Err(DoctorError::FixRefused(format!(
-                "{} already exists; pgsafe never overwrites it",
-                to.display()
-            )));
+            return Err(DoctorError::FixRefused(FixRefusal::Exists {
+                path: to.to_owned(),
+            }));
         }
         Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
             // File system without RENAME_NOREPLACE: a hard link cannot replace either; then drop
             // the old name (the content stays under the new one).
             std::fs::hard_link(from, to).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    DoctorError::FixRefused(format!(
-                        "{} already exists; pgsafe never overwrites it",
-                        to.display()
-                    ))
+                    DoctorError::FixRefused(FixRefusal::Exists {
+                        path: to.to_owned(),
+                    })
                 } else {
                     DoctorError::Fs(FsError::new("link", to, e))
                 }

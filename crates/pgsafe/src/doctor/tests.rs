@@ -472,7 +472,7 @@ fn unchecked_archive_lowers_confidence_and_blocks_the_rename() {
     assert!(v.fix.is_none(), "{v:#?}");
     assert!(v.confidence < Confidence::High);
     assert!(!v.must_confirm.is_empty());
-    assert!(refusal(&v).contains("ambiguous"));
+    assert!(refusal(&v).to_string().contains("ambiguous"));
 }
 
 #[test]
@@ -664,7 +664,7 @@ fn exclusive_crash_with_its_wal_still_present_just_starts() {
     check(&v, DoctorState::CrashedDuringExclusiveBackup);
     assert!(v.fix.is_none(), "no rename needed: {v:#?}");
     assert!(v.summary.contains("start it"), "{}", v.summary);
-    assert!(refusal(&v).contains("nothing needs fixing"));
+    assert!(refusal(&v).to_string().contains("nothing needs fixing"));
 }
 
 #[test]
@@ -751,7 +751,7 @@ fn exclusive_label_doubts_make_it_ambiguous() {
         assert_eq!(v.confidence, Confidence::Low, "{what}");
         assert!(v.fix.is_none(), "{what}: ambiguous must not be fixable");
         assert!(v.must_confirm.len() >= 2, "{what}: {v:#?}");
-        assert!(refusal(&v).contains("ambiguous"));
+        assert!(refusal(&v).to_string().contains("ambiguous"));
     }
 }
 
@@ -780,7 +780,11 @@ fn earlier_rename_blocks_the_fix() {
     let v = classify(&f);
     check(&v, DoctorState::CrashedDuringExclusiveBackup);
     assert!(v.fix.is_none());
-    assert!(refusal(&v).contains("already exists"), "{}", refusal(&v));
+    assert!(
+        refusal(&v).to_string().contains("already exists"),
+        "{}",
+        refusal(&v).to_string()
+    );
 }
 
 // ---- 5, 6 with a label ----------------------------------------------------------------------

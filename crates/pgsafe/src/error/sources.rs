@@ -10,6 +10,8 @@ use super::{ErrorKind, HasKind};
 use crate::backup::{BackupError, BackupWalError, TablespaceListError};
 use crate::conninfo::ConnectError;
 use crate::control::{ControlError, ControlFile};
+use crate::doctor::{DoctorError, FixRefusal};
+use crate::hold::{HoldError, IdentifyError, Refusal};
 use crate::info::{BackupInfo, InfoError};
 use crate::label::{BackupLabel, LabelError, MapError, MapEscaping, TablespaceMap};
 use crate::manifest::{Manifest, ManifestError};
@@ -229,4 +231,54 @@ fn restore_test_and_session_errors_keep_their_sources() {
     assert!(matches!(e, SessionError::BadLabel(BadLabel::LineBreak)));
     assert!(reaches::<BadLabel>(&e));
     assert_eq!(e.error_kind(), ErrorKind::Usage);
+}
+
+#[test]
+fn hold_and_doctor_errors_keep_their_sources() {
+    let cases: Vec<Case<HoldError>> = vec![
+        (
+            HoldError::Identify(IdentifyError::Connect(ConnectError::Failed {
+                attempts: vec![],
+            })),
+            reaches::<ConnectError>,
+            ErrorKind::Connection,
+        ),
+        (
+            HoldError::Identify(IdentifyError::Session(SessionError::BadLabel(
+                BadLabel::Nul,
+            ))),
+            reaches::<BadLabel>,
+            ErrorKind::Connection,
+        ),
+        (
+            HoldError::Refused(Refusal::RecordTableOnStandby),
+            reaches::<Refusal>,
+            ErrorKind::Refused,
+        ),
+        (
+            HoldError::LabelOnlyHere {
+                label: "START WAL LOCATION: 0/2000028\n".into(),
+                source: Box::new(crate::fsutil::FsError::new("write", "/x", io_error()).into()),
+            },
+            reaches::<io::Error>,
+            ErrorKind::NotFound,
+        ),
+    ];
+    for (e, check, kind) in cases {
+        assert!(check(&e), "{e} ({e:?}) lost its source");
+        assert_eq!(e.error_kind(), kind, "{e}");
+    }
+    // A refusal from the holder survives its trip over the socket, typed.
+    let r = Refusal::NotArchiving {
+        archive_mode: "on".into(),
+        on_standby: true,
+        backup_running: true,
+    };
+    let wire = serde_json::to_string(&crate::hold::Response::refused(r.clone())).unwrap();
+    let back: crate::hold::Response = serde_json::from_str(&wire).unwrap();
+    assert_eq!(back.refusal, Some(r));
+    assert!(back.error.unwrap().contains("archive_mode = always"));
+    let e = DoctorError::FixRefused(FixRefusal::Changed);
+    assert!(reaches::<FixRefusal>(&e));
+    assert_eq!(e.error_kind(), ErrorKind::Refused);
 }

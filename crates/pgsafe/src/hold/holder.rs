@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::protocol::{
-    Envelope, PROTOCOL_VERSION, Ready, Request, Response, StopOptions, WaitArchive,
+    Envelope, PROTOCOL_VERSION, Ready, Refusal, Request, Response, StopOptions, WaitArchive,
 };
 use super::{
     BackupId, BackupRecord, BackupState, HoldError, RunDir, StopResult, TextBytes, unix_now,
@@ -391,8 +391,9 @@ impl Holder {
                 Held::Started(_) => {
                     if began.elapsed() >= max_hold {
                         let why = format!(
-                            "the backup was held longer than --max-hold ({}s), so the holder \
-                             aborted it: no backup_label was produced and the copy is NOT usable",
+                            "the backup was held longer than its maximum hold time ({}s, set \
+                             when it was started), so the holder aborted it: no backup_label \
+                             was produced and the copy is NOT usable",
                             max_hold.as_secs()
                         );
                         self.fail(&mut held, BackupState::Failed, why)?;
@@ -428,21 +429,21 @@ impl Holder {
         };
         match result {
             Ok(r) => Response::record(r),
-            Err(e) => Response::error(e),
+            Err(e) => Response::refused(e),
         }
     }
 
     /// The record, after checking that a running backup's session is still alive (a terminated
     /// backend is not "in progress"). Never waits for another request: if the state is busy,
     /// the record as last saved is the answer.
-    fn on_status(&self) -> Result<BackupRecord, String> {
+    fn on_status(&self) -> Result<BackupRecord, Refusal> {
         if let Ok(mut held) = self.held.try_lock() {
             self.check_session(&mut held).map_err(|e| e.to_string())?;
         }
         Ok(self.record())
     }
 
-    fn on_abort(&self) -> Result<BackupRecord, String> {
+    fn on_abort(&self) -> Result<BackupRecord, Refusal> {
         let mut held = lock(&self.held);
         match &*held {
             Held::Started(_) => self
@@ -453,12 +454,12 @@ impl Holder {
                      was produced and the copy is NOT usable"
                         .into(),
                 )
-                .map_err(|e| e.to_string()),
-            _ => Err("the backup is already stopped; there is nothing to abort".into()),
+                .map_err(|e| e.to_string().into()),
+            _ => Err(Refusal::NothingToAbort),
         }
     }
 
-    fn on_stop(&self, opts: StopOptions, stream: &UnixStream) -> Result<BackupRecord, String> {
+    fn on_stop(&self, opts: StopOptions, stream: &UnixStream) -> Result<BackupRecord, Refusal> {
         let mut held = lock(&self.held);
         let started = match std::mem::replace(&mut *held, Held::Done) {
             Held::Started(s) => s,
@@ -468,7 +469,7 @@ impl Holder {
                 drop(held);
                 let rec = self.record();
                 if opts.wait_archive == WaitArchive::No {
-                    // Honour --no-wait-archive: answer now, from what is known; a later stop
+                    // Honour "do not wait": answer now, from what is known; a later stop
                     // can still re-check.
                     return Ok(not_waited_view(rec));
                 }
@@ -483,25 +484,15 @@ impl Holder {
         };
         let info = started.info().clone();
         let applies = info.archiving_applies();
-        let keep = |held: &mut Held, started: BackupStarted, why: String| {
+        let keep = |held: &mut Held, started: BackupStarted, why: Refusal| {
             *held = Held::Started(started);
             Err(why)
         };
         if opts.wait_archive == WaitArchive::Yes && !applies {
-            let why = if info.in_recovery {
-                format!(
-                    "--wait-archive on a standby needs archive_mode = always (it is {:?}): a \
-                     standby with archive_mode = on does not archive. Use --no-wait-archive and \
-                     make sure the WAL reaches the archive from the primary (run \
-                     SELECT pg_switch_wal() there). The backup is still in progress.",
-                    info.archive_mode
-                )
-            } else {
-                format!(
-                    "--wait-archive was given but archive_mode is {:?} on this server, so nothing \
-                     is archived. Use --no-wait-archive. The backup is still in progress.",
-                    info.archive_mode
-                )
+            let why = Refusal::NotArchiving {
+                archive_mode: info.archive_mode.clone(),
+                on_standby: info.in_recovery,
+                backup_running: true,
             };
             return keep(&mut held, started, why);
         }
@@ -515,13 +506,7 @@ impl Holder {
             Err(e) => return keep(&mut held, started, e),
         };
         if record_table.is_some() && info.in_recovery {
-            return keep(
-                &mut held,
-                started,
-                "--record-table needs a primary: a standby is read-only. The backup is still in \
-                 progress; stop it without --record-table"
-                    .into(),
-            );
+            return keep(&mut held, started, Refusal::RecordTableOnStandby);
         }
         let wait = applies && opts.wait_archive != WaitArchive::No;
         self.save(|r| r.state = BackupState::Stopping)
@@ -534,7 +519,7 @@ impl Holder {
                     format!("the server could not stop the backup: {e}; the copy is NOT usable");
                 return self
                     .fail(&mut held, BackupState::Failed, why)
-                    .map_err(|e| e.to_string());
+                    .map_err(|e| e.to_string().into());
             }
         };
         let needs = stopped.archive_needs();
@@ -552,7 +537,7 @@ impl Holder {
                 detail: if wait {
                     "waiting for WAL archiving".into()
                 } else if applies {
-                    "not waited for (--no-wait-archive)".into()
+                    "not waited for (as the stop asked)".into()
                 } else {
                     format!(
                         "archiving is not in effect (archive_mode = {}{}): the WAL from {} to {} \
@@ -615,7 +600,7 @@ impl Holder {
         version: PgVersion,
         timeout_secs: u64,
         stream: &UnixStream,
-    ) -> Result<BackupRecord, String> {
+    ) -> Result<BackupRecord, Refusal> {
         let mut waiter = ArchiveWaiter::new(needs, version, Duration::from_secs(timeout_secs));
         loop {
             if client_gone(stream) {
@@ -661,7 +646,7 @@ fn not_waited_view(mut rec: BackupRecord) -> BackupRecord {
             waited: false,
             complete: true,
             detail: format!(
-                "not waited for (--no-wait-archive); the last check said: {}",
+                "not waited for (as the stop asked); the last check said: {}",
                 res.archive.detail
             ),
         };
@@ -670,12 +655,12 @@ fn not_waited_view(mut rec: BackupRecord) -> BackupRecord {
 }
 
 /// `name` or `schema.name` as a quoted SQL identifier (`"schema"."name"`).
-fn quote_qualified(name: &str) -> Result<String, String> {
+fn quote_qualified(name: &str) -> Result<String, Refusal> {
     let parts: Vec<&str> = name.split('.').collect();
     if parts.len() > 2 || parts.iter().any(|p| p.is_empty()) {
-        return Err(format!(
-            "--record-table {name:?}: expected TABLE or SCHEMA.TABLE"
-        ));
+        return Err(Refusal::BadRecordTable {
+            name: name.to_owned(),
+        });
     }
     Ok(parts
         .iter()

@@ -29,7 +29,7 @@ pub use crate::textbytes::TextBytes;
 pub use holder::{HolderConfig, run_holder};
 pub use oneshot::{SnapshotOptions, SnapshotReport, snapshot, write_label_files};
 pub use outdir::{ServerIdentity, check_output_dir, check_output_dir_early, check_writable};
-pub use protocol::{Request, Response, StopOptions, WaitArchive};
+pub use protocol::{Refusal, Request, Response, StopOptions, WaitArchive};
 pub use rundir::RunDir;
 
 use std::fs::{self, OpenOptions};
@@ -56,7 +56,7 @@ pub enum HoldError {
     )]
     BadId(String),
     #[error(
-        "a backup with ID {id} is already in progress (holder pid {pid}); stop or abort it first, or use another --id"
+        "a backup with ID {id} is already in progress (holder pid {pid}); stop or abort it first, or use another backup ID"
     )]
     AlreadyRunning { id: String, pid: String },
     #[error("no backup with ID {id} in {run_dir}{known}")]
@@ -65,7 +65,11 @@ pub enum HoldError {
         run_dir: PathBuf,
         known: String,
     },
-    #[error("socket path {0} is longer than {MAX_SOCKET_PATH} bytes: use a shorter --run-dir")]
+    #[error(
+        "socket path {} is longer than {MAX_SOCKET_PATH} bytes: use a run directory with a \
+         shorter path",
+        .0.display()
+    )]
     SocketPathTooLong(PathBuf),
     #[error("start the holder process {exe}: {source}")]
     Spawn { exe: PathBuf, source: io::Error },
@@ -81,7 +85,7 @@ pub enum HoldError {
     #[error("the backup could not start: {0}")]
     Session(#[source] crate::session::SessionError),
     #[error("could not connect to check which server the backup is on: {0}")]
-    Identify(String),
+    Identify(#[source] IdentifyError),
     #[error("talk to the holder of backup {id} over {socket}: {source}")]
     Channel {
         id: String,
@@ -90,8 +94,23 @@ pub enum HoldError {
     },
     #[error("the holder of backup {id} answered something pgsafe does not understand: {detail}")]
     Protocol { id: String, detail: String },
-    #[error("the holder refused: {0}")]
-    Refused(String),
+    /// The holder refused the request, or (`snapshot`) pgsafe refused to start.
+    #[error("{}", refused_text(.0))]
+    Refused(#[source] Refusal),
+    #[error("the server could not stop the backup: {0}; the copy is NOT usable")]
+    StopFailed(#[source] crate::session::SessionError),
+    /// `snapshot` without a run directory: the label exists nowhere else than in this error.
+    #[error(
+        "the backup IS stopped and complete, but its label files could not be written \
+         ({source}); write them yourself, byte for byte, into the backup's root. \
+         backup_label:\n{label}"
+    )]
+    LabelOnlyHere {
+        /// `backup_label` (and `tablespace_map`) as text, hex-escaped where not UTF-8.
+        label: String,
+        #[source]
+        source: Box<HoldError>,
+    },
     #[error("read backup record {path}: {detail}")]
     BadRecord { path: PathBuf, detail: String },
     #[error(
@@ -130,6 +149,23 @@ pub enum HoldError {
     },
 }
 
+/// A typed refusal says what happened itself; the holder's own words are marked as its.
+fn refused_text(r: &Refusal) -> String {
+    match r {
+        Refusal::Other { .. } => format!("the holder refused: {r}"),
+        _ => r.to_string(),
+    }
+}
+
+/// Why the server a command connected to could not be identified.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentifyError {
+    #[error("{0}")]
+    Connect(#[from] crate::conninfo::ConnectError),
+    #[error("{0}")]
+    Session(#[from] crate::session::SessionError),
+}
+
 impl From<InvalidBackupId> for HoldError {
     fn from(e: InvalidBackupId) -> HoldError {
         HoldError::BadId(e.0)
@@ -159,9 +195,8 @@ impl HoldError {
 /// Connects to `conn` and reads what tells one server from another: system identifier,
 /// `data_directory` (when readable), port and whether it is a standby.
 pub fn identify(conn: &ConnSettings) -> Result<ServerIdentity, HoldError> {
-    let fail = |e: String| HoldError::Identify(e);
-    let client = conn.connect().map_err(|e| fail(e.to_string()))?;
-    let mut session = Session::new(client).map_err(|e| fail(e.to_string()))?;
+    let client = conn.connect().map_err(|e| HoldError::Identify(e.into()))?;
+    let mut session = Session::new(client).map_err(|e| HoldError::Identify(e.into()))?;
     let port = server_port(&mut session);
     let info = session.info();
     Ok(ServerIdentity {
@@ -374,7 +409,10 @@ pub fn stop(run_dir: &RunDir, id: &BackupId, opts: StopOptions) -> Result<Backup
             Ok(Response {
                 record: Some(r), ..
             }) => return Ok(r),
-            Ok(Response { error: Some(e), .. }) => return Err(HoldError::Refused(e)),
+            Ok(Response {
+                refusal: Some(r), ..
+            }) => return Err(HoldError::Refused(r)),
+            Ok(Response { error: Some(e), .. }) => return Err(HoldError::Refused(e.into())),
             Ok(_) => {
                 return Err(HoldError::Protocol {
                     id: id.to_string(),
@@ -444,7 +482,10 @@ pub fn abort(run_dir: &RunDir, id: &BackupId) -> Result<BackupRecord, HoldError>
             Ok(Response {
                 record: Some(r), ..
             }) => return Ok(r),
-            Ok(Response { error: Some(e), .. }) => return Err(HoldError::Refused(e)),
+            Ok(Response {
+                refusal: Some(r), ..
+            }) => return Err(HoldError::Refused(r)),
+            Ok(Response { error: Some(e), .. }) => return Err(HoldError::Refused(e.into())),
             Ok(_) | Err(HoldError::Channel { .. }) => {}
             Err(e) => return Err(e),
         }
@@ -458,7 +499,8 @@ fn settle_dead(run_dir: &RunDir, id: &BackupId) -> Result<BackupRecord, HoldErro
     let Some(mut rec) = run_dir.read_record(id)? else {
         let ids = run_dir.ids()?;
         let known = if ids.is_empty() {
-            " (no backups are known there; was `pgsafe start` run with another --run-dir?)".into()
+            " (no backups are known there; was the backup started with another run directory?)"
+                .into()
         } else {
             let names: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
             format!(" (known IDs: {})", names.join(", "))

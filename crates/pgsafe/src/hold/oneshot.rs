@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::{
-    BackupId, BackupRecord, BackupState, HoldError, RunDir, ServerIdentity, StopOptions,
+    BackupId, BackupRecord, BackupState, HoldError, Refusal, RunDir, ServerIdentity, StopOptions,
     StopResult, TextBytes, WaitArchive, check_output_dir, check_output_dir_early, unix_now,
 };
 use crate::conninfo::ConnSettings;
@@ -147,15 +147,11 @@ pub fn snapshot(opts: &SnapshotOptions) -> Result<SnapshotReport, HoldError> {
             .map_err(|e| e.with_next(". The backup was not started"))?;
     }
     if opts.stop.wait_archive == WaitArchive::Yes && !info.archiving_applies() {
-        return Err(HoldError::Refused(format!(
-            "--wait-archive was given but this server does not archive (archive_mode = {}{})",
-            info.archive_mode,
-            if info.in_recovery {
-                " on a standby, where only archive_mode = always archives"
-            } else {
-                ""
-            }
-        )));
+        return Err(HoldError::Refused(Refusal::NotArchiving {
+            archive_mode: info.archive_mode.clone(),
+            on_standby: info.in_recovery,
+            backup_running: false,
+        }));
     }
     let started = session
         .start_backup(&opts.label, opts.fast)
@@ -234,11 +230,7 @@ pub fn snapshot(opts: &SnapshotOptions) -> Result<SnapshotReport, HoldError> {
     }
     let applies = info.archiving_applies();
     let wait = applies && opts.stop.wait_archive != WaitArchive::No;
-    let stopped = started.stop(false).map_err(|e| {
-        HoldError::Refused(format!(
-            "the server could not stop the backup: {e}; the copy is NOT usable"
-        ))
-    })?;
+    let stopped = started.stop(false).map_err(HoldError::StopFailed)?;
     let needs = stopped.archive_needs();
     record.state = BackupState::Complete;
     record.result = Some(StopResult {
@@ -280,12 +272,10 @@ pub fn snapshot(opts: &SnapshotOptions) -> Result<SnapshotReport, HoldError> {
                     } else {
                         format!("tablespace_map:\n{}", shown(&stopped.tablespace_map))
                     };
-                    HoldError::Refused(format!(
-                        "the backup IS stopped and complete, but its label files could not be \
-                         written ({e}); write them yourself, byte for byte, into the backup's \
-                         root. backup_label:\n{}{map}",
-                        shown(stopped.label.as_bytes()),
-                    ))
+                    HoldError::LabelOnlyHere {
+                        label: format!("{}{map}", shown(stopped.label.as_bytes())),
+                        source: Box::new(e),
+                    }
                 }
             }),
         None => Ok(vec![]),

@@ -75,7 +75,66 @@ impl Default for StopOptions {
 pub struct Response {
     pub v: u32,
     pub record: Option<BackupRecord>,
+    /// Why the request was refused, in words (what older clients read).
     pub error: Option<String>,
+    /// The same, typed (absent from older holders).
+    #[serde(default)]
+    pub refusal: Option<Refusal>,
+}
+
+/// Why a request was refused, or a backup not started: each reason with the facts it names.
+/// Settings are named in words; the CLI adds its options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Refusal {
+    /// Waiting for WAL archiving was asked for, and this server does not archive.
+    #[error("{}", not_archiving(archive_mode, *on_standby, *backup_running))]
+    NotArchiving {
+        archive_mode: String,
+        on_standby: bool,
+        /// Whether the backup is in progress (a stop), or was not started (a snapshot).
+        backup_running: bool,
+    },
+    #[error(
+        "recording the result in a table needs a primary: a standby is read-only. The backup is \
+         still in progress; stop it without recording it in a table"
+    )]
+    RecordTableOnStandby,
+    #[error("record table {name:?}: expected TABLE or SCHEMA.TABLE")]
+    BadRecordTable { name: String },
+    #[error("the backup is already stopped; there is nothing to abort")]
+    NothingToAbort,
+    /// Anything else the holder reports, in its words (an error inside the holder process,
+    /// whose type stays there).
+    #[error("{message}")]
+    Other { message: String },
+}
+
+impl From<String> for Refusal {
+    fn from(message: String) -> Refusal {
+        Refusal::Other { message }
+    }
+}
+
+fn not_archiving(mode: &str, on_standby: bool, running: bool) -> String {
+    let then = if running {
+        " The backup is still in progress."
+    } else {
+        " The backup was not started."
+    };
+    if on_standby {
+        format!(
+            "waiting for WAL archiving on a standby needs archive_mode = always (it is {mode:?}): \
+             a standby with archive_mode = on does not archive. Do not wait for archiving, and \
+             make sure the WAL reaches the archive from the primary (run SELECT pg_switch_wal() \
+             there).{then}"
+        )
+    } else {
+        format!(
+            "waiting for WAL archiving was asked for, but archive_mode is {mode:?} on this \
+             server, so nothing is archived: do not wait for it.{then}"
+        )
+    }
 }
 
 impl Response {
@@ -84,13 +143,18 @@ impl Response {
             v: PROTOCOL_VERSION,
             record: Some(r),
             error: None,
+            refusal: None,
         }
     }
     pub fn error(e: impl Into<String>) -> Response {
+        Response::refused(Refusal::from(e.into()))
+    }
+    pub fn refused(r: Refusal) -> Response {
         Response {
             v: PROTOCOL_VERSION,
             record: None,
-            error: Some(e.into()),
+            error: Some(r.to_string()),
+            refusal: Some(r),
         }
     }
 }
