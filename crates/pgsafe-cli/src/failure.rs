@@ -82,6 +82,8 @@ fn known_kind(e: &(dyn StdError + 'static)) -> Option<ErrorKind> {
         pgsafe::backup::BackupError,
         pgsafe::backup::repo::RepoBackupError,
         pgsafe::repo::RepoError,
+        pgsafe::repo::expire::ExpireError,
+        pgsafe::repo::retention::RetentionError,
         pgsafe::verify::VerifyError,
         pgsafe::restore::RestoreError,
         pgsafe::restore_test::RestoreTestError,

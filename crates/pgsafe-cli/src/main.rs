@@ -21,6 +21,7 @@ mod backup;
 mod config;
 mod conn;
 mod doctor;
+mod expire;
 mod failure;
 mod generate;
 mod info;
@@ -208,6 +209,23 @@ enum Command {
     /// window and every backup; or everything about one backup. Read-only.
     #[command(long_about = info::LONG_ABOUT, after_help = info::AFTER_HELP)]
     Info(info::InfoArgs),
+    /// Apply retention to a cluster of a repository: plan which backups to keep and delete
+    /// (with the reason for each), prove the plan safe, show it, then delete.
+    #[command(
+        long_about = "Applies retention to one cluster of a repository. Backups are ordered by \
+                      lineage (timeline, then stop LSN), never by ID. --keep-full N keeps the N \
+                      newest valid backups, --keep-within DURATION every backup that finished \
+                      within it (both: the union); only backups older in lineage than every \
+                      kept one are deleted. Never deleted: the newest valid backup, pinned and \
+                      running backups, backups of another cluster or with unreadable metadata. \
+                      Without a retention nothing complete is deleted. Incomplete leftovers \
+                      (interrupted backups, no live lease) are always deleted. The plan is \
+                      checked before anything is deleted and printed first; --dry-run stops \
+                      there. One expire per cluster at a time (a lease; another is refused).",
+        after_help = "Example:\n  pgsafe expire --repo /var/lib/pgsafe --cluster main \
+                      --keep-full 7 --keep-within 14d --dry-run"
+    )]
+    Expire(expire::ExpireArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     #[command(after_help = "Examples:\n  \
                       pgsafe completions bash > /etc/bash_completion.d/pgsafe\n  \
@@ -262,6 +280,7 @@ fn main() -> ExitCode {
         Command::Unpin(a) => repo::pin(a, false),
         Command::Metrics(a) => metrics::run(a),
         Command::Info(a) => info::run(a),
+        Command::Expire(a) => expire::run(a),
         Command::Completions(a) => generate::completions(Cli::command(), a),
         Command::Man(a) => generate::man(Cli::command(), a),
     };
@@ -292,6 +311,7 @@ impl Command {
             Command::Pin(a) | Command::Unpin(a) => a.json,
             Command::Metrics(a) => a.json,
             Command::Info(a) => a.json,
+            Command::Expire(a) => a.json,
             Command::Holder { .. } | Command::Completions(_) | Command::Man(_) => false,
         }
     }

@@ -43,6 +43,7 @@ use crate::storage::{
 pub mod catalog;
 pub mod clusters;
 pub mod doc;
+pub mod expire;
 pub mod id;
 pub mod lease;
 pub mod register;

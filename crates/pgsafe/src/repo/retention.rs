@@ -8,11 +8,16 @@
 //!
 //! Decisions made here (the project's docs, README "Retention", say the same to users):
 //! - Backups are ordered by lineage, never by ID or name: within the cluster's system identifier
-//!   by stop LSN, then stop timeline, then start and stop time (the ID only breaks exact ties so
-//!   that plans are deterministic). A pg_upgrade or a re-initdb gives a new system identifier
-//!   whose LSNs and timelines start again from the beginning; backups of another system
-//!   identifier than the cluster's registration are therefore never ordered against the
-//!   cluster's and never expired automatically: they are kept and reported.
+//!   by stop timeline, then stop LSN, then start and stop time (the ID only breaks exact ties so
+//!   that plans are deterministic) — the order the catalog's `latest` uses, so the backup a
+//!   restore of `latest` takes is the one retention keeps as the newest. The timeline comes
+//!   first because a timeline is only ever created later than those before it (promotion,
+//!   point-in-time recovery: src/backend/access/transam/timeline.c, findNewestTimeLine): after
+//!   a recovery to an earlier point, the new timeline's backups have LOWER LSNs than the
+//!   abandoned timeline's and are still the newest. A pg_upgrade or a re-initdb gives a new
+//!   system identifier whose LSNs and timelines start again from the beginning; backups of
+//!   another system identifier than the cluster's registration are therefore never ordered
+//!   against the cluster's and never expired automatically: they are kept and reported.
 //! - `keep_full` counts valid backups (complete and not failed verification): "keep 2" means
 //!   two restorable backups. `keep_within` keeps the complete backups that stopped within the
 //!   duration before `now`; a stop time after `now` (a clock that went backwards) counts as
@@ -68,9 +73,12 @@ pub enum EntryState {
     /// No completion marker and no live lease: an interrupted backup, or one whose deletion
     /// was interrupted.
     Incomplete,
-    /// Not something pgsafe recognises as a backup of this cluster (unreadable or damaged
-    /// metadata, a stray folder): never touched.
-    Foreign,
+    /// A backup of another cluster than the registered one (its `pgsafe.json` names another
+    /// system identifier, major version or WAL segment size): never touched.
+    Foreign { reason: String },
+    /// Its `pgsafe.json` cannot be read or parsed: never touched (it may be a complete backup
+    /// that a newer pgsafe wrote, or evidence of damage to look at).
+    Corrupt { reason: String },
 }
 
 /// Where a complete backup sits in its cluster's history (from its `pgsafe.json`).
@@ -93,12 +101,12 @@ pub struct Lineage {
 }
 
 impl Lineage {
-    /// The lineage order key: stop LSN, then stop timeline, then start and stop time. Only
+    /// The lineage order key: stop timeline, then stop LSN, then start and stop time. Only
     /// meaningful between backups of one system identifier.
-    fn order_key(&self) -> (Lsn, TimelineId, i64, i64) {
+    fn order_key(&self) -> (TimelineId, Lsn, i64, i64) {
         (
-            self.stop_lsn,
             self.stop_tli,
+            self.stop_lsn,
             self.started_at,
             self.finished_at,
         )
@@ -115,7 +123,7 @@ pub struct KeepOptions {
     /// Keep this many newest valid backups (at least 1).
     pub keep_full: Option<u32>,
     /// Keep the complete backups that finished within this long before now (more than zero).
-    #[serde(serialize_with = "serialize_secs")]
+    #[serde(rename = "keep_within_secs", serialize_with = "serialize_secs")]
     pub keep_within: Option<Duration>,
 }
 
@@ -139,8 +147,10 @@ impl KeepOptions {
 pub enum KeepReason {
     /// Being written (live lease): deleting it would destroy a running backup.
     Running,
-    /// Not recognised as a backup of this cluster.
+    /// A backup of another cluster.
     Foreign,
+    /// Its metadata cannot be read.
+    Corrupt,
     /// A backup of another system identifier than the cluster's (pg_upgrade, re-initdb).
     OtherSystem { system_identifier: SystemId },
     /// Pinned by the DBA.
@@ -150,7 +160,10 @@ pub enum KeepReason {
     /// One of the `of` newest valid backups (`rank` 1 is the newest).
     WithinNewest { rank: u32, of: u32 },
     /// Finished within the retention duration (or after now).
-    WithinDuration { secs: u64 },
+    WithinDuration {
+        #[serde(rename = "within_secs")]
+        secs: u64,
+    },
     /// Newer in lineage than a backup retention keeps.
     NewerThanKept,
     /// Another kept backup needs it (an incremental's parent).
@@ -189,9 +202,8 @@ impl fmt::Display for KeepReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeepReason::Running => f.write_str("being written (live lease)"),
-            KeepReason::Foreign => {
-                f.write_str("not recognised as a backup of this cluster: never touched")
-            }
+            KeepReason::Foreign => f.write_str("not of this cluster: never touched"),
+            KeepReason::Corrupt => f.write_str("unreadable metadata: never touched"),
             KeepReason::OtherSystem { system_identifier } => write!(
                 f,
                 "of system identifier {system_identifier}, not the cluster's: never expired \
@@ -255,13 +267,14 @@ pub struct PlannedBackup {
 
 /// What `expire` will do: every catalog entry exactly once, with its decision. Entries are in
 /// display order: the cluster's complete backups oldest first by lineage, then other system
-/// identifiers' backups, then running, incomplete and foreign entries.
+/// identifiers' backups, then running, incomplete, foreign and corrupt entries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExpirePlan {
     /// The cluster's registered system identifier.
     pub system_identifier: SystemId,
     pub options: KeepOptions,
     /// Unix seconds the plan was made for.
+    #[serde(rename = "planned_at")]
     pub now: i64,
     pub backups: Vec<PlannedBackup>,
 }
@@ -310,7 +323,10 @@ impl BackupEntry {
                 }
                 needs
             }
-            EntryState::Running | EntryState::Incomplete | EntryState::Foreign => Vec::new(),
+            EntryState::Running
+            | EntryState::Incomplete
+            | EntryState::Foreign { .. }
+            | EntryState::Corrupt { .. } => Vec::new(),
         }
     }
 }
@@ -344,7 +360,8 @@ fn display_group(e: &BackupEntry, system: SystemId) -> (u8, u64) {
         EntryState::Complete(l) => (1, l.system_identifier.0),
         EntryState::Running => (2, 0),
         EntryState::Incomplete => (3, 0),
-        EntryState::Foreign => (4, 0),
+        EntryState::Foreign { .. } => (4, 0),
+        EntryState::Corrupt { .. } => (5, 0),
     }
 }
 
@@ -374,7 +391,8 @@ pub fn plan(
     for (i, e) in entries.iter().enumerate() {
         decisions[i] = match &e.state {
             EntryState::Running => Some(Decision::Keep(KeepReason::Running)),
-            EntryState::Foreign => Some(Decision::Keep(KeepReason::Foreign)),
+            EntryState::Foreign { .. } => Some(Decision::Keep(KeepReason::Foreign)),
+            EntryState::Corrupt { .. } => Some(Decision::Keep(KeepReason::Corrupt)),
             EntryState::Complete(l) if l.system_identifier != system => {
                 Some(Decision::Keep(KeepReason::OtherSystem {
                     system_identifier: l.system_identifier,
@@ -504,8 +522,8 @@ impl ExpirePlan {
 
     /// Proves the plan safe, from the entries alone (not from the planner's reasons):
     /// - the newest valid backup of the cluster is kept;
-    /// - no running, pinned or foreign entry, and no backup of another system identifier, is
-    ///   deleted; only complete backups of the cluster and incomplete leftovers are;
+    /// - no running, pinned, foreign or corrupt entry, and no backup of another system
+    ///   identifier, is deleted; only complete backups of the cluster and incomplete leftovers are;
     /// - every need of every kept backup is kept ([`BackupEntry::needs`]);
     /// - if the cluster has a complete backup, one is kept;
     /// - if no retention is configured, no complete backup is deleted;
@@ -550,8 +568,11 @@ impl ExpirePlan {
                 EntryState::Running => {
                     violations.push(format!("backup {id} is being written and would be deleted"))
                 }
-                EntryState::Foreign => violations.push(format!(
-                    "entry {id} is not a backup of this cluster and would be deleted"
+                EntryState::Foreign { .. } => violations.push(format!(
+                    "backup {id} is of another cluster and would be deleted"
+                )),
+                EntryState::Corrupt { .. } => violations.push(format!(
+                    "backup {id} has unreadable metadata and would be deleted"
                 )),
                 EntryState::Complete(l) if l.system_identifier != self.system_identifier => {
                     violations.push(format!(

@@ -85,7 +85,7 @@ fn no_retention_deletes_only_incomplete_leftovers() {
         complete("new", SYS, 2000, 1, now),
         other("crashed", EntryState::Incomplete),
         other("live", EntryState::Running),
-        other("junk", EntryState::Foreign),
+        other("junk", EntryState::Foreign { reason: "x".into() }),
     ];
     let p = plan(entries, SYS, KeepOptions::default(), now).unwrap();
     p.check().unwrap();
@@ -152,6 +152,26 @@ fn a_promoted_standby_backup_on_a_new_timeline_is_newer() {
     let p = plan(entries, SYS, keep(Some(1), None), now).unwrap();
     p.check().unwrap();
     assert_eq!(deleted(&p), ["tl1-a", "tl1-b"]);
+}
+
+#[test]
+fn after_a_recovery_to_an_earlier_point_the_new_timeline_is_newer_despite_lower_lsns() {
+    // Timeline 2 ran to LSN 6000; the DBA recovered to LSN 3000 (a mistake happened after) and
+    // the server continued on timeline 3. Its backups have lower LSNs and are the newest.
+    let now = 100 * DAY;
+    let entries = vec![
+        complete("tl2-a", SYS, 5000, 2, now - 3 * DAY),
+        complete("tl2-b", SYS, 6000, 2, now - 2 * DAY),
+        complete("tl3-a", SYS, 3100, 3, now - DAY),
+        complete("tl3-b", SYS, 3200, 3, now),
+    ];
+    let p = plan(entries, SYS, keep(Some(2), None), now).unwrap();
+    p.check().unwrap();
+    assert_eq!(deleted(&p), ["tl2-a", "tl2-b"]);
+    assert_eq!(
+        decisions(&p)["tl3-b"],
+        Decision::Keep(KeepReason::NewestValid)
+    );
 }
 
 #[test]
@@ -259,7 +279,7 @@ fn check_refuses_unsafe_plans() {
         complete("b", SYS, 2000, 1, now),
         complete("foreign-sys", OTHER, 10, 1, now),
         other("live", EntryState::Running),
-        other("junk", EntryState::Foreign),
+        other("junk", EntryState::Foreign { reason: "x".into() }),
     ];
     let good = plan(entries, SYS, keep(Some(1), None), now).unwrap();
     good.check().unwrap();
@@ -307,7 +327,8 @@ fn json_names_action_and_reason() {
     )
     .unwrap();
     let v = serde_json::to_value(&p).unwrap();
-    assert_eq!(v["options"]["keep_within"], 2 * 86_400);
+    assert_eq!(v["options"]["keep_within_secs"], 2 * 86_400);
+    assert_eq!(v["planned_at"], now);
     assert_eq!(v["backups"][0]["id"], "a");
     assert_eq!(v["backups"][0]["state"], "complete");
     assert_eq!(v["backups"][0]["stop_lsn"], "0/3E8");
@@ -331,6 +352,8 @@ fn json_names_action_and_reason() {
 struct Step {
     lsn_advance: u64,
     new_timeline: bool,
+    /// With a new timeline: a recovery to an earlier point, this many bytes of LSN back.
+    rewind: u64,
     /// pg_upgrade / re-initdb: a new system identifier, LSN and timeline start over.
     new_system: bool,
     /// Seconds the clock moves (negative: it went backwards).
@@ -345,7 +368,7 @@ struct Step {
 fn step() -> impl Strategy<Value = Step> {
     (
         1u64..1_000_000,
-        prop::bool::weighted(0.1),
+        (prop::bool::weighted(0.1), 0u64..3_000_000),
         prop::bool::weighted(0.05),
         -3 * DAY..6 * DAY,
         0u8..10,
@@ -357,7 +380,7 @@ fn step() -> impl Strategy<Value = Step> {
         .prop_map(
             |(
                 lsn_advance,
-                new_timeline,
+                (new_timeline, rewind),
                 new_system,
                 clock,
                 kind,
@@ -368,6 +391,7 @@ fn step() -> impl Strategy<Value = Step> {
             )| Step {
                 lsn_advance,
                 new_timeline,
+                rewind,
                 new_system,
                 clock,
                 kind,
@@ -394,6 +418,7 @@ fn history(steps: &[Step]) -> (Vec<BackupEntry>, Vec<SystemId>) {
         }
         if s.new_timeline {
             tli += 1;
+            lsn = lsn.saturating_sub(s.rewind).max(0x1000_0000);
         }
         lsn += s.lsn_advance;
         clock += s.clock;
@@ -402,7 +427,12 @@ fn history(steps: &[Step]) -> (Vec<BackupEntry>, Vec<SystemId>) {
         let state = match s.kind {
             0 => EntryState::Running,
             1 => EntryState::Incomplete,
-            2 => EntryState::Foreign,
+            2 => EntryState::Foreign {
+                reason: "planted".into(),
+            },
+            3 => EntryState::Corrupt {
+                reason: "bad json".into(),
+            },
             _ => EntryState::Complete(Lineage {
                 system_identifier: *systems.last().expect("one system"),
                 start_lsn: Lsn(lsn - s.lsn_advance / 2),
@@ -467,10 +497,10 @@ proptest! {
             .iter()
             .filter(|b| lineage_of(&b.backup).is_some_and(|l| l.system_identifier == system))
             .collect();
-        // Display order is lineage order: stop LSN, then timeline, never decreasing.
+        // Display order is lineage order: timeline, then stop LSN, never decreasing.
         for w in ours.windows(2) {
             let (a, b) = (lineage_of(&w[0].backup).unwrap(), lineage_of(&w[1].backup).unwrap());
-            prop_assert!((a.stop_lsn, a.stop_tli) <= (b.stop_lsn, b.stop_tli));
+            prop_assert!((a.stop_tli, a.stop_lsn) <= (b.stop_tli, b.stop_lsn));
         }
         let valid: Vec<usize> = (0..ours.len())
             .filter(|&i| !lineage_of(&ours[i].backup).unwrap().verification_failed)
@@ -480,7 +510,7 @@ proptest! {
         }
         for b in &p.backups {
             let protected = b.backup.pinned
-                || matches!(b.backup.state, EntryState::Running | EntryState::Foreign)
+                || matches!(b.backup.state, EntryState::Running | EntryState::Foreign { .. } | EntryState::Corrupt { .. })
                 || lineage_of(&b.backup).is_some_and(|l| l.system_identifier != system);
             if protected {
                 prop_assert!(!b.decision.is_delete(), "{:?}", b);
@@ -583,7 +613,7 @@ proptest! {
             !lineage_of(&p.backups[j].backup).unwrap().verification_failed
         });
         let protected = b.pinned
-            || matches!(b.state, EntryState::Running | EntryState::Foreign)
+            || matches!(b.state, EntryState::Running | EntryState::Foreign { .. } | EntryState::Corrupt { .. })
             || lineage_of(b).is_some_and(|l| l.system_identifier != system)
             || newest_valid == Some(i)
             || (lineage_of(b).is_some() && !options.is_configured());
@@ -612,7 +642,7 @@ proptest! {
                 state: match kind {
                     0 => EntryState::Running,
                     1 => EntryState::Incomplete,
-                    2 => EntryState::Foreign,
+                    2 => EntryState::Foreign { reason: "planted".into() },
                     _ => EntryState::Complete(Lineage {
                         system_identifier: SystemId(sys % 3),
                         start_lsn: Lsn(lsn / 2),

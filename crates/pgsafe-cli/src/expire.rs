@@ -1,0 +1,148 @@
+//! `pgsafe expire`: retention for one cluster of a repository. The work is the library's
+//! (`pgsafe::repo::expire`); this parses, merges the config file's `keep_full`/`keep_within`
+//! under the flags, and renders the plan (before anything is deleted) and the result.
+
+use std::time::Duration;
+
+use clap::Args;
+use pgsafe::repo::expire::{ExpireOptions, ExpireReport, expire};
+use pgsafe::repo::retention::{Decision, EntryState, ExpirePlan, KeepOptions, PlannedBackup};
+
+use crate::exit;
+use crate::repo::{RepoArgs, open, timing};
+
+#[derive(Args, Debug)]
+pub struct ExpireArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Keep this many newest valid backups (complete, verification not failed). Default:
+    /// `keep_full` in the config file.
+    #[arg(long, value_name = "N")]
+    pub keep_full: Option<u32>,
+    /// Keep every complete backup that finished within this long (`14d`, `36h`, `2w`, `90m`).
+    /// Default: `keep_within` in the config file.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub keep_within: Option<Duration>,
+    /// Show what would be deleted and why; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the plan and the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    pgsafe::config::parse_duration(s)
+}
+
+pub fn run(args: ExpireArgs) -> anyhow::Result<u8> {
+    let (repo, cluster) = open(&args.repo)?;
+    let cfg = crate::config::resolved(Some(cluster.as_str()))?;
+    let keep = KeepOptions {
+        keep_full: args.keep_full.or(cfg.settings.keep_full),
+        keep_within: args.keep_within.or(cfg.settings.keep_within),
+    };
+    let opts = ExpireOptions {
+        keep,
+        dry_run: args.dry_run,
+        timing: timing()?,
+    };
+    let json = args.json;
+    let report = expire(repo.backend(), &cluster, &opts, |plan| {
+        if !json {
+            print_plan(plan, args.dry_run);
+        }
+    })?;
+    if json {
+        crate::render::json(&report)?;
+    } else {
+        print_result(&report);
+    }
+    Ok(exit::OK)
+}
+
+fn retention(keep: &KeepOptions) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = keep.keep_full {
+        parts.push(format!("keep the {n} newest valid backups"));
+    }
+    if let Some(d) = keep.keep_within {
+        parts.push(format!(
+            "keep what finished within {}",
+            pgsafe::config::format_duration(d)
+        ));
+    }
+    if parts.is_empty() {
+        "none configured: only incomplete leftovers are deleted".into()
+    } else {
+        parts.join(", and ")
+    }
+}
+
+fn time(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+/// One line per backup: decision, ID, where it sits in the lineage, why.
+fn line(b: &PlannedBackup) -> String {
+    let action = match b.decision {
+        Decision::Keep(_) => "keep  ",
+        Decision::Delete(_) => "DELETE",
+    };
+    let at = match &b.backup.state {
+        EntryState::Complete(l) => format!(
+            "timeline {} stop {:<12} {}",
+            l.stop_tli,
+            l.stop_lsn.to_string(),
+            time(l.finished_at)
+        ),
+        EntryState::Running => "running".into(),
+        EntryState::Incomplete => "incomplete".into(),
+        EntryState::Foreign { reason } => format!("foreign ({reason})"),
+        EntryState::Corrupt { reason } => format!("corrupt ({reason})"),
+    };
+    let reason = match &b.decision {
+        Decision::Keep(r) => r.to_string(),
+        Decision::Delete(r) => r.to_string(),
+    };
+    let pin = if b.backup.pinned { " [pinned]" } else { "" };
+    format!("{action}  {:<20} {at}  {reason}{pin}", b.backup.id)
+}
+
+fn print_plan(plan: &ExpirePlan, dry_run: bool) {
+    println!(
+        "expire plan{} (retention: {}):",
+        if dry_run { ", dry run" } else { "" },
+        retention(&plan.options)
+    );
+    if plan.backups.is_empty() {
+        println!("  no backups");
+    }
+    for b in &plan.backups {
+        println!("  {}", line(b));
+    }
+}
+
+fn print_result(r: &ExpireReport) {
+    let planned = r.plan.deletions().count();
+    let kept = r.plan.backups.len() - planned;
+    if r.dry_run {
+        println!(
+            "dry run: nothing deleted; {planned} backup(s) would be deleted, {kept} kept \
+             (cluster {})",
+            r.cluster
+        );
+        return;
+    }
+    for s in &r.skipped {
+        eprintln!("pgsafe: warning: backup {} not deleted: {}", s.id, s.why);
+    }
+    let files: u64 = r.deleted.iter().map(|d| d.objects).sum();
+    println!(
+        "deleted {} backup(s) ({files} files), kept {kept} (cluster {})",
+        r.deleted.len(),
+        r.cluster
+    );
+}
