@@ -253,6 +253,9 @@ pub(super) fn finish(
         opts.checksum,
     )?;
     put_file(&store, MANIFEST_FILE, &manifest)?;
+    // Last chance to stop before the backup counts as complete: a backup into a repository is
+    // cancelled when its lease lapsed (repo/lease.rs), and then may already be half deleted.
+    super::check_cancel(opts)?;
     put_file(&store, COMPLETE_MARKER, &json)?;
     // Deleting fsyncs the folder.
     let marker = ObjectName::new(INCOMPLETE_MARKER).map_err(|e| storage_error(&store, e))?;

@@ -171,6 +171,16 @@ impl Lease {
         std::thread::scope(|s| {
             let renewer = s.spawn(move || {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(interval) {
+                    // Lapsed before we could renew it (the process was stopped, or starved,
+                    // longer than the lease lives): others may already have taken the work for
+                    // abandoned and deleted it. Renewing now would not undo that, so the lease
+                    // is lost and the work must stop, never complete.
+                    if self.doc.expires_us() <= doc::now_us() {
+                        if !lost.swap(true, Ordering::SeqCst) {
+                            on_lost();
+                        }
+                        break;
+                    }
                     // A failed renewal is tried again at the next interval; once the lease has
                     // expired by our own clock, others may take the work for abandoned.
                     if self.renew(b).is_err()
