@@ -491,7 +491,7 @@ impl Ctx<'_> {
         };
         if !s.reachable {
             return vec![format!(
-                "--connect: no server answered ({})",
+                "asked over the connection given: no server answered ({})",
                 s.error
                     .as_deref()
                     .unwrap_or("?")
@@ -505,19 +505,19 @@ impl Ctx<'_> {
         match (s.same_directory, same_sys) {
             (Some(true), _) => {}
             (Some(false), true) => v.push(format!(
-                "--connect: the server that answered belongs to the same cluster (system \
+                "asked over the connection given: the server that answered belongs to the same cluster (system \
                  identifier {}) but runs on {}: a standby, the primary, or another copy",
                 self.c.system_identifier,
                 s.data_directory.as_deref().unwrap_or("?")
             )),
             (None, true) => v.push(format!(
-                "--connect: the server that answered belongs to the same cluster (system \
+                "asked over the connection given: the server that answered belongs to the same cluster (system \
                  identifier {}); its data_directory is not visible to this user (superuser or \
                  pg_read_all_settings needed), so pgsafe cannot tell whether it runs here",
                 self.c.system_identifier
             )),
             (_, false) => v.push(format!(
-                "--connect: the server that answered is a different cluster (system identifier \
+                "asked over the connection given: the server that answered is a different cluster (system identifier \
                  {}), not this directory's",
                 s.system_identifier
                     .map_or("unknown".to_owned(), |x| x.to_string())
@@ -563,7 +563,7 @@ impl Ctx<'_> {
                 archiving.push_str(&format!(", restore_command = `{rc}`"));
             }
             d.evidence.push(format!(
-                "--connect: the server{} answers and is {role}; {archiving}",
+                "asked over the connection given: the server{} answers and is {role}; {archiving}",
                 s.version
                     .map(|v| format!(" (PostgreSQL {})", v.major_name()))
                     .unwrap_or_default()
@@ -610,7 +610,7 @@ impl Ctx<'_> {
                             .into(),
                     );
                     d.steps.push(Step::run(
-                        "Check whether it is (pg_is_in_backup()), or rerun with --connect:",
+                        "Check whether it is (pg_is_in_backup()), or let pgsafe doctor ask the server:",
                         "psql -c 'SELECT pg_is_in_backup(), pg_backup_start_time()'",
                     ));
                 }

@@ -171,7 +171,7 @@ impl Ctx<'_> {
                         ));
                         k.label_source = Some(format!(
                             "the backup_label these files need is the one pgsafe stop returned \
-                             for backup \"{}\" (written to its --output-dir, and kept in {})",
+                             for backup \"{}\" (written to its output directory, and kept in {})",
                             r.id,
                             r.file.display()
                         ));

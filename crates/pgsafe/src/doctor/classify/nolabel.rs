@@ -409,7 +409,7 @@ impl Ctx<'_> {
         if f.files.removed_label {
             d.evidence.push(format!(
                 "{REMOVED_LABEL_FILE}: a leftover backup_label was renamed here earlier (by \
-                 pgsafe doctor --fix or by hand)"
+                 pgsafe doctor's fix or by hand)"
             ));
         }
         d.evidence.extend(self.server_context());
@@ -557,7 +557,7 @@ impl Ctx<'_> {
         if f.files.removed_label {
             d.evidence.push(format!(
                 "{REMOVED_LABEL_FILE}: a leftover backup_label was renamed here earlier (by \
-                 pgsafe doctor --fix or by hand)"
+                 pgsafe doctor's fix or by hand)"
             ));
         }
         d.evidence.extend(self.server_context());
