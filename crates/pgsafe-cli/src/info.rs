@@ -257,6 +257,9 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 fn verification(v: Option<&VerificationSummary>) -> String {
     match v {
         None => "never".into(),
+        Some(v) if v.result == VerifyResult::Passed && v.restore_test => {
+            format!("proven {}", time_text(&v.time))
+        }
         Some(v) if v.result == VerifyResult::Passed => format!("passed {}", time_text(&v.time)),
         Some(v) => format!("FAILED ({}) {}", v.problems, time_text(&v.time)),
     }

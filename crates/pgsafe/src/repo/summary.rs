@@ -64,6 +64,8 @@ pub struct Problem {
 pub struct VerificationSummary {
     pub result: VerifyResult,
     pub problems: u64,
+    /// By a restore test (restored, started, amcheck), not only checked.
+    pub restore_test: bool,
     /// RFC 3339, as the event recorded it.
     pub time: String,
 }
@@ -73,6 +75,7 @@ impl From<&Verification> for VerificationSummary {
         VerificationSummary {
             result: v.result,
             problems: v.problems,
+            restore_test: v.restore_test,
             time: v.time.clone(),
         }
     }

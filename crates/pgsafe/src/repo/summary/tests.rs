@@ -59,6 +59,7 @@ fn verified(backup: &str, problems: u64) -> EventKind {
             VerifyResult::Failed
         },
         problems,
+        restore_test: false,
     }
 }
 
