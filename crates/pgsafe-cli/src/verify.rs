@@ -211,8 +211,10 @@ pub fn print_report(r: &VerifyReport) {
     field(
         "checked",
         format!(
-            "{} file(s), {} WAL segment(s) with {} record(s), {:.1} MiB in {:.1} s",
-            r.files_checked,
+            "{} file(s) and {} of pgsafe's own, {} WAL segment(s) with {} record(s), {:.1} MiB \
+             in {:.1} s",
+            r.files,
+            r.files_checked.saturating_sub(r.files),
             r.wal_segments_checked,
             r.wal_records_checked,
             r.bytes_checked as f64 / (1 << 20) as f64,

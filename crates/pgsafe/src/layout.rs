@@ -80,3 +80,13 @@ pub fn wal_file_name(path: &[u8]) -> Option<&[u8]> {
 pub fn in_wal_dir(path: &[u8]) -> bool {
     wal_file_name(path).is_some()
 }
+
+/// The files of a backup's manifest that pgsafe writes itself rather than copies from the data
+/// directory. They are not among the backup's files as its summaries count them (see
+/// [`crate::progress`]).
+pub const OWN_FILES: [&str; 3] = [LABEL_FILE, MAP_FILE, COMPLETE_MARKER];
+
+/// `path` (in a backup's manifest) is one of [`OWN_FILES`].
+pub fn is_own_file(path: &[u8]) -> bool {
+    OWN_FILES.iter().any(|f| f.as_bytes() == path)
+}

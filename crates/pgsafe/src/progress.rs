@@ -11,6 +11,13 @@
 //!   then reports (WAL segments, `pg_control`, label files), so done never exceeds total;
 //! - bytes are the uncompressed sizes of the files as the backup's manifest lists them.
 //!
+//! One file count for a backup, the `files` of every summary (backup's `pgsafe.json` and JSON
+//! summary, verify's and restore's reports): the files of the data directory (and its
+//! tablespaces) stored in the backup, `global/pg_control` included. Not counted: the WAL (its
+//! own count: segments), the files pgsafe writes itself (`backup_label`, `tablespace_map`,
+//! `backup_manifest`, `pgsafe.json`; [`crate::layout::OWN_FILES`]), directories. Backup's
+//! `copy` and `pg_control` phases add up to it, as do restore's `restore` and `pg_control`.
+//!
 //! [`Counters`] implements the per-phase counting for renderers.
 
 use std::fmt;

@@ -46,7 +46,7 @@ use serde::Serialize;
 
 use crate::control::{ControlError, SENTINEL_CHECKPOINT, has_sentinel};
 use crate::fsutil::{self, FsError, IoContext};
-use crate::layout::{CONTROL_FILE, StoredBackup};
+use crate::layout::{self, CONTROL_FILE, StoredBackup};
 use crate::progress::{Phase, Progress};
 use crate::verify::{Problem, VerifyError};
 
@@ -589,6 +589,19 @@ fn restore(
     progress.bytes(source.control.size);
     progress.file_done(CONTROL_FILE, source.control.size);
 
+    // The backup's file count (crate::progress): the WAL the restore wrote with the data files
+    // is counted apart (wal_files), pg_control (its own phase) is one of the files.
+    let (wal_count, wal_bytes) = source
+        .files
+        .iter()
+        .filter(|f| layout::in_wal_dir(f.rel.as_bytes()))
+        .fold((0u64, 0u64), |(n, b), f| (n + 1, b.saturating_add(f.size)));
+    let data_files = copied.files.saturating_sub(wal_count) + 1;
+    let data_bytes = copied
+        .bytes
+        .saturating_sub(wal_bytes)
+        .saturating_add(source.control.size);
+
     let label = &source.label;
     let stop_lsn = source.info.as_ref().map(|i| i.stop_lsn);
     let owner_name = owner.map(|o| {
@@ -607,8 +620,8 @@ fn restore(
         from_copy: source.from_copy,
         server_major: source.version.major_name(),
         verification,
-        files: copied.files,
-        bytes: copied.bytes,
+        files: data_files,
+        bytes: data_bytes,
         wal_files: source.wal_names.len() as u64,
         tablespaces: tablespaces
             .iter()

@@ -223,6 +223,8 @@ struct Verifier<'a> {
     ranges: Vec<WalRange>,
     seg_size: Option<WalSegSize>,
     files_checked: u64,
+    /// The backup's files among them (pgsafe's own files apart; see [`crate::progress`]).
+    data_files: u64,
     bytes_checked: u64,
     wal_checked: u64,
     wal_records: u64,

@@ -32,6 +32,9 @@ pub struct RestoreReport {
     pub server_major: String,
     /// `"full"` or `"quick"` (copies: `"none"`).
     pub verification: &'static str,
+    /// The backup's files written: the data directory's files, `pg_control` included (the
+    /// count `backup` and `verify` report; recovery files left out are not written, see
+    /// `warnings`).
     pub files: u64,
     pub bytes: u64,
     pub wal_files: u64,

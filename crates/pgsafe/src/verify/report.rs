@@ -381,6 +381,11 @@ pub struct VerifyReport {
     pub compression: Compression,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wal_mode: Option<WalMode>,
+    /// The backup's files checked: the data directory's files, `pg_control` included; the
+    /// count `backup` and `restore` report for the same backup (see [`crate::progress`]).
+    pub files: u64,
+    /// Every file of the manifest checked: `files` and pgsafe's own files (`backup_label`,
+    /// `tablespace_map`, `pgsafe.json`).
     pub files_checked: u64,
     /// Bytes read (uncompressed) to check files and WAL.
     pub bytes_checked: u64,

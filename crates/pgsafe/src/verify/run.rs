@@ -122,8 +122,15 @@ impl Verifier<'_> {
             Stopped::Cancelled => VerifyError::Cancelled,
         })?;
         let mut found: Vec<(u8, String, Problem)> = Vec::new();
+        // pgsafe's own files are checked (and counted, once each) like the others, but they are
+        // not the backup's files.
+        let own = files
+            .iter()
+            .filter(|f| crate::layout::is_own_file(&f.entry.path))
+            .count() as u64;
         for (o, _) in outs {
             self.files_checked += o.files;
+            self.data_files += o.files;
             self.bytes_checked += o.bytes;
             self.wal_checked += o.wal;
             self.wal_records += o.wal_records;
@@ -131,6 +138,7 @@ impl Verifier<'_> {
                 .extend(o.wal_tablespaces_created);
             found.extend(o.problems);
         }
+        self.data_files = self.data_files.saturating_sub(own);
         found.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         self.problems.extend(found.into_iter().map(|(_, _, p)| p));
         if let Some(pv) = page_verify {
