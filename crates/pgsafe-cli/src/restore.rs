@@ -179,7 +179,11 @@ fn recovery(args: &RestoreArgs) -> RecoveryOptions {
 }
 
 pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
-    args.jobs = args.jobs.or(crate::config::resolved(None)?.settings.jobs);
+    // The cluster's `jobs` when a repository cluster is named, else the file's default.
+    let cluster = args.from_repo.repo.cluster.clone();
+    args.jobs = args
+        .jobs
+        .or(crate::config::resolved(cluster.as_deref())?.settings.jobs);
     if args.backup.is_none() {
         if args.from_copy {
             return Err(crate::failure::usage(

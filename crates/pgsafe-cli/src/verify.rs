@@ -112,7 +112,11 @@ pub fn default_jobs() -> usize {
 }
 
 pub fn run(mut args: VerifyArgs) -> anyhow::Result<u8> {
-    args.jobs = args.jobs.or(crate::config::resolved(None)?.settings.jobs);
+    // The cluster's `jobs` when a repository cluster is named, else the file's default.
+    let cluster = args.from_repo.repo.cluster.clone();
+    args.jobs = args
+        .jobs
+        .or(crate::config::resolved(cluster.as_deref())?.settings.jobs);
     let chosen = match &args.backup {
         Some(_) => None,
         None => Some(crate::repo::choose(&args.from_repo)?),

@@ -320,3 +320,86 @@ fn a_config_without_clusters_changes_nothing_for_other_commands() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("config"), "{err}");
 }
+
+/// The repository workflow with the config file naming everything: `init --cluster main`,
+/// `backup --cluster main` (no --target, no --repo, no -D, no connection flags), `verify
+/// --cluster main` (latest) and `metrics`; `--repo` on the command line beats the file's.
+fn repository_driven_by_the_file(major: u32) {
+    let c = Cluster::started(
+        &PgInstall::major(major),
+        ClusterOptions::new().fast_unsafe(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let cfg = write_config(
+        dir.path(),
+        "pgsafe.toml",
+        &format!(
+            "repo = {:?}\nchecksum = \"sha256\"\n\n{}",
+            repo.to_str().unwrap(),
+            cluster_table("main", &c, "compression = \"lz4\"")
+        ),
+    );
+    let cfg = cfg.to_str().unwrap();
+    let with_cfg = |args: &[&str]| {
+        let mut a = vec!["--config", cfg];
+        a.extend_from_slice(args);
+        common::pgsafe(&a)
+    };
+    ok(
+        with_cfg(&["init", "--cluster", "main"]),
+        "init from the file",
+    );
+    let summary = json(&ok(
+        with_cfg(&[
+            "backup",
+            "--cluster",
+            "main",
+            "--progress",
+            "none",
+            "--json",
+        ]),
+        "backup from the file into its repository",
+    ));
+    let id = summary["backup_id"]
+        .as_str()
+        .expect("a backup ID")
+        .to_owned();
+    let r = record(&repo.join("main/backups").join(&id));
+    assert_eq!(r["compression"], "lz4", "the cluster's table");
+    assert_eq!(r["checksum"], "sha256", "the file's default");
+    assert_eq!(r["system_identifier"].to_string(), system_identifier(&c));
+    let v = json(&ok(
+        with_cfg(&[
+            "verify",
+            "--cluster",
+            "main",
+            "--progress",
+            "none",
+            "--json",
+        ]),
+        "verify latest from the file",
+    ));
+    assert_eq!(v["problems"].as_array().map(Vec::len), Some(0), "{v}");
+    let m = json(&ok(
+        with_cfg(&["metrics", "--json"]),
+        "metrics from the file",
+    ));
+    assert_eq!(m["clusters"][0]["last_good"]["id"], id.as_str());
+
+    // --repo beats the file's repository.
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let out = with_cfg(&[
+        "backup",
+        "--cluster",
+        "main",
+        "--repo",
+        elsewhere.to_str().unwrap(),
+        "--progress",
+        "none",
+    ]);
+    refused(&out, &["elsewhere", "not a pgsafe repository"]);
+}
+
+per_major!(repository_driven_by_the_file: 12, 17);
