@@ -211,6 +211,10 @@ impl Repository {
             .next()
             .is_none();
         if !empty {
+            // Another init may have just made it a repository.
+            if Repository::open(path).is_ok() {
+                return Repository::open(path);
+            }
             return Err(RepoError::NotEmpty {
                 path: path.to_owned(),
             });

@@ -130,6 +130,13 @@ impl Lease {
         }))
     }
 
+    /// Test hook: the lease's expiry (in this process's view) is now, as if the holder had
+    /// been stopped past it.
+    #[cfg(test)]
+    pub(crate) fn expire_now_for_test(&mut self) {
+        self.doc.expires_at = doc::format_time(doc::now_us().saturating_sub(1));
+    }
+
     /// The current lease document.
     pub fn doc(&self) -> &LeaseDoc {
         &self.doc

@@ -177,10 +177,10 @@ fn the_catalog_is_loaded_from_folders_leases_and_events() {
 fn renewal_replaces_the_lease_and_release_removes_it() {
     let (_dir, r) = repo();
     let main = ident("main");
-    // Renewed every 0.5 s; the catalog allows a wide margin so that a loaded machine's late
+    // Renewed every second; the catalog allows a wide margin so that a loaded machine's late
     // renewal does not matter to what is checked (renewal replaces, release removes).
     let t = LeaseTiming {
-        ttl: Duration::from_millis(1500),
+        ttl: Duration::from_millis(3000),
         clock_skew: Duration::from_secs(30),
     };
     put_backup(&r, "B", None);
@@ -197,7 +197,7 @@ fn renewal_replaces_the_lease_and_release_removes_it() {
     let lost = AtomicBool::new(false);
     let ((), released) = lease.hold_while(r.backend(), &lost, &|| {}, || {
         // Several renewals happen; each time exactly one lease is there, and it stays live.
-        let until = Instant::now() + Duration::from_millis(2000);
+        let until = Instant::now() + Duration::from_millis(2500);
         while Instant::now() < until {
             let c = r.catalog(&main, t).unwrap();
             assert_eq!(c.get("B").unwrap().state.name(), "running");
@@ -303,4 +303,45 @@ fn local_entries_match_the_listing() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[test]
+fn a_holder_woken_after_its_lease_expired_stops() {
+    let (_dir, r) = repo();
+    let main = ident("main");
+    let t = LeaseTiming {
+        ttl: Duration::from_millis(300),
+        clock_skew: Duration::ZERO,
+    };
+    let lease = Lease::acquire(
+        r.backend(),
+        &main,
+        &ident("backup"),
+        &ident("B"),
+        Some(&ident("B")),
+        t,
+    )
+    .unwrap()
+    .unwrap();
+    // Renewal every 100 ms; a renewal that comes too late (simulated by making the lease
+    // expire at once: the document's expiry is in the past) must not resurrect it.
+    let lease = {
+        let mut l = lease;
+        l.expire_now_for_test();
+        l
+    };
+    let lost = AtomicBool::new(false);
+    let called = AtomicBool::new(false);
+    let on_lost = || called.store(true, std::sync::atomic::Ordering::SeqCst);
+    let ((), _) = lease.hold_while(r.backend(), &lost, &on_lost, || {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !lost.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    assert!(lost.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(called.load(std::sync::atomic::Ordering::SeqCst));
+    // It was not renewed: no lease of a later sequence number was written.
+    let c = r.catalog(&main, t).unwrap();
+    assert!(c.leases.iter().all(|l| l.lease.seq == 0), "{:?}", c.leases);
 }
