@@ -35,17 +35,38 @@ fn backup(c: &Cluster, target: &Path) {
 }
 
 fn restore(backup: &Path, target: &Path) {
-    ok(
-        pgsafe(&[
-            "restore",
-            backup.to_str().unwrap(),
-            "--pgdata",
-            target.to_str().unwrap(),
-            "--progress",
-            "none",
-        ]),
+    restore_with(backup, target, &[]);
+}
+
+fn restore_with(backup: &Path, target: &Path, extra: &[&str]) {
+    let mut args = vec![
         "restore",
+        backup.to_str().unwrap(),
+        "--pgdata",
+        target.to_str().unwrap(),
+        "--progress",
+        "none",
+    ];
+    args.extend_from_slice(extra);
+    ok(pgsafe(&args), "restore");
+}
+
+/// The restore's decision made twice: from the full verification's WAL walk (the default) and,
+/// without that verification, by reading the restored WAL. Both must agree; returns whether the
+/// restore stops at `recovery_target = 'immediate'`.
+fn stops_immediately(backup: &Path, scratch: &Path, m: &str) -> bool {
+    let quick = scratch.join("quick");
+    restore_with(backup, &quick, &["--no-verify"]);
+    let quick_conf = recovery_settings(&quick);
+    fs::remove_dir_all(&quick).unwrap();
+    let conf = recovery_settings(&scratch.join("data"));
+    let immediate = |c: &str| c.contains("\nrecovery_target = 'immediate'\n");
+    assert_eq!(
+        immediate(&conf),
+        immediate(&quick_conf),
+        "{m}: verified {conf}\nunverified {quick_conf}"
     );
+    immediate(&conf)
 }
 
 /// The recovery settings the restore wrote (recovery.conf on 10–11).
@@ -73,6 +94,8 @@ fn standby_backup_with_primary_down(major: u32) {
     restore(&b, &data);
     let conf = recovery_settings(&data);
     assert!(conf.contains("restore_command = 'false'"), "{m}: {conf}");
+    // The WAL ends at the consistency point: no target (the end of the WAL is the end).
+    assert!(!stops_immediately(&b, scratch.path(), &m), "{m}: {conf}");
 
     let mut r = Cluster::adopt(&install, &data, ClusterOptions::new());
     r.start();
@@ -129,6 +152,11 @@ fn primary_backup_keeps_immediate(major: u32) {
     restore(&b, &data);
     let conf = recovery_settings(&data);
     assert!(conf.contains("\nrecovery_target = 'immediate'\n"), "{conf}");
+    assert!(stops_immediately(
+        &b,
+        scratch.path(),
+        &format!("PostgreSQL {major}")
+    ));
     let mut r = Cluster::adopt(&install, &data, ClusterOptions::new());
     r.start();
     r.wait_recovery_done();

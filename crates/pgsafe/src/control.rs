@@ -382,5 +382,22 @@ pub fn read_control_file(path: &Path) -> Result<ControlFile, ControlError> {
     }
 }
 
+/// The point recovery of a backup becomes consistent at: for a backup from a standby, the
+/// `minRecoveryPoint` of its pg_control (PostgreSQL takes the backup end from there); for a
+/// primary's, the end of its end-of-backup record, the stop LSN `pg_backup_stop` returned (and
+/// `minRecoveryPoint` when pg_control has one). `None` when it is not known (a copy without a
+/// recorded stop LSN).
+pub fn consistency_point(
+    control: &ControlFile,
+    from_standby: bool,
+    stop_lsn: Option<crate::types::Lsn>,
+) -> Option<crate::types::Lsn> {
+    let mrp = control.min_recovery_point;
+    if from_standby {
+        return (mrp.0 != 0).then_some(mrp);
+    }
+    stop_lsn.map(|s| s.max(mrp))
+}
+
 #[cfg(test)]
 mod tests;

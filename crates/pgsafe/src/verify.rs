@@ -52,7 +52,7 @@ mod report;
 mod run;
 mod wal_check;
 
-pub use report::{Problem, TablespaceLocation, VerifyReport, tablespace_locations};
+pub use report::{BackupEndScan, Problem, TablespaceLocation, VerifyReport, tablespace_locations};
 use run::Split;
 
 /// How to verify.
@@ -229,6 +229,10 @@ struct Verifier<'a> {
     wal_checked: u64,
     wal_records: u64,
     wal_tablespaces_created: Vec<crate::wal::record::TablespaceCreate>,
+    /// The stored pg_control, decoded.
+    control: Option<crate::control::ControlFile>,
+    /// What the WAL walk found after the consistency point.
+    backup_end: Option<BackupEndScan>,
     /// From `tablespace_map`: where a restore puts each tablespace unless remapped.
     tablespaces: Vec<TablespaceLocation>,
 }
@@ -246,6 +250,9 @@ struct Ctx<'a> {
     stop: Option<Lsn>,
     /// The backup's start LSN (where its first WAL record is).
     start: Option<Lsn>,
+    /// Where recovery of the backup becomes consistent: the WAL walk reads on to the record
+    /// after it (restore decides how recovery ends from that, `restore/backup_end.rs`).
+    consistent_at: Option<Lsn>,
     /// CRC-32C of the stored WAL files per `pgsafe.json`.
     wal_crcs: Option<&'a BTreeMap<String, String>>,
     files: &'a [FileCheck],
@@ -264,6 +271,7 @@ struct WorkerOut {
     wal: u64,
     wal_records: u64,
     wal_tablespaces_created: Vec<crate::wal::record::TablespaceCreate>,
+    backup_end: Option<BackupEndScan>,
     bytes: u64,
 }
 

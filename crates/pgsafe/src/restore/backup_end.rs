@@ -18,18 +18,21 @@
 //! backup of a primary always has the switch record that `pg_backup_stop` writes after its
 //! end-of-backup record (`do_pg_backup_stop` in `src/backend/access/transam/xlog.c`).
 //!
-//! So the restore reads the restored WAL as the server will: from the backup's redo point to the
-//! first record whose end reaches the point where recovery becomes consistent, and one more.
-//! When no valid record follows, "immediate" cannot be reached, and recovering to the end of
-//! the WAL stops at exactly the same place: the restore then leaves the target out.
+//! So the restore reads the WAL as the server will: from the backup's redo point to the first
+//! record whose end reaches the point where recovery becomes consistent
+//! ([`crate::control::consistency_point`]), and one more. When no valid record follows,
+//! "immediate" cannot be reached, and recovering to the end of the WAL stops at exactly the
+//! same place: the restore then leaves the target out. The full verification before a restore
+//! walks the backup's WAL records anyway and reads on to that record ([`from_scan`]); only a
+//! restore without it reads the restored WAL here ([`decide`]).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::Path;
 
-use crate::control::ControlFile;
 use crate::types::{Lsn, WalSegSize, WalSegment};
+use crate::verify::BackupEndScan;
 use crate::wal::record::RecordChecker;
 
 /// Where recovery of a restore without recovery options stops.
@@ -42,21 +45,15 @@ pub enum BackupEnd {
     EndOfWal,
 }
 
-/// The point recovery of this backup becomes consistent at: for a backup from a standby, the
-/// `minRecoveryPoint` of its pg_control (PostgreSQL takes the backup end from there); for a
-/// primary's, the end of its end-of-backup record, the stop LSN `pg_backup_stop` returned (and
-/// `minRecoveryPoint` when pg_control has one). `None` when it is not known (a copy without a
-/// recorded stop LSN).
-pub(super) fn consistency_point(
-    control: &ControlFile,
-    from_standby: bool,
-    stop_lsn: Option<Lsn>,
-) -> Option<Lsn> {
-    let mrp = control.min_recovery_point;
-    if from_standby {
-        return (mrp.0 != 0).then_some(mrp);
+/// The decision from the WAL walk of the backup's verification, which read on to the record
+/// after the consistency point ([`crate::verify::BackupEndScan`]): the same answer as
+/// [`decide`] without reading the WAL a second time.
+pub(super) fn from_scan(scan: &BackupEndScan) -> BackupEnd {
+    if scan.reached && !scan.record_follows {
+        BackupEnd::EndOfWal
+    } else {
+        BackupEnd::Immediate
     }
-    stop_lsn.map(|s| s.max(mrp))
 }
 
 /// Reads the WAL restored into `pg_wal` from `redo` and decides; see the module documentation.

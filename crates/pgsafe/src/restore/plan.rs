@@ -72,7 +72,8 @@ pub(super) fn open_backup(
             changes: outside.join("; "),
         });
     }
-    let source = Source::backup(store, report.info)?;
+    let mut source = Source::backup(store, report.info)?;
+    source.backup_end_scan = report.backup_end;
     Ok((source, if opts.full_verify { "full" } else { "quick" }))
 }
 

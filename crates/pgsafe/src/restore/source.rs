@@ -137,6 +137,9 @@ pub(super) struct Source {
     /// Where the WAL must come from otherwise, in words.
     pub wal_source: String,
     pub warnings: Vec<String>,
+    /// What the verification's WAL walk found after the consistency point (full verification
+    /// only).
+    pub backup_end_scan: Option<crate::verify::BackupEndScan>,
 }
 
 /// Recovery files of the server the backup was taken from (a standby has `standby.signal` or a
@@ -355,6 +358,7 @@ impl Source {
             wal_source: info.wal.source.clone(),
             warnings,
             info: Some(info),
+            backup_end_scan: None,
         })
     }
 
@@ -447,6 +451,7 @@ impl Source {
                          reading the WAL archive)"
                 .into(),
             warnings,
+            backup_end_scan: None,
         })
     }
 }

@@ -343,14 +343,18 @@ impl Writer<'_> {
     }
 }
 
-/// How a restore without recovery options ends: [`backup_end`] reads the WAL restored into
-/// `target`'s `pg_wal`.
+/// How a restore without recovery options ends: from the verification's WAL walk, or else
+/// [`backup_end`] reads the WAL restored into `target`'s `pg_wal`.
 fn backup_end_of(target: &Path, source: &Source, control: &ControlFile) -> BackupEnd {
     let stop = source.info.as_ref().map(|i| i.stop_lsn);
-    let Some(at) = backup_end::consistency_point(control, source.label.is_from_standby(), stop)
-    else {
+    let from_standby = source.label.is_from_standby();
+    let Some(at) = crate::control::consistency_point(control, from_standby, stop) else {
         return BackupEnd::Immediate;
     };
+    // Verification walked to the same point (the same pg_control): its answer.
+    if let Some(scan) = source.backup_end_scan.filter(|s| s.consistent_at == at) {
+        return backup_end::from_scan(&scan);
+    }
     backup_end::decide(
         &target.join(WAL_DIR),
         source.label.start_lsn(),

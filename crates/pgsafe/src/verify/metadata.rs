@@ -42,6 +42,8 @@ impl<'a> Verifier<'a> {
             wal_checked: 0,
             wal_records: 0,
             wal_tablespaces_created: Vec::new(),
+            control: None,
+            backup_end: None,
             tablespaces: Vec::new(),
         }
     }
@@ -513,6 +515,7 @@ impl Verifier<'_> {
         for detail in mismatch {
             self.problem(Problem::ControlMismatch { detail });
         }
+        self.control = Some(control);
     }
 
     pub(super) fn report(self, started: Instant) -> VerifyReport {
@@ -546,6 +549,7 @@ impl Verifier<'_> {
             wal_segments_checked: self.wal_checked,
             wal_records_checked: self.wal_records,
             wal_tablespaces_created: self.wal_tablespaces_created,
+            backup_end: self.backup_end,
             elapsed_secs: started.elapsed().as_secs_f64(),
             tablespaces: self.tablespaces,
             info: self.info,

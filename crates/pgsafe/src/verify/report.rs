@@ -321,6 +321,19 @@ impl fmt::Display for Problem {
 
 /// A tablespace of the backup and the location its `tablespace_map` names: where a restore
 /// creates it unless told otherwise.
+/// Whether a complete, valid record follows the record with which recovery of the backup
+/// becomes consistent, found by the WAL walk of a full verification: a restore decides from it
+/// how recovery ends (`restore/backup_end.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupEndScan {
+    /// The consistency point walked to ([`crate::control::consistency_point`]).
+    pub consistent_at: Lsn,
+    /// A record ending at or after it was read.
+    pub reached: bool,
+    /// A complete, valid record follows that one.
+    pub record_follows: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TablespaceLocation {
     pub oid: u32,
@@ -395,6 +408,10 @@ pub struct VerifyReport {
     /// `CREATE TABLESPACE` records in the backup's WAL: replaying them creates directories at
     /// their locations (a full verification reads the records; a quick one none).
     pub wal_tablespaces_created: Vec<crate::wal::record::TablespaceCreate>,
+    /// What the WAL walk found after the point where recovery becomes consistent (a full
+    /// verification whose WAL records were all read).
+    #[serde(skip)]
+    pub backup_end: Option<BackupEndScan>,
     pub elapsed_secs: f64,
     /// The tablespace locations `tablespace_map` names (a restore's defaults).
     pub tablespaces: Vec<TablespaceLocation>,

@@ -85,6 +85,14 @@ impl Verifier<'_> {
         let major = self.info.as_ref().map(|i| i.server_version.major());
         let stop = self.ranges.first().map(|r| r.end_lsn);
         let start = self.ranges.last().map(|r| r.start_lsn);
+        let consistent_at = match (&self.control, &self.label) {
+            (Some(c), Some(l)) => crate::control::consistency_point(
+                c,
+                l.is_from_standby(),
+                self.info.as_ref().map(|i| i.stop_lsn),
+            ),
+            _ => None,
+        };
         let wal_crcs = self.info.as_ref().map(|i| &i.wal.crc32c);
         let page_verify = if self.opts.quick {
             None
@@ -102,6 +110,7 @@ impl Verifier<'_> {
             major,
             stop,
             start,
+            consistent_at,
             wal_crcs,
             files,
             wal,
@@ -136,6 +145,7 @@ impl Verifier<'_> {
             self.wal_records += o.wal_records;
             self.wal_tablespaces_created
                 .extend(o.wal_tablespaces_created);
+            self.backup_end = self.backup_end.or(o.backup_end);
             found.extend(o.problems);
         }
         self.data_files = self.data_files.saturating_sub(own);

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 
-use super::{Ctx, Problem, VerifyError, WorkerOut, read_error};
+use super::{BackupEndScan, Ctx, Problem, VerifyError, WorkerOut, read_error};
 use crate::fsutil::FsError;
 use crate::info::BackupInfo;
 use crate::layout::WAL_DIR;
@@ -140,7 +140,11 @@ impl Ctx<'_> {
                             let blcksz = h.long.map_or(0, |l| l.xlog_blcksz);
                             let c = checker.get_or_insert_with(|| {
                                 let (a, b) = range.unwrap_or_default();
-                                RecordChecker::new(a, b, seg_size, blcksz)
+                                let c = RecordChecker::new(a, b, seg_size, blcksz);
+                                match self.consistent_at.filter(|_| range.is_some()) {
+                                    Some(at) => c.with_mark(at),
+                                    None => c,
+                                }
                             });
                             if blcksz as usize == 0
                                 || want % blcksz as usize != 0
@@ -192,10 +196,19 @@ impl Ctx<'_> {
         }
         if let Some(c) = checker.as_mut() {
             if active {
-                if let Err(e) = c.finish(end) {
-                    let last = self.wal.last().map(|w| w.seg.to_string());
-                    let (seg, p) = self.record_problem(e, &last.unwrap_or_default(), seg_size);
-                    push(&seg, p);
+                match c.finish(end) {
+                    Err(e) => {
+                        let last = self.wal.last().map(|w| w.seg.to_string());
+                        let (seg, p) = self.record_problem(e, &last.unwrap_or_default(), seg_size);
+                        push(&seg, p);
+                    }
+                    Ok(_) => {
+                        out.backup_end = self.consistent_at.map(|at| BackupEndScan {
+                            consistent_at: at,
+                            reached: c.mark_reached(),
+                            record_follows: c.records_past_mark() > 0,
+                        });
+                    }
                 }
             }
             out.wal_records += c.stats().records;

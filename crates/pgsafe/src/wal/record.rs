@@ -240,8 +240,11 @@ pub struct RecordChecker {
     /// aligned end; a switch record's is its segment's end) was read when `mark_reached`.
     mark: Option<Lsn>,
     mark_reached: bool,
-    /// Complete, valid records read after the marked one.
+    /// Complete, valid records read after the marked one (0 or 1: reading stops at one).
     past_mark: u64,
+    /// Reading past the stop for the record after the mark ([`RecordChecker::with_mark`]):
+    /// there an unreadable record is the end of the WAL, not an error.
+    beyond: bool,
     /// The payload of the current record while it is a `CREATE TABLESPACE` one.
     capture: Vec<u8>,
     tablespaces_created: Vec<TablespaceCreate>,
@@ -272,6 +275,7 @@ impl RecordChecker {
             mark: None,
             mark_reached: false,
             past_mark: 0,
+            beyond: false,
             capture: Vec::new(),
             tablespaces_created: Vec::new(),
         }
@@ -283,9 +287,23 @@ impl RecordChecker {
     /// soon as one does; the first unreadable record (the end of the WAL) is reported as an
     /// error like any other, and [`RecordChecker::records_past_mark`] says what was found.
     pub fn scan_past(start: Lsn, mark: Lsn, seg_size: WalSegSize, blcksz: u32) -> Self {
-        let mut c = Self::new(start, Lsn(u64::MAX), seg_size, blcksz);
-        c.mark = Some(mark);
-        c
+        // An empty range: everything read is past its stop.
+        Self::new(start, start, seg_size, blcksz).with_mark(mark)
+    }
+
+    /// This checker, finding out too whether a complete, valid record follows the first
+    /// record whose end reaches `mark` (as [`RecordChecker::scan_past`] does): one pass over
+    /// the WAL both checks the range and answers that. When the answer lies past the stop,
+    /// the checker reads on after it; there the first unreadable record is the end of the WAL
+    /// (not an error: nothing past the stop is needed), and the records read are not counted
+    /// in [`RecordChecker::stats`] nor looked at for `CREATE TABLESPACE`.
+    pub fn with_mark(mut self, mark: Lsn) -> Self {
+        self.mark = Some(mark);
+        if matches!(self.state, State::Done) {
+            // An empty range: reading is for the mark only.
+            self.state = State::Next { at: self.start };
+        }
+        self
     }
 
     /// The `CREATE TABLESPACE` records among the records checked: replaying the backup's WAL
@@ -294,7 +312,8 @@ impl RecordChecker {
         &self.tablespaces_created
     }
 
-    /// Whether the record ending at or after the mark of [`RecordChecker::scan_past`] was read.
+    /// Whether the record ending at or after the mark ([`RecordChecker::scan_past`],
+    /// [`RecordChecker::with_mark`]) was read.
     pub fn mark_reached(&self) -> bool {
         self.mark_reached
     }
@@ -305,8 +324,9 @@ impl RecordChecker {
         self.past_mark
     }
 
-    /// True once every record starting before the stop LSN was checked (or an error was
-    /// reported): later pages need not be fed.
+    /// True once every record starting before the stop LSN was checked, and with a mark once
+    /// the record after it was read or the WAL past the stop ended (or an error was reported):
+    /// later pages need not be fed.
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done | State::Failed)
     }
@@ -334,6 +354,11 @@ impl RecordChecker {
         }
         let r = self.feed_inner(page_lsn, page, file_tli);
         if r.is_err() {
+            if self.beyond {
+                // The end of the WAL past the stop.
+                self.state = State::Done;
+                return Ok(());
+            }
             self.state = State::Failed;
         }
         r
@@ -343,6 +368,11 @@ impl RecordChecker {
     pub fn finish(&mut self, end: Lsn) -> Result<RecordStats, RecordError> {
         let r = match self.state {
             State::Done | State::Failed => Ok(self.stats),
+            // Past the stop the WAL may end anywhere.
+            State::Next { .. } | State::In { .. } if self.beyond => {
+                self.state = State::Done;
+                Ok(self.stats)
+            }
             State::Next { at } => Err(RecordError {
                 lsn: at,
                 what: RecordErrorKind::EndsBeforeStop {
@@ -468,9 +498,14 @@ impl RecordChecker {
                 State::Done | State::Failed => return Ok(()),
                 State::Next { at } => {
                     let at = *at;
-                    if at >= self.stop {
-                        self.state = State::Done;
-                        return Ok(());
+                    if at >= self.stop && !self.beyond {
+                        // The record after the mark may still be wanted (see `with_mark`).
+                        let wanted = self.mark.is_some() && self.past_mark == 0;
+                        if !wanted {
+                            self.state = State::Done;
+                            return Ok(());
+                        }
+                        self.beyond = true;
                     }
                     off = (at.0 - page_lsn.0) as usize;
                     if off >= blcksz {
@@ -586,11 +621,14 @@ impl RecordChecker {
                             },
                         });
                     }
-                    self.stats.records += 1;
-                    self.stats.bytes += u64::from(tot);
+                    if !self.beyond {
+                        self.stats.records += 1;
+                        self.stats.bytes += u64::from(tot);
+                    }
                     self.prev = Some(start);
                     let (info, rmid) = (header[16], header[17]);
-                    if rmid == RM_TBLSPC_ID
+                    if !self.beyond
+                        && rmid == RM_TBLSPC_ID
                         && info & 0xF0 == XLOG_TBLSPC_CREATE
                         && tot <= MAX_TBLSPC_RECORD
                     {
@@ -608,11 +646,15 @@ impl RecordChecker {
                     self.state = State::Next { at: Lsn(next) };
                     if let Some(mark) = self.mark {
                         if self.mark_reached {
-                            self.past_mark += 1;
-                            self.state = State::Done;
-                            return Ok(());
+                            self.past_mark = 1;
+                            if self.beyond {
+                                self.state = State::Done;
+                                return Ok(());
+                            }
+                            // Within the range: on to the stop (the loop ends there).
+                        } else {
+                            self.mark_reached = next >= mark.0;
                         }
-                        self.mark_reached = next >= mark.0;
                     }
                 }
             }

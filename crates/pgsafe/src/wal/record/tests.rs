@@ -513,6 +513,73 @@ fn scan_past_tells_whether_a_record_follows_the_mark() {
     assert_eq!(scan(&w, start, seg_end), (true, 0));
 }
 
+/// A range check with a mark: (result of finish, mark reached, record past the mark, stats).
+fn check_marked(
+    w: &Writer,
+    start: u64,
+    stop: u64,
+    mark: u64,
+) -> (Result<RecordStats, RecordError>, bool, u64) {
+    let mut c = RecordChecker::new(
+        Lsn(start),
+        Lsn(stop),
+        WalSegSize::new(SEG).unwrap(),
+        BLCKSZ as u32,
+    )
+    .with_mark(Lsn(mark));
+    for (lsn, page) in w.pages() {
+        if let Err(e) = c.feed_page(lsn, page, TimelineId(w.tli)) {
+            return (Err(e), c.mark_reached(), c.records_past_mark());
+        }
+    }
+    let r = c.finish(Lsn(w.base + w.data.len() as u64));
+    (r, c.mark_reached(), c.records_past_mark())
+}
+
+/// One pass both checks the backup's records and answers what the restore needs: whether a
+/// record follows the one that makes recovery consistent, reading past the stop for it.
+#[test]
+fn a_range_check_with_a_mark_reads_on_to_the_next_record() {
+    let (w, start, stop) = sample();
+    let plain = check(&w, start, stop).unwrap();
+    // The mark at the stop: the record after the stop follows; the range's stats unchanged.
+    let (r, reached, past) = check_marked(&w, start, stop, stop);
+    assert_eq!((r.unwrap(), reached, past), (plain, true, 1));
+
+    // The WAL ends at the stop (zeros after it): no record follows, and that is no error.
+    let mut z = Writer::new(w.base);
+    z.data = w.data.clone();
+    let cut = (stop - w.base) as usize;
+    z.data[cut..].fill(0);
+    let (r, reached, past) = check_marked(&z, start, stop, stop);
+    assert_eq!((r.unwrap(), reached, past), (plain, true, 0));
+    // Nor is a damaged record after the stop: it does not count.
+    let mut d = Writer::new(w.base);
+    d.data = w.data.clone();
+    d.data[cut + 30] ^= 0xFF;
+    let (r, reached, past) = check_marked(&d, start, stop, stop);
+    assert_eq!((r.unwrap(), reached, past), (plain, true, 0));
+    // Without a mark, the WAL after the stop is not read at all.
+    assert_eq!(check(&d, start, stop).unwrap(), plain);
+
+    // A mark inside the range: the check still reads every record to the stop (a damaged
+    // record after the mark's next one is found).
+    let mark = w.records[3];
+    let (r, reached, past) = check_marked(&w, start, stop, mark);
+    assert_eq!((r.unwrap(), reached, past), (plain, true, 1));
+    let late = (w.records[w.records.len() - 2] - w.base) as usize;
+    let mut d = Writer::new(w.base);
+    d.data = w.data.clone();
+    d.data[late + 30] ^= 0xFF;
+    let (r, _, _) = check_marked(&d, start, stop, mark);
+    assert!(r.is_err(), "a damaged record before the stop passed");
+
+    // A mark past the WAL's end is never reached; the range still passes.
+    let end = w.base + w.data.len() as u64;
+    let (r, reached, past) = check_marked(&w, start, stop, end + 1);
+    assert_eq!((r.unwrap(), reached, past), (plain, false, 0));
+}
+
 proptest! {
     /// Whatever the mark, the scan never panics and at most one record past it is counted.
     #[test]
