@@ -117,6 +117,19 @@ pub enum RepoError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the {what} of backup {id} of cluster {cluster} was recorded ({event}) but does not take \
+         effect: a pin or unpin event of that backup dated later (written by a host whose clock \
+         is ahead, or planted) overrides it, so the backup is {state}. Find that event in the \
+         cluster's events folder, fix that host's clock or remove the event, and run this again"
+    )]
+    PinOverridden {
+        cluster: Ident,
+        id: Ident,
+        what: &'static str,
+        state: &'static str,
+        event: String,
+    },
     #[error("connect to the server: {0}")]
     Connect(#[from] crate::conninfo::ConnectError),
     #[error(transparent)]
@@ -148,6 +161,7 @@ impl HasKind for RepoError {
                 _ => K::Refused,
             },
             RepoError::Doc { .. } => K::Corrupt,
+            RepoError::PinOverridden { .. } => K::Conflict,
             RepoError::Storage(e) => e.error_kind(),
             RepoError::Create { source, .. } => K::of_io(source),
             RepoError::Connect(e) => e.error_kind(),
@@ -403,6 +417,22 @@ impl Repository {
             EventKind::Unpin { backup }
         };
         let event = self.record_event(cluster, what)?;
+        // The catalog folds pins by event time: an event dated later than ours (another host's
+        // clock ahead) wins over it. Say so rather than report a pin that expire ignores.
+        let after = self.catalog(cluster, timing)?;
+        if after.get(id).is_some_and(|e| e.pinned != pin) {
+            return Err(RepoError::PinOverridden {
+                cluster: cluster.clone(),
+                id: entry.id.clone(),
+                what: if pin { "pin" } else { "unpin" },
+                state: if pin {
+                    "NOT pinned: expire may delete it"
+                } else {
+                    "still pinned"
+                },
+                event,
+            });
+        }
         Ok((entry, event))
     }
 

@@ -46,7 +46,16 @@ pub enum ProblemKind {
     OddEntry,
     /// A lease or event that cannot be read.
     UnreadableObject,
+    /// A live lease that expires further ahead than any holder renews it (a forged lease, or a
+    /// holder whose clock is far ahead): what it holds counts as running until then, and
+    /// expire never removes it.
+    ImplausibleLease,
 }
+
+/// A lease expiring further than this beyond now was not written by a holder renewing it
+/// (leases live minutes: repo/lease.rs); it is still honoured (deleting on doubt is worse)
+/// but reported.
+pub const IMPLAUSIBLE_LEASE_US: i64 = 24 * 3600 * 1_000_000;
 
 /// One problem: what, which backup or object, and the message a DBA reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -273,7 +282,7 @@ pub fn backup_summary(e: &BackupEntry, latest: Option<&Ident>) -> BackupSummary 
     }
 }
 
-fn problems_of(c: &Catalog) -> Vec<Problem> {
+fn problems_of(c: &Catalog, now_us: i64) -> Vec<Problem> {
     let mut out = Vec::new();
     let mut push = |kind, backup: Option<&Ident>, object: Option<&str>, message: String| {
         out.push(Problem {
@@ -372,6 +381,28 @@ fn problems_of(c: &Catalog) -> Vec<Problem> {
             format!("{} cannot be read: {}", o.name, o.why),
         );
     }
+    for l in &c.leases {
+        if l.live && l.lease.expires_us() > now_us.saturating_add(IMPLAUSIBLE_LEASE_US) {
+            let holds = match &l.lease.backup {
+                Some(b) => format!("backup {b} counts as running and expire never removes it"),
+                None => format!("it blocks every other {} of the cluster", l.lease.kind),
+            };
+            push(
+                ProblemKind::ImplausibleLease,
+                l.lease.backup.as_ref(),
+                Some(&l.object),
+                format!(
+                    "lease {} (host {}, pid {}) expires at {}, far beyond any lease's lifetime \
+                     (forged, or written by a host whose clock is wrong): until then {holds}. \
+                     Delete the lease if nothing runs on that host",
+                    l.object.escape_debug(),
+                    l.lease.host.escape_debug(),
+                    l.lease.pid,
+                    l.lease.expires_at.escape_debug()
+                ),
+            );
+        }
+    }
     if !c.backups.iter().any(usable) {
         push(
             ProblemKind::NoUsableBackup,
@@ -445,7 +476,7 @@ pub fn summarize(c: &Catalog, now_us: i64) -> ClusterSummary {
     let latest_id = c.latest().map(|e| e.id.clone());
     // The newest usable backup in lineage order.
     let good = c.backups.iter().rev().find(|e| usable(e));
-    let problems = problems_of(c);
+    let problems = problems_of(c, now_us);
     let finished = good.and_then(|e| e.info.as_ref()).map(|i| i.finished_at);
     let age = finished.map(|f| {
         let secs = now_us.div_euclid(1_000_000).saturating_sub(f);

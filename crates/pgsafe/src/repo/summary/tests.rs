@@ -329,3 +329,39 @@ fn a_finish_in_the_future_is_age_zero() {
     let s = summarize(&derive(&ident("main"), o), NOW);
     assert_eq!(s.status.last_good_backup_age_secs, Some(0));
 }
+
+/// A lease planted with an expiry in the year 9999 keeps its backup "running" forever (and
+/// expire away from it): honoured, but reported, with the lease's object named.
+#[test]
+fn a_lease_expiring_in_the_far_future_is_a_problem() {
+    let mut o = observed(
+        vec![
+            complete("A", 1, 0x3000000, 100),
+            folder("R", InfoDoc::Missing),
+            folder("S", InfoDoc::Missing),
+        ],
+        Vec::new(),
+    );
+    o.leases.push(ObservedDoc {
+        name: "main/leases/backup-R-000000.json".into(),
+        doc: Ok(lease("R", 0, NOW + 10 * SEC)),
+    });
+    let mut forged = lease("S", 0, 0);
+    forged.expires_at = "9999-12-31T23:59:59Z".into();
+    o.leases.push(ObservedDoc {
+        name: "main/leases/backup-S-000000.json".into(),
+        doc: Ok(forged),
+    });
+    let s = summarize(&derive(&ident("main"), o), NOW);
+    assert_eq!(
+        kinds(&s),
+        [(ProblemKind::ImplausibleLease, Some("S".to_owned()))]
+    );
+    assert!(!s.status.ok);
+    assert!(s.problems[0].message.contains("9999"), "{:?}", s.problems);
+    assert_eq!(
+        s.problems[0].object.as_deref(),
+        Some("main/leases/backup-S-000000.json")
+    );
+    assert_eq!(s.totals.running, 2);
+}
