@@ -523,6 +523,43 @@ fn two_clusters_with_complete_interrupted_pinned_verified_foreign_and_garbage_ba
             .unwrap()
             .contains("not a pgsafe repository")
     );
+
+    // At the top of the repository: a link to a cluster's folder, a file, a folder without
+    // registration, a cluster whose registration is garbage. Reported; the link is never
+    // followed (no third cluster), the other clusters are still shown.
+    std::os::unix::fs::symlink(repo.join("new"), repo.join("evil")).unwrap();
+    fs::write(repo.join("notes.txt"), "x").unwrap();
+    fs::create_dir(repo.join("stray")).unwrap();
+    fs::create_dir(repo.join("broken")).unwrap();
+    fs::write(repo.join("broken/cluster.json"), "{garbage").unwrap();
+    let doc = json(&ok(info(&repo, &["--json"]), "info"));
+    let names: Vec<&str> = doc["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["cluster"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["new", "old"]);
+    let problems: Vec<(&str, &str)> = doc["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["kind"].as_str().unwrap(), p["object"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            ("odd_entry", "evil"),
+            ("odd_entry", "notes.txt"),
+            ("odd_entry", "stray"),
+            ("unreadable_cluster", "broken"),
+        ]
+    );
+    let human = String::from_utf8(ok(info(&repo, &[]), "info").stdout).unwrap();
+    let link = human.find("PROBLEM  evil: a symbolic link").expect(&human);
+    assert!(link < human.find("cluster new:").unwrap(), "{human}");
+    let out = info(&repo, &["--cluster", "broken", "--json"]);
+    assert_eq!(json(&out)["error"]["kind"], "corrupt", "{}", text(&out));
 }
 
 /// Measures `info` on a repository of 1,000 well-formed synthetic backups (copies of a real
