@@ -350,7 +350,9 @@ impl HasKind for HoldError {
             HoldError::Connect(e) => e.error_kind(),
             HoldError::Session(e) => e.error_kind(),
             HoldError::Identify(_) => ErrorKind::Connection,
-            HoldError::Protocol { .. } => ErrorKind::Internal,
+            HoldError::Protocol { .. } | HoldError::BadAnswer { .. } | HoldError::Encode { .. } => {
+                ErrorKind::Internal
+            }
             HoldError::Refused(_)
             | HoldError::OtherServer { .. }
             | HoldError::UnsafeOutputDir { .. } => ErrorKind::Refused,

@@ -251,6 +251,14 @@ fn hold_and_doctor_errors_keep_their_sources() {
             ErrorKind::Connection,
         ),
         (
+            HoldError::BadRecord {
+                path: "/run/x.json".into(),
+                source: serde_json::from_slice::<crate::hold::BackupRecord>(b"{").unwrap_err(),
+            },
+            reaches::<serde_json::Error>,
+            ErrorKind::Corrupt,
+        ),
+        (
             HoldError::Refused(Refusal::RecordTableOnStandby),
             reaches::<Refusal>,
             ErrorKind::Refused,

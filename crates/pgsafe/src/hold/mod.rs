@@ -94,6 +94,23 @@ pub enum HoldError {
     },
     #[error("the holder of backup {id} answered something pgsafe does not understand: {detail}")]
     Protocol { id: String, detail: String },
+    #[error(
+        "the holder of backup {id} answered something pgsafe does not understand: {source} in \
+         {answer:?}"
+    )]
+    BadAnswer {
+        id: String,
+        answer: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Encoding what pgsafe itself built (a request, the holder's configuration, a record).
+    #[error("encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     /// The holder refused the request, or (`snapshot`) pgsafe refused to start.
     #[error("{}", refused_text(.0))]
     Refused(#[source] Refusal),
@@ -111,8 +128,12 @@ pub enum HoldError {
         #[source]
         source: Box<HoldError>,
     },
-    #[error("read backup record {path}: {detail}")]
-    BadRecord { path: PathBuf, detail: String },
+    #[error("read backup record {}: {source}", path.display())]
+    BadRecord {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error(
         "backup {id} is not a backup of the server you connected to: {why}. Nothing was done; \
          connect to the server the backup was started on"
@@ -295,9 +316,9 @@ pub fn spawn_holder(
             exe: exe.to_path_buf(),
             source,
         })?;
-    let payload = serde_json::to_vec(config).map_err(|e| HoldError::Protocol {
-        id: id.to_string(),
-        detail: e.to_string(),
+    let payload = serde_json::to_vec(config).map_err(|source| HoldError::Encode {
+        what: "the holder configuration",
+        source,
     })?;
     if let Some(mut stdin) = child.stdin.take() {
         // An error here means the child died at once; its report (or EOF) below says why.
@@ -360,9 +381,9 @@ pub fn request(
     let mut stream = UnixStream::connect(&socket).map_err(chan)?;
     stream.set_read_timeout(timeout).map_err(chan)?;
     let mut line =
-        serde_json::to_string(&protocol::RequestLine(req)).map_err(|e| HoldError::Protocol {
-            id: id.to_string(),
-            detail: e.to_string(),
+        serde_json::to_string(&protocol::RequestLine(req)).map_err(|source| HoldError::Encode {
+            what: "the request",
+            source,
         })?;
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(chan)?;
@@ -378,9 +399,10 @@ pub fn request(
             "the holder ended without answering",
         )));
     }
-    serde_json::from_str(answer.trim()).map_err(|e| HoldError::Protocol {
+    serde_json::from_str(answer.trim()).map_err(|source| HoldError::BadAnswer {
         id: id.to_string(),
-        detail: format!("{e} in {answer:?}"),
+        answer: answer.clone(),
+        source,
     })
 }
 

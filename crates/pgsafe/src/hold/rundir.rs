@@ -112,19 +112,16 @@ impl RunDir {
         match fs::read(&p) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|e| HoldError::BadRecord {
-                    path: p,
-                    detail: e.to_string(),
-                }),
+                .map_err(|source| HoldError::BadRecord { path: p, source }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(FsError::new("read", p, e).into()),
         }
     }
 
     pub fn write_record(&self, rec: &BackupRecord) -> Result<(), HoldError> {
-        let bytes = serde_json::to_vec_pretty(rec).map_err(|e| HoldError::BadRecord {
-            path: self.record_path(&rec.id),
-            detail: e.to_string(),
+        let bytes = serde_json::to_vec_pretty(rec).map_err(|source| HoldError::Encode {
+            what: "the backup record",
+            source,
         })?;
         fsutil::write_durable(&self.record_path(&rec.id), &bytes, 0o600)?;
         Ok(())
