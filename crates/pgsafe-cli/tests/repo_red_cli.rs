@@ -263,6 +263,14 @@ fn a_lease_forged_until_9999_is_reported_and_expire_still_keeps_its_folder() {
             .ends_with(&format!("backup-{planted}-000000.json")),
         "{p}"
     );
+    // Monitoring sees it too (it used to count 0 repository problems).
+    let m = json(&ok(
+        command(&["metrics", "--repo", s(&repo), "--cluster", "main", "--json"])
+            .output()
+            .unwrap(),
+        "metrics",
+    ));
+    assert_eq!(m["clusters"][0]["repository_problems"], 1, "{m}");
     // Honoured all the same: expire leaves the folder; the good backup stays latest.
     ok(
         command(&[

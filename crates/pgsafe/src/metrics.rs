@@ -96,7 +96,8 @@ pub struct ClusterMetrics {
     pub window: Option<Window>,
     /// Live leases by kind (running backups, expires, …).
     pub running_operations: BTreeMap<String, u64>,
-    /// Entries that are not backups, and leases or events that cannot be read.
+    /// Entries that are not backups, leases or events that cannot be read, and leases that
+    /// expire implausibly far ahead.
     pub repository_problems: u64,
 }
 
@@ -120,6 +121,21 @@ fn figures(b: &BackupEntry, now: i64) -> Option<BackupFigures> {
         stop_lsn_bytes: info.stop_lsn.0,
         timeline: info.stop_tli.0,
     })
+}
+
+/// Live leases expiring further ahead than any holder renews them (`info` reports them too:
+/// [`crate::repo::summary::IMPLAUSIBLE_LEASE_US`]); they keep what they hold running for ever.
+fn implausible_leases(catalog: &Catalog, now: i64) -> usize {
+    let now_us = now.saturating_mul(1_000_000);
+    catalog
+        .leases
+        .iter()
+        .filter(|l| {
+            l.live
+                && l.lease.expires_us()
+                    > now_us.saturating_add(crate::repo::summary::IMPLAUSIBLE_LEASE_US)
+        })
+        .count()
 }
 
 fn passed(b: &BackupEntry) -> bool {
@@ -195,7 +211,9 @@ impl ClusterMetrics {
             last_verification,
             window,
             running_operations,
-            repository_problems: (catalog.odd_entries.len() + catalog.unreadable.len()) as u64,
+            repository_problems: (catalog.odd_entries.len()
+                + catalog.unreadable.len()
+                + implausible_leases(catalog, now)) as u64,
         }
     }
 }
@@ -362,7 +380,7 @@ pub fn prometheus(clusters: &[ClusterMetrics], now: i64) -> String {
     );
     let mut problems = F::new(
         "pgsafe_repository_problems",
-        "Entries that are not backups, and leases or events that cannot be read.",
+        "Entries that are not backups, leases or events that cannot be read, and leases expiring more than a day ahead.",
     );
     for c in clusters {
         let n = c.cluster.as_str();
