@@ -170,6 +170,41 @@ fn assert_matches_pgsafe_json(b: &Value, pj: &Value) {
     );
 }
 
+/// The names in the first column of each `| field |` table of docs/info-json.md.
+fn documented_fields() -> Vec<Vec<String>> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/info-json.md");
+    let text = fs::read_to_string(path).unwrap();
+    let mut tables = Vec::new();
+    let mut cur: Option<Vec<String>> = None;
+    for line in text.lines() {
+        if line.starts_with("| field |") {
+            cur = Some(Vec::new());
+        } else if line.starts_with("|---") {
+        } else if let (Some(t), true) = (&mut cur, line.starts_with('|')) {
+            let first = line.split('|').nth(1).unwrap();
+            t.extend(first.split('`').skip(1).step_by(2).map(str::to_owned));
+        } else if let Some(t) = cur.take() {
+            tables.push(t);
+        }
+    }
+    tables.extend(cur);
+    tables
+}
+
+/// Every documented name (`a.b` a path) is in `v`, and every field of `v` is documented.
+fn assert_documented(table: &[String], v: &Value) {
+    for name in table {
+        let found = name.split('.').try_fold(v, |v, k| v.get(k)).is_some();
+        assert!(found, "{name} is documented but missing from {v:#}");
+    }
+    for key in v.as_object().unwrap().keys() {
+        let documented = table
+            .iter()
+            .any(|n| n == key || n.starts_with(&format!("{key}.")));
+        assert!(documented, "{key} is not in docs/info-json.md");
+    }
+}
+
 #[test]
 fn two_clusters_with_complete_interrupted_pinned_verified_foreign_and_garbage_backups() {
     let dir = tempfile::tempdir().unwrap();
@@ -489,6 +524,16 @@ fn two_clusters_with_complete_interrupted_pinned_verified_foreign_and_garbage_ba
         assert_eq!(b[ours], b_second[theirs], "{ours}");
     }
     assert_eq!(b["wal_mode"], b_second["wal"]["mode"]);
+    // docs/info-json.md documents every field, and nothing that is not there.
+    let tables = documented_fields();
+    assert_eq!(tables.len(), 5, "{tables:?}");
+    for (table, v) in tables
+        .iter()
+        .zip([&doc, n, &n["recoverability"], second, &d])
+    {
+        assert_documented(table, v);
+    }
+
     let detail = ok(info(&repo, &["--backup", FOREIGN]), "info --backup");
     let detail = String::from_utf8(detail.stdout).unwrap();
     assert!(detail.contains("foreign: system identifier"), "{detail}");
