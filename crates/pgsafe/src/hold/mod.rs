@@ -512,7 +512,14 @@ pub fn abort(run_dir: &RunDir, id: &BackupId) -> Result<BackupRecord, HoldError>
             Err(e) => return Err(e),
         }
     }
-    settle_dead(run_dir, id)
+    let rec = settle_dead(run_dir, id)?;
+    // The holder may have finished a stop and exited between the liveness check and the
+    // request (a stop racing the abort): the record then says complete, and an abort that
+    // reported success would tell the hook the backup is gone when its label is kept.
+    if rec.state == BackupState::Complete {
+        return Err(HoldError::Refused(Refusal::NothingToAbort));
+    }
+    Ok(rec)
 }
 
 /// No live holder: the record file is the truth. A non-final record means the holder died
