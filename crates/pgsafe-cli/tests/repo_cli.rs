@@ -574,10 +574,11 @@ fn hostile_entries_are_reported_never_used() {
 }
 
 /// A promoted standby continues the cluster's lineage on a new timeline: its backups are the
-/// registered cluster's (same system identifier), and `latest` follows the timeline even when
-/// the old primary, still running after the failover (split brain), wrote more WAL on the old
-/// timeline (a higher LSN) and was backed up afterwards. Ordering by LSN or by ID would pick
-/// the abandoned branch.
+/// registered cluster's (same system identifier). When the old primary, still running after
+/// the failover (split brain), wrote more WAL on the old timeline and was backed up afterwards,
+/// the two branches diverge and nothing in the repository says which one is live: `latest` is
+/// refused with both IDs named (ordering by timeline would pick one, by LSN the other), and a
+/// restore of the backup the DBA names works.
 #[test]
 fn promoted_standby_continues_the_lineage() {
     let install = PgInstall::major(16);
@@ -611,10 +612,30 @@ fn promoted_standby_continues_the_lineage() {
         info(&old_branch).stop_lsn > info(&promoted).stop_lsn,
         "the old branch should have the higher LSN"
     );
-    assert_eq!(cat.latest().unwrap().id.as_str(), promoted);
+    let (a, b) = cat.diverging().expect("the branches diverge");
+    assert!(
+        [&a, &b].contains(&&promoted) && [&a, &b].contains(&&old_branch),
+        "{a} {b}"
+    );
 
     let target = scratch.path().join("restored");
-    ok(restore_repo(&repo, "main", None, &target), "restore latest");
+    let out = restore_repo(&repo, "main", None, &target);
+    assert_eq!(out.status.code(), Some(2));
+    let v = json(&out);
+    assert_eq!(v["error"]["kind"], "refused", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&promoted) && msg.contains(&old_branch),
+        "{msg}"
+    );
+    assert!(
+        !target.join("PG_VERSION").exists(),
+        "a refused restore writes nothing"
+    );
+    ok(
+        restore_repo(&repo, "main", Some(&promoted), &target),
+        "restore of the named backup",
+    );
     let mut r = Cluster::adopt(&install, &target, ClusterOptions::new());
     r.start();
     r.wait_recovery_done();

@@ -167,7 +167,6 @@ fn a_backup_stopped_past_its_lease_never_completes() {
 /// the timeline-2 backup, and neither is "newer"); until then expire should keep (and `info`
 /// report) backups of a branch that diverges from the newest one's.
 #[test]
-#[ignore = "defect: timeline-first order deletes the live branch's backups after a stale promotion (repo/retention.rs order_key, catalog latest)"]
 fn a_stale_promoted_branch_never_makes_expire_delete_the_live_primarys_backups() {
     use pgsafe::repo::retention::{BackupEntry, EntryState, KeepOptions, Lineage, plan};
     use pgsafe::{Lsn, SystemId};

@@ -107,6 +107,19 @@ pub enum RepoError {
     )]
     NoLatest { cluster: Ident },
     #[error(
+        "which backup of cluster {cluster} is the latest cannot be told: backups {first} and \
+         {second} lie on diverging timelines (one stopped past the point where the other's \
+         timeline had begun: a stale promoted standby backed up under this name, or the \
+         abandoned past of a recovery to an earlier point). Check which branch the live server \
+         is on (its timeline and pg_wal/*.history), then name the backup to use, and remove the \
+         abandoned branch's backups"
+    )]
+    AmbiguousLatest {
+        cluster: Ident,
+        first: String,
+        second: String,
+    },
+    #[error(
         "{path} is not a folder (a symbolic link or another file): a repository's folders are \
          never followed through links"
     )]
@@ -155,6 +168,7 @@ impl HasKind for RepoError {
             RepoError::NotRegistered { .. }
             | RepoError::NoSuchBackup { .. }
             | RepoError::NoLatest { .. } => K::NotFound,
+            RepoError::AmbiguousLatest { .. } => K::Refused,
             RepoError::NotUsable { state, .. } => match *state {
                 "running" => K::Conflict,
                 "incomplete" | "corrupt" | "foreign" => K::Corrupt,
@@ -446,12 +460,21 @@ impl Repository {
     ) -> Result<(BackupEntry, PathBuf), RepoError> {
         let catalog = self.catalog(cluster, timing)?;
         let entry = match which {
-            None | Some("latest") => catalog
-                .latest()
-                .ok_or_else(|| RepoError::NoLatest {
-                    cluster: cluster.clone(),
-                })?
-                .clone(),
+            None | Some("latest") => {
+                if let Some((first, second)) = catalog.diverging() {
+                    return Err(RepoError::AmbiguousLatest {
+                        cluster: cluster.clone(),
+                        first,
+                        second,
+                    });
+                }
+                catalog
+                    .latest()
+                    .ok_or_else(|| RepoError::NoLatest {
+                        cluster: cluster.clone(),
+                    })?
+                    .clone()
+            }
             Some(id) => {
                 let e = catalog
                     .get(id)

@@ -205,6 +205,43 @@ impl Catalog {
             })
     }
 
+    /// Two valid complete backups on diverging branches (see
+    /// [`crate::repo::retention::diverges`]), or `None`. While there is such a pair, [`Catalog::latest`]
+    /// is only the newest by timeline, which may be the abandoned branch: a restore must not
+    /// take it without the DBA naming the backup.
+    pub fn diverging(&self) -> Option<(String, String)> {
+        let entries: Vec<crate::repo::retention::BackupEntry> = self
+            .backups
+            .iter()
+            .filter(|b| b.is_complete() && !b.failed_verification())
+            .filter_map(|b| {
+                let i = b.info.as_ref()?;
+                Some(crate::repo::retention::BackupEntry {
+                    id: b.id.as_str().to_owned(),
+                    pinned: false,
+                    state: crate::repo::retention::EntryState::Complete(
+                        crate::repo::retention::Lineage {
+                            system_identifier: i.system_identifier,
+                            start_lsn: i.start_lsn,
+                            stop_lsn: i.stop_lsn,
+                            start_tli: i.start_tli,
+                            stop_tli: i.stop_tli,
+                            started_at: i.started_at,
+                            finished_at: i.finished_at,
+                            verification_failed: false,
+                            parent: None,
+                        },
+                    ),
+                })
+            })
+            .collect();
+        let system = entries.iter().find_map(|e| match &e.state {
+            crate::repo::retention::EntryState::Complete(l) => Some(l.system_identifier),
+            _ => None,
+        })?;
+        crate::repo::retention::diverging_pair(&entries, system)
+    }
+
     /// Complete backups, oldest first in lineage order.
     pub fn complete(&self) -> impl Iterator<Item = &BackupEntry> {
         self.backups.iter().filter(|b| b.is_complete())

@@ -32,6 +32,13 @@
 //!   there is).
 //! - Pinned backups, running backups (live lease), foreign entries and backups of another
 //!   system identifier are never deleted.
+//! - When two valid backups cannot lie on one history ([`diverges`]: a backup on an older
+//!   timeline stopped past the point where a newer timeline's backup shows that timeline had
+//!   already begun), the repository holds two branches: a stale promoted standby backed up under
+//!   the cluster's name (its higher timeline would make it "newest" and retention would delete
+//!   the live primary's newer backups), or the abandoned past of a recovery to an earlier point.
+//!   The catalog alone cannot tell which branch the live server is on, so no complete backup is
+//!   deleted until the DBA has removed the abandoned branch's backups ([`KeepReason::Branched`]).
 //! - Without `keep_full` and `keep_within` nothing complete is deleted: a DBA who types
 //!   `expire` without a retention configured must not lose backups. Incomplete leftovers (no
 //!   completion marker, no live lease: an interrupted backup, or a backup whose deletion was
@@ -172,6 +179,9 @@ pub enum KeepReason {
     NoValidBackup,
     /// No retention configured: no complete backup is deleted.
     NoRetention,
+    /// Valid backups lie on diverging branches ([`diverges`]): which one the live server
+    /// continues cannot be told from the repository, so no complete backup is deleted.
+    Branched { first: String, second: String },
 }
 
 /// Why a backup is deleted.
@@ -223,6 +233,13 @@ impl fmt::Display for KeepReason {
                 f.write_str("no complete backup of this cluster is valid: none is deleted")
             }
             KeepReason::NoRetention => f.write_str("no retention configured"),
+            KeepReason::Branched { first, second } => write!(
+                f,
+                "backups {first} and {second} lie on diverging timelines (a stale promoted \
+                 standby, or the abandoned past of a recovery to an earlier point): which one \
+                 the server continues cannot be told from the repository, so nothing complete \
+                 is deleted; remove the abandoned branch's backups first"
+            ),
         }
     }
 }
@@ -365,6 +382,56 @@ fn display_group(e: &BackupEntry, system: SystemId) -> (u8, u64) {
     }
 }
 
+/// Whether two complete backups of one system identifier cannot lie on one history.
+///
+/// A timeline begins at a switch point on its parent timeline (src/backend/access/transam/
+/// timeline.c) and every later timeline of the same history begins at or after it; a backup
+/// that started on timeline T started after T began. So a backup on an older timeline that is
+/// an ancestor of a newer timeline's backup stopped at or before that backup's start (its stop,
+/// when the newer backup itself spans the promotion). One that stopped past it holds WAL the
+/// newer timeline never had: the two are on diverging branches. The converse is not proven
+/// (the timeline history files would tell); this test only ever reports a divergence that is
+/// certain.
+pub fn diverges(a: &Lineage, b: &Lineage) -> bool {
+    if a.system_identifier != b.system_identifier || a.stop_tli == b.stop_tli {
+        return false;
+    }
+    let (older, newer) = if a.stop_tli < b.stop_tli {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let newer_began_by = if newer.start_tli == newer.stop_tli {
+        newer.start_lsn
+    } else {
+        newer.stop_lsn
+    };
+    older.stop_lsn > newer_began_by
+}
+
+/// The IDs of two valid complete backups of `system` on diverging branches ([`diverges`]),
+/// or `None` when every valid backup can lie on one history.
+pub fn diverging_pair(entries: &[BackupEntry], system: SystemId) -> Option<(String, String)> {
+    let valid: Vec<(&str, &Lineage)> = entries
+        .iter()
+        .filter_map(|e| match &e.state {
+            EntryState::Complete(l) if l.system_identifier == system && l.is_valid() => {
+                Some((e.id.as_str(), l))
+            }
+            _ => None,
+        })
+        .collect();
+    for (i, (ia, a)) in valid.iter().enumerate() {
+        for (ib, b) in &valid[i + 1..] {
+            if diverges(a, b) {
+                let (x, y) = if ia <= ib { (ia, ib) } else { (ib, ia) };
+                return Some(((*x).to_owned(), (*y).to_owned()));
+            }
+        }
+    }
+    None
+}
+
 /// Plans retention for the entries of one cluster registered with `system`, at `now` (unix
 /// seconds). The plan still has to pass [`ExpirePlan::check`] before anything is deleted.
 pub fn plan(
@@ -415,10 +482,20 @@ pub fn plan(
         .copied()
         .find(|&i| lineage(i).is_some_and(Lineage::is_valid));
 
+    let branched = diverging_pair(&entries, system);
     match newest_valid {
         None => {
             for &i in &order {
                 decisions[i].get_or_insert(Decision::Keep(KeepReason::NoValidBackup));
+            }
+        }
+        Some(_) if branched.is_some() => {
+            let (a, b) = branched.unwrap_or_default();
+            for &i in &order {
+                decisions[i].get_or_insert(Decision::Keep(KeepReason::Branched {
+                    first: a.clone(),
+                    second: b.clone(),
+                }));
             }
         }
         Some(_) if !options.is_configured() => {
@@ -527,6 +604,8 @@ impl ExpirePlan {
     /// - every need of every kept backup is kept ([`BackupEntry::needs`]);
     /// - if the cluster has a complete backup, one is kept;
     /// - if no retention is configured, no complete backup is deleted;
+    /// - if valid backups lie on diverging branches ([`diverges`]), no complete backup is
+    ///   deleted;
     /// - every ID appears once.
     pub fn check(&self) -> Result<(), RetentionError> {
         let mut violations = Vec::new();
@@ -539,6 +618,7 @@ impl ExpirePlan {
         let entries: Vec<BackupEntry> = self.backups.iter().map(|b| b.backup.clone()).collect();
         let order = lineage_order(&entries, self.system_identifier);
         let deleted = |i: usize| self.backups[i].decision.is_delete();
+        let branched = diverging_pair(&entries, self.system_identifier);
 
         let newest_valid = order
             .iter()
@@ -584,6 +664,10 @@ impl ExpirePlan {
                 EntryState::Complete(_) if !self.options.is_configured() => violations.push(
                     format!("backup {id} is complete and would be deleted without retention"),
                 ),
+                EntryState::Complete(_) if branched.is_some() => violations.push(format!(
+                    "backup {id} is complete and would be deleted while the cluster's backups \
+                     lie on diverging timelines"
+                )),
                 EntryState::Complete(_) | EntryState::Incomplete => {}
             }
         }

@@ -30,6 +30,9 @@ pub const FULL: &str = "full";
 pub enum ProblemKind {
     /// No usable complete backup: nothing can be restored.
     NoUsableBackup,
+    /// Valid backups lie on diverging timelines: `latest` is refused and expire deletes no
+    /// complete backup until the abandoned branch's backups are removed.
+    DivergingBranches,
     /// A backup's latest verification found problems.
     FailedVerification,
     /// A restore refuses the backup (a tablespace was created while it ran).
@@ -402,6 +405,19 @@ fn problems_of(c: &Catalog, now_us: i64) -> Vec<Problem> {
                 ),
             );
         }
+    }
+    if let Some((first, second)) = c.diverging() {
+        push(
+            ProblemKind::DivergingBranches,
+            None,
+            None,
+            format!(
+                "backups {first} and {second} lie on diverging timelines (a stale promoted \
+                 standby backed up under this cluster's name, or the abandoned past of a \
+                 recovery to an earlier point): restore refuses 'latest' and expire deletes no \
+                 complete backup until you remove the abandoned branch's backups"
+            ),
+        );
     }
     if !c.backups.iter().any(usable) {
         push(

@@ -146,8 +146,15 @@ fn a_promoted_standby_backup_on_a_new_timeline_is_newer() {
     let entries = vec![
         complete("tl1-a", SYS, 1000, 1, now - 3 * DAY),
         complete("tl1-b", SYS, 2000, 1, now - 2 * DAY),
-        // Same stop LSN as tl1-b (promotion right there): the higher timeline is newer.
-        complete("0-tl2", SYS, 2000, 2, now - 2 * DAY),
+        // Same stop LSN as tl1-b (promotion right there, the backup started at the switch
+        // point): the higher timeline is newer.
+        {
+            let mut e = complete("0-tl2", SYS, 2000, 2, now - 2 * DAY);
+            if let EntryState::Complete(l) = &mut e.state {
+                l.start_lsn = Lsn(2000);
+            }
+            e
+        },
     ];
     let p = plan(entries, SYS, keep(Some(1), None), now).unwrap();
     p.check().unwrap();
@@ -155,9 +162,11 @@ fn a_promoted_standby_backup_on_a_new_timeline_is_newer() {
 }
 
 #[test]
-fn after_a_recovery_to_an_earlier_point_the_new_timeline_is_newer_despite_lower_lsns() {
+fn after_a_recovery_to_an_earlier_point_the_branches_are_kept_until_the_dba_decides() {
     // Timeline 2 ran to LSN 6000; the DBA recovered to LSN 3000 (a mistake happened after) and
-    // the server continued on timeline 3. Its backups have lower LSNs and are the newest.
+    // the server continued on timeline 3. Its backups have lower LSNs. From the repository this
+    // looks exactly like a stale promoted standby's branch (see the next test): which branch
+    // is live cannot be told, so nothing complete is deleted and the plan says why.
     let now = 100 * DAY;
     let entries = vec![
         complete("tl2-a", SYS, 5000, 2, now - 3 * DAY),
@@ -165,13 +174,68 @@ fn after_a_recovery_to_an_earlier_point_the_new_timeline_is_newer_despite_lower_
         complete("tl3-a", SYS, 3100, 3, now - DAY),
         complete("tl3-b", SYS, 3200, 3, now),
     ];
+    let p = plan(entries.clone(), SYS, keep(Some(2), None), now).unwrap();
+    p.check().unwrap();
+    assert!(deleted(&p).is_empty(), "{:?}", deleted(&p));
+    assert!(matches!(
+        decisions(&p)["tl3-b"],
+        Decision::Keep(KeepReason::Branched { .. })
+    ));
+    // Once the DBA has removed the abandoned branch, retention applies again.
+    let rest: Vec<BackupEntry> = entries
+        .into_iter()
+        .filter(|e| e.id.starts_with("tl3"))
+        .collect();
+    let p = plan(rest, SYS, keep(Some(1), None), now).unwrap();
+    p.check().unwrap();
+    assert_eq!(deleted(&p), ["tl3-a"]);
+}
+
+#[test]
+fn a_stale_promoted_branch_never_deletes_the_live_primarys_backups() {
+    // Timeline 1 is the live primary; a standby promoted by mistake at about LSN 2000 was
+    // backed up once on timeline 2 and abandoned; the primary went on to 9000 and 10000.
+    let now = 100 * DAY;
+    let entries = vec![
+        complete("p1", SYS, 1000, 1, now - 3 * DAY),
+        complete("stale", SYS, 2100, 2, now - 2 * DAY),
+        complete("p2", SYS, 9000, 1, now - DAY),
+        complete("p3", SYS, 10000, 1, now),
+    ];
+    let p = plan(entries, SYS, keep(Some(1), None), now).unwrap();
+    p.check().unwrap();
+    assert!(deleted(&p).is_empty(), "{:?}", deleted(&p));
+}
+
+#[test]
+fn a_normal_failover_is_one_history_and_retention_applies() {
+    // Timeline 1's backups stopped before timeline 2's backups started: one history.
+    let now = 100 * DAY;
+    let entries = vec![
+        complete("t1-a", SYS, 1000, 1, now - 3 * DAY),
+        complete("t1-b", SYS, 2000, 1, now - 2 * DAY),
+        complete("t2-a", SYS, 3000, 2, now - DAY),
+        complete("t2-b", SYS, 4000, 2, now),
+    ];
     let p = plan(entries, SYS, keep(Some(2), None), now).unwrap();
     p.check().unwrap();
-    assert_eq!(deleted(&p), ["tl2-a", "tl2-b"]);
-    assert_eq!(
-        decisions(&p)["tl3-b"],
-        Decision::Keep(KeepReason::NewestValid)
-    );
+    assert_eq!(deleted(&p), ["t1-a", "t1-b"]);
+}
+
+#[test]
+fn a_check_refuses_deleting_complete_backups_of_a_branched_cluster() {
+    let now = 100 * DAY;
+    let entries = vec![
+        complete("stale", SYS, 2100, 2, now - 2 * DAY),
+        complete("p3", SYS, 10000, 1, now),
+    ];
+    let mut p = plan(entries, SYS, keep(Some(1), None), now).unwrap();
+    for b in &mut p.backups {
+        if b.backup.id == "p3" {
+            b.decision = Decision::Delete(DeleteReason::BeyondRetention);
+        }
+    }
+    assert!(p.check().is_err());
 }
 
 #[test]
