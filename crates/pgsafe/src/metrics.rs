@@ -213,7 +213,9 @@ impl ClusterMetrics {
             running_operations,
             repository_problems: (catalog.odd_entries.len()
                 + catalog.unreadable.len()
-                + implausible_leases(catalog, now)) as u64,
+                + implausible_leases(catalog, now)
+                + usize::from(catalog.diverging().is_some()))
+                as u64,
         }
     }
 }
@@ -380,7 +382,7 @@ pub fn prometheus(clusters: &[ClusterMetrics], now: i64) -> String {
     );
     let mut problems = F::new(
         "pgsafe_repository_problems",
-        "Entries that are not backups, leases or events that cannot be read, and leases expiring more than a day ahead.",
+        "Entries that are not backups, leases or events that cannot be read, and leases expiring more than a day ahead, and 1 when valid backups lie on diverging timelines (restore refuses 'latest', expire deletes nothing complete).",
     );
     for c in clusters {
         let n = c.cluster.as_str();
