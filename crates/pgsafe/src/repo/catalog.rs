@@ -193,8 +193,13 @@ impl Catalog {
         self.backups.iter().find(|b| b.id.as_str() == id)
     }
 
-    /// The newest complete backup in lineage order whose latest verification did not fail.
+    /// The newest complete backup in lineage order whose latest verification did not fail;
+    /// `None` also while valid backups lie on diverging branches ([`Catalog::diverging`]): then
+    /// no backup is "the latest" until the DBA has chosen.
     pub fn latest(&self) -> Option<&BackupEntry> {
+        if self.diverging().is_some() {
+            return None;
+        }
         self.backups
             .iter()
             .filter(|b| b.is_complete() && !b.failed_verification())

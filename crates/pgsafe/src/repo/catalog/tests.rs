@@ -94,11 +94,12 @@ fn each_folder_gets_its_state() {
 
 #[test]
 fn latest_follows_the_lineage_not_the_name() {
-    // Names sort the other way round (a clock set back, or a renamed folder).
+    // Names sort the other way round (a clock set back, or a renamed folder). The timeline-1
+    // backup stopped before the timeline-2 backups began: one history.
     let c = derive(
         &ident("main"),
         observed(vec![
-            complete("20270101T000000Z", 1, 0x3000000, 200),
+            complete("20270101T000000Z", 1, 0x1000000, 200),
             complete("20260101T000000Z", 2, 0x2000000, 100),
             complete("20250101T000000Z", 2, 0x2000000, 150),
         ]),
@@ -109,6 +110,23 @@ fn latest_follows_the_lineage_not_the_name() {
         order,
         ["20270101T000000Z", "20260101T000000Z", "20250101T000000Z"]
     );
+}
+
+#[test]
+fn diverging_timelines_have_no_latest() {
+    // Timeline 1 went on past where timeline 2's backup shows timeline 2 had begun: two
+    // branches, and which one is live cannot be told from the repository.
+    let c = derive(
+        &ident("main"),
+        observed(vec![
+            complete("a", 1, 0x1000000, 100),
+            complete("b", 2, 0x2000000, 200),
+            complete("c", 1, 0x9000000, 300),
+        ]),
+    );
+    assert!(c.latest().is_none());
+    let (x, y) = c.diverging().unwrap();
+    assert_eq!((x.as_str(), y.as_str()), ("b", "c"));
 }
 
 #[test]
@@ -250,8 +268,9 @@ proptest! {
         let usable: Vec<&BackupEntry> = c.backups.iter()
             .filter(|b| b.is_complete() && !b.failed_verification()).collect();
         match c.latest() {
-            None => prop_assert!(usable.is_empty()),
+            None => prop_assert!(usable.is_empty() || c.diverging().is_some()),
             Some(l) => {
+                prop_assert!(c.diverging().is_none());
                 prop_assert!(l.is_complete());
                 prop_assert_eq!(
                     l.info.as_ref().map(|i| i.system_identifier.0),
