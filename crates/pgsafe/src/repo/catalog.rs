@@ -211,9 +211,9 @@ impl Catalog {
     }
 
     /// Two valid complete backups on diverging branches (see
-    /// [`crate::repo::retention::diverges`]), or `None`. While there is such a pair, [`Catalog::latest`]
-    /// is only the newest by timeline, which may be the abandoned branch: a restore must not
-    /// take it without the DBA naming the backup.
+    /// [`crate::repo::retention::diverges`]), or `None`. While there is such a pair, the newest
+    /// by timeline may be the abandoned branch, so [`Catalog::latest`] is `None` and a restore
+    /// takes a backup only when the DBA names it.
     pub fn diverging(&self) -> Option<(String, String)> {
         let entries: Vec<crate::repo::retention::BackupEntry> = self
             .backups
