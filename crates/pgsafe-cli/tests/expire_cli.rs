@@ -8,16 +8,15 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use pgsafe::repo::{LeaseTiming, Repository};
-use pgsafe::storage::Ident;
+use pgsafe::repo::LeaseTiming;
 use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall, server_owned_tempdir};
 use serde_json::Value;
 
-use common::{command, json, ok, pgsafe};
+use common::{backups_dir, command, json, ok, pgsafe};
 
 const DAY: i64 = 86_400;
 
@@ -26,21 +25,7 @@ fn s(p: &Path) -> &str {
 }
 
 fn init(c: &Cluster, repo: &Path, name: &str) {
-    let conn = c.conninfo();
-    ok(
-        pgsafe(&[
-            "init",
-            "--repo",
-            s(repo),
-            "--cluster",
-            name,
-            "-D",
-            s(c.data_dir()),
-            "-d",
-            &conn,
-        ]),
-        "init",
-    );
+    ok(common::repo_init(c, repo, name), "init");
 }
 
 fn backup_args(c: &Cluster, repo: &Path, name: &str) -> Vec<String> {
@@ -119,10 +104,6 @@ fn reason(v: &Value, id: &str) -> String {
     )
 }
 
-fn backups_dir(repo: &Path, name: &str) -> PathBuf {
-    repo.join(name).join("backups")
-}
-
 /// The backup folders of `name`, sorted.
 fn folders(repo: &Path, name: &str) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(backups_dir(repo, name))
@@ -139,10 +120,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 }
 
 fn catalog(repo: &Path, name: &str) -> pgsafe::repo::Catalog {
-    Repository::open(repo)
-        .unwrap()
-        .catalog(&Ident::new(name).unwrap(), LeaseTiming::default())
-        .unwrap()
+    common::repo_catalog(repo, name, LeaseTiming::default())
 }
 
 /// A synthetic backup `id` of `name`: the `pgsafe.json` of the real backup `from` with its

@@ -30,19 +30,7 @@ fn s(p: &Path) -> &str {
 
 /// `pgsafe init` of `c` as `name` in `repo`.
 fn init(c: &Cluster, repo: &Path, name: &str) {
-    let conn = c.conninfo();
-    let args = [
-        "init",
-        "--repo",
-        s(repo),
-        "--cluster",
-        name,
-        "-D",
-        s(c.data_dir()),
-        "-d",
-        &conn,
-    ];
-    ok(pgsafe(&args), "init");
+    ok(common::repo_init(c, repo, name), "init");
 }
 
 /// `pgsafe backup --repo` of `c` as `name`, plus `extra`.

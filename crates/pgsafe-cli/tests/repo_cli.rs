@@ -10,38 +10,23 @@ mod common;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use pgsafe::repo::{LeaseTiming, Repository};
-use pgsafe::storage::Ident;
+use pgsafe::repo::LeaseTiming;
 use pgsafe_testkit::{
     Cluster, ClusterOptions, LoadGenerator, LoadOptions, PgInstall, per_major, server_owned_tempdir,
 };
 use serde_json::Value;
 
-use common::{command, json, ok, pgsafe, refused, text};
+use common::{
+    backups_dir, command, json, ok, pgsafe, refused, repo_catalog as catalog, repo_init as init,
+    repo_state as state, text,
+};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// `pgsafe init --json` of `c` as `name` in `repo`.
-fn init(c: &Cluster, repo: &Path, name: &str) -> Output {
-    let conn = c.conninfo();
-    pgsafe(&[
-        "init",
-        "--repo",
-        s(repo),
-        "--cluster",
-        name,
-        "-D",
-        s(c.data_dir()),
-        "-d",
-        &conn,
-        "--json",
-    ])
 }
 
 /// `pgsafe backup --repo` of `c` as `name` (JSON summary, no progress), plus `extra`.
@@ -111,20 +96,6 @@ fn backup_marking_stop(
     )
 }
 
-/// The catalog of `name` as the library derives it (the `info` command's source).
-fn catalog(repo: &Path, name: &str, timing: LeaseTiming) -> pgsafe::repo::Catalog {
-    Repository::open(repo)
-        .unwrap()
-        .catalog(&Ident::new(name).unwrap(), timing)
-        .unwrap()
-}
-
-fn state(repo: &Path, name: &str, id: &str, timing: LeaseTiming) -> String {
-    catalog(repo, name, timing)
-        .get(id)
-        .map_or_else(|| "absent".to_owned(), |b| b.state.name().to_owned())
-}
-
 fn restore_repo(repo: &Path, name: &str, which: Option<&str>, target: &Path) -> Output {
     restore_repo_env(repo, name, which, target, &[])
 }
@@ -154,10 +125,6 @@ fn restore_repo_env(
     let mut cmd = command(&args);
     cmd.envs(env.iter().copied());
     cmd.output().unwrap()
-}
-
-fn backups_dir(repo: &Path, name: &str) -> PathBuf {
-    repo.join(name).join("backups")
 }
 
 #[test]

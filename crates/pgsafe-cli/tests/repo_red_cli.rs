@@ -6,39 +6,21 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use pgsafe::repo::{LeaseTiming, Repository};
-use pgsafe::storage::Ident;
+use pgsafe::repo::LeaseTiming;
 use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall, server_owned_tempdir};
 
-use common::{command, json, ok};
+use common::{
+    backups_dir, command, json, ok, repo_catalog as catalog, repo_init as init, repo_state as state,
+};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// `pgsafe init --json` of `c` as `name` in `repo`.
-fn init(c: &Cluster, repo: &Path, name: &str) -> Output {
-    let conn = c.conninfo();
-    command(&[
-        "init",
-        "--repo",
-        s(repo),
-        "--cluster",
-        name,
-        "-D",
-        s(c.data_dir()),
-        "-d",
-        &conn,
-        "--json",
-    ])
-    .output()
-    .unwrap()
 }
 
 /// `pgsafe backup --repo` of `c` as `name` (JSON summary, no progress), plus `extra`.
@@ -60,23 +42,6 @@ fn backup_cmd(c: &Cluster, repo: &Path, name: &str, extra: &[&str]) -> Command {
     ]);
     cmd.args(extra);
     cmd
-}
-
-fn catalog(repo: &Path, name: &str, timing: LeaseTiming) -> pgsafe::repo::Catalog {
-    Repository::open(repo)
-        .unwrap()
-        .catalog(&Ident::new(name).unwrap(), timing)
-        .unwrap()
-}
-
-fn state(repo: &Path, name: &str, id: &str, timing: LeaseTiming) -> String {
-    catalog(repo, name, timing)
-        .get(id)
-        .map_or_else(|| "absent".to_owned(), |b| b.state.name().to_owned())
-}
-
-fn backups_dir(repo: &Path, name: &str) -> PathBuf {
-    repo.join(name).join("backups")
 }
 
 /// Waits (up to a generous minute: never a timing assertion) until `cond` holds.

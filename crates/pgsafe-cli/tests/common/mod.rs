@@ -226,3 +226,50 @@ pub fn start_holder(c: &Cluster, run: &Path, id: &str, extra: &[&str]) -> Value 
         "pgsafe start",
     ))
 }
+
+// Repository helpers (repo_cli, repo_red_cli, info_cli, expire_cli).
+
+/// `pgsafe init --json` of `c` as `name` in the repository `repo`.
+pub fn repo_init(c: &Cluster, repo: &Path, name: &str) -> Output {
+    let conn = c.conninfo();
+    pgsafe(&[
+        "init",
+        "--repo",
+        path_str(repo),
+        "--cluster",
+        name,
+        "-D",
+        path_str(c.data_dir()),
+        "-d",
+        &conn,
+        "--json",
+    ])
+}
+
+/// The catalog of cluster `name` in `repo`, as the library derives it.
+pub fn repo_catalog(
+    repo: &Path,
+    name: &str,
+    timing: pgsafe::repo::LeaseTiming,
+) -> pgsafe::repo::Catalog {
+    pgsafe::repo::Repository::open(repo)
+        .unwrap()
+        .catalog(&pgsafe::storage::Ident::new(name).unwrap(), timing)
+        .unwrap()
+}
+
+/// The state of backup `id` of `name` ("absent" when the catalog has no such entry).
+pub fn repo_state(repo: &Path, name: &str, id: &str, timing: pgsafe::repo::LeaseTiming) -> String {
+    repo_catalog(repo, name, timing)
+        .get(id)
+        .map_or_else(|| "absent".to_owned(), |b| b.state.name().to_owned())
+}
+
+/// The folder holding the backups of cluster `name` in `repo`.
+pub fn backups_dir(repo: &Path, name: &str) -> PathBuf {
+    repo.join(name).join("backups")
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
