@@ -215,36 +215,52 @@ impl Catalog {
     /// by timeline may be the abandoned branch, so [`Catalog::latest`] is `None` and a restore
     /// takes a backup only when the DBA names it.
     pub fn diverging(&self) -> Option<(String, String)> {
-        let entries: Vec<crate::repo::retention::BackupEntry> = self
-            .backups
+        crate::repo::retention::diverging_pair(
+            &self.retention_entries(),
+            self.registration.system_identifier,
+        )
+    }
+
+    /// Retention's view of the catalog: every backup folder with its state, pin and lineage.
+    pub fn retention_entries(&self) -> Vec<crate::repo::retention::BackupEntry> {
+        use crate::repo::retention::{BackupEntry, EntryState, Lineage};
+        self.backups
             .iter()
-            .filter(|b| b.is_complete() && !b.failed_verification())
-            .filter_map(|b| {
-                let i = b.info.as_ref()?;
-                Some(crate::repo::retention::BackupEntry {
+            .map(|b| {
+                let state = match (&b.state, &b.info) {
+                    (BackupState::Complete, Some(info)) => EntryState::Complete(Lineage {
+                        system_identifier: info.system_identifier,
+                        start_lsn: info.start_lsn,
+                        stop_lsn: info.stop_lsn,
+                        start_tli: info.start_tli,
+                        stop_tli: info.stop_tli,
+                        started_at: info.started_at,
+                        finished_at: info.finished_at,
+                        verification_failed: b.failed_verification(),
+                        // Full backups only until incrementals exist.
+                        parent: None,
+                    }),
+                    // The catalog always has pgsafe.json for a complete backup; without it there is
+                    // nothing to order by: never touch it.
+                    (BackupState::Complete, None) => EntryState::Corrupt {
+                        reason: "complete, but its pgsafe.json is not at hand".into(),
+                    },
+                    (BackupState::Running, _) => EntryState::Running,
+                    (BackupState::Incomplete, _) => EntryState::Incomplete,
+                    (BackupState::Corrupt { reason }, _) => EntryState::Corrupt {
+                        reason: reason.clone(),
+                    },
+                    (BackupState::Foreign { reason }, _) => EntryState::Foreign {
+                        reason: reason.clone(),
+                    },
+                };
+                BackupEntry {
                     id: b.id.as_str().to_owned(),
-                    pinned: false,
-                    state: crate::repo::retention::EntryState::Complete(
-                        crate::repo::retention::Lineage {
-                            system_identifier: i.system_identifier,
-                            start_lsn: i.start_lsn,
-                            stop_lsn: i.stop_lsn,
-                            start_tli: i.start_tli,
-                            stop_tli: i.stop_tli,
-                            started_at: i.started_at,
-                            finished_at: i.finished_at,
-                            verification_failed: false,
-                            parent: None,
-                        },
-                    ),
-                })
+                    pinned: b.pinned,
+                    state,
+                }
             })
-            .collect();
-        let system = entries.iter().find_map(|e| match &e.state {
-            crate::repo::retention::EntryState::Complete(l) => Some(l.system_identifier),
-            _ => None,
-        })?;
-        crate::repo::retention::diverging_pair(&entries, system)
+            .collect()
     }
 
     /// Complete backups, oldest first in lineage order.

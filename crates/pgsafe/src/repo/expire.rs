@@ -31,12 +31,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
-use super::catalog::{BackupState, Catalog};
+use super::catalog::Catalog;
 use super::doc::{EventKind, LeaseDoc, now_us};
 use super::lease::{Lease, LeaseTiming};
-use super::retention::{
-    self, BackupEntry, EntryState, ExpirePlan, KeepOptions, Lineage, RetentionError,
-};
+use super::retention::{self, EntryState, ExpirePlan, KeepOptions, RetentionError};
 use super::{RepoError, load_catalog, record_event};
 use crate::error::{ErrorKind, HasKind};
 use crate::layout::COMPLETE_MARKER;
@@ -152,48 +150,6 @@ impl HasKind for RetentionError {
     }
 }
 
-/// The planner's view of a catalog: every backup folder with its state, pin and lineage.
-pub fn entries_from_catalog(catalog: &Catalog) -> Vec<BackupEntry> {
-    catalog
-        .backups
-        .iter()
-        .map(|b| {
-            let state = match (&b.state, &b.info) {
-                (BackupState::Complete, Some(info)) => EntryState::Complete(Lineage {
-                    system_identifier: info.system_identifier,
-                    start_lsn: info.start_lsn,
-                    stop_lsn: info.stop_lsn,
-                    start_tli: info.start_tli,
-                    stop_tli: info.stop_tli,
-                    started_at: info.started_at,
-                    finished_at: info.finished_at,
-                    verification_failed: b.failed_verification(),
-                    // Full backups only until incrementals exist.
-                    parent: None,
-                }),
-                // The catalog always has pgsafe.json for a complete backup; without it there is
-                // nothing to order by: never touch it.
-                (BackupState::Complete, None) => EntryState::Corrupt {
-                    reason: "complete, but its pgsafe.json is not at hand".into(),
-                },
-                (BackupState::Running, _) => EntryState::Running,
-                (BackupState::Incomplete, _) => EntryState::Incomplete,
-                (BackupState::Corrupt { reason }, _) => EntryState::Corrupt {
-                    reason: reason.clone(),
-                },
-                (BackupState::Foreign { reason }, _) => EntryState::Foreign {
-                    reason: reason.clone(),
-                },
-            };
-            BackupEntry {
-                id: b.id.as_str().to_owned(),
-                pinned: b.pinned,
-                state,
-            }
-        })
-        .collect()
-}
-
 /// Loads the catalog of `cluster` and plans its retention at `now` (unix seconds); the plan
 /// has passed its check.
 pub fn plan_expire(
@@ -205,7 +161,7 @@ pub fn plan_expire(
     let catalog = load_catalog(b, cluster, timing)?;
     let now = now_us().div_euclid(1_000_000);
     let plan = retention::plan(
-        entries_from_catalog(&catalog),
+        catalog.retention_entries(),
         catalog.registration.system_identifier,
         keep,
         now,
