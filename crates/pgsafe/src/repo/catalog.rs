@@ -356,7 +356,8 @@ pub fn derive(cluster: &Ident, obs: Observed) -> Catalog {
                     },
                 );
             }
-            EventKind::ExpireStarted { .. } | EventKind::Unknown => {}
+            // WAL gaps are the archive's business (read by `archive::contents`).
+            EventKind::ExpireStarted { .. } | EventKind::WalGap { .. } | EventKind::Unknown => {}
         }
     }
 

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::storage::Ident;
-use crate::types::{PgVersion, SystemId, WalSegSize};
+use crate::types::{PgVersion, SystemId, TimelineId, WalSegSize, WalSegment};
 
 /// Format of every repository document this pgsafe writes (and the newest it reads).
 pub const REPO_FORMAT: u32 = 1;
@@ -143,6 +143,22 @@ pub enum EventKind {
         #[serde(default)]
         backups: Vec<Ident>,
     },
+    /// WAL that was never archived: `archive-push` acknowledged segments `first..=last` of
+    /// `timeline` to PostgreSQL without storing them (the archive queue limit), so PostgreSQL
+    /// recycled them and no recovery can replay across them: a backup whose WAL or a recovery
+    /// whose replay crosses the gap cannot reach past it (a new full backup is needed).
+    /// `dropped_at`/`dropped_by` say when and on which host the first segment was dropped; the
+    /// event's own time and host say when it reached the repository (later, when the repository
+    /// was unreachable at the time and the record waited in the local spool).
+    WalGap {
+        timeline: TimelineId,
+        first: WalSegment,
+        last: WalSegment,
+        /// Why, for people (the backlog and the limit, the repository's error if any).
+        reason: String,
+        dropped_at: String,
+        dropped_by: String,
+    },
     /// A kind a newer pgsafe writes: kept out of the catalog, never an error.
     #[serde(other)]
     Unknown,
@@ -156,6 +172,7 @@ impl EventKind {
             EventKind::Unpin { .. } => "unpin",
             EventKind::Verified { .. } => "verified",
             EventKind::ExpireStarted { .. } => "expire-started",
+            EventKind::WalGap { .. } => "wal-gap",
             EventKind::Unknown => "unknown",
         }
     }
@@ -180,6 +197,23 @@ impl Event {
         check_format(e.format)?;
         if parse_time(&e.time).is_none() {
             return Err(DocError::Invalid(format!("bad time {:?}", e.time)));
+        }
+        if let EventKind::WalGap {
+            timeline,
+            first,
+            last,
+            dropped_at,
+            ..
+        } = &e.what
+        {
+            if first.tli != *timeline || last.tli != *timeline || first > last {
+                return Err(DocError::Invalid(format!(
+                    "WAL gap {first}..{last} is not a range of timeline {timeline}"
+                )));
+            }
+            if parse_time(dropped_at).is_none() {
+                return Err(DocError::Invalid(format!("bad time {dropped_at:?}")));
+            }
         }
         Ok(e)
     }
@@ -254,4 +288,77 @@ pub fn host_name() -> String {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn gap_event(tli: u32, first: u64, last: u64) -> Event {
+        let seg = |n| WalSegment::from_segno(TimelineId(tli), n, WalSegSize::DEFAULT);
+        Event {
+            format: REPO_FORMAT,
+            time: format_time(1_700_000_000_000_000),
+            host: "db1".into(),
+            pgsafe_version: "0.1.0".into(),
+            what: EventKind::WalGap {
+                timeline: TimelineId(tli),
+                first: seg(first),
+                last: seg(last),
+                reason: "queue limit".into(),
+                dropped_at: format_time(1_600_000_000_000_000),
+                dropped_by: "db1".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_wal_gap_reads_back_and_names_its_segments() {
+        let e = gap_event(3, 0x1FE, 0x203);
+        let json = String::from_utf8(e.to_json()).unwrap();
+        assert!(json.contains("\"kind\": \"wal-gap\""), "{json}");
+        assert!(
+            json.contains("\"first\": \"0000000300000001000000FE\""),
+            "{json}"
+        );
+        assert!(
+            json.contains("\"last\": \"000000030000000200000003\""),
+            "{json}"
+        );
+        assert_eq!(Event::parse(json.as_bytes()).unwrap(), e);
+        assert_eq!(e.what.name(), "wal-gap");
+    }
+
+    #[test]
+    fn a_wal_gap_that_is_not_a_range_of_its_timeline_is_invalid() {
+        for bad in [gap_event(2, 9, 8), {
+            let mut e = gap_event(2, 1, 2);
+            if let EventKind::WalGap { timeline, .. } = &mut e.what {
+                *timeline = TimelineId(1);
+            }
+            e
+        }] {
+            let err = Event::parse(&bad.to_json()).unwrap_err();
+            assert!(matches!(err, DocError::Invalid(_)), "{err}");
+        }
+        let mut e = gap_event(1, 1, 2);
+        if let EventKind::WalGap { dropped_at, .. } = &mut e.what {
+            *dropped_at = "yesterday".into();
+        }
+        assert!(Event::parse(&e.to_json()).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn wal_gaps_round_trip(tli in 1u32..u32::MAX, first in 0u64..1 << 40, n in 0u64..1 << 20) {
+            let e = gap_event(tli, first, first + n);
+            prop_assert_eq!(Event::parse(&e.to_json()).unwrap(), e);
+        }
+
+        #[test]
+        fn event_parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Event::parse(&bytes);
+        }
+    }
 }
