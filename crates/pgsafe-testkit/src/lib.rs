@@ -13,6 +13,10 @@
 //!   storage snapshots; it skips a test visibly where that cannot run.
 //! * [`LoadGenerator`] writes from several client threads and remembers which writes committed,
 //!   so a test can prove that a crash-recovered or restored server lost none of them.
+//! * [`Marks`] commit one row per transaction and record a recovery target of every kind (time,
+//!   LSN, xid, restore point) that separates it from the next, so a point-in-time restore is
+//!   checked by counting; [`PgbenchRun`] and [`pgbench_invariant`] are pgbench as a write load
+//!   with its balance invariant; [`amcheck`] checks a restored server's indexes and heaps.
 //!
 //! Every cluster has its own short Unix socket directory and port and listens on no TCP address,
 //! so tests (threads of one binary and several binaries at once) run in parallel without clashes.
@@ -26,19 +30,28 @@
 //! clusters for debugging), `PGSAFE_TEST_TIMEOUT_SECS` (start/stop timeouts, default 120),
 //! `PGSAFE_REQUIRE_LOOP=1` (a test that needs loop devices fails instead of skipping).
 
+mod amcheck;
 mod cluster;
 mod fsx;
 mod install;
 mod load;
 mod loopfs;
+mod pgbench;
+mod pitr;
 mod tls;
 mod user;
 
+pub use amcheck::amcheck;
 pub use cluster::{Cluster, ClusterOptions, StopMode, TABLESPACE_NAME};
 pub use fsx::{copy_tree, scratch_root, server_owned_tempdir};
 pub use install::{PgInstall, client_bin_dir, repo_root};
 pub use load::{Event, LoadGenerator, LoadOptions, LoadReport, Op};
 pub use loopfs::{FsKind, LoopFs, shell_quote};
+pub use pgbench::{PgbenchRun, history_rows, pgbench_command, pgbench_init, pgbench_invariant};
+pub use pitr::{
+    Mark, Marks, archive_settings, check_marks, give_to_server_user, wait_archived,
+    wait_segment_archived,
+};
 pub use tls::TestPki;
 pub use user::{ServerUser, server_user};
 
