@@ -61,11 +61,13 @@ pub struct BackupArgs {
     /// `max_rate` in the config file, else no limit.
     #[arg(long, value_parser = pgsafe::config::parse_rate, value_name = "RATE")]
     pub max_rate: Option<u64>,
-    /// WAL: include (copied into the backup, self-contained; default), archive (wait until the
-    /// server's archive has it), none (your own archive provides it).
-    #[arg(long, default_value = "include", value_name = "MODE")]
-    pub wal: WalMode,
-    /// With --wal archive: how long to wait for archiving.
+    /// WAL: include (copied into the backup, self-contained), archive (wait until the archive
+    /// has it), none (your own archive provides it). Default: include; with --repo, archive
+    /// when the server archives into that repository and cluster (pgsafe archive-push), so
+    /// the backup waits for its WAL there instead of copying it.
+    #[arg(long, value_name = "MODE")]
+    pub wal: Option<WalMode>,
+    /// With WAL from the archive: how long to wait for archiving.
     #[arg(long, default_value = "5m", value_parser = crate::snapshot::parse_duration)]
     pub archive_timeout: std::time::Duration,
     /// Do not check that the target has room for the data before starting.
@@ -301,6 +303,9 @@ fn report(
                 info.wal.source
             ),
         );
+        if let Some(r) = &info.wal.reason {
+            field("WAL mode", r);
+        }
         field(
             "time",
             format!(

@@ -42,6 +42,7 @@ mod finish;
 pub mod liveness;
 pub mod location;
 pub mod repo;
+mod repo_wal;
 mod tablespaces;
 mod wal_error;
 
@@ -71,7 +72,9 @@ pub struct BackupOptions {
     pub compression: Compression,
     pub checksum: ChecksumAlgorithm,
     pub max_rate: Option<u64>,
-    pub wal: WalMode,
+    /// Where the WAL goes; `None`: included in a backup folder, and in a repository awaited in
+    /// its archive when the server archives there, else included ([`repo_wal`]).
+    pub wal: Option<WalMode>,
     /// Check that the target has room for the data before starting.
     pub check_space: bool,
     /// Accept a server `data_directory` that is another directory than PGDATA (PGDATA mounted
@@ -180,6 +183,15 @@ pub fn run_backup(
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupInfo, BackupError> {
+    run_with(opts, repo_wal::WalRequest::Folder(opts.wal), progress)
+}
+
+/// [`run_backup`] with the WAL request of a folder or of a repository.
+fn run_with(
+    opts: &BackupOptions,
+    wal_request: repo_wal::WalRequest<'_>,
+    progress: &dyn Progress,
+) -> Result<BackupInfo, BackupError> {
     let began = Instant::now();
     let started_at = now();
     progress.phase(Phase::Preflight);
@@ -197,7 +209,9 @@ pub fn run_backup(
     if opts.check_space {
         check_space(&opts.target, estimate.total_bytes())?;
     }
-    let slot = match opts.wal {
+    let wal = repo_wal::decide(wal_request, session.client(), &info)?;
+    progress.notice(&format!("WAL: {}", wal.reason));
+    let slot = match wal.mode {
         WalMode::Include => Some(create_slot(&mut session)?),
         WalMode::Archive | WalMode::None => None,
     };
@@ -246,6 +260,7 @@ pub fn run_backup(
         report,
         stopped,
         slot,
+        &wal,
         began,
         started_at,
         &tablespaces_before,

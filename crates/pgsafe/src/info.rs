@@ -139,6 +139,33 @@ pub struct WalInfo {
     /// can change the WAL can change this file too (see the threat model).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub crc32c: std::collections::BTreeMap<String, String>,
+    /// Why the WAL is where it is: the mode asked for, or chosen by a backup into a repository
+    /// from the server's archiving (absent in backups of older pgsafe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For [`WalMode::Archive`]: the repository whose WAL archive holds the WAL, when the
+    /// backup waited for it there (absent: the server's own archive, opaque to pgsafe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<RepoWalRef>,
+}
+
+/// The repository WAL archive a backup's WAL is in: `<repo>/<cluster>/wal/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoWalRef {
+    /// The repository as the backup named it (for messages: a copied folder says where its
+    /// WAL is).
+    pub repo: String,
+    /// The cluster's name in it.
+    pub cluster: String,
+}
+
+impl WalInfo {
+    /// Whether the WAL is in a repository's archive (and which).
+    pub fn in_repository(&self) -> Option<&RepoWalRef> {
+        self.repository
+            .as_ref()
+            .filter(|_| self.mode == WalMode::Archive)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -138,7 +138,7 @@ fn contract_and_counts(major: u32, compression: Compression) {
         compression,
         checksum: ChecksumAlgorithm::Crc32c,
         max_rate: None,
-        wal: WalMode::Include,
+        wal: Some(WalMode::Include),
         check_space: true,
         allow_data_directory_mismatch: false,
         archive_timeout: Duration::from_secs(60),

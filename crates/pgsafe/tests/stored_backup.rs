@@ -71,7 +71,7 @@ fn stored_in_memory(major: u32, compression: Compression) {
         compression,
         checksum: ChecksumAlgorithm::Crc32c,
         max_rate: None,
-        wal: WalMode::Include,
+        wal: Some(WalMode::Include),
         check_space: false,
         allow_data_directory_mismatch: false,
         archive_timeout: Duration::from_secs(60),

@@ -88,7 +88,7 @@ fn created_and_dropped_during_backup(major: u32) {
         compression: Compression::None,
         checksum: ChecksumAlgorithm::Crc32c,
         max_rate: None,
-        wal: WalMode::Include,
+        wal: Some(WalMode::Include),
         check_space: true,
         allow_data_directory_mismatch: false,
         archive_timeout: Duration::from_secs(60),

@@ -39,6 +39,7 @@ pub(super) fn finish(
     report: CopyReport,
     stopped: BackupStopped,
     slot: Option<String>,
+    wal: &super::repo_wal::WalPlan<'_>,
     began: Instant,
     started_at: i64,
     tablespaces_before: &[tablespaces::ServerTablespace],
@@ -85,8 +86,8 @@ pub(super) fn finish(
     }
     check_cancel(opts)?;
     progress.phase(Phase::Wal);
-    let wal_info = match opts.wal {
-        WalMode::Include => {
+    let wal_info = match (wal.mode, wal.repository.as_ref()) {
+        (WalMode::Include, _) => {
             if info.in_recovery {
                 wait_received(&mut session, stop_lsn, Duration::from_secs(300))?;
             }
@@ -124,9 +125,49 @@ pub(super) fn finish(
                 bytes,
                 source: "included in pg_wal/ of the backup".into(),
                 crc32c,
+                reason: Some(wal.reason.clone()),
+                repository: None,
             }
         }
-        WalMode::Archive => {
+        (WalMode::Archive, Some(archive)) => {
+            // Every file of the range, not only the stop segment: the repository's archive is
+            // what restores read, and a segment it lacks (pushed elsewhere while the command
+            // pointed elsewhere, dropped by a queue limit) would make the backup unusable.
+            let mut needs: Vec<super::repo_wal::Needed> =
+                segments.iter().map(|s| (s.tli, s.to_string())).collect();
+            for h in &history_files {
+                if let Some(tli) = wal::history_file_tli(h) {
+                    needs.push((tli, h.clone()));
+                }
+            }
+            if !info.in_recovery {
+                // The backup history file (a primary writes one; `do_pg_backup_stop`), named
+                // after the start segment on the stop timeline (session/archive.rs).
+                let start_seg = WalSegment::containing(start_lsn, stop_tli, seg_size);
+                needs.push((
+                    stop_tli,
+                    format!("{start_seg}.{:08X}.backup", start_lsn.0 % seg_size.bytes()),
+                ));
+            }
+            let detail = super::repo_wal::wait_in_repository(
+                archive,
+                &needs,
+                opts.archive_timeout,
+                opts.cancel.as_deref(),
+                session.client(),
+            )?;
+            WalInfo {
+                mode: WalMode::Archive,
+                segments: segments.clone(),
+                history_files,
+                bytes: 0,
+                source: format!("the repository's WAL archive: {detail}"),
+                crc32c: Default::default(),
+                reason: Some(wal.reason.clone()),
+                repository: Some(archive.reference()),
+            }
+        }
+        (WalMode::Archive, None) => {
             if !info.archiving_applies() {
                 return Err(BackupWalError::NotArchiving {
                     archive_mode: info.archive_mode.clone(),
@@ -158,9 +199,11 @@ pub(super) fn finish(
                     st.detail
                 ),
                 crc32c: Default::default(),
+                reason: Some(wal.reason.clone()),
+                repository: None,
             }
         }
-        WalMode::None => WalInfo {
+        (WalMode::None, _) => WalInfo {
             mode: WalMode::None,
             segments: segments.clone(),
             history_files,
@@ -169,6 +212,8 @@ pub(super) fn finish(
                      your own WAL archive at restore time"
                 .into(),
             crc32c: Default::default(),
+            reason: Some(wal.reason.clone()),
+            repository: None,
         },
     };
     if let Some(slot) = &slot {

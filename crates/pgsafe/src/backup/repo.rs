@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{BackupError, BackupInfo, BackupOptions, run_backup};
+use super::{BackupError, BackupInfo, BackupOptions, repo_wal, run_with};
 use crate::error::{ErrorKind, HasKind};
 use crate::progress::Progress;
 use crate::repo::register::server_info;
@@ -135,7 +135,14 @@ pub fn run_repo_backup(
     opts.cancel = Some(Arc::clone(&cancel));
     let lost = AtomicBool::new(false);
     let on_lost = || cancel.store(true, Ordering::SeqCst);
-    let (result, released) = lease.hold_while(b, &lost, &on_lost, || run_backup(&opts, progress));
+    let request = repo_wal::WalRequest::Repository {
+        asked: opts.wal,
+        backend: b,
+        root: repo.root(),
+        cluster,
+    };
+    let (result, released) =
+        lease.hold_while(b, &lost, &on_lost, || run_with(&opts, request, progress));
     let release_warning = released.err().map(|e| e.to_string());
     match result {
         // Complete: pgsafe.json is written (even if the lease lapsed at the very end, the

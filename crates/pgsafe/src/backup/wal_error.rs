@@ -31,6 +31,26 @@ pub enum BackupWalError {
     /// The WAL the backup needs did not reach the archive: what the wait found, in words.
     #[error("{detail}")]
     NotArchived { detail: String },
+    /// The archiving settings (to decide whether the server archives into the repository)
+    /// could not be read.
+    #[error("read the server's archiving settings: {0}")]
+    ArchivingCheck(#[source] ServerError),
+    /// The WAL did not reach the repository's archive in time.
+    #[error(
+        "WAL file {file}, needed by the backup, is not in the repository's WAL archive of \
+         cluster {cluster} after {secs}s ({missing} file(s) of the backup's WAL range missing; \
+         {archiver}). The server archives into the repository but has not stored this file: \
+         check archive_command and the server log. The backup folder keeps its backup_label \
+         and stays incomplete (it is not a usable backup); take a new backup once archiving \
+         works, or include the WAL in the backup"
+    )]
+    NotInRepository {
+        file: String,
+        missing: usize,
+        cluster: String,
+        secs: u64,
+        archiver: String,
+    },
     #[error("check received WAL: {0}")]
     ReceiveCheck(#[source] ServerError),
     #[error(
