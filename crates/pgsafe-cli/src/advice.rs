@@ -123,6 +123,9 @@ fn recovery(e: &RecoveryError) -> &'static str {
             _ => "check the recovery options",
         },
         RecoveryError::BadXid { .. } => "check --target-xid",
+        RecoveryError::TimelineWithoutWal => {
+            "--target-timeline needs --restore-command (or --standby)"
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use clap::Args;
 use pgsafe::Lsn;
 use pgsafe::restore::{
     ArchiveMode, RecoveryOptions, RecoveryTarget, RestoreError, RestoreOptions, TablespaceMapping,
-    TargetAction, run_restore,
+    TargetAction, TargetTimeline, run_restore,
 };
 
 use crate::exit;
@@ -124,6 +124,12 @@ pub struct RestoreArgs {
     /// Stop as soon as the backup is consistent (recovery_target = 'immediate').
     #[arg(long, group = "recovery_target")]
     pub target_immediate: bool,
+    /// The timeline recovery follows (recovery_target_timeline): latest, current (the backup's)
+    /// or a timeline ID. Default: latest, written explicitly on every major (10-11 default to
+    /// current). From a repository, latest is the newest timeline in its archive that descends
+    /// from the chosen backup; two such branches are refused until you name one.
+    #[arg(long, value_name = "TIMELINE")]
+    pub target_timeline: Option<TargetTimeline>,
     /// What to do at the target: pause (PostgreSQL's default), promote, shutdown.
     #[arg(long, value_name = "ACTION")]
     pub target_action: Option<TargetAction>,
@@ -172,6 +178,7 @@ fn recovery(args: &RestoreArgs) -> RecoveryOptions {
     RecoveryOptions {
         target,
         target_action: args.target_action,
+        target_timeline: args.target_timeline,
         restore_command: args.restore_command.clone(),
         standby: args.standby,
         primary_conninfo: args.primary_conninfo.clone(),

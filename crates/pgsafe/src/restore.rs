@@ -60,6 +60,7 @@ mod plan;
 mod reasons;
 mod recovery;
 mod report;
+pub mod select;
 mod source;
 mod writer;
 
@@ -72,7 +73,7 @@ use plan::{check_target, map_tablespaces, open_backup, tablespace_map_bytes, tab
 pub use reasons::{BadCopy, BadManifest, MappingError, OwnerError};
 pub use recovery::{
     NEW_TIMELINE_RESTORE_COMMAND, RecoveryError, RecoveryFiles, RecoveryOptions, RecoveryTarget,
-    TargetAction, quote_value, recovery_files,
+    TargetAction, TargetTimeline, quote_value, recovery_files,
 };
 pub use report::{RestoreReport, RestoredTablespace};
 use report::{recovery_plan, start_command};

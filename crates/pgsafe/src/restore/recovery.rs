@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use super::backup_end::BackupEnd;
-use crate::types::{Lsn, PgVersion};
+use crate::types::{Lsn, PgVersion, TimelineId};
 
 /// Where recovery stops (`recovery_target_*`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -82,11 +82,63 @@ impl FromStr for TargetAction {
     }
 }
 
+/// `recovery_target_timeline`: which timeline recovery follows (`xlogrecovery.c`,
+/// `validateRecoveryParameters`). PostgreSQL's default is `current` on 10–11 and `latest` on
+/// 12+, so a restore that replays WAL from an archive always writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum TargetTimeline {
+    /// The newest timeline whose history file the archive has (probed upwards from the
+    /// backup's timeline).
+    Latest,
+    /// The timeline of the restored `pg_control`'s checkpoint: the backup's.
+    Current,
+    /// This timeline (its history file must be in the archive, unless it is 1).
+    Id(TimelineId),
+}
+
+impl TargetTimeline {
+    /// The value of `recovery_target_timeline`.
+    pub fn setting(self) -> String {
+        match self {
+            TargetTimeline::Latest => "latest".into(),
+            TargetTimeline::Current => "current".into(),
+            TargetTimeline::Id(t) => t.0.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for TargetTimeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.setting())
+    }
+}
+
+impl FromStr for TargetTimeline {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "latest" => Ok(TargetTimeline::Latest),
+            "current" => Ok(TargetTimeline::Current),
+            _ => s.parse::<TimelineId>().map(TargetTimeline::Id).map_err(|_| {
+                format!(
+                    "{s:?} is not a recovery target timeline: use latest, current or a timeline \
+                     ID (a decimal number from 1)"
+                )
+            }),
+        }
+    }
+}
+
 /// The recovery settings a restore writes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RecoveryOptions {
     pub target: Option<RecoveryTarget>,
     pub target_action: Option<TargetAction>,
+    /// `recovery_target_timeline`; when unset and WAL comes from a `restore_command`, `latest`
+    /// is written (the same on every major: 10–11 would otherwise stay on the backup's
+    /// timeline and never follow a promotion).
+    pub target_timeline: Option<TargetTimeline>,
     /// `restore_command` (`%f`, `%p` as PostgreSQL expands them).
     pub restore_command: Option<String>,
     /// Start as a standby (`standby.signal` / `standby_mode = 'on'`).
@@ -121,6 +173,11 @@ pub enum RecoveryError {
          that fetches it from your WAL archive"
     )]
     TargetWithoutRestoreCommand { target: String },
+    #[error(
+        "recovery_target_timeline is about WAL fetched from an archive or a primary: set a \
+         restore_command (or restore as a standby)"
+    )]
+    TimelineWithoutWal,
     #[error("{setting} must not be empty")]
     Empty { setting: &'static str },
     #[error("{setting} must not contain a line break or NUL character")]
@@ -152,6 +209,9 @@ impl RecoveryOptions {
         }
         if self.standby && !self.has_wal_source() {
             return Err(RecoveryError::StandbyWithoutWal);
+        }
+        if self.target_timeline.is_some() && !self.has_wal_source() {
+            return Err(RecoveryError::TimelineWithoutWal);
         }
         if let (Some(t), false) = (&self.target, self.standby) {
             if self.restore_command.is_none() {
@@ -205,6 +265,9 @@ impl RecoveryOptions {
         if let Some(t) = &self.target {
             let (k, v) = t.setting();
             push(k, v);
+        }
+        if let Some(t) = self.target_timeline {
+            push("recovery_target_timeline", t.setting());
         }
         if let Some(a) = self.target_action {
             push("recovery_target_action", a.as_str().into());
@@ -291,6 +354,13 @@ pub fn recovery_files(
             }
         };
         &new_timeline
+    } else if opts.target_timeline.is_none() && (opts.restore_command.is_some() || opts.standby) {
+        // Written whatever the major: its default differs (10–11 `current`, 12+ `latest`).
+        new_timeline = RecoveryOptions {
+            target_timeline: Some(TargetTimeline::Latest),
+            ..opts.clone()
+        };
+        &new_timeline
     } else {
         opts
     };
@@ -333,6 +403,53 @@ mod tests {
     }
 
     #[test]
+    fn target_timeline_is_always_explicit_when_wal_comes_from_elsewhere() {
+        let mut o = RecoveryOptions {
+            target: Some(RecoveryTarget::Lsn(Lsn(0x3000000))),
+            restore_command: Some("cp /a/%f %p".into()),
+            ..Default::default()
+        };
+        for major in [10, 11, 12, 18] {
+            let f = recovery_files(&o, v(major), "x", BackupEnd::Immediate);
+            let text = f.recovery_conf.or(f.auto_conf_append).unwrap();
+            let text = String::from_utf8(text).unwrap();
+            assert!(
+                text.contains("\nrecovery_target_timeline = 'latest'\n"),
+                "{major}: {text}"
+            );
+        }
+        o.target_timeline = Some(TargetTimeline::Id(TimelineId(3)));
+        let f = recovery_files(&o, v(10), "x", BackupEnd::Immediate);
+        let text = String::from_utf8(f.recovery_conf.unwrap()).unwrap();
+        assert!(
+            text.contains("\nrecovery_target_timeline = '3'\n"),
+            "{text}"
+        );
+        o.target_timeline = Some(TargetTimeline::Current);
+        let f = recovery_files(&o, v(16), "x", BackupEnd::Immediate);
+        let text = String::from_utf8(f.auto_conf_append.unwrap()).unwrap();
+        assert!(
+            text.contains("\nrecovery_target_timeline = 'current'\n"),
+            "{text}"
+        );
+        // The default restore fetches nothing: no timeline to follow, nothing written.
+        let f = recovery_files(
+            &RecoveryOptions::default(),
+            v(16),
+            "x",
+            BackupEnd::Immediate,
+        );
+        let text = String::from_utf8(f.auto_conf_append.unwrap()).unwrap();
+        assert!(!text.contains("recovery_target_timeline"), "{text}");
+        assert_eq!("latest".parse(), Ok(TargetTimeline::Latest));
+        assert_eq!("current".parse(), Ok(TargetTimeline::Current));
+        assert_eq!("2".parse(), Ok(TargetTimeline::Id(TimelineId(2))));
+        for bad in ["0", "-1", "0x2", "", "Latest", "2 "] {
+            assert!(bad.parse::<TargetTimeline>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn validation_catches_bad_combinations() {
         let mut o = RecoveryOptions {
             target_action: Some(TargetAction::Promote),
@@ -370,6 +487,11 @@ mod tests {
         };
         assert!(x.validate().is_err());
         assert!(RecoveryOptions::default().validate().is_ok());
+        let t = RecoveryOptions {
+            target_timeline: Some(TargetTimeline::Latest),
+            ..Default::default()
+        };
+        assert_eq!(t.validate(), Err(RecoveryError::TimelineWithoutWal));
     }
 
     #[test]
@@ -385,7 +507,8 @@ mod tests {
         assert_eq!(
             conf,
             "# pgsafe\nrestore_command = 'cp ''/arch ive''/%f %p'\nrecovery_target_time = \
-             '2026-01-01 00:00:00+00'\nrecovery_target_action = 'promote'\n"
+             '2026-01-01 00:00:00+00'\nrecovery_target_timeline = 'latest'\n\
+             recovery_target_action = 'promote'\n"
         );
         assert_eq!(f.signal, None);
         let f = recovery_files(&o, v(16), "pgsafe", BackupEnd::Immediate);
