@@ -80,6 +80,7 @@ fn known_kind(e: &(dyn StdError + 'static)) -> Option<ErrorKind> {
     }
     try_kinds!(
         pgsafe::backup::BackupError,
+        pgsafe::archive::ArchiveError,
         pgsafe::backup::repo::RepoBackupError,
         pgsafe::repo::RepoError,
         pgsafe::repo::expire::ExpireError,

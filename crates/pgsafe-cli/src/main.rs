@@ -17,6 +17,7 @@ macro_rules! eprintln {
 }
 
 mod advice;
+mod archive;
 mod backup;
 mod config;
 mod conn;
@@ -59,6 +60,12 @@ pub mod exit {
     /// Interrupted: backup and restore stop cleanly on Ctrl-C or SIGTERM and exit 128 + SIGINT,
     /// as a shell reports a command ended by Ctrl-C.
     pub const INTERRUPTED: u8 = 130;
+    /// `archive-get`: any failure but "the archive does not have the file" (1). PostgreSQL stops
+    /// recovery when restore_command exits above 125 and takes any other failure for a missing
+    /// file, which ends recovery (RestoreArchivedFile in
+    /// src/backend/access/transam/xlogarchive.c): a damaged or foreign stored file, or an
+    /// archive that cannot be read, must not end recovery early and silently.
+    pub const STOP_RECOVERY: u8 = 200;
 }
 
 /// The table as `--help` shows it.
@@ -72,7 +79,9 @@ const EXIT_CODES_HELP: &str = "Exit codes (every command):\n  \
     4    backup: complete, but pages of the SOURCE cluster failed their checksum (the source \
          is corrupt)\n  \
     5    doctor: dangerous — a restored backup or copy that would fail or be corrupted\n  \
-    130  interrupted (backup and restore stop cleanly on Ctrl-C or SIGTERM)\n\
+    130  interrupted (backup and restore stop cleanly on Ctrl-C or SIGTERM)\n  \
+    200  archive-get: the file could not be restored (damaged or foreign, or the archive \
+         cannot be read): PostgreSQL stops recovery; 1 means the archive does not have it\n\
     Results go to stdout, messages to stderr.";
 
 #[derive(Parser)]
@@ -226,6 +235,14 @@ enum Command {
                       --keep-full 7 --keep-within 14d --dry-run"
     )]
     Expire(expire::ExpireArgs),
+    /// Store one WAL file into the repository's archive (archive_command): checked against the
+    /// registered cluster, compressed, write-once and durable.
+    #[command(long_about = archive::PUSH_LONG_ABOUT, after_help = archive::PUSH_AFTER_HELP)]
+    ArchivePush(archive::PushArgs),
+    /// Restore one WAL file from the repository's archive (restore_command): exit 1 when the
+    /// archive does not have it, 200 when it cannot be restored (recovery stops).
+    #[command(long_about = archive::GET_LONG_ABOUT, after_help = archive::GET_AFTER_HELP)]
+    ArchiveGet(archive::GetArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     #[command(after_help = "Examples:\n  \
                       pgsafe completions bash > /etc/bash_completion.d/pgsafe\n  \
@@ -259,6 +276,17 @@ fn main() -> ExitCode {
             failure::print_json(pgsafe::error::ErrorKind::Usage, message, exit::ERROR);
             return ExitCode::from(output::finish(exit::ERROR, exit::ERROR));
         }
+        // archive-get's arguments are restore_command's: a failure must stop recovery, not
+        // read as a missing file (see exit::STOP_RECOVERY).
+        Err(e)
+            if e.use_stderr()
+                && std::env::args_os()
+                    .nth(1)
+                    .is_some_and(|a| a == "archive-get") =>
+        {
+            let _ = e.print();
+            return ExitCode::from(exit::STOP_RECOVERY);
+        }
         Err(e) => e.exit(),
     };
     config::set_flag(cli.config);
@@ -281,6 +309,8 @@ fn main() -> ExitCode {
         Command::Metrics(a) => metrics::run(a),
         Command::Info(a) => info::run(a),
         Command::Expire(a) => expire::run(a),
+        Command::ArchivePush(a) => archive::push(a),
+        Command::ArchiveGet(a) => archive::get(a),
         Command::Completions(a) => generate::completions(Cli::command(), a),
         Command::Man(a) => generate::man(Cli::command(), a),
     };
@@ -312,7 +342,11 @@ impl Command {
             Command::Metrics(a) => a.json,
             Command::Info(a) => a.json,
             Command::Expire(a) => a.json,
-            Command::Holder { .. } | Command::Completions(_) | Command::Man(_) => false,
+            Command::Holder { .. }
+            | Command::Completions(_)
+            | Command::Man(_)
+            | Command::ArchivePush(_)
+            | Command::ArchiveGet(_) => false,
         }
     }
 }

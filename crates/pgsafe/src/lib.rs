@@ -6,6 +6,7 @@
 //! `control::read_control_file`, is a small IO wrapper kept beside its format).
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod archive;
 pub mod backup;
 pub mod checksum;
 pub mod codec;

@@ -1,0 +1,125 @@
+//! `pgsafe archive-push` (PostgreSQL's `archive_command`) and `pgsafe archive-get`
+//! (`restore_command`). The work is the library's (`pgsafe::archive`); this parses, opens the
+//! repository and maps the outcome to the exit codes PostgreSQL acts on.
+//!
+//! Both run once per WAL file, so they start fast: no connection, no listing, the config file
+//! read only when a flag is missing.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use pgsafe::archive::{self, ArchiveFile, PushOptions, PushOutcome};
+use pgsafe::codec::Compression;
+use pgsafe::repo::{Registration, Repository};
+use pgsafe::storage::Ident;
+
+use crate::exit;
+use crate::repo::RepoArgs;
+
+pub const PUSH_LONG_ABOUT: &str = "Stores one WAL file into the repository's archive of the \
+    cluster, for archive_command. The file is checked first: a segment must be exactly the \
+    registered segment size and its first page must carry the registered cluster's system \
+    identifier, the page magic of its major version, and the address and timeline its name \
+    says; history and backup history files must parse. Segments are compressed (zstd level 1 \
+    by default) and stored write-once and durably: exit 0 only once the file is on stable \
+    storage. A file already archived with the same content succeeds again; with different \
+    content the push fails loudly (two servers archiving as one cluster). PATH is %p: relative \
+    to the data directory, where PostgreSQL runs the command.";
+pub const PUSH_AFTER_HELP: &str = "Example (postgresql.conf):\n  archive_mode = on\n  \
+    archive_command = 'pgsafe archive-push --repo /var/lib/pgsafe --cluster main %p'";
+
+pub const GET_LONG_ABOUT: &str = "Restores one WAL file from the repository's archive of the \
+    cluster, for restore_command. FILE is %f, DEST is %p. Exit 0: restored, checked (the \
+    registered cluster's segment, complete, decompressing with its checksum) and renamed into \
+    place. Exit 1: the archive does not have the file (PostgreSQL asks for files that may not \
+    exist; this is fast and quiet). Exit 200: any other failure — a stored file that fails the \
+    checks, or an archive that cannot be read: PostgreSQL stops recovery instead of taking the \
+    file for missing and ending recovery early.";
+pub const GET_AFTER_HELP: &str = "Example (recovery settings):\n  \
+    restore_command = 'pgsafe archive-get --repo /var/lib/pgsafe --cluster main %f %p'";
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Compression of WAL segments: zstd (level 1), zstd:LEVEL, lz4 or none (history and
+    /// backup history files are stored as they are). Default: zstd.
+    #[arg(long, value_name = "METHOD", value_parser = parse_compression)]
+    pub compress: Option<Compression>,
+    /// The WAL file to archive (%p in archive_command).
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The WAL file PostgreSQL asks for (%f in restore_command).
+    #[arg(value_name = "FILE")]
+    pub file: String,
+    /// Where to write it (%p in restore_command).
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
+}
+
+fn parse_compression(s: &str) -> Result<Compression, String> {
+    s.parse()
+}
+
+/// The repository, the cluster and its registration.
+fn open(args: &RepoArgs) -> anyhow::Result<(Repository, Ident, Registration)> {
+    let (repo, cluster) = crate::repo::open(args)?;
+    let reg = repo.registration(&cluster)?;
+    Ok((repo, cluster, reg))
+}
+
+/// The archive file a path names (its last component).
+fn file_of(path: &Path) -> anyhow::Result<ArchiveFile> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(ArchiveFile::parse(&name)?)
+}
+
+pub fn push(args: PushArgs) -> anyhow::Result<u8> {
+    let file = file_of(&args.path)?;
+    let (repo, cluster, reg) = open(&args.repo)?;
+    let opts = PushOptions {
+        compression: args.compress.unwrap_or(PushOptions::default().compression),
+    };
+    match archive::push_file(repo.backend(), &cluster, &reg, &file, &args.path, &opts)? {
+        PushOutcome::Stored => {}
+        PushOutcome::AlreadyPresent => {
+            eprintln!("pgsafe: {file} was already archived with the same content");
+        }
+    }
+    Ok(exit::OK)
+}
+
+pub fn get(args: GetArgs) -> anyhow::Result<u8> {
+    match get_inner(&args) {
+        Ok(true) => Ok(exit::OK),
+        Ok(false) => {
+            eprintln!("pgsafe: {} is not in the archive", args.file.escape_debug());
+            Ok(exit::PROBLEMS)
+        }
+        Err(e) => {
+            crate::failure::report(&e, false);
+            Ok(exit::STOP_RECOVERY)
+        }
+    }
+}
+
+fn get_inner(args: &GetArgs) -> anyhow::Result<bool> {
+    let file = ArchiveFile::parse(&args.file)?;
+    let (repo, cluster, reg) = open(&args.repo)?;
+    Ok(archive::get_to(
+        repo.backend(),
+        &cluster,
+        &reg,
+        &file,
+        &args.dest,
+    )?)
+}

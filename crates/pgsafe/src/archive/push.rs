@@ -1,0 +1,301 @@
+//! `archive_command`: one file of `pg_wal` into the archive, checked, compressed, write-once and
+//! durably.
+//!
+//! PostgreSQL removes or recycles a segment once `archive_command` exits 0 (src/backend/
+//! postmaster/pgarch.c), so success means the file is on stable storage under its final name:
+//! the object is written to a temporary name, synced, renamed without replacing anything and
+//! its folder synced ([`crate::storage::local`]). Anything else is a non-zero exit, and
+//! PostgreSQL keeps the file and tries again.
+//!
+//! The file is read as a stream (a segment is exactly the registered segment size; memory stays
+//! a few buffers whatever that size) and checked before anything is stored: a segment's first
+//! page must carry the long header of the registered cluster — page magic of its major version,
+//! system identifier, segment size — with the address and timeline its name says (a renamed or
+//! recycled file, a zero page or another cluster's WAL are refused); history and backup history
+//! files must parse and name what their file name says.
+//!
+//! Pushing a file that is already stored (PostgreSQL retries after a crash between storing and
+//! recording success) compares the decompressed content with the stored object, under any
+//! compression: the same bytes are success; other bytes are a loud error that changes nothing
+//! (a split brain, or a restored copy archiving into its source's archive).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use crate::codec::{Compression, DEFAULT_ZSTD_LEVEL};
+use crate::label::BackupLabel;
+use crate::repo::Registration;
+use crate::storage::{Backend, ErrorKind, Ident, ObjectName, PutOptions, PutOutcome};
+use crate::wal::{LONG_HEADER_SIZE, TimelineHistory, check_segment_header};
+
+use super::{ArchiveError, ArchiveFile};
+
+/// Largest history or backup history file accepted (both are a few lines of text; a timeline
+/// history grows by one line per timeline).
+pub(crate) const TEXT_FILE_LIMIT: u64 = 1 << 20;
+/// Read and write buffer.
+const CHUNK: usize = 256 * 1024;
+
+/// How to push.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PushOptions {
+    /// Compression of segments (history and backup history files are stored as they are).
+    pub compression: Compression,
+}
+
+impl Default for PushOptions {
+    /// zstd level 1, with content checksums: fast enough to keep up with WAL generation on one
+    /// core, and a damaged object is detected when it is read back.
+    fn default() -> PushOptions {
+        PushOptions {
+            compression: Compression::Zstd {
+                level: DEFAULT_ZSTD_LEVEL,
+            },
+        }
+    }
+}
+
+/// What a successful push did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The file was stored (durably).
+    Stored,
+    /// The archive already held this file with the same content; nothing changed.
+    AlreadyPresent,
+}
+
+/// Pushes `src`, the file PostgreSQL names `file`, into the archive of `cluster` (registered as
+/// `reg`) in `backend`. Returns only when the file is durably stored (or already was).
+pub fn push_file(
+    backend: &dyn Backend,
+    cluster: &Ident,
+    reg: &Registration,
+    file: &ArchiveFile,
+    src: &Path,
+    opts: &PushOptions,
+) -> Result<PushOutcome, ArchiveError> {
+    let source = |e| ArchiveError::Source {
+        path: src.to_owned(),
+        source: e,
+    };
+    let refused = |why: String| ArchiveError::Refused {
+        file: file.to_string(),
+        cluster: cluster.to_string(),
+        why,
+    };
+    let mut f = File::open(src).map_err(source)?;
+    let meta = f.metadata().map_err(source)?;
+    if !meta.is_file() {
+        return Err(refused(format!("{} is not a regular file", src.display())));
+    }
+    let size = meta.len();
+    // What is stored: a WAL file streamed from `f`, a text file from memory.
+    let text = if let Some(seg) = file.segment().filter(|_| file.is_wal()) {
+        let want = reg.wal_segment_size.bytes();
+        if size != want {
+            return Err(refused(format!(
+                "the file is {size} bytes, but a WAL segment of this cluster is exactly {want} \
+                 bytes ({}){}",
+                reg.wal_segment_size,
+                if size < want {
+                    " (truncated, or still being written?)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let mut head = [0u8; LONG_HEADER_SIZE];
+        f.read_exact(&mut head).map_err(source)?;
+        check_segment_header(
+            &head,
+            seg,
+            reg.wal_segment_size,
+            Some(reg.system_identifier),
+            Some(reg.server_version.major()),
+        )
+        .map_err(|e| refused(e.to_string()))?;
+        f.seek(SeekFrom::Start(0)).map_err(source)?;
+        None
+    } else {
+        if size > TEXT_FILE_LIMIT {
+            return Err(refused(format!(
+                "the file is {size} bytes, more than a {} file can be ({TEXT_FILE_LIMIT} bytes)",
+                kind_name(file)
+            )));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        (&mut f)
+            .take(TEXT_FILE_LIMIT + 1)
+            .read_to_end(&mut bytes)
+            .map_err(source)?;
+        check_text(file, &bytes, reg).map_err(refused)?;
+        Some(bytes)
+    };
+
+    // Already there, under any compression?
+    for (stored, c) in file.stored_candidates() {
+        let object = super::name::object_name(cluster, file.timeline(), &stored)?;
+        if let Some(outcome) = compare_stored(backend, cluster, file, &object, c, &mut f, &text)? {
+            return Ok(outcome);
+        }
+    }
+
+    let c = file.stored_compression(opts.compression);
+    let object = file.object_name(cluster, c)?;
+    let put = {
+        let writer = backend.writer(&object, PutOptions::default())?;
+        let store = |e: io::Error| crate::storage::StorageError::io("store", &object, e);
+        let mut sink = c.encoder(writer).map_err(store)?;
+        match &text {
+            Some(bytes) => sink.write_all(bytes).map_err(store)?,
+            None => {
+                let want = reg.wal_segment_size.bytes();
+                let copied =
+                    copy_limited(&mut f, want, |buf| sink.write_all(buf)).map_err(|e| match e {
+                        Copy::Read(e) => source(e),
+                        Copy::Write(e) => ArchiveError::Storage(store(e)),
+                    })?;
+                if copied != want {
+                    // Dropping the sink and its writer stores nothing.
+                    return Err(refused(format!(
+                        "the file changed while it was read ({copied} bytes instead of {want})"
+                    )));
+                }
+            }
+        }
+        let mut writer = sink.finish().map_err(store)?;
+        writer.flush().map_err(store)?;
+        writer.finish()
+    };
+    match put {
+        Ok(PutOutcome::Created) => Ok(PushOutcome::Stored),
+        Ok(PutOutcome::AlreadyPresent) => Ok(PushOutcome::AlreadyPresent),
+        // Another push of the same file won the race with other compressed bytes (another
+        // level): compare what it stored.
+        Err(e) if e.kind() == ErrorKind::Conflict => {
+            match compare_stored(backend, cluster, file, &object, c, &mut f, &text)? {
+                Some(outcome) => Ok(outcome),
+                None => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn kind_name(file: &ArchiveFile) -> &'static str {
+    match file {
+        ArchiveFile::Segment(_) => "WAL segment",
+        ArchiveFile::Partial(_) => "partial WAL segment",
+        ArchiveFile::History(_) => "timeline history",
+        ArchiveFile::BackupHistory { .. } => "backup history",
+    }
+}
+
+/// Checks a history or backup history file's content against its name (and the
+/// registration); the reason when it does not match.
+pub(crate) fn check_text(
+    file: &ArchiveFile,
+    bytes: &[u8],
+    reg: &Registration,
+) -> Result<(), String> {
+    match file {
+        ArchiveFile::History(tli) => TimelineHistory::parse(*tli, bytes)
+            .map(|_| ())
+            .map_err(|e| format!("not a valid timeline history file: {e}")),
+        ArchiveFile::BackupHistory { segment, offset } => {
+            let label = BackupLabel::parse(bytes)
+                .map_err(|e| format!("not a valid backup history file: {e}"))?;
+            let start = label.fields().start;
+            let seg_size = reg.wal_segment_size.bytes();
+            let at = start.lsn.0 % seg_size;
+            let named =
+                crate::types::WalSegment::containing(start.lsn, segment.tli, reg.wal_segment_size);
+            if start.file != *segment || named != *segment || at != u64::from(*offset) {
+                return Err(format!(
+                    "it records a backup starting at {} (file {}), not where its name says",
+                    start.lsn, start.file
+                ));
+            }
+            if label.fields().stop.is_none() {
+                return Err(
+                    "it has no STOP WAL LOCATION: a backup_label, not a backup history file".into(),
+                );
+            }
+            Ok(())
+        }
+        ArchiveFile::Segment(_) | ArchiveFile::Partial(_) => Ok(()),
+    }
+}
+
+/// Compares the stored object `object` (compression `c`), if there is one, with the file being
+/// pushed: `None` when there is no such object.
+fn compare_stored(
+    backend: &dyn Backend,
+    cluster: &Ident,
+    file: &ArchiveFile,
+    object: &ObjectName,
+    c: Compression,
+    f: &mut File,
+    text: &Option<Vec<u8>>,
+) -> Result<Option<PushOutcome>, ArchiveError> {
+    let reader = match backend.read(object) {
+        Ok(r) => r,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let corrupt = |e: io::Error| ArchiveError::Corrupt {
+        object: object.to_string(),
+        cluster: cluster.to_string(),
+        why: format!(
+            "the stored copy of {file} cannot be read back to compare it with the file being \
+             archived: {e}"
+        ),
+    };
+    let decoded = c.decoder(reader).map_err(corrupt)?;
+    let same = match text {
+        Some(bytes) => crate::storage::same_bytes(decoded, &bytes[..]),
+        None => {
+            f.seek(SeekFrom::Start(0)).map_err(corrupt)?;
+            crate::storage::same_bytes(decoded, &mut *f)
+        }
+    }
+    .map_err(corrupt)?;
+    if !same {
+        return Err(ArchiveError::Conflict {
+            file: file.to_string(),
+            cluster: cluster.to_string(),
+            object: object.to_string(),
+        });
+    }
+    // The object may come from a push that was killed after its rename and before the folder
+    // was synced: make it durable before answering that it is stored.
+    backend.sync_all()?;
+    Ok(Some(PushOutcome::AlreadyPresent))
+}
+
+enum Copy {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copies at most `limit` bytes of `r` into `write`, in chunks; returns how many.
+fn copy_limited(
+    r: &mut impl Read,
+    limit: u64,
+    mut write: impl FnMut(&[u8]) -> io::Result<()>,
+) -> Result<u64, Copy> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut done = 0u64;
+    let mut r = r.take(limit);
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(done),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Copy::Read(e)),
+        };
+        write(&buf[..n]).map_err(Copy::Write)?;
+        done += n as u64;
+    }
+}
