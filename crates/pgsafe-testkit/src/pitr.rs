@@ -193,12 +193,13 @@ pub fn check_marks(client: &mut Client, table: &str, expected: &[i32]) -> Result
 }
 
 /// `archive_mode = on` and an `archive_command` running `program args… %p` (each argument
-/// shell-quoted): settings for [`crate::ClusterOptions::conf`].
+/// shell-quoted, `%` doubled since PostgreSQL expands `%%` to `%`): settings for
+/// [`crate::ClusterOptions::conf`].
 pub fn archive_settings(program: &Path, args: &[&str]) -> Vec<String> {
-    let mut cmd = shell_quote(program);
+    let mut cmd = shell_quote(program).replace('%', "%%");
     for a in args {
         cmd.push(' ');
-        cmd.push_str(&shell_quote(Path::new(a)));
+        cmd.push_str(&shell_quote(Path::new(a)).replace('%', "%%"));
     }
     cmd.push_str(" %p");
     vec![
@@ -234,12 +235,22 @@ pub fn wait_archived(c: &Cluster) -> String {
     seg
 }
 
-/// Waits until `c` has archived the WAL file `name` (see [`wait_archived`]).
+/// Waits until `c` has archived the WAL file `name` (see [`wait_archived`]). Connects to the
+/// server now and then while it waits: an archiver that exited (its `archive_command` died of a
+/// signal, which it treats as fatal: src/backend/postmaster/pgarch.c) is started again by the
+/// postmaster on its next loop, which otherwise may sleep up to a minute when nothing happens
+/// (`DetermineSleepTime` in src/backend/postmaster/postmaster.c); a connection wakes it, as any
+/// client of a real server would.
 pub fn wait_segment_archived(c: &Cluster, name: &str) {
     let wal = c.data_dir().join("pg_wal");
     let done = wal.join("archive_status").join(format!("{name}.done"));
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut poked = Instant::now();
     while !done.exists() && wal.join(name).exists() {
+        if poked.elapsed() > Duration::from_millis(500) {
+            drop(c.try_connect());
+            poked = Instant::now();
+        }
         if Instant::now() > deadline {
             let status: Vec<String> = fs::read_dir(wal.join("archive_status"))
                 .map(|rd| {
