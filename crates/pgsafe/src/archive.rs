@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use crate::error::{ErrorKind, HasKind};
 use crate::storage::StorageError;
 
+pub mod contents;
 pub mod get;
 pub mod name;
 pub mod push;

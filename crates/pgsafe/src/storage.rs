@@ -60,6 +60,9 @@ pub struct ObjectInfo {
     pub name: ObjectName,
     /// Size in bytes.
     pub size: u64,
+    /// When the object was last written, where the storage says (local: the file's mtime);
+    /// `None` where it does not. For reports (archive lag), never for decisions.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// What one entry directly under a prefix is, as [`Backend::list_entries`] finds it.

@@ -268,6 +268,7 @@ impl Backend for LocalBackend {
                     out.push(ObjectInfo {
                         name: obj,
                         size: u64::try_from(st.st_size).unwrap_or(0),
+                        modified: mtime(&st),
                     });
                 }
             }
@@ -701,6 +702,13 @@ fn remove_tree(dir: OwnedFd, dev: u64, shown: &ObjectName, depth: usize) -> Resu
 
 fn fsync_fd(fd: BorrowedFd<'_>) -> std::result::Result<(), Errno> {
     nix::unistd::fsync(fd)
+}
+
+/// The modification time of a stat (`None` when it does not fit a `SystemTime`).
+fn mtime(st: &FileStat) -> Option<std::time::SystemTime> {
+    let secs = u64::try_from(st.st_mtime).ok()?;
+    let nanos = u32::try_from(st.st_mtime_nsec).ok()?;
+    std::time::UNIX_EPOCH.checked_add(std::time::Duration::new(secs, nanos.min(999_999_999)))
 }
 
 fn is(st: &FileStat, kind: SFlag) -> bool {

@@ -44,6 +44,7 @@ impl Backend for MemoryBackend {
             .map(|(n, b)| ObjectInfo {
                 name: n.clone(),
                 size: b.len() as u64,
+                modified: None,
             })
             .collect())
     }
