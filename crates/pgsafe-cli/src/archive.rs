@@ -43,7 +43,8 @@ pub struct PushArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
     /// Compression of WAL segments: zstd (level 1), zstd:LEVEL, lz4 or none (history and
-    /// backup history files are stored as they are). Default: zstd.
+    /// backup history files are stored as they are). Default: `archive_compress` in the config
+    /// file, else zstd.
     #[arg(long, value_name = "METHOD", value_parser = parse_compression)]
     pub compress: Option<Compression>,
     /// The WAL file to archive (%p in archive_command).
@@ -86,8 +87,16 @@ fn file_of(path: &Path) -> anyhow::Result<ArchiveFile> {
 pub fn push(args: PushArgs) -> anyhow::Result<u8> {
     let file = file_of(&args.path)?;
     let (repo, cluster, reg) = open(&args.repo)?;
+    let configured = match args.compress {
+        Some(c) => Some(c),
+        None => {
+            crate::config::resolved(Some(cluster.as_str()))?
+                .settings
+                .archive_compress
+        }
+    };
     let opts = PushOptions {
-        compression: args.compress.unwrap_or(PushOptions::default().compression),
+        compression: configured.unwrap_or(PushOptions::default().compression),
     };
     match archive::push_file(repo.backend(), &cluster, &reg, &file, &args.path, &opts)? {
         PushOutcome::Stored => {}

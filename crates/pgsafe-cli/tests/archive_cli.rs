@@ -310,6 +310,16 @@ fn pushes_are_checked_and_write_once() {
     );
     assert!(seg_object(&repo, &partial, ".lz4").exists());
 
+    // `archive_compress` of the config file when no flag is given.
+    let (seg3, bytes3) = finish_segment(&c);
+    let config = scratch.path().join("pgsafe.toml");
+    fs::write(&config, "[cluster.main]\narchive_compress = \"lz4\"\n").unwrap();
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
+    let mut cmd = push_cmd(&repo, &file(&seg3, &bytes3), &[]);
+    cmd.env("PGSAFE_CONFIG", &config);
+    ok(cmd.output().unwrap(), "push with the config file");
+    assert!(seg_object(&repo, &seg3, ".lz4").exists());
+
     // A history file: stored as it is, given back; one that does not parse is refused.
     let history = b"1\t0/3000000\tno recovery target specified\n";
     ok(
@@ -474,6 +484,103 @@ fn damaged_and_planted_objects_are_never_restored() {
         .unwrap();
     assert_eq!(out.status.code(), Some(200), "{}", stderr(&out));
 }
+
+/// PostgreSQL itself recovering through archive-get: a restored backup replays every archived
+/// segment and has every row; the same restore with one archived segment damaged stops
+/// recovery with an error (exit 200 above 125) instead of ending it early and promoting with
+/// rows missing.
+fn recovery_replays_the_archive_and_stops_on_damage(major: u32) {
+    let install = PgInstall::major(major);
+    let scratch = server_owned_tempdir();
+    let repo = scratch.path().join("repo");
+    let pgsafe = bin();
+    let archive_command = format!(
+        "{} archive-push --repo {} --cluster {CLUSTER} %p",
+        s(&pgsafe),
+        s(&repo)
+    );
+    let c = Cluster::started(
+        &install,
+        ClusterOptions::new()
+            .fast_unsafe()
+            .conf("archive_mode = on")
+            .conf(format!("archive_command = '{archive_command}'")),
+    );
+    ok(repo_init(&c, &repo, CLUSTER), "pgsafe init");
+    chown_tree(&repo);
+    c.execute("CREATE TABLE t (i int)");
+    let backup = scratch.path().join("backup");
+    ok(common::backup(&c, &backup, &[]), "pgsafe backup");
+    let mut segs = Vec::new();
+    for batch in 0..3 {
+        c.execute(&format!(
+            "INSERT INTO t SELECT generate_series({}, {})",
+            batch * 1000 + 1,
+            batch * 1000 + 1000
+        ));
+        let (seg, _) = finish_segment(&c);
+        wait_for(&seg_object(&repo, &seg, ".zst"), &c);
+        segs.push(seg);
+    }
+    let committed: i64 = c.query_one("SELECT count(*) FROM t");
+    let restore_command = format!(
+        "{} archive-get --repo {} --cluster {CLUSTER} %f %p",
+        s(&pgsafe),
+        s(&repo)
+    );
+    let restore = |name: &str| {
+        let target = scratch.path().join(name);
+        ok(
+            common::restore(&backup, &target, &["--restore-command", &restore_command]),
+            "pgsafe restore",
+        );
+        target
+    };
+
+    // Connections only once recovery has ended (or the server exits).
+    let no_hot_standby = || {
+        ClusterOptions::new()
+            .fast_unsafe()
+            .conf("hot_standby = off")
+    };
+    let intact = restore("intact");
+    let mut r = Cluster::adopt(&install, &intact, no_hot_standby());
+    r.start();
+    let rows: i64 = r.query_one("SELECT count(*) FROM t");
+    assert_eq!(rows, committed, "{}", r.server_log_tail(40));
+    let log = r.server_log();
+    for seg in &segs {
+        assert!(
+            log.contains(&format!("restored log file \"{seg}\" from archive")),
+            "{seg} not restored from the archive: {log}"
+        );
+    }
+    drop(r);
+
+    // The middle batch's segment damaged in the archive.
+    let object = seg_object(&repo, &segs[1], ".zst");
+    let mut bytes = fs::read(&object).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5A;
+    fs::write(&object, &bytes).unwrap();
+    let damaged = restore("damaged");
+    let mut r = Cluster::adopt(&install, &damaged, no_hot_standby());
+    let log = r
+        .try_start()
+        .expect_err("recovery went past a damaged archived segment");
+    for needle in [
+        format!("could not restore file \"{}\" from archive", segs[1]),
+        "cannot be used".to_owned(),
+    ] {
+        assert!(log.contains(&needle), "{needle:?} missing: {log}");
+    }
+    assert!(
+        !log.contains("database system is ready to accept connections"),
+        "{log}"
+    );
+}
+
+per_major!(recovery_replays_the_archive_and_stops_on_damage: 10, 14, 18);
 
 /// A push killed at any point leaves no visible partial object, and the next push of the same
 /// file succeeds and stores it whole.

@@ -170,6 +170,8 @@ pub struct Settings {
     pub keep_full: Option<u32>,
     /// Retention: keep every backup younger than this.
     pub keep_within: Option<Duration>,
+    /// Compression of WAL segments `archive-push` stores.
+    pub archive_compress: Option<Compression>,
 }
 
 impl Settings {
@@ -182,6 +184,7 @@ impl Settings {
             max_rate: self.max_rate.or(fallback.max_rate),
             keep_full: self.keep_full.or(fallback.keep_full),
             keep_within: self.keep_within.or(fallback.keep_within),
+            archive_compress: self.archive_compress.or(fallback.archive_compress),
         }
     }
 }

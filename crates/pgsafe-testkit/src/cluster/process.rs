@@ -78,6 +78,19 @@ impl Cluster {
         }
     }
 
+    /// Starts the server once (no retries) and waits until it accepts connections or exits:
+    /// `Err` with the exit status and the server log of this start, for tests of a server that
+    /// must refuse to start or stop during recovery.
+    pub fn try_start(&mut self) -> Result<(), String> {
+        if self.is_running() {
+            return Err("already running".into());
+        }
+        let offset = fs::metadata(&self.log_path).map(|m| m.len()).unwrap_or(0);
+        self.spawn();
+        self.wait_ready(Instant::now() + timeout())
+            .map_err(|status| format!("{status}\n{}", self.log_since(offset)))
+    }
+
     fn spawn(&mut self) {
         let log = OpenOptions::new()
             .create(true)

@@ -157,6 +157,8 @@ macro_rules! with_settings {
             keep_full: Option<u32>,
             #[serde(default, skip_serializing_if = "Option::is_none")]
             keep_within: Option<DurationValue>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            archive_compress: Option<CompressionValue>,
             // After the settings: TOML writes tables (`cluster`) after plain values.
             $($(#[$fm])* $field: $ty,)*
         }
@@ -169,6 +171,7 @@ macro_rules! with_settings {
                     max_rate: self.max_rate.as_ref().map(|v| v.0),
                     keep_full: self.keep_full,
                     keep_within: self.keep_within.as_ref().map(|v| v.0),
+                    archive_compress: self.archive_compress.as_ref().map(|v| v.0),
                 }
             }
             fn set_settings(&mut self, s: &Settings) {
@@ -178,6 +181,7 @@ macro_rules! with_settings {
                 self.max_rate = s.max_rate.map(RateValue);
                 self.keep_full = s.keep_full;
                 self.keep_within = s.keep_within.map(DurationValue);
+                self.archive_compress = s.archive_compress.map(CompressionValue);
             }
         }
     };

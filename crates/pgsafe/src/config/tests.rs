@@ -171,6 +171,7 @@ fn every_key_round_trips() {
         max_rate: Some(1),
         keep_full: Some(1),
         keep_within: Some(Duration::from_secs(61)),
+        archive_compress: Some(Compression::Lz4),
     };
     let every = Config {
         path: PathBuf::from("/etc/pgsafe/pgsafe.toml"),
@@ -361,7 +362,7 @@ proptest! {
             (
                 prop::sample::select(vec![
                     "repo", "jobs", "compression", "checksum", "max_rate", "keep_full",
-                    "keep_within", "pgdata", "conninfo", "host", "port", "password", "user",
+                    "keep_within", "archive_compress", "pgdata", "conninfo", "host", "port", "password", "user",
                     "sslmode", "[cluster.main]", "[cluster.\"\"]", "[cluster]", "x",
                 ]),
                 prop::sample::select(vec![
