@@ -83,6 +83,7 @@ fn known_kind(e: &(dyn StdError + 'static)) -> Option<ErrorKind> {
         pgsafe::archive::ArchiveError,
         pgsafe::backup::repo::RepoBackupError,
         pgsafe::repo::RepoError,
+        pgsafe::check::CheckError,
         pgsafe::repo::expire::ExpireError,
         pgsafe::repo::retention::RetentionError,
         pgsafe::verify::VerifyError,

@@ -19,6 +19,7 @@ macro_rules! eprintln {
 mod advice;
 mod archive;
 mod backup;
+mod check;
 mod config;
 mod conn;
 mod doctor;
@@ -214,6 +215,10 @@ enum Command {
     /// recoverability window, running operations) as Prometheus text or JSON.
     #[command(long_about = metrics::LONG_ABOUT, after_help = metrics::AFTER_HELP)]
     Metrics(metrics::MetricsArgs),
+    /// Check that the server archives its WAL into the repository: settings, archive_command,
+    /// the repository, then a forced WAL switch whose file must arrive there.
+    #[command(disable_help_flag = true, long_about = check::LONG_ABOUT, after_help = check::AFTER_HELP)]
+    Check(check::CheckArgs),
     /// Show what a repository holds: per cluster its status and problems, the recoverability
     /// window and every backup; or everything about one backup. Read-only.
     #[command(long_about = info::LONG_ABOUT, after_help = info::AFTER_HELP)]
@@ -308,6 +313,7 @@ fn main() -> ExitCode {
         Command::Unpin(a) => repo::pin(a, false),
         Command::Metrics(a) => metrics::run(a),
         Command::Info(a) => info::run(a),
+        Command::Check(a) => check::run(a),
         Command::Expire(a) => expire::run(a),
         Command::ArchivePush(a) => archive::push(a),
         Command::ArchiveGet(a) => archive::get(a),
@@ -341,6 +347,7 @@ impl Command {
             Command::Pin(a) | Command::Unpin(a) => a.json,
             Command::Metrics(a) => a.json,
             Command::Info(a) => a.json,
+            Command::Check(a) => a.json,
             Command::Expire(a) => a.json,
             Command::Holder { .. }
             | Command::Completions(_)

@@ -1,0 +1,178 @@
+//! `pgsafe check`: is WAL archiving from the server into the repository set up, and does it
+//! work? The work is the library's (`pgsafe::check`); this renders its findings.
+
+use std::time::Duration;
+
+use clap::Args;
+use pgsafe::check::{CheckOptions, CheckReport, Finding};
+
+use crate::conn::ConnArgs;
+use crate::exit;
+use crate::render::field;
+use crate::repo::RepoArgs;
+
+pub const LONG_ABOUT: &str = "\
+Checks that the server archives its WAL into the repository: the server is the cluster \
+registered under --cluster; wal_level is not minimal; archive_mode is on (or always); \
+archive_library is empty (15+); archive_command runs `pgsafe archive-push` with this \
+repository and cluster (or a config file that names them), passes %p, and nothing else \
+decides its exit status; the repository exists, is writable by the server's operating-system \
+user and has room. Then it writes a small WAL record, forces a WAL switch (pg_switch_wal) and \
+waits until the completed WAL file is in the repository, watching pg_stat_archiver: a failure \
+counted there while waiting is quoted (the server log has the command's own message), and a \
+file the server counts as archived that is not in the repository went somewhere else.
+
+Each problem is printed with what to do, including the exact archive_command line. Also \
+reported: the archiver's statistics, the files waiting to be archived and how far archiving is \
+behind.";
+
+pub const AFTER_HELP: &str = "\
+Exit codes: 0 archiving into the repository works (the switched WAL file arrived); 1 problems \
+found (listed, each with its fix); 2 the check could not run (connection, bad options). With \
+--json, the report is printed for 0 and 1 alike.
+
+Examples:
+  pgsafe check --repo /var/lib/pgsafe --cluster main -d \"host=/var/run/postgresql user=postgres\"
+  pgsafe check --cluster main --timeout 5m --json | jq '.problems[].code'";
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// How long to wait for the switched WAL file to arrive in the repository (s, m, h).
+    #[arg(long, default_value = "60s", value_parser = pgsafe::config::parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Print the report as JSON on stdout (also when problems were found).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
+    let cluster = crate::repo::cluster_name(args.repo.cluster.as_deref())?;
+    let cfg = crate::config::resolved(Some(cluster.as_str()))?;
+    let repo = crate::repo::repo_path(args.repo.repo.as_deref(), &cfg)?;
+    let conn = crate::config::resolve_conn(&args.conn, &cfg)?;
+    // The program archive_command should run: this one, by its absolute path (the archiver's
+    // PATH is the postmaster's, often not a login shell's).
+    let program = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.to_str().map(str::to_owned))
+        .unwrap_or_else(|| "pgsafe".into());
+    let opts = CheckOptions {
+        timeout: args.timeout,
+        program,
+    };
+    if !args.json {
+        eprintln!(
+            "pgsafe: checking WAL archiving of cluster {cluster} into {} (waiting up to {} s \
+             for a switched WAL file)",
+            repo.display(),
+            args.timeout.as_secs()
+        );
+    }
+    let report = pgsafe::check::check(&repo, &cluster, &conn, &opts)?;
+    let code = if report.ok() {
+        exit::OK
+    } else {
+        exit::PROBLEMS
+    };
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("ok".into(), report.ok().into());
+        }
+        crate::render::summary(&v, None, code)?;
+    } else {
+        render(&report);
+    }
+    Ok(code)
+}
+
+fn render(r: &CheckReport) {
+    let s = &r.server;
+    field(
+        "server",
+        format!(
+            "PostgreSQL {}, system identifier {}, {}",
+            s.version,
+            s.system_identifier,
+            if s.in_recovery { "standby" } else { "primary" }
+        ),
+    );
+    field("repository", &r.repository.path);
+    field("wal_level", &r.settings.wal_level);
+    field("archive_mode", &r.settings.archive_mode);
+    if let Some(lib) = &r.settings.archive_library {
+        field("archive_library", format!("{lib:?}"));
+    }
+    field(
+        "archive_command",
+        pgsafe::check::conf_literal(&r.settings.archive_command),
+    );
+    if let Some(a) = &r.archiver {
+        field(
+            "archiver",
+            format!(
+                "{} archived (last {}), {} failed (last {})",
+                a.archived_count,
+                a.last_archived_wal.as_deref().unwrap_or("none"),
+                a.failed_count,
+                a.last_failed_wal.as_deref().unwrap_or("none")
+            ),
+        );
+    }
+    let lag = &r.lag;
+    if let Some(b) = &lag.backlog {
+        field(
+            "waiting",
+            match &b.oldest_ready {
+                Some(o) => format!("{} WAL file(s), oldest {o}", b.ready),
+                None => "no WAL file waiting to be archived".into(),
+            },
+        );
+    }
+    if let Some(n) = lag.segments_behind {
+        field("behind", format!("{n} WAL file(s) before the current one"));
+    }
+    if let Some(sw) = &r.switch {
+        field(
+            "WAL switch",
+            format!("at {} completed {}", sw.lsn, sw.segment),
+        );
+        field(
+            "in the repository",
+            match &sw.stored_as {
+                Some(o) => format!("yes, {o} (after {:.1} s)", sw.waited_ms as f64 / 1000.0),
+                None => "NO".into(),
+            },
+        );
+    }
+    for f in &r.problems {
+        finding("PROBLEM", f);
+    }
+    for f in &r.warnings {
+        finding("warning", f);
+    }
+    if r.ok() {
+        println!(
+            "OK: WAL archiving of cluster {} into {} works",
+            r.cluster, r.repository.path
+        );
+    } else {
+        println!(
+            "NOT OK: {} problem(s); WAL archiving of cluster {} into {} is not proven to work",
+            r.problems.len(),
+            r.cluster,
+            r.repository.path
+        );
+    }
+}
+
+fn finding(what: &str, f: &Finding) {
+    println!("{what} ({}): {}", f.code, f.message);
+    if let Some(fix) = &f.fix {
+        println!("  fix: {fix}");
+    }
+}
