@@ -191,6 +191,7 @@ pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
     args.jobs = args
         .jobs
         .or(crate::config::resolved(cluster.as_deref())?.settings.jobs);
+    let mut wal_archive = None;
     if args.backup.is_none() {
         if args.from_copy {
             return Err(crate::failure::usage(
@@ -207,6 +208,11 @@ pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
                 c.folder.display()
             );
         }
+        // A backup whose WAL is in the repository's archive gets it from there.
+        wal_archive = Some(pgsafe::verify::WalArchive::local(
+            c.repo.root(),
+            c.cluster.clone(),
+        )?);
         args.backup = Some(c.folder);
     }
     let cancel = Arc::new(AtomicBool::new(false));
@@ -229,6 +235,7 @@ pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
         trust_backup_locations: args.trust_backup_tablespace_locations,
         check_space: !args.skip_space_check,
         allow_live_tablespaces: args.allow_live_tablespaces,
+        wal_archive,
     };
     {
         let cancel = Arc::clone(&cancel);

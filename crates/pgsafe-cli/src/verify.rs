@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use pgsafe::restore_test::{RestoreTestOptions, RestoreTestReport, Verdict, run_restore_test};
-use pgsafe::verify::{VerifyOptions, VerifyReport, verify_backup};
+use pgsafe::verify::{VerifyOptions, VerifyReport, WalArchive, verify_backup_with};
 
 use crate::exit;
 use crate::progress::{CliProgress, ProgressMode};
@@ -145,8 +145,14 @@ pub fn run(mut args: VerifyArgs) -> anyhow::Result<u8> {
     } else {
         args.progress
     });
-    let result = verify_backup(
+    // A repository's backup whose WAL is in the repository's archive is checked there.
+    let archive = match &chosen {
+        Some(c) => Some(WalArchive::local(c.repo.root(), c.cluster.clone())?),
+        None => None,
+    };
+    let result = verify_backup_with(
         args.backup.as_deref().unwrap_or(std::path::Path::new("")),
+        archive.as_ref(),
         &opts,
         &progress,
     );
@@ -239,6 +245,9 @@ fn run_restore_test_cmd(
     opts.keep = args.keep;
     opts.jobs = args.jobs.unwrap_or_else(default_jobs);
     opts.timeout = Duration::from_secs(args.start_timeout);
+    if let Some(c) = chosen {
+        opts.wal_archive = Some(WalArchive::local(c.repo.root(), c.cluster.clone())?);
+    }
     let cancel = Arc::new(AtomicBool::new(false));
     opts.cancel = Some(Arc::clone(&cancel));
     let _ = ctrlc::set_handler(move || {

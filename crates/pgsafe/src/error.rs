@@ -311,7 +311,8 @@ impl HasKind for RestoreError {
             | R::BadManifest(_)
             | R::BackupInvalid { .. }
             | R::BadCopy(_)
-            | R::Damaged { .. } => ErrorKind::Corrupt,
+            | R::Damaged { .. }
+            | R::ArchivedWal { .. } => ErrorKind::Corrupt,
             R::Control(e) => match e {
                 ControlError::Io { source, .. } => ErrorKind::of_io(source),
                 _ => ErrorKind::Corrupt,

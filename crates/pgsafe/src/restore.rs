@@ -50,6 +50,7 @@ use crate::layout::{self, CONTROL_FILE, StoredBackup};
 use crate::progress::{Phase, Progress};
 use crate::verify::{Problem, VerifyError};
 
+mod archived_wal;
 mod backup_end;
 mod config;
 mod guard;
@@ -171,6 +172,10 @@ pub struct RestoreOptions {
     /// tablespaces the backup does not have (the operator confirmed the recovery stops before
     /// they were created, or accepts the risk).
     pub allow_live_tablespaces: bool,
+    /// The WAL archive of the backup's repository: a backup whose WAL is there (it waited for
+    /// it instead of copying it) is verified against it and gets its WAL fetched from it into
+    /// the restored `pg_wal/` ([`archived_wal`]).
+    pub wal_archive: Option<crate::verify::WalArchive>,
 }
 
 impl RestoreOptions {
@@ -190,6 +195,7 @@ impl RestoreOptions {
             trust_backup_locations: false,
             check_space: true,
             allow_live_tablespaces: false,
+            wal_archive: None,
         }
     }
 }
@@ -270,6 +276,18 @@ pub enum RestoreError {
         backup.display()
     )]
     NoWal { backup: PathBuf, wal_source: String },
+    #[error(
+        "the backup's WAL file {file} could not be fetched from the repository's WAL archive \
+         {}: {detail}; {} is an incomplete restore (it has no global/pg_control): remove it, \
+         and verify the backup from the repository",
+        archive.display(), target.display()
+    )]
+    ArchivedWal {
+        file: String,
+        archive: PathBuf,
+        detail: String,
+        target: PathBuf,
+    },
     #[error("recovery settings: {0}")]
     Recovery(#[from] RecoveryError),
     #[error(
@@ -467,7 +485,8 @@ fn restore(
         Input::Copy(s) => s.outline(),
         Input::Stored(b) => source::backup_outline(b)?,
     };
-    if !outline.wal_included && !opts.recovery.has_wal_source() {
+    let wal_from_archive = outline.wal_in_repository && opts.wal_archive.is_some();
+    if !outline.wal_included && !wal_from_archive && !opts.recovery.has_wal_source() {
         return Err(RestoreError::NoWal {
             backup: opts.source.clone(),
             wal_source: outline.wal_source.clone(),
@@ -564,6 +583,15 @@ fn restore(
     let skip_checksums = verification == "full";
     let store = source.store.as_ref();
     let copied = w.copy_files(&source.files, store, opts, skip_checksums, progress)?;
+    if let Some(archive) = opts
+        .wal_archive
+        .as_ref()
+        .filter(|_| archived_wal::applies(source.info.as_ref(), opts.wal_archive.as_ref()))
+    {
+        let names = w.fetch_archived_wal(&source, archive, progress)?;
+        source.wal_names.extend(names);
+        source.wal_included = true;
+    }
 
     progress.phase(Phase::Label);
     let source_control = w.read_control(&source.control, store)?;

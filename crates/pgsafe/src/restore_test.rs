@@ -69,6 +69,8 @@ pub struct RestoreTestOptions {
     /// How long start-up and recovery may take.
     pub timeout: Duration,
     pub cancel: Option<Arc<AtomicBool>>,
+    /// The WAL archive of the backup's repository (see [`RestoreOptions::wal_archive`]).
+    pub wal_archive: Option<crate::verify::WalArchive>,
 }
 
 impl RestoreTestOptions {
@@ -82,6 +84,7 @@ impl RestoreTestOptions {
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             timeout: Duration::from_secs(3600),
             cancel: None,
+            wal_archive: None,
         }
     }
 }
@@ -514,6 +517,7 @@ pub fn run_restore_test(
         .collect();
     ropts.jobs = opts.jobs.max(1);
     ropts.cancel = opts.cancel.clone();
+    ropts.wal_archive = opts.wal_archive.clone();
     // Synced like any restore: unsynced, PostgreSQL would flush it all when it starts
     // (`SyncDataDirectory` in `src/backend/storage/file/fd.c`), and that time would count as
     // recovery.

@@ -46,12 +46,14 @@ use crate::storage::{ErrorKind as StorageErrorKind, StorageError};
 use crate::types::{Lsn, SystemId, WalSegSize, WalSegment};
 use crate::wal::WalRange;
 
+mod archived;
 mod metadata;
 mod pages;
 mod report;
 mod run;
 mod wal_check;
 
+pub use archived::{ArchiveReadError, WalArchive};
 pub use report::{BackupEndScan, Problem, TablespaceLocation, VerifyReport, tablespace_locations};
 use run::Split;
 
@@ -176,6 +178,20 @@ pub fn verify_backup(
     verify_stored(&StoredBackup::folder(dir)?, opts, progress)
 }
 
+/// [`verify_backup`] of a backup folder whose WAL may be in `archive` (a repository's backup
+/// taken while its server archived there: its WAL walk reads the archived segments).
+pub fn verify_backup_with(
+    dir: &Path,
+    archive: Option<&WalArchive>,
+    opts: &VerifyOptions<'_>,
+    progress: &dyn Progress,
+) -> Result<VerifyReport, VerifyError> {
+    if !dir.is_dir() {
+        return verify_backup(dir, opts, progress);
+    }
+    verify_stored_with(&StoredBackup::folder(dir)?, archive, opts, progress)
+}
+
 /// Verifies a stored backup, in a folder or any other storage backend (see the module
 /// documentation).
 pub fn verify_stored(
@@ -183,9 +199,21 @@ pub fn verify_stored(
     opts: &VerifyOptions<'_>,
     progress: &dyn Progress,
 ) -> Result<VerifyReport, VerifyError> {
+    verify_stored_with(backup, None, opts, progress)
+}
+
+/// [`verify_stored`] with the WAL archive of the backup's repository, if any: a backup whose
+/// WAL is in that archive has it checked there; without it, the report says where the WAL is.
+pub fn verify_stored_with(
+    backup: &StoredBackup,
+    archive: Option<&WalArchive>,
+    opts: &VerifyOptions<'_>,
+    progress: &dyn Progress,
+) -> Result<VerifyReport, VerifyError> {
     let started = Instant::now();
     progress.phase(Phase::Verify);
     let mut v = Verifier::new(backup, opts);
+    v.archive = archive;
     v.read_metadata()?;
     v.check_control();
     let listing = backup.list()?;
@@ -212,6 +240,10 @@ struct WalCheck {
 struct Verifier<'a> {
     /// Every file of the backup is read through it.
     backup: &'a StoredBackup,
+    /// The repository's WAL archive, when the backup's WAL is there.
+    archive: Option<&'a WalArchive>,
+    /// The WAL segments are read from [`Verifier::archive`].
+    wal_archived: bool,
     opts: &'a VerifyOptions<'a>,
     info: Option<BackupInfo>,
     manifest: Option<Manifest>,
@@ -242,6 +274,8 @@ struct Ctx<'a> {
     /// Page checksums to re-check (see the `pages` module).
     pages: Option<&'a pages::PageVerify>,
     backup: &'a StoredBackup,
+    /// Read the WAL segments from here instead of the backup's `pg_wal/`.
+    archive: Option<&'a WalArchive>,
     opts: &'a VerifyOptions<'a>,
     compression: Compression,
     seg_size: Option<WalSegSize>,

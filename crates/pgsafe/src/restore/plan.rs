@@ -38,10 +38,13 @@ pub(super) fn open_backup(
         jobs: opts.jobs.max(1),
         cancel,
     };
-    let report = match verify::verify_stored(store, &vopts, progress) {
-        Err(VerifyError::Cancelled) => return Err(RestoreError::Cancelled(opts.target.clone())),
-        r => r?,
-    };
+    let report =
+        match verify::verify_stored_with(store, opts.wal_archive.as_ref(), &vopts, progress) {
+            Err(VerifyError::Cancelled) => {
+                return Err(RestoreError::Cancelled(opts.target.clone()));
+            }
+            r => r?,
+        };
     if !report.is_ok() {
         return Err(RestoreError::BackupInvalid {
             backup: root.clone(),

@@ -154,6 +154,8 @@ pub(super) struct Outline {
     pub version: PgVersion,
     pub tablespaces: Vec<(u32, PathBuf)>,
     pub wal_included: bool,
+    /// The WAL is in the repository's archive (the backup waited for it there).
+    pub wal_in_repository: bool,
     pub wal_source: String,
     pub owner: Option<FileOwner>,
 }
@@ -194,6 +196,7 @@ pub(super) fn backup_outline(store: &StoredBackup) -> Result<Outline, RestoreErr
         version: info.server_version,
         tablespaces: read_map(store, info.server_version)?,
         wal_included: info.wal.mode == WalMode::Include,
+        wal_in_repository: info.wal.in_repository().is_some(),
         wal_source: info.wal.source.clone(),
         owner: info.pgdata_owner.clone(),
     })
@@ -255,6 +258,7 @@ impl Source {
             version: self.version,
             tablespaces: self.tablespaces.clone(),
             wal_included: self.wal_included,
+            wal_in_repository: false,
             wal_source: self.wal_source.clone(),
             owner: self.owner.clone(),
         }

@@ -27,6 +27,8 @@ impl<'a> Verifier<'a> {
     pub(super) fn new(backup: &'a StoredBackup, opts: &'a VerifyOptions<'a>) -> Self {
         Verifier {
             backup,
+            archive: None,
+            wal_archived: false,
             opts,
             info: None,
             manifest: None,
@@ -306,6 +308,68 @@ impl<'a> Verifier<'a> {
                 expected.insert(h.clone().into_bytes());
                 self.check_history(&h, in_wal.contains_key(h.as_bytes()));
             }
+        } else if let (Some(archive), Some(size), Some(_), Some(first), Some(last)) = (
+            self.archive,
+            self.seg_size,
+            self.info.as_ref().and_then(|i| i.wal.in_repository()),
+            segments.first(),
+            segments.last(),
+        ) {
+            // The WAL walk reads these from the archive (wal_check.rs); the size is checked
+            // there, on the content.
+            self.wal_archived = true;
+            if self.opts.quick {
+                // The walk reads nothing when quick: presence is checked here.
+                for seg in &segments {
+                    let name = seg.to_string();
+                    match archive.contains(seg.tli, &name) {
+                        Ok(true) => {}
+                        Ok(false) => self.problems.push(Problem::ArchiveWalMissing {
+                            file: name,
+                            archive: archive.shown().display().to_string(),
+                        }),
+                        Err(e) => self.problems.push(Problem::ArchiveWalInvalid {
+                            file: name,
+                            archive: archive.shown().display().to_string(),
+                            error: e.to_string(),
+                        }),
+                    }
+                }
+            }
+            checks.extend(segments.iter().map(|seg| WalCheck {
+                seg: *seg,
+                disk_size: size.bytes(),
+            }));
+            let history = self
+                .info
+                .as_ref()
+                .map(|i| i.wal.history_files.clone())
+                .unwrap_or_default();
+            for h in history {
+                self.check_archived_history(archive, &h);
+            }
+            self.notes.push(format!(
+                "the WAL this backup needs is in its repository's WAL archive {}: {} segment(s) \
+                 {first} .. {last}, checked there",
+                archive.shown().display(),
+                segments.len()
+            ));
+        } else if let (Some(r), Some(first), Some(last)) = (
+            self.info.as_ref().and_then(|i| i.wal.in_repository()),
+            segments.first(),
+            segments.last(),
+        ) {
+            self.notes.push(format!(
+                "the WAL this backup needs is NOT in this folder, so it was not checked: {} \
+                 segment(s) {first} .. {last} are in the WAL archive of cluster {} in the \
+                 repository {} ({}/{}/wal/), where the backup waited for them. Verify and \
+                 restore the backup from that repository, which reads them there",
+                segments.len(),
+                r.cluster,
+                r.repo,
+                r.repo,
+                r.cluster
+            ));
         } else if let (Some(i), Some(first), Some(last)) =
             (&self.info, segments.first(), segments.last())
         {
@@ -329,6 +393,31 @@ impl<'a> Verifier<'a> {
             }
         }
         checks
+    }
+
+    /// A timeline history file the backup needs, in the repository's archive.
+    fn check_archived_history(&mut self, archive: &super::WalArchive, file: &str) {
+        let invalid = |error: String| Problem::ArchiveWalInvalid {
+            file: file.to_owned(),
+            archive: archive.shown().display().to_string(),
+            error,
+        };
+        let Some(tli) = wal::history_file_tli(file) else {
+            self.problem(invalid("not a timeline history file name".into()));
+            return;
+        };
+        match archive.get(tli, file, SMALL_FILE_LIMIT) {
+            Ok(None) => self.problem(Problem::ArchiveWalMissing {
+                file: file.to_owned(),
+                archive: archive.shown().display().to_string(),
+            }),
+            Ok(Some(b)) => {
+                if let Err(e) = wal::TimelineHistory::parse(tli, &b) {
+                    self.problem(invalid(e.to_string()));
+                }
+            }
+            Err(e) => self.problem(invalid(e.to_string())),
+        }
     }
 
     fn check_history(&mut self, file: &str, present: bool) {

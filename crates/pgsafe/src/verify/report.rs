@@ -106,6 +106,19 @@ pub enum Problem {
     HistoryMissing {
         file: String,
     },
+    /// A WAL file the backup needs is not in its repository's WAL archive (`archive`), where
+    /// the backup's WAL is.
+    ArchiveWalMissing {
+        file: String,
+        archive: String,
+    },
+    /// A WAL file of the backup in its repository's WAL archive is damaged or not what the
+    /// backup needs.
+    ArchiveWalInvalid {
+        file: String,
+        archive: String,
+        error: String,
+    },
     HistoryInvalid {
         file: String,
         error: String,
@@ -282,6 +295,19 @@ impl fmt::Display for Problem {
                 f,
                 "missing timeline history file: pg_wal/{file}, needed to follow the backup's \
                  timelines, is not in the backup"
+            ),
+            Problem::ArchiveWalMissing { file, archive } => write!(
+                f,
+                "missing archived WAL: {file}, needed to recover the backup, is not in the \
+                 repository's WAL archive {archive}"
+            ),
+            Problem::ArchiveWalInvalid {
+                file,
+                archive,
+                error,
+            } => write!(
+                f,
+                "invalid archived WAL: {file} in the repository's WAL archive {archive}: {error}"
             ),
             Problem::HistoryInvalid { file, error } => {
                 write!(f, "invalid timeline history file pg_wal/{file}: {error}")

@@ -103,6 +103,7 @@ impl Verifier<'_> {
         let ctx = Ctx {
             pages: page_verify.as_ref(),
             backup: self.backup,
+            archive: self.archive.filter(|_| self.wal_archived),
             opts: self.opts,
             compression: self.compression,
             seg_size: self.seg_size,

@@ -24,6 +24,39 @@ use crate::plan::RelPath;
 use crate::types::Lsn;
 use crate::wal::{self, record::RecordChecker, record::RecordError};
 
+/// A WAL problem of a segment read from the repository's archive `archive`, naming it there.
+fn in_archive(p: Problem, archive: &str) -> Problem {
+    let invalid = |file: String, error: String| Problem::ArchiveWalInvalid {
+        file,
+        archive: archive.to_owned(),
+        error,
+    };
+    match p {
+        Problem::WalMissing { segment } => Problem::ArchiveWalMissing {
+            file: segment,
+            archive: archive.to_owned(),
+        },
+        Problem::WalSize {
+            segment,
+            expected,
+            found,
+        } => invalid(segment, format!("it is {found} bytes, expected {expected}")),
+        Problem::WalInvalid { segment, error } => invalid(segment, error),
+        Problem::WalRecord {
+            segment,
+            lsn,
+            error,
+        } => invalid(
+            segment,
+            format!(
+                "damaged WAL at {lsn}: {error} — recovery of this backup would stop there, \
+                 before the backup is consistent, so it cannot be restored"
+            ),
+        ),
+        other => other,
+    }
+}
+
 /// A problem if `pgsafe.json` recorded another CRC-32C for the stored WAL file `file` (encoded
 /// as [`crate::info::crc32c_hex`] does).
 fn crc_mismatch(
@@ -64,7 +97,15 @@ impl Ctx<'_> {
             (Some(a), Some(b)) if !self.opts.quick => Some((a, b)),
             _ => None,
         };
-        let mut push = |name: &str, p: Problem| found.push((1, name.to_owned(), p));
+        // WAL read from the repository's archive: its problems name the archive, not pg_wal/.
+        let shown_archive = self.archive.map(|a| a.shown().display().to_string());
+        let mut push = |name: &str, p: Problem| {
+            let p = match &shown_archive {
+                Some(a) => in_archive(p, a),
+                None => p,
+            };
+            found.push((1, name.to_owned(), p))
+        };
         let mut checker: Option<RecordChecker> = None;
         // Records are checked while the segments follow each other from the start's segment.
         let mut active = range.is_some();
@@ -109,10 +150,53 @@ impl Ctx<'_> {
             }
             let rel = RelPath::from(format!("{WAL_DIR}/{name}").as_str());
             let path = self.backup.shown_path(&rel);
-            let mut file = self
-                .backup
-                .read(&rel)
-                .map_err(|e| read_error(self.backup, "open", &rel, e))?;
+            let mut file: Box<dyn Read + '_> = match self.archive {
+                None => self
+                    .backup
+                    .read(&rel)
+                    .map_err(|e| read_error(self.backup, "open", &rel, e))?,
+                Some(a) => match a.get(w.seg.tli, &name, size) {
+                    Ok(Some(bytes)) if bytes.len() as u64 == size => {
+                        Box::new(io::Cursor::new(bytes))
+                    }
+                    Ok(Some(bytes)) => {
+                        push(
+                            &name,
+                            Problem::WalSize {
+                                segment: name.clone(),
+                                expected: size,
+                                found: bytes.len() as u64,
+                            },
+                        );
+                        active = false;
+                        continue;
+                    }
+                    Ok(None) => {
+                        push(
+                            &name,
+                            Problem::WalMissing {
+                                segment: name.clone(),
+                            },
+                        );
+                        active = false;
+                        continue;
+                    }
+                    Err(crate::verify::ArchiveReadError::Storage(e)) => {
+                        return Err(FsError::new("read", a.shown().join(&name), e.into_io()).into());
+                    }
+                    Err(e) => {
+                        push(
+                            &name,
+                            Problem::WalInvalid {
+                                segment: name.clone(),
+                                error: e.to_string(),
+                            },
+                        );
+                        active = false;
+                        continue;
+                    }
+                },
+            };
             let invalid = |error: String| Problem::WalInvalid {
                 segment: name.clone(),
                 error,
