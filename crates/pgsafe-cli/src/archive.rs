@@ -5,16 +5,19 @@
 //! Both run once per WAL file, so they start fast: no connection, no listing, the config file
 //! read only when a flag is missing.
 
+mod ahead;
+
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use pgsafe::archive::{self, ArchiveFile, PushOptions, PushOutcome};
+use pgsafe::archive::{self, ArchiveFile, PushOptions};
 use pgsafe::codec::Compression;
 use pgsafe::repo::{Registration, Repository};
 use pgsafe::storage::Ident;
 
 use crate::exit;
 use crate::repo::RepoArgs;
+use ahead::PushAheadArgs;
 
 pub const PUSH_LONG_ABOUT: &str = "Stores one WAL file into the repository's archive of the \
     cluster, for archive_command. The file is checked first: a segment must be exactly the \
@@ -47,6 +50,8 @@ pub struct PushArgs {
     /// file, else zstd.
     #[arg(long, value_name = "METHOD", value_parser = parse_compression)]
     pub compress: Option<Compression>,
+    #[command(flatten)]
+    pub ahead: PushAheadArgs,
     /// The WAL file to archive (%p in archive_command).
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
@@ -56,6 +61,10 @@ pub struct PushArgs {
 pub struct GetArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
+    /// Segments fetched ahead into pg_wal/pgsafe_archive/prefetch, in parallel, and served
+    /// from there after the same checks (0: none). Default: 8.
+    #[arg(long, value_name = "N")]
+    pub prefetch: Option<usize>,
     /// The WAL file PostgreSQL asks for (%f in restore_command).
     #[arg(value_name = "FILE")]
     pub file: String,
@@ -86,6 +95,10 @@ fn file_of(path: &Path) -> anyhow::Result<ArchiveFile> {
 
 pub fn push(args: PushArgs) -> anyhow::Result<u8> {
     let file = file_of(&args.path)?;
+    let la = args.ahead.look_ahead(&args.repo)?;
+    if ahead::drop_over_limit(&args.repo, &la, &file, &args.path)? {
+        return Ok(exit::OK);
+    }
     let (repo, cluster, reg) = open(&args.repo)?;
     let configured = match args.compress {
         Some(c) => Some(c),
@@ -98,12 +111,17 @@ pub fn push(args: PushArgs) -> anyhow::Result<u8> {
     let opts = PushOptions {
         compression: configured.unwrap_or(PushOptions::default().compression),
     };
-    match archive::push_file(repo.backend(), &cluster, &reg, &file, &args.path, &opts)? {
-        PushOutcome::Stored => {}
-        PushOutcome::AlreadyPresent => {
-            eprintln!("pgsafe: {file} was already archived with the same content");
-        }
-    }
+    let report = archive::lookahead::push(
+        repo.backend(),
+        repo.root(),
+        &cluster,
+        &reg,
+        &file,
+        &args.path,
+        &opts,
+        &la,
+    )?;
+    ahead::push_report(&file, &report);
     Ok(exit::OK)
 }
 
@@ -124,11 +142,5 @@ pub fn get(args: GetArgs) -> anyhow::Result<u8> {
 fn get_inner(args: &GetArgs) -> anyhow::Result<bool> {
     let file = ArchiveFile::parse(&args.file)?;
     let (repo, cluster, reg) = open(&args.repo)?;
-    Ok(archive::get_to(
-        repo.backend(),
-        &cluster,
-        &reg,
-        &file,
-        &args.dest,
-    )?)
+    ahead::get(&repo, &cluster, &reg, &file, &args.dest, args.prefetch)
 }

@@ -81,6 +81,7 @@ fn known_kind(e: &(dyn StdError + 'static)) -> Option<ErrorKind> {
     try_kinds!(
         pgsafe::backup::BackupError,
         pgsafe::archive::ArchiveError,
+        pgsafe::archive::spool::SpoolError,
         pgsafe::backup::repo::RepoBackupError,
         pgsafe::repo::RepoError,
         pgsafe::check::CheckError,

@@ -19,8 +19,11 @@ use crate::storage::StorageError;
 
 pub mod contents;
 pub mod get;
+pub mod lookahead;
 pub mod name;
+pub mod prefetch;
 pub mod push;
+pub mod spool;
 
 pub use get::{fetch, get_to};
 pub use name::{ArchiveFile, NameError};

@@ -172,6 +172,13 @@ pub struct Settings {
     pub keep_within: Option<Duration>,
     /// Compression of WAL segments `archive-push` stores.
     pub archive_compress: Option<Compression>,
+    /// archive-push: threads pushing `.ready` files ahead (1: no look-ahead).
+    pub archive_push_parallel: Option<usize>,
+    /// archive-push: the queue limit in bytes (WAL waiting past it is dropped, the gap
+    /// recorded).
+    pub archive_push_queue_max: Option<u64>,
+    /// archive-get: segments fetched ahead (0: none).
+    pub archive_get_prefetch: Option<usize>,
 }
 
 impl Settings {
@@ -185,6 +192,13 @@ impl Settings {
             keep_full: self.keep_full.or(fallback.keep_full),
             keep_within: self.keep_within.or(fallback.keep_within),
             archive_compress: self.archive_compress.or(fallback.archive_compress),
+            archive_push_parallel: self
+                .archive_push_parallel
+                .or(fallback.archive_push_parallel),
+            archive_push_queue_max: self
+                .archive_push_queue_max
+                .or(fallback.archive_push_queue_max),
+            archive_get_prefetch: self.archive_get_prefetch.or(fallback.archive_get_prefetch),
         }
     }
 }

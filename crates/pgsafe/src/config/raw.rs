@@ -159,6 +159,12 @@ macro_rules! with_settings {
             keep_within: Option<DurationValue>,
             #[serde(default, skip_serializing_if = "Option::is_none")]
             archive_compress: Option<CompressionValue>,
+            #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "positive")]
+            archive_push_parallel: Option<usize>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            archive_push_queue_max: Option<RateValue>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            archive_get_prefetch: Option<usize>,
             // After the settings: TOML writes tables (`cluster`) after plain values.
             $($(#[$fm])* $field: $ty,)*
         }
@@ -172,6 +178,9 @@ macro_rules! with_settings {
                     keep_full: self.keep_full,
                     keep_within: self.keep_within.as_ref().map(|v| v.0),
                     archive_compress: self.archive_compress.as_ref().map(|v| v.0),
+                    archive_push_parallel: self.archive_push_parallel,
+                    archive_push_queue_max: self.archive_push_queue_max.as_ref().map(|v| v.0),
+                    archive_get_prefetch: self.archive_get_prefetch,
                 }
             }
             fn set_settings(&mut self, s: &Settings) {
@@ -182,6 +191,9 @@ macro_rules! with_settings {
                 self.keep_full = s.keep_full;
                 self.keep_within = s.keep_within.map(DurationValue);
                 self.archive_compress = s.archive_compress.map(CompressionValue);
+                self.archive_push_parallel = s.archive_push_parallel;
+                self.archive_push_queue_max = s.archive_push_queue_max.map(RateValue);
+                self.archive_get_prefetch = s.archive_get_prefetch;
             }
         }
     };

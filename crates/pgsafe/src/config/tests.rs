@@ -24,6 +24,8 @@ checksum = "sha256"
 max_rate = "100M"
 keep_full = 7
 keep_within = "14d"
+archive_push_parallel = 8
+archive_push_queue_max = "4G"
 
 [cluster.main]
 pgdata = "/var/lib/postgresql/16/main"
@@ -34,6 +36,7 @@ dbname = "postgres"
 sslmode = "disable"
 jobs = 8
 keep_within = "36h"
+archive_get_prefetch = 0
 
 [cluster.reports]
 pgdata = "/srv/pg/reports"
@@ -54,6 +57,8 @@ fn a_complete_file_is_read() {
     assert_eq!(c.defaults.checksum, Some(ChecksumAlgorithm::Sha256));
     assert_eq!(c.defaults.max_rate, Some(100 << 20));
     assert_eq!(c.defaults.keep_full, Some(7));
+    assert_eq!(c.defaults.archive_push_parallel, Some(8));
+    assert_eq!(c.defaults.archive_push_queue_max, Some(4 << 30));
     assert_eq!(
         c.defaults.keep_within,
         Some(Duration::from_secs(14 * 86_400))
@@ -79,6 +84,8 @@ fn resolution_is_cluster_then_global_then_nothing() {
     assert!(main.cluster_found);
     assert_eq!(main.settings.jobs, Some(8), "the cluster's own value");
     assert_eq!(main.settings.keep_full, Some(7), "the global default");
+    assert_eq!(main.settings.archive_get_prefetch, Some(0));
+    assert_eq!(main.settings.archive_push_queue_max, Some(4 << 30));
     assert_eq!(
         main.settings.keep_within,
         Some(Duration::from_secs(36 * 3600))
@@ -172,6 +179,9 @@ fn every_key_round_trips() {
         keep_full: Some(1),
         keep_within: Some(Duration::from_secs(61)),
         archive_compress: Some(Compression::Lz4),
+        archive_push_parallel: Some(2),
+        archive_push_queue_max: Some(1 << 20),
+        archive_get_prefetch: Some(0),
     };
     let every = Config {
         path: PathBuf::from("/etc/pgsafe/pgsafe.toml"),
