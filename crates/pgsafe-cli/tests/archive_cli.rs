@@ -17,7 +17,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use pgsafe_testkit::{
-    Cluster, ClusterOptions, PgInstall, per_major, server_owned_tempdir, server_user,
+    Cluster, ClusterOptions, FsKind, LoopFs, PgInstall, per_major, server_owned_tempdir,
+    server_user,
 };
 
 use common::{bin, command, ok, repo_init};
@@ -708,6 +709,10 @@ fn unwritable_repository_fails_cleanly() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("Permission denied"), "{err}");
+    assert!(
+        err.contains("must be able to read the repository and write"),
+        "{err}"
+    );
     assert!(archive_objects(&repo).is_empty());
     fs::set_permissions(repo.join(CLUSTER), fs::Permissions::from_mode(0o700)).unwrap();
     let mut cmd = push_cmd(&repo, &p, &[]);
@@ -717,4 +722,70 @@ fn unwritable_repository_fails_cleanly() {
         archive_objects(&repo),
         vec![seg_object(&repo, &seg, ".zst")]
     );
+}
+
+/// The repository on a real file system that is full, then mounted read-only: the push fails
+/// with the reason and what to do, stores nothing, and succeeds once the file system is usable
+/// again.
+#[test]
+fn full_or_read_only_file_system_fails_cleanly() {
+    let Some(lfs) = LoopFs::or_skip(
+        FsKind::Xfs,
+        320,
+        "full_or_read_only_file_system_fails_cleanly",
+    ) else {
+        return;
+    };
+    let install = PgInstall::major(17);
+    let c = Cluster::started(&install, ClusterOptions::new().fast_unsafe());
+    let repo = lfs.path().join("repo");
+    ok(repo_init(&c, &repo, CLUSTER), "pgsafe init");
+    let scratch = server_owned_tempdir();
+    let (seg, bytes) = finish_segment(&c);
+    let p = scratch.path().join(&seg);
+    fs::write(&p, &bytes).unwrap();
+
+    // Full: fill the file system (incompressible bytes, so nothing is left).
+    let filler = lfs.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&filler).unwrap();
+        let chunk: Vec<u8> = (0..8 << 20)
+            .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        while f.write_all(&chunk).and_then(|()| f.sync_all()).is_ok() {}
+    }
+    let out = push(&repo, &p, &["--compress", "none"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("Free space in the repository"), "{err}");
+    assert!(
+        archive_objects(&repo).is_empty(),
+        "{:?}",
+        archive_objects(&repo)
+    );
+    fs::remove_file(&filler).unwrap();
+
+    // Read-only.
+    let remount = |mode: &str| {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(lfs.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount -o remount,{mode}");
+    };
+    remount("ro");
+    let out = push(&repo, &p, &[]);
+    let err = stderr(&out);
+    remount("rw");
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(err.contains("must not be mounted read-only"), "{err}");
+    assert!(archive_objects(&repo).is_empty());
+
+    ok(push(&repo, &p, &[]), "push once usable");
+    let dest = scratch.path().join("RECOVERYXLOG");
+    ok(get(&repo, &seg, &dest), "get");
+    assert!(fs::read(&dest).unwrap() == bytes);
 }

@@ -86,8 +86,25 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
-    #[error("WAL archive in the repository: {0}")]
+    #[error("WAL archive in the repository: {}{}", .0, storage_hint(.0))]
     Storage(#[from] StorageError),
+}
+
+/// What to do about a storage failure of archiving, where the kind says more than the error.
+fn storage_hint(e: &StorageError) -> &'static str {
+    match e.kind() {
+        crate::storage::ErrorKind::PermissionDenied => {
+            ". archive_command and restore_command run as the server's operating-system user: \
+             it must be able to read the repository and write the cluster's wal folder in it \
+             (and the repository must not be mounted read-only). PostgreSQL keeps the WAL and \
+             retries"
+        }
+        crate::storage::ErrorKind::NoSpace => {
+            ". Free space in the repository; PostgreSQL keeps the WAL in pg_wal (which grows) \
+             and retries"
+        }
+        _ => "",
+    }
 }
 
 impl ArchiveError {
