@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use pgsafe::archive::contents::{ArchiveContents, GapSource, Window};
+use pgsafe::archive::report::{self, WalSummary};
 use pgsafe::repo::catalog::Catalog;
 use pgsafe::repo::clusters::list_clusters;
 use pgsafe::repo::summary::{
@@ -65,7 +67,15 @@ struct InfoDoc<'a> {
     /// No problem anywhere.
     ok: bool,
     problems: Vec<RepoProblem>,
-    clusters: Vec<ClusterSummary>,
+    clusters: Vec<ClusterView>,
+}
+
+/// A cluster: its backups' summary and its WAL archive's (`null` when it has none).
+#[derive(Serialize)]
+struct ClusterView {
+    #[serde(flatten)]
+    summary: ClusterSummary,
+    wal: Option<WalSummary>,
 }
 
 #[derive(Serialize)]
@@ -133,14 +143,24 @@ pub fn run(args: InfoArgs) -> anyhow::Result<u8> {
     if let Some(which) = &args.backup {
         return show_backup(&path, &catalogs, which, args.json, now_us);
     }
-    let clusters: Vec<ClusterSummary> = catalogs
-        .iter()
-        .map(|c| summary::summarize(c, now_us))
-        .collect();
+    let mut clusters = Vec::new();
+    for c in &catalogs {
+        let mut summary = summary::summarize(c, now_us);
+        let contents = ArchiveContents::load(repo.backend(), &c.cluster, &c.registration)?;
+        let has_archive = !contents.timelines.is_empty()
+            || !contents.recorded_gaps.is_empty()
+            || !contents.problems.is_empty();
+        let wal =
+            has_archive.then(|| report::summarize(&contents, c, now_us.div_euclid(1_000_000)));
+        if let Some(w) = &wal {
+            report::fold_into(&mut summary.status, w);
+        }
+        clusters.push(ClusterView { summary, wal });
+    }
     let doc = InfoDoc {
         repository: &path,
         generated_at: now_us.div_euclid(1_000_000),
-        ok: problems.is_empty() && clusters.iter().all(|c| c.status.ok),
+        ok: problems.is_empty() && clusters.iter().all(|c| c.summary.status.ok),
         problems,
         clusters,
     };
@@ -381,7 +401,10 @@ fn print_human(doc: &InfoDoc) {
         println!("no cluster is registered (register one with pgsafe init)");
     }
     for c in &doc.clusters {
-        print_cluster(c);
+        print_cluster(&c.summary);
+        if let Some(w) = &c.wal {
+            print_wal(w);
+        }
     }
 }
 
@@ -444,6 +467,82 @@ fn print_cluster(c: &ClusterSummary) {
     rows.extend(c.backups.iter().map(backup_row));
     for line in table(&rows) {
         println!("  {line}");
+    }
+}
+
+fn wal_window(w: Option<&Window>) -> String {
+    let Some(w) = w else {
+        return "none: no usable backup has all its WAL (in the backup or the archive)".into();
+    };
+    let hole = if w.ends_at_hole {
+        "; WAL after it is missing while later WAL is archived (a gap)"
+    } else {
+        ""
+    };
+    format!(
+        "any point from {} ({}, timeline {}, backup {}) to {} ({}, timeline {}){hole}",
+        time(w.from.time),
+        w.from.lsn,
+        w.from.timeline,
+        w.backup,
+        time(w.to.time),
+        w.to.lsn,
+        w.to.timeline
+    )
+}
+
+/// The WAL archive: problems first, then the window, the last archived segment and the lag,
+/// one line per timeline and per gap.
+fn print_wal(w: &WalSummary) {
+    for p in &w.problems {
+        println!("  {:<10}{}", "PROBLEM", p.message);
+    }
+    println!("  {:<10}{}", "PITR", wal_window(w.window.as_ref()));
+    let last = match &w.last_archived {
+        Some(l) => format!("last archived {} at {}", l.segment, time(l.time)),
+        None => "no segment archived".into(),
+    };
+    let lag = w
+        .archive_lag_secs
+        .map_or_else(String::new, |s| format!(", lag {}", duration(s as f64)));
+    println!(
+        "  {:<10}{} objects, {}; {last}{lag}; failed pushes are not recorded here: \
+         pgsafe check shows the server's (pg_stat_archiver)",
+        "archive",
+        w.objects,
+        size(w.bytes)
+    );
+    for t in &w.timelines {
+        let switch = match (t.parent, t.switchpoint) {
+            (Some(p), Some(l)) => format!(", from timeline {p} at {l}"),
+            _ => String::new(),
+        };
+        println!(
+            "  {:<10}timeline {}: {} .. {} ({} segments, {} partial; history {}{switch})",
+            "WAL",
+            t.timeline,
+            opt(t.wal_min),
+            opt(t.wal_max),
+            t.segments,
+            t.partials,
+            t.history
+        );
+    }
+    for g in &w.gaps {
+        let what = match &g.gap.source {
+            GapSource::Hole => "hole".to_owned(),
+            GapSource::Switch { to } => format!("missing around the switch to timeline {to}"),
+            GapSource::Recorded { reason, host, .. } => format!("dropped by {host}: {reason}"),
+        };
+        let note = if g.before_oldest_backup {
+            " (before the oldest backup: harmless)"
+        } else {
+            ""
+        };
+        println!(
+            "  {:<10}timeline {} {} .. {}: {what}{note}",
+            "gap", g.gap.timeline, g.gap.first, g.gap.last
+        );
     }
 }
 

@@ -23,6 +23,7 @@ pub mod lookahead;
 pub mod name;
 pub mod prefetch;
 pub mod push;
+pub mod report;
 pub mod spool;
 
 pub use get::{fetch, get_to};

@@ -1,0 +1,288 @@
+//! `pgsafe info` on a repository a real server archives into with `pgsafe archive-push`: the WAL
+//! held per timeline, the last archived segment and the lag, the recoverability window from the
+//! backup to the end of the continuous WAL; then, from the unlucky DBA's side, a segment lost
+//! after the backup (a hole: the window ends there, PITR past it needs a new backup), one lost
+//! before it (harmless, labelled so), a gap the archiver recorded, and a planted object —
+//! each reported, the JSON as docs/info-json.md documents it.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use pgsafe::repo::{EventKind, Repository};
+use pgsafe::storage::Ident;
+use pgsafe::types::{Lsn, TimelineId, WalSegSize, WalSegment};
+use pgsafe_testkit::{
+    Cluster, ClusterOptions, PgInstall, archive_settings, give_to_server_user, per_major,
+    server_owned_tempdir, wait_archived,
+};
+use serde_json::Value;
+
+use common::{bin, json, ok, pgsafe, repo_init};
+
+const CLUSTER: &str = "main";
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn info(repo: &Path, json_out: bool) -> std::process::Output {
+    let mut args = vec!["info", "--repo", s(repo), "--cluster", CLUSTER];
+    if json_out {
+        args.push("--json");
+    }
+    ok(pgsafe(&args), "info")
+}
+
+fn wal_of(repo: &Path) -> (Value, Value) {
+    let doc = json(&info(repo, true));
+    let c = doc["clusters"][0].clone();
+    (c["wal"].clone(), c)
+}
+
+/// The stored object of segment `seg` (any compression suffix).
+fn object_of(repo: &Path, seg: &str) -> PathBuf {
+    let dir = repo
+        .join(CLUSTER)
+        .join("wal")
+        .join(&seg[..8])
+        .join(&seg[8..16]);
+    fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(seg))
+        .unwrap_or_else(|| panic!("{seg} is not in {}", dir.display()))
+}
+
+/// The names in the first column of each `| field |` table of docs/info-json.md.
+fn documented_fields() -> Vec<Vec<String>> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/info-json.md");
+    let text = fs::read_to_string(path).unwrap();
+    let mut tables = Vec::new();
+    let mut cur: Option<Vec<String>> = None;
+    for line in text.lines() {
+        if line.starts_with("| field |") {
+            cur = Some(Vec::new());
+        } else if line.starts_with("|---") {
+        } else if let (Some(t), true) = (&mut cur, line.starts_with('|')) {
+            let first = line.split('|').nth(1).unwrap();
+            t.extend(first.split('`').skip(1).step_by(2).map(str::to_owned));
+        } else if let Some(t) = cur.take() {
+            tables.push(t);
+        }
+    }
+    tables.extend(cur);
+    tables
+}
+
+/// Every documented name is a field of `v`, and every field of `v` is documented.
+fn assert_documented(table: &[String], v: &Value) {
+    for name in table {
+        assert!(
+            v.get(name).is_some(),
+            "{name} is documented but missing from {v:#}"
+        );
+    }
+    for key in v.as_object().unwrap().keys() {
+        assert!(table.contains(key), "{key} is not in docs/info-json.md");
+    }
+}
+
+fn lsn(v: &Value) -> Lsn {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+fn info_shows_the_archive_its_gaps_and_the_window(major: u32) {
+    let install = PgInstall::major(major);
+    let scratch = server_owned_tempdir();
+    let repo = scratch.path().join("repo");
+    let mut opts = ClusterOptions::new().fast_unsafe();
+    if major >= 11 {
+        opts = opts.wal_segsize_mb(1);
+    }
+    for line in archive_settings(
+        &bin(),
+        &["archive-push", "--repo", s(&repo), "--cluster", CLUSTER],
+    ) {
+        opts = opts.conf(line);
+    }
+    let c = Cluster::started(&install, opts);
+    ok(repo_init(&c, &repo, CLUSTER), "pgsafe init");
+    give_to_server_user(&repo);
+    let m = format!("PostgreSQL {major}");
+    for _ in 0..3 {
+        wait_archived(&c);
+    }
+    let conn = c.conninfo();
+    let out = ok(
+        pgsafe(&[
+            "backup",
+            "--repo",
+            s(&repo),
+            "--cluster",
+            CLUSTER,
+            "-D",
+            s(c.data_dir()),
+            "-d",
+            &conn,
+            "--json",
+            "--progress",
+            "none",
+        ]),
+        "backup",
+    );
+    let id = json(&out)["backup_id"].as_str().unwrap().to_owned();
+    let meta: Value = serde_json::from_slice(
+        &fs::read(
+            repo.join(CLUSTER)
+                .join("backups")
+                .join(&id)
+                .join("pgsafe.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let size = WalSegSize::new(meta["wal_segment_size"].as_u64().unwrap()).unwrap();
+    let start_wal: WalSegment = meta["start_wal"].as_str().unwrap().parse().unwrap();
+    let stop_wal: WalSegment = meta["stop_wal"].as_str().unwrap().parse().unwrap();
+    let mut last = String::new();
+    for _ in 0..3 {
+        last = wait_archived(&c);
+    }
+
+    // All there: no gap, the window from the backup's stop to at least the last switch.
+    let (wal, cluster) = wal_of(&repo);
+    assert_eq!(wal["problems"], serde_json::json!([]), "{m}: {wal:#}");
+    assert_eq!(cluster["status"]["ok"], true, "{m}: {cluster:#}");
+    assert_eq!(wal["gaps"], serde_json::json!([]), "{m}");
+    let tl = &wal["timelines"][0];
+    assert_eq!(tl["timeline"], 1, "{m}");
+    assert_eq!(tl["history"], "none", "{m}");
+    assert!(
+        tl["wal_max"].as_str().unwrap() >= last.as_str(),
+        "{m}: {tl:#}"
+    );
+    assert!(wal["last_archived"]["segment"].as_str().unwrap() >= last.as_str());
+    assert!(wal["archive_lag_secs"].is_u64(), "{m}: {wal:#}");
+    let w = &wal["window"];
+    assert_eq!(w["backup"], id.as_str(), "{m}: {w:#}");
+    assert_eq!(w["from"]["lsn"], meta["stop_lsn"], "{m}");
+    let last_seg: WalSegment = last.parse().unwrap();
+    let last_end = last_seg.start_lsn(size).unwrap().0 + size.bytes();
+    assert!(lsn(&w["to"]["lsn"]).0 >= last_end, "{m}: {w:#}");
+    assert_eq!(w["ends_at_hole"], false, "{m}");
+    let tables = documented_fields();
+    assert_eq!(tables.len(), 9, "{tables:?}");
+    assert_documented(&tables[5], &wal);
+    assert_documented(&tables[6], tl);
+    assert_documented(&tables[8], w);
+
+    // A segment lost after the backup: a hole where the window ends.
+    let seg = |segno: u64| WalSegment::from_segno(TimelineId(1), segno, size);
+    let after = seg(stop_wal.segno(size).unwrap() + 1);
+    fs::remove_file(object_of(&repo, &after.to_string())).unwrap();
+    let (wal, cluster) = wal_of(&repo);
+    assert_eq!(cluster["status"]["ok"], false, "{m}");
+    let gaps = wal["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{m}: {wal:#}");
+    let g = &gaps[0];
+    assert_documented(&tables[7], g);
+    assert_eq!(g["source"], "hole");
+    assert_eq!(g["first"], after.to_string());
+    assert_eq!(g["last"], after.to_string());
+    assert_eq!(g["before_oldest_backup"], false);
+    assert_eq!(g["after_newest_backup"], true);
+    let problems = wal["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{m}: {wal:#}");
+    assert_eq!(problems[0]["kind"], "wal_gap");
+    assert!(
+        problems[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("take a new full backup"),
+        "{m}: {wal:#}"
+    );
+    assert_eq!(
+        wal["window"]["to"]["lsn"],
+        after.start_lsn(size).unwrap().to_string()
+    );
+    assert_eq!(wal["window"]["ends_at_hole"], true);
+
+    // A segment lost before the backup's start, between others: harmless, not a problem.
+    let before = seg(start_wal.segno(size).unwrap() - 1);
+    fs::remove_file(object_of(&repo, &before.to_string())).unwrap();
+    // A gap the archiver recorded, and an object that is not WAL.
+    let r = Repository::open(&repo).unwrap();
+    let far = seg(last_seg.segno(size).unwrap() + 100);
+    r.record_event(
+        &Ident::new(CLUSTER).unwrap(),
+        EventKind::WalGap {
+            timeline: TimelineId(1),
+            first: far,
+            last: far,
+            reason: "the push queue was over its limit".into(),
+            dropped_at: "2026-01-01T00:00:00.000000Z".into(),
+            dropped_by: "db1".into(),
+        },
+    )
+    .unwrap();
+    fs::write(
+        repo.join(CLUSTER)
+            .join("wal")
+            .join("00000001")
+            .join("notes"),
+        b"x",
+    )
+    .unwrap();
+    let (wal, cluster) = wal_of(&repo);
+    let gaps = wal["gaps"].as_array().unwrap();
+    let sources: Vec<(&str, bool, &str)> = gaps
+        .iter()
+        .map(|g| {
+            (
+                g["first"].as_str().unwrap(),
+                g["before_oldest_backup"].as_bool().unwrap(),
+                g["source"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let (b, a, f) = (before.to_string(), after.to_string(), far.to_string());
+    assert_eq!(
+        sources,
+        vec![
+            (&*b, true, "hole"),
+            (&*a, false, "hole"),
+            (&*f, false, "recorded")
+        ],
+        "{m}: {wal:#}"
+    );
+    assert_eq!(gaps[2]["recorded_by"], "db1");
+    assert_documented(&tables[7], &gaps[2]);
+    let kinds: Vec<&str> = wal["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["unknown_name", "wal_gap", "wal_gap"],
+        "{m}: {wal:#}"
+    );
+    assert_eq!(cluster["status"]["problems"], 3, "{m}: {cluster:#}");
+    let text = String::from_utf8(info(&repo, false).stdout).unwrap();
+    for needle in [
+        "PITR",
+        "take a new full backup",
+        "(before the oldest backup: harmless)",
+        "dropped by db1",
+        "pg_stat_archiver",
+        &format!("timeline 1 {a} .. {a}: hole"),
+    ] {
+        assert!(text.contains(needle), "{m}: {needle:?} not in\n{text}");
+    }
+}
+
+per_major!(info_shows_the_archive_its_gaps_and_the_window: 16, 12);
