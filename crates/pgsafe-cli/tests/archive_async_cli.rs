@@ -501,3 +501,89 @@ fn measure_backlog_200() {
         );
     }
 }
+
+/// PostgreSQL recovering through archive-get with the prefetch queue: a queue filled before
+/// recovery starts, with one queued file damaged and one made for another repository, still
+/// gives a recovery with every row — the damaged and the foreign file are fetched again, never
+/// replayed — and the queue is emptied as recovery passes it.
+fn recovery_through_the_queue(major: u32) {
+    let scratch = server_owned_tempdir();
+    let repo = scratch.path().join("repo");
+    let archive_command = format!(
+        "{} archive-push --repo {} --cluster {CLUSTER} %p",
+        s(&bin()),
+        s(&repo)
+    );
+    let install = PgInstall::major(major);
+    let c = Cluster::started(
+        &install,
+        ClusterOptions::new()
+            .fast_unsafe()
+            .conf("archive_mode = on")
+            .conf(format!("archive_command = '{archive_command}'")),
+    );
+    ok(repo_init(&c, &repo, CLUSTER), "pgsafe init");
+    chown_tree(&repo);
+    c.execute("CREATE TABLE t (x text)");
+    let backup = scratch.path().join("backup");
+    ok(common::backup(&c, &backup, &[]), "pgsafe backup");
+    let segs = make_segments(&c, 10);
+    wait_until("everything is archived", &c, || ready(&c).is_empty());
+    let committed: i64 = c.query_one("SELECT count(*) FROM t");
+
+    let restore_command = format!(
+        "{} archive-get --repo {} --cluster {CLUSTER} --prefetch 6 %f %p",
+        s(&bin()),
+        s(&repo)
+    );
+    let target = scratch.path().join("restored");
+    ok(
+        common::restore(&backup, &target, &["--restore-command", &restore_command]),
+        "pgsafe restore",
+    );
+    // Fill the queue as a first call of recovery would, then damage it.
+    let wal = target.join("pg_wal");
+    fs::create_dir_all(wal.join("archive_status")).unwrap();
+    chown_tree(&wal);
+    let dest = wal.join("RECOVERYXLOG");
+    ok(
+        get(&repo, &segs[0].0, &dest, &["--prefetch", "6"]),
+        "archive-get",
+    );
+    fs::remove_file(&dest).unwrap();
+    let queue = wal.join("pgsafe_archive/prefetch");
+    let damaged = queue.join(&segs[2].0);
+    let mut bytes = fs::read(&damaged).unwrap();
+    bytes[300_000] ^= 0x20;
+    fs::write(&damaged, &bytes).unwrap();
+    let foreign = queue.join(format!("{}.json", segs[4].0));
+    let record = fs::read_to_string(&foreign).unwrap();
+    fs::write(&foreign, record.replace(s(&repo), "/elsewhere/repo")).unwrap();
+
+    let mut r = Cluster::adopt(
+        &install,
+        &target,
+        ClusterOptions::new()
+            .fast_unsafe()
+            .conf("hot_standby = off"),
+    );
+    r.start();
+    let rows: i64 = r.query_one("SELECT count(*) FROM t");
+    assert_eq!(rows, committed, "{}", r.server_log_tail(40));
+    let log = r.server_log();
+    for (seg, _) in &segs {
+        assert!(
+            log.contains(&format!("restored log file \"{seg}\" from archive")),
+            "{seg} not restored: {log}"
+        );
+    }
+    assert!(log.contains("changed since it was fetched"), "{log}");
+    assert!(log.contains("another archive"), "{log}");
+    let left: Vec<_> = fs::read_dir(&queue)
+        .map(|rd| rd.count())
+        .into_iter()
+        .collect();
+    assert!(left.iter().all(|n| *n <= 12), "{left:?}");
+}
+
+per_major!(recovery_through_the_queue: 10, 17);
