@@ -410,3 +410,161 @@ fn an_unreachable_server_is_an_error_with_json() {
     assert_eq!(v["error"]["kind"], "connection", "{v:#}");
     assert_eq!(v["error"]["exit_code"], 2);
 }
+
+/// The DBA follows check's advice: the line it prints, set as it says, makes archiving work —
+/// check then exits 0, and the switched file is in the repository: archive-get (a separate
+/// command, with its own checks) hands it back whole.
+fn following_the_advice_works(major: u32) {
+    let c = archiving_cluster(major);
+    let dir = server_owned_tempdir();
+    let repo = repo_for(&c, dir.path());
+    let (v, codes) = problems(&check(&c, &repo, "main", &[]));
+    assert!(codes.contains(&"archive_command_empty".to_owned()), "{v:#}");
+    let line = v["archive_command"]["expected"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(line, expected_line(&repo, "main"));
+    let value = line
+        .strip_prefix("archive_command = '")
+        .and_then(|l| l.strip_suffix('\''))
+        .unwrap()
+        .replace("''", "'");
+    set_archive_command(&c, &value);
+    let out = check(&c, &repo, "main", &["--timeout", "120s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v = json(&out);
+    assert_eq!(v["ok"], true, "{v:#}");
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v:#}");
+    assert_eq!(v["archive_command"]["archives_here"], true, "{v:#}");
+    let seg = v["switch"]["segment"].as_str().unwrap().to_owned();
+    let stored = v["switch"]["stored_as"].as_str().unwrap();
+    assert!(repo.join(stored).is_file(), "{stored}");
+    assert!(stored.contains(&seg), "{stored}");
+    // The server agrees it archived it.
+    let archived: i64 = c.query_one("SELECT archived_count FROM pg_stat_archiver");
+    assert!(archived >= 1);
+    let got = dir.path().join("got");
+    ok(
+        pgsafe(&[
+            "archive-get",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--cluster",
+            "main",
+            &seg,
+            got.to_str().unwrap(),
+        ]),
+        "archive-get",
+    );
+    let size: i64 =
+        c.query_one("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'");
+    let unit: String =
+        c.query_one("SELECT coalesce(unit, '') FROM pg_settings WHERE name = 'wal_segment_size'");
+    let bytes = if unit == "8kB" { size * 8192 } else { size };
+    assert_eq!(fs::metadata(&got).unwrap().len(), bytes as u64);
+    // In text: the verdict.
+    let conn = c.conninfo();
+    let out = pgsafe(&[
+        "check",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--cluster",
+        "main",
+        "-d",
+        &conn,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK: WAL archiving of cluster main"));
+}
+per_major!(following_the_advice_works: 10, 13, 16, 18);
+
+/// A gap the archiver recorded (the queue limit dropped WAL: the event archive-push writes) is
+/// a problem while no backup starts after it — no restore gets past it — and only a warning
+/// once a new full backup does.
+fn a_recorded_gap_is_reported(major: u32) {
+    let c = archiving_cluster(major);
+    let dir = server_owned_tempdir();
+    let repo = repo_for(&c, dir.path());
+    let bin = common::bin();
+    set_archive_command(
+        &c,
+        &format!(
+            "{} archive-push --repo {} --cluster main %p",
+            bin.display(),
+            repo.display()
+        ),
+    );
+    let out = check(&c, &repo, "main", &["--timeout", "120s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let seg: pgsafe::WalSegment = json(&out)["switch"]["segment"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The record archive-push writes when its queue limit drops a segment (here: the one
+    // just archived, as if it had been dropped).
+    let r = pgsafe::repo::Repository::open(&repo).unwrap();
+    r.record_event(
+        &pgsafe::storage::Ident::new("main").unwrap(),
+        pgsafe::repo::EventKind::WalGap {
+            timeline: seg.tli,
+            first: seg,
+            last: seg,
+            reason: "archive queue limit".into(),
+            dropped_at: "2026-12-03T21:00:00Z".into(),
+            dropped_by: "db1".into(),
+        },
+    )
+    .unwrap();
+    let (v, codes) = problems(&check(&c, &repo, "main", &["--timeout", "120s"]));
+    assert_eq!(codes, ["wal_gap"], "{v:#}");
+    let gap = &v["gaps"][0];
+    assert_eq!(gap["source"], "recorded", "{v:#}");
+    assert_eq!(gap["first"], seg.to_string());
+    assert_eq!(gap["needs_new_backup"], true);
+    let p = problem(&v, "wal_gap");
+    assert!(
+        p["message"]
+            .as_str()
+            .unwrap()
+            .contains("archive queue limit"),
+        "{p}"
+    );
+    assert!(p["fix"].as_str().unwrap().contains("pgsafe backup"), "{p}");
+    assert!(
+        !v["switch"]["stored_as"].is_null(),
+        "the switch itself worked: {v:#}"
+    );
+
+    // A new full backup into the repository starts after the gap.
+    ok(
+        pgsafe(&[
+            "backup",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--cluster",
+            "main",
+            "-D",
+            c.data_dir().to_str().unwrap(),
+            "-d",
+            &c.conninfo(),
+            "--progress",
+            "none",
+        ]),
+        "backup",
+    );
+    let out = check(&c, &repo, "main", &["--timeout", "120s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v = json(&out);
+    assert_eq!(v["gaps"][0]["needs_new_backup"], false, "{v:#}");
+    assert!(
+        v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["code"] == "wal_gap_before_backup"),
+        "{v:#}"
+    );
+}
+per_major!(a_recorded_gap_is_reported: 10, 16);

@@ -13,23 +13,26 @@
 //! is in the repository.
 
 mod command;
+mod gaps;
 mod repository;
 mod server;
+mod settings;
+mod wait;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::RepoLocation;
 use crate::conninfo::{ConnSettings, ConnectError};
 use crate::error::{ErrorKind, HasKind};
-use crate::repo::{RepoError, Repository};
+use crate::repo::{Registration, RepoError, Repository};
 use crate::session::{ServerInfo, Session, SessionError};
 use crate::storage::Ident;
 use crate::types::{Lsn, WalSegment};
 
 pub use command::{Parsed, PushCall, conf_literal, expected_command};
+pub use gaps::GapReport;
 pub use repository::RepoState;
 pub use server::{ArchiveSettings, ArchiverStats, Backlog};
 
@@ -59,13 +62,6 @@ pub struct CheckOptions {
     /// The pgsafe program an `archive_command` should run (for the line `check` suggests).
     pub program: String,
 }
-
-/// Pause between two looks while waiting.
-const POLL_EVERY: Duration = Duration::from_millis(250);
-/// After the archiver counts a failure, how long to keep looking before calling it failing:
-/// the archiver retries a failed file three times, a second apart (`NUM_ARCHIVE_RETRIES`,
-/// src/backend/postmaster/pgarch.c), so a one-off failure can still end in the file arriving.
-const RETRY_GRACE: Duration = Duration::from_secs(5);
 
 /// One thing `check` found: a stable `code` (for scripts), what is wrong, and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -141,6 +137,8 @@ pub struct CheckReport {
     pub archiver: Option<ArchiverStats>,
     pub lag: Lag,
     pub switch: Option<SwitchReport>,
+    /// WAL missing from the repository's archive of the cluster.
+    pub gaps: Vec<GapReport>,
     /// What is wrong (any one makes the answer "no").
     pub problems: Vec<Finding>,
     /// Worth knowing, not wrong.
@@ -171,8 +169,8 @@ pub fn check(
     let repo_abs = std::path::absolute(repo).unwrap_or_else(|_| repo.to_owned());
     let (opened, mut state) = open_repository(&repo_abs, cluster, &info, &mut problems);
     let expected = expected_command(&opts.program, &repo_abs.to_string_lossy(), cluster.as_str());
-    settings_findings(&info, &settings, &expected, &mut problems, &mut warnings);
-    let command = command_findings(
+    settings::settings_findings(&info, &settings, &expected, &mut problems, &mut warnings);
+    let command = settings::command_findings(
         &settings,
         &info,
         &repo_abs,
@@ -217,15 +215,23 @@ pub fn check(
             ),
             Some("run check against the primary".into()),
         ));
-    } else if let Some(repo) = &opened
+    } else if let Some((repo, reg)) = &opened
         && archiving_on
     {
         let missing = server::missing_privileges(client, info.version)?;
         if missing.is_empty() {
             let baseline = archiver.clone();
             let (segment, lsn) = server::switch_wal(client)?;
-            let (sw, found) =
-                wait_for_segment(client, repo, cluster, segment, lsn, baseline, opts.timeout);
+            let (sw, found) = wait::wait_for_segment(
+                client,
+                repo,
+                reg,
+                cluster,
+                segment,
+                lsn,
+                baseline,
+                opts.timeout,
+            );
             problems.extend(found.problems);
             warnings.extend(found.warnings);
             switch = Some(sw);
@@ -251,6 +257,30 @@ pub fn check(
             ));
         }
     }
+    let mut gap_list = Vec::new();
+    if let Some((repo, reg)) = &opened {
+        let settled = lag
+            .backlog
+            .as_ref()
+            .and_then(|b| b.oldest_ready.as_deref())
+            .and_then(|n| n.parse::<WalSegment>().ok())
+            .or(current);
+        match gaps::gaps(repo, reg, cluster, settled) {
+            Ok(g) => gap_list = g,
+            Err(e) => warnings.push(finding(
+                "gaps_unknown",
+                format!("the archive's gaps could not be read: {e}"),
+                None,
+            )),
+        }
+        gaps::findings(
+            &gap_list,
+            &repo_abs.to_string_lossy(),
+            cluster,
+            &mut problems,
+            &mut warnings,
+        );
+    }
     Ok(CheckReport {
         repository: state,
         cluster: cluster.to_string(),
@@ -267,6 +297,7 @@ pub fn check(
         archiver,
         lag,
         switch,
+        gaps: gap_list,
         problems,
         warnings,
     })
@@ -284,7 +315,7 @@ fn open_repository(
     cluster: &Ident,
     info: &ServerInfo,
     problems: &mut Vec<Finding>,
-) -> (Option<Repository>, RepoState) {
+) -> (Option<(Repository, Registration)>, RepoState) {
     let mut state = RepoState {
         path: repo.display().to_string(),
         exists: repo.is_dir(),
@@ -321,7 +352,7 @@ fn open_repository(
         }
     };
     state.is_repository = true;
-    match opened.registration(cluster) {
+    let reg = match opened.registration(cluster) {
         Ok(reg) => {
             if !reg.same_cluster(info.system_id, info.version, info.wal_segment_size) {
                 problems.push(finding(
@@ -345,6 +376,7 @@ fn open_repository(
                 ));
                 return (None, state);
             }
+            reg
         }
         Err(RepoError::NotRegistered { .. }) => {
             problems.push(finding(
@@ -362,7 +394,7 @@ fn open_repository(
             ));
             return (None, state);
         }
-    }
+    };
     if state.read_only {
         problems.push(finding(
             "repository_read_only",
@@ -392,7 +424,7 @@ fn open_repository(
             ),
         ));
     }
-    (Some(opened), state)
+    (Some((opened, reg)), state)
 }
 
 /// When the data directory is on this host: can its owner (the user `archive_command` runs
@@ -438,263 +470,6 @@ fn server_access(
     }
 }
 
-/// `wal_level`, `archive_mode`, `archive_library`.
-fn settings_findings(
-    info: &ServerInfo,
-    s: &ArchiveSettings,
-    expected: &str,
-    problems: &mut Vec<Finding>,
-    warnings: &mut Vec<Finding>,
-) {
-    if s.wal_level == "minimal" {
-        problems.push(finding(
-            "wal_level_minimal",
-            "wal_level is minimal: the server cannot archive WAL (archive_mode needs replica or \
-             logical)"
-                .into(),
-            Some("set wal_level = replica in postgresql.conf and restart the server".into()),
-        ));
-    }
-    let restart = if s.archive_mode_pending_restart {
-        " (a changed archive_mode is waiting for a restart: restart the server)"
-    } else {
-        ""
-    };
-    if s.archive_mode == "off" {
-        problems.push(finding(
-            "archive_mode_off",
-            format!("archive_mode is off: the server archives nothing{restart}"),
-            Some(format!(
-                "in postgresql.conf set archive_mode = on and archive_command = {}, then \
-                 restart the server (archive_mode needs a restart)",
-                conf_literal(expected)
-            )),
-        ));
-    } else if s.archive_mode_pending_restart {
-        warnings.push(finding(
-            "archive_mode_pending_restart",
-            format!(
-                "archive_mode is {} now, but the configuration changed it: the change takes \
-                 effect at the next restart",
-                s.archive_mode
-            ),
-            None,
-        ));
-    }
-    if info.in_recovery && s.archive_mode == "on" {
-        warnings.push(finding(
-            "standby_archives_nothing",
-            "this standby has archive_mode = on: it archives nothing until it is promoted \
-             (always would archive what it receives)"
-                .into(),
-            None,
-        ));
-    }
-    if let Some(lib) = s.archive_library.as_deref().filter(|l| !l.is_empty()) {
-        problems.push(finding(
-            "archive_library_set",
-            format!(
-                "archive_library is {lib:?}: the server archives through that module, not \
-                 through archive_command (or, with both set, not at all)"
-            ),
-            Some("set archive_library = '' and reload the server".into()),
-        ));
-    }
-}
-
-/// What `archive_command` does, judged against this repository and cluster.
-fn command_findings(
-    s: &ArchiveSettings,
-    info: &ServerInfo,
-    repo: &Path,
-    cluster: &Ident,
-    expected: &str,
-    problems: &mut Vec<Finding>,
-) -> CommandReport {
-    let line = format!("archive_command = {}", conf_literal(expected));
-    let fix = || {
-        Some(format!(
-            "set in postgresql.conf: {line}, then reload the server (SELECT pg_reload_conf()); \
-             or run ALTER SYSTEM SET archive_command = {}; SELECT pg_reload_conf();",
-            conf_literal(expected)
-        ))
-    };
-    let mut report = CommandReport {
-        archives_here: false,
-        repository: None,
-        cluster: None,
-        expected: line.clone(),
-    };
-    let shown = format!("archive_command is {}", conf_literal(&s.archive_command));
-    let mut wrong = |code: &'static str, why: String| {
-        problems.push(finding(code, format!("{shown}: {why}"), fix()));
-    };
-    let (call, compound) = match command::parse(&s.archive_command) {
-        Parsed::Empty => {
-            wrong(
-                "archive_command_empty",
-                "nothing archives WAL (the archiver waits, and WAL piles up in pg_wal)".into(),
-            );
-            return report;
-        }
-        Parsed::Unparsable => {
-            wrong(
-                "archive_command_unparsable",
-                "the shell cannot parse it (unbalanced quotes)".into(),
-            );
-            return report;
-        }
-        Parsed::NotPgsafe { program } => {
-            wrong(
-                "archive_command_not_pgsafe",
-                format!("it runs {program:?}, not pgsafe archive-push"),
-            );
-            return report;
-        }
-        Parsed::OtherSubcommand {
-            program,
-            subcommand,
-        } => {
-            wrong(
-                "archive_command_not_push",
-                format!("it runs {program} {subcommand}, not archive-push"),
-            );
-            return report;
-        }
-        Parsed::Push { call, compound } => (call, compound),
-    };
-    let data_dir = info.data_directory.as_deref().map(Path::new);
-    let (named_repo, how) = command_repository(&call, data_dir);
-    report.repository = named_repo.as_ref().map(|p| p.display().to_string());
-    report.cluster = call.cluster.clone();
-    let mut ok = true;
-    match &named_repo {
-        Some(p) if same_place(p, repo) => {}
-        Some(p) => {
-            ok = false;
-            wrong(
-                "archive_command_other_repository",
-                format!(
-                    "it archives into {}{how}, not into {}",
-                    p.display(),
-                    repo.display()
-                ),
-            );
-        }
-        None => {
-            ok = false;
-            wrong("archive_command_no_repository", how);
-        }
-    }
-    match call.cluster.as_deref() {
-        Some(c) if c == cluster.as_str() => {}
-        Some(c) => {
-            ok = false;
-            wrong(
-                "archive_command_other_cluster",
-                format!("it archives as cluster {c:?}, not as {cluster}"),
-            );
-        }
-        None => {
-            ok = false;
-            wrong(
-                "archive_command_no_cluster",
-                "it names no cluster (--cluster)".into(),
-            );
-        }
-    }
-    if !call.has_path {
-        ok = false;
-        wrong(
-            "archive_command_no_path",
-            "it does not pass %p (the path of the file to archive)".into(),
-        );
-    }
-    if compound {
-        ok = false;
-        wrong(
-            "archive_command_compound",
-            "it is more than the pgsafe command (shell operators, redirections or \
-             substitutions): its exit status may not be pgsafe's, and PostgreSQL removes WAL \
-             it believes archived"
-                .into(),
-        );
-    }
-    let program = Path::new(&call.program);
-    if program.is_absolute() && !is_executable(program) {
-        ok = false;
-        wrong(
-            "archive_command_program_missing",
-            format!("{} is not an executable file on this host", call.program),
-        );
-    }
-    report.archives_here = ok;
-    report
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// Two paths name the same folder: the same file after resolving links, or (when either
-/// cannot be resolved) the same text.
-fn same_place(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => a == b,
-    }
-}
-
-/// The repository an `archive-push` call uses: `--repo`, else `repo` of the config file it
-/// reads (`--config`, `PGSAFE_CONFIG=` in front of it, else the default file). Relative paths
-/// are relative to the data directory, where the archiver runs the command. With `None`, the
-/// reason; with a path, how it was found (for messages).
-fn command_repository(call: &PushCall, data_dir: Option<&Path>) -> (Option<PathBuf>, String) {
-    let resolve = |p: &str| match data_dir {
-        Some(d) => d.join(p),
-        None => PathBuf::from(p),
-    };
-    if let Some(r) = &call.repo {
-        return (Some(resolve(r)), String::new());
-    }
-    let (file, whence) = match (&call.config, &call.config_env) {
-        (Some(c), _) => (resolve(c), "named by its --config"),
-        (None, Some(c)) => (resolve(c), "named by PGSAFE_CONFIG in it"),
-        (None, None) => (
-            PathBuf::from(crate::config::DEFAULT_PATH),
-            "the default, unless the server's environment sets PGSAFE_CONFIG",
-        ),
-    };
-    match crate::config::load(&file) {
-        Ok(cfg) => match cfg.repo {
-            Some(RepoLocation::Local(p)) => (
-                Some(p),
-                format!(" (repo of the config file {}, {whence})", file.display()),
-            ),
-            Some(RepoLocation::Remote(u)) => (
-                None,
-                format!(
-                    "it names no --repo, and the config file {} ({whence}) names {u}, which is \
-                     not a local repository",
-                    file.display()
-                ),
-            ),
-            None => (
-                None,
-                format!(
-                    "it names no --repo, and the config file {} ({whence}) has no repo",
-                    file.display()
-                ),
-            ),
-        },
-        Err(e) => (
-            None,
-            format!("it names no --repo, and its config file ({whence}) cannot be used: {e}"),
-        ),
-    }
-}
-
 /// Archive lag figures; none of them decides the answer.
 fn lag(
     client: &mut postgres::Client,
@@ -729,158 +504,4 @@ fn lag(
         Err(e) => lag.backlog_unreadable = Some(e),
     }
     lag
-}
-
-/// What the wait found besides the switch report.
-#[derive(Default)]
-struct WaitFindings {
-    problems: Vec<Finding>,
-    warnings: Vec<Finding>,
-}
-
-/// Waits until `segment` is in the repository, the archiver reports a failure (and its
-/// retries did not bring the file), the archiver reports the file archived while it is not in
-/// the repository, or `timeout` passes.
-fn wait_for_segment(
-    client: &mut postgres::Client,
-    repo: &Repository,
-    cluster: &Ident,
-    segment: WalSegment,
-    lsn: Lsn,
-    baseline: Option<ArchiverStats>,
-    timeout: Duration,
-) -> (SwitchReport, WaitFindings) {
-    let began = Instant::now();
-    let mut found = WaitFindings::default();
-    let mut failed_seen: Option<(Instant, ArchiverStats)> = None;
-    let name = segment.to_string();
-    let report = |stored_as: Option<String>| SwitchReport {
-        lsn,
-        segment,
-        stored_as,
-        waited_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
-    };
-    loop {
-        match repository::stored_segment(repo.backend(), cluster, &segment) {
-            Ok(Some(object)) => {
-                if let Some((_, stats)) = failed_seen {
-                    found.warnings.push(finding(
-                        "archive_failed_then_succeeded",
-                        format!(
-                            "the archiver failed once ({}) and then archived {name}: look at \
-                             the server log for the failure",
-                            failure_words(&stats)
-                        ),
-                        None,
-                    ));
-                }
-                return (report(Some(object)), found);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                found.problems.push(finding(
-                    "repository_unreadable",
-                    format!("the repository cannot be read while waiting for {name}: {e}"),
-                    None,
-                ));
-                return (report(None), found);
-            }
-        }
-        let now = server::archiver(client).ok();
-        if let (Some(now), Some(base)) = (&now, &baseline) {
-            if failed_seen.is_none() && now.failed_count > base.failed_count {
-                failed_seen = Some((Instant::now(), now.clone()));
-            }
-            if now.archived_count > base.archived_count
-                && now
-                    .last_archived_wal
-                    .as_deref()
-                    .is_some_and(|l| l.len() == name.len() && l >= name.as_str())
-            {
-                // The archiver counts a file once its command exited 0; archive-push exits 0
-                // only after storing it. One more look, then it went elsewhere.
-                if let Ok(Some(object)) =
-                    repository::stored_segment(repo.backend(), cluster, &segment)
-                {
-                    return (report(Some(object)), found);
-                }
-                found.problems.push(finding(
-                    "archived_elsewhere",
-                    format!(
-                        "the server reports {name} archived (pg_stat_archiver: last archived \
-                         {}), but it is not in the repository: archive_command stores WAL \
-                         somewhere else",
-                        now.last_archived_wal.as_deref().unwrap_or_default()
-                    ),
-                    Some("set archive_command as shown above".into()),
-                ));
-                return (report(None), found);
-            }
-        }
-        if let Some((at, stats)) = &failed_seen
-            && (at.elapsed() >= RETRY_GRACE || began.elapsed() >= timeout)
-        {
-            let latest = now.unwrap_or_else(|| stats.clone());
-            // The archiver takes files in order and retries the oldest until it succeeds
-            // (`pgarch_readyXlog`, src/backend/postmaster/pgarch.c): an older file failing
-            // keeps every later one, the switched one included, out of the archive.
-            let order = match latest.last_failed_wal.as_deref() {
-                Some(f) if f.len() == name.len() && f < name.as_str() => {
-                    format!(" (an older file: the archiver retries it before it reaches {name})")
-                }
-                _ => String::new(),
-            };
-            found.problems.push(finding(
-                "archive_command_fails",
-                format!(
-                    "archive_command fails: while check waited for {name}, pg_stat_archiver \
-                     counted {} failed attempt(s); {}{order}",
-                    latest
-                        .failed_count
-                        .saturating_sub(baseline.as_ref().map_or(0, |b| b.failed_count)),
-                    failure_words(&latest)
-                ),
-                Some(
-                    "the server log has the command's own error message (look for \"archive \
-                     command failed\"); fix it and run check again"
-                        .into(),
-                ),
-            ));
-            return (report(None), found);
-        }
-        if began.elapsed() >= timeout {
-            let last = now
-                .as_ref()
-                .and_then(|a| a.last_archived_wal.clone())
-                .unwrap_or_else(|| "none".into());
-            found.problems.push(finding(
-                "not_archived_in_time",
-                format!(
-                    "{name} did not reach the repository within {} s (pg_stat_archiver: last \
-                     archived {last}, no new failure): the archiver is behind or stuck",
-                    timeout.as_secs()
-                ),
-                Some(
-                    "look at the backlog (pg_wal/archive_status/*.ready) and the server log, or \
-                     wait longer (--timeout)"
-                        .into(),
-                ),
-            ));
-            return (report(None), found);
-        }
-        std::thread::sleep(POLL_EVERY);
-    }
-}
-
-/// "last failed on X at T" from the archiver's statistics.
-fn failure_words(a: &ArchiverStats) -> String {
-    let at = a
-        .last_failed_time
-        .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_else(|| "an unknown time".into());
-    format!(
-        "last failed WAL file {} at {at}",
-        a.last_failed_wal.as_deref().unwrap_or("(none)")
-    )
 }

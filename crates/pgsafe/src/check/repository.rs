@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::storage::{Backend, ErrorKind, Ident, Key, StorageError};
+use crate::archive::ArchiveFile;
+use crate::storage::{Backend, ErrorKind, Ident, StorageError};
 use crate::types::WalSegment;
 
 /// What `check` found out about the repository's folder.
@@ -138,27 +139,17 @@ pub fn server_cannot_write(
     }
 }
 
-/// The object names a segment may be stored under: plain, or compressed (`.zst`, `.lz4`).
-/// Never a `.partial` file (not a complete segment).
-fn stored_names(segment: &WalSegment) -> [String; 3] {
-    let s = segment.to_string();
-    [s.clone(), format!("{s}.zst"), format!("{s}.lz4")]
-}
-
-/// The stored object of `segment` of `cluster`, if the repository holds one: its name.
+/// The stored object of `segment` of `cluster`, if the repository holds one under any of the
+/// names `archive-get` looks for (never a `.partial` file: not a complete segment): its name.
+/// Only a look; [`crate::archive::fetch`] proves the content.
 pub fn stored_segment(
     backend: &dyn Backend,
     cluster: &Ident,
     segment: &WalSegment,
 ) -> Result<Option<String>, StorageError> {
-    for n in stored_names(segment) {
-        let file = Ident::new(n)?;
-        let key = Key::Wal {
-            cluster,
-            timeline: segment.tli,
-            file: &file,
-        };
-        let name = key.name()?;
+    let file = ArchiveFile::Segment(*segment);
+    for (_, c) in file.stored_candidates() {
+        let name = file.object_name(cluster, c)?;
         match backend.size(&name) {
             Ok(_) => return Ok(Some(name.to_string())),
             Err(e) if e.kind() == ErrorKind::NotFound => {}

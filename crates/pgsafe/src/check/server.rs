@@ -44,7 +44,8 @@ pub struct ArchiverStats {
 pub struct Backlog {
     /// `.ready` files in `pg_wal/archive_status`.
     pub ready: u64,
-    /// The oldest of them, and when its status file was written (unix seconds; 12+).
+    /// The oldest segment among them, and when the oldest status file was written (unix
+    /// seconds; 12+).
     pub oldest_ready: Option<String>,
     pub oldest_ready_time: Option<i64>,
 }
@@ -145,11 +146,11 @@ pub fn archiver(client: &mut Client) -> Result<ArchiverStats, SessionError> {
 /// functions need superuser, or pg_monitor on 12+).
 pub fn backlog(client: &mut Client, version: PgVersion) -> Result<Backlog, String> {
     let sql = if version.at_least(12) {
-        "SELECT count(*), min(name), \
+        "SELECT count(*), min(name) FILTER (WHERE name ~ '^[0-9A-F]{24}[.]ready$'), \
                 extract(epoch FROM min(modification))::bigint \
          FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"
     } else {
-        "SELECT count(*), min(f), NULL::bigint \
+        "SELECT count(*), min(f) FILTER (WHERE f ~ '^[0-9A-F]{24}[.]ready$'), NULL::bigint \
          FROM pg_ls_dir('pg_wal/archive_status') AS f WHERE f LIKE '%.ready'"
     };
     let row = client
