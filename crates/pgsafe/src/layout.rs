@@ -12,11 +12,13 @@
 //! The compressed layouts store each data file as `<path>.zst` or `<path>.lz4`; the label
 //! files, the markers, the manifest and the WAL are always stored as they are.
 
+mod archived_wal;
 mod listing;
 mod stored;
 #[cfg(test)]
 mod tests;
 
+pub use archived_wal::{ArchiveReadError, WalArchive};
 pub use listing::{HARD_LINK_WHY, Listing, list_backup};
 pub use stored::StoredBackup;
 

@@ -46,14 +46,14 @@ use crate::storage::{ErrorKind as StorageErrorKind, StorageError};
 use crate::types::{Lsn, SystemId, WalSegSize, WalSegment};
 use crate::wal::WalRange;
 
-mod archived;
 mod metadata;
 mod pages;
 mod report;
 mod run;
 mod wal_check;
 
-pub use archived::{ArchiveReadError, WalArchive};
+// Where the archived WAL of a repository's backup is read (backup, verify and restore).
+pub use crate::layout::{ArchiveReadError, WalArchive};
 pub use report::{BackupEndScan, Problem, TablespaceLocation, VerifyReport, tablespace_locations};
 use run::Split;
 

@@ -94,30 +94,7 @@ pub(super) fn finish(
             let range = (start_lsn, stop_lsn);
             let (bytes, crc32c, created) =
                 copy_wal(opts, info, &segments, &history_files, range, progress)?;
-            // A tablespace created (and dropped again) between the two lists is in neither,
-            // but its CREATE TABLESPACE is in the WAL the restore replays: see
-            // wal::record::TablespaceCreate.
-            for t in created {
-                if tablespace_changes
-                    .iter()
-                    .any(|c| c.oid == t.oid && c.change == TablespaceChangeKind::Created)
-                {
-                    continue;
-                }
-                let c = TablespaceChange {
-                    oid: t.oid,
-                    change: TablespaceChangeKind::Created,
-                    location: String::from_utf8_lossy(&t.location).into_owned(),
-                };
-                progress.warn(&format!(
-                    "{c} (its CREATE TABLESPACE at {} is in the backup's WAL, though the \
-                     tablespace was gone when the backup stopped): replaying it would create \
-                     directories at that location, so pgsafe restore refuses this backup; take \
-                     a new backup",
-                    t.lsn
-                ));
-                tablespace_changes.push(c);
-            }
+            note_created(created, &mut tablespace_changes, progress);
             WalInfo {
                 mode: WalMode::Include,
                 segments: segments.clone(),
@@ -156,6 +133,16 @@ pub(super) fn finish(
                 opts.cancel.as_deref(),
                 session.client(),
             )?;
+            // Read back and checked as an included range is while copied: a backup whose WAL
+            // cannot be replayed is never reported as a success.
+            let created = super::repo_wal::check_archived(
+                archive,
+                info,
+                &segments,
+                (start_lsn, stop_lsn),
+                progress,
+            )?;
+            note_created(created, &mut tablespace_changes, progress);
             WalInfo {
                 mode: WalMode::Archive,
                 segments: segments.clone(),
@@ -311,6 +298,36 @@ pub(super) fn finish(
     Ok(backup_info)
 }
 
+/// Records the tablespaces the backup's WAL creates. A tablespace created (and dropped again)
+/// between the two lists is in neither, but its CREATE TABLESPACE is in the WAL the restore
+/// replays: see wal::record::TablespaceCreate.
+fn note_created(
+    created: Vec<wal::record::TablespaceCreate>,
+    changes: &mut Vec<TablespaceChange>,
+    progress: &dyn Progress,
+) {
+    for t in created {
+        if changes
+            .iter()
+            .any(|c| c.oid == t.oid && c.change == TablespaceChangeKind::Created)
+        {
+            continue;
+        }
+        let c = TablespaceChange {
+            oid: t.oid,
+            change: TablespaceChangeKind::Created,
+            location: String::from_utf8_lossy(&t.location).into_owned(),
+        };
+        progress.warn(&format!(
+            "{c} (its CREATE TABLESPACE at {} is in the backup's WAL, though the tablespace was \
+             gone when the backup stopped): replaying it would create directories at that \
+             location, so pgsafe restore refuses this backup; take a new backup",
+            t.lsn
+        ));
+        changes.push(c);
+    }
+}
+
 fn read_history(pgdata: &Path, tli: TimelineId) -> Result<Option<TimelineHistory>, BackupError> {
     if tli.0 <= 1 {
         return Ok(None);
@@ -457,7 +474,7 @@ fn copy_wal(
 
 /// Feeds one segment (its first header already checked) to the record check of the backup's
 /// WAL range, creating the checker from the first segment's block size.
-fn check_records(
+pub(super) fn check_records(
     checker: &mut Option<wal::record::RecordChecker>,
     bytes: &[u8],
     seg: WalSegment,

@@ -238,3 +238,81 @@ fn last_failure(client: &mut Client) -> String {
         _ => format!("the server's archiver reports no failure; {archived}"),
     }
 }
+
+/// Reads the backup's segments back from the repository's archive and checks each as an
+/// included segment is checked while copied (size, long page header of this server, every
+/// record from `range.0` to `range.1`); returns the `CREATE TABLESPACE` records of the range.
+pub(super) fn check_archived(
+    archive: &RepoArchive<'_>,
+    info: &ServerInfo,
+    segments: &[crate::types::WalSegment],
+    range: (crate::types::Lsn, crate::types::Lsn),
+    progress: &dyn crate::progress::Progress,
+) -> Result<Vec<crate::wal::record::TablespaceCreate>, BackupError> {
+    let reader = crate::layout::WalArchive::local(&archive.root, archive.cluster.clone()).map_err(
+        |source| BackupError::Storage {
+            target: archive.root.clone(),
+            source,
+        },
+    )?;
+    let seg_size = info.wal_segment_size;
+    let mut records = None;
+    for seg in segments {
+        let name = seg.to_string();
+        let path = reader.shown().join(&name);
+        let bytes = match reader.get(seg.tli, &name, seg_size.bytes()) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return Err(BackupWalError::ArchiveRead {
+                    file: name,
+                    detail: "it is gone from the archive since the backup found it there (was \
+                             it deleted?)"
+                        .into(),
+                }
+                .into());
+            }
+            Err(e) => {
+                return Err(BackupWalError::ArchiveRead {
+                    file: name,
+                    detail: e.to_string(),
+                }
+                .into());
+            }
+        };
+        if bytes.len() as u64 != seg_size.bytes() {
+            return Err(BackupWalError::SegmentSize {
+                path,
+                len: bytes.len() as u64,
+                expected: seg_size.bytes(),
+            }
+            .into());
+        }
+        crate::wal::check_segment_header(
+            &bytes,
+            *seg,
+            seg_size,
+            Some(info.system_id),
+            Some(info.version.major()),
+        )
+        .map_err(|source| BackupWalError::SegmentHeader {
+            path: path.clone(),
+            source,
+        })?;
+        super::finish::check_records(&mut records, &bytes, *seg, range, seg_size, &path)?;
+        progress.bytes(bytes.len() as u64);
+    }
+    let Some(mut c) = records else {
+        return Ok(Vec::new());
+    };
+    let end = segments
+        .last()
+        .and_then(|s| s.start_lsn(seg_size).ok())
+        .map_or(range.1, |l| {
+            crate::types::Lsn(l.0.saturating_add(seg_size.bytes()))
+        });
+    c.finish(end).map_err(|source| BackupWalError::Incomplete {
+        dir: reader.shown().to_owned(),
+        source,
+    })?;
+    Ok(c.tablespaces_created().to_vec())
+}

@@ -51,6 +51,9 @@ pub enum BackupWalError {
         secs: u64,
         archiver: String,
     },
+    /// A segment in the repository's archive could not be read back.
+    #[error("WAL file {file} in the repository's WAL archive: {detail}")]
+    ArchiveRead { file: String, detail: String },
     #[error("check received WAL: {0}")]
     ReceiveCheck(#[source] ServerError),
     #[error(

@@ -1,7 +1,8 @@
 //! The WAL of a backup that is in its repository's archive instead of the backup
-//! ([`crate::info::WalInfo::in_repository`]): where verify reads it (its WAL walk runs over
-//! the archived segments as over a backup's `pg_wal/`) and restore fetches it into the
-//! restored `pg_wal/`.
+//! ([`crate::info::WalInfo::in_repository`]): where backup reads it back to check its records,
+//! verify reads it (its WAL walk runs over the archived segments as over a backup's `pg_wal/`)
+//! and restore fetches it into the restored `pg_wal/`. Beside [`super::StoredBackup`], the other
+//! place a backup's files are read from.
 //!
 //! Files lie where [`Key::Wal`] puts them, stored plain or compressed (`.zst`, `.lz4`, one
 //! codec stream: [`Compression::decoder`]); whichever is there is read, decompressed no
