@@ -78,7 +78,10 @@ pub fn get_to(
     };
     let out = OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        // A file of that name is one a killed get of an earlier process with this pid left.
+        .truncate(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .mode(0o600)
         .open(&tmp)
         .map_err(dest_err(&tmp))?;
@@ -98,14 +101,15 @@ pub fn get_to(
     Ok(true)
 }
 
-/// The temporary name beside `dest` (a dot file PostgreSQL ignores in pg_wal, unique per
-/// process).
+/// The temporary name beside `dest`: a dot file PostgreSQL ignores in pg_wal, unique per
+/// process, in the form a backup never copies (`.<name>.pgsafe-tmp-<pid>`, see
+/// `plan::rules`) should a killed get leave it behind.
 fn temp_path(dest: &Path) -> PathBuf {
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = format!(".{name}.pgsafe-get-{}", std::process::id());
+    let tmp = format!(".{name}.pgsafe-tmp-{}", std::process::id());
     match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.join(tmp),
         _ => PathBuf::from(tmp),
