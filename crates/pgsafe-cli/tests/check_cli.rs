@@ -479,9 +479,38 @@ fn following_the_advice_works(major: u32) {
 }
 per_major!(following_the_advice_works: 10, 13, 16, 18);
 
-/// A gap the archiver recorded (the queue limit dropped WAL: the event archive-push writes) is
-/// a problem while no backup starts after it — no restore gets past it — and only a warning
-/// once a new full backup does.
+/// `pgsafe metrics --json` of `repo`: the archive figures of cluster `main`.
+fn archive_metrics(repo: &Path) -> Value {
+    let out = ok(
+        pgsafe(&["metrics", "--repo", repo.to_str().unwrap(), "--json"]),
+        "metrics",
+    );
+    json(&out)["clusters"][0]["archive"].clone()
+}
+
+fn backup_into(c: &Cluster, repo: &Path) {
+    ok(
+        pgsafe(&[
+            "backup",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--cluster",
+            "main",
+            "-D",
+            c.data_dir().to_str().unwrap(),
+            "-d",
+            &c.conninfo(),
+            "--progress",
+            "none",
+        ]),
+        "backup",
+    );
+}
+
+/// A gap the archiver recorded (the queue limit dropped WAL: the event archive-push writes)
+/// after the newest backup is a problem for check — no restore gets past it — and counted by
+/// metrics; once a new full backup starts after it, check only warns and metrics no longer
+/// counts it as after the newest backup.
 fn a_recorded_gap_is_reported(major: u32) {
     let c = archiving_cluster(major);
     let dir = server_owned_tempdir();
@@ -497,13 +526,33 @@ fn a_recorded_gap_is_reported(major: u32) {
     );
     let out = check(&c, &repo, "main", &["--timeout", "120s"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let m = archive_metrics(&repo);
+    assert_eq!(m["set_up"], true, "{m:#}");
+    assert!(m["segments"].as_u64().unwrap() >= 1, "{m:#}");
+    assert_eq!(m["gaps"]["recorded"], 0, "{m:#}");
+    let prom = String::from_utf8(
+        ok(
+            pgsafe(&["metrics", "--repo", repo.to_str().unwrap()]),
+            "metrics",
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert!(
+        prom.contains("pgsafe_wal_archive_configured{cluster=\"main\"} 1"),
+        "{prom}"
+    );
+
+    backup_into(&c, &repo);
+    let out = check(&c, &repo, "main", &["--timeout", "120s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let seg: pgsafe::WalSegment = json(&out)["switch"]["segment"]
         .as_str()
         .unwrap()
         .parse()
         .unwrap();
     // The record archive-push writes when its queue limit drops a segment (here: the one
-    // just archived, as if it had been dropped).
+    // just archived after the backup, as if it had been dropped).
     let r = pgsafe::repo::Repository::open(&repo).unwrap();
     r.record_event(
         &pgsafe::storage::Ident::new("main").unwrap(),
@@ -536,24 +585,12 @@ fn a_recorded_gap_is_reported(major: u32) {
         !v["switch"]["stored_as"].is_null(),
         "the switch itself worked: {v:#}"
     );
+    let m = archive_metrics(&repo);
+    assert_eq!(m["gaps"]["recorded"], 1, "{m:#}");
+    assert_eq!(m["gaps_after_newest_backup"], 1, "{m:#}");
 
-    // A new full backup into the repository starts after the gap.
-    ok(
-        pgsafe(&[
-            "backup",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--cluster",
-            "main",
-            "-D",
-            c.data_dir().to_str().unwrap(),
-            "-d",
-            &c.conninfo(),
-            "--progress",
-            "none",
-        ]),
-        "backup",
-    );
+    // A new full backup starts after the gap.
+    backup_into(&c, &repo);
     let out = check(&c, &repo, "main", &["--timeout", "120s"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let v = json(&out);
@@ -566,5 +603,8 @@ fn a_recorded_gap_is_reported(major: u32) {
             .any(|w| w["code"] == "wal_gap_before_backup"),
         "{v:#}"
     );
+    let m = archive_metrics(&repo);
+    assert_eq!(m["gaps"]["recorded"], 1, "{m:#}");
+    assert_eq!(m["gaps_after_newest_backup"], 0, "{m:#}");
 }
 per_major!(a_recorded_gap_is_reported: 10, 16);

@@ -16,10 +16,13 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::archive::contents::ArchiveContents;
+use crate::archive::report::{WalSummary, summarize};
 use crate::repo::catalog::{BackupEntry, BackupState, Catalog};
 use crate::repo::doc::{VerifyResult, parse_time};
 use crate::repo::{LeaseTiming, RepoError, Repository};
 use crate::storage::Ident;
+use crate::types::WalSegSize;
 
 /// Backups of one cluster in each state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -99,6 +102,63 @@ pub struct ClusterMetrics {
     /// Entries that are not backups, leases or events that cannot be read, and leases that
     /// expire implausibly far ahead.
     pub repository_problems: u64,
+    /// The cluster's WAL archive in the repository (`None`: it could not be listed).
+    pub archive: Option<ArchiveFigures>,
+}
+
+/// The health of a cluster's WAL archive, from [`crate::archive::report::summarize`] (the
+/// figures `info` shows, with the same names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArchiveFigures {
+    /// The archive holds WAL segments of the cluster: archiving into the repository is set up
+    /// (whether it still works, `pgsafe check` proves).
+    pub set_up: bool,
+    /// Segments held, all timelines.
+    pub segments: u64,
+    /// The newest segment, when it was stored (RFC 3339 and unix seconds), and the LSN where it
+    /// ends.
+    pub last_archived: Option<String>,
+    pub last_archived_at: Option<String>,
+    pub last_archived_unix: Option<i64>,
+    pub last_archived_end_lsn_bytes: Option<u64>,
+    /// Seconds since the newest object was stored.
+    pub archive_lag_secs: Option<u64>,
+    /// Gaps by source: `hole`, `switch`, `recorded`.
+    pub gaps: BTreeMap<String, u64>,
+    /// Gaps after the newest usable backup's stop: recovery cannot replay past them (a new
+    /// full backup is needed).
+    pub gaps_after_newest_backup: u64,
+    /// What `info` lists as the archive's problems (gaps a restore would cross, broken history
+    /// files, damaged or misplaced objects).
+    pub problems: u64,
+}
+
+impl ArchiveFigures {
+    pub fn from_summary(w: &WalSummary, seg_size: WalSegSize) -> ArchiveFigures {
+        let mut gaps: BTreeMap<String, u64> = ["hole", "switch", "recorded"]
+            .into_iter()
+            .map(|k| (k.to_owned(), 0))
+            .collect();
+        for g in &w.gaps {
+            *gaps.entry(g.source.to_owned()).or_insert(0) += 1;
+        }
+        let last = w.last_archived.as_ref();
+        ArchiveFigures {
+            segments: w.timelines.iter().map(|t| t.segments).sum(),
+            set_up: w.timelines.iter().any(|t| t.segments > 0),
+            last_archived: last.map(|l| l.segment.to_string()),
+            last_archived_at: last.and_then(|l| l.time).map(rfc3339),
+            last_archived_unix: last.and_then(|l| l.time),
+            last_archived_end_lsn_bytes: last
+                .and_then(|l| l.segment.start_lsn(seg_size).ok())
+                .and_then(|lsn| lsn.0.checked_add(seg_size.bytes())),
+            archive_lag_secs: w.archive_lag_secs,
+            gaps,
+            gaps_after_newest_backup: w.gaps.iter().filter(|g| g.after_newest_backup).count()
+                as u64,
+            problems: w.problems.len() as u64,
+        }
+    }
 }
 
 fn rfc3339(secs: i64) -> String {
@@ -216,6 +276,7 @@ impl ClusterMetrics {
                 + implausible_leases(catalog, now)
                 + usize::from(catalog.diverging().is_some()))
                 as u64,
+            archive: None,
         }
     }
 }
@@ -260,7 +321,20 @@ pub fn collect(
     };
     clusters
         .iter()
-        .map(|c| Ok(ClusterMetrics::from_catalog(&repo.catalog(c, timing)?, now)))
+        .map(|c| {
+            let catalog = repo.catalog(c, timing)?;
+            let mut m = ClusterMetrics::from_catalog(&catalog, now);
+            let reg = &catalog.registration;
+            match ArchiveContents::load(repo.backend(), c, reg) {
+                Ok(contents) => {
+                    let w = summarize(&contents, &catalog, now);
+                    m.archive = Some(ArchiveFigures::from_summary(&w, reg.wal_segment_size));
+                }
+                // The archive's folder cannot be listed: no archive figures, one problem more.
+                Err(_) => m.repository_problems += 1,
+            }
+            Ok(m)
+        })
         .collect()
 }
 
@@ -384,8 +458,58 @@ pub fn prometheus(clusters: &[ClusterMetrics], now: i64) -> String {
         "pgsafe_repository_problems",
         "Entries that are not backups, leases or events that cannot be read, and leases expiring more than a day ahead, and 1 when valid backups lie on diverging timelines (restore refuses 'latest', expire deletes nothing complete).",
     );
+    let mut wal_set_up = F::new(
+        "pgsafe_wal_archive_configured",
+        "1 when the repository holds archived WAL segments of the cluster (archiving into it is set up; pgsafe check proves it works), else 0.",
+    );
+    let mut wal_segments = F::new(
+        "pgsafe_wal_archive_segments",
+        "WAL segments in the repository's archive of the cluster, all timelines.",
+    );
+    let mut wal_last_ts = F::new(
+        "pgsafe_wal_archive_last_segment_timestamp_seconds",
+        "When the newest archived WAL segment was stored (unix seconds).",
+    );
+    let mut wal_last_age = F::new(
+        "pgsafe_wal_archive_last_segment_age_seconds",
+        "Seconds since the newest archived WAL object was stored (archive lag as the repository sees it).",
+    );
+    let mut wal_last_lsn = F::new(
+        "pgsafe_wal_archive_last_segment_end_lsn_bytes",
+        "WAL position where the newest archived segment ends (LSN as a byte position).",
+    );
+    let mut wal_gaps = F::new(
+        "pgsafe_wal_archive_gaps",
+        "Gaps in the WAL archive by source: hole (between archived segments), switch (around a timeline switch), recorded (dropped by the archive queue limit).",
+    );
+    let mut wal_gaps_after = F::new(
+        "pgsafe_wal_archive_gaps_after_newest_backup",
+        "Gaps after the newest usable backup's stop: point-in-time recovery cannot get past them; take a new full backup.",
+    );
+    let mut wal_problems = F::new(
+        "pgsafe_wal_archive_problems",
+        "Problems of the WAL archive (gaps a restore would cross, broken history files, damaged or misplaced objects).",
+    );
     for c in clusters {
         let n = c.cluster.as_str();
+        if let Some(a) = &c.archive {
+            wal_set_up.add(n, &[], if a.set_up { 1.0 } else { 0.0 });
+            wal_segments.add(n, &[], a.segments as f64);
+            if let Some(t) = a.last_archived_unix {
+                wal_last_ts.add(n, &[], t as f64);
+            }
+            if let Some(s) = a.archive_lag_secs {
+                wal_last_age.add(n, &[], s as f64);
+            }
+            if let Some(l) = a.last_archived_end_lsn_bytes {
+                wal_last_lsn.add(n, &[], l as f64);
+            }
+            for (source, count) in &a.gaps {
+                wal_gaps.add(n, &[("source", source)], *count as f64);
+            }
+            wal_gaps_after.add(n, &[], a.gaps_after_newest_backup as f64);
+            wal_problems.add(n, &[], a.problems as f64);
+        }
         info.add(
             n,
             &[
@@ -453,6 +577,14 @@ pub fn prometheus(clusters: &[ClusterMetrics], now: i64) -> String {
         window_end_lsn,
         running,
         problems,
+        wal_set_up,
+        wal_segments,
+        wal_last_ts,
+        wal_last_age,
+        wal_last_lsn,
+        wal_gaps,
+        wal_gaps_after,
+        wal_problems,
     ];
     let mut out = String::new();
     for f in families {
