@@ -482,23 +482,39 @@ fn prefetch_serves_checked_segments_only() {
 }
 
 /// Numbers for the report (not a test of speed): a backlog of 200 segments archived by hand
-/// as PostgreSQL's archiver does, without and with look-ahead.
+/// as PostgreSQL's archiver does, without and with look-ahead. `MEASURE_REPO_DIR`: where the
+/// repository goes (a disk, so that fsync costs what it costs; default the scratch tmpfs);
+/// `MEASURE_COMPRESS`: archive-push's `--compress`.
 #[test]
 #[ignore = "measurement: run by hand"]
 fn measure_backlog_200() {
+    let compress = std::env::var("MEASURE_COMPRESS").unwrap_or_else(|_| "zstd".into());
     for parallel in ["1", "4"] {
         let scratch = server_owned_tempdir();
         let c = stalled_server(17);
-        let repo = new_repo(&c, scratch.path(), "repo");
+        let base =
+            std::env::var("MEASURE_REPO_DIR").map_or(scratch.path().to_owned(), PathBuf::from);
+        let repo = new_repo(
+            &c,
+            &base,
+            &format!("repo-{parallel}-{}", std::process::id()),
+        );
         make_segments(&c, 200);
         let n = ready(&c).len();
         let t = Instant::now();
-        drain(&c, &repo, &["--parallel", parallel]);
+        drain(
+            &c,
+            &repo,
+            &["--parallel", parallel, "--compress", &compress],
+        );
         let secs = t.elapsed().as_secs_f64();
         eprintln!(
-            "parallel {parallel}: {n} files in {secs:.1} s = {:.1} segments/s",
+            "parallel {parallel}, {compress}: {n} files in {secs:.1} s = {:.1} segments/s",
             n as f64 / secs
         );
+        if base != scratch.path() {
+            fs::remove_dir_all(&repo).unwrap();
+        }
     }
 }
 
