@@ -89,6 +89,7 @@ fn known_kind(e: &(dyn StdError + 'static)) -> Option<ErrorKind> {
         pgsafe::repo::retention::RetentionError,
         pgsafe::verify::VerifyError,
         pgsafe::restore::RestoreError,
+        pgsafe::restore::pitr::PitrError,
         pgsafe::restore_test::RestoreTestError,
         pgsafe::doctor::DoctorError,
         pgsafe::hold::HoldError,

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
 use pgsafe::Lsn;
+use pgsafe::restore::pitr::{self, ArchiveGet, PitrPlan, PitrRequest};
+use pgsafe::restore::select::{PitrTarget, parse_target_time};
 use pgsafe::restore::{
     ArchiveMode, RecoveryOptions, RecoveryTarget, RestoreError, RestoreOptions, TablespaceMapping,
     TargetAction, TargetTimeline, run_restore,
@@ -192,6 +194,7 @@ pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
         .jobs
         .or(crate::config::resolved(cluster.as_deref())?.settings.jobs);
     let mut wal_archive = None;
+    let mut pitr: Option<(PitrPlan, RecoveryOptions)> = None;
     if args.backup.is_none() {
         if args.from_copy {
             return Err(crate::failure::usage(
@@ -199,6 +202,25 @@ pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
                  backup",
             ));
         }
+        if let Some(target) = pitr_target(&args)? {
+            let p = plan_pitr(&args, target)?;
+            if !args.json {
+                eprintln!(
+                    "pgsafe: restoring backup {} of cluster {} to {} ({})",
+                    p.0.backup,
+                    cluster.as_deref().unwrap_or_default(),
+                    p.0.target,
+                    p.0.why
+                );
+            }
+            args.backup = Some(p.0.backup_folder.clone());
+            // A backup whose WAL is in the archive is verified against it (see below).
+            let (repo, c) = crate::repo::open(&args.from_repo.repo)?;
+            wal_archive = Some(pgsafe::verify::WalArchive::local(repo.root(), c)?);
+            pitr = Some(p);
+        }
+    }
+    if args.backup.is_none() {
         let c = crate::repo::choose(&args.from_repo)?;
         if !args.json {
             eprintln!(
@@ -223,7 +245,10 @@ pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
         tablespace_map: args.tablespace_map.clone(),
         jobs: args.jobs.unwrap_or_else(crate::verify::default_jobs),
         full_verify: !args.no_verify,
-        recovery: recovery(&args),
+        recovery: match &pitr {
+            Some((_, r)) => r.clone(),
+            None => recovery(&args),
+        },
         archive_mode: args.archive_mode.unwrap_or(if args.standby {
             ArchiveMode::Preserve
         } else {
@@ -296,7 +321,13 @@ pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
         }
     };
     if args.json {
-        crate::render::json(&report)?;
+        match &pitr {
+            Some((plan, _)) => crate::render::json(&PitrDoc {
+                report: &report,
+                pitr: plan,
+            })?,
+            None => crate::render::json(&report)?,
+        }
         return Ok(exit::OK);
     }
     let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
@@ -371,7 +402,115 @@ pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
     }
     println!("start the server: {}", report.start_command);
     println!("recovery: {}", report.recovery_plan);
+    if let Some((plan, _)) = &pitr {
+        print_plan(plan);
+    }
     Ok(exit::OK)
+}
+
+/// The JSON of a point-in-time restore: the restore's report and the plan.
+#[derive(serde::Serialize)]
+struct PitrDoc<'a> {
+    #[serde(flatten)]
+    report: &'a pgsafe::restore::RestoreReport,
+    pitr: &'a PitrPlan,
+}
+
+/// The recovery target asked for a restore from a repository (`None`: a plain restore of a
+/// backup, no WAL from the archive).
+fn pitr_target(args: &RestoreArgs) -> anyhow::Result<Option<PitrTarget>> {
+    let target = if let Some(t) = &args.target_time {
+        PitrTarget::Time(
+            parse_target_time(t)
+                .map_err(|e| crate::failure::usage(format!("--target-time: {e}")))?,
+        )
+    } else if let Some(l) = args.target_lsn {
+        PitrTarget::Lsn(l)
+    } else if let Some(x) = &args.target_xid {
+        PitrTarget::Xid(x.clone())
+    } else if let Some(n) = &args.target_name {
+        PitrTarget::Name(n.clone())
+    } else if args.target_immediate {
+        PitrTarget::Immediate
+    } else {
+        if args.target_timeline.is_some() || args.target_action.is_some() {
+            return Err(crate::failure::usage(
+                "--target-timeline and --target-action need a recovery target from a \
+                 repository: --target-time, --target-lsn, --target-xid, --target-name or \
+                 --target-immediate",
+            ));
+        }
+        return Ok(None);
+    };
+    if args.restore_command.is_some() || args.standby || args.primary_conninfo.is_some() {
+        return Err(crate::failure::usage(
+            "a point-in-time restore from a repository fetches its WAL from the repository's \
+             archive with pgsafe archive-get: leave out --restore-command, --standby and \
+             --primary-conninfo (they are for a backup folder)",
+        ));
+    }
+    Ok(Some(target))
+}
+
+/// Plans a point-in-time restore from the repository (writes nothing).
+fn plan_pitr(
+    args: &RestoreArgs,
+    target: PitrTarget,
+) -> anyhow::Result<(PitrPlan, RecoveryOptions)> {
+    let (repo, cluster) = crate::repo::open(&args.from_repo.repo)?;
+    let cfg = crate::config::resolved(Some(cluster.as_str()))?;
+    let absolute = |p: &std::path::Path| {
+        std::fs::canonicalize(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+    };
+    let req = PitrRequest {
+        cluster: cluster.clone(),
+        backup: args.from_repo.backup_id.clone().filter(|b| b != "latest"),
+        target,
+        timeline: args.target_timeline.unwrap_or(TargetTimeline::Latest),
+        action: args.target_action.unwrap_or(TargetAction::Pause),
+        archive_get: ArchiveGet {
+            exe: std::env::current_exe()
+                .map_err(|e| anyhow::anyhow!("the path of this pgsafe: {e}"))?,
+            repo: absolute(repo.root())?,
+            cluster,
+            config: cfg.path.as_deref().map(absolute).transpose()?,
+        },
+        timing: crate::repo::timing()?,
+    };
+    Ok(pitr::plan(&repo, &req)?)
+}
+
+fn print_plan(p: &PitrPlan) {
+    println!("point-in-time recovery:");
+    field("backup", format!("{} ({})", p.backup, p.why));
+    for s in &p.skipped {
+        field("passed over", format!("{} {}", s.id, s.why));
+    }
+    field("target", &p.target);
+    field("timeline", &p.timeline_why);
+    let wal = &p.wal;
+    field(
+        "WAL from the archive",
+        match (&wal.last, wal.until) {
+            (Some(last), "target") => {
+                format!("{} to {} ({} segment(s))", wal.first, last, wal.segments)
+            }
+            (Some(last), _) => format!(
+                "{} to {}, the last one archived so far ({} segment(s)): recovery reads until \
+                 it finds the target",
+                wal.first, last, wal.segments
+            ),
+            (None, _) => format!("from {} (none archived after the backup yet)", wal.first),
+        },
+    );
+    field("at the target", p.action.as_str());
+    field("restore_command", &p.restore_command);
+    for a in &p.after_start {
+        field("after start-up", a);
+    }
+    for w in &p.warnings {
+        eprintln!("pgsafe: warning: {w}");
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,6 +38,7 @@ mod load;
 mod loopfs;
 mod pgbench;
 mod pitr;
+mod repo_archive;
 mod tls;
 mod user;
 
@@ -52,6 +53,7 @@ pub use pitr::{
     Mark, Marks, archive_settings, check_marks, give_to_server_user, wait_archived,
     wait_segment_archived,
 };
+pub use repo_archive::{archive_into_repo, push_command, repo_wal_objects};
 pub use tls::TestPki;
 pub use user::{ServerUser, server_user};
 

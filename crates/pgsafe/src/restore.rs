@@ -57,6 +57,7 @@ mod guard;
 mod includes;
 mod isolation;
 mod owner;
+pub mod pitr;
 mod plan;
 mod reasons;
 mod recovery;

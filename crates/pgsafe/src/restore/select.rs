@@ -172,14 +172,22 @@ pub struct Branch {
     pub timeline: TimelineId,
     /// Where it left its parent (`None` for timeline 1).
     pub forked_from: Option<(TimelineId, Lsn)>,
+    /// It has a child timeline, yet the archive holds its WAL past the child's switchpoint
+    /// (this one): it went on after the fork (an old primary still archiving, or the source of
+    /// a copy that was restored, promoted and archived here).
+    pub went_on_past: Option<Lsn>,
 }
 
 impl fmt::Display for Branch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.forked_from {
-            Some((p, at)) => write!(f, "timeline {} (left timeline {p} at {at})", self.timeline),
-            None => write!(f, "timeline {}", self.timeline),
+        write!(f, "timeline {}", self.timeline)?;
+        if let Some((p, at)) = self.forked_from {
+            write!(f, " (left timeline {p} at {at})")?;
         }
+        if let Some(at) = self.went_on_past {
+            write!(f, " (went on past {at}, where a child timeline left it)")?;
+        }
+        Ok(())
     }
 }
 
@@ -233,17 +241,43 @@ pub enum SelectError {
     DivergingBackups { first: String, second: String },
 }
 
-/// The timelines the archive knows: every history file, parsed.
+/// The timelines the archive knows: every history file, parsed, and how far each timeline's
+/// archived WAL goes.
 #[derive(Debug, Clone, Default)]
 pub struct Timelines {
     pub histories: BTreeMap<TimelineId, TimelineHistory>,
+    /// Per timeline, the first LSN after its newest archived segment.
+    pub archived_end: BTreeMap<TimelineId, Lsn>,
+    /// The WAL segment size (bytes) the ends are counted in.
+    pub seg_size: u64,
 }
 
 impl Timelines {
     pub fn new(histories: impl IntoIterator<Item = TimelineHistory>) -> Timelines {
         Timelines {
             histories: histories.into_iter().map(|h| (h.tli(), h)).collect(),
+            archived_end: BTreeMap::new(),
+            seg_size: 0,
         }
+    }
+
+    /// With the end of each timeline's archived WAL, in segments of `seg_size` bytes.
+    pub fn with_ends(
+        mut self,
+        seg_size: u64,
+        ends: impl IntoIterator<Item = (TimelineId, Lsn)>,
+    ) -> Timelines {
+        self.archived_end = ends.into_iter().collect();
+        self.seg_size = seg_size;
+        self
+    }
+
+    /// Whether the archive holds WAL of `tli` in a segment after the one holding `switch`
+    /// (where a child left it): the timeline went on after the fork.
+    fn went_on(&self, tli: TimelineId, switch: Lsn, seg_size: u64) -> bool {
+        self.archived_end
+            .get(&tli)
+            .is_some_and(|end| seg_size > 0 && end.0.div_ceil(seg_size) > switch.0 / seg_size + 1)
     }
 
     /// The history of `tli`: its file, or none for timeline 1 (PostgreSQL's dummy history when
@@ -281,26 +315,32 @@ impl Timelines {
         out
     }
 
-    /// The branches (descendants that no other descendant continues) from `(tli, lsn)`.
-    fn leaves(&self, tli: TimelineId, lsn: Lsn) -> Vec<Branch> {
+    /// The branches from `(tli, lsn)`: descendants that no other descendant continues, and
+    /// those whose archived WAL goes on past where a child left them.
+    fn leaves(&self, tli: TimelineId, lsn: Lsn, seg_size: u64) -> Vec<Branch> {
         let d = self.descendants(tli, lsn);
         d.iter()
-            .filter(|t| {
-                !d.iter().any(|o| {
-                    o != *t
-                        && self
-                            .histories
-                            .get(o)
-                            .is_some_and(|h| h.entries().iter().any(|e| e.parent_tli == **t))
+            .filter_map(|t| {
+                // The earliest switchpoint at which a descendant left `t`.
+                let left_at = d
+                    .iter()
+                    .filter(|o| *o != t)
+                    .filter_map(|o| self.histories.get(o)?.switchpoint_of(*t))
+                    .min();
+                let went_on_past = match left_at {
+                    None => None,
+                    Some(s) if self.went_on(*t, s, seg_size) => Some(s),
+                    Some(_) => return None,
+                };
+                Some(Branch {
+                    timeline: *t,
+                    forked_from: self
+                        .histories
+                        .get(t)
+                        .and_then(|h| h.entries().last())
+                        .map(|e| (e.parent_tli, e.switchpoint)),
+                    went_on_past,
                 })
-            })
-            .map(|t| Branch {
-                timeline: *t,
-                forked_from: self
-                    .histories
-                    .get(t)
-                    .and_then(|h| h.entries().last())
-                    .map(|e| (e.parent_tli, e.switchpoint)),
             })
             .collect()
     }
@@ -325,6 +365,7 @@ fn timeline_for(
     goal: TargetTimeline,
     b: &Candidate,
     timelines: &Timelines,
+    seg_size: u64,
 ) -> Result<(TimelineId, String), SelectError> {
     match goal {
         TargetTimeline::Id(t) => {
@@ -338,7 +379,7 @@ fn timeline_for(
             format!("timeline {}, the backup's own (current)", b.stop_tli),
         )),
         TargetTimeline::Latest => {
-            let leaves = timelines.leaves(b.stop_tli, b.stop_lsn);
+            let leaves = timelines.leaves(b.stop_tli, b.stop_lsn, seg_size);
             match leaves.as_slice() {
                 [one] => {
                     let by_number = timelines.newest_by_number(b.stop_tli);
@@ -415,6 +456,7 @@ pub fn select(
     timelines: &Timelines,
     diverging: Option<(String, String)>,
 ) -> Result<Selection, SelectError> {
+    let seg_size = timelines.seg_size;
     if candidates.is_empty() {
         return Err(SelectError::NoBackups);
     }
@@ -424,7 +466,7 @@ pub fn select(
             .iter()
             .find(|c| c.id == id)
             .ok_or_else(|| SelectError::NoSuchBackup(id.to_owned()))?;
-        let (timeline, timeline_why) = timeline_for(goal, b, timelines)?;
+        let (timeline, timeline_why) = timeline_for(goal, b, timelines, seg_size)?;
         let history = timelines
             .history(timeline)
             .ok_or(SelectError::NoSuchTimeline(timeline))?;
@@ -458,7 +500,7 @@ pub fn select(
             });
             continue;
         }
-        let (timeline, timeline_why) = timeline_for(goal, b, timelines)?;
+        let (timeline, timeline_why) = timeline_for(goal, b, timelines, seg_size)?;
         let Some(history) = timelines.history(timeline) else {
             return Err(SelectError::NoSuchTimeline(timeline));
         };

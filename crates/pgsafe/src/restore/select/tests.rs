@@ -285,6 +285,51 @@ fn latest_is_the_branch_that_descends_from_the_backup_never_the_higher_number() 
 }
 
 #[test]
+fn a_timeline_that_went_on_past_its_fork_is_a_branch_too() {
+    // Timeline 2 left timeline 1 at 0/5000028 (segment 5 of 16 MiB segments); the archive
+    // holds timeline 1 up to segment 7: timeline 1 went on (the source of a copy restored,
+    // promoted and archived here; or an old primary after a failover).
+    let seg = 16 << 20;
+    let h = [hist(T2, &[(1, 0x500_0028)])];
+    let went_on =
+        Timelines::new(h.clone()).with_ends(seg, [(T1, Lsn(8 * seg)), (T2, Lsn(6 * seg))]);
+    let c = [b("A", T1, 0x100_0028, 0x200_0000, 1)];
+    let e = select(
+        &c,
+        None,
+        &PitrTarget::Immediate,
+        TargetTimeline::Latest,
+        &went_on,
+        None,
+    )
+    .unwrap_err();
+    let SelectError::DivergingTimelines { branches, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        branches.iter().map(|b| b.timeline).collect::<Vec<_>>(),
+        [T1, T2]
+    );
+    assert!(
+        e.to_string().contains("timeline 1 (went on past 0/5000028"),
+        "{e}"
+    );
+    for t in [T1, T2] {
+        assert_eq!(
+            pick(&c, &PitrTarget::Immediate, TargetTimeline::Id(t), &went_on).timeline,
+            t
+        );
+    }
+    // Timeline 1 archived only up to the switch segment (a failover's usual picture: the
+    // promoted standby archived the rest as .partial): one branch, timeline 2.
+    let clean = Timelines::new(h).with_ends(seg, [(T1, Lsn(6 * seg)), (T2, Lsn(9 * seg))]);
+    assert_eq!(
+        pick(&c, &PitrTarget::Immediate, TargetTimeline::Latest, &clean).timeline,
+        T2
+    );
+}
+
+#[test]
 fn a_chain_of_promotions_resolves_to_its_end() {
     let tl = Timelines::new([
         hist(T2, &[(1, 0x500_0000)]),
