@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use clap::Args;
+use pgsafe::archive::contents::ArchiveContents;
+use pgsafe::archive::wal_retention::{self, WalPlan};
 use pgsafe::repo::expire::{ExpireOptions, ExpireReport, expire};
 use pgsafe::repo::retention::{Decision, EntryState, ExpirePlan, KeepOptions, PlannedBackup};
 
@@ -53,12 +55,70 @@ pub fn run(args: ExpireArgs) -> anyhow::Result<u8> {
             print_plan(plan, args.dry_run);
         }
     })?;
+    // WAL the kept backups do not need, once the backups are dealt with.
+    let reg = pgsafe::repo::read_registration(repo.backend(), &cluster)?;
+    let contents = ArchiveContents::load(repo.backend(), &cluster, &reg)?;
+    let wal = wal_retention::plan(&report.plan, &contents);
+    if let Err(why) = wal.check(&report.plan, &contents) {
+        return Err(crate::failure::error(
+            pgsafe::error::ErrorKind::Internal,
+            format!(
+                "the WAL expire plan failed its safety check, no WAL was deleted: {why}. This \
+                 is a bug in pgsafe; please report it"
+            ),
+        ));
+    }
+    let wal_deleted = if args.dry_run {
+        0
+    } else {
+        wal_retention::apply(repo.backend(), &wal)?
+    };
     if json {
-        crate::render::json(&report)?;
+        crate::render::json(&ExpireDoc {
+            report: &report,
+            wal: &wal,
+            wal_objects_deleted: wal_deleted,
+        })?;
     } else {
         print_result(&report);
+        print_wal(&wal, args.dry_run, wal_deleted);
     }
     Ok(exit::OK)
+}
+
+#[derive(serde::Serialize)]
+struct ExpireDoc<'a> {
+    #[serde(flatten)]
+    report: &'a ExpireReport,
+    wal: &'a WalPlan,
+    wal_objects_deleted: u64,
+}
+
+fn print_wal(w: &WalPlan, dry_run: bool, deleted: u64) {
+    if let Some(why) = &w.kept_because {
+        println!("WAL archive: nothing deleted: {why}");
+        return;
+    }
+    let from = w
+        .keep_from
+        .map(|(t, l)| format!(" (kept from {l} on timeline {t}, the oldest kept backup's start)"))
+        .unwrap_or_default();
+    for (t, a, z) in &w.delete_segments {
+        let action = if dry_run { "would delete" } else { "delete" };
+        println!("WAL archive: {action} timeline {t} segments {a} .. {z}");
+    }
+    if dry_run {
+        println!(
+            "WAL archive: dry run: {} object(s), {} would be deleted{from}",
+            w.delete_objects.len(),
+            mib(w.bytes)
+        );
+    } else {
+        println!(
+            "WAL archive: deleted {deleted} object(s), {}{from}",
+            mib(w.bytes)
+        );
+    }
 }
 
 fn retention(keep: &KeepOptions) -> String {
@@ -145,4 +205,8 @@ fn print_result(r: &ExpireReport) {
         r.deleted.len(),
         r.cluster
     );
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }

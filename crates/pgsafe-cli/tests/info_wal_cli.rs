@@ -18,6 +18,7 @@ use pgsafe_testkit::{
     server_owned_tempdir, wait_archived,
 };
 use serde_json::Value;
+use tempfile::TempDir;
 
 use common::{bin, json, ok, pgsafe, repo_init};
 
@@ -94,7 +95,8 @@ fn lsn(v: &Value) -> Lsn {
     v.as_str().unwrap().parse().unwrap()
 }
 
-fn info_shows_the_archive_its_gaps_and_the_window(major: u32) {
+/// A server archiving into a new repository (1 MB segments from 11 on), registered as main.
+fn archiving(major: u32) -> (Cluster, TempDir, PathBuf) {
     let install = PgInstall::major(major);
     let scratch = server_owned_tempdir();
     let repo = scratch.path().join("repo");
@@ -111,16 +113,17 @@ fn info_shows_the_archive_its_gaps_and_the_window(major: u32) {
     let c = Cluster::started(&install, opts);
     ok(repo_init(&c, &repo, CLUSTER), "pgsafe init");
     give_to_server_user(&repo);
-    let m = format!("PostgreSQL {major}");
-    for _ in 0..3 {
-        wait_archived(&c);
-    }
+    (c, scratch, repo)
+}
+
+/// A backup into the repository: its ID and its `pgsafe.json`.
+fn backup(c: &Cluster, repo: &Path) -> (String, Value) {
     let conn = c.conninfo();
     let out = ok(
         pgsafe(&[
             "backup",
             "--repo",
-            s(&repo),
+            s(repo),
             "--cluster",
             CLUSTER,
             "-D",
@@ -144,6 +147,36 @@ fn info_shows_the_archive_its_gaps_and_the_window(major: u32) {
         .unwrap(),
     )
     .unwrap();
+    (id, meta)
+}
+
+/// The archived segments of timeline 1 (names, without compression suffixes), sorted.
+fn archived_segments(repo: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let tl = repo.join(CLUSTER).join("wal").join("00000001");
+    for log in fs::read_dir(&tl)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+    {
+        for f in fs::read_dir(log.path()).unwrap().flatten() {
+            let n = f.file_name().to_string_lossy().into_owned();
+            if n.len() >= 24 && !n.contains(".backup") && !n.contains(".partial") {
+                out.push(n[..24].to_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn info_shows_the_archive_its_gaps_and_the_window(major: u32) {
+    let (c, _scratch, repo) = archiving(major);
+    let m = format!("PostgreSQL {major}");
+    for _ in 0..3 {
+        wait_archived(&c);
+    }
+    let (id, meta) = backup(&c, &repo);
     let size = WalSegSize::new(meta["wal_segment_size"].as_u64().unwrap()).unwrap();
     let start_wal: WalSegment = meta["start_wal"].as_str().unwrap().parse().unwrap();
     let stop_wal: WalSegment = meta["stop_wal"].as_str().unwrap().parse().unwrap();
@@ -286,3 +319,80 @@ fn info_shows_the_archive_its_gaps_and_the_window(major: u32) {
 }
 
 per_major!(info_shows_the_archive_its_gaps_and_the_window: 16, 12);
+
+/// `expire --keep-full 1` deletes the older backup and the archived WAL before the kept
+/// backup's start, and nothing the kept backup needs: verify (which walks its archived WAL)
+/// still passes, and info shows no gap and the window from the kept backup on.
+fn expire_deletes_the_wal_no_kept_backup_needs(major: u32) {
+    let (c, _scratch, repo) = archiving(major);
+    let m = format!("PostgreSQL {major}");
+    for _ in 0..2 {
+        wait_archived(&c);
+    }
+    let (old, _) = backup(&c, &repo);
+    for _ in 0..2 {
+        wait_archived(&c);
+    }
+    let (kept, meta) = backup(&c, &repo);
+    for _ in 0..2 {
+        wait_archived(&c);
+    }
+    let start_wal = meta["start_wal"].as_str().unwrap().to_owned();
+    let all = archived_segments(&repo);
+    assert!(all.iter().any(|s| *s < start_wal), "{m}: {all:?}");
+    let expire = |extra: &[&str]| {
+        let mut args = vec![
+            "expire",
+            "--repo",
+            s(&repo),
+            "--cluster",
+            CLUSTER,
+            "--keep-full",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        ok(pgsafe(&args), "expire")
+    };
+    let dry = String::from_utf8(expire(&["--dry-run"]).stdout).unwrap();
+    assert!(
+        dry.contains("would delete timeline 1 segments"),
+        "{m}: {dry}"
+    );
+    assert_eq!(archived_segments(&repo), all, "{m}: a dry run deleted WAL");
+    let doc = json(&expire(&["--json"]));
+    assert_eq!(doc["deleted"][0]["id"], old.as_str(), "{m}: {doc:#}");
+    assert_eq!(doc["wal"]["kept_because"], Value::Null, "{m}: {doc:#}");
+    let left = archived_segments(&repo);
+    let want: Vec<String> = all.iter().filter(|s| **s >= start_wal).cloned().collect();
+    assert_eq!(left, want, "{m}");
+    assert_eq!(
+        doc["wal_objects_deleted"].as_u64().unwrap() as usize,
+        doc["wal"]["delete_objects"].as_array().unwrap().len(),
+        "{m}"
+    );
+    let out = pgsafe(&[
+        "verify",
+        "--repo",
+        s(&repo),
+        "--cluster",
+        CLUSTER,
+        "--backup",
+        &kept,
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{m}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (wal, cluster) = wal_of(&repo);
+    assert_eq!(wal["gaps"], serde_json::json!([]), "{m}: {wal:#}");
+    assert_eq!(wal["window"]["backup"], kept.as_str(), "{m}: {wal:#}");
+    assert_eq!(cluster["status"]["ok"], true, "{m}: {cluster:#}");
+    // Again: nothing more to delete.
+    let doc = json(&expire(&["--json"]));
+    assert_eq!(doc["wal_objects_deleted"], 0, "{m}: {doc:#}");
+}
+
+per_major!(expire_deletes_the_wal_no_kept_backup_needs: 15);

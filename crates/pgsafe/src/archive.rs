@@ -25,6 +25,7 @@ pub mod prefetch;
 pub mod push;
 pub mod report;
 pub mod spool;
+pub mod wal_retention;
 
 pub use get::{fetch, get_to};
 pub use name::{ArchiveFile, NameError};

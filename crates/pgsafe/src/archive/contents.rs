@@ -103,6 +103,10 @@ pub struct TimelineWal {
     pub history: Option<HistoryState>,
     /// Backup history files: segment and offset of each backup's start.
     pub backup_histories: Vec<(WalSegment, u32)>,
+    /// The segments, `.partial` and backup history files stored (what WAL retention may
+    /// delete), by segment number.
+    #[serde(skip)]
+    pub stored: Vec<StoredObject>,
     /// Objects and bytes under the timeline's folder that the analysis used.
     pub objects: u64,
     pub bytes: u64,
@@ -123,6 +127,16 @@ impl TimelineWal {
     fn has(&self, segno: u64) -> bool {
         self.segments.contains_key(&segno)
     }
+}
+
+/// One stored segment, `.partial` or backup history file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub name: String,
+    pub size: u64,
+    pub segno: u64,
+    /// A complete segment (not a `.partial` or backup history file).
+    pub segment: bool,
 }
 
 /// A WAL gap recorded by the archiver (a [`EventKind::WalGap`] event).
@@ -312,8 +326,24 @@ impl ArchiveContents {
                     // The same segment under two compressions: one is enough.
                     let t = tl.segments.entry(segno).or_insert(o.modified);
                     *t = (*t).max(o.modified);
+                    tl.stored.push(StoredObject {
+                        name: o.name.clone(),
+                        size: o.size,
+                        segno,
+                        segment: true,
+                    });
                 }
-                ArchiveFile::Partial(segment) => tl.partials.push(segment),
+                ArchiveFile::Partial(segment) => {
+                    if let Ok(segno) = segment.segno(seg_size) {
+                        tl.stored.push(StoredObject {
+                            name: o.name.clone(),
+                            size: o.size,
+                            segno,
+                            segment: false,
+                        });
+                    }
+                    tl.partials.push(segment)
+                }
                 ArchiveFile::History(timeline) => {
                     let state = match histories.get(&(timeline, o.name.clone())) {
                         None => continue,
@@ -338,6 +368,14 @@ impl ArchiveContents {
                     tl.history = Some(state);
                 }
                 ArchiveFile::BackupHistory { segment, offset } => {
+                    if let Ok(segno) = segment.segno(seg_size) {
+                        tl.stored.push(StoredObject {
+                            name: o.name.clone(),
+                            size: o.size,
+                            segno,
+                            segment: false,
+                        });
+                    }
                     tl.backup_histories.push((segment, offset))
                 }
             }
@@ -411,7 +449,7 @@ fn wal_gap_kind() -> &'static str {
 }
 
 /// Runs of consecutive numbers from an ascending sequence.
-fn runs(segnos: impl Iterator<Item = u64>) -> Vec<Run> {
+pub(crate) fn runs(segnos: impl Iterator<Item = u64>) -> Vec<Run> {
     let mut out: Vec<Run> = Vec::new();
     for s in segnos {
         match out.last_mut() {
