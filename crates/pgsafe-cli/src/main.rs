@@ -260,7 +260,31 @@ enum Command {
     Man(generate::ManArgs),
 }
 
+/// Whether the command line runs archive-get (the global `--config FILE` may come first, as
+/// in a hand-written restore_command).
+fn runs_archive_get() -> bool {
+    let mut args = std::env::args_os().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--config" {
+            args.next();
+        } else if !a.to_string_lossy().starts_with("--config=") {
+            return a == "archive-get";
+        }
+    }
+    false
+}
+
 fn main() -> ExitCode {
+    if runs_archive_get() {
+        // A panic exits 101, which PostgreSQL takes for "file not in the archive" and may end
+        // recovery early, short of its target (src/backend/access/transam/xlogarchive.c
+        // RestoreArchivedFile: only a signal or an exit status above 125 stops recovery).
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default(info);
+            std::process::exit(i32::from(exit::STOP_RECOVERY));
+        }));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version go to stdout: through `output` unless a terminal shows them (in
@@ -283,12 +307,7 @@ fn main() -> ExitCode {
         }
         // archive-get's arguments are restore_command's: a failure must stop recovery, not
         // read as a missing file (see exit::STOP_RECOVERY).
-        Err(e)
-            if e.use_stderr()
-                && std::env::args_os()
-                    .nth(1)
-                    .is_some_and(|a| a == "archive-get") =>
-        {
+        Err(e) if e.use_stderr() && runs_archive_get() => {
             let _ = e.print();
             return ExitCode::from(exit::STOP_RECOVERY);
         }

@@ -314,7 +314,14 @@ fn spooled_object_ok(
 fn read_head(path: &Path) -> std::io::Result<[u8; LONG_HEADER_SIZE]> {
     use std::io::Read;
     let mut head = [0u8; LONG_HEADER_SIZE];
-    std::fs::File::open(path)?.read_exact(&mut head)?;
+    // O_NONBLOCK: a FIFO planted under a segment's name must not block the archiver (a
+    // regular file reads the same).
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?
+        .read_exact(&mut head)?;
     Ok(head)
 }
 

@@ -21,6 +21,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::codec::{Compression, DEFAULT_ZSTD_LEVEL};
@@ -84,7 +85,24 @@ pub fn push_file(
         cluster: cluster.to_string(),
         why,
     };
-    let mut f = File::open(src).map_err(source)?;
+    // Not following a symlink (PostgreSQL's own files in pg_wal never are one: a link is
+    // planted, and a history file's parse error would quote the first line of what it points
+    // at into the server log) and not waiting on a FIFO (opening one for reading blocks until
+    // a writer comes, and PostgreSQL's archiver would wait forever); both refused below.
+    let mut f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+        .open(src)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => {
+            return Err(refused(format!(
+                "{} is a symbolic link, not a file PostgreSQL wrote",
+                src.display()
+            )));
+        }
+        Err(e) => return Err(source(e)),
+    };
     let meta = f.metadata().map_err(source)?;
     if !meta.is_file() {
         return Err(refused(format!("{} is not a regular file", src.display())));

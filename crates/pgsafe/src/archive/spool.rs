@@ -31,7 +31,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -140,7 +140,12 @@ pub struct FileSum {
 
 /// The size and CRC-32C of the file at `path`, read once.
 pub fn file_sum(path: &Path) -> io::Result<FileSum> {
-    let mut f = File::open(path)?;
+    // O_NONBLOCK: a FIFO planted under a segment's name must not block the archiver (a
+    // regular file reads the same).
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut sum = FileSum { size: 0, crc32c: 0 };
     loop {

@@ -1,0 +1,161 @@
+//! Red team of `archive-push` / `archive-get`: hostile `%p` files (a FIFO, a directory, a huge
+//! sparse file, a symlink), run through the real binary against a repository registered from a
+//! real server. Each case must end (never hang the archiver), fail with exit 2 and store nothing.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall, server_owned_tempdir};
+
+use common::{command, mkfifo, ok, repo_init};
+
+const CLUSTER: &str = "main";
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn push_cmd(repo: &Path, path: &Path) -> Command {
+    let mut cmd = command(&["archive-push", "--repo", s(repo), "--cluster", CLUSTER]);
+    cmd.arg(path);
+    cmd
+}
+
+/// Runs `cmd`; a command still running after a generous while is a hang (PostgreSQL's archiver
+/// would wait on it forever): killed and reported, never a pass.
+fn run_or_hang(mut cmd: Command, what: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: archive-push never returned (it blocks on the file)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Every stored file under the cluster's archive.
+fn archive_objects(repo: &Path) -> Vec<PathBuf> {
+    fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = fs::read_dir(p) else { return };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&repo.join(CLUSTER).join("wal"), &mut out);
+    out
+}
+
+/// `%p` that is not a regular file holding WAL: a FIFO (opening it for reading blocks until a
+/// writer comes — none will), a directory, a 10 GiB sparse file, a symlink to a file that is
+/// not WAL. Named as a segment and as a history file. Each is refused with exit 2, promptly,
+/// and nothing is stored.
+#[test]
+fn hostile_source_files_are_refused_without_hanging() {
+    let install = PgInstall::major(16);
+    let scratch = server_owned_tempdir();
+    let repo = scratch.path().join("repo");
+    let c = Cluster::started(&install, ClusterOptions::new().fast_unsafe());
+    ok(repo_init(&c, &repo, CLUSTER), "pgsafe init");
+    let seg: String = c.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    let src = scratch.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let mut n = 0;
+    let mut fresh = |name: &str| {
+        n += 1;
+        let d = src.join(format!("d{n}"));
+        fs::create_dir(&d).unwrap();
+        d.join(name)
+    };
+    for name in [seg.as_str(), "00000002.history"] {
+        let fifo = fresh(name);
+        mkfifo(&fifo);
+        let dir = fresh(name);
+        fs::create_dir(&dir).unwrap();
+        let sparse = fresh(name);
+        fs::File::create(&sparse)
+            .unwrap()
+            .set_len(10 << 30)
+            .unwrap();
+        let link = fresh(name);
+        std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+        for (what, p) in [
+            ("fifo", fifo),
+            ("directory", dir),
+            ("sparse", sparse),
+            ("symlink", link),
+        ] {
+            let out = run_or_hang(push_cmd(&repo, &p), what);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{name} {what}: {err}");
+            assert!(
+                archive_objects(&repo).is_empty(),
+                "{name} {what}: {:?}",
+                archive_objects(&repo)
+            );
+            // Nothing of the file read leaks into the message (it ends in the server log).
+            assert!(!err.contains("root:"), "{name} {what}: {err}");
+        }
+    }
+}
+
+/// archive-get is restore_command: a bad command line must stop recovery (exit 200), never
+/// exit 1–125, which PostgreSQL reads as "not in the archive" and may end recovery early at
+/// a "successful" point short of its target (xlogarchive.c RestoreArchivedFile). The global
+/// `--config FILE` written before the subcommand, as a hand-written restore_command may, used
+/// to turn a typo into exit 2.
+#[test]
+fn a_bad_archive_get_command_line_stops_recovery() {
+    let scratch = tempfile::tempdir().unwrap();
+    let cfg = scratch.path().join("pgsafe.toml");
+    fs::write(&cfg, "").unwrap();
+    let dest = scratch.path().join("RECOVERYXLOG");
+    let seg = "000000010000000000000001";
+    let cfgs = s(&cfg);
+    let config_eq = format!("--config={cfgs}");
+    for args in [
+        vec!["archive-get", "--no-such-flag", seg, s(&dest)],
+        vec![
+            "--config",
+            cfgs,
+            "archive-get",
+            "--no-such-flag",
+            seg,
+            s(&dest),
+        ],
+        vec![config_eq.as_str(), "archive-get", "--repo"],
+        vec!["--config", cfgs, "archive-get"],
+    ] {
+        let out = command(&args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(200),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!dest.exists(), "{args:?}");
+    }
+    // Other commands keep the usage exit code.
+    let out = command(&["--config", cfgs, "info", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
