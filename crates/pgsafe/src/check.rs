@@ -12,7 +12,6 @@
 //! finding says what is wrong and what to do; the answer is "yes" only when the switched file
 //! is in the repository.
 
-mod command;
 mod gaps;
 mod repository;
 mod server;
@@ -27,6 +26,7 @@ use serde::Serialize;
 use crate::conninfo::{ConnSettings, ConnectError};
 use crate::error::{ErrorKind, HasKind};
 use crate::repo::{Registration, RepoError, Repository};
+use crate::session::archive_command as command;
 use crate::session::{ServerInfo, Session, SessionError};
 use crate::storage::Ident;
 use crate::types::{Lsn, WalSegment};

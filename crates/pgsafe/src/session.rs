@@ -10,6 +10,7 @@
 //! string when there are no tablespaces.
 
 mod archive;
+pub mod archive_command;
 pub mod archive_target;
 
 use std::time::{Duration, Instant};

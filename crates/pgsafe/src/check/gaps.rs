@@ -113,7 +113,7 @@ pub(super) fn findings(
                 ),
                 Some(format!(
                     "take a new full backup now: pgsafe backup --repo {} --cluster {cluster}",
-                    super::command::shell_word(repo)
+                    crate::session::archive_command::shell_word(repo)
                 )),
             ));
         } else {

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::command::{self, Parsed, PushCall, conf_literal};
 use super::{ArchiveSettings, CommandReport, Finding, finding};
 use crate::config::RepoLocation;
 use crate::session::ServerInfo;
+use crate::session::archive_command::{self as command, Parsed, PushCall, conf_literal};
 use crate::storage::Ident;
 
 /// `wal_level`, `archive_mode`, `archive_library`.

@@ -7,12 +7,13 @@
 //! The server archives with `archive_command` when `archive_mode` is `on` (a primary) or
 //! `always` (also a standby) and `archive_library` (15+) is empty
 //! (src/backend/postmaster/pgarch.c; `XLogArchivingActive`/`XLogArchivingAlways` in
-//! src/include/access/xlog.h). The command is read as the shell would split it (`%p`/`%f` are
-//! PostgreSQL's placeholders, src/common/archive.c); it archives into pgsafe when it runs a
-//! program named `pgsafe` with the subcommand `archive-push`. Its `--repo` and `--cluster` name
+//! src/include/access/xlog.h). The command is read by [`super::archive_command`] (the one
+//! reader, `pgsafe check`'s too); it archives into pgsafe when it runs a program named `pgsafe`
+//! with the subcommand `archive-push` and nothing else whose exit status could stand in for
+//! pgsafe's (`… || true` reports WAL archived that is not). Its `--repo` and `--cluster` name
 //! the repository; missing ones come from the config file the command names (`--config`), else
-//! the default file (README "Config file") — the variable `PGSAFE_CONFIG` of the server's
-//! environment cannot be seen from here, and the reason says which file was read. Anything
+//! one a `PGSAFE_CONFIG=` in front of it names, else the default file (README "Config file")
+//! — the variable `PGSAFE_CONFIG` of the server's own environment cannot be seen from here, and the reason says which file was read. Anything
 //! pgsafe cannot read this way (shell variables, a wrapper script) is "not into this
 //! repository", never guessed: the backup then includes its WAL, which is always safe.
 
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use postgres::Client;
 
+use super::archive_command::{self, Parsed, PushCall};
 use crate::types::PgVersion;
 
 /// The server's archiving settings, as `current_setting` shows them.
@@ -34,17 +36,6 @@ pub struct ServerArchiving {
     pub archive_command: String,
     /// `archive_library` (15+; empty: the command is used).
     pub archive_library: String,
-}
-
-/// `pgsafe archive-push` as an `archive_command` runs it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PushCommand {
-    /// `--repo`, if given.
-    pub repo: Option<PathBuf>,
-    /// `--cluster`, if given.
-    pub cluster: Option<String>,
-    /// `--config`, if given.
-    pub config: Option<PathBuf>,
 }
 
 /// Does the server archive into a given repository's cluster?
@@ -128,13 +119,24 @@ impl ServerArchiving {
                 self.archive_library
             ));
         }
-        let Some(cmd) = parse_push_command(&self.archive_command) else {
-            return elsewhere(format!(
-                "archive_command {:?} does not run pgsafe archive-push",
-                self.archive_command
-            ));
+        let call = match archive_command::parse(&self.archive_command) {
+            Parsed::Push { compound: true, .. } => {
+                return elsewhere(format!(
+                    "archive_command {:?} runs pgsafe archive-push among other shell commands, \
+                     so its exit status may not be pgsafe's: WAL the server counts as archived \
+                     may not be in the repository",
+                    self.archive_command
+                ));
+            }
+            Parsed::Push { call, .. } => call,
+            _ => {
+                return elsewhere(format!(
+                    "archive_command {:?} does not run pgsafe archive-push",
+                    self.archive_command
+                ));
+            }
         };
-        let (their_repo, their_cluster, from_file) = match fill_from_config(&cmd) {
+        let (their_repo, their_cluster, from_file) = match fill_from_config(&call) {
             Ok(x) => x,
             Err(why) => return elsewhere(why),
         };
@@ -184,29 +186,36 @@ impl ServerArchiving {
 }
 
 /// Fills the repository and cluster a command leaves out from the config file it reads: the
-/// one its `--config` names, else the default one. Returns the file read, if any.
+/// one its `--config` (or a `PGSAFE_CONFIG=` in front of it) names, else the default one.
+/// Returns the file read, if any.
 #[allow(clippy::type_complexity)]
 fn fill_from_config(
-    cmd: &PushCommand,
+    call: &PushCall,
 ) -> Result<(Option<PathBuf>, Option<String>, Option<PathBuf>), String> {
-    if cmd.repo.is_some() && cmd.cluster.is_some() {
-        return Ok((cmd.repo.clone(), cmd.cluster.clone(), None));
+    let repo = call.repo.as_ref().map(PathBuf::from);
+    if repo.is_some() && call.cluster.is_some() {
+        return Ok((repo, call.cluster.clone(), None));
     }
-    let config = crate::config::find(cmd.config.as_deref(), None)
+    let named = call
+        .config
+        .as_ref()
+        .or(call.config_env.as_ref())
+        .map(Path::new);
+    let config = crate::config::find(named, None)
         .map_err(|e| format!("the config file archive_command reads: {e}"))?;
     let Some(config) = config else {
-        return Ok((cmd.repo.clone(), cmd.cluster.clone(), None));
+        return Ok((repo, call.cluster.clone(), None));
     };
-    let resolved = crate::config::Resolved::for_cluster(Some(&config), cmd.cluster.as_deref());
-    let repo = match &cmd.repo {
-        Some(r) => Some(r.clone()),
+    let resolved = crate::config::Resolved::for_cluster(Some(&config), call.cluster.as_deref());
+    let repo = match repo {
+        Some(r) => Some(r),
         None => resolved
             .local_repo()
             .map_err(|e| e.to_string())?
             .map(Path::to_owned),
     };
     // The config file has no default cluster: without --cluster the command names none.
-    Ok((repo, cmd.cluster.clone(), Some(config.path.clone())))
+    Ok((repo, call.cluster.clone(), Some(config.path.clone())))
 }
 
 /// Two paths name the same folder: compared as device and inode when both exist.
@@ -217,68 +226,6 @@ fn same_folder(a: &Path, b: &Path) -> bool {
         (Some(x), Some(y)) => x == y,
         _ => a == b,
     }
-}
-
-/// The `pgsafe archive-push` invocation in an `archive_command`, split as the shell splits
-/// words; `None` when the command runs no such program. Simple commands joined by `&&`, `||`,
-/// `;` or `|` (as separate words) are looked at one by one.
-pub fn parse_push_command(command: &str) -> Option<PushCommand> {
-    let words = shell_words::split(command).ok()?;
-    let mut rest = &words[..];
-    while !rest.is_empty() {
-        let end = rest
-            .iter()
-            .position(|w| matches!(w.as_str(), "&&" | "||" | ";" | "|"))
-            .unwrap_or(rest.len());
-        if let Some(p) = parse_simple(&rest[..end]) {
-            return Some(p);
-        }
-        rest = rest.get(end + 1..).unwrap_or_default();
-    }
-    None
-}
-
-/// One simple command: `[VAR=value…] [exec] …/pgsafe [--config F] archive-push [options] %p`.
-fn parse_simple(words: &[String]) -> Option<PushCommand> {
-    let mut i = 0;
-    while words
-        .get(i)
-        .is_some_and(|w| w == "exec" || (w.contains('=') && !w.starts_with('-')))
-    {
-        i += 1;
-    }
-    let program = words.get(i)?;
-    if Path::new(program).file_name()? != "pgsafe" {
-        return None;
-    }
-    let args = &words[i + 1..];
-    let mut out = PushCommand::default();
-    let mut sub = false;
-    let mut k = 0;
-    while k < args.len() {
-        let a = args[k].as_str();
-        let (key, inline) = match a.split_once('=') {
-            Some((k, v)) if k.starts_with("--") => (k, Some(v.to_owned())),
-            _ => (a, None),
-        };
-        let mut value = || match &inline {
-            Some(v) => Some(v.clone()),
-            None => {
-                k += 1;
-                args.get(k).cloned()
-            }
-        };
-        match key {
-            "--repo" => out.repo = Some(PathBuf::from(value()?)),
-            "--cluster" => out.cluster = Some(value()?),
-            "--config" => out.config = Some(PathBuf::from(value()?)),
-            "archive-push" if !sub => sub = true,
-            _ if !sub && !a.starts_with('-') => return None,
-            _ => {}
-        }
-        k += 1;
-    }
-    sub.then_some(out)
 }
 
 #[cfg(test)]
@@ -296,32 +243,35 @@ mod tests {
 
     #[test]
     fn push_commands_are_recognised_in_their_usual_forms() {
-        let p = parse_push_command("pgsafe archive-push --repo /r --cluster main %p").unwrap();
-        assert_eq!(p.repo.as_deref(), Some(Path::new("/r")));
-        assert_eq!(p.cluster.as_deref(), Some("main"));
-        let p = parse_push_command(
-            "'/usr/local/bin/pgsafe' --config=/etc/x.toml archive-push --cluster=db1 \"%p\"",
-        )
-        .unwrap();
-        assert_eq!(p.config.as_deref(), Some(Path::new("/etc/x.toml")));
-        assert_eq!(p.cluster.as_deref(), Some("db1"));
-        assert_eq!(p.repo, None);
-        let p = parse_push_command(
-            "test -d /r && PGSAFE_LOG=1 exec /opt/pgsafe archive-push --repo '/a b' --cluster c %p",
-        )
-        .unwrap();
-        assert_eq!(p.repo.as_deref(), Some(Path::new("/a b")));
-        // Not pgsafe's push.
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("a b");
+        std::fs::create_dir(&repo).unwrap();
+        let file = dir.path().join("x.toml");
+        std::fs::write(&file, format!("repo = {:?}\n", repo.display().to_string())).unwrap();
+        let r = repo.display();
+        let f = file.display();
         for c in [
-            "cp %p /archive/%f",
-            "pgsafe archive-get --repo /r --cluster c %f %p",
-            "pgbackrest --stanza=main archive-push %p",
-            "/bin/pgsafe-wrapper archive-push --repo /r --cluster c %p",
-            "pgsafe archive-push --repo \"unterminated %p",
-            "",
-            "(disabled)",
+            format!("pgsafe archive-push --repo '{r}' --cluster main %p"),
+            format!("'/usr/local/bin/pgsafe' --config={f} archive-push --cluster=main \"%p\""),
+            format!("PGSAFE_CONFIG={f} /opt/pgsafe archive-push --cluster main %p"),
         ] {
-            assert_eq!(parse_push_command(c), None, "{c}");
+            let got = settings("on", &c).archives_into(&repo, "main");
+            assert!(got.is_repository(), "{c}: {got:?}");
+        }
+        // Not pgsafe's push, or one whose exit status may not be pgsafe's.
+        for c in [
+            "cp %p /archive/%f".to_owned(),
+            format!("pgsafe archive-get --repo '{r}' --cluster main %f %p"),
+            "pgbackrest --stanza=main archive-push %p".to_owned(),
+            format!("/bin/pgsafe-wrapper archive-push --repo '{r}' --cluster main %p"),
+            "pgsafe archive-push --repo \"unterminated %p".to_owned(),
+            format!("pgsafe archive-push --repo '{r}' --cluster main %p || true"),
+            format!("test -d '{r}' && pgsafe archive-push --repo '{r}' --cluster main %p"),
+            String::new(),
+            "(disabled)".to_owned(),
+        ] {
+            let got = settings("on", &c).archives_into(&repo, "main");
+            assert!(!got.is_repository(), "{c}: {got:?}");
         }
     }
 

@@ -7,7 +7,8 @@
 //! `pgarch_archiveXlog` in src/backend/postmaster/pgarch.c before), and counts the file as
 //! archived exactly when the command exits 0. So a command whose last word is `|| true`, or
 //! that runs pgsafe in a pipeline, can report WAL as archived that is not: such a command is
-//! "compound" here, and `check` says so.
+//! "compound" here: `check` says so, and a backup does not rely on such archiving
+//! ([`super::archive_target`]).
 
 /// A `pgsafe … archive-push …` invocation found in an `archive_command`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
