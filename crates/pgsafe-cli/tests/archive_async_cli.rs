@@ -344,17 +344,16 @@ fn queue_limit_drops_and_records_gaps(major: u32) {
     // it passes 48 MiB (3 segments), then WAL is dropped.
     writable(&repo, false);
     let mut made = Vec::new();
-    let mut max_ready = 0;
     for _ in 0..14 {
         made.extend(make_segments(&c, 1).into_iter().map(|(s, _)| s));
-        max_ready = max_ready.max(ready(&c).len());
     }
     wait_until("WAL is dropped down to the limit", &c, || {
         ready(&c).len() <= 4 && !spool(&c, "gap").is_empty()
     });
-    // Bounded: never more than the limit's 3 segments plus those written while the archiver
-    // worked through its retries.
-    assert!(max_ready <= 8, "up to {max_ready} files waited");
+    // Bounded: with the repository still unwritable, the backlog came back down to the
+    // limit's 3 segments (plus the one in hand). How high it rose before depends on how fast
+    // the archiver works through its retries against the WAL written meanwhile (14 files under
+    // a loaded machine): not asserted, it would be a timing assertion.
     let log = c.server_log();
     assert!(
         log.contains("was NOT archived"),
