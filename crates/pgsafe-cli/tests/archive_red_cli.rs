@@ -159,3 +159,62 @@ fn a_bad_archive_get_command_line_stops_recovery() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A repository whose `wal/` folders hold planted symbolic links (dangling, or to a folder
+/// outside the repository that has the file): archive-get never follows them, and says so with
+/// exit 200, which stops recovery, never 1 ("not in the archive"), which would let PostgreSQL end
+/// recovery early, short of its target. No server needed: the repository's documents are
+/// written as `pgsafe init` writes them.
+#[test]
+fn planted_links_in_the_archive_stop_recovery() {
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo");
+    let wal = repo.join(CLUSTER).join("wal");
+    fs::create_dir_all(&wal).unwrap();
+    fs::write(
+        repo.join("pgsafe-repo.json"),
+        r#"{"format":1,"created_at":"2026-12-03T22:00:00.000000Z","pgsafe_version":"0.1.0"}"#,
+    )
+    .unwrap();
+    fs::write(
+        repo.join(CLUSTER).join("cluster.json"),
+        format!(
+            r#"{{"format":1,"cluster":"{CLUSTER}","system_identifier":"7000000000000000001","server_version":"17.2","wal_segment_size":16777216,"pgdata":"/x","registered_at":"2026-12-03T22:00:00.000000Z","pgsafe_version":"0.1.0"}}"#
+        ),
+    )
+    .unwrap();
+    let dest = scratch.path().join("RECOVERYXLOG");
+    let get = |file: &str| {
+        command(&[
+            "archive-get",
+            "--repo",
+            s(&repo),
+            "--cluster",
+            CLUSTER,
+            file,
+            s(&dest),
+        ])
+        .output()
+        .unwrap()
+    };
+    // Without a link, a missing file is "not in the archive": exit 1.
+    assert_eq!(get("000000010000000000000003").status.code(), Some(1));
+    let outside = scratch.path().join("outside");
+    fs::create_dir_all(outside.join("00000000")).unwrap();
+    fs::write(outside.join("00000001.history"), "").unwrap();
+    for target in [scratch.path().join("nonexistent"), outside] {
+        let link = wal.join("00000001");
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        for file in ["000000010000000000000003", "00000001.history"] {
+            let out = get(file);
+            assert_eq!(
+                out.status.code(),
+                Some(200),
+                "{file} through a link to {target:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!dest.exists());
+        }
+    }
+}
