@@ -126,6 +126,11 @@ pub struct RestoreArgs {
     /// Stop as soon as the backup is consistent (recovery_target = 'immediate').
     #[arg(long, group = "recovery_target")]
     pub target_immediate: bool,
+    /// From a repository: replay every archived WAL file from the backup on and open at the end
+    /// of the archive (the usual restore after losing the server). No recovery_target is
+    /// written; the copy opens for writes on a new timeline when the archive runs out.
+    #[arg(long, group = "recovery_target")]
+    pub target_end: bool,
     /// The timeline recovery follows (recovery_target_timeline): latest, current (the backup's)
     /// or a timeline ID. Default: latest, written explicitly on every major (10-11 default to
     /// current). From a repository, latest is the newest timeline in its archive that descends
@@ -195,6 +200,12 @@ pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
         .or(crate::config::resolved(cluster.as_deref())?.settings.jobs);
     let mut wal_archive = None;
     let mut pitr: Option<(PitrPlan, RecoveryOptions)> = None;
+    if args.target_end && args.backup.is_some() {
+        return Err(crate::failure::usage(
+            "--target-end replays a repository's WAL archive: give --repo and --cluster instead \
+             of a backup folder (for a folder, set --restore-command and no target)",
+        ));
+    }
     if args.backup.is_none() {
         if args.from_copy {
             return Err(crate::failure::usage(
@@ -432,12 +443,20 @@ fn pitr_target(args: &RestoreArgs) -> anyhow::Result<Option<PitrTarget>> {
         PitrTarget::Name(n.clone())
     } else if args.target_immediate {
         PitrTarget::Immediate
+    } else if args.target_end {
+        if args.target_action.is_some() {
+            return Err(crate::failure::usage(
+                "--target-end has no target action: the copy opens for writes when the archive \
+                 runs out (PostgreSQL ignores recovery_target_action without a target)",
+            ));
+        }
+        PitrTarget::End
     } else {
         if args.target_timeline.is_some() || args.target_action.is_some() {
             return Err(crate::failure::usage(
                 "--target-timeline and --target-action need a recovery target from a \
-                 repository: --target-time, --target-lsn, --target-xid, --target-name or \
-                 --target-immediate",
+                 repository: --target-time, --target-lsn, --target-xid, --target-name, \
+                 --target-immediate or --target-end",
             ));
         }
         return Ok(None);

@@ -151,8 +151,16 @@ fn archive_command_round_trip(major: u32) {
         fs::metadata(&stored).unwrap().len() < bytes.len() as u64,
         "stored compressed"
     );
-    let archived: String =
-        c.query_one("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
+    // 10-14 publish the archiver's statistics through the stats collector, a little after
+    // the command returned: wait for them (never a timing assertion; the bound is generous).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let archived = loop {
+        let a: String = c.query_one("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
+        if a.as_str() >= seg.as_str() || std::time::Instant::now() > deadline {
+            break a;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert!(archived.as_str() >= seg.as_str(), "{archived} < {seg}");
 
     let dest_dir = scratch.path().join("restore-pg_wal");

@@ -131,14 +131,31 @@ fn wal_of(v: &Value) -> &Value {
     &v["wal"]
 }
 
-/// A stalled archiver (the command fails before it reaches pgsafe): the backup waits for its
+/// A stalled archiver (pgsafe archive-push refuses its arguments): the backup waits for its
 /// WAL in the repository, times out with a message naming the missing file and the archiver's
 /// failure, and leaves a folder that keeps its backup_label and stays incomplete. `--wal
 /// include` against the same server still makes a self-contained backup without waiting.
 fn stalled_archiving_times_out_and_keeps_the_label(major: u32) {
     let m = format!("PostgreSQL {major}");
     let (c, _scratch, repo) = archiving_cluster(major);
+    // A push among other shell commands is not relied on (its exit status may not be
+    // pgsafe's): the backup includes its WAL and says why.
     set_archive_command(&c, &push_command("false && ", &repo, "main"));
+    let v = json(&ok(backup_repo(&c, &repo, &[]), "backup, compound command"));
+    assert_eq!(wal_of(&v)["mode"], "include", "{m}: {v}");
+    assert!(v.to_string().contains("other shell commands"), "{m}: {v}");
+    let first = repo
+        .join("main")
+        .join("backups")
+        .join(v["backup_id"].as_str().unwrap());
+    fs::remove_dir_all(&first).unwrap();
+    set_archive_command(
+        &c,
+        &format!(
+            "{} --compress no-such-method",
+            push_command("", &repo, "main")
+        ),
+    );
 
     let out = backup_repo(&c, &repo, &["--archive-timeout", "3s"]);
     assert_eq!(out.status.code(), Some(2), "{m}: {}", text(&out));

@@ -380,3 +380,75 @@ fn a_copy_archiving_into_its_source_makes_latest_ambiguous(major: u32) {
 }
 
 per_major!(a_copy_archiving_into_its_source_makes_latest_ambiguous: 16);
+
+/// `--target-end`, the restore after losing the server: no recovery target is written, the copy
+/// replays every archived segment from the backup on and opens at the end of the archive with
+/// every mark committed before the last archived segment. A target action with it, and a backup
+/// folder with it, are refused with nothing written.
+fn the_end_of_the_archive_restores_every_archived_row(major: u32) {
+    let a = archiving(major);
+    let m = format!("PostgreSQL {major}");
+    let mut marks = Marks::create(&a.c, "marks", 1);
+    marks.mark(&a.c, None);
+    let id = backup(&a, &a.c);
+    marks.mark(&a.c, None);
+    marks.mark(&a.c, None);
+    wait_archived(&a.c);
+    let all = marks.ids_through(3);
+
+    let dir = a.scratch.path().join("end");
+    let v = json(&ok(restore(&a, &dir, &["--target-end"]), &m));
+    let p = &v["pitr"];
+    assert_eq!(p["backup"], id.as_str(), "{m}: {v:#}");
+    assert_eq!(p["target"]["kind"], "end", "{m}: {v:#}");
+    assert_eq!(p["wal"]["until"], "end_of_archive", "{m}: {v:#}");
+    assert_eq!(p["action"], "promote", "{m}: {v:#}");
+    let conf = if major >= 12 {
+        "postgresql.auto.conf"
+    } else {
+        "recovery.conf"
+    };
+    let text = std::fs::read_to_string(dir.join(conf)).unwrap();
+    assert!(
+        text.lines()
+            .all(|l| !l.starts_with("recovery_target") || l.starts_with("recovery_target_timeline")),
+        "{m}: {text}"
+    );
+    assert!(
+        text.contains("recovery_target_timeline = '1'"),
+        "{m}: {text}"
+    );
+    let mut copy = Cluster::adopt(a.c.install(), &dir, ClusterOptions::new().fast_unsafe());
+    copy.keep_own_archive_settings();
+    copy.start();
+    copy.wait_recovery_done();
+    let mut client = copy.connect();
+    if let Err(e) = check_marks(&mut client, "marks", &all) {
+        panic!("{m}: {e}\nlog:\n{}", copy.server_log_tail(30));
+    }
+    never_archives_into_the_source(&a, &copy, &m);
+    drop(copy);
+
+    let dir = a.scratch.path().join("end-action");
+    let out = restore(&a, &dir, &["--target-end", "--target-action", "pause"]);
+    assert!(!out.status.success(), "{m}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no target action")
+            || String::from_utf8_lossy(&out.stderr).contains("no target action"),
+        "{m}: {out:?}"
+    );
+    assert!(!dir.exists(), "{m}");
+    // A backup folder has no archive pgsafe knows of: refused, not a plain restore.
+    let folder = a.repo.join("main").join("backups").join(&id);
+    let out = command(&["restore", s(&folder), "--pgdata", s(&dir), "--target-end"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{m}: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--target-end replays a repository"),
+        "{m}: {out:?}"
+    );
+    assert!(!dir.exists(), "{m}");
+}
+
+per_major!(the_end_of_the_archive_restores_every_archived_row: 10, 17);

@@ -297,7 +297,7 @@ pub fn plan(
                 last_stored_at: None,
             }
         }
-        PitrTarget::Time(_) | PitrTarget::Xid(_) | PitrTarget::Name(_) => {
+        PitrTarget::Time(_) | PitrTarget::Xid(_) | PitrTarget::Name(_) | PitrTarget::End => {
             if !in_backup {
                 missing(
                     RecoveryEnd::Before(b.stop_lsn),
@@ -343,9 +343,18 @@ pub fn plan(
         }
     };
     let restore_command = req.archive_get.command()?;
+    let target = req.target.recovery_target();
+    // Without a target, archive recovery ends at the first file the archive does not have and
+    // the server opens on a new timeline (xlogrecovery.c): that is a promotion, whatever
+    // recovery_target_action says (PostgreSQL ignores it without a target).
+    let action = if target.is_some() {
+        req.action
+    } else {
+        TargetAction::Promote
+    };
     let recovery = RecoveryOptions {
-        target: Some(req.target.recovery_target()),
-        target_action: Some(req.action),
+        target_action: target.as_ref().map(|_| action),
+        target,
         target_timeline: Some(TargetTimeline::Id(chosen.timeline)),
         restore_command: Some(restore_command.clone()),
         standby: false,
@@ -366,7 +375,7 @@ pub fn plan(
         timeline: chosen.timeline,
         timeline_why: chosen.timeline_why.clone(),
         wal,
-        action: req.action,
+        action,
         restore_command,
         after_start,
         warnings,
@@ -381,6 +390,18 @@ fn rfc3339(secs: i64) -> String {
 /// What the DBA checks once the server runs, for the action and the kind of target.
 fn after_start(req: &PitrRequest, chosen: &select::Selection, stop: Option<Lsn>) -> Vec<String> {
     let b = &chosen.backup;
+    if req.target == PitrTarget::End {
+        return vec![
+            "the server log says \"archive recovery complete\" (or, on 10-12, \"selected new \
+             timeline ID\") after the last segment the archive has: recovery replayed every \
+             archived segment from the backup on and opened for writes on a new timeline"
+                .to_owned(),
+            "the log's \"last completed transaction was at log time …\" is how far the copy \
+             goes: WAL the lost server wrote but had not archived is not in it (pgsafe info \
+             shows the newest archived segment)"
+                .to_owned(),
+        ];
+    }
     let mut out = vec![format!(
         "the server log names where recovery stopped (\"recovery stopping before/after …\") and \
          then \"{}\"",

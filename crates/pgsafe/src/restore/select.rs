@@ -37,6 +37,9 @@ pub enum PitrTarget {
     Xid(String),
     Name(String),
     Immediate,
+    /// No target: recovery replays every archived segment it can read from the backup on and
+    /// opens at the end of the archive (the usual restore after losing the server).
+    End,
 }
 
 /// Times in JSON: RFC 3339 in UTC (the project's convention).
@@ -47,8 +50,9 @@ fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Er
 impl PitrTarget {
     /// The setting recovery gets; a time in UTC with microseconds, so the server reads the
     /// instant the backup was chosen for whatever its `timezone` setting.
-    pub fn recovery_target(&self) -> RecoveryTarget {
-        match self {
+    /// `None` for [`PitrTarget::End`]: no `recovery_target*` setting at all.
+    pub fn recovery_target(&self) -> Option<RecoveryTarget> {
+        Some(match self {
             PitrTarget::Time(t) => {
                 RecoveryTarget::Time(t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
             }
@@ -56,7 +60,8 @@ impl PitrTarget {
             PitrTarget::Xid(x) => RecoveryTarget::Xid(x.clone()),
             PitrTarget::Name(n) => RecoveryTarget::Name(n.clone()),
             PitrTarget::Immediate => RecoveryTarget::Immediate,
-        }
+            PitrTarget::End => return None,
+        })
     }
 }
 
@@ -64,7 +69,11 @@ impl fmt::Display for PitrTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PitrTarget::Time(t) => write!(f, "time {}", t.format("%Y-%m-%d %H:%M:%S%.6f UTC")),
-            other => other.recovery_target().fmt(f),
+            PitrTarget::End => f.write_str("the end of the archived WAL"),
+            other => match other.recovery_target() {
+                Some(t) => t.fmt(f),
+                None => Ok(()),
+            },
         }
     }
 }
@@ -439,7 +448,7 @@ fn cannot_reach(b: &Candidate, target: &PitrTarget, history: &TimelineHistory) -
                 b.stop_lsn
             )
         }),
-        PitrTarget::Xid(_) | PitrTarget::Name(_) | PitrTarget::Immediate => None,
+        PitrTarget::Xid(_) | PitrTarget::Name(_) | PitrTarget::Immediate | PitrTarget::End => None,
     }
 }
 
@@ -532,6 +541,9 @@ pub fn select(
                 or restore point lies in the WAL is known only when recovery reaches it"
                 .to_owned(),
             PitrTarget::Immediate => "the newest backup".to_owned(),
+            PitrTarget::End => {
+                "the newest backup: recovery replays the archive from it to the end".to_owned()
+            }
         };
         return Ok(Selection {
             backup: b.clone(),

@@ -420,7 +420,11 @@ fn target_times_need_an_offset_and_are_written_in_utc() {
         ("2026-11-21 10:46+00", "2026-11-21 10:46:00.000000+00"),
     ] {
         let p = PitrTarget::Time(parse_target_time(s).unwrap());
-        assert_eq!(p.recovery_target(), RecoveryTarget::Time(utc.into()), "{s}");
+        assert_eq!(
+            p.recovery_target(),
+            Some(RecoveryTarget::Time(utc.into())),
+            "{s}"
+        );
     }
     for s in ["2026-11-21 10:46:49", "2026-11-21", "2026-11-21T10:46:49.5"] {
         let e = parse_target_time(s).unwrap_err();
