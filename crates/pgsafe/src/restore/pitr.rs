@@ -392,8 +392,8 @@ fn after_start(req: &PitrRequest, chosen: &select::Selection, stop: Option<Lsn>)
     let b = &chosen.backup;
     if req.target == PitrTarget::End {
         return vec![
-            "the server log says \"archive recovery complete\" (or, on 10-12, \"selected new \
-             timeline ID\") after the last segment the archive has: recovery replayed every \
+            "the server log says \"selected new timeline ID\" and \"archive recovery \
+             complete\" after the last segment the archive has: recovery replayed every \
              archived segment from the backup on and opened for writes on a new timeline"
                 .to_owned(),
             "the log's \"last completed transaction was at log time …\" is how far the copy \
