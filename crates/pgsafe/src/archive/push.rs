@@ -151,12 +151,17 @@ pub fn push_file(
         Some(bytes)
     };
 
-    // Already there, under any compression?
+    // Already there, under any compression? Every name is compared: a push killed between
+    // writing its object and settling (below) can have left a second one.
+    let mut present = None;
     for (stored, c) in file.stored_candidates() {
         let object = super::name::object_name(cluster, file.timeline(), &stored)?;
         if let Some(outcome) = compare_stored(backend, cluster, file, &object, c, &mut f, &text)? {
-            return Ok(outcome);
+            present = Some(outcome);
         }
+    }
+    if let Some(outcome) = present {
+        return Ok(outcome);
     }
 
     let c = file.stored_compression(opts.compression);
@@ -187,7 +192,7 @@ pub fn push_file(
         writer.finish()
     };
     match put {
-        Ok(PutOutcome::Created) => Ok(PushOutcome::Stored),
+        Ok(PutOutcome::Created) => settle(backend, cluster, file, &object, &mut f, &text),
         Ok(PutOutcome::AlreadyPresent) => Ok(PushOutcome::AlreadyPresent),
         // Another push of the same file won the race with other compressed bytes (another
         // level): compare what it stored.
@@ -199,6 +204,60 @@ pub fn push_file(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// After `ours` was created: write-once across the names a file can be stored under. Another
+/// push of the file with another compression (PostgreSQL's retry racing a push it gave up on,
+/// or two servers archiving as one cluster) may have found no object either and written its
+/// own name at the same time. So each push, after writing, compares the other names:
+/// * other bytes: ours is removed and this push fails as a Conflict. Of two pushes of
+///   different bytes, the one that looks second sees the other's object (each writes before
+///   it looks), so at most one succeeds, and what stays is what it stored;
+/// * the same bytes under a name looked up before ours (the order archive-get tries): ours is
+///   removed, the file is already archived; under a name looked up after ours: that object is
+///   removed (the same bytes stay under ours). The first name of the lookup order is never
+///   removed for the same bytes, so one object of the file always stays.
+fn settle(
+    backend: &dyn Backend,
+    cluster: &Ident,
+    file: &ArchiveFile,
+    ours: &ObjectName,
+    f: &mut File,
+    text: &Option<Vec<u8>>,
+) -> Result<PushOutcome, ArchiveError> {
+    // Every other name first (other bytes anywhere decide before the same bytes do).
+    let mut same = Vec::new();
+    let mut before_ours = true;
+    for (stored, c) in file.stored_candidates() {
+        let other = super::name::object_name(cluster, file.timeline(), &stored)?;
+        if other == *ours {
+            before_ours = false;
+            continue;
+        }
+        match compare_stored(backend, cluster, file, &other, c, f, text) {
+            Ok(None) => {}
+            Ok(Some(_)) => same.push((other, before_ours)),
+            Err(e) if e.is_conflict() => {
+                backend.delete(ours)?;
+                backend.sync_all()?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if same.is_empty() {
+        return Ok(PushOutcome::Stored);
+    }
+    if same.iter().any(|(_, before)| *before) {
+        backend.delete(ours)?;
+        backend.sync_all()?;
+        return Ok(PushOutcome::AlreadyPresent);
+    }
+    for (other, _) in &same {
+        backend.delete(other)?;
+    }
+    backend.sync_all()?;
+    Ok(PushOutcome::Stored)
 }
 
 fn kind_name(file: &ArchiveFile) -> &'static str {
