@@ -10,7 +10,7 @@ mod ahead;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use pgsafe::archive::{self, ArchiveFile, PushOptions};
+use pgsafe::archive::{self, ArchiveFile, PushOptions, failure, spool};
 use pgsafe::codec::Compression;
 use pgsafe::repo::{Registration, Repository};
 use pgsafe::storage::Ident;
@@ -95,6 +95,15 @@ fn file_of(path: &Path) -> anyhow::Result<ArchiveFile> {
 
 pub fn push(args: PushArgs) -> anyhow::Result<u8> {
     let file = file_of(&args.path)?;
+    let pushed = push_file(&args, &file);
+    if let Err(e) = &pushed {
+        record_failure(&args, &file, e);
+    }
+    pushed
+}
+
+fn push_file(args: &PushArgs, file: &ArchiveFile) -> anyhow::Result<u8> {
+    let file = *file;
     let la = args.ahead.look_ahead(&args.repo)?;
     if ahead::drop_over_limit(&args.repo, &la, &file, &args.path)? {
         return Ok(exit::OK);
@@ -122,7 +131,57 @@ pub fn push(args: PushArgs) -> anyhow::Result<u8> {
         &la,
     )?;
     ahead::push_report(&file, &report);
+    // Failures recorded only locally (the repository was unreachable) go into it now.
+    if let Some(spool) = spool::Spool::beside(&args.path) {
+        let repo_id = spool::repo_identity(repo.root());
+        failure::flush(&spool, repo.backend(), &repo_id, &cluster);
+    }
     Ok(exit::OK)
+}
+
+/// Leaves the durable trace of a failed push (library `archive::failure`): in the repository
+/// when it can be opened, and in the spool beside `pg_wal`. Best effort: the push's own error
+/// is what PostgreSQL gets either way.
+fn record_failure(args: &PushArgs, file: &ArchiveFile, e: &anyhow::Error) {
+    let Ok(cluster) = crate::repo::cluster_name(args.repo.cluster.as_deref()) else {
+        return;
+    };
+    let Ok(cfg) = crate::config::resolved(Some(cluster.as_str())) else {
+        return;
+    };
+    let Ok(path) = crate::repo::repo_path(args.repo.repo.as_deref(), &cfg) else {
+        return;
+    };
+    let repo = Repository::open(&path).ok();
+    let spool = spool::Spool::beside(&args.path);
+    let kind = crate::failure::kind_of(e).as_str();
+    let message = crate::error_chain(e);
+    let at = failure::record(
+        spool.as_ref(),
+        repo.as_ref()
+            .map(|r| r.backend() as &dyn pgsafe::storage::Backend),
+        &spool::repo_identity(&path),
+        &cluster,
+        file,
+        kind,
+        &message,
+    );
+    // The backlog keeps growing while pushes fail: the status check and metrics read says so.
+    if let Some(s) = &spool
+        && let Ok(backlog) = spool::scan_backlog(s.wal_dir())
+    {
+        let la = args.ahead.look_ahead(&args.repo).unwrap_or_default();
+        s.update_status(&backlog, la.batch(), la.queue_max);
+    }
+    let where_ = match at {
+        failure::RecordedIn::Repository => "in the repository",
+        failure::RecordedIn::Spool => {
+            "in the server's pg_wal/pgsafe_archive/failed (the \
+                                        repository cannot take it yet)"
+        }
+        failure::RecordedIn::Nowhere => return,
+    };
+    eprintln!("pgsafe: the failed push of {file} is recorded {where_}; pgsafe info shows it");
 }
 
 pub fn get(args: GetArgs) -> anyhow::Result<u8> {

@@ -136,6 +136,43 @@ fn render(r: &CheckReport) {
     if let Some(n) = lag.segments_behind {
         field("behind", format!("{n} WAL file(s) before the current one"));
     }
+    let sp = &r.spool;
+    match (&sp.status, &sp.unreadable) {
+        (Some(st), _) => field(
+            "spool",
+            format!(
+                "at the last push ({}): {} WAL file(s) waiting ({} MiB){}; {} dropped \
+                 segment(s) not yet in the repository",
+                st.updated_at,
+                st.ready_files,
+                st.ready_bytes >> 20,
+                match &st.behind_since {
+                    Some(t) => format!(", FALLING BEHIND since {t}"),
+                    None => ", keeping up".into(),
+                },
+                sp.pending_gaps
+            ),
+        ),
+        (None, Some(why)) => field("spool", format!("not read: {why}")),
+        (None, None) => field("spool", "no push has written its status yet"),
+    }
+    if let Some(f) = &r.last_failed_push {
+        field(
+            "last failed",
+            format!(
+                "{} at {} ({}: {}){}",
+                f.file,
+                f.last_failed_at,
+                f.error,
+                f.message,
+                if f.archived_since {
+                    "; archived since"
+                } else {
+                    "; NOT archived yet"
+                }
+            ),
+        );
+    }
     if let Some(sw) = &r.switch {
         field(
             "WAL switch",

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use pgsafe::archive::contents::{ArchiveContents, GapSource, Window};
+use pgsafe::archive::failure::{self, FailedPush, RecordedIn};
 use pgsafe::archive::report::{self, WalSummary};
 use pgsafe::repo::catalog::Catalog;
 use pgsafe::repo::clusters::list_clusters;
@@ -147,11 +148,20 @@ pub fn run(args: InfoArgs) -> anyhow::Result<u8> {
     for c in &catalogs {
         let mut summary = summary::summarize(c, now_us);
         let contents = ArchiveContents::load(repo.backend(), &c.cluster, &c.registration)?;
+        let failures = failure::merge(
+            failure::recorded(repo.backend(), &c.cluster)?,
+            &failure::local_records(&path, &c.cluster, &c.registration),
+            &contents,
+        );
         let has_archive = !contents.timelines.is_empty()
             || !contents.recorded_gaps.is_empty()
-            || !contents.problems.is_empty();
-        let wal =
-            has_archive.then(|| report::summarize(&contents, c, now_us.div_euclid(1_000_000)));
+            || !contents.problems.is_empty()
+            || !failures.is_empty();
+        let wal = has_archive.then(|| {
+            let mut w = report::summarize(&contents, c, now_us.div_euclid(1_000_000));
+            report::add_failures(&mut w, &failures);
+            w
+        });
         if let Some(w) = &wal {
             report::fold_into(&mut summary.status, w);
         }
@@ -506,12 +516,14 @@ fn print_wal(w: &WalSummary) {
         .archive_lag_secs
         .map_or_else(String::new, |s| format!(", lag {}", duration(s as f64)));
     println!(
-        "  {:<10}{} objects, {}; {last}{lag}; failed pushes are not recorded here: \
-         pgsafe check shows the server's (pg_stat_archiver)",
+        "  {:<10}{} objects, {}; {last}{lag}",
         "archive",
         w.objects,
         size(w.bytes)
     );
+    if let Some(f) = &w.last_failed {
+        println!("  {:<10}{}", "failed", failed_push(f));
+    }
     for t in &w.timelines {
         let switch = match (t.parent, t.switchpoint) {
             (Some(p), Some(l)) => format!(", from timeline {p} at {l}"),
@@ -527,6 +539,12 @@ fn print_wal(w: &WalSummary) {
             t.partials,
             t.history
         );
+        if let Some(f) = &t.last_failed {
+            println!(
+                "  {:<10}timeline {}: last failed push {}",
+                "failed", t.timeline, f.file
+            );
+        }
     }
     for g in &w.gaps {
         let what = match &g.gap.source {
@@ -544,6 +562,34 @@ fn print_wal(w: &WalSummary) {
             "gap", g.gap.timeline, g.gap.first, g.gap.last
         );
     }
+}
+
+/// The last failed push, for people: which file, when, why, and whether it was archived since.
+fn failed_push(f: &FailedPush) -> String {
+    let times = if f.failures > 1 {
+        format!(
+            "{} failures from {} to {}",
+            f.failures, f.first_failed_at, f.last_failed_at
+        )
+    } else {
+        format!("at {}", f.last_failed_at)
+    };
+    let since = if f.archived_since {
+        "archived since"
+    } else {
+        "NOT archived since: the archiver retries it until it succeeds; pgsafe check shows \
+         whether archiving works now"
+    };
+    let local = if f.recorded_in == RecordedIn::Spool {
+        " (recorded in the server's pg_wal/pgsafe_archive only: the repository could not take \
+         it yet)"
+    } else {
+        ""
+    };
+    format!(
+        "last failed push {} on {}, {times} ({}: {}){local}; {since}",
+        f.file, f.host, f.error, f.message
+    )
 }
 
 fn print_detail(cluster: &Ident, d: &BackupDetail) {

@@ -486,6 +486,23 @@ fn following_the_advice_works(major: u32) {
 }
 per_major!(following_the_advice_works: 10, 13, 16, 18);
 
+/// Removes the stored object of WAL file `name` (any compression) from `main`'s archive.
+fn remove_object(repo: &Path, name: &str) {
+    let dir = repo
+        .join("main")
+        .join("wal")
+        .join(&name[..8])
+        .join(&name[8..16]);
+    let mut removed = 0;
+    for e in fs::read_dir(&dir).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with(name) {
+            fs::remove_file(e.path()).unwrap();
+            removed += 1;
+        }
+    }
+    assert_eq!(removed, 1, "{name} in {}", dir.display());
+}
+
 /// `pgsafe metrics --json` of `repo`: the archive figures of cluster `main`.
 fn archive_metrics(repo: &Path) -> Value {
     let out = ok(
@@ -559,7 +576,9 @@ fn a_recorded_gap_is_reported(major: u32) {
         .parse()
         .unwrap();
     // The record archive-push writes when its queue limit drops a segment (here: the one
-    // just archived after the backup, as if it had been dropped).
+    // just archived after the backup, as if it had been dropped: its object is removed, since
+    // a recorded segment that is in the archive after all closes its gap).
+    remove_object(&repo, &seg.to_string());
     let r = pgsafe::repo::Repository::open(&repo).unwrap();
     r.record_event(
         &pgsafe::storage::Ident::new("main").unwrap(),
@@ -615,3 +634,284 @@ fn a_recorded_gap_is_reported(major: u32) {
     assert_eq!(m["gaps_after_newest_backup"], 0, "{m:#}");
 }
 per_major!(a_recorded_gap_is_reported: 10, 16);
+
+/// Waits (a bounded loop on the server's own statistics, not a timing assertion) until the
+/// archiver has counted `n` failures.
+fn wait_failures(c: &Cluster, n: i64) {
+    let t = std::time::Instant::now();
+    loop {
+        let failed: i64 = c.query_one("SELECT failed_count FROM pg_stat_archiver");
+        if failed >= n {
+            return;
+        }
+        assert!(
+            t.elapsed().as_secs() < 120,
+            "PostgreSQL {}: the archiver counted {failed} failures, not {n}",
+            c.major()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn codes_of(v: &Value, list: &str) -> Vec<String> {
+    v[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The `push-failed` events in `main`'s part of the repository.
+fn failure_events(repo: &Path) -> usize {
+    fs::read_dir(repo.join("main").join("events"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().contains("-push-failed-"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// From the unlucky DBA's side: the repository goes away (unmounted, moved) while the server
+/// writes WAL. archive-push cannot open it, so each failure is recorded in the server's spool
+/// (pg_wal/pgsafe_archive) and the backlog it sees grows. check reads the spool (the data
+/// directory is on this host): the last failed push, recorded only there; the backlog; that
+/// archiving falls behind. When the repository is back, the next push writes the failure into
+/// it (one event), and check shows the file archived since and nothing pending.
+fn a_failing_push_is_recorded_in_the_spool_while_the_repository_is_away(major: u32) {
+    let c = archiving_cluster(major);
+    let dir = server_owned_tempdir();
+    let repo = repo_for(&c, dir.path());
+    let bin = common::bin();
+    set_archive_command(
+        &c,
+        &format!(
+            "{} archive-push --parallel 1 --repo {} --cluster main %p",
+            bin.display(),
+            repo.display()
+        ),
+    );
+    let out = check(&c, &repo, "main", &["--timeout", "120s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v = json(&out);
+    assert!(v["last_failed_push"].is_null(), "{v:#}");
+    assert_eq!(v["spool"]["pending_failures"], 0, "{v:#}");
+    assert!(v["spool"]["status"]["behind_since"].is_null(), "{v:#}");
+
+    let away = dir.path().join("repo.away");
+    fs::rename(&repo, &away).unwrap();
+    let mut failing = String::new();
+    for i in 0..3 {
+        c.execute(&format!("CREATE TABLE away_{i} (i int)"));
+        let s: String = c.query_one("SELECT pg_walfile_name(pg_switch_wal())");
+        if i == 0 {
+            failing = s;
+        }
+    }
+    wait_failures(&c, 3);
+    // One more file wakes the archiver for another round of retries, with the backlog grown.
+    c.execute("CREATE TABLE away_3 (i int)");
+    c.execute("SELECT pg_switch_wal()");
+    wait_failures(&c, 6);
+    let (v, codes) = problems(&check(&c, &repo, "main", &["--timeout", "5s"]));
+    assert!(codes.contains(&"repository_missing".to_owned()), "{v:#}");
+    let f = &v["last_failed_push"];
+    assert_eq!(f["file"], failing.as_str(), "{v:#}");
+    assert_eq!(f["recorded_in"], "spool", "{f:#}");
+    assert_eq!(f["archived_since"], false, "{f:#}");
+    assert!(f["failures"].as_u64().unwrap() >= 6, "{f:#}");
+    let sp = &v["spool"];
+    assert!(sp["pending_failures"].as_u64().unwrap() >= 1, "{sp:#}");
+    assert!(sp["status"]["ready_files"].as_u64().unwrap() >= 4, "{sp:#}");
+    assert_eq!(sp["status"]["oldest_ready"], failing.as_str(), "{sp:#}");
+    assert!(sp["status"]["behind_since"].is_string(), "{sp:#}");
+    let warnings = codes_of(&v, "warnings");
+    for code in ["archiving_behind", "push_failed"] {
+        assert!(warnings.contains(&code.to_owned()), "{code}: {v:#}");
+    }
+    // The same for people.
+    let conn = c.conninfo();
+    let out = pgsafe(&[
+        "check",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--cluster",
+        "main",
+        "-d",
+        &conn,
+        "--timeout",
+        "5s",
+    ]);
+    let t = text(&out);
+    for needle in ["FALLING BEHIND", "NOT archived yet", &failing] {
+        assert!(t.contains(needle), "{needle:?} not in {t}");
+    }
+    assert_eq!(
+        failure_events(&away),
+        0,
+        "nothing was written into the repository"
+    );
+
+    fs::rename(&away, &repo).unwrap();
+    pgsafe_testkit::wait_archived(&c);
+    let out = check(&c, &repo, "main", &["--timeout", "120s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v = json(&out);
+    let f = &v["last_failed_push"];
+    assert_eq!(f["file"], failing.as_str(), "{v:#}");
+    assert_eq!(f["recorded_in"], "repository", "{f:#}");
+    assert_eq!(f["archived_since"], true, "{f:#}");
+    assert_eq!(v["spool"]["pending_failures"], 0, "{v:#}");
+    assert!(v["spool"]["status"]["behind_since"].is_null(), "{v:#}");
+    assert_eq!(failure_events(&repo), 1, "one event for all the retries");
+}
+per_major!(a_failing_push_is_recorded_in_the_spool_while_the_repository_is_away: 10, 16);
+
+/// WAL dropped by the queue limit (an absurdly small one, so every segment is dropped): until a
+/// push reaches the repository, only the server's spool knows. check says so (a problem with
+/// what to do), metrics counts the pending gaps (it reads the registered data directory's
+/// spool); once archiving stores files again, the gap is in the repository (a recorded gap
+/// after the newest backup) and nothing is pending.
+fn dropped_wal_is_pending_in_the_spool_until_a_push_reaches_the_repository(major: u32) {
+    let c = archiving_cluster(major);
+    let dir = server_owned_tempdir();
+    let repo = repo_for(&c, dir.path());
+    let bin = common::bin();
+    let push = format!(
+        "{} archive-push --repo {} --cluster main",
+        bin.display(),
+        repo.display()
+    );
+    set_archive_command(&c, &format!("{push} --archive-push-queue-max 1K %p"));
+    let dropped = pgsafe_testkit::wait_archived(&c);
+    let (v, codes) = problems(&check(&c, &repo, "main", &["--timeout", "5s"]));
+    assert!(
+        codes.contains(&"wal_dropped_unrecorded".to_owned()),
+        "{v:#}"
+    );
+    assert!(v["spool"]["pending_gaps"].as_u64().unwrap() >= 1, "{v:#}");
+    let p = problem(&v, "wal_dropped_unrecorded");
+    assert!(
+        p["fix"].as_str().unwrap().contains("new full backup"),
+        "{p}"
+    );
+    let m = ok(
+        pgsafe(&["metrics", "--repo", repo.to_str().unwrap(), "--json"]),
+        "metrics",
+    );
+    let sp = &json(&m)["clusters"][0]["spool"];
+    assert!(sp["pending_gaps"].as_u64().unwrap() >= 1, "{sp:#}");
+    let prom = String::from_utf8(
+        ok(
+            pgsafe(&["metrics", "--repo", repo.to_str().unwrap()]),
+            "metrics",
+        )
+        .stdout,
+    )
+    .unwrap();
+    let line = prom
+        .lines()
+        .find(|l| l.starts_with("pgsafe_wal_archive_pending_gaps{cluster=\"main\"}"))
+        .unwrap_or_else(|| panic!("{prom}"));
+    assert_ne!(line.rsplit(' ').next(), Some("0"), "{line}");
+
+    set_archive_command(&c, &format!("{push} %p"));
+    pgsafe_testkit::wait_archived(&c);
+    let out = check(&c, &repo, "main", &["--timeout", "120s"]);
+    let v = json(&out);
+    assert_eq!(v["spool"]["pending_gaps"], 0, "{v:#}");
+    assert!(
+        !codes_of(&v, "problems").contains(&"wal_dropped_unrecorded".to_owned()),
+        "{v:#}"
+    );
+    let recorded: Vec<&Value> = v["gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["source"] == "recorded")
+        .collect();
+    assert!(
+        recorded
+            .iter()
+            .any(|g| g["first"].as_str().unwrap() <= dropped.as_str()
+                && dropped.as_str() <= g["last"].as_str().unwrap()),
+        "{dropped} in {v:#}"
+    );
+    let prom = String::from_utf8(
+        ok(
+            pgsafe(&["metrics", "--repo", repo.to_str().unwrap()]),
+            "metrics",
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert!(
+        prom.contains("pgsafe_wal_archive_pending_gaps{cluster=\"main\"} 0"),
+        "{prom}"
+    );
+}
+per_major!(dropped_wal_is_pending_in_the_spool_until_a_push_reaches_the_repository: 10, 16);
+
+/// A segment the queue limit dropped, whose push PostgreSQL then retries after all (a crash
+/// between archive-push writing its gap record and the archiver marking the file done leaves
+/// the file `.ready`: simulated by giving the status file back its `.ready` name): the retried
+/// push writes the gap record into the repository and then stores the segment. The gap is
+/// closed — check, info and metrics all agree there is none — instead of a false gap asking
+/// for a new backup.
+fn a_dropped_segment_pushed_after_all_leaves_no_gap(major: u32) {
+    let c = archiving_cluster(major);
+    let dir = server_owned_tempdir();
+    let repo = repo_for(&c, dir.path());
+    let bin = common::bin();
+    let push = format!(
+        "{} archive-push --repo {} --cluster main",
+        bin.display(),
+        repo.display()
+    );
+    set_archive_command(&c, &format!("{push} %p"));
+    pgsafe_testkit::wait_archived(&c);
+    set_archive_command(&c, &format!("{push} --archive-push-queue-max 1K %p"));
+    let dropped = pgsafe_testkit::wait_archived(&c);
+    let status = c.data_dir().join("pg_wal").join("archive_status");
+    assert!(
+        c.data_dir().join("pg_wal").join(&dropped).exists(),
+        "{dropped} was recycled"
+    );
+    set_archive_command(&c, &format!("{push} %p"));
+    fs::rename(
+        status.join(format!("{dropped}.done")),
+        status.join(format!("{dropped}.ready")),
+    )
+    .unwrap();
+    pgsafe_testkit::wait_archived(&c);
+    let info = ok(
+        pgsafe(&[
+            "info",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--cluster",
+            "main",
+            "--json",
+        ]),
+        "info",
+    );
+    let wal = &json(&info)["clusters"][0]["wal"];
+    assert_eq!(wal["gaps"], serde_json::json!([]), "{wal:#}");
+    assert_eq!(wal["problems"], serde_json::json!([]), "{wal:#}");
+    // The gap record did reach the repository: it is closed by the segment, not lost.
+    let events = fs::read_dir(repo.join("main").join("events"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("-wal-gap-"))
+        .count();
+    assert_eq!(events, 1, "the dropped segment's gap record");
+    let out = check(&c, &repo, "main", &["--timeout", "120s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v = json(&out);
+    assert_eq!(v["gaps"], serde_json::json!([]), "{v:#}");
+    let m = archive_metrics(&repo);
+    assert_eq!(m["gaps"]["recorded"], 0, "{m:#}");
+    assert_eq!(m["gaps_after_newest_backup"], 0, "{m:#}");
+}
+per_major!(a_dropped_segment_pushed_after_all_leaves_no_gap: 10, 16);

@@ -515,7 +515,7 @@ fn two_clusters_with_complete_interrupted_pinned_verified_foreign_and_garbage_ba
     // docs/info-json.md documents every field, and nothing that is not there.
     let tables = documented_fields();
     // The WAL archive's tables (after these five) are checked by info_wal_cli.
-    assert_eq!(tables.len(), 9, "{tables:?}");
+    assert_eq!(tables.len(), 10, "{tables:?}");
     for (table, v) in tables
         .iter()
         .zip([&doc, n, &n["recoverability"], second, &d])

@@ -207,7 +207,7 @@ fn info_shows_the_archive_its_gaps_and_the_window(major: u32) {
     assert!(lsn(&w["to"]["lsn"]).0 >= last_end, "{m}: {w:#}");
     assert_eq!(w["ends_at_hole"], false, "{m}");
     let tables = documented_fields();
-    assert_eq!(tables.len(), 9, "{tables:?}");
+    assert_eq!(tables.len(), 10, "{tables:?}");
     assert_documented(&tables[5], &wal);
     assert_documented(&tables[6], tl);
     assert_documented(&tables[8], w);
@@ -311,7 +311,6 @@ fn info_shows_the_archive_its_gaps_and_the_window(major: u32) {
         "take a new full backup",
         "(before the oldest backup: harmless)",
         "dropped by db1",
-        "pg_stat_archiver",
         &format!("timeline 1 {a} .. {a}: hole"),
     ] {
         assert!(text.contains(needle), "{m}: {needle:?} not in\n{text}");
@@ -319,6 +318,122 @@ fn info_shows_the_archive_its_gaps_and_the_window(major: u32) {
 }
 
 per_major!(info_shows_the_archive_its_gaps_and_the_window: 16, 12);
+
+/// Sets the mode of `path`.
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The `push-failed` events in the repository.
+fn failure_events(repo: &Path) -> Vec<String> {
+    let Ok(rd) = fs::read_dir(repo.join(CLUSTER).join("events")) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("-push-failed-"))
+        .collect()
+}
+
+/// Waits (a bounded loop on the server's own statistics, not a timing assertion) until the
+/// archiver has counted `n` failures.
+fn wait_failures(c: &Cluster, n: i64) {
+    let t = std::time::Instant::now();
+    loop {
+        let failed: i64 = c.query_one("SELECT failed_count FROM pg_stat_archiver");
+        if failed >= n {
+            return;
+        }
+        assert!(
+            t.elapsed().as_secs() < 120,
+            "PostgreSQL {}: the archiver counted {failed} failures, not {n}",
+            c.major()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// From the unlucky DBA's side: the repository's WAL folder stops taking files (its
+/// permissions). The archiver retries the segment again and again; info shows, for the
+/// cluster and its timeline, the last failed push (the segment, why, how often, not archived
+/// since) from ONE event in the repository however many retries there were (the server's
+/// pg_stat_archiver is the oracle that there were several), metrics counts it unresolved;
+/// once the folder is fixed the segment arrives and info says it was archived since.
+fn info_shows_the_last_failed_push(major: u32) {
+    let (c, _scratch, repo) = archiving(major);
+    let m = format!("PostgreSQL {major}");
+    let ok_seg = wait_archived(&c);
+    let (wal, _) = wal_of(&repo);
+    assert!(wal["last_failed"].is_null(), "{m}: {wal:#}");
+    assert!(wal["timelines"][0]["last_failed"].is_null(), "{m}: {wal:#}");
+    // The folder the next segment goes to: no longer writable for the server's user.
+    let log_dir = object_of(&repo, &ok_seg).parent().unwrap().to_owned();
+    chmod(&log_dir, 0o555);
+    c.execute("CREATE TABLE after_failure (i int)");
+    let failing: String = c.query_one("SELECT pg_walfile_name(pg_switch_wal())");
+    wait_failures(&c, 3);
+    let retries: i64 = c.query_one("SELECT failed_count FROM pg_stat_archiver");
+    let last_wal: Option<String> = c.query_one("SELECT last_failed_wal FROM pg_stat_archiver");
+    assert_eq!(last_wal.as_deref(), Some(failing.as_str()), "{m}");
+    assert_eq!(
+        failure_events(&repo).len(),
+        1,
+        "{m}: one event however often the push failed ({retries} times)"
+    );
+    let (wal, _) = wal_of(&repo);
+    let f = &wal["last_failed"];
+    assert_eq!(f["file"], failing.as_str(), "{m}: {wal:#}");
+    assert_eq!(f["timeline"], 1, "{m}: {f:#}");
+    assert_eq!(f["archived_since"], false, "{m}: {f:#}");
+    assert_eq!(f["recorded_in"], "repository", "{m}: {f:#}");
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .contains("operating-system user"),
+        "{m}: {f:#}"
+    );
+    // The data directory is on this host: the spool's count of retries is read too.
+    assert!(f["failures"].as_u64().unwrap() >= 2, "{m}: {f:#}");
+    assert_eq!(&wal["timelines"][0]["last_failed"], f, "{m}: {wal:#}");
+    let tables = documented_fields();
+    assert_documented(&tables[9], f);
+    let text = String::from_utf8(info(&repo, false).stdout).unwrap();
+    for needle in [
+        format!("last failed push {failing}"),
+        "NOT archived since".to_owned(),
+    ] {
+        assert!(text.contains(&needle), "{m}: {needle:?} not in\n{text}");
+    }
+    let prom =
+        String::from_utf8(ok(pgsafe(&["metrics", "--repo", s(&repo)]), "metrics").stdout).unwrap();
+    assert!(
+        prom.contains("pgsafe_wal_archive_last_failed_push_unresolved{cluster=\"main\"} 1"),
+        "{m}: {prom}"
+    );
+
+    // Fixed: the archiver's next retry stores it.
+    chmod(&log_dir, 0o755);
+    let next = wait_archived(&c);
+    assert!(next > failing, "{m}");
+    let (wal, _) = wal_of(&repo);
+    let f = &wal["last_failed"];
+    assert_eq!(f["file"], failing.as_str(), "{m}: {wal:#}");
+    assert_eq!(f["archived_since"], true, "{m}: {f:#}");
+    assert_eq!(wal["problems"], serde_json::json!([]), "{m}: {wal:#}");
+    assert_eq!(failure_events(&repo).len(), 1, "{m}");
+    let text = String::from_utf8(info(&repo, false).stdout).unwrap();
+    assert!(text.contains("archived since"), "{m}: {text}");
+    let prom =
+        String::from_utf8(ok(pgsafe(&["metrics", "--repo", s(&repo)]), "metrics").stdout).unwrap();
+    assert!(
+        prom.contains("pgsafe_wal_archive_last_failed_push_unresolved{cluster=\"main\"} 0"),
+        "{m}: {prom}"
+    );
+}
+
+per_major!(info_shows_the_last_failed_push: 10, 14, 18);
 
 /// `expire --keep-full 1` deletes the older backup and the archived WAL before the kept
 /// backup's start, and nothing the kept backup needs: verify (which walks its archived WAL)

@@ -18,6 +18,7 @@ use crate::error::{ErrorKind, HasKind};
 use crate::storage::StorageError;
 
 pub mod contents;
+pub mod failure;
 pub mod get;
 pub mod lookahead;
 pub mod name;

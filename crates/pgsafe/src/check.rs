@@ -16,6 +16,7 @@ mod gaps;
 mod repository;
 mod server;
 mod settings;
+mod spool;
 mod wait;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ pub use command::{Parsed, PushCall, conf_literal, expected_command};
 pub use gaps::GapReport;
 pub use repository::RepoState;
 pub use server::{ArchiveSettings, ArchiverStats, Backlog};
+pub use spool::SpoolReport;
 
 /// Why `check` could not run at all (its findings are in [`CheckReport`], not here).
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +141,11 @@ pub struct CheckReport {
     pub switch: Option<SwitchReport>,
     /// WAL missing from the repository's archive of the cluster.
     pub gaps: Vec<GapReport>,
+    /// What `archive-push` left in the server's local spool (backlog, falling behind, gaps and
+    /// failures not in the repository yet).
+    pub spool: SpoolReport,
+    /// The last failed push (the repository's record and the spool's), if any.
+    pub last_failed_push: Option<crate::archive::failure::FailedPush>,
     /// What is wrong (any one makes the answer "no").
     pub problems: Vec<Finding>,
     /// Worth knowing, not wrong.
@@ -281,6 +288,34 @@ pub fn check(
             &mut warnings,
         );
     }
+    let (spool_report, records) = spool::read(
+        info.data_directory.as_deref(),
+        info.system_id,
+        &repo_abs,
+        cluster,
+    );
+    let mut last_failed_push = None;
+    if let Some((repo, reg)) = &opened {
+        match spool::last_failed(repo, reg, cluster, &records) {
+            Ok(f) => last_failed_push = f,
+            Err(e) => warnings.push(finding(
+                "failed_pushes_unknown",
+                format!("the failed pushes recorded in the repository could not be read: {e}"),
+                None,
+            )),
+        }
+    } else {
+        last_failed_push = records
+            .iter()
+            .filter_map(crate::archive::failure::from_record)
+            .max_by_key(|f| f.last_us());
+    }
+    spool::findings(
+        &spool_report,
+        last_failed_push.as_ref(),
+        &mut problems,
+        &mut warnings,
+    );
     Ok(CheckReport {
         repository: state,
         cluster: cluster.to_string(),
@@ -298,6 +333,8 @@ pub fn check(
         lag,
         switch,
         gaps: gap_list,
+        spool: spool_report,
+        last_failed_push,
         problems,
         warnings,
     })

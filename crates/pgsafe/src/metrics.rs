@@ -13,11 +13,13 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 
 use serde::Serialize;
 
 use crate::archive::contents::ArchiveContents;
-use crate::archive::report::{WalSummary, summarize};
+use crate::archive::failure;
+use crate::archive::report::{WalSummary, add_failures, summarize};
 use crate::repo::catalog::{BackupEntry, BackupState, Catalog};
 use crate::repo::doc::{VerifyResult, parse_time};
 use crate::repo::{LeaseTiming, RepoError, Repository};
@@ -104,6 +106,56 @@ pub struct ClusterMetrics {
     pub repository_problems: u64,
     /// The cluster's WAL archive in the repository (`None`: it could not be listed).
     pub archive: Option<ArchiveFigures>,
+    /// The server's local archive spool, when its data directory (the registration's) is
+    /// readable on this host (`None` otherwise).
+    pub spool: Option<SpoolFigures>,
+}
+
+/// What `archive-push` left in the server's local spool (`pg_wal/pgsafe_archive`), as of the
+/// last push (`updated_unix`): the backlog, whether archiving falls behind WAL generation,
+/// WAL dropped by the queue limit that the repository does not know of yet, and failed pushes
+/// recorded only there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpoolFigures {
+    pub updated_unix: Option<i64>,
+    pub ready_files: u64,
+    pub ready_bytes: u64,
+    pub oldest_ready_since_unix: Option<i64>,
+    /// Since when the backlog has kept growing (`None`: archiving keeps up).
+    pub behind_since_unix: Option<i64>,
+    pub pending_gaps: u64,
+    pub pending_failures: u64,
+}
+
+impl SpoolFigures {
+    /// The spool beside the `pg_wal` folder `wal_dir`, for the repository at `repo`.
+    pub fn read(
+        wal_dir: &std::path::Path,
+        repo: &std::path::Path,
+        cluster: &Ident,
+    ) -> SpoolFigures {
+        let secs = |t: &Option<String>| {
+            t.as_deref()
+                .and_then(parse_time)
+                .map(|us| us.div_euclid(1_000_000))
+        };
+        let st = crate::archive::spool::read_status(wal_dir).ok().flatten();
+        let spool = crate::archive::spool::Spool::of_wal_dir(wal_dir);
+        let records = crate::archive::failure::spool_records(
+            &spool,
+            &crate::archive::spool::repo_identity(repo),
+            cluster,
+        );
+        SpoolFigures {
+            updated_unix: st.as_ref().and_then(|s| secs(&Some(s.updated_at.clone()))),
+            ready_files: st.as_ref().map_or(0, |s| s.ready_files),
+            ready_bytes: st.as_ref().map_or(0, |s| s.ready_bytes),
+            oldest_ready_since_unix: st.as_ref().and_then(|s| secs(&s.oldest_ready_since)),
+            behind_since_unix: st.as_ref().and_then(|s| secs(&s.behind_since)),
+            pending_gaps: spool.pending_gaps().map(|g| g.len() as u64).unwrap_or(0),
+            pending_failures: records.iter().filter(|(_, r)| !r.in_repository).count() as u64,
+        }
+    }
 }
 
 /// The health of a cluster's WAL archive, from [`crate::archive::report::summarize`] (the
@@ -131,6 +183,11 @@ pub struct ArchiveFigures {
     /// What `info` lists as the archive's problems (gaps a restore would cross, broken history
     /// files, damaged or misplaced objects).
     pub problems: u64,
+    /// The last failed push (the file), when it failed last (unix seconds), and whether the
+    /// file is still not in the archive.
+    pub last_failed_push: Option<String>,
+    pub last_failed_push_unix: Option<i64>,
+    pub last_failed_push_unresolved: bool,
 }
 
 impl ArchiveFigures {
@@ -157,6 +214,12 @@ impl ArchiveFigures {
             gaps_after_newest_backup: w.gaps.iter().filter(|g| g.after_newest_backup).count()
                 as u64,
             problems: w.problems.len() as u64,
+            last_failed_push: w.last_failed.as_ref().map(|f| f.file.clone()),
+            last_failed_push_unix: w
+                .last_failed
+                .as_ref()
+                .map(|f| f.last_us().div_euclid(1_000_000)),
+            last_failed_push_unresolved: w.last_failed.as_ref().is_some_and(|f| !f.archived_since),
         }
     }
 }
@@ -277,6 +340,7 @@ impl ClusterMetrics {
                 + usize::from(catalog.diverging().is_some()))
                 as u64,
             archive: None,
+            spool: None,
         }
     }
 }
@@ -325,9 +389,17 @@ pub fn collect(
             let catalog = repo.catalog(c, timing)?;
             let mut m = ClusterMetrics::from_catalog(&catalog, now);
             let reg = &catalog.registration;
+            let wal_dir = failure::local_wal_dir(Path::new(&reg.pgdata), reg.system_identifier);
+            let records = failure::local_records(repo.root(), c, reg);
+            m.spool = wal_dir.map(|w| SpoolFigures::read(&w, repo.root(), c));
+            let recorded = failure::recorded(repo.backend(), c);
             match ArchiveContents::load(repo.backend(), c, reg) {
                 Ok(contents) => {
-                    let w = summarize(&contents, &catalog, now);
+                    let mut w = summarize(&contents, &catalog, now);
+                    match recorded {
+                        Ok(r) => add_failures(&mut w, &failure::merge(r, &records, &contents)),
+                        Err(_) => m.repository_problems += 1,
+                    }
                     m.archive = Some(ArchiveFigures::from_summary(&w, reg.wal_segment_size));
                 }
                 // The archive's folder cannot be listed: no archive figures, one problem more.
@@ -490,9 +562,85 @@ pub fn prometheus(clusters: &[ClusterMetrics], now: i64) -> String {
         "pgsafe_wal_archive_problems",
         "Problems of the WAL archive (gaps a restore would cross, broken history files, damaged or misplaced objects).",
     );
+    let mut wal_failed_ts = F::new(
+        "pgsafe_wal_archive_last_failed_push_timestamp_seconds",
+        "When the last failed archive-push failed (unix seconds; recorded in the repository, or in the server's spool when readable here).",
+    );
+    let mut wal_failed_open = F::new(
+        "pgsafe_wal_archive_last_failed_push_unresolved",
+        "1 when the file of the last failed archive-push is still not in the archive, else 0.",
+    );
+    let mut spool_updated = F::new(
+        "pgsafe_wal_archive_spool_updated_timestamp_seconds",
+        "When archive-push last wrote its status into the server's spool (unix seconds; the spool figures are as of then).",
+    );
+    let mut spool_files = F::new(
+        "pgsafe_wal_archive_backlog_files",
+        "WAL files waiting to be archived at the last push (pg_wal/archive_status .ready).",
+    );
+    let mut spool_bytes = F::new(
+        "pgsafe_wal_archive_backlog_bytes",
+        "Bytes of WAL waiting to be archived at the last push.",
+    );
+    let mut spool_oldest = F::new(
+        "pgsafe_wal_archive_backlog_oldest_timestamp_seconds",
+        "Since when the oldest WAL file waiting to be archived has waited (unix seconds).",
+    );
+    let mut spool_behind = F::new(
+        "pgsafe_wal_archive_falling_behind",
+        "1 when the backlog has kept growing over pushes (archiving is slower than WAL generation; pg_wal grows), else 0.",
+    );
+    let mut spool_behind_since = F::new(
+        "pgsafe_wal_archive_falling_behind_since_timestamp_seconds",
+        "Since when archiving has been falling behind (unix seconds).",
+    );
+    let mut spool_gaps = F::new(
+        "pgsafe_wal_archive_pending_gaps",
+        "WAL segments dropped by the archive queue limit whose gap record has not reached the repository yet (point-in-time recovery across them is impossible).",
+    );
+    let mut spool_failures = F::new(
+        "pgsafe_wal_archive_pending_failed_pushes",
+        "Failed pushes recorded only in the server's spool (the repository could not take them).",
+    );
     for c in clusters {
         let n = c.cluster.as_str();
+        if let Some(sp) = &c.spool {
+            if let Some(t) = sp.updated_unix {
+                spool_updated.add(n, &[], t as f64);
+            }
+            spool_files.add(n, &[], sp.ready_files as f64);
+            spool_bytes.add(n, &[], sp.ready_bytes as f64);
+            if let Some(t) = sp.oldest_ready_since_unix {
+                spool_oldest.add(n, &[], t as f64);
+            }
+            spool_behind.add(
+                n,
+                &[],
+                if sp.behind_since_unix.is_some() {
+                    1.0
+                } else {
+                    0.0
+                },
+            );
+            if let Some(t) = sp.behind_since_unix {
+                spool_behind_since.add(n, &[], t as f64);
+            }
+            spool_gaps.add(n, &[], sp.pending_gaps as f64);
+            spool_failures.add(n, &[], sp.pending_failures as f64);
+        }
         if let Some(a) = &c.archive {
+            if let Some(t) = a.last_failed_push_unix {
+                wal_failed_ts.add(n, &[], t as f64);
+                wal_failed_open.add(
+                    n,
+                    &[],
+                    if a.last_failed_push_unresolved {
+                        1.0
+                    } else {
+                        0.0
+                    },
+                );
+            }
             wal_set_up.add(n, &[], if a.set_up { 1.0 } else { 0.0 });
             wal_segments.add(n, &[], a.segments as f64);
             if let Some(t) = a.last_archived_unix {
@@ -585,6 +733,16 @@ pub fn prometheus(clusters: &[ClusterMetrics], now: i64) -> String {
         wal_gaps,
         wal_gaps_after,
         wal_problems,
+        wal_failed_ts,
+        wal_failed_open,
+        spool_updated,
+        spool_files,
+        spool_bytes,
+        spool_oldest,
+        spool_behind,
+        spool_behind_since,
+        spool_gaps,
+        spool_failures,
     ];
     let mut out = String::new();
     for f in families {

@@ -4,13 +4,14 @@
 //! window, and what is wrong. Pure: the archive's contents, the cluster's catalog and the time
 //! in, figures out (rendering is the command's).
 //!
-//! Failed pushes are not recorded in the repository (a push that fails stores nothing and
-//! PostgreSQL retries it); the server's `pg_stat_archiver` (`last_failed_wal`,
-//! `last_failed_time`) has them, which `pgsafe check` reads.
+//! Failed pushes come from [`super::failure`] (events in the repository, and the server's
+//! local spool when it is readable here): [`add_failures`] puts the last one of each timeline
+//! into the summary.
 
 use serde::Serialize;
 
 use super::contents::{ArchiveContents, Gap, GapSource, HistoryState, Window, WindowBackup};
+use super::failure::FailedPush;
 use crate::info::WalMode;
 use crate::repo::catalog::Catalog;
 use crate::repo::summary::Status;
@@ -31,6 +32,8 @@ pub struct TimelineSummary {
     pub parent: Option<TimelineId>,
     pub switchpoint: Option<Lsn>,
     pub bytes: u64,
+    /// The last failed push of a file of this timeline (see [`add_failures`]).
+    pub last_failed: Option<FailedPush>,
 }
 
 /// A gap, and what it means for restores (the same fields for every kind of gap, `null`
@@ -83,6 +86,8 @@ pub struct WalSummary {
     pub timelines: Vec<TimelineSummary>,
     pub gaps: Vec<GapSummary>,
     pub last_archived: Option<LastArchived>,
+    /// The last failed push, all timelines (see [`add_failures`]).
+    pub last_failed: Option<FailedPush>,
     /// Seconds from the newest object's time to now (0 when it is in the future).
     pub archive_lag_secs: Option<u64>,
     /// On the newest timeline's history; `None` when no usable backup's WAL is complete.
@@ -153,6 +158,7 @@ pub fn summarize(contents: &ArchiveContents, catalog: &Catalog, now: i64) -> Wal
             parent,
             switchpoint,
             bytes: t.bytes,
+            last_failed: None,
         });
     }
     let backups = window_backups(catalog);
@@ -243,6 +249,7 @@ pub fn summarize(contents: &ArchiveContents, catalog: &Catalog, now: i64) -> Wal
         timelines,
         gaps,
         last_archived: last.map(|(time, segment)| LastArchived { segment, time }),
+        last_failed: None,
         archive_lag_secs: contents
             .newest
             .as_ref()
@@ -256,4 +263,38 @@ pub fn summarize(contents: &ArchiveContents, catalog: &Catalog, now: i64) -> Wal
 pub fn fold_into(status: &mut Status, wal: &WalSummary) {
     status.problems += wal.problems.len() as u64;
     status.ok = status.ok && wal.problems.is_empty();
+}
+
+/// Puts the last failed push of each timeline, and the last of all, into `wal` (`failures` as
+/// [`super::failure::merge`] gives them: newest last). A timeline the archive holds nothing of
+/// gets an entry of its own, so that a push failing from its first file on is shown.
+pub fn add_failures(wal: &mut WalSummary, failures: &[FailedPush]) {
+    for f in failures {
+        let t = match wal.timelines.iter().position(|t| t.timeline == f.timeline) {
+            Some(i) => i,
+            None => {
+                wal.timelines.push(TimelineSummary {
+                    timeline: f.timeline,
+                    wal_min: None,
+                    wal_max: None,
+                    segments: 0,
+                    partials: 0,
+                    history: "none",
+                    parent: None,
+                    switchpoint: None,
+                    bytes: 0,
+                    last_failed: None,
+                });
+                wal.timelines.sort_by_key(|t| t.timeline);
+                wal.timelines
+                    .iter()
+                    .position(|t| t.timeline == f.timeline)
+                    .unwrap_or_default()
+            }
+        };
+        if let Some(t) = wal.timelines.get_mut(t) {
+            t.last_failed = Some(f.clone());
+        }
+    }
+    wal.last_failed = failures.last().cloned();
 }

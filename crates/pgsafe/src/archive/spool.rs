@@ -592,7 +592,7 @@ fn system_time(t: SystemTime) -> String {
 
 /// A record's bytes (`None` when there is none); a record larger than any pgsafe writes is
 /// read as far as the limit (and then fails to parse).
-fn read_record(path: &Path) -> Result<Option<Vec<u8>>, FsError> {
+pub(crate) fn read_record(path: &Path) -> Result<Option<Vec<u8>>, FsError> {
     let f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

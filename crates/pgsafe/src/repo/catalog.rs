@@ -356,8 +356,12 @@ pub fn derive(cluster: &Ident, obs: Observed) -> Catalog {
                     },
                 );
             }
-            // WAL gaps are the archive's business (read by `archive::contents`).
-            EventKind::ExpireStarted { .. } | EventKind::WalGap { .. } | EventKind::Unknown => {}
+            // WAL gaps and failed pushes are the archive's business (read by
+            // `archive::contents` and `archive::failure`).
+            EventKind::ExpireStarted { .. }
+            | EventKind::WalGap { .. }
+            | EventKind::PushFailed { .. }
+            | EventKind::Unknown => {}
         }
     }
 

@@ -159,6 +159,25 @@ pub enum EventKind {
         dropped_at: String,
         dropped_by: String,
     },
+    /// `archive-push` of `file` failed (refused, a conflict, the repository failing…): the
+    /// trace `info` shows as the last failed push. At most one per file and kind of error is
+    /// written (the local spool remembers what was recorded), however often PostgreSQL
+    /// retries; `failed_at`/`failed_by` say when and where the first of those failures
+    /// happened, `failures` how many there had been when the event was written (later
+    /// retries are counted only in the spool).
+    PushFailed {
+        /// The file as PostgreSQL named it (`%f`).
+        file: String,
+        timeline: TimelineId,
+        /// The kind of error, as pgsafe's JSON names it (`refused`, `conflict`, `io`…).
+        error: String,
+        /// The error, for people.
+        message: String,
+        failed_at: String,
+        failed_by: String,
+        #[serde(default)]
+        failures: u64,
+    },
     /// A kind a newer pgsafe writes: kept out of the catalog, never an error.
     #[serde(other)]
     Unknown,
@@ -173,6 +192,7 @@ impl EventKind {
             EventKind::Verified { .. } => "verified",
             EventKind::ExpireStarted { .. } => "expire-started",
             EventKind::WalGap { .. } => "wal-gap",
+            EventKind::PushFailed { .. } => "push-failed",
             EventKind::Unknown => "unknown",
         }
     }
@@ -214,6 +234,11 @@ impl Event {
             if parse_time(dropped_at).is_none() {
                 return Err(DocError::Invalid(format!("bad time {dropped_at:?}")));
             }
+        }
+        if let EventKind::PushFailed { failed_at, .. } = &e.what
+            && parse_time(failed_at).is_none()
+        {
+            return Err(DocError::Invalid(format!("bad time {failed_at:?}")));
         }
         Ok(e)
     }

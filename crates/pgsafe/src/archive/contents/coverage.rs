@@ -368,18 +368,58 @@ impl ArchiveContents {
                 ));
             }
         }
+        // A recorded gap is closed where its segments are in the archive after all: a segment
+        // dropped by the queue limit whose push PostgreSQL retried (a crash between the gap
+        // record and the archiver's `.done`) is stored later, and recovery reads it like any
+        // other. Only the segments still missing are a gap; a hole they cover is that gap
+        // (listed once, with why).
+        let mut recorded = Vec::new();
         for g in &self.recorded_gaps {
-            out.push(Gap {
-                timeline: g.timeline,
-                first: g.first,
-                last: g.last,
-                source: GapSource::Recorded {
-                    reason: g.reason.clone(),
-                    host: g.host.clone(),
-                    time: g.time.clone(),
-                },
-            });
+            let source = GapSource::Recorded {
+                reason: g.reason.clone(),
+                host: g.host.clone(),
+                time: g.time.clone(),
+            };
+            let (a, b) = match (g.first.segno(self.seg_size), g.last.segno(self.seg_size)) {
+                (Ok(a), Ok(b)) if a <= b => (a, b),
+                // Not a range of segment names of this size: kept as recorded (never hidden).
+                _ => {
+                    recorded.push(Gap {
+                        timeline: g.timeline,
+                        first: g.first,
+                        last: g.last,
+                        source,
+                    });
+                    continue;
+                }
+            };
+            let mut from = Some(a);
+            let present = self.timelines.get(&g.timeline).map(|t| &t.segments);
+            for &s in present
+                .into_iter()
+                .flat_map(|p| p.range(a..=b))
+                .map(|(s, _)| s)
+            {
+                if let Some(f) = from
+                    && s > f
+                {
+                    recorded.push(gap(g.timeline, f, s - 1, source.clone()));
+                }
+                from = s.checked_add(1);
+            }
+            if let Some(f) = from
+                && f <= b
+            {
+                recorded.push(gap(g.timeline, f, b, source));
+            }
         }
+        out.retain(|h| {
+            !(matches!(h.source, GapSource::Hole)
+                && recorded
+                    .iter()
+                    .any(|r| r.timeline == h.timeline && r.first <= h.first && h.last <= r.last))
+        });
+        out.append(&mut recorded);
         out.sort_by_key(|a| (a.timeline, a.first, a.last));
         out
     }

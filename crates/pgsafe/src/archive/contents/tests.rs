@@ -517,3 +517,93 @@ proptest! {
         }
     }
 }
+
+/// A recorded gap whose segments arrived later (a dropped segment pushed again after all) is
+/// closed where they are: only the segments still missing are a gap, so info, check, metrics
+/// and expire never report WAL that is in the archive as dropped.
+#[test]
+fn a_recorded_gap_is_closed_where_its_segments_arrived() {
+    let gap_event = |first: u64, last: u64| Event {
+        format: REPO_FORMAT,
+        time: "2026-01-01T00:00:00.000000Z".into(),
+        host: "db1".into(),
+        pgsafe_version: "0".into(),
+        what: EventKind::WalGap {
+            timeline: TimelineId(1),
+            first: seg(1, first),
+            last: seg(1, last),
+            reason: "queue limit".into(),
+            dropped_at: "2026-01-01T00:00:00.000000Z".into(),
+            dropped_by: "db1".into(),
+        },
+    };
+    let recorded = |present: &[u64], first: u64, last: u64| -> Vec<(u64, u64)> {
+        let mut list = Vec::new();
+        for &s in present {
+            list.extend(segments(1, s..=s));
+        }
+        let c = ArchiveContents::analyse(
+            cluster(),
+            size(),
+            &list,
+            &BTreeMap::new(),
+            vec![("e".to_owned(), Ok(gap_event(first, last)))],
+        );
+        c.gaps()
+            .into_iter()
+            .filter(|g| matches!(g.source, GapSource::Recorded { .. }))
+            .map(|g| {
+                (
+                    g.first.segno(size()).unwrap(),
+                    g.last.segno(size()).unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(recorded(&[1, 2], 9, 12), vec![(9, 12)]);
+    assert_eq!(recorded(&[8, 10, 12, 13], 9, 12), vec![(9, 9), (11, 11)]);
+    assert_eq!(recorded(&[9, 10, 11, 12], 9, 12), Vec::<(u64, u64)>::new());
+    assert_eq!(recorded(&[9], 9, 9), Vec::<(u64, u64)>::new());
+    assert_eq!(recorded(&[9], 9, 10), vec![(10, 10)]);
+}
+
+proptest::proptest! {
+    /// Whatever arrived, the recorded gaps reported are exactly the recorded segments not in
+    /// the archive.
+    #[test]
+    fn recorded_gaps_are_the_recorded_segments_still_missing(
+        present in proptest::collection::btree_set(0u64..40, 0..30),
+        first in 0u64..40,
+        len in 0u64..20,
+    ) {
+        let last = first + len;
+        let mut list = Vec::new();
+        for &s in &present {
+            list.extend(segments(1, s..=s));
+        }
+        let ev = Event {
+            format: REPO_FORMAT,
+            time: "2026-01-01T00:00:00.000000Z".into(),
+            host: "h".into(),
+            pgsafe_version: "0".into(),
+            what: EventKind::WalGap {
+                timeline: TimelineId(1),
+                first: seg(1, first),
+                last: seg(1, last),
+                reason: "r".into(),
+                dropped_at: "2026-01-01T00:00:00.000000Z".into(),
+                dropped_by: "h".into(),
+            },
+        };
+        let c = ArchiveContents::analyse(cluster(), size(), &list, &BTreeMap::new(), vec![("e".into(), Ok(ev))]);
+        let mut got = std::collections::BTreeSet::new();
+        for g in c.gaps().into_iter().filter(|g| matches!(g.source, GapSource::Recorded { .. })) {
+            for s in g.first.segno(size()).unwrap()..=g.last.segno(size()).unwrap() {
+                proptest::prop_assert!(got.insert(s), "{} twice", s);
+            }
+        }
+        let want: std::collections::BTreeSet<u64> =
+            (first..=last).filter(|s| !present.contains(s)).collect();
+        proptest::prop_assert_eq!(got, want);
+    }
+}
