@@ -2,7 +2,8 @@
 //! gets back out of it (README "WAL archiving").
 //!
 //! Layer "ops": uses [`crate::repo`] (a cluster's registration), [`crate::storage`] (write-once
-//! objects, where [`crate::storage::Key::Wal`] puts them), [`crate::wal`] (page headers,
+//! objects, where [`crate::storage::Key::Wal`] puts them), [`crate::layout`] (the archive's file
+//! names, [`ArchiveFile`], shared with the readers of archived WAL), [`crate::wal`] (page headers,
 //! history files) and [`crate::codec`] (zstd and LZ4 frames); `repo` never uses it.
 //!
 //! Every file is checked against the cluster's registration on the way in and on the way out:
@@ -21,15 +22,14 @@ pub mod contents;
 pub mod failure;
 pub mod get;
 pub mod lookahead;
-pub mod name;
 pub mod prefetch;
 pub mod push;
 pub mod report;
 pub mod spool;
 pub mod wal_retention;
 
+pub use crate::layout::{ArchiveFile, NameError};
 pub use get::{fetch, get_to};
-pub use name::{ArchiveFile, NameError};
 pub use push::{PushOptions, PushOutcome, push_file};
 
 /// Why a WAL archive file could not be pushed or got.

@@ -11,16 +11,23 @@
 //!
 //! The compressed layouts store each data file as `<path>.zst` or `<path>.lz4`; the label
 //! files, the markers, the manifest and the WAL are always stored as they are.
+//!
+//! The files of a repository's WAL archive are named by [`ArchiveFile`] (`wal_name.rs`): the
+//! archive commands and the readers of archived WAL ([`WalArchive`]) share its one list of
+//! stored names.
 
 mod archived_wal;
 mod listing;
 mod stored;
 #[cfg(test)]
 mod tests;
+mod wal_name;
 
 pub use archived_wal::{ArchiveReadError, WalArchive};
 pub use listing::{HARD_LINK_WHY, Listing, list_backup};
 pub use stored::StoredBackup;
+pub(crate) use wal_name::object_name as wal_object_name;
+pub use wal_name::{ArchiveFile, NameError};
 
 use crate::codec::Compression;
 use crate::plan::RelPath;

@@ -140,7 +140,7 @@ fn open<'b>(
     file: &ArchiveFile,
 ) -> Result<Option<(ObjectName, Compression, ObjectReader<'b>)>, ArchiveError> {
     for (stored, c) in file.stored_candidates() {
-        let object = super::name::object_name(cluster, file.timeline(), &stored)?;
+        let object = crate::layout::wal_object_name(cluster, file.timeline(), &stored)?;
         match backend.read(&object) {
             Ok(r) => return Ok(Some((object, c, r))),
             Err(e) if e.kind() == ErrorKind::NotFound => {}

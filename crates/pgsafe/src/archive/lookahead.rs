@@ -265,7 +265,7 @@ fn stored_object(
     file: &ArchiveFile,
 ) -> Result<Option<String>, ArchiveError> {
     for (stored, _) in file.stored_candidates() {
-        let object = super::name::object_name(cluster, file.timeline(), &stored)?;
+        let object = crate::layout::wal_object_name(cluster, file.timeline(), &stored)?;
         match backend.read(&object) {
             Ok(_) => return Ok(Some(object.to_string())),
             Err(e) if e.kind() == ErrorKind::NotFound => {}

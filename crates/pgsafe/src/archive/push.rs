@@ -155,7 +155,7 @@ pub fn push_file(
     // writing its object and settling (below) can have left a second one.
     let mut present = None;
     for (stored, c) in file.stored_candidates() {
-        let object = super::name::object_name(cluster, file.timeline(), &stored)?;
+        let object = crate::layout::wal_object_name(cluster, file.timeline(), &stored)?;
         if let Some(outcome) = compare_stored(backend, cluster, file, &object, c, &mut f, &text)? {
             present = Some(outcome);
         }

@@ -4,8 +4,9 @@
 //! and restore fetches it into the restored `pg_wal/`. Beside [`super::StoredBackup`], the other
 //! place a backup's files are read from.
 //!
-//! Files lie where [`Key::Wal`] puts them, stored plain or compressed (`.zst`, `.lz4`, one
-//! codec stream: [`Compression::decoder`]); whichever is there is read, decompressed no
+//! Files lie where archive-push stores them, under the names [`ArchiveFile`] gives (segments
+//! plain or compressed, `.zst` or `.lz4`, one codec stream: [`Compression::decoder`]; history
+//! files plain); whichever is there is read, decompressed no
 //! further than the limit the caller gives (a planted object can claim to inflate to
 //! anything). The content is checked by the caller (segment size, long page header against
 //! the backup's system and major, every record), as for WAL stored in a backup.
@@ -14,8 +15,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::codec::{Compression, DEFAULT_ZSTD_LEVEL};
-use crate::storage::{Backend, ErrorKind, Ident, Key, LocalBackend, StorageError};
+use super::{ArchiveFile, NameError, wal_object_name};
+use crate::codec::Compression;
+use crate::storage::{Backend, ErrorKind, Ident, LocalBackend, ObjectName, StorageError};
 use crate::types::TimelineId;
 
 /// A cluster's WAL archive in a repository.
@@ -54,32 +56,31 @@ impl WalArchive {
     }
 
     /// Whether the archive has `file` (of timeline `tli`), stored any way.
-    pub fn contains(&self, tli: TimelineId, file: &str) -> Result<bool, StorageError> {
-        for c in Self::STORED {
-            let id = Ident::new(format!("{file}{}", c.suffix()))?;
-            let name = Key::Wal {
-                cluster: &self.cluster,
-                timeline: tli,
-                file: &id,
-            }
-            .name()?;
+    pub fn contains(&self, tli: TimelineId, file: &str) -> Result<bool, ArchiveReadError> {
+        for (name, _) in self.stored_names(tli, file)? {
             match self.backend.size(&name) {
                 Ok(_) => return Ok(true),
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(false)
     }
 
-    /// The compressions an archived file may be stored with.
-    const STORED: [Compression; 3] = [
-        Compression::None,
-        Compression::Zstd {
-            level: DEFAULT_ZSTD_LEVEL,
-        },
-        Compression::Lz4,
-    ];
+    /// The objects `file` (a PostgreSQL WAL archive file name of timeline `tli`) may be stored
+    /// as, with their compression: the names archive-push stores under
+    /// ([`ArchiveFile::stored_candidates`]), so both look up the same objects.
+    fn stored_names(
+        &self,
+        tli: TimelineId,
+        file: &str,
+    ) -> Result<Vec<(ObjectName, Compression)>, ArchiveReadError> {
+        ArchiveFile::parse(file)?
+            .stored_candidates()
+            .into_iter()
+            .map(|(stored, c)| Ok((wal_object_name(&self.cluster, tli, &stored)?, c)))
+            .collect()
+    }
 
     /// The content of `file` (a PostgreSQL WAL file name of timeline `tli`), decompressed, at
     /// most `limit` bytes (more is an error); `Ok(None)` when the archive does not have it.
@@ -89,14 +90,7 @@ impl WalArchive {
         file: &str,
         limit: u64,
     ) -> Result<Option<Vec<u8>>, ArchiveReadError> {
-        for c in Self::STORED {
-            let id = Ident::new(format!("{file}{}", c.suffix()))?;
-            let name = Key::Wal {
-                cluster: &self.cluster,
-                timeline: tli,
-                file: &id,
-            }
-            .name()?;
+        for (name, c) in self.stored_names(tli, file)? {
             let reader = match self.backend.read(&name) {
                 Ok(r) => r,
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
@@ -126,6 +120,9 @@ impl WalArchive {
 pub enum ArchiveReadError {
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The name asked for is not one of PostgreSQL's WAL archive file names.
+    #[error(transparent)]
+    Name(#[from] NameError),
     /// The object is there but its content is not a WAL file pgsafe can read.
     #[error("{object}: {error}")]
     Content { object: String, error: String },
@@ -134,7 +131,7 @@ pub enum ArchiveReadError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{MemoryBackend, PutOptions};
+    use crate::storage::{Key, MemoryBackend, PutOptions};
 
     #[test]
     fn plain_and_compressed_objects_read_back_and_bombs_stop_at_the_limit() {
@@ -175,5 +172,35 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+        put("000000010000000000000005.lz4", b"x");
+        assert!(a.contains(tli, "000000010000000000000005").unwrap());
+    }
+
+    #[test]
+    fn only_the_names_archive_push_stores_under_are_read() {
+        let mem = Arc::new(MemoryBackend::new());
+        let cluster = Ident::new("main").unwrap();
+        let tli = TimelineId(2);
+        // History files are stored plain (archive-get serves only that object): a compressed
+        // one is not the archive's, whoever planted it.
+        let name = Key::Wal {
+            cluster: &cluster,
+            timeline: tli,
+            file: &Ident::new("00000002.history.zst").unwrap(),
+        }
+        .name()
+        .unwrap();
+        let zst =
+            zstd::encode_all(&b"1\t0/3000000\tno recovery target specified\n"[..], 1).unwrap();
+        mem.put(&name, &zst, PutOptions::default()).unwrap();
+        let a = WalArchive::new(mem, cluster, Path::new("/r"));
+        assert!(!a.contains(tli, "00000002.history").unwrap());
+        assert!(a.get(tli, "00000002.history", 100).unwrap().is_none());
+        // A name PostgreSQL never archives is an error, not a lookup.
+        assert!(matches!(
+            a.get(tli, "00000002.history.zst", 100),
+            Err(ArchiveReadError::Name(_))
+        ));
+        assert!(a.contains(tli, "../x").is_err());
     }
 }

@@ -12,6 +12,10 @@
 //! * a backup history file: the backup's start segment, `.`, the start's offset in it as 8 hex
 //!   digits, `.backup`.
 //!
+//! They live in `layout` (not in [`crate::archive`], which writes and serves them) because
+//! every reader of archived WAL looks objects up by these names: archive-push and archive-get,
+//! and [`super::WalArchive`] (backup, verify and restore). One list of stored names, one owner.
+//!
 //! Anything else is refused: a name is parsed, never joined raw into a path or object name, so
 //! `../x`, an absolute path or a name with a suffix of its own cannot reach the storage.
 //! PostgreSQL writes the hex digits in upper case (`%08X`); lower case is refused as well, so
@@ -19,8 +23,8 @@
 
 use std::fmt;
 
+use super::{LZ4_SUFFIX, ZSTD_SUFFIX};
 use crate::codec::Compression;
-use crate::layout::{LZ4_SUFFIX, ZSTD_SUFFIX};
 use crate::storage::{Ident, Key, ObjectName, StorageError};
 use crate::types::{TimelineId, WalSegment};
 
