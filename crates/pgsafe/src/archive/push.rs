@@ -229,7 +229,7 @@ fn settle(
     let mut same = Vec::new();
     let mut before_ours = true;
     for (stored, c) in file.stored_candidates() {
-        let other = super::name::object_name(cluster, file.timeline(), &stored)?;
+        let other = crate::layout::wal_object_name(cluster, file.timeline(), &stored)?;
         if other == *ours {
             before_ours = false;
             continue;
