@@ -194,3 +194,71 @@ fn restore_red(major: u32) {
 }
 
 per_major!(restore_red: 11, 17);
+
+/// The archiver's queue limit dropped the WAL right after the newest archived segment (the
+/// gap record is in the repository; nothing was archived after it): a restore to the end of
+/// the archive, or to a time after it, ends where the WAL was dropped. The restore must say so
+/// (naming the recorded gap), not present the end of the archive as the end of what the server
+/// wrote.
+fn a_recorded_gap_at_the_end_of_the_archive_is_named(major: u32) {
+    let m = format!("PostgreSQL {major}");
+    let install = PgInstall::major(major);
+    let c = Cluster::started(
+        &install,
+        ClusterOptions::new()
+            .fast_unsafe()
+            .conf("archive_mode = on"),
+    );
+    let scratch = server_owned_tempdir();
+    let repo = scratch.path().join("repo");
+    ok(repo_init(&c, &repo, "main"), "init");
+    give_to_server_user(&repo);
+    archive_into_repo(&c, &bin(), &repo, "main");
+    let mut marks = Marks::create(&c, "marks", 1);
+    backup(&repo, &c);
+    marks.mark(&c, None);
+    let last: pgsafe::WalSegment = wait_archived(&c).parse().unwrap();
+    // Archiving stops (the server keeps its WAL); the record archive-push writes when its
+    // queue limit drops the next two segments.
+    c.execute("ALTER SYSTEM SET archive_command = 'false'");
+    c.execute("SELECT pg_reload_conf()");
+    let size = pgsafe::WalSegSize::new(16 << 20).unwrap();
+    let next =
+        |n: u64| pgsafe::WalSegment::from_segno(last.tli, last.segno(size).unwrap() + n, size);
+    let (first, end) = (next(1), next(2));
+    let r = pgsafe::repo::Repository::open(&repo).unwrap();
+    r.record_event(
+        &pgsafe::storage::Ident::new("main").unwrap(),
+        pgsafe::repo::EventKind::WalGap {
+            timeline: first.tli,
+            first,
+            last: end,
+            reason: "archive queue limit".into(),
+            dropped_at: "2026-12-04T01:00:00Z".into(),
+            dropped_by: "db1".into(),
+        },
+    )
+    .unwrap();
+    let later = marks.mark(&c, None);
+    for (what, target) in [
+        ("end", vec!["--target-end"]),
+        ("time", vec!["--target-time", later.time.as_str()]),
+    ] {
+        let d = scratch.path().join(what);
+        let out = restore(&repo, &d, &target);
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        // Refused, or restored with a warning naming the dropped WAL.
+        if out.status.success() {
+            assert!(
+                all.contains(&first.to_string()) && all.contains("archive queue limit"),
+                "{m} {what}: the restore does not name the WAL dropped after the end of the \
+                 archive ({first}): {all}"
+            );
+        } else {
+            refused_nothing_written(&out, &d, &format!("{m} {what}"));
+            assert!(all.contains(&first.to_string()), "{m} {what}: {all}");
+        }
+    }
+}
+
+per_major!(a_recorded_gap_at_the_end_of_the_archive_is_named: 16);

@@ -321,6 +321,17 @@ pub fn plan(
                     gap: gap_of(&contents, reach.missing),
                 });
             }
+            // The archiver dropped WAL where recovery will end (its queue limit, a gap
+            // record): the end of the archive is not the end of what the server wrote.
+            if let Some(g) = gap_of(&contents, reach.missing)
+                .filter(|g| matches!(g.source, GapSource::Recorded { .. }))
+            {
+                warnings.push(format!(
+                    "recovery ends at {}, where WAL the server wrote was dropped before it was                      archived{}: nothing after it can be restored from this archive; take a new                      full backup",
+                    reach.end,
+                    gap_text(&Some(g))
+                ));
+            }
             if let (PitrTarget::Time(t), Some(stored)) = (&req.target, reach.last_time) {
                 if stored < t.timestamp() {
                     warnings.push(format!(
