@@ -33,6 +33,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 
+pub mod crypt;
 pub mod error;
 pub mod key;
 pub mod local;
