@@ -41,6 +41,7 @@ mod pitr;
 mod repo_archive;
 mod tls;
 mod user;
+mod waltools;
 
 pub use amcheck::amcheck;
 pub use cluster::{Cluster, ClusterOptions, StopMode, TABLESPACE_NAME};
@@ -56,6 +57,7 @@ pub use pitr::{
 pub use repo_archive::{archive_into_repo, push_command, repo_wal_objects};
 pub use tls::TestPki;
 pub use user::{ServerUser, server_user};
+pub use waltools::wal_tool;
 
 /// The superuser role every harness cluster has (`initdb -U postgres`), whatever the OS user.
 pub const SUPERUSER: &str = "postgres";

@@ -26,6 +26,11 @@ use super::{
 };
 use crate::types::{Lsn, TimelineId, WalSegSize};
 
+pub mod decode;
+pub mod reader;
+#[cfg(test)]
+mod testwal;
+
 /// Size of `XLogRecord`, the record header.
 pub const RECORD_HEADER_SIZE: usize = 24;
 /// `MAXALIGN` on every platform PostgreSQL writes WAL on.
