@@ -251,6 +251,7 @@ impl Repository {
             format: REPO_FORMAT,
             created_at: doc::format_time(doc::now_us()),
             pgsafe_version: env!("CARGO_PKG_VERSION").into(),
+            encryption: None,
         };
         // Two inits racing: one creates the marker, the other finds another one (Conflict):
         // either way the folder is a repository now.

@@ -53,12 +53,22 @@ pub struct RepoMarker {
     pub format: u32,
     pub created_at: String,
     pub pgsafe_version: String,
+    /// Set for an encrypted repository (docs/encryption.md), whose format is
+    /// [`ENCRYPTED_REPO_FORMAT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::storage::crypt::keys::EncryptionInfo>,
 }
+
+/// The marker's format of an encrypted repository: a pgsafe that knows only format 1 refuses
+/// it (newer format) instead of storing plain objects in it.
+pub const ENCRYPTED_REPO_FORMAT: u32 = 2;
 
 impl RepoMarker {
     pub fn parse(bytes: &[u8]) -> Result<RepoMarker, DocError> {
         let m: RepoMarker = serde_json::from_slice(bytes)?;
-        check_format(m.format)?;
+        if !(m.format == ENCRYPTED_REPO_FORMAT && m.encryption.is_some()) {
+            check_format(m.format)?;
+        }
         Ok(m)
     }
 

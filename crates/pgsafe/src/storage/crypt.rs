@@ -19,6 +19,7 @@ use super::{PutOutcome, read_full};
 
 pub mod format;
 pub mod keys;
+pub mod open;
 
 pub use format::{FormatError, Header, KeyId, SecretKey};
 
@@ -47,7 +48,11 @@ pub fn repository_scope(name: &ObjectName) -> Option<ObjectName> {
     let comps: Vec<&[u8]> = name.components().collect();
     match comps.as_slice() {
         [c, b"backups", id, rest @ ..] if !rest.is_empty() => {
-            if rest == [crate::layout::COMPLETE_MARKER.as_bytes()] {
+            // The catalog's documents: read by hosts without a key (info, expire, a
+            // public-key-only host claiming a backup ID).
+            if rest == [crate::layout::COMPLETE_MARKER.as_bytes()]
+                || rest == [crate::layout::INCOMPLETE_MARKER.as_bytes()]
+            {
                 return None;
             }
             ObjectName::new([*c, b"backups", *id].join(&b'/')).ok()

@@ -725,5 +725,6 @@ impl KeySource for Keyring {
     }
 }
 
+pub mod rotate;
 #[cfg(test)]
 mod tests;
