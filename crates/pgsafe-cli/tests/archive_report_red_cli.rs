@@ -63,11 +63,10 @@ fn problems(v: &Value) -> u64 {
 /// A FIFO planted as the next segment's object, and a symbolic link planted as a log folder
 /// of a timeline (to a folder that holds the segments): archive-get refuses both (exit 200,
 /// recovery stops; archive_red_cli planted_links_in_the_archive_stop_recovery), so the reports
-/// must count a problem. They count none: the listing skips what is not an object, the FIFO
-/// is not mentioned, and with the linked folder the archive reads as "not set up" (0 segments,
-/// 0 problems) although every segment is there behind the link.
+/// must count a problem. They counted none (the listing skips what is not an object: the FIFO
+/// was not mentioned, and with the linked folder the archive read as "not set up", 0 segments,
+/// 0 problems, although every segment is there behind the link); now each is a problem.
 #[test]
-#[ignore = "defect: archive::contents::ArchiveContents::load lists <cluster>/wal with Backend::list, which skips symbolic links and special files, so metrics and info neither use nor report them (contents.rs says odd objects are reported); a fix walks wal/ with list_entries and reports EntryKind::NotAnObject as a problem"]
 fn links_and_special_files_in_the_archive_are_reported() {
     let scratch = tempfile::tempdir().unwrap();
     let repo = scratch.path().join("repo");

@@ -31,7 +31,7 @@ use super::ArchiveFile;
 use crate::repo::RepoError;
 use crate::repo::doc::{Event, EventKind, Registration};
 use crate::storage::key::repo_prefix;
-use crate::storage::{Backend, ErrorKind, FileType, Ident, ObjectInfo};
+use crate::storage::{Backend, EntryKind, ErrorKind, FileType, Ident, ObjectInfo, ObjectName};
 use crate::types::{TimelineId, WalSegSize, WalSegment};
 use crate::wal::TimelineHistory;
 
@@ -167,6 +167,9 @@ pub enum ProblemKind {
     Misplaced,
     /// A gap event that cannot be read.
     UnreadableEvent,
+    /// A symbolic link or special file (local repository): never followed or read, so
+    /// `archive-get` refuses it (recovery stops) and nothing behind it counts as archived.
+    NotAnObject,
 }
 
 /// One odd object.
@@ -235,13 +238,30 @@ impl ArchiveContents {
             };
             events.push((n, got));
         }
-        Ok(ArchiveContents::analyse(
+        let mut out = ArchiveContents::analyse(
             cluster.clone(),
             reg.wal_segment_size,
             &listed,
             &histories,
             events,
-        ))
+        );
+        // The listing above holds objects only: a link or special file under wal/ (a planted
+        // FIFO, a log folder replaced by a link) is invisible to it, and behind a linked folder
+        // the archive would read as empty without a word. Report them.
+        for name in not_objects(b, &prefix(FileType::Wal)?)? {
+            out.problems.push(Problem {
+                kind: ProblemKind::NotAnObject,
+                message: format!(
+                    "{name} is a symbolic link or special file, not a stored object: never \
+                     followed or read (archive-get refuses it and recovery stops there); \
+                     remove it and find out who put it there"
+                ),
+                object: name,
+            });
+        }
+        out.problems
+            .sort_by(|a, b| (a.kind, &a.object).cmp(&(b.kind, &b.object)));
+        Ok(out)
     }
 
     /// The pure analysis: `listed` is the listing of `<cluster>/wal/`, `histories` the bytes
@@ -458,4 +478,34 @@ pub(crate) fn runs(segnos: impl Iterator<Item = u64>) -> Vec<Run> {
         }
     }
     out
+}
+
+/// The names of entries under `wal` (down to the files of `<timeline>/<log>/`) that are neither
+/// objects nor folders.
+fn not_objects(b: &dyn Backend, wal: &ObjectName) -> Result<Vec<String>, RepoError> {
+    // wal/<timeline>/<log>/<file>: three levels; deeper folders hold nothing the archive uses
+    // (their objects are reported as misplaced by the analysis).
+    let mut out = Vec::new();
+    let mut level = vec![wal.clone()];
+    for _ in 0..3 {
+        let mut next = Vec::new();
+        for dir in &level {
+            for e in b.list_entries(dir)? {
+                let shown = format!("{dir}/{}", String::from_utf8_lossy(&e.name));
+                match e.kind {
+                    EntryKind::NotAnObject => out.push(shown),
+                    EntryKind::Prefix => {
+                        // A folder whose name is not a valid object name holds nothing
+                        // listable either; the analysis reports what it finds.
+                        if let Ok(n) = ObjectName::new(&shown) {
+                            next.push(n);
+                        }
+                    }
+                    EntryKind::Object { .. } => {}
+                }
+            }
+        }
+        level = next;
+    }
+    Ok(out)
 }
