@@ -16,6 +16,7 @@
 use serde::Serialize;
 
 pub mod record;
+pub mod summary;
 
 use crate::label::{LsnStyle, StyleDetector, serialize_lossy, show};
 use crate::types::{Lsn, SystemId, TimelineId, TypeError, WalSegSize, WalSegment};

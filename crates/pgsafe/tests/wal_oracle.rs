@@ -7,10 +7,12 @@
 //! are not packaged anywhere this project can install from).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 
 use pgsafe::wal::record::decode::{Fork, ImageCompression, RecordFormat, decode_record, rmgr_name};
 use pgsafe::wal::record::reader::{ReaderStats, WalReader};
+use pgsafe::wal::summary::{BlockRefTable, SummaryFileName, encode_summary, parse_summary};
 use pgsafe::{Lsn, TimelineId, WalSegSize, WalSegment};
 use pgsafe_testkit::{
     Cluster, ClusterOptions, PgInstall, per_major, pgbench_command, pgbench_init, wal_tool,
@@ -356,3 +358,124 @@ fn records_match_pg_waldump(major: u32) {
 }
 
 per_major!(records_match_pg_waldump: 14, 15, 16, 17, 18);
+
+/// `pg_walsummary -i` lines for a table, as the tool prints them.
+fn walsummary_lines(t: &BlockRefTable) -> Vec<String> {
+    let mut out = Vec::new();
+    for ((rel, fork), s) in &t.forks {
+        let head = format!(
+            "TS {}, DB {}, REL {}, FORK {}",
+            rel.spc_oid,
+            rel.db_oid,
+            rel.rel_number,
+            fork.name()
+        );
+        if let Some(l) = s.limit_block {
+            out.push(format!("{head}: limit {l}"));
+        }
+        out.extend(s.blocks.iter().map(|b| format!("{head}: block {b}")));
+    }
+    out
+}
+
+fn pg_walsummary(major: u32, file: &Path) -> Vec<String> {
+    let tool = wal_tool(major, "pg_walsummary");
+    let out = Command::new(&tool)
+        .arg("-i")
+        .arg(file)
+        .output()
+        .expect("run pg_walsummary");
+    assert!(
+        out.status.success(),
+        "{} {}: {}",
+        tool.display(),
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every WAL summary a server wrote under pgbench and DDL parses to what pg_walsummary prints;
+/// written back by pgsafe, pg_walsummary reads the same from it.
+fn summaries_match_pg_walsummary(major: u32) {
+    let c = Cluster::started(
+        &PgInstall::major(major),
+        ClusterOptions::new()
+            .conf("summarize_wal = on")
+            .fast_unsafe(),
+    );
+    pgbench_init(&c, 1);
+    c.execute("CHECKPOINT");
+    pgbench(&c, 4, 200);
+    // More than 4096 blocks of one chunk changed in one stretch: a bitmap chunk.
+    c.execute(
+        "CREATE TABLE wide AS SELECT g, repeat('x', 300) AS t FROM generate_series(1, 150000) g",
+    );
+    c.execute("CHECKPOINT");
+    c.execute("DELETE FROM wide WHERE g > 1000");
+    c.execute("VACUUM wide");
+    c.execute("TRUNCATE pgbench_history");
+    c.execute("CREATE DATABASE walparse_s");
+    c.execute("DROP TABLE pgbench_branches");
+    pgbench_init(&c, 1);
+    c.execute("CHECKPOINT");
+    // Summaries end where checkpoints' redo records are: wait for the last one's.
+    let target = lsn(&c.query_one::<String>("SELECT redo_lsn::text FROM pg_control_checkpoint()"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let done = lsn(&c
+            .query_one::<String>("SELECT summarized_lsn::text FROM pg_get_wal_summarizer_state()"));
+        if done >= target {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "summarizer stuck at {done}, target {target}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let dir = c.data_dir().join("pg_wal").join("summaries");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("summaries folder")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".summary"))
+        .collect();
+    names.sort();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (mut limits, mut bitmaps, mut blocks) = (0, 0, 0);
+    for name in &names {
+        let n = SummaryFileName::parse(name).unwrap_or_else(|| panic!("name {name}"));
+        assert!(n.start < n.end && n.tli == TimelineId(1), "{name}");
+        let path = dir.join(name);
+        let bytes = std::fs::read(&path).expect("read summary");
+        let t = parse_summary(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let theirs = pg_walsummary(major, &path);
+        assert_eq!(walsummary_lines(&t), theirs, "{name}");
+        let ours = scratch.path().join(name);
+        std::fs::write(&ours, encode_summary(&t)).expect("write");
+        assert_eq!(
+            pg_walsummary(major, &ours),
+            theirs,
+            "{name} written by pgsafe"
+        );
+        for s in t.forks.values() {
+            limits += usize::from(s.limit_block.is_some());
+            blocks += s.blocks.len();
+            let mut per_chunk: BTreeMap<u32, usize> = BTreeMap::new();
+            for b in &s.blocks {
+                *per_chunk.entry(b >> 16).or_default() += 1;
+            }
+            bitmaps += per_chunk.values().filter(|&&n| n >= 4096).count();
+        }
+    }
+    eprintln!(
+        "PostgreSQL {major}: {} summaries, {blocks} blocks, {limits} limits, {bitmaps} bitmap chunks",
+        names.len()
+    );
+    assert!(names.len() >= 3 && limits > 0 && bitmaps > 0 && blocks > 5000);
+}
+
+per_major!(summaries_match_pg_walsummary: 17, 18);
