@@ -10,7 +10,9 @@ fn rel(n: u32) -> RelFileLocator {
     }
 }
 
-fn table(entries: Vec<((RelFileLocator, Fork), Option<u32>, Vec<u32>)>) -> BlockRefTable {
+type Entry = ((RelFileLocator, Fork), Option<u32>, Vec<u32>);
+
+fn table(entries: Vec<Entry>) -> BlockRefTable {
     let mut t = BlockRefTable::default();
     for (k, limit_block, blocks) in entries {
         t.forks.insert(
