@@ -16,29 +16,14 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use pgsafe_testkit::{
-    Cluster, ClusterOptions, PgInstall, per_major, server_owned_tempdir, server_user,
+    Cluster, ClusterOptions, PgInstall, give_to_server_user, per_major, server_owned_tempdir,
+    server_user,
 };
 
-use common::{bin, command, ok, repo_init};
+use common::archive::{get_cmd, push_cmd as push_cmd_in};
+use common::{bin, ok, path_str as s, repo_init, stderr};
 
 const CLUSTER: &str = "main";
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn chown_tree(path: &Path) {
-    server_user().chown(path);
-    if path.is_dir() && !path.is_symlink() {
-        for e in fs::read_dir(path).unwrap() {
-            chown_tree(&e.unwrap().path());
-        }
-    }
-}
 
 /// Makes every folder under `path` (and itself) read-only (`false`) or writable again.
 fn writable(path: &Path, on: bool) {
@@ -54,18 +39,15 @@ fn writable(path: &Path, on: bool) {
 /// `pgsafe archive-push` of `pg_wal/<file>` as PostgreSQL runs it: from PGDATA, as the server
 /// user.
 fn push_cmd(c: &Cluster, repo: &Path, file: &str, extra: &[&str]) -> Command {
-    let mut cmd = command(&["archive-push", "--repo", s(repo), "--cluster", CLUSTER]);
-    cmd.args(extra)
-        .arg(format!("pg_wal/{file}"))
-        .current_dir(c.data_dir());
+    let mut cmd = push_cmd_in(repo, CLUSTER, format!("pg_wal/{file}"), extra);
+    cmd.current_dir(c.data_dir());
     server_user().apply(&mut cmd);
     cmd
 }
 
 /// `pgsafe archive-get FILE DEST` as the server user.
 fn get(repo: &Path, file: &str, dest: &Path, extra: &[&str]) -> Output {
-    let mut cmd = command(&["archive-get", "--repo", s(repo), "--cluster", CLUSTER]);
-    cmd.args(extra).arg(file).arg(dest);
+    let mut cmd = get_cmd(repo, CLUSTER, file, dest, extra);
     server_user().apply(&mut cmd);
     cmd.output().unwrap()
 }
@@ -182,7 +164,7 @@ fn stalled_server(major: u32) -> Cluster {
 fn new_repo(c: &Cluster, scratch: &Path, name: &str) -> PathBuf {
     let repo = scratch.join(name);
     ok(repo_init(c, &repo, CLUSTER), "pgsafe init");
-    chown_tree(&repo);
+    give_to_server_user(&repo);
     repo
 }
 
@@ -335,7 +317,7 @@ fn queue_limit_drops_and_records_gaps(major: u32) {
             .conf("max_wal_size = 1GB"),
     );
     ok(repo_init(&c, &repo, CLUSTER), "pgsafe init");
-    chown_tree(&repo);
+    give_to_server_user(&repo);
     let first = make_segments(&c, 1);
     wait_until("the first segment is archived", &c, || ready(&c).is_empty());
     assert_archived(&repo, &first, scratch.path());
@@ -373,7 +355,7 @@ fn queue_limit_drops_and_records_gaps(major: u32) {
 
     // Writable again: the next push writes the gaps into the repository before anything else.
     writable(&repo, true);
-    chown_tree(&repo);
+    give_to_server_user(&repo);
     let after = make_segments(&c, 1);
     wait_until("the gaps reach the repository", &c, || {
         spool(&c, "gap").is_empty() && ready(&c).is_empty()
@@ -413,7 +395,7 @@ fn prefetch_serves_checked_segments_only() {
 
     let wal = scratch.path().join("rec/pg_wal");
     fs::create_dir_all(wal.join("archive_status")).unwrap();
-    chown_tree(&scratch.path().join("rec"));
+    give_to_server_user(&scratch.path().join("rec"));
     let queue = wal.join("pgsafe_archive/prefetch");
     let dest = wal.join("RECOVERYXLOG");
     let served = |i: usize, repo: &Path, extra: &[&str]| {
@@ -538,7 +520,7 @@ fn recovery_through_the_queue(major: u32) {
             .conf(format!("archive_command = '{archive_command}'")),
     );
     ok(repo_init(&c, &repo, CLUSTER), "pgsafe init");
-    chown_tree(&repo);
+    give_to_server_user(&repo);
     c.execute("CREATE TABLE t (x text)");
     let backup = scratch.path().join("backup");
     ok(common::backup(&c, &backup, &[]), "pgsafe backup");
@@ -559,7 +541,7 @@ fn recovery_through_the_queue(major: u32) {
     // Fill the queue as a first call of recovery would, then damage it.
     let wal = target.join("pg_wal");
     fs::create_dir_all(wal.join("archive_status")).unwrap();
-    chown_tree(&wal);
+    give_to_server_user(&wal);
     let dest = wal.join("RECOVERYXLOG");
     ok(
         get(&repo, &segs[0].0, &dest, &["--prefetch", "6"]),

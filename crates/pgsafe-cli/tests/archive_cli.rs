@@ -17,79 +17,29 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use pgsafe_testkit::{
-    Cluster, ClusterOptions, FsKind, LoopFs, PgInstall, per_major, server_owned_tempdir,
-    server_user,
+    Cluster, ClusterOptions, FsKind, LoopFs, PgInstall, give_to_server_user, per_major,
+    server_owned_tempdir, server_user,
 };
 
-use common::{bin, command, ok, repo_init};
+use common::archive::{finish_segment, get_cmd, later, push_cmd, seg_object, wal_objects};
+use common::{bin, command, ok, path_str as s, repo_init, stderr};
 
 const CLUSTER: &str = "main";
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Gives `path` and everything below it to the server user (the archiver runs as that user).
-fn chown_tree(path: &Path) {
-    server_user().chown(path);
-    if path.is_dir() {
-        for e in fs::read_dir(path).unwrap() {
-            chown_tree(&e.unwrap().path());
-        }
-    }
-}
-
-/// `pgsafe archive-push --repo REPO --cluster main [extra] PATH`.
-fn push_cmd(repo: &Path, path: &Path, extra: &[&str]) -> Command {
-    let mut cmd = command(&["archive-push", "--repo", s(repo), "--cluster", CLUSTER]);
-    cmd.args(extra).arg(path);
-    cmd
-}
-
 fn push(repo: &Path, path: &Path, extra: &[&str]) -> Output {
-    push_cmd(repo, path, extra).output().unwrap()
+    push_cmd(repo, CLUSTER, path, extra).output().unwrap()
 }
 
 fn get(repo: &Path, file: &str, dest: &Path) -> Output {
-    get_cmd(repo, file, dest).output().unwrap()
-}
-
-fn get_cmd(repo: &Path, file: &str, dest: &Path) -> Command {
-    let mut cmd = command(&["archive-get", "--repo", s(repo), "--cluster", CLUSTER, file]);
-    cmd.arg(dest);
-    cmd
-}
-
-/// Where the archive keeps a segment (`suffix`: `.zst`, `.lz4` or ``).
-fn seg_object(repo: &Path, seg: &str, suffix: &str) -> PathBuf {
-    repo.join(CLUSTER)
-        .join("wal")
-        .join(&seg[..8])
-        .join(&seg[8..16])
-        .join(format!("{seg}{suffix}"))
+    get_cmd(repo, CLUSTER, file, dest, &[]).output().unwrap()
 }
 
 /// Every stored object (not temporary files) under the cluster's archive.
 fn archive_objects(repo: &Path) -> Vec<PathBuf> {
-    fn walk(p: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = fs::read_dir(p) else { return };
-        for e in rd {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if !p.to_string_lossy().contains(".pgsafe-tmp") {
-                out.push(p);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&repo.join(CLUSTER).join("wal"), &mut out);
-    out.sort();
-    out
+    wal_objects(repo, CLUSTER)
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains(".pgsafe-tmp"))
+        .collect()
 }
 
 fn wait_for(path: &Path, c: &Cluster) {
@@ -103,24 +53,6 @@ fn wait_for(path: &Path, c: &Cluster) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Writes some WAL, switches to a new segment, and returns the name of the one just finished
-/// and its bytes (read from pg_wal at once, before a checkpoint could recycle it).
-fn finish_segment(c: &Cluster) -> (String, Vec<u8>) {
-    c.execute(
-        "CREATE TABLE IF NOT EXISTS t (i int); INSERT INTO t SELECT generate_series(1, 1000)",
-    );
-    let seg: String = c.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())");
-    c.execute("SELECT pg_switch_wal()");
-    let bytes = fs::read(c.data_dir().join("pg_wal").join(&seg)).unwrap();
-    (seg, bytes)
-}
-
-/// A segment name `n` segments after `seg` (same timeline and log).
-fn later(seg: &str, n: u32) -> String {
-    let low = u32::from_str_radix(&seg[16..], 16).unwrap() + n;
-    format!("{}{low:08X}", &seg[..16])
 }
 
 /// PostgreSQL's archiver runs archive-push: a switched segment lands in the repository,
@@ -143,9 +75,9 @@ fn archive_command_round_trip(major: u32) {
             .conf(format!("archive_command = '{archive_command}'")),
     );
     ok(repo_init(&c, &repo, CLUSTER), "pgsafe init");
-    chown_tree(&repo);
+    give_to_server_user(&repo);
     let (seg, bytes) = finish_segment(&c);
-    let stored = seg_object(&repo, &seg, ".zst");
+    let stored = seg_object(&repo, CLUSTER, &seg, ".zst");
     wait_for(&stored, &c);
     assert!(
         fs::metadata(&stored).unwrap().len() < bytes.len() as u64,
@@ -223,7 +155,7 @@ fn pushes_are_checked_and_write_once() {
     let p = file(&seg, &bytes);
     let out = ok(push(&repo, &p, &[]), "first push");
     assert!(out.stderr.is_empty(), "{}", stderr(&out));
-    let stored = seg_object(&repo, &seg, ".zst");
+    let stored = seg_object(&repo, CLUSTER, &seg, ".zst");
     let before = fs::read(&stored).unwrap();
     for extra in [&[][..], &["--compress", "lz4"], &["--compress", "none"]] {
         let out = ok(push(&repo, &p, extra), "identical push");
@@ -313,23 +245,26 @@ fn pushes_are_checked_and_write_once() {
         push(&repo, &file(&seg2, &bytes2), &["--compress", "none"]),
         "push seg2",
     );
-    assert_eq!(fs::read(seg_object(&repo, &seg2, "")).unwrap(), bytes2);
+    assert_eq!(
+        fs::read(seg_object(&repo, CLUSTER, &seg2, "")).unwrap(),
+        bytes2
+    );
     let partial = format!("{seg2}.partial");
     ok(
         push(&repo, &file(&partial, &bytes2), &["--compress", "lz4"]),
         "push partial",
     );
-    assert!(seg_object(&repo, &partial, ".lz4").exists());
+    assert!(seg_object(&repo, CLUSTER, &partial, ".lz4").exists());
 
     // `archive_compress` of the config file when no flag is given.
     let (seg3, bytes3) = finish_segment(&c);
     let config = scratch.path().join("pgsafe.toml");
     fs::write(&config, "[cluster.main]\narchive_compress = \"lz4\"\n").unwrap();
     fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
-    let mut cmd = push_cmd(&repo, &file(&seg3, &bytes3), &[]);
+    let mut cmd = push_cmd(&repo, CLUSTER, file(&seg3, &bytes3), &[]);
     cmd.env("PGSAFE_CONFIG", &config);
     ok(cmd.output().unwrap(), "push with the config file");
-    assert!(seg_object(&repo, &seg3, ".lz4").exists());
+    assert!(seg_object(&repo, CLUSTER, &seg3, ".lz4").exists());
 
     // A history file: stored as it is, given back; one that does not parse is refused.
     let history = b"1\t0/3000000\tno recovery target specified\n";
@@ -442,7 +377,7 @@ fn damaged_and_planted_objects_are_never_restored() {
         ok(get(&repo, seg, &dest), "intact");
         assert!(fs::read(&dest).unwrap() == *bytes);
         fs::remove_file(&dest).unwrap();
-        let object = seg_object(&repo, seg, suffix);
+        let object = seg_object(&repo, CLUSTER, seg, suffix);
         let good = fs::read(&object).unwrap();
         // A flipped byte in the middle, and a cut object.
         let mut flipped = good.clone();
@@ -478,9 +413,9 @@ fn damaged_and_planted_objects_are_never_restored() {
     drop(foreign);
     // (In place of this cluster's segment of that name, if the archive has one.)
     for suffix in [".zst", ".lz4", ""] {
-        let _ = fs::remove_file(seg_object(&repo, &fseg, suffix));
+        let _ = fs::remove_file(seg_object(&repo, CLUSTER, &fseg, suffix));
     }
-    let planted = seg_object(&repo, &fseg, "");
+    let planted = seg_object(&repo, CLUSTER, &fseg, "");
     fs::create_dir_all(planted.parent().unwrap()).unwrap();
     fs::write(&planted, &fbytes).unwrap();
     let out = get(&repo, &fseg, &dest);
@@ -518,7 +453,7 @@ fn recovery_replays_the_archive_and_stops_on_damage(major: u32) {
             .conf(format!("archive_command = '{archive_command}'")),
     );
     ok(repo_init(&c, &repo, CLUSTER), "pgsafe init");
-    chown_tree(&repo);
+    give_to_server_user(&repo);
     c.execute("CREATE TABLE t (i int)");
     let backup = scratch.path().join("backup");
     ok(common::backup(&c, &backup, &[]), "pgsafe backup");
@@ -530,7 +465,7 @@ fn recovery_replays_the_archive_and_stops_on_damage(major: u32) {
             batch * 1000 + 1000
         ));
         let (seg, _) = finish_segment(&c);
-        wait_for(&seg_object(&repo, &seg, ".zst"), &c);
+        wait_for(&seg_object(&repo, CLUSTER, &seg, ".zst"), &c);
         segs.push(seg);
     }
     let committed: i64 = c.query_one("SELECT count(*) FROM t");
@@ -569,7 +504,7 @@ fn recovery_replays_the_archive_and_stops_on_damage(major: u32) {
     drop(r);
 
     // The middle batch's segment damaged in the archive.
-    let object = seg_object(&repo, &segs[1], ".zst");
+    let object = seg_object(&repo, CLUSTER, &segs[1], ".zst");
     let mut bytes = fs::read(&object).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x5A;
@@ -613,7 +548,7 @@ fn promotion_archives_history_and_partial(major: u32) {
             .conf(format!("archive_command = '{archive_command}'")),
     );
     ok(repo_init(&primary, &repo, CLUSTER), "pgsafe init");
-    chown_tree(&repo);
+    give_to_server_user(&repo);
     finish_segment(&primary);
     let mut standby = Cluster::new_standby(&primary);
     primary.execute("INSERT INTO t SELECT generate_series(1, 500)");
@@ -624,7 +559,7 @@ fn promotion_archives_history_and_partial(major: u32) {
     let wal = repo.join(CLUSTER).join("wal");
     let history = wal.join("00000002").join("00000002.history");
     wait_for(&history, &standby);
-    wait_for(&seg_object(&repo, &seg, ".zst"), &standby);
+    wait_for(&seg_object(&repo, CLUSTER, &seg, ".zst"), &standby);
     let partial = fs::read_dir(standby.data_dir().join("pg_wal"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -673,11 +608,11 @@ fn push_killed_part_way_leaves_nothing_partial() {
     let (seg, bytes) = finish_segment(&c);
     let p = scratch.path().join(&seg);
     fs::write(&p, &bytes).unwrap();
-    let object = seg_object(&repo, &seg, ".zst");
+    let object = seg_object(&repo, CLUSTER, &seg, ".zst");
     let dest = scratch.path().join("RECOVERYXLOG");
     for delay_ms in [0u64, 2, 5, 10, 20, 40, 80] {
         let _ = fs::remove_file(&object);
-        let mut child = push_cmd(&repo, &p, &[]).spawn().unwrap();
+        let mut child = push_cmd(&repo, CLUSTER, &p, &[]).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill();
         let _ = child.wait();
@@ -705,13 +640,13 @@ fn unwritable_repository_fails_cleanly() {
     let repo = scratch.path().join("repo");
     let c = Cluster::started(&install, ClusterOptions::new().fast_unsafe());
     ok(repo_init(&c, &repo, CLUSTER), "pgsafe init");
-    chown_tree(&repo);
+    give_to_server_user(&repo);
     let (seg, bytes) = finish_segment(&c);
     let p = scratch.path().join(&seg);
     fs::write(&p, &bytes).unwrap();
-    chown_tree(&p);
+    give_to_server_user(&p);
     fs::set_permissions(repo.join(CLUSTER), fs::Permissions::from_mode(0o500)).unwrap();
-    let mut cmd = push_cmd(&repo, &p, &[]);
+    let mut cmd = push_cmd(&repo, CLUSTER, &p, &[]);
     server_user().apply(&mut cmd);
     let out = cmd.output().unwrap();
     let err = stderr(&out);
@@ -723,12 +658,12 @@ fn unwritable_repository_fails_cleanly() {
     );
     assert!(archive_objects(&repo).is_empty());
     fs::set_permissions(repo.join(CLUSTER), fs::Permissions::from_mode(0o700)).unwrap();
-    let mut cmd = push_cmd(&repo, &p, &[]);
+    let mut cmd = push_cmd(&repo, CLUSTER, &p, &[]);
     server_user().apply(&mut cmd);
     ok(cmd.output().unwrap(), "push once writable");
     assert_eq!(
         archive_objects(&repo),
-        vec![seg_object(&repo, &seg, ".zst")]
+        vec![seg_object(&repo, CLUSTER, &seg, ".zst")]
     );
 }
 

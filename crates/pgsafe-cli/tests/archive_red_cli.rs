@@ -5,25 +5,15 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use pgsafe_testkit::{Cluster, ClusterOptions, PgInstall, server_owned_tempdir};
 
-use common::{command, mkfifo, ok, repo_init};
+use common::archive::{get_cmd, push_cmd, wal_objects};
+use common::{command, mkfifo, ok, path_str as s, repo_init};
 
 const CLUSTER: &str = "main";
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn push_cmd(repo: &Path, path: &Path) -> Command {
-    let mut cmd = command(&["archive-push", "--repo", s(repo), "--cluster", CLUSTER]);
-    cmd.arg(path);
-    cmd
-}
 
 /// Runs `cmd`; a command still running after a generous while is a hang (PostgreSQL's archiver
 /// would wait on it forever): killed and reported, never a pass.
@@ -44,24 +34,6 @@ fn run_or_hang(mut cmd: Command, what: &str) -> Output {
         std::thread::sleep(Duration::from_millis(100));
     }
     child.wait_with_output().unwrap()
-}
-
-/// Every stored file under the cluster's archive.
-fn archive_objects(repo: &Path) -> Vec<PathBuf> {
-    fn walk(p: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = fs::read_dir(p) else { return };
-        for e in rd {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&repo.join(CLUSTER).join("wal"), &mut out);
-    out
 }
 
 /// `%p` that is not a regular file holding WAL: a FIFO (opening it for reading blocks until a
@@ -103,13 +75,13 @@ fn hostile_source_files_are_refused_without_hanging() {
             ("sparse", sparse),
             ("symlink", link),
         ] {
-            let out = run_or_hang(push_cmd(&repo, &p), what);
+            let out = run_or_hang(push_cmd(&repo, CLUSTER, &p, &[]), what);
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{name} {what}: {err}");
             assert!(
-                archive_objects(&repo).is_empty(),
+                wal_objects(&repo, CLUSTER).is_empty(),
                 "{name} {what}: {:?}",
-                archive_objects(&repo)
+                wal_objects(&repo, CLUSTER)
             );
             // Nothing of the file read leaks into the message (it ends in the server log).
             assert!(!err.contains("root:"), "{name} {what}: {err}");
@@ -184,19 +156,7 @@ fn planted_links_in_the_archive_stop_recovery() {
     )
     .unwrap();
     let dest = scratch.path().join("RECOVERYXLOG");
-    let get = |file: &str| {
-        command(&[
-            "archive-get",
-            "--repo",
-            s(&repo),
-            "--cluster",
-            CLUSTER,
-            file,
-            s(&dest),
-        ])
-        .output()
-        .unwrap()
-    };
+    let get = |file: &str| get_cmd(&repo, CLUSTER, file, &dest, &[]).output().unwrap();
     // Without a link, a missing file is "not in the archive": exit 1.
     assert_eq!(get("000000010000000000000003").status.code(), Some(1));
     let outside = scratch.path().join("outside");

@@ -14,19 +14,14 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 use pgsafe_testkit::{
-    Cluster, ClusterOptions, PgInstall, SUPERUSER, client_bin_dir, per_major, server_owned_tempdir,
-    server_user,
+    Cluster, ClusterOptions, PgInstall, SUPERUSER, client_bin_dir, give_to_server_user, per_major,
+    push_command, server_owned_tempdir, server_user, set_archive_command,
 };
 use serde_json::Value;
 
-use common::{bin, command, json, ok, pgsafe, repo_init as init, text};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{bin, command, json, ok, path_str as s, pgsafe, repo_init as init, text};
 
 /// A started cluster with `archive_mode = on` (its `archive_command` set later with
 /// [`set_archive_command`], which a command-line setting would hide) and a repository in which
@@ -43,39 +38,8 @@ fn archiving_cluster(major: u32) -> (Cluster, tempfile::TempDir, PathBuf) {
     let scratch = server_owned_tempdir();
     let repo = scratch.path().join("repo");
     ok(init(&c, &repo, "main"), "init");
-    let user = server_user();
-    if !user.is_current {
-        let st = Command::new("chown")
-            .args(["-R", &format!("{}:", user.name), s(&repo)])
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
+    give_to_server_user(&repo);
     (c, scratch, repo)
-}
-
-/// `archive_command` as `pgsafe archive-push` of the binary under test, with `prefix` before it
-/// and `cluster` as its cluster.
-fn push_command(prefix: &str, repo: &Path, cluster: &str) -> String {
-    format!(
-        "{prefix}{} archive-push --repo {} --cluster {cluster} %p",
-        s(&bin()),
-        s(repo)
-    )
-}
-
-/// Sets `archive_command` with ALTER SYSTEM and waits until new sessions see it.
-fn set_archive_command(c: &Cluster, cmd: &str) {
-    c.execute(&format!(
-        "ALTER SYSTEM SET archive_command = '{}'",
-        cmd.replace('\'', "''")
-    ));
-    c.execute("SELECT pg_reload_conf()");
-    let t = Instant::now();
-    while c.show("archive_command") != cmd {
-        assert!(t.elapsed() < Duration::from_secs(30), "reload not seen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn backup_repo(c: &Cluster, repo: &Path, extra: &[&str]) -> Output {
@@ -140,7 +104,10 @@ fn stalled_archiving_times_out_and_keeps_the_label(major: u32) {
     let (c, _scratch, repo) = archiving_cluster(major);
     // A push among other shell commands is not relied on (its exit status may not be
     // pgsafe's): the backup includes its WAL and says why.
-    set_archive_command(&c, &push_command("false && ", &repo, "main"));
+    set_archive_command(
+        &c,
+        &format!("false && {}", push_command(&bin(), &repo, "main")),
+    );
     let v = json(&ok(backup_repo(&c, &repo, &[]), "backup, compound command"));
     assert_eq!(wal_of(&v)["mode"], "include", "{m}: {v}");
     assert!(v.to_string().contains("other shell commands"), "{m}: {v}");
@@ -153,7 +120,7 @@ fn stalled_archiving_times_out_and_keeps_the_label(major: u32) {
         &c,
         &format!(
             "{} --compress no-such-method",
-            push_command("", &repo, "main")
+            push_command(&bin(), &repo, "main")
         ),
     );
 
@@ -211,7 +178,7 @@ fn archiving_elsewhere_includes_the_wal(major: u32) {
             "does not run pgsafe archive-push",
         ),
         (
-            push_command("", &repo, "other"),
+            push_command(&bin(), &repo, "other"),
             "pushes into cluster other, not main",
         ),
     ];
@@ -325,7 +292,7 @@ fn wal_in_the_repository_archive(major: u32) {
     let m = format!("PostgreSQL {major}");
     let (c, scratch, repo) = archiving_cluster(major);
     c.execute("CREATE INDEX ON t (id)");
-    set_archive_command(&c, &push_command("", &repo, "main"));
+    set_archive_command(&c, &push_command(&bin(), &repo, "main"));
     let v = archived_backup(&c, &repo, &m);
     let id = v["backup_id"].as_str().unwrap();
     let segments = wal_of(&v)["segments"].as_array().unwrap().len() as u64;
@@ -370,7 +337,7 @@ per_major!(wal_in_the_repository_archive: 10, 14, 17);
 #[test]
 fn the_restore_test_proves_a_backup_whose_wal_is_archived() {
     let (c, scratch, repo) = archiving_cluster(18);
-    set_archive_command(&c, &push_command("", &repo, "main"));
+    set_archive_command(&c, &push_command(&bin(), &repo, "main"));
     let v = archived_backup(&c, &repo, "PostgreSQL 18");
     let id = v["backup_id"].as_str().unwrap();
     let bin = PgInstall::major(18).bin_dir;
@@ -400,7 +367,7 @@ fn the_restore_test_proves_a_backup_whose_wal_is_archived() {
 fn a_missing_archived_segment_is_found_before_restoring(major: u32) {
     let m = format!("PostgreSQL {major}");
     let (c, scratch, repo) = archiving_cluster(major);
-    set_archive_command(&c, &push_command("", &repo, "main"));
+    set_archive_command(&c, &push_command(&bin(), &repo, "main"));
     let v = archived_backup(&c, &repo, &m);
     let id = v["backup_id"].as_str().unwrap();
     let seg = wal_of(&v)["segments"][0].as_str().unwrap().to_owned();

@@ -54,7 +54,7 @@ pub use pitr::{
     Mark, Marks, archive_settings, check_marks, give_to_server_user, wait_archived,
     wait_segment_archived,
 };
-pub use repo_archive::{archive_into_repo, push_command, repo_wal_objects};
+pub use repo_archive::{archive_into_repo, push_command, repo_wal_objects, set_archive_command};
 pub use tls::TestPki;
 pub use user::{ServerUser, server_user};
 pub use waltools::wal_tool;

@@ -22,7 +22,12 @@ pub fn push_command(pgsafe: &Path, repo: &Path, cluster: &str) -> String {
 /// Sets `archive_command` of `c` (started with `archive_mode = on`) to [`push_command`] with
 /// `ALTER SYSTEM`, reloads, and waits until new sessions see it.
 pub fn archive_into_repo(c: &Cluster, pgsafe: &Path, repo: &Path, cluster: &str) {
-    let cmd = push_command(pgsafe, repo, cluster);
+    set_archive_command(c, &push_command(pgsafe, repo, cluster));
+}
+
+/// Sets `archive_command` of `c` (started with `archive_mode = on`) to `cmd` with `ALTER
+/// SYSTEM`, reloads, and waits until new sessions see it.
+pub fn set_archive_command(c: &Cluster, cmd: &str) {
     c.execute(&format!(
         "ALTER SYSTEM SET archive_command = '{}'",
         cmd.replace('\'', "''")

@@ -2,6 +2,8 @@
 //! and output, and make private run directories.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod archive;
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -270,6 +272,12 @@ pub fn backups_dir(repo: &Path, name: &str) -> PathBuf {
     repo.join(name).join("backups")
 }
 
-fn path_str(p: &Path) -> &str {
+/// A path as the `&str` argument of a command line (the tests' paths are UTF-8).
+pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// stderr of a finished command, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
