@@ -122,7 +122,7 @@ fn push_file(args: &PushArgs, file: &ArchiveFile) -> anyhow::Result<u8> {
     };
     let report = archive::lookahead::push(
         repo.backend(),
-        repo.root(),
+        &repo.path(),
         &cluster,
         &reg,
         &file,
@@ -133,7 +133,7 @@ fn push_file(args: &PushArgs, file: &ArchiveFile) -> anyhow::Result<u8> {
     ahead::push_report(&file, &report);
     // Failures recorded only locally (the repository was unreachable) go into it now.
     if let Some(spool) = spool::Spool::beside(&args.path) {
-        let repo_id = spool::repo_identity(repo.root());
+        let repo_id = spool::repo_identity(&repo.path());
         failure::flush(&spool, repo.backend(), &repo_id, &cluster);
     }
     Ok(exit::OK)

@@ -130,7 +130,7 @@ pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
             })?;
             let cluster = crate::repo::cluster_name(args.cluster.as_deref())?;
             let timing = crate::repo::timing()?;
-            Some((pgsafe::repo::Repository::open(&path)?, cluster, timing))
+            Some((crate::repo::open_at(&path)?, cluster, timing))
         }
     };
     let cancel = Arc::new(AtomicBool::new(false));
@@ -186,15 +186,13 @@ pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
             ),
             Err(e) => {
                 if let backup::repo::RepoBackupError::Backup { id, .. } = &e {
-                    let folder = repo
-                        .root()
-                        .join(cluster.as_str())
-                        .join("backups")
-                        .join(id.as_str());
-                    if folder.join(backup::INCOMPLETE_MARKER).exists() {
+                    if repo.marked_incomplete(&cluster, id) {
                         if args.remove_on_failure {
-                            let _ = std::fs::remove_dir_all(&folder);
-                            eprintln!("pgsafe: removed the partial backup {}", folder.display());
+                            let _ = repo.remove_incomplete(&cluster, id);
+                            eprintln!(
+                                "pgsafe: removed the partial backup {}",
+                                repo.backup_shown(&cluster, id).display()
+                            );
                         } else {
                             eprintln!(
                                 "pgsafe: backup {id} is INCOMPLETE (no {COMPLETE_MARKER}); the \

@@ -15,7 +15,7 @@ use pgsafe::repo::summary::{
     self, BackupDetail, BackupSummary, ClusterSummary, Recoverability, RestorePoint,
     VerificationSummary,
 };
-use pgsafe::repo::{LeaseTiming, Repository, VerifyResult};
+use pgsafe::repo::{LeaseTiming, VerifyResult};
 use pgsafe::storage::Ident;
 use serde::Serialize;
 
@@ -92,8 +92,8 @@ fn repo_path(flag: Option<PathBuf>, cluster: Option<&str>) -> anyhow::Result<Pat
         return Ok(p);
     }
     let cfg = crate::config::resolved(cluster)?;
-    match cfg.local_repo()? {
-        Some(p) => Ok(p.to_owned()),
+    match crate::repo::configured(&cfg)? {
+        Some(p) => Ok(p),
         None => Err(crate::failure::usage(
             "no repository: give --repo REPO (or `repo` in the config file)",
         )),
@@ -107,13 +107,13 @@ fn cluster_name(name: &str) -> anyhow::Result<Ident> {
 pub fn run(args: InfoArgs) -> anyhow::Result<u8> {
     let path = repo_path(args.repo, args.cluster.as_deref())?;
     let timing = LeaseTiming::from_env().map_err(crate::failure::usage)?;
-    let repo = Repository::open(&path)?;
+    let repo = crate::repo::open_at(&path)?;
     let now_us = chrono::Utc::now().timestamp_micros();
     let mut problems = Vec::new();
     let names = match &args.cluster {
         Some(c) => vec![cluster_name(c)?],
         None => {
-            let list = list_clusters(repo.root(), repo.backend())?;
+            let list = list_clusters(&repo)?;
             for o in list.odd_entries {
                 problems.push(RepoProblem {
                     kind: "odd_entry",

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use pgsafe::metrics::{self, ClusterMetrics};
-use pgsafe::repo::{LeaseTiming, Repository};
+use pgsafe::repo::LeaseTiming;
 use pgsafe::storage::Ident;
 use serde::Serialize;
 
@@ -66,8 +66,8 @@ pub fn run(args: MetricsArgs) -> anyhow::Result<u8> {
     let cfg = crate::config::resolved(args.cluster.as_deref())?;
     let repo_dir = match args.repo {
         Some(r) => r,
-        None => match cfg.local_repo()? {
-            Some(r) => r.to_owned(),
+        None => match crate::repo::configured(&cfg)? {
+            Some(r) => r,
             None => {
                 let why = cfg.missing("the repository", "repo", crate::config::file()?);
                 return Err(crate::failure::usage(format!(
@@ -80,7 +80,7 @@ pub fn run(args: MetricsArgs) -> anyhow::Result<u8> {
         Some(c) => Some(Ident::new(c.as_str())?),
         None => None,
     };
-    let repo = Repository::open(&repo_dir)?;
+    let repo = crate::repo::open_at(&repo_dir)?;
     let timing = LeaseTiming::from_env().map_err(crate::failure::usage)?;
     let now = chrono::Utc::now().timestamp();
     let clusters = metrics::collect(&repo, cluster.as_ref(), timing, now)?;

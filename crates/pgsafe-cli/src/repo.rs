@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use pgsafe::config::Resolved;
+use pgsafe::config::{RepoLocation, Resolved};
 use pgsafe::repo::register::init_cluster;
 use pgsafe::repo::{BackupEntry, LeaseTiming, Repository};
-use pgsafe::storage::Ident;
+use pgsafe::storage::{Ident, Location};
 use serde::Serialize;
 
 use crate::conn::ConnArgs;
@@ -51,17 +51,37 @@ pub fn cluster_name(flag: Option<&str>) -> anyhow::Result<Ident> {
     Ident::new(name).map_err(|e| crate::failure::usage(format!("--cluster: {e}")))
 }
 
-/// The repository folder: `--repo`, else `repo` in the config file.
+/// The repository: `--repo`, else `repo` in the config file. A folder, or an object store
+/// location (`s3://…`) kept as written.
 pub fn repo_path(flag: Option<&Path>, cfg: &Resolved) -> anyhow::Result<PathBuf> {
     if let Some(p) = flag {
         return Ok(p.to_owned());
     }
-    match (&cfg.repo, &cfg.path) {
-        (Some(loc), Some(origin)) => Ok(loc.local(origin)?.to_owned()),
-        _ => Err(crate::failure::usage(
+    match configured(cfg)? {
+        Some(p) => Ok(p),
+        None => Err(crate::failure::usage(
             "no repository: give --repo REPO (or `repo` in the config file)",
         )),
     }
+}
+
+/// The config file's `repo`, if it names one (an object store location as written).
+pub fn configured(cfg: &Resolved) -> anyhow::Result<Option<PathBuf>> {
+    match (&cfg.repo, &cfg.path) {
+        (Some(RepoLocation::Remote(url)), _) => Ok(Some(PathBuf::from(url))),
+        (Some(loc), Some(origin)) => Ok(Some(loc.local(origin)?.to_owned())),
+        _ => Ok(cfg.local_repo()?.map(Path::to_owned)),
+    }
+}
+
+/// Where `path` (from [`repo_path`]) is: a folder, or an object store.
+pub fn location(path: &Path) -> anyhow::Result<Location> {
+    Location::parse_os(path.as_os_str()).map_err(|e| crate::failure::usage(e.to_string()))
+}
+
+/// Opens the repository at `path` (from [`repo_path`]).
+pub fn open_at(path: &Path) -> anyhow::Result<Repository> {
+    Ok(Repository::open(location(path)?)?)
 }
 
 /// Opens the repository and names the cluster, from flags and the config file.
@@ -69,7 +89,7 @@ pub fn open(args: &RepoArgs) -> anyhow::Result<(Repository, Ident)> {
     let cluster = cluster_name(args.cluster.as_deref())?;
     let cfg = crate::config::resolved(Some(cluster.as_str()))?;
     let path = repo_path(args.repo.as_deref(), &cfg)?;
-    Ok((Repository::open(&path)?, cluster))
+    Ok((open_at(&path)?, cluster))
 }
 
 /// A backup of a repository, resolved for `verify`/`restore`.
@@ -77,18 +97,22 @@ pub struct Chosen {
     pub repo: Repository,
     pub cluster: Ident,
     pub entry: BackupEntry,
+    /// How messages name the backup (its folder, or its location in object storage).
     pub folder: PathBuf,
+    /// Its objects.
+    pub stored: pgsafe::layout::StoredBackup,
 }
 
 /// The backup `verify`/`restore` name with `--repo`/`--cluster`/`--backup`.
 pub fn choose(args: &RepoBackupArgs) -> anyhow::Result<Chosen> {
     let (repo, cluster) = open(&args.repo)?;
-    let (entry, folder) = repo.resolve(&cluster, args.backup_id.as_deref(), timing()?)?;
+    let (entry, stored) = repo.resolve(&cluster, args.backup_id.as_deref(), timing()?)?;
     Ok(Chosen {
         repo,
         cluster,
         entry,
-        folder,
+        folder: stored.shown().to_owned(),
+        stored,
     })
 }
 
@@ -126,7 +150,7 @@ pub fn init(args: InitArgs) -> anyhow::Result<u8> {
     let path = repo_path(args.repo.repo.as_deref(), &cfg)?;
     let pgdata = crate::config::pgdata(args.pgdata, &cfg)?;
     let conn = crate::config::resolve_conn(&args.conn, &cfg)?;
-    let out = init_cluster(&path, &cluster, &pgdata, &conn)?;
+    let out = init_cluster(&location(&path)?, &cluster, &pgdata, &conn)?;
     let reg = &out.registration;
     if args.json {
         crate::render::json(&InitDoc {

@@ -199,6 +199,8 @@ pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
         .jobs
         .or(crate::config::resolved(cluster.as_deref())?.settings.jobs);
     let mut wal_archive = None;
+    // A repository's backup, read through the repository's storage.
+    let mut stored = None;
     let mut pitr: Option<(PitrPlan, RecoveryOptions)> = None;
     if args.target_end && args.backup.is_some() {
         return Err(crate::failure::usage(
@@ -227,7 +229,9 @@ pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
             args.backup = Some(p.0.backup_folder.clone());
             // A backup whose WAL is in the archive is verified against it (see below).
             let (repo, c) = crate::repo::open(&args.from_repo.repo)?;
-            wal_archive = Some(pgsafe::verify::WalArchive::local(repo.root(), c)?);
+            let id = pgsafe::storage::Ident::new(p.0.backup.as_str())?;
+            stored = Some(repo.stored_backup(&c, &id)?);
+            wal_archive = Some(repo.wal_archive(&c));
             pitr = Some(p);
         }
     }
@@ -242,11 +246,9 @@ pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
             );
         }
         // A backup whose WAL is in the repository's archive gets it from there.
-        wal_archive = Some(pgsafe::verify::WalArchive::local(
-            c.repo.root(),
-            c.cluster.clone(),
-        )?);
+        wal_archive = Some(c.repo.wal_archive(&c.cluster));
         args.backup = Some(c.folder);
+        stored = Some(c.stored);
     }
     let cancel = Arc::new(AtomicBool::new(false));
     let opts = RestoreOptions {
@@ -289,7 +291,10 @@ pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
         args.progress
     });
     let before = target_state(&args.pgdata);
-    let result = run_restore(&opts, &progress);
+    let result = match &stored {
+        Some(s) => pgsafe::restore::run_restore_stored(s, &opts, &progress),
+        None => run_restore(&opts, &progress),
+    };
     progress.finish();
     let report = match result {
         Ok(r) => r,
@@ -490,7 +495,11 @@ fn plan_pitr(
         archive_get: ArchiveGet {
             exe: std::env::current_exe()
                 .map_err(|e| anyhow::anyhow!("the path of this pgsafe: {e}"))?,
-            repo: absolute(repo.root())?,
+            repo: match repo.local_root() {
+                Some(root) => absolute(root)?,
+                // Object storage: its URL, as the restore_command gives it to archive-get.
+                None => repo.path(),
+            },
             cluster,
             config: cfg.path.as_deref().map(absolute).transpose()?,
         },

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use pgsafe::restore_test::{RestoreTestOptions, RestoreTestReport, Verdict, run_restore_test};
-use pgsafe::verify::{VerifyOptions, VerifyReport, WalArchive, verify_backup_with};
+use pgsafe::verify::{VerifyOptions, VerifyReport, verify_backup_with};
 
 use crate::exit;
 use crate::progress::{CliProgress, ProgressMode};
@@ -146,16 +146,20 @@ pub fn run(mut args: VerifyArgs) -> anyhow::Result<u8> {
         args.progress
     });
     // A repository's backup whose WAL is in the repository's archive is checked there.
-    let archive = match &chosen {
-        Some(c) => Some(WalArchive::local(c.repo.root(), c.cluster.clone())?),
-        None => None,
+    let result = match &chosen {
+        Some(c) => pgsafe::verify::verify_stored_with(
+            &c.stored,
+            Some(&c.repo.wal_archive(&c.cluster)),
+            &opts,
+            &progress,
+        ),
+        None => verify_backup_with(
+            args.backup.as_deref().unwrap_or(std::path::Path::new("")),
+            None,
+            &opts,
+            &progress,
+        ),
     };
-    let result = verify_backup_with(
-        args.backup.as_deref().unwrap_or(std::path::Path::new("")),
-        archive.as_ref(),
-        &opts,
-        &progress,
-    );
     progress.finish();
     let report = result.map_err(|e| anyhow::Error::new(e).context("verify failed"))?;
     // A full verification of a repository's backup is recorded there (a quick one proves too
@@ -246,7 +250,8 @@ fn run_restore_test_cmd(
     opts.jobs = args.jobs.unwrap_or_else(default_jobs);
     opts.timeout = Duration::from_secs(args.start_timeout);
     if let Some(c) = chosen {
-        opts.wal_archive = Some(WalArchive::local(c.repo.root(), c.cluster.clone())?);
+        opts.wal_archive = Some(c.repo.wal_archive(&c.cluster));
+        opts.stored = Some(c.stored.clone());
     }
     let cancel = Arc::new(AtomicBool::new(false));
     opts.cancel = Some(Arc::clone(&cancel));

@@ -183,12 +183,49 @@ pub fn run_backup(
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupInfo, BackupError> {
-    run_with(opts, repo_wal::WalRequest::Folder(opts.wal), progress)
+    let target = Target::Folder(opts.target.clone());
+    run_with(
+        opts,
+        &target,
+        repo_wal::WalRequest::Folder(opts.wal),
+        progress,
+    )
 }
 
-/// [`run_backup`] with the WAL request of a folder or of a repository.
+/// Where a backup is written: a folder on this host (`opts.target`, checked to be missing or
+/// empty, outside what the backup copies, with room), or the objects under a backup's prefix
+/// in a repository's storage, claimed before ([`crate::repo::Repository::claim_backup`]).
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    Folder(PathBuf),
+    Store {
+        store: crate::storage::Prefixed,
+        shown: PathBuf,
+        /// The claim wrote `pgsafe.incomplete` already.
+        marker_written: bool,
+    },
+}
+
+impl Target {
+    fn folder(&self) -> Option<&Path> {
+        match self {
+            Target::Folder(p) => Some(p),
+            Target::Store { .. } => None,
+        }
+    }
+
+    fn shown(&self) -> &Path {
+        match self {
+            Target::Folder(p) => p,
+            Target::Store { shown, .. } => shown,
+        }
+    }
+}
+
+/// [`run_backup`] into `target` with the WAL request of a folder or of a repository.
 fn run_with(
     opts: &BackupOptions,
+    target: &Target,
     wal_request: repo_wal::WalRequest<'_>,
     progress: &dyn Progress,
 ) -> Result<BackupInfo, BackupError> {
@@ -201,13 +238,15 @@ fn run_with(
     let info = session.info().clone();
     let datadir = DataDir::open(&opts.pgdata)?;
     check_pgdata(&datadir, &info, opts.allow_data_directory_mismatch)?;
-    check_target_location(&opts.pgdata, &opts.target)?;
-    check_target(&opts.target)?;
+    if let Some(folder) = target.folder() {
+        check_target_location(&opts.pgdata, folder)?;
+        check_target(folder)?;
+    }
     let plan_opts = plan_options(&mut session, &datadir)?;
     let pages = page_check_options(opts, &datadir, info.version, progress)?;
     let estimate = BackupPlan::build(&opts.pgdata, info.version, &plan_opts)?;
-    if opts.check_space {
-        check_space(&opts.target, estimate.total_bytes())?;
+    if let Some(folder) = target.folder().filter(|_| opts.check_space) {
+        check_space(folder, estimate.total_bytes())?;
     }
     let wal = repo_wal::decide(wal_request, session.client(), &info)?;
     progress.notice(&format!("WAL: {}", wal.reason));
@@ -218,7 +257,7 @@ fn run_with(
 
     check_cancel(opts)?;
     // From here on the target exists and is marked incomplete until pgsafe.json is written.
-    create_target(&opts.target)?;
+    create_target(target)?;
     // Before the start checkpoint: see backup/tablespaces.rs.
     let encoding = session.info().server_encoding.clone();
     let tablespaces_before = tablespaces::list(session.client(), &encoding)?;
@@ -232,7 +271,7 @@ fn run_with(
             for w in &plan.warnings {
                 progress.warn(w);
             }
-            let report = copy_data(opts, &plan, pages, progress, &stop_copy)?;
+            let report = copy_data(opts, target, &plan, pages, progress, &stop_copy)?;
             Ok::<_, BackupError>((plan, report))
         });
     let result = match lost {
@@ -254,6 +293,7 @@ fn run_with(
     let stopped = started.stop(false)?;
     finish::finish(
         opts,
+        target,
         progress,
         &info,
         &plan,
@@ -387,48 +427,68 @@ fn check_space(target: &Path, bytes: u64) -> Result<(), BackupError> {
     Ok(())
 }
 
-fn create_target(target: &Path) -> Result<(), BackupError> {
+fn create_target(target: &Target) -> Result<(), BackupError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if !target.exists() {
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(target)
-            .ctx("create target", target)?;
-        fs::set_permissions(target, fs::Permissions::from_mode(0o700))
-            .ctx("set permissions of", target)?;
+    match target {
+        Target::Folder(folder) if !folder.exists() => {
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(folder)
+                .ctx("create target", folder)?;
+            fs::set_permissions(folder, fs::Permissions::from_mode(0o700))
+                .ctx("set permissions of", folder)?;
+        }
+        Target::Store {
+            marker_written: true,
+            ..
+        } => return Ok(()),
+        _ => {}
     }
     let store = open_store(target)?;
-    put_file(
-        &store,
-        INCOMPLETE_MARKER,
-        b"This folder is NOT a usable backup: pgsafe backup did not finish writing it.\n\
-          A complete backup has pgsafe.json. Remove this folder and take a new backup.\n",
-    )?;
+    put_file(&store, INCOMPLETE_MARKER, crate::layout::INCOMPLETE_NOTE)?;
     Ok(())
 }
 
-/// The backup folder as a storage backend (see [`crate::storage`]): pgsafe's own files are
-/// written through it once, atomically and durably (temporary file, fsync, rename that never
-/// replaces, fsync of the folder).
-fn open_store(target: &Path) -> Result<LocalBackend, BackupError> {
-    LocalBackend::open(target).map_err(|source| BackupError::Storage {
-        target: target.to_owned(),
-        source,
+/// Where the backup is written, as a storage backend (see [`crate::storage`]): pgsafe's own
+/// files are written through it once, atomically and durably (a folder: temporary file,
+/// fsync, rename that never replaces, fsync of the folder).
+fn open_store(target: &Target) -> Result<Store, BackupError> {
+    let backend: Arc<dyn Backend> = match target {
+        Target::Folder(folder) => {
+            Arc::new(
+                LocalBackend::open(folder).map_err(|source| BackupError::Storage {
+                    target: folder.to_owned(),
+                    source,
+                })?,
+            )
+        }
+        Target::Store { store, .. } => Arc::new(store.clone()),
+    };
+    Ok(Store {
+        backend,
+        shown: target.shown().to_owned(),
     })
 }
 
+/// The backend a backup is written through, and how messages name it.
+struct Store {
+    backend: Arc<dyn Backend>,
+    shown: PathBuf,
+}
+
 /// Writes one of pgsafe's own files (mode 0600) into the backup folder.
-fn put_file(store: &LocalBackend, name: &str, bytes: &[u8]) -> Result<(), BackupError> {
+fn put_file(store: &Store, name: &str, bytes: &[u8]) -> Result<(), BackupError> {
     let name = ObjectName::new(name).map_err(|e| storage_error(store, e))?;
     store
+        .backend
         .put(&name, bytes, PutOptions::default())
         .map_err(|e| storage_error(store, e))?;
     Ok(())
 }
 
-fn storage_error(store: &LocalBackend, source: StorageError) -> BackupError {
+fn storage_error(store: &Store, source: StorageError) -> BackupError {
     BackupError::Storage {
-        target: store.root().to_owned(),
+        target: store.shown.clone(),
         source,
     }
 }
@@ -530,6 +590,7 @@ fn page_check_options(
 
 fn copy_data(
     opts: &BackupOptions,
+    target: &Target,
     plan: &BackupPlan,
     pages: Option<PageCheckOptions>,
     progress: &dyn Progress,
@@ -553,8 +614,8 @@ fn copy_data(
     };
     // The data files go through the storage interface like pgsafe's own files (write-once
     // objects, made durable together before pg_control).
-    let store = open_store(&opts.target)?;
-    match copy::copy_plan_to(plan, &store, &copy_opts, progress) {
+    let store = open_store(target)?;
+    match copy::copy_plan_to(plan, &*store.backend, &copy_opts, progress) {
         Err(CopyError::Cancelled) => Err(BackupError::Cancelled),
         Err(CopyError::Storage(e)) => Err(storage_error(&store, e)),
         other => Ok(other?),

@@ -367,7 +367,18 @@ fn open_repository(
          and connection)",
         command::shell_word(&repo.to_string_lossy())
     );
-    let opened = match Repository::open(repo) {
+    let location = match crate::storage::Location::parse_os(repo.as_os_str()) {
+        Ok(l) => l,
+        Err(e) => {
+            problems.push(finding("repository_unreadable", e.to_string(), None));
+            return (None, state);
+        }
+    };
+    if !location.is_local() {
+        // Object storage has no folder to find missing.
+        state.exists = true;
+    }
+    let opened = match Repository::open(location) {
         Ok(r) => r,
         Err(e) => {
             let (code, why) = match &e {

@@ -92,6 +92,12 @@ pub struct BackupInfo {
     /// tablespaces there that the backup does not have (see `restore/isolation.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_pgdata: Option<crate::textbytes::TextBytes>,
+    /// Every directory of the backup (PGDATA-relative, `pg_tblspc/<oid>/…` for tablespaces,
+    /// parents first), empty ones included (`pg_notify`, `pg_wal/archive_status`…): object
+    /// storage has no folders, so a restore makes them from this list. Absent in backups of
+    /// older pgsafe versions (always folders, whose listing has them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub directories: Vec<crate::textbytes::TextBytes>,
 }
 
 impl BackupInfo {

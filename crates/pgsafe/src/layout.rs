@@ -43,6 +43,10 @@ pub const MANIFEST_FILE: &str = "backup_manifest";
 pub const COMPLETE_MARKER: &str = "pgsafe.json";
 /// Present while a backup is being written (and after it failed).
 pub const INCOMPLETE_MARKER: &str = "pgsafe.incomplete";
+/// What [`INCOMPLETE_MARKER`] says.
+pub const INCOMPLETE_NOTE: &[u8] =
+    b"This folder is NOT a usable backup: pgsafe backup did not finish writing it.\n\
+      A complete backup has pgsafe.json. Remove this folder and take a new backup.\n";
 /// The WAL folder, in the backup as in PGDATA (PostgreSQL 10+).
 pub const WAL_DIR: &str = "pg_wal";
 /// The stored control file (before any compression suffix).

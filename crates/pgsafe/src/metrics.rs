@@ -348,24 +348,7 @@ impl ClusterMetrics {
 /// The clusters registered in `repo` (a folder with `cluster.json`), by name. Other entries of
 /// the repository's root are not clusters and are skipped; nothing is followed through a link.
 pub fn registered_clusters(repo: &Repository) -> Result<Vec<Ident>, RepoError> {
-    let root = repo.root();
-    let io = |e| RepoError::Storage(crate::storage::StorageError::io("list", root.display(), e));
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(root).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        if !entry.file_type().map_err(io)?.is_dir() {
-            continue;
-        }
-        let Some(name) = entry.file_name().to_str().and_then(|n| Ident::new(n).ok()) else {
-            continue;
-        };
-        let reg = entry.path().join("cluster.json");
-        if std::fs::symlink_metadata(&reg).is_ok_and(|m| m.is_file()) {
-            out.push(name);
-        }
-    }
-    out.sort();
-    Ok(out)
+    Ok(crate::repo::clusters::list_clusters(repo)?.clusters)
 }
 
 /// The figures of `cluster` (every registered one when `None`), from catalogs loaded now.
@@ -390,8 +373,8 @@ pub fn collect(
             let mut m = ClusterMetrics::from_catalog(&catalog, now);
             let reg = &catalog.registration;
             let wal_dir = failure::local_wal_dir(Path::new(&reg.pgdata), reg.system_identifier);
-            let records = failure::local_records(repo.root(), c, reg);
-            m.spool = wal_dir.map(|w| SpoolFigures::read(&w, repo.root(), c));
+            let records = failure::local_records(&repo.path(), c, reg);
+            m.spool = wal_dir.map(|w| SpoolFigures::read(&w, &repo.path(), c));
             let recorded = failure::recorded(repo.backend(), c);
             match ArchiveContents::load(repo.backend(), c, reg) {
                 Ok(contents) => {

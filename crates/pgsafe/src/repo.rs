@@ -30,14 +30,17 @@
 //! could have expired and been renewed under a clock-skew margin ([`LeaseTiming`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::HasKind;
-use crate::layout::{COMPLETE_MARKER, SMALL_FILE_LIMIT};
+use crate::layout::{
+    COMPLETE_MARKER, INCOMPLETE_MARKER, INCOMPLETE_NOTE, SMALL_FILE_LIMIT, StoredBackup,
+};
 use crate::plan::RelPath;
 use crate::storage::key::{BackupAt, backup_prefix, repo_prefix};
 use crate::storage::{
-    Backend, EntryKind, ErrorKind, FileType, Ident, Key, LocalBackend, ObjectName, PutOptions,
-    PutOutcome, StorageError,
+    Backend, EntryKind, ErrorKind, FileType, Ident, Key, Location, ObjectName, Prefixed,
+    PutOptions, PutOutcome, StorageError,
 };
 
 pub mod catalog;
@@ -185,21 +188,24 @@ impl HasKind for RepoError {
     }
 }
 
-/// A repository in a local folder.
-#[derive(Debug)]
+/// A backup repository on a storage backend (a local folder, or an object store).
+#[derive(Debug, Clone)]
 pub struct Repository {
-    backend: LocalBackend,
+    backend: Arc<dyn Backend>,
+    location: Location,
 }
 
 impl Repository {
-    /// Opens the repository at `path`; a folder without the marker is refused.
-    pub fn open(path: &Path) -> Result<Repository, RepoError> {
-        let backend = match LocalBackend::open(path) {
+    /// Opens the repository at `location`; a location without the marker is refused.
+    pub fn open(location: impl Into<Location>) -> Result<Repository, RepoError> {
+        let location = location.into();
+        let not_a_repository = |location: &Location| RepoError::NotARepository {
+            path: location.shown_path(""),
+        };
+        let backend = match location.open() {
             Ok(b) => b,
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(RepoError::NotARepository {
-                    path: path.to_owned(),
-                });
+                return Err(not_a_repository(&location));
             }
             Err(e) => return Err(e.into()),
         };
@@ -207,44 +213,73 @@ impl Repository {
         match backend.get(&name, DOC_LIMIT) {
             Ok(bytes) => {
                 RepoMarker::parse(&bytes).map_err(|source| RepoError::Doc {
-                    object: name.to_string(),
+                    object: location.show(&name.to_string()),
+                    source,
+                })?;
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(not_a_repository(&location));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Repository { backend, location })
+    }
+
+    /// A repository over `backend` (tests, and storage opened by the caller) at `location`,
+    /// which names it in messages; the marker must be there.
+    pub fn over(backend: Arc<dyn Backend>, location: Location) -> Result<Repository, RepoError> {
+        let name = marker_name()?;
+        match backend.get(&name, DOC_LIMIT) {
+            Ok(bytes) => {
+                RepoMarker::parse(&bytes).map_err(|source| RepoError::Doc {
+                    object: location.show(&name.to_string()),
                     source,
                 })?;
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return Err(RepoError::NotARepository {
-                    path: path.to_owned(),
+                    path: location.shown_path(""),
                 });
             }
             Err(e) => return Err(e.into()),
         }
-        Ok(Repository { backend })
+        Ok(Repository { backend, location })
     }
 
-    /// Opens the repository at `path`, creating it (the folder if missing, and the marker) when
-    /// `path` is missing or an empty folder. A non-empty folder without the marker is refused.
-    pub fn create(path: &Path) -> Result<Repository, RepoError> {
-        let backend = LocalBackend::create(path)?;
+    /// Opens the repository at `location`, creating it (the folder if missing, and the marker)
+    /// when it is missing or empty. A non-empty location without the marker is refused.
+    pub fn create(location: impl Into<Location>) -> Result<Repository, RepoError> {
+        let location = location.into();
+        let backend = location.create()?;
+        Repository::create_over(backend, location)
+    }
+
+    /// [`Repository::create`] over `backend` (tests, and storage opened by the caller).
+    pub fn create_over(
+        backend: Arc<dyn Backend>,
+        location: Location,
+    ) -> Result<Repository, RepoError> {
         let name = marker_name()?;
         match backend.get(&name, DOC_LIMIT) {
-            Ok(_) => return Repository::open(path),
+            Ok(_) => return Repository::over(backend, location),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
-        let empty = std::fs::read_dir(path)
-            .map_err(|source| RepoError::Create {
-                path: path.to_owned(),
+        let empty = match location.local_is_empty() {
+            Some(r) => r.map_err(|source| RepoError::Create {
+                path: location.shown_path(""),
                 source,
-            })?
-            .next()
-            .is_none();
+            })?,
+            // Object storage: no folders, so nothing but objects can be there.
+            None => backend.list(None)?.is_empty(),
+        };
         if !empty {
             // Another init may have just made it a repository.
-            if Repository::open(path).is_ok() {
-                return Repository::open(path);
+            if let Ok(r) = Repository::over(Arc::clone(&backend), location.clone()) {
+                return Ok(r);
             }
             return Err(RepoError::NotEmpty {
-                path: path.to_owned(),
+                path: location.shown_path(""),
             });
         }
         let marker = RepoMarker {
@@ -254,23 +289,39 @@ impl Repository {
             encryption: None,
         };
         // Two inits racing: one creates the marker, the other finds another one (Conflict):
-        // either way the folder is a repository now.
+        // either way the location is a repository now.
         match backend.put(&name, &marker.to_json(), PutOptions::default()) {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::Conflict => {}
             Err(e) => return Err(e.into()),
         }
-        Repository::open(path)
+        Repository::over(backend, location)
     }
 
-    /// The repository's folder.
-    pub fn root(&self) -> &Path {
-        self.backend.root()
+    /// Where the repository is (for messages: [`Location::show`]).
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The repository's folder, for a repository on this host (`None`: object storage).
+    pub fn local_root(&self) -> Option<&Path> {
+        self.location.local_path()
     }
 
     /// The storage the repository's objects are read and written through.
-    pub fn backend(&self) -> &LocalBackend {
+    pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    /// The repository as a path: its folder, or its URL for object storage (what WAL
+    /// archiving's local records are bound to, and what a `restore_command` names).
+    pub fn path(&self) -> PathBuf {
+        self.location.shown_path("")
+    }
+
+    /// The WAL archive of `cluster` in this repository, for reading backups' WAL.
+    pub fn wal_archive(&self, cluster: &Ident) -> crate::layout::WalArchive {
+        crate::layout::WalArchive::new(Arc::clone(&self.backend), cluster.clone(), &self.path())
     }
 
     /// The registration of `cluster`.
@@ -326,10 +377,14 @@ impl Repository {
         record_event(&self.backend, cluster, what)
     }
 
-    /// The folder of backup `id` of `cluster`, checked to be a real folder reached without
-    /// links (the repository's root is the operator's; everything below is not followed).
-    pub fn backup_folder(&self, cluster: &Ident, id: &Ident) -> Result<PathBuf, RepoError> {
-        let mut path = self.root().to_path_buf();
+    /// The folder of backup `id` of `cluster` in a repository on this host, checked to be a
+    /// real folder reached without links (the repository's root is the operator's; everything
+    /// below is not followed). `Ok(None)` for a repository in object storage (no folders).
+    pub fn backup_folder(&self, cluster: &Ident, id: &Ident) -> Result<Option<PathBuf>, RepoError> {
+        let Some(root) = self.local_root() else {
+            return Ok(None);
+        };
+        let mut path = root.to_path_buf();
         for c in [cluster.as_str(), "backups", id.as_str()] {
             path.push(c);
             match std::fs::symlink_metadata(&path) {
@@ -344,43 +399,136 @@ impl Repository {
                 Err(source) => return Err(RepoError::Create { path, source }),
             }
         }
-        Ok(path)
+        Ok(Some(path))
     }
 
-    /// Creates the folder of a new backup `id` of `cluster`, create-only: `Ok(None)` when the
-    /// name is taken. The cluster's folder and `backups/` must be real folders (not links);
-    /// `backups/` is created when missing. Durable (the parent is synced).
-    pub fn create_backup_folder(
-        &self,
-        cluster: &Ident,
-        id: &Ident,
-    ) -> Result<Option<PathBuf>, RepoError> {
-        use std::os::unix::fs::DirBuilderExt;
-        let cluster_dir = self.root().join(cluster.as_str());
-        let backups = cluster_dir.join("backups");
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| RepoError::Create { path, source }
-        };
-        match std::fs::DirBuilder::new().mode(0o700).create(&backups) {
-            Ok(()) => sync(&cluster_dir)?,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io(&backups)(e)),
+    /// How messages name backup `id` of `cluster` (its folder, or its URL).
+    pub fn backup_shown(&self, cluster: &Ident, id: &Ident) -> PathBuf {
+        self.location.shown_path(&format!("{cluster}/backups/{id}"))
+    }
+
+    /// Backup `id` of `cluster` for reading (verify, restore): in a local repository its
+    /// folder (checked as [`Repository::backup_folder`] checks it, and read as a backup folder
+    /// is: what is not an object is reported), else its objects under the backup's prefix.
+    pub fn stored_backup(&self, cluster: &Ident, id: &Ident) -> Result<StoredBackup, RepoError> {
+        if let Some(folder) = self.backup_folder(cluster, id)? {
+            return StoredBackup::folder(&folder).map_err(|e| RepoError::Create {
+                path: e.path,
+                source: e.source,
+            });
         }
-        for p in [&cluster_dir, &backups] {
-            let m = std::fs::symlink_metadata(p).map_err(io(p))?;
-            if !m.is_dir() {
-                return Err(RepoError::NotAFolder { path: p.clone() });
+        Ok(StoredBackup::in_backend(
+            Arc::clone(&self.backend),
+            Some(backup_prefix(cluster, id)?),
+            self.backup_shown(cluster, id),
+        ))
+    }
+
+    /// Backup `id` of `cluster` as a backend of its own (the objects under its prefix), for
+    /// writing it; see [`Prefixed`].
+    pub fn backup_store(&self, cluster: &Ident, id: &Ident) -> Result<Prefixed, RepoError> {
+        Ok(Prefixed::new(
+            Arc::clone(&self.backend),
+            backup_prefix(cluster, id)?,
+        ))
+    }
+
+    /// Claims a new backup `id` of `cluster`, create-only: `Ok(None)` when the ID is taken.
+    ///
+    /// On this host the claim is the backup's folder, created with `mkdir` (which fails when
+    /// it exists); the cluster's folder and `backups/` must be real folders (not links) and
+    /// `backups/` is created when missing; durable (the parent is synced). Object storage has
+    /// no folders: the claim is the backup's `pgsafe.incomplete` object, put create-only with
+    /// content no other claim has (a write-once put of other bytes is a conflict), after which
+    /// nothing else may be under the backup's prefix (a finished backup of the same ID no
+    /// longer has that object).
+    pub fn claim_backup(&self, cluster: &Ident, id: &Ident) -> Result<Option<Claim>, RepoError> {
+        let store = self.backup_store(cluster, id)?;
+        let shown = self.backup_shown(cluster, id);
+        if let Some(root) = self.local_root() {
+            return Ok(
+                create_backup_folder(root, cluster, id)?.map(|folder| Claim {
+                    store,
+                    folder: Some(folder),
+                    shown,
+                    marker_written: false,
+                }),
+            );
+        }
+        let marker = ObjectName::new(INCOMPLETE_MARKER)?;
+        let mut note = INCOMPLETE_NOTE.to_vec();
+        note.extend_from_slice(
+            format!(
+                "Claimed by pgsafe on {} (process {}, {:016x}).\n",
+                doc::host_name(),
+                std::process::id(),
+                fastrand::u64(..)
+            )
+            .as_bytes(),
+        );
+        match store.put(&marker, &note, PutOptions::default()) {
+            Ok(PutOutcome::Created) => {}
+            Ok(PutOutcome::AlreadyPresent) => return Ok(None),
+            Err(e) if e.kind() == ErrorKind::Conflict => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let others = store.list(None)?.into_iter().any(|o| o.name != marker);
+        if others {
+            // A backup of this ID was there before (ours is the only marker: remove it).
+            store.delete(&marker)?;
+            return Ok(None);
+        }
+        Ok(Some(Claim {
+            store,
+            folder: None,
+            shown,
+            marker_written: true,
+        }))
+    }
+
+    /// Whether backup `id` of `cluster` is marked incomplete (its `pgsafe.incomplete` is there,
+    /// written before anything else and deleted after `pgsafe.json`).
+    pub fn marked_incomplete(&self, cluster: &Ident, id: &Ident) -> bool {
+        self.backup_store(cluster, id)
+            .ok()
+            .and_then(|s| s.size(&ObjectName::new(INCOMPLETE_MARKER).ok()?).ok())
+            .is_some()
+    }
+
+    /// Removes backup `id` of `cluster` when it is marked incomplete (a failed backup the
+    /// operator asked to remove); `Ok(false)` when it is not.
+    pub fn remove_incomplete(&self, cluster: &Ident, id: &Ident) -> Result<bool, RepoError> {
+        if !self.marked_incomplete(cluster, id) {
+            return Ok(false);
+        }
+        match self.backup_folder(cluster, id)? {
+            Some(folder) => {
+                std::fs::remove_dir_all(&folder).map_err(|source| RepoError::Create {
+                    path: folder,
+                    source,
+                })?;
+            }
+            None => {
+                self.backend.delete_prefix(&backup_prefix(cluster, id)?)?;
             }
         }
-        let folder = backups.join(id.as_str());
-        match std::fs::DirBuilder::new().mode(0o700).create(&folder) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
-            Err(e) => return Err(io(&folder)(e)),
+        Ok(true)
+    }
+
+    /// Gives up a claim before the backup wrote anything into it: the folder or the claim
+    /// object is removed, so that it does not show as an interrupted backup. Anything else
+    /// there stays (an interrupted backup is the catalog's to show).
+    pub fn release_unused(&self, claim: &Claim) -> Result<(), RepoError> {
+        if let Some(folder) = &claim.folder {
+            // Fails, and keeps the folder, when the backup wrote into it.
+            let _ = std::fs::remove_dir(folder);
+            return Ok(());
         }
-        sync(&backups)?;
-        Ok(Some(folder))
+        let marker = ObjectName::new(INCOMPLETE_MARKER)?;
+        if claim.store.list(None)?.iter().all(|o| o.name == marker) {
+            claim.store.delete(&marker)?;
+        }
+        Ok(())
     }
 
     /// Records the result of a verification of backup `id` (`restore_test`: a restore test's
@@ -452,13 +600,13 @@ impl Repository {
     }
 
     /// The backup `which` (an ID, or `latest`) of `cluster`: a complete backup of the
-    /// registered cluster, and its folder.
+    /// registered cluster, and its objects ([`Repository::stored_backup`]).
     pub fn resolve(
         &self,
         cluster: &Ident,
         which: Option<&str>,
         timing: LeaseTiming,
-    ) -> Result<(BackupEntry, PathBuf), RepoError> {
+    ) -> Result<(BackupEntry, StoredBackup), RepoError> {
         let catalog = self.catalog(cluster, timing)?;
         let entry = match which {
             None | Some("latest") => {
@@ -505,9 +653,56 @@ impl Repository {
                 e
             }
         };
-        let folder = self.backup_folder(cluster, &entry.id)?;
-        Ok((entry, folder))
+        let stored = self.stored_backup(cluster, &entry.id)?;
+        Ok((entry, stored))
     }
+}
+
+/// A claimed backup ID ([`Repository::claim_backup`]): where the backup is written.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// The backup's objects.
+    pub store: Prefixed,
+    /// Its folder, in a repository on this host.
+    pub folder: Option<PathBuf>,
+    /// How messages name it.
+    pub shown: PathBuf,
+    /// The claim is the backup's `pgsafe.incomplete` marker, already written.
+    pub marker_written: bool,
+}
+
+/// Creates `<root>/<cluster>/backups/<id>`, create-only (see [`Repository::claim_backup`]).
+fn create_backup_folder(
+    root: &Path,
+    cluster: &Ident,
+    id: &Ident,
+) -> Result<Option<PathBuf>, RepoError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let cluster_dir = root.join(cluster.as_str());
+    let backups = cluster_dir.join("backups");
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| RepoError::Create { path, source }
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(&backups) {
+        Ok(()) => sync(&cluster_dir)?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(&backups)(e)),
+    }
+    for p in [&cluster_dir, &backups] {
+        let m = std::fs::symlink_metadata(p).map_err(io(p))?;
+        if !m.is_dir() {
+            return Err(RepoError::NotAFolder { path: p.clone() });
+        }
+    }
+    let folder = backups.join(id.as_str());
+    match std::fs::DirBuilder::new().mode(0o700).create(&folder) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+        Err(e) => return Err(io(&folder)(e)),
+    }
+    sync(&backups)?;
+    Ok(Some(folder))
 }
 
 fn sync(dir: &Path) -> Result<(), RepoError> {

@@ -71,6 +71,9 @@ pub struct RestoreTestOptions {
     pub cancel: Option<Arc<AtomicBool>>,
     /// The WAL archive of the backup's repository (see [`RestoreOptions::wal_archive`]).
     pub wal_archive: Option<crate::verify::WalArchive>,
+    /// The backup's objects, for a backup of a repository in object storage (`backup` then
+    /// only names it); `None`: the folder `backup`.
+    pub stored: Option<StoredBackup>,
 }
 
 impl RestoreTestOptions {
@@ -85,6 +88,7 @@ impl RestoreTestOptions {
             timeout: Duration::from_secs(3600),
             cancel: None,
             wal_archive: None,
+            stored: None,
         }
     }
 }
@@ -224,12 +228,15 @@ pub enum RestoreTestError {
 }
 
 /// Reads the backup's `pgsafe.json` (below the folder, no link followed).
-fn read_info(backup: &Path) -> Result<BackupInfo, RestoreTestError> {
+fn read_info(opts: &RestoreTestOptions) -> Result<BackupInfo, RestoreTestError> {
     let bad = |source: UnreadableInfo| RestoreTestError::NotABackup {
-        backup: backup.to_owned(),
+        backup: opts.backup.clone(),
         source,
     };
-    let b = StoredBackup::folder(backup).map_err(|e| bad(e.into()))?;
+    let b = match &opts.stored {
+        Some(s) => s.clone(),
+        None => StoredBackup::folder(&opts.backup).map_err(|e| bad(e.into()))?,
+    };
     let bytes = b
         .get(COMPLETE_MARKER, SMALL_FILE_LIMIT)
         .map_err(|e| bad(e.into()))?
@@ -239,9 +246,13 @@ fn read_info(backup: &Path) -> Result<BackupInfo, RestoreTestError> {
 
 /// The tablespace OIDs of the backup's `tablespace_map` (none without one). Unreadable or
 /// invalid: none here; the restore reports it.
-fn tablespace_oids(backup: &Path, info: &BackupInfo) -> Vec<u32> {
-    let Ok(b) = StoredBackup::folder(backup) else {
-        return Vec::new();
+fn tablespace_oids(opts: &RestoreTestOptions, info: &BackupInfo) -> Vec<u32> {
+    let b = match &opts.stored {
+        Some(s) => s.clone(),
+        None => match StoredBackup::folder(&opts.backup) {
+            Ok(b) => b,
+            Err(_) => return Vec::new(),
+        },
     };
     let Ok(Some(bytes)) = b.get(MAP_FILE, SMALL_FILE_LIMIT) else {
         return Vec::new();
@@ -450,7 +461,7 @@ pub fn run_restore_test(
     progress: &dyn Progress,
 ) -> Result<RestoreTestReport, RestoreTestError> {
     let started = Instant::now();
-    let info = read_info(&opts.backup)?;
+    let info = read_info(opts)?;
     let major = info.server_version.major();
     let binaries = bindir::find_binaries(opts.bin_dir.as_deref(), major).map_err(|nf| {
         RestoreTestError::NoBinaries {
@@ -463,9 +474,15 @@ pub fn run_restore_test(
                 .join("; "),
         }
     })?;
+    // The recorded owner is trusted only from a folder whose owner vouches for it (see
+    // resolve_run_as); object storage has no such owner, so the user must be named there.
+    let local = opts
+        .stored
+        .as_ref()
+        .is_none_or(|s| s.local_folder().is_some());
     let run_as = resolve_run_as(
         opts.run_as.as_deref(),
-        info.pgdata_owner.as_ref(),
+        info.pgdata_owner.as_ref().filter(|_| local),
         &opts.backup,
     )
     .map_err(RestoreTestError::RunAs)?;
@@ -508,7 +525,7 @@ pub fn run_restore_test(
 
     // 2. Restore, every tablespace inside the scratch folder.
     let mut ropts = RestoreOptions::new(&opts.backup, &layout.data);
-    ropts.tablespace_map = tablespace_oids(&opts.backup, &info)
+    ropts.tablespace_map = tablespace_oids(opts, &info)
         .into_iter()
         .map(|oid| TablespaceMapping {
             from: TablespaceSelector::Oid(oid),
@@ -526,7 +543,11 @@ pub fn run_restore_test(
         ropts.owner = Some(format!("{}:{}", run_as.uid, run_as.gid));
     }
     let free_before = free_bytes(&layout.scratch);
-    let restored = match crate::restore::run_restore(&ropts, progress) {
+    let result = match &opts.stored {
+        Some(s) => crate::restore::run_restore_stored(s, &ropts, progress),
+        None => crate::restore::run_restore(&ropts, progress),
+    };
+    let restored = match result {
         Ok(r) => r,
         Err(RestoreError::BackupInvalid { problems, .. }) => {
             report

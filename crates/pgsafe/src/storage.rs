@@ -37,10 +37,13 @@ pub mod crypt;
 pub mod error;
 pub mod key;
 pub mod local;
+pub mod location;
 pub mod memory;
 pub mod name;
+pub mod prefixed;
 pub mod ratelimit;
 pub mod retry;
+mod shared;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -50,8 +53,10 @@ mod tests;
 pub use error::{ErrorKind, Result, StorageError};
 pub use key::{FileType, Ident, Key};
 pub use local::LocalBackend;
+pub use location::Location;
 pub use memory::MemoryBackend;
 pub use name::ObjectName;
+pub use prefixed::Prefixed;
 pub use ratelimit::RateLimit;
 pub use retry::{Retry, RetryPolicy};
 

@@ -167,7 +167,7 @@ pub fn get(
             .or(cfg.archive_get_prefetch)
             .unwrap_or(Prefetch::default().count),
     };
-    let r = prefetch::get(repo.backend(), repo.root(), cluster, reg, file, dest, &pf)?;
+    let r = prefetch::get(repo.backend(), &repo.path(), cluster, reg, file, dest, &pf)?;
     for why in &r.rejected {
         eprintln!("pgsafe: WARNING: {why}");
     }

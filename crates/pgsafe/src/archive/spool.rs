@@ -182,8 +182,15 @@ impl Binding {
     }
 }
 
-/// `repo` as an absolute, resolved path when it can be resolved (as given otherwise).
+/// `repo` as an absolute, resolved path when it can be resolved (as given otherwise). A
+/// repository in object storage (`s3://…`) is named by its URL as it is.
 pub fn repo_identity(repo: &Path) -> String {
+    if let Some(url) = repo
+        .to_str()
+        .filter(|s| s.starts_with(crate::storage::location::S3_SCHEME))
+    {
+        return url.to_owned();
+    }
     let abs = fs::canonicalize(repo).unwrap_or_else(|_| {
         std::env::current_dir()
             .map(|d| d.join(repo))

@@ -25,7 +25,7 @@ use crate::manifest::{ManifestVersion, ManifestWriter};
 use crate::plan::BackupPlan;
 use crate::progress::{Phase, Progress};
 use crate::session::{BackupStopped, ServerInfo, Session, SessionError};
-use crate::storage::{Backend, ObjectName};
+use crate::storage::ObjectName;
 use crate::types::{Lsn, TimelineId, WalSegSize, WalSegment};
 use crate::wal::{self, TimelineHistory};
 
@@ -33,6 +33,7 @@ use crate::wal::{self, TimelineHistory};
 #[allow(clippy::too_many_arguments)]
 pub(super) fn finish(
     opts: &BackupOptions,
+    target: &super::Target,
     progress: &dyn Progress,
     info: &ServerInfo,
     plan: &BackupPlan,
@@ -44,7 +45,6 @@ pub(super) fn finish(
     started_at: i64,
     tablespaces_before: &[tablespaces::ServerTablespace],
 ) -> Result<BackupInfo, BackupError> {
-    let target = &opts.target;
     let label_bytes = stopped.label.as_bytes().to_vec();
     let store = open_store(target)?;
     put_file(&store, LABEL_FILE, &label_bytes)?;
@@ -92,8 +92,15 @@ pub(super) fn finish(
                 wait_received(&mut session, stop_lsn, Duration::from_secs(300))?;
             }
             let range = (start_lsn, stop_lsn);
-            let (bytes, crc32c, created) =
-                copy_wal(opts, info, &segments, &history_files, range, progress)?;
+            let (bytes, crc32c, created) = copy_wal(
+                opts,
+                target,
+                info,
+                &segments,
+                &history_files,
+                range,
+                progress,
+            )?;
             note_created(created, &mut tablespace_changes, progress);
             WalInfo {
                 mode: WalMode::Include,
@@ -264,6 +271,11 @@ pub(super) fn finish(
             use std::os::unix::ffi::OsStrExt;
             crate::textbytes::TextBytes::from(p.as_os_str().as_bytes())
         }),
+        directories: plan
+            .dirs
+            .iter()
+            .map(|d| crate::textbytes::TextBytes::from(d.rel_path.as_bytes()))
+            .collect(),
     };
     let json = backup_info.to_json().map_err(BackupError::EncodeInfo)?;
     // The manifest lists pgsafe.json too (so pg_verifybackup accepts the complete backup), but
@@ -292,6 +304,7 @@ pub(super) fn finish(
     // Deleting fsyncs the folder.
     let marker = ObjectName::new(INCOMPLETE_MARKER).map_err(|e| storage_error(&store, e))?;
     store
+        .backend
         .delete(&marker)
         .map_err(|e| storage_error(&store, e))?;
     drop(session);
@@ -382,6 +395,7 @@ type CopiedWal = (
 
 fn copy_wal(
     opts: &BackupOptions,
+    target: &super::Target,
     info: &ServerInfo,
     segments: &[WalSegment],
     history_files: &[String],
@@ -391,9 +405,13 @@ fn copy_wal(
     let mut records: Option<wal::record::RecordChecker> = None;
     let src = opts.pgdata.join(WAL_DIR);
     let mut crcs = std::collections::BTreeMap::new();
-    let dst = opts.target.join(WAL_DIR);
-    fs::create_dir_all(&dst).ctx("create", &dst)?;
-    let store = open_store(&opts.target)?;
+    // A folder gets pg_wal/ (and archive_status/ below) as PGDATA has them; object storage
+    // has no folders (restore makes them from the backup's directory list).
+    let dst = target.folder().map(|f| f.join(WAL_DIR));
+    if let Some(dst) = &dst {
+        fs::create_dir_all(dst).ctx("create", dst)?;
+    }
+    let store = open_store(target)?;
     let seg_size = info.wal_segment_size;
     let mut total = 0;
     // History files are small and not counted; the segments are the work.
@@ -462,10 +480,12 @@ fn copy_wal(
         crcs.insert(h.clone(), crc32c_hex(&bytes));
         total += bytes.len() as u64;
     }
-    let status = dst.join("archive_status");
-    fs::create_dir_all(&status).ctx("create", &status)?;
-    fsutil::sync_dir(&status)?;
-    fsutil::sync_dir(&dst)?;
+    if let Some(dst) = &dst {
+        let status = dst.join("archive_status");
+        fs::create_dir_all(&status).ctx("create", &status)?;
+        fsutil::sync_dir(&status)?;
+        fsutil::sync_dir(dst)?;
+    }
     let created = records
         .map(|c| c.tablespaces_created().to_vec())
         .unwrap_or_default();

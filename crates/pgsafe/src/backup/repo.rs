@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{BackupError, BackupInfo, BackupOptions, repo_wal, run_with};
+use super::{BackupError, BackupInfo, BackupOptions, Target, repo_wal, run_with};
 use crate::error::{ErrorKind, HasKind};
 use crate::progress::Progress;
 use crate::repo::register::server_info;
@@ -65,6 +65,7 @@ impl HasKind for RepoBackupError {
 #[derive(Debug)]
 pub struct RepoBackup {
     pub id: Ident,
+    /// Where the backup is: its folder, or its location in object storage.
     pub folder: PathBuf,
     pub info: BackupInfo,
     /// The lease could not be deleted (it expires by itself): why.
@@ -113,9 +114,9 @@ pub fn run_repo_backup(
         let Some(lease) = Lease::acquire(b, cluster, &kind, &id, Some(&id), timing)? else {
             continue;
         };
-        match repo.create_backup_folder(cluster, &id) {
-            Ok(Some(folder)) => {
-                chosen = Some((id, folder, lease));
+        match repo.claim_backup(cluster, &id) {
+            Ok(Some(claim)) => {
+                chosen = Some((id, claim, lease));
                 break;
             }
             Ok(None) => lease.release(b)?,
@@ -125,38 +126,48 @@ pub fn run_repo_backup(
             }
         }
     }
-    let (id, folder, lease) = chosen.ok_or(RepoBackupError::NoFreeId)?;
+    let (id, claim, lease) = chosen.ok_or(RepoBackupError::NoFreeId)?;
     let cancel = opts
         .cancel
         .clone()
         .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
     let mut opts = opts.clone();
-    opts.target = folder.clone();
+    opts.target = claim.shown.clone();
+    let target = match &claim.folder {
+        // On this host the backup is written into its folder as into any backup folder.
+        Some(folder) => Target::Folder(folder.clone()),
+        None => Target::Store {
+            store: claim.store.clone(),
+            shown: claim.shown.clone(),
+            marker_written: claim.marker_written,
+        },
+    };
     opts.cancel = Some(Arc::clone(&cancel));
     let lost = AtomicBool::new(false);
     let on_lost = || cancel.store(true, Ordering::SeqCst);
     let request = repo_wal::WalRequest::Repository {
         asked: opts.wal,
         backend: b,
-        root: repo.root(),
+        location: repo.location(),
         cluster,
     };
-    let (result, released) =
-        lease.hold_while(b, &lost, &on_lost, || run_with(&opts, request, progress));
+    let (result, released) = lease.hold_while(b, &lost, &on_lost, || {
+        run_with(&opts, &target, request, progress)
+    });
     let release_warning = released.err().map(|e| e.to_string());
     match result {
         // Complete: pgsafe.json is written (even if the lease lapsed at the very end, the
         // catalog takes it as complete, which it is).
         Ok(info) => Ok(RepoBackup {
             id,
-            folder,
+            folder: claim.shown,
             info,
             release_warning,
         }),
         Err(e) => {
             // A failure before the backup wrote anything (preflight) leaves an empty folder:
             // removed, so that it does not show as an interrupted backup.
-            let _ = std::fs::remove_dir(&folder);
+            let _ = repo.release_unused(&claim);
             if lost.load(Ordering::SeqCst) {
                 return Err(RepoBackupError::LeaseLost { id });
             }

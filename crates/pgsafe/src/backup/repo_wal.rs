@@ -11,7 +11,8 @@
 //! A server that archives elsewhere (or not at all) gets its WAL included, as always; the
 //! choice and its reason are recorded in `pgsafe.json` ([`crate::info::WalInfo`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use crate::codec::Compression;
 use crate::info::{RepoWalRef, WalMode};
 use crate::session::ServerInfo;
 use crate::session::archive_target::{ArchivesInto, ServerArchiving};
-use crate::storage::{Backend, ErrorKind, Ident, Key};
+use crate::storage::{Backend, ErrorKind, Ident, Key, Location};
 use crate::types::TimelineId;
 
 /// What the caller asks for.
@@ -34,25 +35,30 @@ pub(super) enum WalRequest<'a> {
     /// server's archiving.
     Repository {
         asked: Option<WalMode>,
-        backend: &'a dyn Backend,
-        root: &'a Path,
+        backend: &'a Arc<dyn Backend>,
+        location: &'a Location,
         cluster: &'a Ident,
     },
 }
 
 /// The repository archive a backup waits in.
 pub(super) struct RepoArchive<'a> {
-    pub backend: &'a dyn Backend,
-    pub root: PathBuf,
+    pub backend: &'a Arc<dyn Backend>,
+    pub location: &'a Location,
     pub cluster: &'a Ident,
 }
 
 impl RepoArchive<'_> {
     pub fn reference(&self) -> RepoWalRef {
         RepoWalRef {
-            repo: self.root.display().to_string(),
+            repo: self.location.to_string(),
             cluster: self.cluster.to_string(),
         }
+    }
+
+    /// The repository, for messages.
+    fn shown(&self) -> PathBuf {
+        self.location.shown_path("")
     }
 }
 
@@ -75,7 +81,7 @@ pub(super) fn decide<'a>(
         repository: None,
         reason,
     };
-    let (asked, backend, root, cluster) = match request {
+    let (asked, backend, location, cluster) = match request {
         WalRequest::Folder(None) => {
             return Ok(plain(
                 WalMode::Include,
@@ -90,18 +96,20 @@ pub(super) fn decide<'a>(
         WalRequest::Repository {
             asked,
             backend,
-            root,
+            location,
             cluster,
-        } => (asked, backend, root, cluster),
+        } => (asked, backend, location, cluster),
     };
     let archiving = ServerArchiving::read(client, info.version, info.in_recovery)
         .map_err(|e| BackupWalError::ArchivingCheck(e.into()))?;
-    match archiving.archives_into(root, cluster.as_str()) {
+    // An object store location is compared as written (its URL).
+    let root = location.shown_path("");
+    match archiving.archives_into(&root, cluster.as_str()) {
         ArchivesInto::Repository { how } => Ok(WalPlan {
             mode: WalMode::Archive,
             repository: Some(RepoArchive {
                 backend,
-                root: root.to_owned(),
+                location,
                 cluster,
             }),
             reason: format!(
@@ -164,11 +172,10 @@ pub(super) fn wait_in_repository(
         missing = still;
         let Some(first) = missing.first() else {
             return Ok(format!(
-                "{} WAL file(s) in the repository's archive of cluster {} ({}/{}/wal/)",
+                "{} WAL file(s) in the repository's archive of cluster {} ({}/)",
                 needs.len(),
                 archive.cluster,
-                archive.root.display(),
-                archive.cluster
+                archive.location.show(&format!("{}/wal", archive.cluster)),
             ));
         };
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
@@ -192,7 +199,7 @@ pub(super) fn wait_in_repository(
 /// [`crate::storage::Key::Wal`]).
 fn in_archive(archive: &RepoArchive<'_>, (tli, file): &Needed) -> Result<bool, BackupError> {
     let storage = |source| BackupError::Storage {
-        target: archive.root.clone(),
+        target: archive.shown(),
         source,
     };
     for c in [
@@ -249,12 +256,11 @@ pub(super) fn check_archived(
     range: (crate::types::Lsn, crate::types::Lsn),
     progress: &dyn crate::progress::Progress,
 ) -> Result<Vec<crate::wal::record::TablespaceCreate>, BackupError> {
-    let reader = crate::layout::WalArchive::local(&archive.root, archive.cluster.clone()).map_err(
-        |source| BackupError::Storage {
-            target: archive.root.clone(),
-            source,
-        },
-    )?;
+    let reader = crate::layout::WalArchive::new(
+        Arc::clone(archive.backend),
+        archive.cluster.clone(),
+        &archive.shown(),
+    );
     let seg_size = info.wal_segment_size;
     let mut records = None;
     for seg in segments {

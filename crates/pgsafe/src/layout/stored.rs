@@ -58,6 +58,11 @@ impl StoredBackup {
         }
     }
 
+    /// The backup's folder, when it is one on this host.
+    pub fn local_folder(&self) -> Option<&Path> {
+        self.folder.as_deref()
+    }
+
     /// How messages and reports name the backup (the folder, for a folder).
     pub fn shown(&self) -> &Path {
         &self.shown

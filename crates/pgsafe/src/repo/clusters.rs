@@ -14,28 +14,61 @@ pub struct ClusterList {
     pub odd_entries: Vec<OddEntry>,
 }
 
-/// Lists the clusters of the repository at `repo` (its folder, as [`super::Repository::root`]
-/// gives it), reading through `b` whether each has a registration.
-pub fn list_clusters(repo: &std::path::Path, b: &dyn Backend) -> Result<ClusterList, RepoError> {
-    let io = |source| RepoError::Create {
-        path: repo.to_owned(),
-        source,
-    };
-    let mut names = Vec::new();
-    for e in std::fs::read_dir(repo).map_err(io)? {
-        let e = e.map_err(io)?;
-        let ty = match e.file_type() {
-            Ok(t) => t,
-            // Deleted while listing.
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(err) => return Err(io(err)),
+/// What an entry at the top of the repository is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Top {
+    Folder,
+    Link,
+    Other,
+}
+
+/// Lists the clusters of `repo`, reading through its backend whether each has a registration.
+/// A repository on this host is listed as a folder (links and other files are reported);
+/// in object storage the top names are the first components of the objects' names.
+pub fn list_clusters(repo: &super::Repository) -> Result<ClusterList, RepoError> {
+    let b: &dyn Backend = repo.backend();
+    let mut names: Vec<(Vec<u8>, Top)> = Vec::new();
+    if let Some(root) = repo.local_root() {
+        let io = |source| RepoError::Create {
+            path: root.to_owned(),
+            source,
         };
-        names.push((e.file_name(), ty));
+        for e in std::fs::read_dir(root).map_err(io)? {
+            let e = e.map_err(io)?;
+            let ty = match e.file_type() {
+                Ok(t) => t,
+                // Deleted while listing.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(io(err)),
+            };
+            let top = if ty.is_dir() {
+                Top::Folder
+            } else if ty.is_symlink() {
+                Top::Link
+            } else {
+                Top::Other
+            };
+            let name = std::os::unix::ffi::OsStrExt::as_bytes(e.file_name().as_os_str()).to_vec();
+            names.push((name, top));
+        }
+    } else {
+        for o in b.list(None)? {
+            let bytes = o.name.as_bytes();
+            let (first, top) = match bytes.iter().position(|c| *c == b'/') {
+                Some(i) => (&bytes[..i], Top::Folder),
+                None => (bytes, Top::Other),
+            };
+            match names.iter_mut().find(|(n, _)| n == first) {
+                Some(e) if top == Top::Folder => e.1 = Top::Folder,
+                Some(_) => {}
+                None => names.push((first.to_vec(), top)),
+            }
+        }
     }
     names.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = ClusterList::default();
     for (name, ty) in names {
-        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str());
+        let bytes = name.as_slice();
         let shown = String::from_utf8_lossy(bytes).escape_debug().to_string();
         if bytes == REPOSITORY_MARKER.as_bytes()
             || bytes
@@ -48,8 +81,8 @@ pub fn list_clusters(repo: &std::path::Path, b: &dyn Backend) -> Result<ClusterL
             name: shown.clone(),
             why: why.to_owned(),
         };
-        if !ty.is_dir() {
-            let why = if ty.is_symlink() {
+        if ty != Top::Folder {
+            let why = if ty == Top::Link {
                 "a symbolic link at the top of the repository: never followed"
             } else {
                 "not a cluster's folder"

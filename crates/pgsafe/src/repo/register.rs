@@ -58,7 +58,7 @@ pub fn check_pgdata(pgdata: &Path, info: &ServerInfo) -> Result<(), RepoError> {
 /// the same cluster; another cluster under a taken name is refused, and nothing is written
 /// before the server and the data directory were checked.
 pub fn init_cluster(
-    repo: &Path,
+    repo: &crate::storage::Location,
     cluster: &Ident,
     pgdata: &Path,
     conn: &ConnSettings,

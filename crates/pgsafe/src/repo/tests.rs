@@ -15,14 +15,14 @@ fn timing() -> LeaseTiming {
 /// A repository with cluster `main` registered.
 fn repo() -> (tempfile::TempDir, Repository) {
     let dir = tempfile::tempdir().unwrap();
-    let r = Repository::create(&dir.path().join("repo")).unwrap();
+    let r = Repository::create(dir.path().join("repo")).unwrap();
     assert!(r.register(&registration()).unwrap());
     (dir, r)
 }
 
 /// Writes a backup folder `id` of `main` with `pgsafe.json` = `info` (None: none).
 fn put_backup(r: &Repository, id: &str, info: Option<Vec<u8>>) {
-    let folder = r.root().join("main/backups").join(id);
+    let folder = r.local_root().unwrap().join("main/backups").join(id);
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(folder.join("backup_label"), b"label").unwrap();
     if let Some(i) = info {
@@ -50,7 +50,7 @@ fn a_folder_without_the_marker_is_not_a_repository() {
 #[test]
 fn create_is_idempotent_and_registration_refuses_another_cluster() {
     let (dir, r) = repo();
-    let again = Repository::create(r.root()).unwrap();
+    let again = Repository::create(r.local_root().unwrap()).unwrap();
     // The same cluster again: success, nothing new.
     assert!(!again.register(&registration()).unwrap());
     let mut minor = registration();
@@ -96,16 +96,22 @@ fn the_catalog_is_loaded_from_folders_leases_and_events() {
         Some(info_json(SYSID + 7, 15, 9, 0xff000000, 999)),
     );
     // Odd entries: a link to a complete backup elsewhere, a file, a name that is no ID.
-    let elsewhere = r.root().parent().unwrap().join("elsewhere");
+    let elsewhere = r.local_root().unwrap().parent().unwrap().join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
     std::fs::write(
         elsewhere.join("pgsafe.json"),
         info_json(SYSID, 15, 5, 0xfff000000, 5000),
     )
     .unwrap();
-    symlink(&elsewhere, r.root().join("main/backups/20261203T140000Z")).unwrap();
-    std::fs::write(r.root().join("main/backups/stray"), b"x").unwrap();
-    std::fs::create_dir(r.root().join("main/backups/bad name")).unwrap();
+    symlink(
+        &elsewhere,
+        r.local_root()
+            .unwrap()
+            .join("main/backups/20261203T140000Z"),
+    )
+    .unwrap();
+    std::fs::write(r.local_root().unwrap().join("main/backups/stray"), b"x").unwrap();
+    std::fs::create_dir(r.local_root().unwrap().join("main/backups/bad name")).unwrap();
 
     let lease = Lease::acquire(
         r.backend(),
@@ -140,7 +146,12 @@ fn the_catalog_is_loaded_from_folders_leases_and_events() {
     // Resolving: latest, a chosen ID, and refusals.
     let (e, folder) = r.resolve(&main, None, timing()).unwrap();
     assert_eq!(e.id.as_str(), "20261203T110000Z");
-    assert_eq!(folder, r.root().join("main/backups/20261203T110000Z"));
+    assert_eq!(
+        folder.shown(),
+        r.local_root()
+            .unwrap()
+            .join("main/backups/20261203T110000Z")
+    );
     assert!(r.resolve(&main, Some("20261203T100000Z"), timing()).is_ok());
     for bad in [
         "planted",
@@ -258,7 +269,12 @@ fn catalog_of_1000_backups_load_time() {
             Some(info_json(SYSID, 15, 1, 0x1000000 * (i + 1), i as i64)),
         );
         for f in ["backup_manifest", "global/pg_control", "base/1/1259"] {
-            let p = r.root().join("main/backups").join(id.as_str()).join(f);
+            let p = r
+                .local_root()
+                .unwrap()
+                .join("main/backups")
+                .join(id.as_str())
+                .join(f);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, b"x").unwrap();
         }
@@ -279,7 +295,7 @@ fn catalog_of_1000_backups_load_time() {
 fn local_entries_match_the_listing() {
     use crate::storage::{Backend, EntryKind, MemoryBackend, ObjectName, PutOptions};
     let dir = tempfile::tempdir().unwrap();
-    let local = LocalBackend::open(dir.path()).unwrap();
+    let local = crate::storage::LocalBackend::open(dir.path()).unwrap();
     let mem = MemoryBackend::default();
     for n in ["p/a.x", "p/a/b", "p/a/c/d", "p/b", "p/c/d", "q/z"] {
         let name = ObjectName::new(n).unwrap();
@@ -344,4 +360,63 @@ fn a_holder_woken_after_its_lease_expired_stops() {
     // It was not renewed: no lease of a later sequence number was written.
     let c = r.catalog(&main, t).unwrap();
     assert!(c.leases.iter().all(|l| l.lease.seq == 0), "{:?}", c.leases);
+}
+
+#[test]
+fn claiming_a_backup_id_is_create_only_in_object_storage_and_in_a_folder() {
+    use crate::storage::{Backend, Location, MemoryBackend, ObjectName, PutOptions};
+    let main = ident("main");
+    let id = ident("20261203T150000Z");
+    let mem: std::sync::Arc<dyn Backend> = std::sync::Arc::new(MemoryBackend::new());
+    let d = tempfile::tempdir().unwrap();
+    let local = Repository::create(d.path()).unwrap();
+    // A registered cluster has its folder (cluster.json).
+    std::fs::create_dir(d.path().join("main")).unwrap();
+    let first = local.claim_backup(&main, &id).unwrap().unwrap();
+    assert!(first.folder.is_some());
+    assert!(local.claim_backup(&main, &id).unwrap().is_none());
+    // Memory stands for object storage: no folders, the claim is an object.
+    let repo =
+        &Repository::create_over(mem.clone(), Location::Opened("memory://test".into())).unwrap();
+    let first = repo.claim_backup(&main, &id).unwrap().unwrap();
+    assert!(first.folder.is_none() && first.marker_written);
+    let marker = ObjectName::new("main/backups/20261203T150000Z/pgsafe.incomplete").unwrap();
+    let note = mem.get(&marker, 1 << 20).unwrap();
+    assert!(note.starts_with(crate::layout::INCOMPLETE_NOTE));
+    // A second claim of the same ID (another host, same second) loses.
+    assert!(repo.claim_backup(&main, &id).unwrap().is_none());
+    assert_eq!(mem.get(&marker, 1 << 20).unwrap(), note);
+    // Finished: pgsafe.json written, the marker deleted. Claiming the ID again must not
+    // write into the finished backup.
+    let info = ObjectName::new("main/backups/20261203T150000Z/pgsafe.json").unwrap();
+    mem.put(&info, b"{}", PutOptions::default()).unwrap();
+    mem.delete(&marker).unwrap();
+    assert!(repo.claim_backup(&main, &id).unwrap().is_none());
+    assert_eq!(
+        mem.size(&marker).unwrap_err().kind(),
+        crate::storage::ErrorKind::NotFound
+    );
+    // An unused claim is released without a trace; a used one stays.
+    let other = ident("20261203T150001Z");
+    let c = repo.claim_backup(&main, &other).unwrap().unwrap();
+    repo.release_unused(&c).unwrap();
+    assert!(
+        mem.list(Some(
+            &ObjectName::new("main/backups/20261203T150001Z").unwrap()
+        ))
+        .unwrap()
+        .is_empty()
+    );
+    let c = repo.claim_backup(&main, &other).unwrap().unwrap();
+    c.store
+        .put(
+            &ObjectName::new("base/1/1").unwrap(),
+            b"x",
+            PutOptions::default(),
+        )
+        .unwrap();
+    repo.release_unused(&c).unwrap();
+    assert!(repo.marked_incomplete(&main, &other));
+    assert!(repo.remove_incomplete(&main, &other).unwrap());
+    assert!(!repo.marked_incomplete(&main, &other));
 }

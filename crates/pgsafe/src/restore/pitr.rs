@@ -372,7 +372,9 @@ pub fn plan(
         primary_conninfo: None,
     };
     let after_start = after_start(req, &chosen, entry.info.as_ref().map(|i| i.stop_lsn));
-    let folder = repo.backup_folder(&req.cluster, &entry.id)?;
+    let folder = repo
+        .backup_folder(&req.cluster, &entry.id)?
+        .unwrap_or_else(|| repo.backup_shown(&req.cluster, &entry.id));
     let plan = PitrPlan {
         backup: b.id.clone(),
         backup_folder: folder,

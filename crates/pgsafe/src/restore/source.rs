@@ -241,6 +241,26 @@ fn read_map(store: &StoredBackup, version: PgVersion) -> Result<Vec<(u32, PathBu
         .collect())
 }
 
+/// The directories a restore makes: those the backup recorded (every directory of the data
+/// directory, empty ones included), those its listing shows (a folder's; in object storage
+/// only the parents of objects), and `pg_wal/archive_status` (PostgreSQL needs it to start,
+/// and backups written before the list was recorded and stored in object storage lack it).
+/// Sorted by bytes, parents come first.
+fn backup_dirs(listing: &layout::Listing, info: &BackupInfo) -> Vec<RelPath> {
+    let mut dirs: std::collections::BTreeSet<RelPath> = listing.dirs.iter().cloned().collect();
+    // Read from the backup: only names that stay inside the data directory (an object name
+    // has no `..`, no empty component and is relative) are taken.
+    dirs.extend(
+        info.directories
+            .iter()
+            .filter(|d| crate::storage::ObjectName::new(d.as_bytes()).is_ok())
+            .map(|d| RelPath::from_bytes(d.as_bytes())),
+    );
+    dirs.insert(RelPath::from(WAL_DIR));
+    dirs.insert(RelPath::from(format!("{WAL_DIR}/archive_status").as_str()));
+    dirs.into_iter().collect()
+}
+
 /// Top-level `pg_wal/<name>` files of a listing.
 fn wal_names(listing: &layout::Listing) -> Vec<String> {
     listing
@@ -336,6 +356,7 @@ impl Source {
                     .is_some_and(|m| m.mode() & 0o040 != 0),
             };
         let tablespaces = read_map(store, version)?;
+        let dirs = backup_dirs(&listing, &info);
         let mut warnings = drop_recovery_files(&mut files);
         for t in &info.tablespaces {
             if !tablespaces.iter().any(|(oid, _)| *oid == t.oid) {
@@ -352,7 +373,7 @@ impl Source {
             version,
             label,
             tablespaces,
-            dirs: listing.dirs,
+            dirs,
             files,
             control,
             wal_names: wal,

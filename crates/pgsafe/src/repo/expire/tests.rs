@@ -11,7 +11,7 @@ use crate::storage::PutOptions;
 
 fn repo() -> (tempfile::TempDir, Repository) {
     let dir = tempfile::tempdir().unwrap();
-    let r = Repository::create(&dir.path().join("repo")).unwrap();
+    let r = Repository::create(dir.path().join("repo")).unwrap();
     assert!(r.register(&registration()).unwrap());
     (dir, r)
 }
@@ -19,7 +19,7 @@ fn repo() -> (tempfile::TempDir, Repository) {
 /// A backup folder `id` with a few files; `pgsafe.json` of a backup stopping at `stop` on
 /// timeline `tli`, finished at `at` (None: no pgsafe.json, an unfinished backup).
 fn put_backup(r: &Repository, id: &str, tli: u32, stop: u64, at: Option<i64>) {
-    let folder = r.root().join("main/backups").join(id);
+    let folder = r.local_root().unwrap().join("main/backups").join(id);
     for f in [
         "backup_label",
         "global/pg_control",
@@ -77,7 +77,7 @@ fn opts(keep_full: Option<u32>, dry_run: bool) -> ExpireOptions {
 }
 
 fn folders(r: &Repository) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(r.root().join("main/backups"))
+    let mut v: Vec<String> = std::fs::read_dir(r.local_root().unwrap().join("main/backups"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -110,7 +110,7 @@ fn dry_run_lists_exactly_what_is_then_deleted() {
     assert!(dry.deleted.is_empty());
     assert_eq!(folders(&r).len(), 5, "a dry run deletes nothing");
     assert!(
-        !r.root().join("main/leases").exists()
+        !r.local_root().unwrap().join("main/leases").exists()
             || list_leases(r.backend(), &main).unwrap().is_empty()
     );
 
@@ -185,7 +185,12 @@ fn running_backups_are_kept_and_half_deleted_ones_are_finished() {
     put_lease(&r, &lease("died", 3, 0), "died-000003");
     // An expire killed after deleting pgsafe.json of a backup.
     put_backup(&r, "half", 1, 0x50_0000, None);
-    std::fs::remove_file(r.root().join("main/backups/half/base/1/1259")).unwrap();
+    std::fs::remove_file(
+        r.local_root()
+            .unwrap()
+            .join("main/backups/half/base/1/1259"),
+    )
+    .unwrap();
 
     // No retention configured: only the leftovers go.
     let done = expire(r.backend(), &main, &opts(None, false), |p| {
@@ -246,7 +251,7 @@ fn an_unregistered_cluster_is_refused_before_any_lease() {
         matches!(e, ExpireError::Repo(RepoError::NotRegistered { .. })),
         "{e}"
     );
-    assert!(!r.root().join("other").exists());
+    assert!(!r.local_root().unwrap().join("other").exists());
 }
 
 #[test]
@@ -271,7 +276,8 @@ fn expire_of_100_backups_time() {
         put_backup(&r, &id, 1, 0x100_0000 * (i + 1), Some(i as i64 * 3600));
         for f in 0..46 {
             std::fs::write(
-                r.root()
+                r.local_root()
+                    .unwrap()
                     .join("main/backups")
                     .join(&id)
                     .join(format!("base/1/{f}")),
