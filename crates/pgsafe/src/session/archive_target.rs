@@ -207,9 +207,11 @@ fn fill_from_config(
         return Ok((repo, call.cluster.clone(), None));
     };
     let resolved = crate::config::Resolved::for_cluster(Some(&config), call.cluster.as_deref());
-    let repo = match repo {
-        Some(r) => Some(r),
-        None => resolved
+    let repo = match (repo, &resolved.repo) {
+        (Some(r), _) => Some(r),
+        // An object store location, compared as written.
+        (None, Some(crate::config::RepoLocation::Remote(url))) => Some(PathBuf::from(url)),
+        (None, _) => resolved
             .local_repo()
             .map_err(|e| e.to_string())?
             .map(Path::to_owned),
