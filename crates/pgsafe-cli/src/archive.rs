@@ -152,7 +152,7 @@ fn record_failure(args: &PushArgs, file: &ArchiveFile, e: &anyhow::Error) {
     let Ok(path) = crate::repo::repo_path(args.repo.repo.as_deref(), &cfg) else {
         return;
     };
-    let repo = Repository::open(&path).ok();
+    let repo = crate::repo::open_at(&path).ok();
     let spool = spool::Spool::beside(&args.path);
     let kind = crate::failure::kind_of(e).as_str();
     let message = crate::error_chain(e);
