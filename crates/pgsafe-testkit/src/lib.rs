@@ -39,6 +39,7 @@ mod loopfs;
 mod pgbench;
 mod pitr;
 mod repo_archive;
+pub mod s3;
 mod tls;
 mod user;
 mod waltools;

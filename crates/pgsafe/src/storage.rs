@@ -43,6 +43,7 @@ pub mod name;
 pub mod prefixed;
 pub mod ratelimit;
 pub mod retry;
+pub mod s3;
 mod shared;
 
 #[cfg(any(test, feature = "conformance"))]
