@@ -69,7 +69,8 @@ fn write_all(
 ) -> pgsafe::storage::Result<PutOutcome> {
     let mut w = b.writer(name, PutOptions::default())?;
     for c in data.chunks(1024 * 1024) {
-        w.write_all(c).unwrap();
+        w.write_all(c)
+            .map_err(|e| pgsafe::storage::StorageError::io("store", name, e))?;
     }
     w.finish()
 }
@@ -169,4 +170,45 @@ fn racing_writers_and_if_none_match() {
             );
         }
     }
+}
+
+/// Failures injected between client and server: transient ones are retried (and a broken-off
+/// read resumes) so every operation succeeds; a failure that persists past the retry budget
+/// is a clean Transient error with nothing half-visible: no object listed, no multipart
+/// upload left.
+#[test]
+fn faults_are_retried_or_fail_cleanly() {
+    use pgsafe_testkit::s3::{Fault, FaultProxy, RequestKind};
+    let server = S3Server::start(S3Kind::S3sFs);
+    let proxy = FaultProxy::start(server.port);
+    let mut config = server.config("faults");
+    config.endpoint = Some(proxy.endpoint());
+    config.retry_budget = std::time::Duration::from_secs(5);
+    let b = S3Backend::open(&config).unwrap();
+
+    let k = n("a/b");
+    let data = pattern(300_000, 3);
+    proxy.inject(RequestKind::Head, Fault::ResetBefore, 2);
+    proxy.inject(RequestKind::PutObject, Fault::SlowDown, 2);
+    proxy.inject(RequestKind::PutObject, Fault::InternalError, 1);
+    assert_eq!(
+        b.put(&k, &data, PutOptions::default()).unwrap(),
+        PutOutcome::Created
+    );
+    proxy.inject(RequestKind::Get, Fault::InternalError, 1);
+    proxy.inject(RequestKind::Get, Fault::Truncate, 2);
+    assert!(b.get(&k, u64::MAX).unwrap() == data);
+    proxy.inject(RequestKind::List, Fault::SlowDown, 2);
+    assert_eq!(b.list(None).unwrap().len(), 1);
+    assert!(proxy.injected() >= 10, "{:?}", proxy.seen());
+
+    // Every part upload refused: the write fails, and leaves nothing.
+    proxy.inject(RequestKind::UploadPart, Fault::SlowDown, 100_000);
+    let big = n("a/big");
+    let e = write_all(&b, &big, &pattern(SINGLE_PUT_MAX + 20 * 1024 * 1024, 4)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+    proxy.clear();
+    let names: Vec<_> = b.list(None).unwrap().into_iter().map(|o| o.name).collect();
+    assert_eq!(names, std::slice::from_ref(&k));
+    assert_eq!(server.multipart_uploads(), Vec::<String>::new());
 }
