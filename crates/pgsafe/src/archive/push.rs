@@ -27,6 +27,7 @@ use std::path::Path;
 use crate::codec::{Compression, DEFAULT_ZSTD_LEVEL};
 use crate::label::BackupLabel;
 use crate::repo::Registration;
+use crate::storage::crypt::is_key_unavailable;
 use crate::storage::{Backend, ErrorKind, Ident, ObjectName, PutOptions, PutOutcome};
 use crate::wal::{LONG_HEADER_SIZE, TimelineHistory, check_segment_header};
 
@@ -153,19 +154,25 @@ pub fn push_file(
 
     // Already there, under any compression? Every name is compared: a push killed between
     // writing its object and settling (below) can have left a second one.
+    let c = file.stored_compression(opts.compression);
+    let object = file.object_name(cluster, c)?;
     let mut present = None;
-    for (stored, c) in file.stored_candidates() {
-        let object = crate::layout::wal_object_name(cluster, file.timeline(), &stored)?;
-        if let Some(outcome) = compare_stored(backend, cluster, file, &object, c, &mut f, &text)? {
-            present = Some(outcome);
+    for (stored, sc) in file.stored_candidates() {
+        let other = crate::layout::wal_object_name(cluster, file.timeline(), &stored)?;
+        match compare_stored(backend, cluster, file, &other, sc, &mut f, &text) {
+            Ok(Some(outcome)) => present = Some(outcome),
+            Ok(None) => {}
+            // A host holding only public keys (docs/encryption.md) cannot read what is
+            // stored under the name it writes: the write-once put below tells the same bytes
+            // from others by the stored object's identity tag instead.
+            Err(ArchiveError::Storage(e)) if other == object && is_key_unavailable(&e) => {}
+            Err(e) => return Err(e),
         }
     }
     if let Some(outcome) = present {
         return Ok(outcome);
     }
 
-    let c = file.stored_compression(opts.compression);
-    let object = file.object_name(cluster, c)?;
     let put = {
         let writer = backend.writer(&object, PutOptions::default())?;
         let store = |e: io::Error| crate::storage::StorageError::io("store", &object, e);
@@ -197,9 +204,18 @@ pub fn push_file(
         // Another push of the same file won the race with other compressed bytes (another
         // level): compare what it stored.
         Err(e) if e.kind() == ErrorKind::Conflict => {
-            match compare_stored(backend, cluster, file, &object, c, &mut f, &text)? {
-                Some(outcome) => Ok(outcome),
-                None => Err(e.into()),
+            match compare_stored(backend, cluster, file, &object, c, &mut f, &text) {
+                Ok(Some(outcome)) => Ok(outcome),
+                Ok(None) => Err(e.into()),
+                // Unreadable here (public keys only), and its identity tag differs.
+                Err(ArchiveError::Storage(u)) if is_key_unavailable(&u) => {
+                    Err(ArchiveError::Conflict {
+                        file: file.to_string(),
+                        cluster: cluster.to_string(),
+                        object: object.to_string(),
+                    })
+                }
+                Err(other) => Err(other),
             }
         }
         Err(e) => Err(e.into()),

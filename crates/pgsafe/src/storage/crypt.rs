@@ -119,6 +119,14 @@ impl Encrypted {
         format::plain_size(stored).map_err(|e| format_error("inspect", name, e))
     }
 
+    /// The size a listing reports: a stored size no encrypted object can have (truncated or
+    /// planted) is listed as 0, so one damaged object is reported by whoever reads the listing
+    /// (a size that does not match, a read that fails) instead of failing the whole listing
+    /// (the WAL archive's reports and expire list every object of a cluster).
+    fn listed_size(&self, stored: u64) -> u64 {
+        format::plain_size(stored).unwrap_or(0)
+    }
+
     /// The header of the stored object `name`, and the cipher that opens it.
     fn open_cipher(&self, name: &ObjectName, scope: &ObjectName) -> Result<ObjectCipher> {
         let head = self.inner.get_range(name, 0, HEADER_LEN as u64)?;
@@ -182,7 +190,7 @@ impl Backend for Encrypted {
         let mut out = self.inner.list(prefix)?;
         for o in &mut out {
             if (self.scoping)(&o.name).is_some() {
-                o.size = self.plain_size(&o.name, o.size)?;
+                o.size = self.listed_size(o.size);
             }
         }
         Ok(out)
@@ -197,7 +205,7 @@ impl Backend for Encrypted {
                 };
                 if (self.scoping)(&name).is_some() {
                     e.kind = EntryKind::Object {
-                        size: self.plain_size(&name, size)?,
+                        size: self.listed_size(size),
                     };
                 }
             }
