@@ -68,6 +68,12 @@ pub struct BackupInfo {
     pub shrunk_files: u64,
     pub started_at: i64,
     pub finished_at: i64,
+    /// The server's clock right after the backup stopped (RFC 3339, microseconds; absent in
+    /// backups of pgsafe before it was recorded): every transaction ended before the backup's
+    /// stop point ended before this time, so recovery from this backup reaches any time target
+    /// at or after it (restore/select.rs). `finished_at` is pgsafe's clock, in whole seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_time: Option<String>,
     pub duration_secs: f64,
     pub copy_secs: f64,
     /// Uncompressed MiB per second over the copy phase.

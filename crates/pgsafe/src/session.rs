@@ -427,8 +427,15 @@ impl BackupStarted {
     pub fn stop(mut self, wait_for_archive: bool) -> Result<BackupStopped, SessionError> {
         let api = BackupApi::for_version(self.session.info.version);
         let began = Instant::now();
+        // The server's clock once the stop function has returned (the select list is computed
+        // after the function scan), in microseconds, rounded up: every transaction whose
+        // commit or abort record lies before the stop point took its timestamp before this
+        // (`RecordTransactionCommit` in src/backend/access/transam/xact.c takes it before
+        // inserting the record), which is what a time target is compared with
+        // (`recoveryStopsBefore` in xlogrecovery.c).
         let stop_sql = format!(
-            "SELECT lsn::text, {}, {} FROM {}",
+            "SELECT lsn::text, {}, {}, \
+                floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint + 1 FROM {}",
             raw_text_sql(&self.session.info.server_encoding, "labelfile"),
             raw_text_sql(&self.session.info.server_encoding, "spcmapfile"),
             api.stop_from
@@ -442,6 +449,7 @@ impl BackupStarted {
         let stop_lsn: Lsn = col::<String>(&row, 0, STOP)?.parse()?;
         let label_bytes: Vec<u8> = col(&row, 1, STOP)?;
         let spcmap: Option<Vec<u8>> = col(&row, 2, STOP)?;
+        let stop_time_us: Option<i64> = col(&row, 3, STOP)?;
         let label = BackupLabel::parse(&label_bytes)?;
         // pg_backup_stop does not return the stop timeline: on a primary it is the start
         // timeline; on a standby min_recovery_end_timeline right after the stop (`xlog.c`).
@@ -469,6 +477,7 @@ impl BackupStarted {
             stop_lsn,
             stop_tli,
             stop_duration: began.elapsed(),
+            stop_time_us,
             session: self.session,
         })
     }
@@ -493,6 +502,9 @@ pub struct BackupStopped {
     pub stop_tli: TimelineId,
     pub stop_wal: WalSegment,
     pub stop_duration: Duration,
+    /// The server's clock right after the stop (microseconds since the Unix epoch, rounded
+    /// up): later than the end of every transaction before the stop point.
+    pub stop_time_us: Option<i64>,
 }
 
 impl BackupStopped {

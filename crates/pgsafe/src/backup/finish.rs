@@ -68,6 +68,7 @@ pub(super) fn finish(
         wal::backup_history_files(start_lsn, start_tli, stop_lsn, stop_tli, history.as_ref())
             .map_err(BackupWalError::from)?;
     let map_bytes = stopped.tablespace_map.clone();
+    let stop_time_us = stopped.stop_time_us;
     let mut session = stopped.into_session();
     let encoding = session.info().server_encoding.clone();
     let mut tablespace_changes = tablespaces::changes(
@@ -256,6 +257,7 @@ pub(super) fn finish(
         shrunk_files: report.resized.len() as u64,
         started_at,
         finished_at: now(),
+        stop_time: stop_time_us.map(crate::repo::doc::format_time),
         duration_secs: began.elapsed().as_secs_f64(),
         copy_secs,
         copy_mib_per_sec: if copy_secs > 0.0 {

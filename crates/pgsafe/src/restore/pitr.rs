@@ -439,10 +439,16 @@ fn after_start(req: &PitrRequest, chosen: &select::Selection, stop: Option<Lsn>)
     });
     out.push(format!(
         "\"requested recovery stop point is before consistent recovery point\": the target \
-         lies before the end of backup {} (LSN {}, finished {}): restore an older backup",
+         lies before the end of backup {} (LSN {}, {}): restore an older backup",
         b.id,
         stop.unwrap_or(b.stop_lsn),
-        rfc3339(b.finished_at)
+        match b.stop_time_us {
+            Some(us) => format!(
+                "stopped {} by the server's clock",
+                crate::repo::doc::format_time(us)
+            ),
+            None => format!("finished {}", rfc3339(b.finished_at)),
+        }
     ));
     if chosen.unknowable {
         out.push(format!(

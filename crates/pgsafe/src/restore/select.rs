@@ -128,6 +128,9 @@ pub struct Candidate {
     pub stop_tli: TimelineId,
     /// When pgsafe finished the backup (unix seconds): its stop point was written before.
     pub finished_at: i64,
+    /// The server's clock right after the backup stopped (microseconds since the Unix epoch),
+    /// when the backup recorded it: every transaction ended before its stop point ended before.
+    pub stop_time_us: Option<i64>,
     /// Its latest verification failed: never chosen unless named.
     pub failed_verification: bool,
 }
@@ -145,6 +148,10 @@ pub fn candidates(catalog: &crate::repo::Catalog) -> Vec<Candidate> {
                 stop_lsn: i.stop_lsn,
                 stop_tli: i.stop_tli,
                 finished_at: i.finished_at,
+                stop_time_us: i
+                    .stop_time
+                    .as_deref()
+                    .and_then(crate::repo::doc::parse_time),
                 failed_verification: e.failed_verification(),
             })
         })
@@ -430,18 +437,36 @@ fn cannot_reach(b: &Candidate, target: &PitrTarget, history: &TimelineHistory) -
         ));
     }
     match target {
-        PitrTarget::Time(t) => {
-            // finished_at is in whole seconds, and the stop point was written before it: the
-            // backup is consistent by finished_at + 1 s at the latest.
-            let done = b.finished_at.saturating_add(1);
-            (done > t.timestamp()).then(|| {
+        PitrTarget::Time(t) => match b.stop_time_us {
+            // PostgreSQL compares a time target with the timestamp of each commit and abort
+            // record it replays, from the backup's start on (`recoveryStopsBefore`,
+            // src/backend/access/transam/xlogrecovery.c), and stopping before the backup's
+            // stop point is fatal ("requested recovery stop point is before consistent
+            // recovery point"). Every such record before the stop point ended before the
+            // server's clock read right after the stop: a target at or after that time is
+            // reached.
+            Some(stop) => (t.timestamp_micros() < stop).then(|| {
                 format!(
-                    "finished at {}, not before the target",
-                    DateTime::from_timestamp(b.finished_at, 0)
-                        .map_or_else(|| b.finished_at.to_string(), |d| d.to_rfc3339())
+                    "stopped at {} (the server's clock), not before the target: a transaction \
+                     that ended in its WAL after the target would stop recovery before the \
+                     backup is consistent",
+                    crate::repo::doc::format_time(stop)
                 )
-            })
-        }
+            }),
+            // A backup of an older pgsafe: finished_at is pgsafe's clock in whole seconds, and
+            // the stop point was written before it: consistent by finished_at + 1 s at the
+            // latest.
+            None => {
+                let done = b.finished_at.saturating_add(1);
+                (done > t.timestamp()).then(|| {
+                    format!(
+                        "finished at {}, not before the target",
+                        DateTime::from_timestamp(b.finished_at, 0)
+                            .map_or_else(|| b.finished_at.to_string(), |d| d.to_rfc3339())
+                    )
+                })
+            }
+        },
         PitrTarget::Lsn(l) => (b.stop_lsn > *l).then(|| {
             format!(
                 "ends at {}, after the target (it is consistent only there)",

@@ -14,6 +14,7 @@ fn b(id: &str, tli: TimelineId, start: u64, stop: u64, finished_at: i64) -> Cand
         stop_lsn: Lsn(stop),
         stop_tli: tli,
         finished_at,
+        stop_time_us: None,
         failed_verification: false,
     }
 }
@@ -40,6 +41,37 @@ fn secs(s: &str) -> i64 {
 
 fn pick(c: &[Candidate], t: &PitrTarget, g: TargetTimeline, tl: &Timelines) -> Selection {
     select(c, None, t, g, tl, None).unwrap()
+}
+
+/// With the server's clock at the stop recorded, a target from that microsecond on is reached
+/// (no transaction before the stop point ended later), one before it is not — whatever the
+/// whole-second finish time says.
+#[test]
+fn a_time_target_is_reachable_from_the_servers_stop_time_on() {
+    let stop = parse_target_time("2026-12-01 10:00:00.250000+00").unwrap();
+    let c = [Candidate {
+        stop_time_us: Some(stop.timestamp_micros()),
+        ..b("A", T1, 0x100_0028, 0x100_0100, stop.timestamp())
+    }];
+    let tl = Timelines::default();
+    for ok in [
+        "2026-12-01 10:00:00.250000+00",
+        "2026-12-01 10:00:00.250001+00",
+    ] {
+        assert_eq!(
+            pick(&c, &at(ok), TargetTimeline::Latest, &tl).backup.id,
+            "A",
+            "{ok}"
+        );
+    }
+    for early in ["2026-12-01 10:00:00.249999+00", "2026-12-01 09:59:59+00"] {
+        match select(&c, None, &at(early), TargetTimeline::Latest, &tl, None) {
+            Err(SelectError::Unreachable { skipped, .. }) => {
+                assert!(skipped[0].why.contains("the server's clock"), "{skipped:?}")
+            }
+            other => panic!("{early}: {other:?}"),
+        }
+    }
 }
 
 #[test]
