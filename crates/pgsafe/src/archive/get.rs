@@ -25,6 +25,7 @@ use crate::storage::{Backend, ErrorKind, Ident, ObjectName, ObjectReader, Storag
 use crate::wal::{LONG_HEADER_SIZE, check_segment_header};
 
 use super::push::{TEXT_FILE_LIMIT, check_text};
+use super::spool::FileSum;
 use super::{ArchiveError, ArchiveFile};
 
 /// Read buffer.
@@ -68,8 +69,20 @@ pub fn get_to(
     file: &ArchiveFile,
     dest: &Path,
 ) -> Result<bool, ArchiveError> {
+    Ok(get_to_summed(backend, cluster, reg, file, dest)?.is_some())
+}
+
+/// [`get_to`], also giving the size and CRC-32C of the bytes written to `dest` (taken while
+/// they were written, not by reading `dest` again); `None`: not in the archive.
+pub fn get_to_summed(
+    backend: &dyn Backend,
+    cluster: &Ident,
+    reg: &Registration,
+    file: &ArchiveFile,
+    dest: &Path,
+) -> Result<Option<FileSum>, ArchiveError> {
     let Some((object, c, reader)) = open(backend, cluster, file)? else {
-        return Ok(false);
+        return Ok(None);
     };
     let tmp = temp_path(dest);
     let dest_err = |path: &Path| {
@@ -87,18 +100,43 @@ pub fn get_to(
         .map_err(dest_err(&tmp))?;
     let guard = RemoveOnDrop(Some(tmp.clone()));
     let mut out = io::BufWriter::with_capacity(CHUNK, out);
-    copy_checked(reader, c, &object, cluster, reg, file, &mut out).map_err(|e| match e {
+    let mut summing = Summing {
+        out: &mut out,
+        sum: FileSum { size: 0, crc32c: 0 },
+    };
+    copy_checked(reader, c, &object, cluster, reg, file, &mut summing).map_err(|e| match e {
         Failure::Archive(e) => e,
         Failure::Write(source) => ArchiveError::Dest {
             path: tmp.clone(),
             source,
         },
     })?;
+    let sum = summing.sum;
     out.flush().map_err(dest_err(&tmp))?;
     drop(out);
     fs::rename(&tmp, dest).map_err(dest_err(dest))?;
     guard.disarm();
-    Ok(true)
+    Ok(Some(sum))
+}
+
+/// A writer that sums what goes through it.
+struct Summing<'a> {
+    out: &'a mut dyn Write,
+    sum: FileSum,
+}
+
+impl Write for Summing<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        let done = buf.get(..n).unwrap_or(buf);
+        self.sum.crc32c = crc32c::crc32c_append(self.sum.crc32c, done);
+        self.sum.size += done.len() as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// The temporary name beside `dest`: a dot file PostgreSQL ignores in pg_wal, unique per

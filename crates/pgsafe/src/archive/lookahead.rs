@@ -31,9 +31,10 @@ use crate::storage::{Backend, ErrorKind, Ident};
 use crate::types::WalSegSize;
 use crate::wal::{LONG_HEADER_SIZE, check_segment_header};
 
-use super::push::{PushOptions, PushOutcome, push_file};
+use super::push::{PushOptions, PushOutcome, push_file, push_file_summed};
 use super::spool::{
-    ArchiveStatus, Backlog, Binding, GapRecord, Spool, SpoolError, file_sum, scan_backlog,
+    ArchiveStatus, Backlog, Binding, FileStamp, GapRecord, Spool, SpoolError, file_sum,
+    scan_backlog,
 };
 use super::{ArchiveError, ArchiveFile};
 
@@ -94,7 +95,8 @@ pub struct PushReport {
     pub gaps_recorded: Vec<EventKind>,
     /// Gap records in the spool that belong to another cluster (left alone).
     pub foreign_gaps: Vec<String>,
-    /// The backlog seen, and whether archiving falls behind (`None`: not a pg_wal folder).
+    /// The backlog seen, and whether archiving falls behind (`None`: not a pg_wal folder, or
+    /// acknowledged from the spool without looking at the backlog).
     pub status: Option<ArchiveStatus>,
 }
 
@@ -136,26 +138,31 @@ pub fn push(
     if let Some(seg) = file.segment() {
         super::prefetch::discard_upto(&spool, seg, reg.wal_segment_size);
     }
-    let backlog = scan_backlog(spool.wal_dir()).unwrap_or_default();
-    let waiting: std::collections::HashSet<String> =
-        backlog.ready.iter().map(|f| f.to_string()).collect();
-    spool.clean_acks(&|f| waiting.contains(f) || f == file.to_string());
-    let status = spool.update_status(&backlog, la.batch(), la.queue_max);
     let mut report = PushReport {
         acknowledged: Acknowledged::Stored,
         ahead_stored: Vec::new(),
         ahead_failed: Vec::new(),
         gaps_recorded: flushed.events,
         foreign_gaps: flushed.foreign,
-        status: Some(status),
+        status: None,
     };
 
+    // An acknowledgement is answered before the backlog is scanned and the status written:
+    // a backlog is mostly acknowledgements (all but one file of each batch), and the scan
+    // (a stat of every waiting file) and the status file (a rename over the last one, which
+    // ext4 flushes: `auto_da_alloc`) cost more than the acknowledgement itself. The push that
+    // stores the next batch brings the status up to date.
     if let Some(acked) = spool.take_ack(&binding, file, src)? {
         if spooled_object_ok(backend, reg, file, src, &acked.object)? {
             report.acknowledged = Acknowledged::Spooled;
             return Ok(report);
         }
     }
+    let backlog = scan_backlog(spool.wal_dir()).unwrap_or_default();
+    let waiting: std::collections::HashSet<String> =
+        backlog.ready.iter().map(|f| f.to_string()).collect();
+    spool.clean_acks(&|f| waiting.contains(f) || f == file.to_string());
+    report.status = Some(spool.update_status(&backlog, la.batch(), la.queue_max));
 
     // X first, then the files PostgreSQL will ask for next, not yet acknowledged.
     let mut work: Vec<(ArchiveFile, std::path::PathBuf)> = vec![(*file, src.to_owned())];
@@ -214,10 +221,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Pushes a file ahead and records it in the spool if, and only if, it is stored and the
-/// local file was not written meanwhile: its size, inode, modification and change times are
-/// the same before the push and after the CRC-32C of the record is taken (a file rewritten
-/// meanwhile is not acknowledged: what was stored may be its older content). The times stand
-/// in for a second read of the file, which would cost as much as the CRC itself.
+/// local file was not written meanwhile: its stamp (device, inode, size, modification and
+/// change times) is the same before and after the push (a file rewritten meanwhile is not
+/// acknowledged: what was stored may be its older content). The record carries the size and
+/// CRC-32C of the bytes the push read and stored (taken while they were read, not by a second
+/// read) and the stamp, which lets the acknowledgement skip reading the file again
+/// ([`Spool::take_ack`]).
 #[allow(clippy::too_many_arguments)]
 fn push_ahead(
     backend: &dyn Backend,
@@ -230,32 +239,27 @@ fn push_ahead(
     opts: &PushOptions,
 ) -> Result<(), String> {
     let read = |e: std::io::Error| format!("read {}: {e}", path.display());
-    let before = stamp(path).map_err(read)?;
-    push_file(backend, cluster, reg, file, path, opts).map_err(|e| e.to_string())?;
-    let sum = file_sum(path).map_err(read)?;
-    if stamp(path).map_err(read)? != before || sum.size != before.0 {
+    let before = FileStamp::of(path).map_err(read)?;
+    let pushed =
+        push_file_summed(backend, cluster, reg, file, path, opts).map_err(|e| e.to_string())?;
+    let after = FileStamp::of(path).map_err(read)?;
+    // Already stored: compared, not stored; the bytes are summed now.
+    let sum = match pushed.sum {
+        Some(sum) => sum,
+        None => file_sum(path).map_err(read)?,
+    };
+    if after != before || sum.size != after.size {
         return Err(format!("{} changed while it was pushed", path.display()));
     }
-    let object = stored_object(backend, cluster, file)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{file} is not in the archive after its push"))?;
+    let object = match pushed.object {
+        Some(o) => o.to_string(),
+        None => stored_object(backend, cluster, file)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{file} is not in the archive after its push"))?,
+    };
     spool
-        .record_ack(binding, file, &object, sum)
+        .record_ack_stamped(binding, file, &object, sum, Some(after))
         .map_err(|e| e.to_string())
-}
-
-/// Size, inode, modification and change time (nanoseconds) of a file.
-fn stamp(path: &Path) -> std::io::Result<(u64, u64, i64, i64, i64, i64)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path)?;
-    Ok((
-        m.len(),
-        m.ino(),
-        m.mtime(),
-        m.mtime_nsec(),
-        m.ctime(),
-        m.ctime_nsec(),
-    ))
 }
 
 /// The name of the object `file` is stored as, trying each compression (`None`: not stored).

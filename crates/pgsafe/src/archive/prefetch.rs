@@ -29,8 +29,8 @@ use crate::storage::{Backend, Ident};
 use crate::types::{WalSegSize, WalSegment};
 use crate::wal::{LONG_HEADER_SIZE, check_segment_header};
 
-use super::get::get_to;
-use super::spool::{Binding, FileSum, PREFETCH_DIR, Spool, SpoolError, file_sum};
+use super::get::{get_to, get_to_summed};
+use super::spool::{Binding, FileStamp, FileSum, PREFETCH_DIR, Spool, SpoolError, file_sum};
 use super::{ArchiveError, ArchiveFile};
 
 /// Segments fetched ahead by default.
@@ -95,6 +95,10 @@ struct QueueRecord {
     file: String,
     #[serde(flatten)]
     sum: FileSum,
+    /// The queue file's stamp when it was written (records without one are checked by
+    /// reading the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stamp: Option<FileStamp>,
     fetched_at: String,
 }
 
@@ -271,7 +275,18 @@ fn check_queued(
             rec.binding.repo, rec.binding.cluster, rec.binding.system_identifier
         ));
     }
-    let sum = file_sum(data).map_err(|e| format!("read: {e}"))?;
+    // The file as it was written (same inode, size, modification and change times): its
+    // bytes are the ones summed while they were written, no need to read them again (see
+    // `Spool::take_ack` for why a stamp stands in for the bytes; a queue copied with the data
+    // folder has other change times and is read).
+    let unchanged = rec.stamp.is_some_and(|st| {
+        FileStamp::of(data).is_ok_and(|now| now == st && now.size == rec.sum.size)
+    });
+    let sum = if unchanged {
+        rec.sum
+    } else {
+        file_sum(data).map_err(|e| format!("read: {e}"))?
+    };
     if sum != rec.sum {
         return Err(format!(
             "its content changed since it was fetched ({} bytes, CRC-32C {:08x}; fetched: {} \
@@ -315,15 +330,18 @@ fn fetch_ahead(
 ) -> Result<bool, String> {
     let (data, rec_path) = queue_paths(queue, seg);
     let file = ArchiveFile::Segment(seg);
-    if !get_to(backend, cluster, reg, &file, &data).map_err(|e| e.to_string())? {
+    let Some(sum) =
+        get_to_summed(backend, cluster, reg, &file, &data).map_err(|e| e.to_string())?
+    else {
         return Ok(false);
-    }
-    let sum = file_sum(&data).map_err(|e| format!("read {}: {e}", data.display()))?;
+    };
+    let stamp = FileStamp::of(&data).map_err(|e| format!("read {}: {e}", data.display()))?;
     let rec = QueueRecord {
         format: QUEUE_FORMAT,
         binding: binding.clone(),
         file: seg.to_string(),
         sum,
+        stamp: Some(stamp),
         fetched_at: format_time(now_us()),
     };
     let tmp = queue.join(format!(".{seg}{RECORD_SUFFIX}.tmp-{}", std::process::id()));

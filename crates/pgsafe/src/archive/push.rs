@@ -31,6 +31,7 @@ use crate::storage::crypt::is_key_unavailable;
 use crate::storage::{Backend, ErrorKind, Ident, ObjectName, PutOptions, PutOutcome};
 use crate::wal::{LONG_HEADER_SIZE, TimelineHistory, check_segment_header};
 
+use super::spool::FileSum;
 use super::{ArchiveError, ArchiveFile};
 
 /// Largest history or backup history file accepted (both are a few lines of text; a timeline
@@ -77,6 +78,31 @@ pub fn push_file(
     src: &Path,
     opts: &PushOptions,
 ) -> Result<PushOutcome, ArchiveError> {
+    push_file_summed(backend, cluster, reg, file, src, opts).map(|p| p.outcome)
+}
+
+/// What [`push_file_summed`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pushed {
+    pub outcome: PushOutcome,
+    /// The object that holds the file (`None` when it was found already stored, possibly
+    /// under more than one name, or another push's object was kept: look it up).
+    pub object: Option<ObjectName>,
+    /// Size and CRC-32C of the bytes read from the file and stored, taken while they were
+    /// read (`None` when the file was already stored: it was compared, not stored).
+    pub sum: Option<FileSum>,
+}
+
+/// [`push_file`], also saying which object holds the file and the sum of the bytes stored
+/// (for look-ahead acknowledgements, without a second read of the file).
+pub fn push_file_summed(
+    backend: &dyn Backend,
+    cluster: &Ident,
+    reg: &Registration,
+    file: &ArchiveFile,
+    src: &Path,
+    opts: &PushOptions,
+) -> Result<Pushed, ArchiveError> {
     let source = |e| ArchiveError::Source {
         path: src.to_owned(),
         source: e,
@@ -170,22 +196,37 @@ pub fn push_file(
         }
     }
     if let Some(outcome) = present {
-        return Ok(outcome);
+        return Ok(Pushed {
+            outcome,
+            object: None,
+            sum: None,
+        });
     }
 
+    let mut sum = FileSum { size: 0, crc32c: 0 };
     let put = {
         let writer = backend.writer(&object, PutOptions::default())?;
         let store = |e: io::Error| crate::storage::StorageError::io("store", &object, e);
         let mut sink = c.encoder(writer).map_err(store)?;
         match &text {
-            Some(bytes) => sink.write_all(bytes).map_err(store)?,
+            Some(bytes) => {
+                sink.write_all(bytes).map_err(store)?;
+                sum = FileSum {
+                    size: bytes.len() as u64,
+                    crc32c: crc32c::crc32c(bytes),
+                };
+            }
             None => {
                 let want = reg.wal_segment_size.bytes();
-                let copied =
-                    copy_limited(&mut f, want, |buf| sink.write_all(buf)).map_err(|e| match e {
-                        Copy::Read(e) => source(e),
-                        Copy::Write(e) => ArchiveError::Storage(store(e)),
-                    })?;
+                let copied = copy_limited(&mut f, want, |buf| {
+                    sum.crc32c = crc32c::crc32c_append(sum.crc32c, buf);
+                    sum.size += buf.len() as u64;
+                    sink.write_all(buf)
+                })
+                .map_err(|e| match e {
+                    Copy::Read(e) => source(e),
+                    Copy::Write(e) => ArchiveError::Storage(store(e)),
+                })?;
                 if copied != want {
                     // Dropping the sink and its writer stores nothing.
                     return Err(refused(format!(
@@ -198,14 +239,27 @@ pub fn push_file(
         writer.flush().map_err(store)?;
         writer.finish()
     };
+    let pushed = |outcome, sum| Pushed {
+        outcome,
+        object: Some(object.clone()),
+        sum,
+    };
     match put {
-        Ok(PutOutcome::Created) => settle(backend, cluster, file, &object, &mut f, &text),
-        Ok(PutOutcome::AlreadyPresent) => Ok(PushOutcome::AlreadyPresent),
+        Ok(PutOutcome::Created) => match settle(backend, cluster, file, &object, &mut f, &text)? {
+            PushOutcome::Stored => Ok(pushed(PushOutcome::Stored, Some(sum))),
+            // Ours was removed: the same bytes were already stored under another name.
+            PushOutcome::AlreadyPresent => Ok(Pushed {
+                outcome: PushOutcome::AlreadyPresent,
+                object: None,
+                sum: None,
+            }),
+        },
+        Ok(PutOutcome::AlreadyPresent) => Ok(pushed(PushOutcome::AlreadyPresent, Some(sum))),
         // Another push of the same file won the race with other compressed bytes (another
         // level): compare what it stored.
         Err(e) if e.kind() == ErrorKind::Conflict => {
             match compare_stored(backend, cluster, file, &object, c, &mut f, &text) {
-                Ok(Some(outcome)) => Ok(outcome),
+                Ok(Some(outcome)) => Ok(pushed(outcome, None)),
                 Ok(None) => Err(e.into()),
                 // Unreadable here (public keys only), and its identity tag differs.
                 Err(ArchiveError::Storage(u)) if is_key_unavailable(&u) => {

@@ -160,6 +160,37 @@ pub fn file_sum(path: &Path) -> io::Result<FileSum> {
     }
 }
 
+/// One state of a file, known without reading it: device, inode, size, and modification and
+/// change times (nanoseconds). Equal stamps mean the same file, not written, truncated or
+/// renamed since (see [`Spool::take_ack`] for why that stands in for reading it again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+    pub ctime: i64,
+    pub ctime_nsec: i64,
+}
+
+impl FileStamp {
+    /// The stamp of the file at `path` (a symbolic link is stamped as itself, not followed).
+    pub fn of(path: &Path) -> io::Result<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::symlink_metadata(path)?;
+        Ok(FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            ctime: m.ctime(),
+            ctime_nsec: m.ctime_nsec(),
+        })
+    }
+}
+
 /// What an acknowledgement is bound to: a record made for another repository, cluster name or
 /// system identifier acknowledges nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,6 +241,10 @@ struct AckRecord {
     object: String,
     #[serde(flatten)]
     sum: FileSum,
+    /// The local file's stamp when `sum` was taken from the bytes the push stored (records
+    /// without one are checked by reading the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stamp: Option<FileStamp>,
     stored_at: String,
 }
 
@@ -230,6 +265,19 @@ impl Spool {
         object: &str,
         sum: FileSum,
     ) -> Result<(), FsError> {
+        self.record_ack_stamped(binding, file, object, sum, None)
+    }
+
+    /// [`Spool::record_ack`], with the local file's stamp taken when `sum` was: the
+    /// acknowledgement then needs no second read of the file while the stamp is unchanged.
+    pub fn record_ack_stamped(
+        &self,
+        binding: &Binding,
+        file: &ArchiveFile,
+        object: &str,
+        sum: FileSum,
+        stamp: Option<FileStamp>,
+    ) -> Result<(), FsError> {
         let dir = self.sub(ACK_DIR)?;
         let rec = AckRecord {
             format: SPOOL_FORMAT,
@@ -237,6 +285,7 @@ impl Spool {
             file: file.to_string(),
             object: object.to_owned(),
             sum,
+            stamp,
             stored_at: format_time(now_us()),
         };
         let path = self.record_path(ACK_DIR, &file.to_string());
@@ -254,6 +303,19 @@ impl Spool {
     /// The acknowledgement of `file` at `src`, if its record is for `binding` and the local
     /// file still has the bytes that were stored (size and CRC-32C). The record is removed
     /// whatever it says (a valid one is used once; an invalid one is never trusted).
+    ///
+    /// When the record carries the file's stamp and the file's stamp is still the same, the
+    /// bytes are not read again: the file is the same inode on the same device, of the same
+    /// size, and neither written nor renamed since (every write sets the modification and
+    /// change times, a rename or a change of times by hand sets the change time, which no
+    /// one can set back short of setting the system clock). PostgreSQL never writes into a segment once it is marked `.ready`
+    /// (`XLogArchiveNotifySeg` after the segment was written and flushed, src/backend/access/
+    /// transam/xlog.c) and reuses a segment file only after it was archived, by renaming it
+    /// to a future segment's name that does not exist yet (`InstallXLogFileSegment`, same
+    /// file): a recycled or re-created file under this name is another inode or has another
+    /// change time. A copy of the data folder (a snapshot, `rsync`, `pg_rewind`) has other
+    /// change times, so its records are checked by reading the bytes, as are records without
+    /// a stamp.
     pub fn take_ack(
         &self,
         binding: &Binding,
@@ -270,6 +332,15 @@ impl Spool {
         };
         if rec.format != SPOOL_FORMAT || rec.binding != *binding || rec.file != file.to_string() {
             return Ok(None);
+        }
+        if let Some(stamp) = rec.stamp {
+            match FileStamp::of(src) {
+                Ok(now) if now == stamp && now.size == rec.sum.size => {
+                    return Ok(Some(Acked { object: rec.object }));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                _ => {}
+            }
         }
         let now = match file_sum(src) {
             Ok(s) => s,

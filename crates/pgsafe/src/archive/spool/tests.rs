@@ -134,6 +134,75 @@ fn an_acknowledgement_holds_only_for_the_same_bytes_and_binding() {
     assert_eq!(spool.take_ack(&b, &file, &src).unwrap(), None);
 }
 
+/// An acknowledgement with the file's stamp does not read the file while the stamp is the
+/// same (the look-ahead's point: no second pass over 16 MiB per acknowledgement); once the
+/// stamp changed — rewritten, even with its modification time set back — the bytes decide.
+#[test]
+fn a_stamped_acknowledgement_reads_the_file_only_when_its_stamp_changed() {
+    let (_d, wal) = wal_dir();
+    let spool = Spool::of_wal_dir(&wal);
+    let file = ArchiveFile::Segment(seg(1, 9));
+    let src = wal.join(file.to_string());
+    let bytes = vec![5u8; 8192];
+    fs::write(&src, &bytes).unwrap();
+    let b = Binding::new(Path::new("/repo"), &ident("main"), SystemId(SYSID));
+    let sum = file_sum(&src).unwrap();
+    let stamp = FileStamp::of(&src).unwrap();
+    assert_eq!(stamp.size, 8192);
+
+    // The record's CRC-32C is not the file's: only the stamp can accept it (no read).
+    let wrong = FileSum {
+        crc32c: sum.crc32c ^ 1,
+        ..sum
+    };
+    spool
+        .record_ack_stamped(&b, &file, "main/wal/x", wrong, Some(stamp))
+        .unwrap();
+    assert!(spool.take_ack(&b, &file, &src).unwrap().is_some());
+
+    // Timestamps of a coarse-clock file system move once per tick (at most 10 ms): wait one,
+    // so that the writes below change them.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    // Rewritten with the same bytes: the stamp changed, the bytes are read and match.
+    fs::write(&src, &bytes).unwrap();
+    assert_ne!(FileStamp::of(&src).unwrap(), stamp);
+    spool
+        .record_ack_stamped(&b, &file, "main/wal/x", sum, Some(stamp))
+        .unwrap();
+    assert!(spool.take_ack(&b, &file, &src).unwrap().is_some());
+
+    // One byte changed, same size, modification time set back to the recorded one: the
+    // change time still differs, the bytes are read, and they do not match.
+    let stamp = FileStamp::of(&src).unwrap();
+    spool
+        .record_ack_stamped(&b, &file, "main/wal/x", sum, Some(stamp))
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut changed = bytes.clone();
+    changed[4000] = 6;
+    fs::write(&src, &changed).unwrap();
+    let mtime = std::time::UNIX_EPOCH
+        + std::time::Duration::new(stamp.mtime as u64, stamp.mtime_nsec as u32);
+    fs::File::options()
+        .write(true)
+        .open(&src)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let now = FileStamp::of(&src).unwrap();
+    assert_eq!((now.mtime, now.mtime_nsec), (stamp.mtime, stamp.mtime_nsec));
+    assert_eq!(spool.take_ack(&b, &file, &src).unwrap(), None);
+
+    // Gone: nothing acknowledged.
+    fs::write(&src, &bytes).unwrap();
+    let stamp = FileStamp::of(&src).unwrap();
+    spool
+        .record_ack_stamped(&b, &file, "main/wal/x", sum, Some(stamp))
+        .unwrap();
+    fs::remove_file(&src).unwrap();
+    assert_eq!(spool.take_ack(&b, &file, &src).unwrap(), None);
+}
+
 #[test]
 fn gap_records_reach_the_repository_merged_and_leave_the_spool() {
     let (_d, wal) = wal_dir();
