@@ -8,7 +8,8 @@
 //! acknowledged yet, this call also pushes the next `.ready` files (in the archiver's order, up
 //! to a bounded batch) on a few threads at once, and records each one stored in the spool
 //! ([`super::spool`]); PostgreSQL's later calls for them are acknowledged from those records
-//! after the local file's bytes are checked again. X's own result decides the exit status: 0
+//! after checking that the local file is still the one whose bytes were stored (its stamp,
+//! else its CRC-32C: [`Spool::take_ack`]). X's own result decides the exit status: 0
 //! only once X is durably stored; a look-ahead file that fails is simply pushed again when
 //! PostgreSQL asks for it. Memory is a few buffers per thread (files are streamed).
 //!

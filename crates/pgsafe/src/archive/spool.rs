@@ -4,11 +4,13 @@
 //! * `ack/<file>.json` — acknowledgements: a file the look-ahead pushed before PostgreSQL asked
 //!   for it ([`super::lookahead`]). Each binds the repository, the cluster name, the system
 //!   identifier, the object it was stored as, and the size and CRC-32C of the local file as it
-//!   was pushed (computed before and after the push, equal both times). PostgreSQL's later call
-//!   for the file is answered from the record only when the local file still has that size and
-//!   CRC-32C, its first page is the registered cluster's and the object is in the repository;
-//!   anything else is not trusted and the file is pushed as usual (which compares it with what is
-//!   stored). A record is consumed by the acknowledgement.
+//!   was pushed (taken while the push read the bytes it stored) and the file's stamp (device,
+//!   inode, size, modification and change times). PostgreSQL's later call for the file is
+//!   answered from the record only when the local file still has that stamp, or else that size
+//!   and CRC-32C ([`Spool::take_ack`] says why the stamp suffices), its first page is the
+//!   registered cluster's and the object is in the repository; anything else is not trusted
+//!   and the file is pushed as usual (which compares it with what is stored). A record is
+//!   consumed by the acknowledgement.
 //! * `gap/<segment>.json` — WAL dropped by the queue limit, written durably before `archive-push`
 //!   reports success for a segment it did not store, and turned into repository events
 //!   ([`crate::repo::EventKind::WalGap`], contiguous segments merged) by the next push that
