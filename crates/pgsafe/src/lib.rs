@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod changed;
 pub mod check;
 pub mod checksum;
 pub mod codec;

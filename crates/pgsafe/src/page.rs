@@ -294,5 +294,29 @@ impl PageScanner {
     }
 }
 
+/// The pages of a relation file (`bytes`, from block 0 of the file) an incremental backup
+/// must copy when scanning pages is the only source of changes: those whose `pd_lsn` is after
+/// `since` (the prior backup's start), and every new page (`pd_upper` 0: not initialised yet,
+/// so its LSN says nothing). A trailing partial page is listed too. Block numbers are within
+/// the file. Pages written without WAL (unlogged relations, `wal_level = minimal`) are not
+/// told apart: callers use this only where every change was WAL-logged.
+pub fn changed_pages(bytes: &[u8], since: Lsn) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut pages = bytes.chunks_exact(BLCKSZ);
+    let mut n: u32 = 0;
+    for p in pages.by_ref() {
+        if let Ok(page) = <&[u8; BLCKSZ]>::try_from(p) {
+            if pd_upper(page) == 0 || page_lsn(page) > since {
+                out.push(n);
+            }
+        }
+        n = n.wrapping_add(1);
+    }
+    if !pages.remainder().is_empty() {
+        out.push(n);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests;

@@ -250,3 +250,35 @@ proptest! {
         let _ = checksummed_segment(&p, v("17"));
     }
 }
+
+/// A page with `pd_lsn` = `lsn` and `pd_upper` = `upper` (the rest zero).
+fn lsn_page(lsn: u64, upper: u16) -> Vec<u8> {
+    let mut p = vec![0u8; BLCKSZ];
+    p[0..4].copy_from_slice(&((lsn >> 32) as u32).to_ne_bytes());
+    p[4..8].copy_from_slice(&(lsn as u32).to_ne_bytes());
+    p[14..16].copy_from_slice(&upper.to_ne_bytes());
+    p
+}
+
+#[test]
+fn changed_pages_are_newer_or_new() {
+    let since = Lsn(0x1_0000_0100);
+    let mut file = Vec::new();
+    file.extend(lsn_page(0x1_0000_0100, 8000)); // 0: at the start: unchanged
+    file.extend(lsn_page(0x1_0000_0101, 8000)); // 1: after
+    file.extend(lsn_page(0x0_FFFF_FFFF, 8000)); // 2: before
+    file.extend(vec![0u8; BLCKSZ]); // 3: new (all zero)
+    file.extend(lsn_page(0x2_0000_0000, 8000)); // 4: after (high half)
+    assert_eq!(changed_pages(&file, since), [1, 3, 4]);
+    file.extend([1, 2, 3]); // a torn tail
+    assert_eq!(changed_pages(&file, since), [1, 3, 4, 5]);
+    assert_eq!(changed_pages(&[], since), Vec::<u32>::new());
+}
+
+proptest! {
+    #[test]
+    fn changed_pages_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..3 * BLCKSZ), since in any::<u64>()) {
+        let n = changed_pages(&bytes, Lsn(since));
+        prop_assert!(n.len() <= bytes.len().div_ceil(BLCKSZ));
+    }
+}
