@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::{ErrorKind, Result, StorageError};
+use super::s3::{S3Backend, S3Config, S3Settings};
 use super::{Backend, LocalBackend};
 
 /// The scheme of an S3-compatible object store location.
@@ -22,6 +23,8 @@ pub const S3_SCHEME: &str = "s3://";
 pub enum Location {
     /// A folder on this host.
     Local(PathBuf),
+    /// A prefix of an S3-compatible bucket (`s3://bucket/prefix`), with how to reach it.
+    S3(Box<S3Config>),
     /// Storage the caller opened itself (an in-memory backend in tests), named for messages;
     /// never parsed from a setting, and [`Location::open`] cannot reopen it.
     Opened(String),
@@ -30,11 +33,6 @@ pub enum Location {
 /// Why a location cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum LocationError {
-    #[error(
-        "{location}: object storage is not available in this build of pgsafe; use a folder \
-         on this host"
-    )]
-    Unavailable { location: String },
     #[error("{location} is not a valid location: {why}")]
     Invalid { location: String, why: String },
 }
@@ -46,14 +44,29 @@ impl crate::error::HasKind for LocationError {
 }
 
 impl Location {
-    /// `s3://…` is an object store; anything else a local path.
+    /// `s3://…` is an object store (reached as the `AWS_*` environment variables say);
+    /// anything else a local path.
     pub fn parse(s: &str) -> std::result::Result<Location, LocationError> {
+        Location::parse_with(s, &S3Settings::default(), |k| std::env::var(k).ok())
+    }
+
+    /// As [`Location::parse`], an object store reached as `settings` (the configuration file,
+    /// flags) say over the environment `env` looks up ([`S3Config::resolve`]).
+    pub fn parse_with(
+        s: &str,
+        settings: &S3Settings,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> std::result::Result<Location, LocationError> {
         if s.get(..S3_SCHEME.len())
             .is_some_and(|p| p.eq_ignore_ascii_case(S3_SCHEME))
         {
-            return Err(LocationError::Unavailable {
-                location: s.to_owned(),
-            });
+            let url = format!("{S3_SCHEME}{}", &s[S3_SCHEME.len()..]);
+            return S3Config::resolve(&url, settings, env)
+                .map(|c| Location::S3(Box::new(c)))
+                .map_err(|e| LocationError::Invalid {
+                    location: s.to_owned(),
+                    why: e.to_string(),
+                });
         }
         if let Some((scheme, _)) = s.split_once("://") {
             if !scheme.is_empty()
@@ -92,7 +105,7 @@ impl Location {
     pub fn local_path(&self) -> Option<&Path> {
         match self {
             Location::Local(p) => Some(p),
-            Location::Opened(_) => None,
+            Location::Opened(_) | Location::S3(_) => None,
         }
     }
 
@@ -105,6 +118,7 @@ impl Location {
     pub fn open(&self) -> Result<Arc<dyn Backend>> {
         match self {
             Location::Local(p) => Ok(Arc::new(LocalBackend::open(p)?)),
+            Location::S3(c) => Ok(Arc::new(S3Backend::open(c)?)),
             Location::Opened(name) => Err(not_reopened(name)),
         }
     }
@@ -114,6 +128,8 @@ impl Location {
     pub fn create(&self) -> Result<Arc<dyn Backend>> {
         match self {
             Location::Local(p) => Ok(Arc::new(LocalBackend::create(p)?)),
+            // The bucket must exist: pgsafe never creates one.
+            Location::S3(c) => Ok(Arc::new(S3Backend::open(c)?)),
             Location::Opened(name) => Err(not_reopened(name)),
         }
     }
@@ -129,6 +145,16 @@ impl Location {
         match self {
             Location::Local(p) if rel.is_empty() => p.clone(),
             Location::Local(p) => p.join(rel),
+            Location::S3(c) => {
+                let mut url = format!("{S3_SCHEME}{}", c.bucket);
+                for part in [c.prefix.as_str(), rel] {
+                    if !part.is_empty() {
+                        url.push('/');
+                        url.push_str(part);
+                    }
+                }
+                PathBuf::from(url)
+            }
             Location::Opened(name) if rel.is_empty() => PathBuf::from(name),
             Location::Opened(name) => PathBuf::from(format!("{name}/{rel}")),
         }
@@ -179,6 +205,7 @@ impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Local(p) => write!(f, "{}", p.display()),
+            Location::S3(_) => write!(f, "{}", self.shown_path("").display()),
             Location::Opened(name) => f.write_str(name),
         }
     }
@@ -190,7 +217,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_are_local_and_s3_is_refused_until_available() {
+    fn paths_are_local_and_s3_urls_are_buckets() {
         assert_eq!(
             Location::parse("/srv/repo").unwrap(),
             Location::Local("/srv/repo".into())
@@ -199,9 +226,21 @@ mod tests {
             Location::parse("relative/repo").unwrap().to_string(),
             "relative/repo"
         );
+        let env = |k: &str| (k == "AWS_REGION").then(|| "eu-west-1".to_owned());
+        let s3 = Location::parse_with("S3://bucket/p/q/", &S3Settings::default(), env).unwrap();
+        assert!(!s3.is_local());
+        assert_eq!(s3.to_string(), "s3://bucket/p/q");
+        assert_eq!(s3.show("main/wal"), "s3://bucket/p/q/main/wal");
+        match &s3 {
+            Location::S3(c) => assert_eq!(
+                (c.bucket.as_str(), c.region.as_str()),
+                ("bucket", "eu-west-1")
+            ),
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
-            Location::parse("S3://bucket/p"),
-            Err(LocationError::Unavailable { .. })
+            Location::parse_with("s3://Bad_Bucket", &S3Settings::default(), |_| None),
+            Err(LocationError::Invalid { .. })
         ));
         assert!(matches!(
             Location::parse("gs://bucket"),
