@@ -84,6 +84,8 @@ fn known_kind(e: &(dyn StdError + 'static)) -> Option<ErrorKind> {
         pgsafe::archive::spool::SpoolError,
         pgsafe::backup::repo::RepoBackupError,
         pgsafe::repo::RepoError,
+        pgsafe::storage::crypt::keys::KeyError,
+        pgsafe::storage::crypt::open::OpenError,
         pgsafe::check::CheckError,
         pgsafe::repo::expire::ExpireError,
         pgsafe::repo::retention::RetentionError,

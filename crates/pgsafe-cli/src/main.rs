@@ -28,6 +28,7 @@ mod failure;
 mod generate;
 mod info;
 mod inspect;
+mod key;
 mod metrics;
 mod output;
 mod progress;
@@ -207,6 +208,10 @@ enum Command {
                       /var/lib/postgresql/16/main -d \"host=/var/run/postgresql user=postgres\""
     )]
     Init(repo::InitArgs),
+    /// The keys of an encrypted repository: list them, rotate them (rewrap for a new
+    /// passphrase or recipients without re-encrypting data), write a key file for a host that
+    /// holds only public keys. See docs/encryption.md.
+    Key(key::KeyArgs),
     /// Pin a backup of a repository: expire keeps it whatever the retention says.
     Pin(repo::PinArgs),
     /// Unpin a backup of a repository: retention applies to it again.
@@ -328,6 +333,7 @@ fn main() -> ExitCode {
         Command::Snapshot(a) => snapshot::snapshot(a),
         Command::Holder { run_dir } => snapshot::holder(run_dir),
         Command::Init(a) => repo::init(a),
+        Command::Key(a) => key::run(a),
         Command::Pin(a) => repo::pin(a, true),
         Command::Unpin(a) => repo::pin(a, false),
         Command::Metrics(a) => metrics::run(a),
@@ -363,6 +369,7 @@ impl Command {
             Command::Status(a) | Command::Abort(a) => a.json,
             Command::Snapshot(a) => a.json,
             Command::Init(a) => a.json,
+            Command::Key(a) => a.json(),
             Command::Pin(a) | Command::Unpin(a) => a.json,
             Command::Metrics(a) => a.json,
             Command::Info(a) => a.json,

@@ -126,6 +126,8 @@ pub struct InitArgs {
     pub pgdata: Option<PathBuf>,
     #[command(flatten)]
     pub conn: ConnArgs,
+    #[command(flatten)]
+    pub encrypt: crate::key::EncryptArgs,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -150,7 +152,9 @@ pub fn init(args: InitArgs) -> anyhow::Result<u8> {
     let path = repo_path(args.repo.repo.as_deref(), &cfg)?;
     let pgdata = crate::config::pgdata(args.pgdata, &cfg)?;
     let conn = crate::config::resolve_conn(&args.conn, &cfg)?;
-    let out = init_cluster(&location(&path)?, &cluster, &pgdata, &conn)?;
+    let encrypted = crate::key::init_encrypted(&path, &args.encrypt)?;
+    let mut out = init_cluster(&location(&path)?, &cluster, &pgdata, &conn)?;
+    out.repository_created |= encrypted;
     let reg = &out.registration;
     if args.json {
         crate::render::json(&InitDoc {

@@ -46,6 +46,7 @@ use crate::storage::{
 pub mod catalog;
 pub mod clusters;
 pub mod doc;
+pub mod encryption;
 pub mod expire;
 pub mod id;
 pub mod lease;
@@ -95,6 +96,10 @@ pub enum RepoError {
     },
     #[error("repository: {0}")]
     Storage(#[from] StorageError),
+    #[error("{0}")]
+    Encryption(#[from] crate::storage::crypt::open::OpenError),
+    #[error("{0}")]
+    Keys(#[from] crate::storage::crypt::keys::KeyError),
     #[error("no backup {id} of cluster {cluster} in the repository")]
     NoSuchBackup { cluster: Ident, id: String },
     #[error("backup {id} of cluster {cluster} is {state}: {why}")]
@@ -180,6 +185,7 @@ impl HasKind for RepoError {
             RepoError::Doc { .. } => K::Corrupt,
             RepoError::PinOverridden { .. } => K::Conflict,
             RepoError::Storage(e) => e.error_kind(),
+            RepoError::Encryption(_) | RepoError::Keys(_) => K::Refused,
             RepoError::Create { source, .. } => K::of_io(source),
             RepoError::Connect(e) => e.error_kind(),
             RepoError::Session(e) => e.error_kind(),
@@ -193,6 +199,9 @@ impl HasKind for RepoError {
 pub struct Repository {
     backend: Arc<dyn Backend>,
     location: Location,
+    /// Encrypted (docs/encryption.md): every object goes through `backend`, never around it
+    /// as a local folder.
+    encrypted: bool,
 }
 
 impl Repository {
@@ -211,39 +220,43 @@ impl Repository {
         };
         let name = marker_name()?;
         match backend.get(&name, DOC_LIMIT) {
-            Ok(bytes) => {
-                RepoMarker::parse(&bytes).map_err(|source| RepoError::Doc {
-                    object: location.show(&name.to_string()),
-                    source,
-                })?;
-            }
+            Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return Err(not_a_repository(&location));
             }
             Err(e) => return Err(e.into()),
         }
-        Ok(Repository { backend, location })
+        Repository::over(backend, location)
     }
 
     /// A repository over `backend` (tests, and storage opened by the caller) at `location`,
     /// which names it in messages; the marker must be there.
     pub fn over(backend: Arc<dyn Backend>, location: Location) -> Result<Repository, RepoError> {
         let name = marker_name()?;
-        match backend.get(&name, DOC_LIMIT) {
-            Ok(bytes) => {
-                RepoMarker::parse(&bytes).map_err(|source| RepoError::Doc {
-                    object: location.show(&name.to_string()),
-                    source,
-                })?;
-            }
+        let marker = match backend.get(&name, DOC_LIMIT) {
+            Ok(bytes) => RepoMarker::parse(&bytes).map_err(|source| RepoError::Doc {
+                object: location.show(&name.to_string()),
+                source,
+            })?,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return Err(RepoError::NotARepository {
                     path: location.shown_path(""),
                 });
             }
             Err(e) => return Err(e.into()),
-        }
-        Ok(Repository { backend, location })
+        };
+        // An encrypted repository is used through the encryption decorator, with this host's
+        // keys (storage/crypt/open.rs); a plain one opened with keys given is refused.
+        let backend = crate::storage::crypt::open::repository_backend(
+            backend,
+            marker.encryption.as_ref(),
+            &location.show(""),
+        )?;
+        Ok(Repository {
+            backend,
+            location,
+            encrypted: marker.encryption.is_some(),
+        })
     }
 
     /// Opens the repository at `location`, creating it (the folder if missing, and the marker)
@@ -305,7 +318,17 @@ impl Repository {
 
     /// The repository's folder, for a repository on this host (`None`: object storage).
     pub fn local_root(&self) -> Option<&Path> {
+        if self.encrypted {
+            // Its files are ciphertext: folders are not backups, copies go through the
+            // decorator.
+            return None;
+        }
         self.location.local_path()
+    }
+
+    /// Whether the repository is encrypted (docs/encryption.md).
+    pub fn is_encrypted(&self) -> bool {
+        self.encrypted
     }
 
     /// The storage the repository's objects are read and written through.

@@ -71,6 +71,7 @@ pub fn list_clusters(repo: &super::Repository) -> Result<ClusterList, RepoError>
         let bytes = name.as_slice();
         let shown = String::from_utf8_lossy(bytes).escape_debug().to_string();
         if bytes == REPOSITORY_MARKER.as_bytes()
+            || bytes == crate::storage::crypt::keys::KEYRING.as_bytes()
             || bytes
                 .windows(TEMP_MARKER.len())
                 .any(|w| w == TEMP_MARKER.as_bytes())

@@ -4,9 +4,9 @@
 //! write-once objects:
 //!
 //! ```text
-//! keyring/passphrase/<kdf id>.json                     Argon2id parameters, salt, check value
-//! keyring/writer/<key id>/<wrapping id>.json           the writer key, wrapped
-//! keyring/data/<scope>/<key id>/<wrapping id>.json     a data key, wrapped
+//! pgsafe-keyring/passphrase/<kdf id>.json                     Argon2id parameters, salt, check value
+//! pgsafe-keyring/writer/<key id>/<wrapping id>.json           the writer key, wrapped
+//! pgsafe-keyring/data/<scope>/<key id>/<wrapping id>.json     a data key, wrapped
 //! ```
 //!
 //! What a host holds is its [`KeyMaterial`]: a passphrase, age identities, age recipients, the
@@ -32,7 +32,7 @@ use crate::storage::name::ObjectName;
 use crate::storage::{Backend, PutOptions};
 
 /// The keyring's folder at the top of the repository.
-pub const KEYRING: &str = "keyring";
+pub const KEYRING: &str = "pgsafe-keyring";
 const KEYRING_DOC_LIMIT: u64 = 64 * 1024;
 const WRAP_MAGIC: &[u8] = b"pgsafe key wrapping v1";
 const WRITER_SCOPE: &str = "writer";
@@ -109,6 +109,23 @@ pub enum KeyError {
     Kdf(String),
     #[error("keyring: {0}")]
     Storage(#[from] StorageError),
+}
+
+impl crate::error::HasKind for KeyError {
+    fn error_kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind as K;
+        match self {
+            KeyError::WrongPassphrase
+            | KeyError::WrongIdentity
+            | KeyError::WrongWriterKey
+            | KeyError::NoKey
+            | KeyError::NoWriterKey => K::Refused,
+            KeyError::BadKeyFile(_) => K::Usage,
+            KeyError::Damaged { .. } => K::Corrupt,
+            KeyError::Kdf(_) => K::Internal,
+            KeyError::Storage(e) => crate::error::HasKind::error_kind(e),
+        }
+    }
 }
 
 /// The keys a host holds.

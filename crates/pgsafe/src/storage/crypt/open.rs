@@ -114,6 +114,15 @@ pub enum OpenError {
     NotEncrypted { repo: String },
 }
 
+impl crate::error::HasKind for OpenError {
+    fn error_kind(&self) -> crate::error::ErrorKind {
+        match self {
+            OpenError::Keys { source, .. } => crate::error::HasKind::error_kind(source),
+            OpenError::NotEncrypted { .. } => crate::error::ErrorKind::Refused,
+        }
+    }
+}
+
 /// The storage a repository is used through: `inner` itself for a plain repository, or
 /// [`Encrypted`] over it with this host's keyring for an encrypted one (`info` from its
 /// marker). `repo` names it in messages.

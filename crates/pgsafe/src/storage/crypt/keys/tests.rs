@@ -169,7 +169,7 @@ fn a_replaced_keyring_object_is_detected() {
     e.put(&n(FILE), b"secret page", PutOptions::default())
         .unwrap();
     let wrapping = mem
-        .list(Some(&n("keyring/data/c/backups/B1")))
+        .list(Some(&n("pgsafe-keyring/data/c/backups/B1")))
         .unwrap()
         .remove(0)
         .name;
@@ -191,7 +191,7 @@ fn a_replaced_keyring_object_is_detected() {
     assert!(err.to_string().contains("does not authenticate"), "{err}");
     // A wrapping moved to another key id does not open at all.
     let moved = n(&format!(
-        "keyring/data/c/backups/B1/{}/x.json",
+        "pgsafe-keyring/data/c/backups/B1/{}/x.json",
         KeyId([9; 16]).to_hex()
     ));
     put_doc(&mem, &moved, &doc).unwrap();
