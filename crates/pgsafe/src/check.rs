@@ -173,7 +173,12 @@ pub fn check(
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
 
-    let repo_abs = std::path::absolute(repo).unwrap_or_else(|_| repo.to_owned());
+    // A URL (object storage) is kept as written: making it absolute would turn it into a
+    // folder under the current one.
+    let repo_abs = match repo.to_str() {
+        Some(u) if crate::storage::location::is_url(u) => repo.to_owned(),
+        _ => std::path::absolute(repo).unwrap_or_else(|_| repo.to_owned()),
+    };
     let (opened, mut state) = open_repository(&repo_abs, cluster, &info, &mut problems);
     let expected = expected_command(&opts.program, &repo_abs.to_string_lossy(), cluster.as_str());
     settings::settings_findings(&info, &settings, &expected, &mut problems, &mut warnings);

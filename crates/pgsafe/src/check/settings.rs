@@ -223,8 +223,8 @@ fn same_place(a: &Path, b: &Path) -> bool {
 /// reason; with a path, how it was found (for messages).
 fn command_repository(call: &PushCall, data_dir: Option<&Path>) -> (Option<PathBuf>, String) {
     let resolve = |p: &str| match data_dir {
-        Some(d) => d.join(p),
-        None => PathBuf::from(p),
+        Some(d) if !crate::storage::location::is_url(p) => d.join(p),
+        _ => PathBuf::from(p),
     };
     if let Some(r) = &call.repo {
         return (Some(resolve(r)), String::new());

@@ -48,7 +48,11 @@ impl ArchiveGet {
         let mut cmd = format!(
             "{} archive-get --repo {} --cluster {}",
             text(&self.exe)?,
-            text(&self.repo)?,
+            // An object-storage repository is a URL, the same wherever the command runs.
+            match self.repo.to_str() {
+                Some(u) if crate::storage::location::is_url(u) => shell_quote(u).replace('%', "%%"),
+                _ => text(&self.repo)?,
+            },
             shell_quote(self.cluster.as_str()).replace('%', "%%")
         );
         if let Some(c) = &self.config {
@@ -543,6 +547,13 @@ mod tests {
             ..get.clone()
         };
         assert!(matches!(rel.command(), Err(PitrError::NotAbsolute(_))));
+        // A repository in object storage is its URL (it was refused as a relative path).
+        let s3 = ArchiveGet {
+            repo: PathBuf::from("s3://bucket/a prefix"),
+            ..get.clone()
+        };
+        let cmd = s3.command().unwrap();
+        assert!(cmd.contains(" --repo 's3://bucket/a prefix' "), "{cmd}");
         use std::os::unix::ffi::OsStrExt;
         let bad = ArchiveGet {
             repo: PathBuf::from(std::ffi::OsStr::from_bytes(b"/r\xff")),

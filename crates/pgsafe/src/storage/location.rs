@@ -43,6 +43,13 @@ impl crate::error::HasKind for LocationError {
     }
 }
 
+/// Whether `s` names object storage (`s3://…`, the scheme in any case) rather than a local
+/// path: such a name is never made absolute or joined to a folder.
+pub fn is_url(s: &str) -> bool {
+    s.get(..S3_SCHEME.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(S3_SCHEME))
+}
+
 impl Location {
     /// `s3://…` is an object store (reached as the `AWS_*` environment variables say);
     /// anything else a local path.
@@ -57,9 +64,7 @@ impl Location {
         settings: &S3Settings,
         env: impl Fn(&str) -> Option<String>,
     ) -> std::result::Result<Location, LocationError> {
-        if s.get(..S3_SCHEME.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(S3_SCHEME))
-        {
+        if is_url(s) {
             let url = format!("{S3_SCHEME}{}", &s[S3_SCHEME.len()..]);
             return S3Config::resolve(&url, settings, env)
                 .map(|c| Location::S3(Box::new(c)))
