@@ -278,14 +278,7 @@ impl Repository {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
-        let empty = match location.local_is_empty() {
-            Some(r) => r.map_err(|source| RepoError::Create {
-                path: location.shown_path(""),
-                source,
-            })?,
-            // Object storage: no folders, so nothing but objects can be there.
-            None => backend.list(None)?.is_empty(),
-        };
+        let empty = is_empty(backend.as_ref(), &location)?;
         if !empty {
             // Another init may have just made it a repository.
             if let Ok(r) = Repository::over(Arc::clone(&backend), location.clone()) {
@@ -733,6 +726,19 @@ fn sync(dir: &Path) -> Result<(), RepoError> {
         path: e.path,
         source: e.source,
     })
+}
+
+/// Whether a repository's location holds nothing: a local folder without entries (links and
+/// files that are not objects count), else a store without objects.
+fn is_empty(backend: &dyn Backend, location: &Location) -> Result<bool, RepoError> {
+    match location.local_is_empty() {
+        Some(r) => r.map_err(|source| RepoError::Create {
+            path: location.shown_path(""),
+            source,
+        }),
+        // Object storage: no folders, so nothing but objects can be there.
+        None => Ok(backend.list(None)?.is_empty()),
+    }
 }
 
 fn marker_name() -> Result<ObjectName, RepoError> {

@@ -38,13 +38,7 @@ pub fn create_encrypted(
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(e.into()),
     }
-    let empty = match location.local_is_empty() {
-        Some(r) => r.map_err(|source| RepoError::Create {
-            path: location.shown_path(""),
-            source,
-        })?,
-        None => backend.list(None)?.is_empty(),
-    };
+    let empty = super::is_empty(backend.as_ref(), location)?;
     if !empty {
         return Err(RepoError::NotEmpty {
             path: location.shown_path(""),
