@@ -60,9 +60,20 @@ pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
         .ok()
         .and_then(|p| p.to_str().map(str::to_owned))
         .unwrap_or_else(|| "pgsafe".into());
+    // An object store: the suggested archive_command repeats how this run reaches it.
+    // (A location that cannot be resolved is the library's finding to report.)
+    let (extra_args, s3_advice) = match crate::repo::location(&repo) {
+        Ok(pgsafe::storage::Location::S3(c)) => crate::config::s3_command_args(&c),
+        _ => (Vec::new(), None),
+    };
+    if let Some(a) = s3_advice {
+        eprintln!("pgsafe: warning: archive_command: {a}");
+    }
     let opts = CheckOptions {
         timeout: args.timeout,
         program,
+        s3: crate::config::s3_settings()?,
+        extra_args,
     };
     if !args.json {
         eprintln!(

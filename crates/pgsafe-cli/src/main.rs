@@ -101,6 +101,8 @@ struct Cli {
     /// PGSAFE_CONFIG, else /etc/pgsafe/pgsafe.toml if it exists. Flags override its settings.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    s3: config::S3Flags,
     #[command(subcommand)]
     command: Command,
 }
@@ -265,19 +267,34 @@ enum Command {
     Man(generate::ManArgs),
 }
 
-/// Whether the command line runs archive-get (the global `--config FILE` may come first, as
-/// in a hand-written restore_command).
+/// Whether the command line runs archive-get (global options such as `--config FILE` or
+/// `--s3-endpoint URL` may come first, as in a hand-written restore_command).
 fn runs_archive_get() -> bool {
     let mut args = std::env::args_os().skip(1);
     while let Some(a) = args.next() {
-        if a == "--config" {
-            args.next();
-        } else if !a.to_string_lossy().starts_with("--config=") {
+        let a = a.to_string_lossy().into_owned();
+        if !a.starts_with("--") {
             return a == "archive-get";
+        }
+        // A global option with its value in the next word.
+        if !a.contains('=') && GLOBAL_VALUE_OPTIONS.contains(&a.as_str()) {
+            args.next();
         }
     }
     false
 }
+
+/// The global options that take a value.
+const GLOBAL_VALUE_OPTIONS: [&str; 8] = [
+    "--config",
+    "--s3-endpoint",
+    "--s3-region",
+    "--s3-credentials-file",
+    "--s3-profile",
+    "--s3-access-key-id-env",
+    "--s3-secret-access-key-env",
+    "--s3-session-token-env",
+];
 
 fn main() -> ExitCode {
     if runs_archive_get() {
@@ -319,6 +336,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     config::set_flag(cli.config);
+    config::set_s3_flags(cli.s3);
     let json = cli.command.json();
     let result = match cli.command {
         Command::Inspect { pgdata, json } => inspect::run(&pgdata, json),

@@ -18,8 +18,8 @@ use crate::render::field;
 /// `--repo` and `--cluster` (both may come from the config file).
 #[derive(Args, Debug, Clone, Default)]
 pub struct RepoArgs {
-    /// The backup repository (a folder; created by `pgsafe init`). Default: `repo` in the config
-    /// file.
+    /// The backup repository: a folder, or s3://BUCKET/PREFIX in object storage (see the
+    /// --s3-* flags); created by `pgsafe init`. Default: `repo` in the config file.
     #[arg(long, value_name = "REPO")]
     pub repo: Option<PathBuf>,
     /// The cluster's name in the repository (and its table in the config file).
@@ -74,9 +74,27 @@ pub fn configured(cfg: &Resolved) -> anyhow::Result<Option<PathBuf>> {
     }
 }
 
-/// Where `path` (from [`repo_path`]) is: a folder, or an object store.
+/// Where `path` (from [`repo_path`]) is: a folder, or an object store reached as the
+/// `--s3-*` flags, the config file's `[s3]` table and the `AWS_*` variables say (warnings about
+/// the object store's settings go to stderr once).
 pub fn location(path: &Path) -> anyhow::Result<Location> {
-    Location::parse_os(path.as_os_str()).map_err(|e| crate::failure::usage(e.to_string()))
+    let loc = match path.to_str() {
+        Some(s) if pgsafe::storage::location::is_url(s) => {
+            let settings = crate::config::s3_settings()?;
+            Location::parse_with(s, &settings, |k| std::env::var(k).ok())
+        }
+        _ => Location::parse_os(path.as_os_str()),
+    }
+    .map_err(|e| crate::failure::usage(e.to_string()))?;
+    if let Location::S3(c) = &loc {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            for w in c.warnings() {
+                eprintln!("pgsafe: warning: {w}");
+            }
+        });
+    }
+    Ok(loc)
 }
 
 /// Opens the repository at `path` (from [`repo_path`]).

@@ -483,6 +483,11 @@ fn plan_pitr(
 ) -> anyhow::Result<(PitrPlan, RecoveryOptions)> {
     let (repo, cluster) = crate::repo::open(&args.from_repo.repo)?;
     let cfg = crate::config::resolved(Some(cluster.as_str()))?;
+    // An object store: restore_command repeats how this run reached it.
+    let (extra_args, s3_advice) = match repo.location() {
+        pgsafe::storage::Location::S3(c) => crate::config::s3_command_args(c),
+        _ => (Vec::new(), None),
+    };
     let absolute = |p: &std::path::Path| {
         std::fs::canonicalize(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
     };
@@ -502,10 +507,15 @@ fn plan_pitr(
             },
             cluster,
             config: cfg.path.as_deref().map(absolute).transpose()?,
+            extra_args,
         },
         timing: crate::repo::timing()?,
     };
-    Ok(pitr::plan(&repo, &req)?)
+    let (mut plan, opts) = pitr::plan(&repo, &req)?;
+    if let Some(a) = s3_advice {
+        plan.warnings.push(format!("restore_command: {a}"));
+    }
+    Ok((plan, opts))
 }
 
 fn print_plan(p: &PitrPlan) {

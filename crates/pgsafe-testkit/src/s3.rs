@@ -170,6 +170,7 @@ impl S3Server {
             access_key_id: Some(self.access_key.clone()),
             secret_access_key: Some(self.secret_key.clone()),
             session_token: None,
+            credentials: None,
         }
     }
 

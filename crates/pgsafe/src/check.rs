@@ -63,6 +63,11 @@ pub struct CheckOptions {
     pub timeout: Duration,
     /// The pgsafe program an `archive_command` should run (for the line `check` suggests).
     pub program: String,
+    /// How to reach a repository in object storage (over the `AWS_*` variables).
+    pub s3: crate::storage::s3::S3Settings,
+    /// Arguments the suggested `archive_command` adds after the cluster (how to reach an
+    /// object store without the server's environment).
+    pub extra_args: Vec<String>,
 }
 
 /// One thing `check` found: a stable `code` (for scripts), what is wrong, and what to do.
@@ -179,8 +184,13 @@ pub fn check(
         Some(u) if crate::storage::location::is_url(u) => repo.to_owned(),
         _ => std::path::absolute(repo).unwrap_or_else(|_| repo.to_owned()),
     };
-    let (opened, mut state) = open_repository(&repo_abs, cluster, &info, &mut problems);
-    let expected = expected_command(&opts.program, &repo_abs.to_string_lossy(), cluster.as_str());
+    let (opened, mut state) = open_repository(&repo_abs, cluster, &info, &opts.s3, &mut problems);
+    let expected = command::expected_command_with(
+        &opts.program,
+        &repo_abs.to_string_lossy(),
+        cluster.as_str(),
+        &opts.extra_args,
+    );
     settings::settings_findings(&info, &settings, &expected, &mut problems, &mut warnings);
     let command = settings::command_findings(
         &settings,
@@ -356,6 +366,7 @@ fn open_repository(
     repo: &Path,
     cluster: &Ident,
     info: &ServerInfo,
+    s3: &crate::storage::s3::S3Settings,
     problems: &mut Vec<Finding>,
 ) -> (Option<(Repository, Registration)>, RepoState) {
     let mut state = RepoState {
@@ -372,7 +383,13 @@ fn open_repository(
          and connection)",
         command::shell_word(&repo.to_string_lossy())
     );
-    let location = match crate::storage::Location::parse_os(repo.as_os_str()) {
+    let location = match repo.to_str() {
+        Some(u) if crate::storage::location::is_url(u) => {
+            crate::storage::Location::parse_with(u, s3, |k| std::env::var(k).ok())
+        }
+        _ => crate::storage::Location::parse_os(repo.as_os_str()),
+    };
+    let location = match location {
         Ok(l) => l,
         Err(e) => {
             problems.push(finding("repository_unreadable", e.to_string(), None));

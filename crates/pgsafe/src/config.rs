@@ -15,11 +15,19 @@
 //! host = "/var/run/postgresql"
 //! user = "backup"
 //! compression = "zstd:3"
+//!
+//! # A repository in object storage instead: repo = "s3://bucket/prefix", and how to reach it.
+//! [s3]
+//! endpoint = "https://minio.example.net:9000"
+//! region = "eu-west-1"
+//! credentials_file = "/etc/pgsafe/s3-credentials"
 //! ```
 //!
 //! Rules:
 //! - An unknown key is an error that names the key, the file and the line (a misspelt
 //!   `keep_ful` silently ignored would keep fewer backups than the DBA wrote).
+//! - No S3 key either: `[s3]` names a credentials file or the variables holding the key
+//!   (`storage::s3::credentials`), never the key.
 //! - No password: `password` (or a password inside `conninfo`) is refused. The file is read by
 //!   every run and often world-readable; libpq's password file is the place for it.
 //! - Paths (`repo`, `pgdata`) are absolute: a relative path would depend on the directory the
@@ -218,6 +226,8 @@ pub struct Config {
     /// The file it was read from (for messages).
     pub path: PathBuf,
     pub repo: Option<RepoLocation>,
+    /// The `[s3]` table: how to reach a repository in object storage (no key: where it is).
+    pub s3: crate::storage::s3::S3Settings,
     /// The top-level defaults.
     pub defaults: Settings,
     pub clusters: BTreeMap<String, ClusterConfig>,
@@ -257,6 +267,8 @@ pub struct Resolved {
     /// Whether the file has a table for that cluster.
     pub cluster_found: bool,
     pub repo: Option<RepoLocation>,
+    /// The file's `[s3]` table (for every cluster: the repository is the file's).
+    pub s3: crate::storage::s3::S3Settings,
     pub pgdata: Option<PathBuf>,
     pub connection: ConnOptions,
     pub settings: Settings,
@@ -278,6 +290,7 @@ impl Resolved {
             cluster: cluster.map(str::to_owned),
             cluster_found: table.is_some(),
             repo: config.repo.clone(),
+            s3: config.s3.clone(),
             pgdata: table.and_then(|t| t.pgdata.clone()),
             connection: table.map(|t| t.connection.clone()).unwrap_or_default(),
             settings: table

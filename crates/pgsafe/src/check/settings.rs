@@ -243,13 +243,10 @@ fn command_repository(call: &PushCall, data_dir: Option<&Path>) -> (Option<PathB
                 Some(p),
                 format!(" (repo of the config file {}, {whence})", file.display()),
             ),
+            // An object store location, compared as written.
             Some(RepoLocation::Remote(u)) => (
-                None,
-                format!(
-                    "it names no --repo, and the config file {} ({whence}) names {u}, which is \
-                     not a local repository",
-                    file.display()
-                ),
+                Some(PathBuf::from(u)),
+                format!(" (repo of the config file {}, {whence})", file.display()),
             ),
             None => (
                 None,

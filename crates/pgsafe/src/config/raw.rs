@@ -16,6 +16,7 @@ use super::{
 use crate::checksum::ChecksumAlgorithm;
 use crate::codec::Compression;
 use crate::conninfo::{ConnOptions, parse_conninfo};
+use crate::storage::s3::{CredentialSource, S3Settings};
 
 /// Advice given wherever a password is found.
 const PASSWORD_ADVICE: &str = "a password does not belong in the config file (every run reads \
@@ -72,6 +73,151 @@ impl<'de> Deserialize<'de> for Password {
 impl Serialize for Password {
     fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
         match *self {}
+    }
+}
+
+/// A key or secret of object storage in the config file: always an error, with the advice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Secret {}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Secret, D::Error> {
+        Err(de::Error::custom(
+            "an S3 key is refused in the config file (every run reads it, it is often \
+             readable by others, and the archiver's command shows which file it reads): put \
+             the key in a credentials file (AWS format, mode 0600 or 0640) and name it with \
+             `credentials_file`, or name the variables that hold it with `access_key_id_env` \
+             and `secret_access_key_env`",
+        ))
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        match *self {}
+    }
+}
+
+/// The `[s3]` table: how to reach a repository in object storage (`repo = "s3://…"`).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawS3 {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path_style: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    allow_http: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    credentials_file: Option<PathValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    access_key_id_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret_access_key_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    session_token_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    instance_credentials: Option<bool>,
+    // Refused (last: serde lists the expected keys in this order, and the message leaves
+    // these out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    access_key_id: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret_access_key: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    session_token: Option<Secret>,
+}
+
+impl RawS3 {
+    /// The settings, or why the table does not make sense (one source of credentials at most).
+    fn settings(&self) -> Result<S3Settings, String> {
+        let file = self
+            .credentials_file
+            .as_ref()
+            .map(|p| CredentialSource::File {
+                path: p.0.clone(),
+                profile: self.profile.clone(),
+            });
+        if self.profile.is_some() && file.is_none() {
+            return Err("`profile` names a profile of `credentials_file`, which is not set".into());
+        }
+        let env = match (
+            &self.access_key_id_env,
+            &self.secret_access_key_env,
+            &self.session_token_env,
+        ) {
+            (None, None, None) => None,
+            (Some(k), Some(s), t) => Some(CredentialSource::Env {
+                access_key_id: k.clone(),
+                secret_access_key: s.clone(),
+                session_token: t.clone(),
+            }),
+            _ => {
+                return Err(
+                    "`access_key_id_env` and `secret_access_key_env` go together \
+                            (`session_token_env` only with them)"
+                        .into(),
+                );
+            }
+        };
+        let instance =
+            (self.instance_credentials == Some(true)).then_some(CredentialSource::Instance);
+        let sources: Vec<CredentialSource> = [file, env, instance].into_iter().flatten().collect();
+        if sources.len() > 1 {
+            return Err(
+                "give one source of S3 credentials: `credentials_file`, the `*_env` \
+                        variable names, or `instance_credentials = true`"
+                    .into(),
+            );
+        }
+        let s = S3Settings {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            path_style: self.path_style,
+            allow_http: self.allow_http,
+            credentials: sources.into_iter().next(),
+            ..S3Settings::default()
+        };
+        s.check()?;
+        Ok(s)
+    }
+
+    fn from_settings(s: &S3Settings) -> RawS3 {
+        let mut raw = RawS3 {
+            endpoint: s.endpoint.clone(),
+            region: s.region.clone(),
+            path_style: s.path_style,
+            allow_http: s.allow_http,
+            ..RawS3::default()
+        };
+        match &s.credentials {
+            Some(CredentialSource::File { path, profile }) => {
+                raw.credentials_file = Some(PathValue(path.clone()));
+                raw.profile = profile.clone();
+            }
+            Some(CredentialSource::Env {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            }) => {
+                raw.access_key_id_env = Some(access_key_id.clone());
+                raw.secret_access_key_env = Some(secret_access_key.clone());
+                raw.session_token_env = session_token.clone();
+            }
+            Some(CredentialSource::Instance) => raw.instance_credentials = Some(true),
+            // The standard variables are what an empty table means; a key in memory is never
+            // written.
+            _ => {}
+        }
+        raw
+    }
+
+    fn is_empty(&self) -> bool {
+        self.settings().is_ok_and(|s| s.is_empty())
     }
 }
 
@@ -207,6 +353,8 @@ with_settings! {
         repo: Option<RepoValue>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         password: Option<Password>,
+        #[serde(default, skip_serializing_if = "RawS3::is_empty")]
+        s3: RawS3,
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         cluster: BTreeMap<String, RawCluster>,
     }
@@ -314,7 +462,11 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             .message()
             .trim()
             .replace("unknown field", "unknown key")
-            .replace(", `password`", "");
+            .replace(", `password`", "")
+            .replace(
+                ", `access_key_id`, `secret_access_key`, `session_token`",
+                "",
+            );
         invalid(e.span().map(|s| s.start), message)
     })?;
     let mut clusters = BTreeMap::new();
@@ -349,8 +501,13 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             },
         );
     }
+    let s3 = raw
+        .s3
+        .settings()
+        .map_err(|why| invalid(None, format!("[s3]: {why}")))?;
     Ok(Config {
         path: path.to_owned(),
+        s3,
         defaults: raw.settings(),
         repo: raw.repo.map(|r| r.0),
         clusters,
@@ -361,6 +518,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 pub(super) fn to_toml(config: &Config) -> String {
     let mut raw = RawFile {
         repo: config.repo.clone().map(RepoValue),
+        s3: RawS3::from_settings(&config.s3),
         ..RawFile::default()
     };
     raw.set_settings(&config.defaults);

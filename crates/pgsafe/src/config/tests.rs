@@ -4,6 +4,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
+use crate::storage::s3::{CredentialSource, S3Settings};
 
 fn p(text: &str) -> Result<Config, ConfigError> {
     parse(text, Path::new("/etc/pgsafe/pgsafe.toml"))
@@ -186,6 +187,18 @@ fn every_key_round_trips() {
     let every = Config {
         path: PathBuf::from("/etc/pgsafe/pgsafe.toml"),
         repo: Some(RepoLocation::Remote("s3://bucket/prefix".into())),
+        s3: S3Settings {
+            endpoint: Some("https://minio.example.net:9000".into()),
+            region: Some("eu-west-1".into()),
+            path_style: Some(false),
+            allow_http: Some(true),
+            credentials: Some(CredentialSource::Env {
+                access_key_id: "K".into(),
+                secret_access_key: "S".into(),
+                session_token: Some("T".into()),
+            }),
+            ..S3Settings::default()
+        },
         defaults: Settings::default(),
         clusters: [("x".to_owned(), table)].into(),
         warnings: Vec::new(),
@@ -392,5 +405,68 @@ proptest! {
             // Whatever is accepted writes back to an equal config.
             prop_assert_eq!(p(&c.to_toml()).unwrap(), c);
         }
+    }
+}
+
+#[test]
+fn the_s3_table_names_where_the_key_is_never_the_key() {
+    let c = p(r#"
+repo = "s3://bucket/pg"
+[s3]
+endpoint = "http://127.0.0.1:9000"
+region = "eu-west-1"
+path_style = true
+credentials_file = "/etc/pgsafe/s3-credentials"
+profile = "backup"
+"#)
+    .unwrap();
+    assert_eq!(c.s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert_eq!(c.s3.path_style, Some(true));
+    assert_eq!(
+        c.s3.credentials,
+        Some(CredentialSource::File {
+            path: "/etc/pgsafe/s3-credentials".into(),
+            profile: Some("backup".into())
+        })
+    );
+    assert_eq!(p(&c.to_toml()).unwrap(), c);
+    // Every cluster sees the file's table.
+    assert_eq!(Resolved::for_cluster(Some(&c), Some("x")).s3, c.s3);
+    let c = p("[s3]\ninstance_credentials = true\n").unwrap();
+    assert_eq!(c.s3.credentials, Some(CredentialSource::Instance));
+    assert_eq!(p(&c.to_toml()).unwrap(), c);
+    // An empty table is no table.
+    assert!(!p("[s3]\n").unwrap().to_toml().contains("s3"));
+
+    // A key or secret in the file: refused, with the advice, never echoed.
+    for key in ["secret_access_key", "access_key_id", "session_token"] {
+        let msg = err(&format!("[s3]\n{key} = \"SEEKRIT\"\n"));
+        assert!(msg.contains(key), "{msg}");
+        assert!(msg.contains("credentials_file"), "no advice: {msg}");
+        assert!(!msg.contains("SEEKRIT"), "{msg}");
+    }
+    // An unknown key is named, and the refused ones are not offered.
+    let msg = err("[s3]\nendpiont = \"https://x\"\n");
+    assert!(msg.contains("endpiont") && msg.contains("line 2"), "{msg}");
+    assert!(!msg.contains("`secret_access_key`"), "{msg}");
+    for (text, why) in [
+        ("[s3]\nprofile = \"x\"\n", "`profile`"),
+        ("[s3]\naccess_key_id_env = \"K\"\n", "go together"),
+        ("[s3]\nsession_token_env = \"T\"\n", "go together"),
+        (
+            "[s3]\ncredentials_file = \"/c\"\ninstance_credentials = true\n",
+            "one source",
+        ),
+        ("[s3]\ncredentials_file = \"rel/c\"\n", "relative"),
+        ("[s3]\nendpoint = \"minio:9000\"\n", "http"),
+        ("[s3]\nregion = \"eu west\"\n", "region"),
+        (
+            "[s3]\naccess_key_id_env = \"K\"\nsecret_access_key_env = \"1X\"\n",
+            "environment variable",
+        ),
+        ("[s3]\npath_style = \"yes\"\n", "path_style"),
+    ] {
+        let msg = err(text);
+        assert!(msg.contains(why), "{text}: {msg}");
     }
 }

@@ -31,6 +31,9 @@ pub struct ArchiveGet {
     pub cluster: Ident,
     /// The config file this run used, absolute (the server's environment will not name it).
     pub config: Option<PathBuf>,
+    /// More arguments, written after the others (how to reach an object store: the server's
+    /// environment has none of the variables this run may have used).
+    pub extra_args: Vec<String>,
 }
 
 impl ArchiveGet {
@@ -57,6 +60,10 @@ impl ArchiveGet {
         );
         if let Some(c) = &self.config {
             cmd.push_str(&format!(" --config {}", text(c)?));
+        }
+        for a in &self.extra_args {
+            cmd.push(' ');
+            cmd.push_str(&shell_quote(a).replace('%', "%%"));
         }
         cmd.push_str(" %f %p");
         Ok(cmd)
@@ -519,6 +526,7 @@ mod tests {
             repo: repo.clone(),
             cluster: Ident::new("main").unwrap(),
             config: Some(PathBuf::from("/etc/pg safe/%p.toml")),
+            extra_args: vec!["--s3-region".into(), "it's 100%f $X".into()],
         };
         let cmd = get.command().unwrap();
         let args = run_as_postgres(&cmd, "000000010000000000000003", "pg_wal/RECOVERYXLOG");
@@ -532,6 +540,8 @@ mod tests {
                 "main",
                 "--config",
                 "/etc/pg safe/%p.toml",
+                "--s3-region",
+                "it's 100%f $X",
                 "000000010000000000000003",
                 "pg_wal/RECOVERYXLOG"
             ]

@@ -103,6 +103,18 @@ fn option_value(words: &[String], i: &mut usize, name: &str) -> Option<Option<St
     None
 }
 
+/// Global options (besides `--config`) that take their value in the next word: how to reach
+/// an object store.
+const GLOBAL_VALUE_OPTIONS: [&str; 7] = [
+    "--s3-endpoint",
+    "--s3-region",
+    "--s3-credentials-file",
+    "--s3-profile",
+    "--s3-access-key-id-env",
+    "--s3-secret-access-key-env",
+    "--s3-session-token-env",
+];
+
 /// Reads an `archive_command` (as the server shows it; `%p` and `%f` not yet replaced).
 pub fn parse(cmd: &str) -> Parsed {
     if cmd.trim().is_empty() {
@@ -135,7 +147,10 @@ pub fn parse(cmd: &str) -> Parsed {
         if let Some(v) = option_value(&words, &mut i, "--config") {
             call.config = v;
         } else if subcommand.is_none() {
-            if !words[i].starts_with('-') {
+            if GLOBAL_VALUE_OPTIONS.contains(&words[i].as_str()) {
+                // A global option's value is not the subcommand.
+                i += 1;
+            } else if !words[i].starts_with('-') {
                 subcommand = Some(words[i].clone());
             }
         } else if let Some(v) = option_value(&words, &mut i, "--repo") {
@@ -167,13 +182,24 @@ pub fn shell_word(s: &str) -> String {
 /// The `archive_command` that archives into `repo` as `cluster` with `program` (a `%` in a
 /// value is written `%%`, which the archiver turns back into `%`).
 pub fn expected_command(program: &str, repo: &str, cluster: &str) -> String {
+    expected_command_with(program, repo, cluster, &[])
+}
+
+/// [`expected_command`] with `extra` arguments after the cluster.
+pub fn expected_command_with(program: &str, repo: &str, cluster: &str, extra: &[String]) -> String {
     let word = |s: &str| shell_word(&s.replace('%', "%%"));
-    format!(
-        "{} archive-push --repo {} --cluster {} %p",
+    let mut cmd = format!(
+        "{} archive-push --repo {} --cluster {}",
         word(program),
         word(repo),
         word(cluster)
-    )
+    );
+    for a in extra {
+        cmd.push(' ');
+        cmd.push_str(&word(a));
+    }
+    cmd.push_str(" %p");
+    cmd
 }
 
 /// A string as a postgresql.conf (and SQL) literal: single quotes, `'` doubled.
@@ -220,6 +246,13 @@ mod tests {
         // %f alone does not name the file's path.
         let (c, _) = push("pgsafe archive-push --repo /r --cluster m %f");
         assert!(!c.has_path);
+        // Object storage options before the subcommand are not taken for it.
+        let (c, _) = push(
+            "pgsafe --s3-endpoint http://127.0.0.1:9000 --s3-path-style archive-push \
+             --repo s3://b/p --cluster m --s3-region r %p",
+        );
+        assert_eq!(c.repo.as_deref(), Some("s3://b/p"));
+        assert!(c.has_path);
         // --config after the subcommand is the global option too.
         let (c, _) = push("pgsafe archive-push --config /c.toml --cluster m %p");
         assert_eq!(c.config.as_deref(), Some("/c.toml"));

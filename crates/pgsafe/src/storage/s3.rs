@@ -37,7 +37,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use object_store::path::Path;
 use object_store::{
     BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig,
@@ -49,12 +49,14 @@ use super::name::ObjectName;
 use super::{Backend, Entry, EntryKind, ObjectInfo, ObjectReader, ObjectWriter, PutOptions};
 
 pub mod config;
+pub mod credentials;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
 pub use config::{DEFAULT_REGION, S3Config, S3Credentials, S3Settings};
+pub use credentials::CredentialSource;
 pub use writer::{SINGLE_PUT_MAX, part_size};
 
 /// Times a read that broke off mid-stream asks again for the rest.
@@ -78,14 +80,18 @@ impl S3Backend {
     pub fn open(config: &S3Config) -> Result<S3Backend> {
         let show = config.to_string();
         config.check_endpoint()?;
-        let Some(creds) = &config.credentials else {
+        let instance = config.source == CredentialSource::Instance;
+        if config.credentials.is_none() && !instance {
             return Err(
-                StorageError::new(ErrorKind::PermissionDenied, "open", &show).with_detail(
-                    "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and \
-                     AWS_SESSION_TOKEN for temporary ones), or the repository's S3 settings",
-                ),
+                StorageError::new(ErrorKind::PermissionDenied, "open", &show).with_detail(format!(
+                    "no S3 credentials: {} are not set. Name a credentials file (AWS \
+                         format, readable by you and not by every user) in the repository's \
+                         S3 settings, or the variables that hold the key, or use the \
+                         machine's role",
+                    config.source
+                )),
             );
-        };
+        }
         // reqwest is built without a TLS provider of its own: use ring, as the backup
         // session's TLS does (conninfo/tls.rs). Installing fails harmlessly when a provider is
         // already installed.
@@ -106,16 +112,28 @@ impl S3Backend {
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(&config.bucket)
             .with_region(&config.region)
-            .with_access_key_id(&creds.access_key_id)
-            .with_secret_access_key(&creds.secret_access_key)
             .with_virtual_hosted_style_request(!config.path_style)
             // check_endpoint decided whether plain HTTP is allowed.
             .with_allow_http(true)
             .with_conditional_put(S3ConditionalPut::ETagMatch)
             .with_retry(retry)
             .with_client_options(client);
-        if let Some(t) = &creds.session_token {
-            b = b.with_token(t);
+        if let Some(creds) = &config.credentials {
+            b = b
+                .with_access_key_id(&creds.access_key_id)
+                .with_secret_access_key(&creds.secret_access_key);
+            if let Some(t) = &creds.session_token {
+                b = b.with_token(t);
+            }
+        } else {
+            // The machine's role: object_store asks a web identity token, the container
+            // endpoint, then the instance metadata service (IMDSv2), in that order, with the
+            // variables that say where they are.
+            for (k, v) in &config.role_env {
+                if let Ok(key) = k.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                    b = b.with_config(key, v);
+                }
+            }
         }
         if let Some(e) = &config.endpoint {
             b = b.with_endpoint(e);

@@ -1,12 +1,14 @@
 //! Where an S3 repository is and how to reach it: `s3://BUCKET/PREFIX`, merged with settings
-//! (the configuration file, flags) and the standard `AWS_*` environment variables. Pure: the
+//! (the configuration file, flags) and the standard `AWS_*` environment variables. The
 //! environment is passed in as a lookup function, so the merge is tested without touching the
-//! process environment.
+//! process environment; the only IO is reading a credentials file the settings name
+//! ([`super::credentials`]).
 
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::credentials::{CredentialSource, ROLE_VARIABLES, is_variable_name, load_credentials};
 use crate::storage::error::{ErrorKind, Result, StorageError};
 
 /// Region used when none is configured (what AWS's own tools assume; S3-compatible servers
@@ -49,8 +51,15 @@ pub struct S3Config {
     /// Plain HTTP to an endpoint that is not on loopback. Without it such an endpoint is
     /// refused: the requests carry signatures and the repository's content in the clear.
     pub allow_http: bool,
-    /// `None`: refused at open (there is no anonymous access to a repository).
+    /// `None`: refused at open (there is no anonymous access to a repository), unless
+    /// `source` is [`CredentialSource::Instance`].
     pub credentials: Option<S3Credentials>,
+    /// Where the credentials came from (for messages, and for commands that must find them
+    /// again: `restore_command`, `archive_command`).
+    pub source: CredentialSource,
+    /// With [`CredentialSource::Instance`]: the role variables ([`ROLE_VARIABLES`]) that were
+    /// set, handed to the client.
+    pub role_env: Vec<(String, String)>,
     /// Longest any one request may take (a part upload included); a stalled connection fails
     /// then and is retried.
     pub request_timeout: Duration,
@@ -68,6 +77,7 @@ impl fmt::Debug for S3Config {
             .field("path_style", &self.path_style)
             .field("allow_http", &self.allow_http)
             .field("credentials", &self.credentials)
+            .field("source", &self.source)
             .field("request_timeout", &self.request_timeout)
             .field("retry_budget", &self.retry_budget)
             .finish()
@@ -96,9 +106,74 @@ pub struct S3Settings {
     pub region: Option<String>,
     pub path_style: Option<bool>,
     pub allow_http: Option<bool>,
+    /// A key given in memory (tests, library callers); beats `credentials`.
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub session_token: Option<String>,
+    /// Where the key comes from when none is given in memory (`None`: the `AWS_*` variables).
+    pub credentials: Option<CredentialSource>,
+}
+
+impl S3Settings {
+    /// Each setting from `self`, else from `fallback` (flags over the configuration file).
+    /// The key given in memory and the credential source each count as one setting.
+    pub fn or(&self, fallback: &S3Settings) -> S3Settings {
+        let given = self.access_key_id.is_some() || self.secret_access_key.is_some();
+        let key = if given { self } else { fallback };
+        S3Settings {
+            endpoint: self.endpoint.clone().or_else(|| fallback.endpoint.clone()),
+            region: self.region.clone().or_else(|| fallback.region.clone()),
+            path_style: self.path_style.or(fallback.path_style),
+            allow_http: self.allow_http.or(fallback.allow_http),
+            access_key_id: key.access_key_id.clone(),
+            secret_access_key: key.secret_access_key.clone(),
+            session_token: key.session_token.clone(),
+            credentials: self
+                .credentials
+                .clone()
+                .or_else(|| fallback.credentials.clone()),
+        }
+    }
+
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == S3Settings::default()
+    }
+
+    /// Checks what can be checked without the bucket: the endpoint's form and the variable
+    /// names. The message names no setting (the caller knows whether it was a flag or a key).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if let Some(e) = &self.endpoint {
+            endpoint_authority(e)?;
+        }
+        if let Some(r) = &self.region
+            && (r.is_empty() || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        {
+            return Err(format!(
+                "{r:?} is not a region (letters, digits and '-', like eu-west-1)"
+            ));
+        }
+        if let Some(CredentialSource::Env {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        }) = &self.credentials
+        {
+            for n in [
+                Some(access_key_id),
+                Some(secret_access_key),
+                session_token.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if !is_variable_name(n) {
+                    return Err(format!("{n:?} is not the name of an environment variable"));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Debug for S3Settings {
@@ -112,6 +187,7 @@ impl fmt::Debug for S3Settings {
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &hide(&self.secret_access_key))
             .field("session_token", &hide(&self.session_token))
+            .field("credentials", &self.credentials)
             .finish()
     }
 }
@@ -151,6 +227,8 @@ impl S3Config {
             path_style: false,
             allow_http: false,
             credentials: None,
+            source: CredentialSource::AwsEnv,
+            role_env: Vec::new(),
             request_timeout: Duration::from_secs(15 * 60),
             retry_budget: Duration::from_secs(3 * 60),
         })
@@ -178,20 +256,63 @@ impl S3Config {
         c.allow_http = settings.allow_http.unwrap_or(false);
         // The key, secret and token come as a set: a key from the settings is never paired
         // with a secret from the environment.
-        let (key, secret, token) =
-            if settings.access_key_id.is_some() || settings.secret_access_key.is_some() {
+        let given = settings.access_key_id.is_some() || settings.secret_access_key.is_some();
+        c.source = if given {
+            CredentialSource::Given
+        } else {
+            settings.credentials.clone().unwrap_or_default()
+        };
+        let (key, secret, token) = match &c.source {
+            CredentialSource::Given => (
+                settings.access_key_id.clone(),
+                settings.secret_access_key.clone(),
+                settings.session_token.clone(),
+            ),
+            CredentialSource::AwsEnv => (
+                env("AWS_ACCESS_KEY_ID"),
+                env("AWS_SECRET_ACCESS_KEY"),
+                env("AWS_SESSION_TOKEN"),
+            ),
+            CredentialSource::Env {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => {
+                let need = |n: &str| {
+                    env(n).ok_or_else(|| {
+                        invalid(
+                            &c,
+                            format!(
+                                "the variable {n}, named to hold the S3 credentials, is not set"
+                            ),
+                        )
+                    })
+                };
                 (
-                    settings.access_key_id.clone(),
-                    settings.secret_access_key.clone(),
-                    settings.session_token.clone(),
+                    Some(need(access_key_id)?),
+                    Some(need(secret_access_key)?),
+                    session_token.as_deref().map(need).transpose()?,
                 )
-            } else {
+            }
+            CredentialSource::File { path, profile } => {
+                let cr = load_credentials(path, profile.as_deref()).map_err(|why| {
+                    StorageError::new(ErrorKind::PermissionDenied, "use S3 location", &c)
+                        .with_detail(why)
+                })?;
                 (
-                    env("AWS_ACCESS_KEY_ID"),
-                    env("AWS_SECRET_ACCESS_KEY"),
-                    env("AWS_SESSION_TOKEN"),
+                    Some(cr.access_key_id),
+                    Some(cr.secret_access_key),
+                    cr.session_token,
                 )
-            };
+            }
+            CredentialSource::Instance => {
+                c.role_env = ROLE_VARIABLES
+                    .iter()
+                    .filter_map(|k| Some((k.to_string(), env(k)?)))
+                    .collect();
+                (None, None, None)
+            }
+        };
         c.credentials = match (key, secret) {
             (Some(access_key_id), Some(secret_access_key)) => Some(S3Credentials {
                 access_key_id,
@@ -202,11 +323,20 @@ impl S3Config {
             (Some(_), None) => {
                 return Err(invalid(
                     &c,
-                    "an access key id is set without its secret key",
+                    format!(
+                        "an access key id is set without its secret key (from {})",
+                        c.source
+                    ),
                 ));
             }
             (None, Some(_)) => {
-                return Err(invalid(&c, "a secret key is set without its access key id"));
+                return Err(invalid(
+                    &c,
+                    format!(
+                        "a secret key is set without its access key id (from {})",
+                        c.source
+                    ),
+                ));
             }
         };
         c.check_endpoint()?;
@@ -219,29 +349,43 @@ impl S3Config {
         let Some(e) = &self.endpoint else {
             return Ok(());
         };
-        let (scheme, rest) = e.split_once("://").ok_or_else(|| {
-            invalid(
-                e,
-                "an endpoint is http://HOST[:PORT] or https://HOST[:PORT]",
-            )
-        })?;
-        let authority = rest.trim_end_matches('/');
-        if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
-            return Err(invalid(
-                e,
-                "an endpoint is a scheme, a host and a port, nothing else",
-            ));
-        }
+        let (scheme, authority) = endpoint_authority(e).map_err(|why| invalid(e, why))?;
         match scheme {
-            "https" => Ok(()),
-            "http" if self.allow_http || is_loopback(authority) => Ok(()),
-            "http" => Err(invalid(
+            "http" if !self.allow_http && !is_loopback(authority) => Err(invalid(
                 e,
                 "plain HTTP would send the repository's content and request signatures in the \
                  clear; use https, or allow HTTP explicitly for this endpoint",
             )),
-            _ => Err(invalid(e, "the endpoint's scheme must be http or https")),
+            _ => Ok(()),
         }
+    }
+
+    /// Things worth saying that do not stop the configuration from being used: plain HTTP
+    /// allowed to a host that is not this machine.
+    pub fn warnings(&self) -> Vec<String> {
+        match self.endpoint.as_deref().map(endpoint_authority) {
+            Some(Ok(("http", authority))) if !is_loopback(authority) => vec![format!(
+                "the S3 endpoint http://{authority} is reached over plain HTTP: anyone on the \
+                 network path can read the repository's content (unless it is encrypted) and \
+                 replay the signed requests; use https"
+            )],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The scheme (`http` or `https`) and `host[:port]` of an endpoint, or why it is not one.
+fn endpoint_authority(e: &str) -> std::result::Result<(&str, &str), String> {
+    let (scheme, rest) = e
+        .split_once("://")
+        .ok_or("an endpoint is http://HOST[:PORT] or https://HOST[:PORT]")?;
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+        return Err("an endpoint is a scheme, a host and a port, nothing else".into());
+    }
+    match scheme {
+        "http" | "https" => Ok((scheme, authority)),
+        _ => Err("the endpoint's scheme must be http or https".into()),
     }
 }
 

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use super::config::{DEFAULT_REGION, S3Config, S3Settings};
+use super::credentials::CredentialSource;
 use super::part_size;
 use crate::storage::ErrorKind;
 
@@ -97,6 +98,96 @@ fn settings_override_the_environment() {
 }
 
 #[test]
+fn the_key_comes_from_the_source_the_settings_name() {
+    let aws = [
+        ("AWS_ACCESS_KEY_ID", "envkey"),
+        ("AWS_SECRET_ACCESS_KEY", "envsecret"),
+        ("MY_KEY", "mykey"),
+        ("MY_SECRET", "mysecret"),
+        ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r"),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token"),
+    ];
+    let with = |source: Option<CredentialSource>| {
+        let s = S3Settings {
+            credentials: source,
+            ..S3Settings::default()
+        };
+        S3Config::resolve("s3://bkt", &s, env(&aws))
+    };
+    let c = with(None).unwrap();
+    assert_eq!(c.source, CredentialSource::AwsEnv);
+    assert_eq!(c.credentials.unwrap().access_key_id, "envkey");
+    let named = CredentialSource::Env {
+        access_key_id: "MY_KEY".into(),
+        secret_access_key: "MY_SECRET".into(),
+        session_token: None,
+    };
+    let c = with(Some(named)).unwrap();
+    let cr = c.credentials.unwrap();
+    assert_eq!(
+        (cr.access_key_id.as_str(), cr.secret_access_key.as_str()),
+        ("mykey", "mysecret")
+    );
+    // A named variable that is not set is an error that names it (not the AWS_* fallback).
+    let e = with(Some(CredentialSource::Env {
+        access_key_id: "MY_KEY".into(),
+        secret_access_key: "UNSET_SECRET".into(),
+        session_token: None,
+    }))
+    .unwrap_err();
+    assert!(e.to_string().contains("UNSET_SECRET"), "{e}");
+    // The machine's role: no key, and the role variables handed on.
+    let c = with(Some(CredentialSource::Instance)).unwrap();
+    assert!(c.credentials.is_none());
+    assert_eq!(c.role_env.len(), 2, "{:?}", c.role_env);
+    // A credentials file (the file's own checks: credentials.rs).
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("creds");
+    std::fs::write(
+        &f,
+        "[x]\naws_access_key_id = fk\naws_secret_access_key = fs\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let file = |profile: Option<&str>| {
+        with(Some(CredentialSource::File {
+            path: f.clone(),
+            profile: profile.map(str::to_owned),
+        }))
+    };
+    assert_eq!(
+        file(Some("x")).unwrap().credentials.unwrap().access_key_id,
+        "fk"
+    );
+    let e = file(None).unwrap_err();
+    assert!(e.to_string().contains("no profile [default]"), "{e}");
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+
+    // Flags over the file: each setting, the key source as one.
+    let flags = S3Settings {
+        region: Some("r1".into()),
+        credentials: Some(CredentialSource::Instance),
+        ..S3Settings::default()
+    };
+    let file = S3Settings {
+        region: Some("r2".into()),
+        endpoint: Some("https://e".into()),
+        credentials: Some(CredentialSource::AwsEnv),
+        ..S3Settings::default()
+    };
+    let m = flags.or(&file);
+    assert_eq!(
+        (m.region.as_deref(), m.endpoint.as_deref(), m.credentials),
+        (
+            Some("r1"),
+            Some("https://e"),
+            Some(CredentialSource::Instance)
+        )
+    );
+}
+
+#[test]
 fn plain_http_only_to_loopback_unless_allowed() {
     let with = |endpoint: &str, allow: Option<bool>| {
         let s = S3Settings {
@@ -128,7 +219,21 @@ fn plain_http_only_to_loopback_unless_allowed() {
     ] {
         with(bad, None).expect_err(bad);
     }
-    with("http://10.0.0.5:9000", Some(true)).unwrap();
+    let allowed = with("http://10.0.0.5:9000", Some(true)).unwrap();
+    // Allowed, but said: the content and signed requests cross the network in the clear.
+    assert_eq!(allowed.warnings().len(), 1, "{:?}", allowed.warnings());
+    assert!(
+        with("http://127.0.0.1:9000", Some(true))
+            .unwrap()
+            .warnings()
+            .is_empty()
+    );
+    assert!(
+        with("https://10.0.0.5", Some(true))
+            .unwrap()
+            .warnings()
+            .is_empty()
+    );
 }
 
 #[test]
