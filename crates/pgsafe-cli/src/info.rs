@@ -26,8 +26,9 @@ pub const LONG_ABOUT: &str = "Read-only. Shows every cluster of a repository (or
     --cluster names): its registration; a status line (OK, or the number of problems) with the \
     age of the last good backup; the problems — interrupted, corrupt or foreign backups, failed \
     verifications, source pages that failed their checksum, entries that are not backups; the \
-    recoverability window (the stop points of the usable backups: the repository keeps no WAL \
-    between backups, so a restore reaches those points only); and every backup in lineage order \
+    recoverability window (the stop points of the usable backups, and with archived WAL the \
+    point-in-time window: any point from a backup's stop to the end of the WAL archived \
+    after it without a gap); and every backup in lineage order \
     (timeline, LSN), not in name order. --backup ID shows everything about one backup. Exit 0 \
     whenever the repository could be read, whatever the problems (they are in the output; with \
     --json in `ok` and each cluster's `status`).";
@@ -305,8 +306,23 @@ fn point(p: &RestorePoint) -> String {
     )
 }
 
-fn window(r: &Recoverability) -> String {
+/// The backups' stop points. With a WAL archive window (`archived`), the points between come
+/// from the archive: this line must not say the repository keeps no WAL.
+fn window(r: &Recoverability, archived: bool) -> String {
     match (&r.earliest, &r.latest) {
+        (Some(e), Some(l)) if archived => {
+            let points = if r.restore_points == 1 {
+                format!("1 backup stop point, {}", point(e))
+            } else {
+                format!(
+                    "{} backup stop points, from {} to {}",
+                    r.restore_points,
+                    point(e),
+                    point(l)
+                )
+            };
+            format!("{points}; with the archived WAL, any point of the PITR window below")
+        }
         (Some(e), Some(_)) if r.restore_points == 1 => format!(
             "1 point, {}: the stop point of the only usable backup; the repository keeps no \
              WAL after it, so a restore reaches this point only",
@@ -411,14 +427,16 @@ fn print_human(doc: &InfoDoc) {
         println!("no cluster is registered (register one with pgsafe init)");
     }
     for c in &doc.clusters {
-        print_cluster(&c.summary);
+        let archived = c.wal.as_ref().is_some_and(|w| w.window.is_some());
+        print_cluster(&c.summary, archived);
         if let Some(w) = &c.wal {
             print_wal(w);
         }
     }
 }
 
-fn print_cluster(c: &ClusterSummary) {
+/// `archived`: the WAL archive gives a point-in-time window (printed after, as `PITR`).
+fn print_cluster(c: &ClusterSummary, archived: bool) {
     let r = &c.registration;
     println!();
     println!(
@@ -446,7 +464,7 @@ fn print_cluster(c: &ClusterSummary) {
     for p in &c.problems {
         println!("  {:<10}{}", "PROBLEM", p.message);
     }
-    println!("  {:<10}{}", "restore", window(&c.recoverability));
+    println!("  {:<10}{}", "restore", window(&c.recoverability, archived));
     let t = &c.totals;
     let mut states = vec![format!("{} complete", t.complete)];
     for (n, what) in [

@@ -6,6 +6,17 @@
 //!   credentials file (refused when every user can read it), from variables the settings name,
 //!   or from `AWS_*`; a key in the config file is refused and never echoed; no key at all is an
 //!   error that says where one can come from.
+//! - `archive_backup_restore_expire` (10, 15, 18): the server archives with `archive_command =
+//!   'pgsafe --config FILE archive-push --cluster main %p'` and no AWS_* variable in its
+//!   environment, under pgbench; init, check, backup, info, verify, metrics through the config
+//!   file; PITR restores to a time and an LSN target (restore_command = archive-get, as the
+//!   restore wrote it) hold exactly the marks committed before the target, pgbench's balance
+//!   invariant, every pgbench transaction committed before it, and pass amcheck; a second backup
+//!   and `expire --keep-full 1` remove the first backup's objects from the bucket, and a restore
+//!   to a target after the second backup still finds every WAL segment it needs.
+//!
+//! amcheck: pg_amcheck (Debian's 15 client) with heap checks on 14+, bt_index_check below
+//! (`pgsafe_testkit::amcheck`).
 
 mod common;
 
@@ -14,15 +25,20 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use pgsafe::storage::Backend;
+use pgsafe::storage::s3::S3Backend;
 use pgsafe_testkit::s3::{S3Kind, S3Server};
 use pgsafe_testkit::{
-    Cluster, ClusterOptions, PgInstall, per_major, server_owned_tempdir, server_user,
+    Cluster, ClusterOptions, Mark, Marks, PgInstall, PgbenchRun, amcheck, archive_settings,
+    check_marks, history_rows, per_major, pgbench_init, pgbench_invariant, server_owned_tempdir,
+    server_user, wait_archived,
 };
 use tempfile::TempDir;
 
-use common::{json, ok, refused, text};
+use common::{bin, json, ok, refused, text};
 
 const CLUSTER: &str = "main";
+const MARKS: &str = "s3_marks";
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -271,3 +287,247 @@ fn settings_reach_the_bucket(major: u32) {
     }
 }
 per_major!(settings_reach_the_bucket: 16);
+
+impl S3Rig {
+    /// `pgsafe --config FILE args…` (the rig's config file names the repository).
+    fn pgsafe(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--config", s(&self.config)];
+        all.extend_from_slice(args);
+        run(&all)
+    }
+
+    /// The names of the objects under the repository's prefix.
+    fn objects(&self, prefix: &str) -> Vec<String> {
+        let b = S3Backend::open(&self.s3.config(prefix)).unwrap();
+        b.list(None)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name.to_string())
+            .collect()
+    }
+}
+
+/// A server archiving into the rig's repository through its config file alone (its
+/// environment has no AWS_* variable: the test process has none), registered as [`CLUSTER`].
+fn archiving_server(rig: &S3Rig, major: u32) -> Cluster {
+    for k in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+    ] {
+        assert!(
+            std::env::var_os(k).is_none(),
+            "the test process has {k} set"
+        );
+    }
+    let mut opts = ClusterOptions::new().fast_unsafe();
+    if major >= 11 {
+        opts = opts.wal_segsize_mb(1);
+    }
+    let cfg = s(&rig.config);
+    for line in archive_settings(
+        &bin(),
+        &["--config", cfg, "archive-push", "--cluster", CLUSTER],
+    ) {
+        opts = opts.conf(line);
+    }
+    Cluster::started(&PgInstall::major(major), opts)
+}
+
+/// `pgsafe backup --cluster main` of `c` into the config file's repository: the backup ID.
+fn backup(rig: &S3Rig, c: &Cluster) -> String {
+    let conn = c.conninfo();
+    let out = ok(
+        rig.pgsafe(&[
+            "backup",
+            "--cluster",
+            CLUSTER,
+            "-D",
+            s(c.data_dir()),
+            "-d",
+            &conn,
+            "--json",
+            "--progress",
+            "none",
+        ]),
+        &format!("PostgreSQL {}: backup into S3", c.major()),
+    );
+    json(&out)["backup_id"].as_str().unwrap().to_owned()
+}
+
+/// Restores to `target` (promoting there) into the rig's scratch folder, starts the copy and
+/// checks it: exactly `marks`, pgbench's invariant with at least `history` transactions,
+/// amcheck. The restore's recovery settings must name no key.
+fn restore_and_check(
+    rig: &S3Rig,
+    c: &Cluster,
+    name: &str,
+    target: &[&str],
+    marks: &[i32],
+    history: i64,
+) {
+    let m = format!("PostgreSQL {} ({name} {target:?})", c.major());
+    let data = rig.scratch.path().join(name);
+    let mut args = vec![
+        "restore",
+        "--cluster",
+        CLUSTER,
+        "--pgdata",
+        s(&data),
+        "--progress",
+        "none",
+        "--target-action",
+        "promote",
+    ];
+    args.extend_from_slice(target);
+    let out = ok(rig.pgsafe(&args), &m);
+    assert!(
+        !text(&out).contains(&rig.s3.secret_key),
+        "{m}: {}",
+        text(&out)
+    );
+    let auto = fs::read_to_string(data.join("postgresql.auto.conf")).unwrap_or_default();
+    let recovery = fs::read_to_string(data.join("recovery.conf")).unwrap_or_default();
+    let settings = format!("{auto}{recovery}");
+    assert!(settings.contains("archive-get"), "{m}: {settings}");
+    assert!(
+        settings.contains("--s3-credentials-file"),
+        "{m}: {settings}"
+    );
+    assert!(!settings.contains(&rig.s3.secret_key), "{m}: {settings}");
+    let mut r = Cluster::adopt(c.install(), &data, ClusterOptions::new().fast_unsafe());
+    r.start();
+    r.wait_recovery_done();
+    let mut client = r.connect();
+    check_marks(&mut client, MARKS, marks)
+        .unwrap_or_else(|e| panic!("{m}: {e}; server log:\n{}", r.server_log_tail(40)));
+    let rows = pgbench_invariant(&mut client).unwrap_or_else(|e| panic!("{m}: {e}"));
+    assert!(
+        rows >= history,
+        "{m}: {rows} pgbench transactions, {history} committed before"
+    );
+    amcheck(&r).unwrap_or_else(|e| panic!("{m}: {e}"));
+    drop(client);
+    r.stop();
+    drop(r);
+    let _ = fs::remove_dir_all(data);
+}
+
+fn archive_backup_restore_expire(major: u32) {
+    let prefix = "pg";
+    let rig = S3Rig::new(S3Kind::S3sFs, prefix);
+    let c = archiving_server(&rig, major);
+    let conn = c.conninfo();
+    let m = format!("PostgreSQL {major}");
+    ok(
+        rig.pgsafe(&[
+            "init",
+            "--cluster",
+            CLUSTER,
+            "-D",
+            s(c.data_dir()),
+            "-d",
+            &conn,
+        ]),
+        &format!("{m}: init"),
+    );
+    // check: the server's archive_command reaches the repository (it switches a WAL file and
+    // waits for it in the bucket).
+    let out = rig.pgsafe(&["check", "--cluster", CLUSTER, "-d", &conn, "--json"]);
+    let doc = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{m}: check: {doc}");
+
+    pgbench_init(&c, 1);
+    let mut marks = Marks::create(&c, MARKS, 0);
+    marks.mark(&c, None); // 0: before the backup
+    let mut bench = PgbenchRun::start(&c, 2);
+    bench.wait_more(&c, 20);
+    let first = backup(&rig, &c);
+    let mut at: Vec<(Mark, i64)> = Vec::new();
+    for _ in 1..=4 {
+        bench.wait_more(&c, 20);
+        let h = history_rows(&mut c.connect());
+        at.push((marks.mark(&c, None), h));
+    }
+    bench.wait_more(&c, 10);
+    bench.stop();
+    wait_archived(&c);
+
+    // info: the backup, the archive window, and no claim that no WAL is kept after it.
+    let out = ok(
+        rig.pgsafe(&["info", "--cluster", CLUSTER, "--json"]),
+        "info",
+    );
+    let doc = json(&out);
+    let cl = &doc["clusters"][0];
+    assert_eq!(cl["totals"]["complete"], 1, "{m}: {doc}");
+    assert!(
+        cl["wal"]["window"].is_object(),
+        "{m}: no PITR window: {doc}"
+    );
+    let out = ok(rig.pgsafe(&["info", "--cluster", CLUSTER]), "info");
+    let human = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!human.contains("keeps no WAL"), "{m}: {human}");
+    ok(
+        rig.pgsafe(&["verify", "--cluster", CLUSTER, "--progress", "none"]),
+        "verify",
+    );
+    let out = ok(rig.pgsafe(&["metrics"]), "metrics");
+    let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        metrics.contains(&format!("cluster=\"{CLUSTER}\"")),
+        "{m}: {metrics}"
+    );
+
+    let (m1, m3) = (&at[0], &at[2]);
+    restore_and_check(
+        &rig,
+        &c,
+        "time",
+        &["--target-time", &m3.0.time],
+        &marks.ids_through(3),
+        m3.1,
+    );
+    let lsn = m1.0.lsn.to_string();
+    restore_and_check(
+        &rig,
+        &c,
+        "lsn",
+        &["--target-lsn", &lsn],
+        &marks.ids_through(1),
+        m1.1,
+    );
+
+    // A second backup; expire keeps one full: the first one's objects leave the bucket.
+    let second = backup(&rig, &c);
+    let after = marks.mark(&c, None);
+    let h = history_rows(&mut c.connect());
+    wait_archived(&c);
+    let held = |id: &str| {
+        rig.objects(prefix)
+            .into_iter()
+            .filter(|o| o.contains(id))
+            .count()
+    };
+    assert!(
+        held(&first) > 0,
+        "{m}: the first backup is not in the bucket"
+    );
+    let out = ok(
+        rig.pgsafe(&["expire", "--cluster", CLUSTER, "--keep-full", "1", "--json"]),
+        "expire",
+    );
+    assert_eq!(held(&first), 0, "{m}: after expire: {}", text(&out));
+    assert!(held(&second) > 0, "{m}: expire removed the kept backup");
+    let lsn = after.lsn.to_string();
+    restore_and_check(
+        &rig,
+        &c,
+        "after-expire",
+        &["--target-lsn", &lsn],
+        &marks.ids_through(after.id),
+        h,
+    );
+}
+per_major!(archive_backup_restore_expire: 10, 15, 18);
