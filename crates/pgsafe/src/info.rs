@@ -18,8 +18,12 @@ use crate::types::{Lsn, PgVersion, SystemId, TimelineId, WalSegSize, WalSegment}
 #[cfg(test)]
 mod tests;
 
-/// Version of the `pgsafe.json` format this pgsafe writes (and the newest it reads).
-pub const INFO_FORMAT: u32 = 1;
+/// Version of the `pgsafe.json` format of a differential or incremental backup, and the newest
+/// this pgsafe reads. Such a backup is not restorable on its own: a pgsafe that does not know
+/// chains (format 1 only) must refuse it rather than restore a data directory with holes.
+pub const INFO_FORMAT: u32 = 2;
+/// Version written for a full backup: older pgsafe versions still read it.
+pub const INFO_FORMAT_FULL: u32 = 1;
 /// Version of the restore marker format this pgsafe writes (and the newest it reads).
 pub const RESTORE_MARKER_FORMAT: u32 = 1;
 
@@ -104,6 +108,109 @@ pub struct BackupInfo {
     /// older pgsafe versions (always folders, whose listing has them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub directories: Vec<crate::textbytes::TextBytes>,
+    /// Full, differential or incremental (absent: full, as every backup of older pgsafe).
+    #[serde(default, skip_serializing_if = "BackupType::is_full")]
+    pub backup_type: BackupType,
+    /// The backup this one stores the changes since (its ID in the repository): only for
+    /// differential and incremental backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The parent's start LSN (the *prior start*): blocks changed at or after it are stored
+    /// here. A restore checks the parent it finds against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_start_lsn: Option<Lsn>,
+    /// Where the list of changed blocks came from, and why that source (differential and
+    /// incremental backups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_source: Option<ChangedSource>,
+    /// Bytes read from the data directory's files (absent in backups of older pgsafe). A full
+    /// backup or a page scan reads every byte; WAL summaries let a backup read only changed
+    /// blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_read: Option<u64>,
+    /// Files stored as incremental objects (`<path>.pgsafe-incr`, see
+    /// [`crate::layout::incremental`]); every other file of the manifest is stored whole.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incremental_files: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What a backup holds: every file (full), or the changes since a parent (see
+/// [`BackupInfo::parent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupType {
+    /// Every file whole.
+    #[default]
+    Full,
+    /// The changes since the newest complete full backup.
+    Diff,
+    /// The changes since the newest complete backup of any type.
+    Incr,
+}
+
+impl BackupType {
+    pub fn is_full(&self) -> bool {
+        *self == BackupType::Full
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackupType::Full => "full",
+            BackupType::Diff => "diff",
+            BackupType::Incr => "incr",
+        }
+    }
+}
+
+impl std::fmt::Display for BackupType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for BackupType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(BackupType::Full),
+            "diff" => Ok(BackupType::Diff),
+            "incr" => Ok(BackupType::Incr),
+            _ => Err(format!("unknown backup type {s:?}: use full, diff or incr")),
+        }
+    }
+}
+
+/// Where a differential or incremental backup's changed blocks came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangedSourceKind {
+    /// The server's WAL summaries (PostgreSQL 17+, `summarize_wal = on`).
+    ServerSummaries,
+    /// pgsafe's own summaries of the WAL archived into the repository.
+    ArchiveSummaries,
+    /// Every relation file read, pages newer than the prior start kept.
+    PageScan,
+}
+
+impl ChangedSourceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChangedSourceKind::ServerSummaries => "server_summaries",
+            ChangedSourceKind::ArchiveSummaries => "archive_summaries",
+            ChangedSourceKind::PageScan => "page_scan",
+        }
+    }
+}
+
+/// [`ChangedSourceKind`] and why it was chosen (why a better one was not usable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedSource {
+    pub kind: ChangedSourceKind,
+    pub reason: String,
 }
 
 impl BackupInfo {

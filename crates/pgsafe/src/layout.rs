@@ -12,11 +12,15 @@
 //! The compressed layouts store each data file as `<path>.zst` or `<path>.lz4`; the label
 //! files, the markers, the manifest and the WAL are always stored as they are.
 //!
+//! In a differential or incremental backup, a relation file may be stored as the blocks that
+//! changed since the parent backup: `<path>.pgsafe-incr` ([`incremental`]).
+//!
 //! The files of a repository's WAL archive are named by [`ArchiveFile`] (`wal_name.rs`): the
 //! archive commands and the readers of archived WAL ([`WalArchive`]) share its one list of
 //! stored names.
 
 mod archived_wal;
+pub mod incremental;
 mod listing;
 mod stored;
 #[cfg(test)]
@@ -24,6 +28,10 @@ mod tests;
 mod wal_name;
 
 pub use archived_wal::{ArchiveReadError, WalArchive};
+pub use incremental::{
+    INCR_SUFFIX, IncrError, IncrHeader, StoredBlock, decode_header, encode_header,
+    incremental_path, incremental_target,
+};
 pub use listing::{HARD_LINK_WHY, Listing, list_backup};
 pub use stored::StoredBackup;
 pub(crate) use wal_name::object_name as wal_object_name;

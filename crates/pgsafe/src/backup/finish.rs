@@ -15,7 +15,7 @@ use crate::copy::CopyReport;
 use crate::datadir::DataDir;
 use crate::fsutil::{self, FsError, IoContext};
 use crate::info::{
-    BackupInfo, INFO_FORMAT, TablespaceChange, TablespaceChangeKind, TablespaceInfo, WalInfo,
+    BackupInfo, INFO_FORMAT_FULL, TablespaceChange, TablespaceChangeKind, TablespaceInfo, WalInfo,
     WalMode, crc32c_hex,
 };
 use crate::layout::{
@@ -221,7 +221,7 @@ pub(super) fn finish(
     let label = crate::label::BackupLabel::parse(&label_bytes).map_err(SessionError::from)?;
     let copy_secs = report.elapsed.as_secs_f64();
     let backup_info = BackupInfo {
-        format: INFO_FORMAT,
+        format: INFO_FORMAT_FULL,
         pgsafe_version: env!("CARGO_PKG_VERSION").into(),
         label: opts.label.clone(),
         system_identifier: info.system_id,
@@ -278,6 +278,12 @@ pub(super) fn finish(
             .iter()
             .map(|d| crate::textbytes::TextBytes::from(d.rel_path.as_bytes()))
             .collect(),
+        backup_type: crate::info::BackupType::Full,
+        parent: None,
+        parent_start_lsn: None,
+        changed_source: None,
+        bytes_read: Some(report.bytes),
+        incremental_files: 0,
     };
     let json = backup_info.to_json().map_err(BackupError::EncodeInfo)?;
     // The manifest lists pgsafe.json too (so pg_verifybackup accepts the complete backup), but

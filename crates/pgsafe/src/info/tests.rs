@@ -94,19 +94,19 @@ fn what_pgsafe_writes_reads_back_the_same() {
 
 #[test]
 fn a_newer_format_is_refused() {
-    let newer = FIRST_FORMAT.replacen("\"format\": 1", "\"format\": 2", 1);
+    let newer = FIRST_FORMAT.replacen("\"format\": 1", "\"format\": 3", 1);
     let e = BackupInfo::parse(newer.as_bytes()).unwrap_err();
     assert!(
         matches!(
             e,
             InfoError::NewerFormat {
-                found: 2,
-                supported: 1
+                found: 3,
+                supported: 2
             }
         ),
         "{e}"
     );
-    assert!(e.to_string().contains("format 2"), "{e}");
+    assert!(e.to_string().contains("format 3"), "{e}");
 
     let marker = br#"{"format":2,"backup_id":"b","start_lsn":"0/2000028","restored_at":"t"}"#;
     let e = RestoreMarker::parse(marker).unwrap_err();
@@ -120,6 +120,65 @@ fn a_newer_format_is_refused() {
         ),
         "{e}"
     );
+}
+
+#[test]
+fn old_backups_read_as_full_and_chain_fields_round_trip() {
+    let old = BackupInfo::parse(FIRST_FORMAT.as_bytes()).unwrap();
+    assert_eq!(old.backup_type, BackupType::Full);
+    assert!(old.parent.is_none() && old.parent_start_lsn.is_none());
+    assert!(old.changed_source.is_none() && old.bytes_read.is_none());
+    assert_eq!(old.incremental_files, 0);
+    // A full backup writes none of the chain fields: format 1 readers see what they know.
+    let json = String::from_utf8(old.to_json().unwrap()).unwrap();
+    for f in [
+        "backup_type",
+        "parent",
+        "changed_source",
+        "incremental_files",
+    ] {
+        assert!(!json.contains(f), "{f} in {json}");
+    }
+
+    let mut i = old;
+    i.format = INFO_FORMAT;
+    i.backup_type = BackupType::Incr;
+    i.parent = Some("20261204T050000Z".into());
+    i.parent_start_lsn = Some(Lsn(0x1_0000_0028));
+    i.changed_source = Some(ChangedSource {
+        kind: ChangedSourceKind::PageScan,
+        reason: "no summaries".into(),
+    });
+    i.bytes_read = Some(123);
+    i.incremental_files = 7;
+    let json = i.to_json().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    // The names other tools and docs/info-json.md read.
+    assert_eq!(v["backup_type"], "incr");
+    assert_eq!(v["parent"], "20261204T050000Z");
+    assert_eq!(v["parent_start_lsn"], "1/28");
+    assert_eq!(v["changed_source"]["kind"], "page_scan");
+    assert_eq!(v["changed_source"]["reason"], "no summaries");
+    assert_eq!(v["bytes_read"], 123);
+    assert_eq!(v["incremental_files"], 7);
+    let again = BackupInfo::parse(&json).unwrap();
+    assert_eq!(again.to_json().unwrap(), json);
+    for (t, n) in [
+        (BackupType::Full, "full"),
+        (BackupType::Diff, "diff"),
+        (BackupType::Incr, "incr"),
+    ] {
+        assert_eq!(n.parse::<BackupType>().unwrap(), t);
+        assert_eq!(t.to_string(), n);
+    }
+    assert!("incremental".parse::<BackupType>().is_err());
+    for k in [
+        ChangedSourceKind::ServerSummaries,
+        ChangedSourceKind::ArchiveSummaries,
+        ChangedSourceKind::PageScan,
+    ] {
+        assert_eq!(serde_json::to_value(k).unwrap(), k.name());
+    }
 }
 
 #[test]

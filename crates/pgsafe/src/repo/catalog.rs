@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::doc::{Event, EventKind, LeaseDoc, Registration, VerifyResult, parse_time};
-use crate::info::BackupInfo;
+use crate::info::{BackupInfo, BackupType};
 use crate::storage::Ident;
 use crate::types::{Lsn, TimelineId};
 
@@ -128,6 +128,10 @@ pub struct BackupEntry {
     pub verification: Option<Verification>,
     /// The live lease of a running backup.
     pub lease: Option<LeaseDoc>,
+    /// From `pgsafe.json` (full when there is none).
+    pub backup_type: BackupType,
+    /// The backup a differential or incremental one needs (from `pgsafe.json`).
+    pub parent: Option<Ident>,
 }
 
 impl BackupEntry {
@@ -237,8 +241,7 @@ impl Catalog {
                         started_at: info.started_at,
                         finished_at: info.finished_at,
                         verification_failed: b.failed_verification(),
-                        // Full backups only until incrementals exist.
-                        parent: None,
+                        parent: b.parent.as_ref().map(|p| p.as_str().to_owned()),
                     }),
                     // The catalog always has pgsafe.json for a complete backup; without it there is
                     // nothing to order by: never touch it.
@@ -272,6 +275,112 @@ impl Catalog {
     pub fn in_progress(&self) -> impl Iterator<Item = &BackupEntry> {
         self.backups.iter().filter(|b| b.in_progress())
     }
+
+    /// The chain of backup `id`: the backup, its parent, the parent's parent… newest first,
+    /// ending at a full backup. Every link must be complete, of the same system, and the
+    /// parent its child recorded (the start LSN it recorded, not later than the child's).
+    /// Verification results are not judged here: see [`BackupEntry::failed_verification`].
+    pub fn chain(&self, id: &str) -> Result<Vec<&BackupEntry>, ChainError> {
+        let mut b = self
+            .get(id)
+            .ok_or_else(|| ChainError::NotFound { id: id.to_owned() })?;
+        let mut out: Vec<&BackupEntry> = Vec::new();
+        loop {
+            let info = match (&b.state, &b.info) {
+                (BackupState::Complete, Some(info)) => info,
+                (state, _) => {
+                    return Err(ChainError::NotComplete {
+                        id: b.id.to_string(),
+                        child: out.last().map(|c| c.id.to_string()),
+                        state: state.name(),
+                        reason: match state {
+                            BackupState::Corrupt { reason } | BackupState::Foreign { reason } => {
+                                Some(reason.clone())
+                            }
+                            _ => None,
+                        },
+                    });
+                }
+            };
+            if out.iter().any(|o| o.id == b.id) {
+                return Err(ChainError::Loop {
+                    id: b.id.to_string(),
+                });
+            }
+            if let Some(child) = out.last() {
+                let child_info = child.info.as_ref();
+                if info.system_identifier != self.registration.system_identifier
+                    || child_info.is_some_and(|c| c.system_identifier != info.system_identifier)
+                {
+                    return Err(ChainError::OtherSystem {
+                        child: child.id.to_string(),
+                        parent: b.id.to_string(),
+                    });
+                }
+                let expected = child_info.and_then(|c| c.parent_start_lsn);
+                let child_start = child_info.map_or(info.start_lsn, |c| c.start_lsn);
+                if expected != Some(info.start_lsn) || info.start_lsn > child_start {
+                    return Err(ChainError::ParentMismatch {
+                        child: child.id.to_string(),
+                        parent: b.id.to_string(),
+                        recorded: expected.map(|l| l.to_string()).unwrap_or_default(),
+                        found: info.start_lsn.to_string(),
+                    });
+                }
+            }
+            out.push(b);
+            let Some(parent) = &b.parent else {
+                // derive() makes a diff or incr without a parent corrupt.
+                return Ok(out);
+            };
+            b = self
+                .get(parent.as_str())
+                .ok_or_else(|| ChainError::MissingParent {
+                    child: b.id.to_string(),
+                    parent: parent.to_string(),
+                })?;
+        }
+    }
+}
+
+/// Why [`Catalog::chain`] cannot give a backup's chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error("there is no backup {id} in the repository")]
+    NotFound { id: String },
+    #[error(
+        "backup {child} needs backup {parent}, which is not in the repository (removed by hand?): \
+         the chain is broken; take a full backup, and restore an older complete chain meanwhile"
+    )]
+    MissingParent { child: String, parent: String },
+    #[error(
+        "backup {id}{} is {state}{}: a chain needs every backup complete; take a full backup",
+        child.as_ref().map(|c| format!(" (needed by {c})")).unwrap_or_default(),
+        reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+    )]
+    NotComplete {
+        id: String,
+        child: Option<String>,
+        state: &'static str,
+        reason: Option<String>,
+    },
+    #[error(
+        "backup {parent}, the parent of {child}, is of another database system: the chain is \
+         broken; take a full backup"
+    )]
+    OtherSystem { child: String, parent: String },
+    #[error(
+        "backup {parent} started at {found}, but {child} recorded its parent's start as \
+         {recorded}: not the parent it was taken against (replaced?); take a full backup"
+    )]
+    ParentMismatch {
+        child: String,
+        parent: String,
+        recorded: String,
+        found: String,
+    },
+    #[error("backup {id} is its own ancestor: its pgsafe.json files form a loop")]
+    Loop { id: String },
 }
 
 /// Derives the catalog; pure (see the module documentation).
@@ -424,9 +533,10 @@ pub fn derive(cluster: &Ident, obs: Observed) -> Catalog {
                     },
                     None,
                 ),
-                Ok(info) => match foreign_reason(reg, &info) {
-                    Some(reason) => (BackupState::Foreign { reason }, Some(info)),
-                    None => (BackupState::Complete, Some(info)),
+                Ok(info) => match (foreign_reason(reg, &info), parent_problem(&info)) {
+                    (Some(reason), _) => (BackupState::Foreign { reason }, Some(info)),
+                    (None, Some(reason)) => (BackupState::Corrupt { reason }, Some(info)),
+                    (None, None) => (BackupState::Complete, Some(info)),
                 },
             },
         };
@@ -434,7 +544,14 @@ pub fn derive(cluster: &Ident, obs: Observed) -> Catalog {
             BackupState::Running => live_backup.get(id.as_str()).cloned(),
             _ => None,
         };
+        let backup_type = info.as_ref().map_or(BackupType::Full, |i| i.backup_type);
+        let parent = info
+            .as_ref()
+            .and_then(|i| i.parent.as_deref())
+            .and_then(|p| Ident::new(p).ok());
         backups.push(BackupEntry {
+            backup_type,
+            parent,
             pinned: pinned.get(id.as_str()).copied().unwrap_or(false),
             verification: verified.get(id.as_str()).cloned(),
             id,
@@ -465,6 +582,33 @@ fn lease_name_mentions(object: &str, id: &str) -> bool {
     file.strip_prefix("backup-")
         .and_then(|rest| rest.strip_prefix(id))
         .is_some_and(|rest| rest.starts_with('-'))
+}
+
+/// What is wrong with a backup's parent fields, if anything: a full backup names no parent; a
+/// differential or incremental one names a parent by a valid ID, with its start LSN.
+fn parent_problem(info: &BackupInfo) -> Option<String> {
+    match (info.backup_type, &info.parent) {
+        (BackupType::Full, None) => None,
+        (BackupType::Full, Some(p)) => Some(format!(
+            "pgsafe.json: a full backup that names a parent ({})",
+            p.escape_debug()
+        )),
+        (t, None) => Some(format!("pgsafe.json: a {t} backup without a parent")),
+        (t, Some(p)) => {
+            if Ident::new(p.as_str()).is_err() {
+                Some(format!(
+                    "pgsafe.json: the parent of a {t} backup, {}, is not a backup ID",
+                    p.escape_debug()
+                ))
+            } else if info.parent_start_lsn.is_none() {
+                Some(format!(
+                    "pgsafe.json: a {t} backup without its parent's start LSN"
+                ))
+            } else {
+                None
+            }
+        }
+    }
 }
 
 /// Why a backup's `pgsafe.json` is not of the registered cluster, if it is not.

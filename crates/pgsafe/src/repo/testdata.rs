@@ -76,3 +76,25 @@ pub fn lease(backup: &str, seq: u64, expires_us: i64) -> LeaseDoc {
         expires_at: format_time(expires_us),
     }
 }
+
+/// `pgsafe.json` of a differential or incremental backup (`kind`: "diff" or "incr") of
+/// [`info_json`]'s shape whose parent is `parent`, started at `parent_start` (an LSN as
+/// [`info_json`] computes it for the parent: its stop LSN − 0x100).
+pub fn child_info_json(
+    sysid: u64,
+    stop_lsn: u64,
+    started_at: i64,
+    kind: &str,
+    parent: &str,
+    parent_start: u64,
+) -> Vec<u8> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&info_json(sysid, 15, 1, stop_lsn, started_at)).expect("test JSON");
+    v["format"] = 2.into();
+    v["backup_type"] = kind.into();
+    v["parent"] = parent.into();
+    v["parent_start_lsn"] =
+        format!("{:X}/{:X}", parent_start >> 32, parent_start & 0xffff_ffff).into();
+    v["changed_source"] = serde_json::json!({"kind": "page_scan", "reason": "test"});
+    serde_json::to_vec(&v).expect("test JSON")
+}

@@ -287,3 +287,178 @@ proptest! {
         }
     }
 }
+
+mod chains {
+    use super::*;
+    use crate::repo::testdata::child_info_json;
+
+    fn child(name: &str, lsn: u64, kind: &str, parent: &str, parent_lsn: u64) -> ObservedEntry {
+        // info_json's start LSN is its stop LSN - 0x100.
+        folder(
+            name,
+            InfoDoc::Bytes(child_info_json(
+                SYSID,
+                lsn,
+                lsn as i64,
+                kind,
+                parent,
+                parent_lsn - 0x100,
+            )),
+        )
+    }
+
+    fn ids(c: &[&BackupEntry]) -> Vec<String> {
+        c.iter().map(|b| b.id.to_string()).collect()
+    }
+
+    #[test]
+    fn a_chain_runs_newest_first_to_its_full() {
+        let c = derive(
+            &ident("main"),
+            observed(vec![
+                complete("F", 1, 0x1000, 1),
+                child("D", 0x2000, "diff", "F", 0x1000),
+                child("I1", 0x3000, "incr", "D", 0x2000),
+                child("I2", 0x4000, "incr", "I1", 0x3000),
+            ]),
+        );
+        assert_eq!(ids(&c.chain("I2").unwrap()), ["I2", "I1", "D", "F"]);
+        assert_eq!(ids(&c.chain("F").unwrap()), ["F"]);
+        let i2 = c.get("I2").unwrap();
+        assert_eq!(i2.backup_type, BackupType::Incr);
+        assert_eq!(i2.parent.as_ref().map(|p| p.as_str()), Some("I1"));
+        assert_eq!(c.get("F").unwrap().backup_type, BackupType::Full);
+        // Retention sees the parents: expire keeps what a kept backup needs.
+        let r = c.retention_entries();
+        let e = r.iter().find(|e| e.id == "D").unwrap();
+        match &e.state {
+            crate::repo::retention::EntryState::Complete(l) => {
+                assert_eq!(l.parent.as_deref(), Some("F"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            c.chain("nope").unwrap_err(),
+            ChainError::NotFound { id: "nope".into() }
+        );
+    }
+
+    #[test]
+    fn a_broken_link_is_named() {
+        let mut o = observed(vec![
+            complete("F", 1, 0x1000, 1),
+            child("I1", 0x3000, "incr", "GONE", 0x2000),
+            child("I2", 0x4000, "incr", "X", 0x3000),
+            folder("X", InfoDoc::Missing),
+            child("I3", 0x5000, "incr", "Y", 0x3000),
+            folder("Y", InfoDoc::Bytes(info_json(SYSID + 1, 15, 1, 0x3000, 1))),
+            // Recorded a parent start that is not the parent's (a replaced parent).
+            child("I4", 0x6000, "incr", "F", 0x1800),
+            folder("B", InfoDoc::Missing),
+        ]);
+        o.leases = vec![doc(
+            "main/leases/backup-B-000000.json",
+            lease("B", 0, NOW + 10 * SEC),
+        )];
+        o.entries.push(child("I5", 0x7000, "incr", "B", 0x1000));
+        let c = derive(&ident("main"), o);
+        assert_eq!(
+            c.chain("I1").unwrap_err(),
+            ChainError::MissingParent {
+                child: "I1".into(),
+                parent: "GONE".into()
+            }
+        );
+        let e = c.chain("I2").unwrap_err();
+        assert!(
+            matches!(&e, ChainError::NotComplete { id, child: Some(ch), state: "incomplete", .. }
+                if id == "X" && ch == "I2"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("needed by I2"), "{e}");
+        let e = c.chain("I3").unwrap_err();
+        assert!(
+            matches!(&e, ChainError::NotComplete { id, state: "foreign", reason: Some(r), .. }
+                if id == "Y" && r.contains("system identifier")),
+            "{e:?}"
+        );
+        assert!(matches!(
+            c.chain("I4").unwrap_err(),
+            ChainError::ParentMismatch { .. }
+        ));
+        assert!(matches!(
+            c.chain("I5").unwrap_err(),
+            ChainError::NotComplete {
+                state: "running",
+                ..
+            }
+        ));
+        assert!(matches!(
+            c.chain("X").unwrap_err(),
+            ChainError::NotComplete { child: None, .. }
+        ));
+    }
+
+    #[test]
+    fn hostile_parent_fields_make_the_backup_corrupt_or_a_loop() {
+        let bytes = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&child_info_json(SYSID, 0x3000, 3, "incr", "F", 0xf00))
+                    .unwrap();
+            f(&mut v);
+            InfoDoc::Bytes(serde_json::to_vec(&v).unwrap())
+        };
+        let o = observed(vec![
+            complete("F", 1, 0x1000, 1),
+            folder("P1", bytes(&|v| v["parent"] = "../../etc".into())),
+            folder(
+                "P2",
+                bytes(&|v| {
+                    v.as_object_mut().unwrap().remove("parent");
+                }),
+            ),
+            folder(
+                "P3",
+                bytes(&|v| {
+                    v["backup_type"] = "full".into();
+                }),
+            ),
+            folder(
+                "P4",
+                bytes(&|v| {
+                    v.as_object_mut().unwrap().remove("parent_start_lsn");
+                }),
+            ),
+            // Two incrementals naming each other, same start LSN.
+            folder(
+                "L1",
+                bytes(&|v| {
+                    v["parent"] = "L2".into();
+                    v["parent_start_lsn"] = "0/2F00".into();
+                }),
+            ),
+            folder(
+                "L2",
+                bytes(&|v| {
+                    v["parent"] = "L1".into();
+                    v["parent_start_lsn"] = "0/2F00".into();
+                }),
+            ),
+        ]);
+        let c = derive(&ident("main"), o);
+        for id in ["P1", "P2", "P3", "P4"] {
+            assert!(
+                matches!(state(&c, id), BackupState::Corrupt { .. }),
+                "{id}: {:?}",
+                state(&c, id)
+            );
+            assert!(c.chain(id).is_err());
+        }
+        assert!(matches!(
+            c.chain("L1").unwrap_err(),
+            ChainError::Loop { .. }
+        ));
+        // A corrupt backup is never the latest either.
+        assert_eq!(c.latest().unwrap().id.as_str(), "L2");
+    }
+}
