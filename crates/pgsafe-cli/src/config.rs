@@ -82,6 +82,11 @@ pub struct S3Flags {
     #[arg(long, global = true, conflicts_with_all = ["s3_credentials_file", "s3_access_key_id_env"],
           help_heading = S3_HEADING)]
     pub s3_instance_credentials: bool,
+    /// How long the retries of one request (after 5xx, SlowDown, resets, timeouts) may take in
+    /// all before the command fails (default: 3m).
+    #[arg(long, global = true, value_name = "DURATION", value_parser = config::parse_duration,
+          help_heading = S3_HEADING)]
+    pub s3_retry_budget: Option<std::time::Duration>,
 }
 
 impl S3Flags {
@@ -118,6 +123,7 @@ impl S3Flags {
             path_style: self.s3_path_style,
             allow_http: self.s3_allow_http.then_some(true),
             credentials,
+            retry_budget: self.s3_retry_budget,
             ..S3Settings::default()
         };
         s.check()
@@ -156,6 +162,12 @@ pub fn s3_command_args(config: &S3Config) -> (Vec<String>, Option<String>) {
     args.push(format!("--s3-path-style={}", config.path_style));
     if config.allow_http {
         args.push("--s3-allow-http".to_owned());
+    }
+    if config.retry_budget != pgsafe::storage::s3::DEFAULT_RETRY_BUDGET {
+        args.extend([
+            "--s3-retry-budget".to_owned(),
+            config::format_duration(config.retry_budget),
+        ]);
     }
     let mut advice = None;
     match &config.source {

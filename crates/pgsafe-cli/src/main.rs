@@ -285,7 +285,8 @@ fn runs_archive_get() -> bool {
 }
 
 /// The global options that take a value.
-const GLOBAL_VALUE_OPTIONS: [&str; 8] = [
+const GLOBAL_VALUE_OPTIONS: [&str; 9] = [
+    "--s3-retry-budget",
     "--config",
     "--s3-endpoint",
     "--s3-region",

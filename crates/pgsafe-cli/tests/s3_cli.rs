@@ -27,7 +27,7 @@ use std::process::{Command, Output};
 
 use pgsafe::storage::Backend;
 use pgsafe::storage::s3::S3Backend;
-use pgsafe_testkit::s3::{S3Kind, S3Server};
+use pgsafe_testkit::s3::{Fault, FaultProxy, RequestKind, S3Kind, S3Server};
 use pgsafe_testkit::{
     Cluster, ClusterOptions, Mark, Marks, PgInstall, PgbenchRun, amcheck, archive_settings,
     check_marks, history_rows, per_major, pgbench_init, pgbench_invariant, server_owned_tempdir,
@@ -102,24 +102,30 @@ impl S3Rig {
         std::os::unix::fs::chown(&creds, None, Some(server_user().gid.as_raw())).unwrap();
         fs::set_permissions(&creds, fs::Permissions::from_mode(0o640)).unwrap();
         let config = scratch.path().join("pgsafe.toml");
-        fs::write(
-            &config,
-            format!(
-                "repo = \"{}\"\n\n[s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
-                 credentials_file = \"{}\"\n",
-                s3.url(prefix),
-                s3.endpoint(),
-                creds.display()
-            ),
-        )
-        .unwrap();
-        fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
-        S3Rig {
+        let rig = S3Rig {
             s3,
             scratch,
             creds,
             config,
-        }
+        };
+        rig.write_config(prefix, &rig.s3.endpoint(), "");
+        rig
+    }
+
+    /// (Re)writes the config file: the repository under `prefix`, reached at `endpoint` (the
+    /// server, or a proxy in front of it) with the credentials file; `extra` lines in `[s3]`.
+    fn write_config(&self, prefix: &str, endpoint: &str, extra: &str) {
+        fs::write(
+            &self.config,
+            format!(
+                "repo = \"{}\"\n\n[s3]\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n\
+                 credentials_file = \"{}\"\n{extra}",
+                self.s3.url(prefix),
+                self.creds.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&self.config, fs::Permissions::from_mode(0o644)).unwrap();
     }
 
     fn url(&self, prefix: &str) -> String {
@@ -415,8 +421,12 @@ fn restore_and_check(
 }
 
 fn archive_backup_restore_expire(major: u32) {
+    archive_backup_restore_expire_on(S3Kind::S3sFs, major);
+}
+
+fn archive_backup_restore_expire_on(kind: S3Kind, major: u32) {
     let prefix = "pg";
-    let rig = S3Rig::new(S3Kind::S3sFs, prefix);
+    let rig = S3Rig::new(kind, prefix);
     let c = archiving_server(&rig, major);
     let conn = c.conninfo();
     let m = format!("PostgreSQL {major}");
@@ -531,3 +541,143 @@ fn archive_backup_restore_expire(major: u32) {
     );
 }
 per_major!(archive_backup_restore_expire: 10, 15, 18);
+
+/// The same run on moto, a second, independent S3 implementation.
+fn moto_archive_backup_restore_expire(major: u32) {
+    archive_backup_restore_expire_on(S3Kind::Moto, major);
+}
+per_major!(moto_archive_backup_restore_expire: 17);
+
+/// pgbench_accounts' row count and balance sum.
+fn accounts(c: &Cluster) -> (i64, i64) {
+    let row = c
+        .connect()
+        .query_one(
+            "SELECT count(*), sum(abalance)::bigint FROM pgbench_accounts",
+            &[],
+        )
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// Every command's requests go through a fault-injecting proxy. Bounded faults of every kind
+/// (503 SlowDown and 500 answers, connections reset before and after the server acted, a body
+/// cut in half, a stalled answer) are retried: backup, archive-push, verify and restore
+/// succeed, and the restored copy has the source's rows. A fault that does not pass (every
+/// part upload answered SlowDown) fails the backup within the retry budget, and nothing of it
+/// looks complete: no multipart upload is left open, `info` counts one complete backup, and
+/// `latest` is still the first backup.
+fn faults_are_retried_or_fail_cleanly(major: u32) {
+    let prefix = "faults";
+    let rig = S3Rig::new(S3Kind::S3sFs, prefix);
+    let proxy = FaultProxy::start(rig.s3.port);
+    rig.write_config(prefix, &proxy.endpoint(), "retry_budget = \"20s\"\n");
+    let c = archiving_server(&rig, major);
+    let conn = c.conninfo();
+    let m = format!("PostgreSQL {major}");
+    ok(
+        rig.pgsafe(&[
+            "init",
+            "--cluster",
+            CLUSTER,
+            "-D",
+            s(c.data_dir()),
+            "-d",
+            &conn,
+        ]),
+        &format!("{m}: init"),
+    );
+    // Scale 3: pgbench_accounts is about 40 MB, a multipart upload.
+    pgbench_init(&c, 3);
+    let source = accounts(&c);
+
+    let transient = [
+        (RequestKind::PutObject, Fault::SlowDown, 3),
+        (RequestKind::CreateMultipart, Fault::InternalError, 1),
+        (RequestKind::UploadPart, Fault::ResetAfter, 2),
+        (RequestKind::UploadPart, Fault::ResetBefore, 1),
+        (RequestKind::CompleteMultipart, Fault::SlowDown, 1),
+        (RequestKind::Head, Fault::ResetBefore, 2),
+        (
+            RequestKind::List,
+            Fault::Stall(std::time::Duration::from_secs(2)),
+            1,
+        ),
+    ];
+    for (kind, fault, n) in transient {
+        proxy.inject(kind, fault, n);
+    }
+    let first = backup(&rig, &c);
+    assert_eq!(proxy.injected(), 11, "{m}: faults left: {:?}", proxy.seen());
+    proxy.inject(RequestKind::Get, Fault::Truncate, 3);
+    proxy.inject(RequestKind::Get, Fault::ResetAfter, 1);
+    ok(
+        rig.pgsafe(&["verify", "--cluster", CLUSTER, "--progress", "none"]),
+        &format!("{m}: verify through truncated and reset reads"),
+    );
+    assert_eq!(proxy.injected(), 15, "{m}: faults left: {:?}", proxy.seen());
+    // archive-push driven by the server, through refused PUTs.
+    proxy.inject(RequestKind::PutObject, Fault::SlowDown, 2);
+    proxy.inject(RequestKind::Head, Fault::InternalError, 1);
+    wait_archived(&c);
+    assert_eq!(proxy.injected(), 18, "{m}: faults left: {:?}", proxy.seen());
+
+    proxy.inject(RequestKind::Get, Fault::Truncate, 2);
+    let data = rig.scratch.path().join("restored");
+    ok(
+        rig.pgsafe(&[
+            "restore",
+            "--cluster",
+            CLUSTER,
+            "--pgdata",
+            s(&data),
+            "--progress",
+            "none",
+        ]),
+        &format!("{m}: restore through truncated reads"),
+    );
+    let mut r = Cluster::adopt(c.install(), &data, ClusterOptions::new().fast_unsafe());
+    r.start();
+    r.wait_recovery_done();
+    assert_eq!(accounts(&r), source, "{m}: the restored copy's accounts");
+    r.stop();
+    drop(r);
+    let _ = fs::remove_dir_all(&data);
+
+    // Every part upload refused: the backup fails (not hangs), within the budget.
+    proxy.clear();
+    proxy.inject(RequestKind::UploadPart, Fault::SlowDown, 1_000_000);
+    let out = rig.pgsafe(&[
+        "backup",
+        "--cluster",
+        CLUSTER,
+        "-D",
+        s(c.data_dir()),
+        "-d",
+        &conn,
+        "--progress",
+        "none",
+    ]);
+    proxy.clear();
+    failed(&out, &["SlowDown"]);
+    assert!(
+        rig.s3.multipart_uploads().is_empty(),
+        "{m}: uploads left open: {:?}",
+        rig.s3.multipart_uploads()
+    );
+    let out = ok(
+        rig.pgsafe(&["info", "--cluster", CLUSTER, "--json"]),
+        "info",
+    );
+    let doc = json(&out);
+    assert_eq!(doc["clusters"][0]["totals"]["complete"], 1, "{m}: {doc}");
+    let latest: Vec<&serde_json::Value> = doc["clusters"][0]["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["latest"] == true)
+        .collect();
+    assert_eq!(latest.len(), 1, "{m}: {doc}");
+    assert_eq!(latest[0]["id"], first.as_str(), "{m}: {doc}");
+}
+per_major!(faults_are_retried_or_fail_cleanly: 16);

@@ -171,6 +171,7 @@ impl S3Server {
             secret_access_key: Some(self.secret_key.clone()),
             session_token: None,
             credentials: None,
+            retry_budget: None,
         }
     }
 

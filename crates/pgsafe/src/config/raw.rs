@@ -122,6 +122,8 @@ struct RawS3 {
     session_token_env: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     instance_credentials: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry_budget: Option<DurationValue>,
     // Refused (last: serde lists the expected keys in this order, and the message leaves
     // these out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,6 +182,7 @@ impl RawS3 {
             path_style: self.path_style,
             allow_http: self.allow_http,
             credentials: sources.into_iter().next(),
+            retry_budget: self.retry_budget.as_ref().map(|d| d.0),
             ..S3Settings::default()
         };
         s.check()?;
@@ -192,6 +195,7 @@ impl RawS3 {
             region: s.region.clone(),
             path_style: s.path_style,
             allow_http: s.allow_http,
+            retry_budget: s.retry_budget.map(DurationValue),
             ..RawS3::default()
         };
         match &s.credentials {

@@ -192,6 +192,7 @@ fn every_key_round_trips() {
             region: Some("eu-west-1".into()),
             path_style: Some(false),
             allow_http: Some(true),
+            retry_budget: Some(Duration::from_secs(90)),
             credentials: Some(CredentialSource::Env {
                 access_key_id: "K".into(),
                 secret_access_key: "S".into(),

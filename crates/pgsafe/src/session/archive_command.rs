@@ -105,7 +105,8 @@ fn option_value(words: &[String], i: &mut usize, name: &str) -> Option<Option<St
 
 /// Global options (besides `--config`) that take their value in the next word: how to reach
 /// an object store.
-const GLOBAL_VALUE_OPTIONS: [&str; 7] = [
+const GLOBAL_VALUE_OPTIONS: [&str; 8] = [
+    "--s3-retry-budget",
     "--s3-endpoint",
     "--s3-region",
     "--s3-credentials-file",

@@ -55,7 +55,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use config::{DEFAULT_REGION, S3Config, S3Credentials, S3Settings};
+pub use config::{DEFAULT_REGION, DEFAULT_RETRY_BUDGET, S3Config, S3Credentials, S3Settings};
 pub use credentials::CredentialSource;
 pub use writer::{SINGLE_PUT_MAX, part_size};
 

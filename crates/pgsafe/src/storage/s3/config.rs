@@ -15,6 +15,9 @@ use crate::storage::error::{ErrorKind, Result, StorageError};
 /// accept any).
 pub const DEFAULT_REGION: &str = "us-east-1";
 
+/// How long the retries of one request may take in all, unless set.
+pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(3 * 60);
+
 /// Access key, secret and optional session token. `Debug` never shows the secret or the token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct S3Credentials {
@@ -112,6 +115,9 @@ pub struct S3Settings {
     pub session_token: Option<String>,
     /// Where the key comes from when none is given in memory (`None`: the `AWS_*` variables).
     pub credentials: Option<CredentialSource>,
+    /// How long the retries of one request may take in all (`None`:
+    /// [`DEFAULT_RETRY_BUDGET`]).
+    pub retry_budget: Option<Duration>,
 }
 
 impl S3Settings {
@@ -132,6 +138,7 @@ impl S3Settings {
                 .credentials
                 .clone()
                 .or_else(|| fallback.credentials.clone()),
+            retry_budget: self.retry_budget.or(fallback.retry_budget),
         }
     }
 
@@ -188,6 +195,7 @@ impl fmt::Debug for S3Settings {
             .field("secret_access_key", &hide(&self.secret_access_key))
             .field("session_token", &hide(&self.session_token))
             .field("credentials", &self.credentials)
+            .field("retry_budget", &self.retry_budget)
             .finish()
     }
 }
@@ -230,7 +238,7 @@ impl S3Config {
             source: CredentialSource::AwsEnv,
             role_env: Vec::new(),
             request_timeout: Duration::from_secs(15 * 60),
-            retry_budget: Duration::from_secs(3 * 60),
+            retry_budget: DEFAULT_RETRY_BUDGET,
         })
     }
 
@@ -254,6 +262,7 @@ impl S3Config {
         }
         c.path_style = settings.path_style.unwrap_or(c.endpoint.is_some());
         c.allow_http = settings.allow_http.unwrap_or(false);
+        c.retry_budget = settings.retry_budget.unwrap_or(DEFAULT_RETRY_BUDGET);
         // The key, secret and token come as a set: a key from the settings is never paired
         // with a secret from the environment.
         let given = settings.access_key_id.is_some() || settings.secret_access_key.is_some();
