@@ -372,6 +372,9 @@ pub enum Fault {
     ResetAfter,
     /// Forward, then send the answer's head and half its body and close.
     Truncate,
+    /// Forward, then send the answer's head and half its body and end the connection cleanly
+    /// (FIN, not a reset: the client surely reads the half before it sees the end).
+    CutBody,
     /// Hold the connection open without answering for this long, then close it.
     Stall(Duration),
 }
@@ -506,6 +509,15 @@ fn serve(mut client: TcpStream, upstream: u16, state: &Mutex<ProxyState>) -> std
         Some(Fault::ResetAfter) => {
             forward(upstream, &head, &body)?;
             reset(client)
+        }
+        Some(Fault::CutBody) => {
+            let answer = forward(upstream, &head, &body)?;
+            let cut = answer
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(answer.len() / 2, |h| h + 4 + (answer.len() - h - 4) / 2);
+            client.write_all(&answer[..cut])?;
+            client.shutdown(Shutdown::Write)
         }
         Some(Fault::Truncate) => {
             let answer = forward(upstream, &head, &body)?;

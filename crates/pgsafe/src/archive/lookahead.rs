@@ -176,6 +176,12 @@ pub fn push(
         }
         work.push((*f, spool.wal_dir().join(f.to_string())));
     }
+    // X's name already taken (PostgreSQL retrying after a crash, or other bytes: a clone or an
+    // old primary archiving as this cluster): X is settled alone. Were it refused, nothing may
+    // have been stored ahead of it, under the names the rightful server is about to use.
+    if work.len() > 1 && stored_object(backend, cluster, file)?.is_some() {
+        work.truncate(1);
+    }
     let threads = la.parallel.clamp(1, work.len());
     let next = AtomicUsize::new(0);
     let own: Mutex<Option<Result<PushOutcome, ArchiveError>>> = Mutex::new(None);

@@ -218,19 +218,30 @@ impl S3Backend {
         }
     }
 
-    /// A stream of `range` of the object (`None`: all of it).
+    /// A stream of `range` of the object (`None`: all of it), and the object's ETag. With
+    /// `if_match`, only the version of the object with that ETag is read (else
+    /// `Precondition`).
     fn get_stream(
         &self,
         path: &Path,
         range: Option<std::ops::Range<u64>>,
-    ) -> object_store::Result<BoxStream<'static, object_store::Result<Bytes>>> {
+        if_match: Option<String>,
+    ) -> object_store::Result<(
+        BoxStream<'static, object_store::Result<Bytes>>,
+        Option<String>,
+    )> {
         let opts = GetOptions {
             range: range.map(GetRange::Bounded),
+            if_match,
             ..GetOptions::default()
         };
         let store = self.store.clone();
         let path = path.clone();
-        self.block_on(async move { Ok(store.get_opts(&path, opts).await?.into_stream()) })
+        self.block_on(async move {
+            let r = store.get_opts(&path, opts).await?;
+            let etag = r.meta.e_tag.clone();
+            Ok((r.into_stream(), etag))
+        })
     }
 }
 
@@ -372,14 +383,15 @@ impl Backend for S3Backend {
             }
             Some(start..end)
         };
-        let stream = self
-            .get_stream(&path, range.clone())
+        let (stream, etag) = self
+            .get_stream(&path, range.clone(), None)
             .map_err(|e| self.error(e, "read", name))?;
         Ok(Box::new(S3Reader {
             backend: self,
             name: name.clone(),
             path,
             stream,
+            etag,
             chunk: Bytes::new(),
             pos: range.as_ref().map_or(0, |r| r.start),
             end: range.map(|r| r.end),
@@ -436,6 +448,10 @@ struct S3Reader<'a> {
     name: ObjectName,
     path: Path,
     stream: BoxStream<'static, object_store::Result<Bytes>>,
+    /// The ETag of the version being read: a resumed read asks for that version only, so the
+    /// rest never comes from an object written since (a WAL file stored plain has no checksum
+    /// of its own that would notice the splice).
+    etag: Option<String>,
     chunk: Bytes,
     /// Offset in the object of the next byte the stream gives.
     pos: u64,
@@ -499,10 +515,28 @@ impl S3Reader<'_> {
             self.stream = futures_util::stream::empty().boxed();
             return Ok(());
         }
-        self.stream = self
-            .backend
-            .get_stream(&self.path, Some(self.pos..end))
-            .map_err(|e| self.backend.error(e, "read", &self.name).into_io())?;
+        let changed = || {
+            StorageError::new(ErrorKind::Conflict, "read", &self.name)
+                .with_detail(
+                    "the object was replaced while it was read (its ETag changed): the rest \
+                     is not taken from another version; read it again",
+                )
+                .into_io()
+        };
+        let (stream, etag) =
+            match self
+                .backend
+                .get_stream(&self.path, Some(self.pos..end), self.etag.clone())
+            {
+                Ok(s) => s,
+                Err(object_store::Error::Precondition { .. }) => return Err(changed()),
+                Err(e) => return Err(self.backend.error(e, "read", &self.name).into_io()),
+            };
+        // A server that ignores If-Match still names the version it answers with.
+        if self.etag.is_some() && etag.is_some() && etag != self.etag {
+            return Err(changed());
+        }
+        self.stream = stream;
         Ok(())
     }
 }
