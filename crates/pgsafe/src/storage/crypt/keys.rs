@@ -39,6 +39,7 @@ const WRITER_SCOPE: &str = "writer";
 const IDENTITY_PURPOSE: &str = "pgsafe identity tag v1";
 const FINGERPRINT_PURPOSE: &str = "pgsafe writer key fingerprint v1";
 const CHECK_PURPOSE: &str = "pgsafe passphrase check v1";
+const BINDING_PURPOSE: &str = "pgsafe key binding v1";
 /// The line prefix of the writer key in a key file.
 pub const WRITER_KEY_PREFIX: &str = "PGSAFE-WRITER-KEY-1";
 
@@ -246,6 +247,12 @@ struct WrapDoc {
     scope: String,
     #[serde(flatten)]
     wrap: Wrap,
+    /// HMAC, under a key derived from the repository's writer key, of what the wrapping
+    /// seals: only a host holding the writer key makes it, so a data key someone wrapped to
+    /// the public recipients (age has no sender authentication) is never reused for new
+    /// objects ([`Keyring::reusable_key`]). Absent in wrappings made before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    binding: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -386,7 +393,7 @@ impl Keyring {
             write_cache: Mutex::default(),
             read_cache: Mutex::default(),
         };
-        k.store_wrappings(b, WRITER_SCOPE, &id, &k.writer)?;
+        k.store_wrappings(b, WRITER_SCOPE, &id, &k.writer, true)?;
         Ok((info, k))
     }
 
@@ -456,16 +463,18 @@ impl Keyring {
         self.material.can_read()
     }
 
-    /// Wraps `key` for every target this host has and stores the wrappings durably.
+    /// Wraps `key` for every target this host has and stores the wrappings durably; `bind`:
+    /// with the binding under the writer key (a key this host made, or one it may reuse).
     fn store_wrappings(
         &self,
         b: &dyn Backend,
         scope: &str,
         id: &KeyId,
         key: &SecretKey,
+        bind: bool,
     ) -> Result<()> {
         let prefix = scope_prefix(scope)?.join(id.to_hex())?;
-        for doc in self.wrap(scope, id, key).map_err(|e| {
+        for doc in self.wrap(scope, id, key, bind).map_err(|e| {
             StorageError::new(ErrorKind::Other, "wrap key", &prefix).with_detail(e.to_string())
         })? {
             let wrap_id = hex::encode(random::<8>().map_err(|e| {
@@ -481,8 +490,10 @@ impl Keyring {
         scope: &str,
         id: &KeyId,
         key: &SecretKey,
+        bind: bool,
     ) -> std::result::Result<Vec<WrapDoc>, KeyError> {
         let plain = wrapped_plaintext(id, scope, key);
+        let binding = bind.then(|| self.binding(scope, id, key));
         let mut out = Vec::new();
         if let Some(kek) = &self.kek {
             let nonce = random::<24>()?;
@@ -504,6 +515,7 @@ impl Keyring {
                     nonce: hex::encode(nonce),
                     sealed: hex::encode(sealed),
                 },
+                binding: binding.clone(),
             });
         }
         let recipients = self.material.all_recipients();
@@ -527,9 +539,44 @@ impl Keyring {
                     recipients: recipients.iter().map(|r| r.to_string()).collect(),
                     file: hex::encode(file),
                 },
+                binding,
             });
         }
         Ok(out)
+    }
+
+    /// The binding of key `id` of `scope` to the repository's writer key ([`WrapDoc::binding`]).
+    fn binding(&self, scope: &str, id: &KeyId, key: &SecretKey) -> String {
+        let plain = wrapped_plaintext(id, scope, key);
+        hex::encode(mac(&self.writer.derive(BINDING_PURPOSE), &plain))
+    }
+
+    /// Key `id` of `scope` when this host may seal new objects with it: a wrapping of it
+    /// opens and carries its binding, and this host's writer key cannot have been planted —
+    /// it comes from the host's key file, or was opened with the passphrase alone. (An
+    /// identity-holding host takes the writer key from the repository, where someone who
+    /// knows the public recipients can replace it along with the marker: such a host makes
+    /// its own keys, as a host holding only public keys does.) Whoever wrapped a key to the
+    /// public recipients could read everything sealed with it.
+    fn reusable_key(&self, b: &dyn Backend, scope: &str, id: &KeyId) -> Option<SecretKey> {
+        let own_writer = self.material.writer_key.is_some()
+            || (self.material.identities.is_empty() && self.kek.is_some());
+        if !own_writer {
+            return None;
+        }
+        let prefix = scope_prefix(scope).ok()?.join(id.to_hex()).ok()?;
+        for w in b.list(Some(&prefix)).ok()? {
+            let Ok(doc) = get_doc::<WrapDoc>(b, &w.name) else {
+                continue;
+            };
+            let Ok(Some(k)) = self.unwrap_doc(&doc, scope, id, &w.name) else {
+                continue;
+            };
+            if doc.binding.as_deref() == Some(self.binding(scope, id, &k).as_str()) {
+                return Some(k);
+            }
+        }
+        None
     }
 
     /// Opens one wrapping; `Ok(None)` when this host's keys do not open it.
@@ -702,13 +749,14 @@ impl KeySource for Keyring {
             return Ok(k.clone());
         }
         let s = scope.to_str().unwrap_or_default().to_owned();
-        // A host that can unwrap reuses the scope's key (one key per WAL epoch).
+        // A host that can unwrap reuses the scope's key (one key per WAL epoch), but only one
+        // bound to the writer key: never one planted in the keyring.
         if self.can_read() {
             for e in inner.list_entries(&scope_prefix(&s)?)? {
                 let Some(id) = std::str::from_utf8(&e.name).ok().and_then(KeyId::from_hex) else {
                     continue;
                 };
-                if let Ok(k) = self.read_key(inner, scope, &id) {
+                if let Some(k) = self.reusable_key(inner, &s, &id) {
                     cache.insert(scope.clone(), (id, k.clone()));
                     return Ok((id, k));
                 }
@@ -719,7 +767,7 @@ impl KeySource for Keyring {
         };
         let key = SecretKey::from_bytes(random::<32>().map_err(err)?);
         let id = KeyId(random::<16>().map_err(err)?);
-        self.store_wrappings(inner, &s, &id, &key)?;
+        self.store_wrappings(inner, &s, &id, &key, true)?;
         cache.insert(scope.clone(), (id, key.clone()));
         Ok((id, key))
     }

@@ -141,7 +141,9 @@ pub fn rotate(
         let before = b
             .list(Some(&scope_prefix(scope)?.join(id.to_hex())?))?
             .len();
-        next.store_wrappings(b, scope, id, key)?;
+        // Bound again only if it was: a rotation must not launder a planted key.
+        let bind = old.reusable_key(b, scope, id).is_some();
+        next.store_wrappings(b, scope, id, key, bind)?;
         let after = b
             .list(Some(&scope_prefix(scope)?.join(id.to_hex())?))?
             .len();

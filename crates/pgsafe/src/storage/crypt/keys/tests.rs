@@ -158,6 +158,58 @@ fn one_key_per_backup_and_per_wal_epoch() {
     );
 }
 
+/// A data key someone wrapped to the public recipients for a coming scope (age has no sender
+/// authentication; the recipients are listed in every wrapping) is never reused to seal new
+/// objects; a key a writer made is, by a host whose writer key is its own.
+#[test]
+fn only_keys_bound_to_the_writer_key_are_reused() {
+    let mem = MemoryBackend::new();
+    let id = age::x25519::Identity::generate();
+    let (info, made) = Keyring::create(&mem, ident(&id), FAST).unwrap();
+    let writer = made.writer_key().clone();
+    let with_writer = || KeyMaterial {
+        writer_key: Some(writer.clone()),
+        ..ident(&id)
+    };
+    let scope = n("c/wal/00000001/00000000");
+    let forger = Keyring::create(&MemoryBackend::new(), ident(&id), FAST)
+        .unwrap()
+        .1;
+    let planted = KeyId([7; 16]);
+    for doc in forger
+        .wrap(
+            scope.to_str().unwrap(),
+            &planted,
+            &SecretKey::from_bytes([7; 32]),
+            true,
+        )
+        .unwrap()
+    {
+        let name = n(&format!(
+            "pgsafe-keyring/data/{}/{}/f.json",
+            scope.to_str().unwrap(),
+            planted.to_hex()
+        ));
+        put_doc(&mem, &name, &doc).unwrap();
+    }
+    for m in [ident(&id), with_writer()] {
+        let k = Keyring::open(&mem, &info, m).unwrap();
+        assert_ne!(k.write_key(&mem, &scope).unwrap().0, planted);
+    }
+    // A key one process made is reused by the next one holding the writer key.
+    let scope2 = n("c/wal/00000001/00000001");
+    let first = Keyring::open(&mem, &info, with_writer()).unwrap();
+    let made = first.write_key(&mem, &scope2).unwrap().0;
+    let next = Keyring::open(&mem, &info, with_writer()).unwrap();
+    assert_eq!(next.write_key(&mem, &scope2).unwrap().0, made);
+    let pass_mem = MemoryBackend::new();
+    let (pinfo, _) = Keyring::create(&pass_mem, pass("p"), FAST).unwrap();
+    let a = Keyring::open(&pass_mem, &pinfo, pass("p")).unwrap();
+    let made = a.write_key(&pass_mem, &scope2).unwrap().0;
+    let b = Keyring::open(&pass_mem, &pinfo, pass("p")).unwrap();
+    assert_eq!(b.write_key(&pass_mem, &scope2).unwrap().0, made);
+}
+
 /// A keyring object replaced by one made for another key (someone who knows the public
 /// recipient can make one) is never used to serve bytes.
 #[test]
@@ -181,7 +233,12 @@ fn a_replaced_keyring_object_is_detected() {
         .unwrap()
         .1;
     let doc = forger
-        .wrap("c/backups/B1", &key_id, &SecretKey::from_bytes([1; 32]))
+        .wrap(
+            "c/backups/B1",
+            &key_id,
+            &SecretKey::from_bytes([1; 32]),
+            true,
+        )
         .unwrap()
         .remove(0);
     mem.delete(&wrapping).unwrap();
