@@ -1,7 +1,9 @@
-//! WAL record verification: reads a stretch of WAL page by page, as the server's reader does
-//! (`XLogDecodeNextRecord`, `ValidXLogRecordHeader`, `ValidXLogRecord` and
-//! `XLogReaderValidatePageHeader` in `src/backend/access/transam/xlogreader.c`), and checks
-//! every record that starts in `[start, stop)`. Pure: the caller feeds pages.
+//! WAL record verification: checks every record that starts in `[start, stop)` as the
+//! server's reader does (`XLogDecodeNextRecord`, `ValidXLogRecordHeader`, `ValidXLogRecord`
+//! and `XLogReaderValidatePageHeader` in `src/backend/access/transam/xlogreader.c`). The page
+//! walk (page headers, continuations, prev-links) is [`reader::WalReader`]'s, the one walker
+//! that archive-push's summaries use too; [`RecordChecker`] adds the CRC, the stop, the mark
+//! and the errors verify reports. Pure: the caller feeds pages.
 //!
 //! Facts used (`xlogrecord.h`, `xlog_internal.h`):
 //! * a record starts with `XLogRecord` (24 bytes: `xl_tot_len` u32 @0, `xl_xid` u32 @4,
@@ -20,10 +22,6 @@
 
 use serde::Serialize;
 
-use super::{
-    LONG_HEADER_SIZE, SHORT_HEADER_SIZE, WalPageHeader, XLP_ALL_FLAGS, XLP_FIRST_IS_CONTRECORD,
-    XLP_FIRST_IS_OVERWRITE_CONTRECORD, XLP_LONG_HEADER,
-};
 use crate::types::{Lsn, TimelineId, WalSegSize};
 
 pub mod decode;
@@ -31,10 +29,7 @@ pub mod reader;
 #[cfg(test)]
 mod testwal;
 
-/// Size of `XLogRecord`, the record header.
-pub const RECORD_HEADER_SIZE: usize = 24;
-/// `MAXALIGN` on every platform PostgreSQL writes WAL on.
-const MAXALIGN: u64 = 8;
+pub use decode::RECORD_HEADER_SIZE;
 /// `RM_XLOG_ID` and `XLOG_SWITCH` (`pg_control.h`); `XLR_INFO_MASK` is the low nibble.
 pub const RM_XLOG_ID: u8 = 0;
 pub const XLOG_SWITCH: u8 = 0x40;
@@ -44,13 +39,6 @@ const XLOG_TBLSPC_CREATE: u8 = 0x00;
 /// A tablespace record is an OID and a path of at most `MAXPGPATH` (1024) bytes: a longer one
 /// is not kept (it is still checked).
 const MAX_TBLSPC_RECORD: u32 = 4096;
-/// Largest record the server writes (`XLogRecordMaxSize`, 1020 MB in 16+; allocation-bounded
-/// to 1 GB before): a larger `xl_tot_len` is damage.
-const MAX_RECORD_SIZE: u32 = 1 << 30;
-
-fn maxalign(n: u64) -> u64 {
-    n.div_ceil(MAXALIGN) * MAXALIGN
-}
 
 /// What is wrong, and where: `lsn` is the record's start for record errors, the page's for
 /// page errors.
@@ -204,42 +192,26 @@ pub struct RecordStats {
     pub bytes: u64,
 }
 
-#[derive(Debug, Clone)]
-enum State {
-    /// The next record starts at `at` (maybe on a later page).
-    Next { at: Lsn },
-    /// Inside the record starting at `start`, `got` of `tot` bytes read.
-    In {
-        start: Lsn,
-        tot: u32,
-        got: u32,
-        header: [u8; RECORD_HEADER_SIZE],
-        crc: u32,
-    },
-    /// Every record starting before the stop LSN was read.
-    Done,
-    /// An error was reported; later pages are ignored.
-    Failed,
-}
-
-/// Checks the records of `[start, stop)` as pages are fed in LSN order.
+/// Checks the records of `[start, stop)` as pages are fed in LSN order: the walking (page
+/// headers, continuations, prev-links) is [`reader::WalReader`]'s; this adds each record's
+/// CRC, the stop, the mark ([`RecordChecker::with_mark`]) and what verify and backup report.
 #[derive(Debug, Clone)]
 pub struct RecordChecker {
+    reader: reader::WalReader,
     start: Lsn,
-    stop: Lsn,
-    seg_size: u64,
     blcksz: u64,
-    magic: Option<u16>,
-    /// Timeline of the last page read.
-    tli: TimelineId,
-    /// Start of the last record read (`None` before the first: only `xl_prev < start` can be
-    /// checked, as the server's reader does for a random-access read).
-    prev: Option<Lsn>,
-    /// The next page expected (pages must come in order without gaps).
+    /// The next page expected (pages must come in order without gaps; those before the
+    /// start's page are skipped).
     next_page: Option<Lsn>,
-    /// The start record has not been reached yet.
-    before_start: bool,
-    state: State,
+    seen: Seen,
+    /// The first error reported (later pages are ignored).
+    failed: bool,
+}
+
+/// What the records read so far tell (kept apart from the reader so its callback may fill it).
+#[derive(Debug, Clone)]
+struct Seen {
+    stop: Lsn,
     stats: RecordStats,
     /// [`RecordChecker::scan_past`]: the record ending at or after this LSN (`EndRecPtr`, the
     /// aligned end; a switch record's is its segment's end) was read when `mark_reached`.
@@ -250,9 +222,81 @@ pub struct RecordChecker {
     /// Reading past the stop for the record after the mark ([`RecordChecker::with_mark`]):
     /// there an unreadable record is the end of the WAL, not an error.
     beyond: bool,
-    /// The payload of the current record while it is a `CREATE TABLESPACE` one.
-    capture: Vec<u8>,
+    /// Every record wanted was read.
+    done: bool,
+    /// A record's CRC did not match (the reader is told to stop).
+    crc_error: Option<RecordError>,
     tablespaces_created: Vec<TablespaceCreate>,
+}
+
+impl Seen {
+    /// Looks at one whole record; says whether to read on.
+    fn record(&mut self, r: reader::RawRecord<'_>) -> reader::Flow {
+        use reader::Flow;
+        let Some((tot, _, _, info, rmid, stored)) = decode::header_fields(r.bytes) else {
+            return Flow::Stop;
+        };
+        let computed = decode::record_crc(r.bytes).unwrap_or(0);
+        if computed != stored {
+            if self.beyond {
+                // The end of the WAL past the stop.
+                self.done = true;
+            } else {
+                self.crc_error = Some(RecordError {
+                    lsn: r.lsn,
+                    what: RecordErrorKind::Crc {
+                        at: r.lsn,
+                        end: r.end,
+                        len: tot,
+                        stored,
+                        computed,
+                    },
+                });
+            }
+            return Flow::Stop;
+        }
+        if rmid == RM_XLOG_ID && info & 0xF0 == XLOG_SWITCH {
+            self.stats.switches += 1;
+        }
+        if !self.beyond {
+            self.stats.records += 1;
+            self.stats.bytes += u64::from(tot);
+            if rmid == RM_TBLSPC_ID && info & 0xF0 == XLOG_TBLSPC_CREATE && tot <= MAX_TBLSPC_RECORD
+            {
+                let payload = r.bytes.get(RECORD_HEADER_SIZE..).unwrap_or_default();
+                if let Some(t) = tablespace_create(r.lsn, payload) {
+                    self.tablespaces_created.push(t);
+                }
+            }
+        }
+        if let Some(mark) = self.mark {
+            if self.mark_reached {
+                self.past_mark = 1;
+                if self.beyond {
+                    self.done = true;
+                    return Flow::Stop;
+                }
+                // Within the range: on to the stop.
+            } else {
+                self.mark_reached = r.next >= mark;
+            }
+        }
+        self.at_next(r.next)
+    }
+
+    /// The next record starts at `next`: at or past the stop, reading ends, unless the record
+    /// after the mark is still wanted (see `with_mark`).
+    fn at_next(&mut self, next: Lsn) -> reader::Flow {
+        if next >= self.stop && !self.beyond {
+            if self.mark.is_some() && self.past_mark == 0 {
+                self.beyond = true;
+            } else {
+                self.done = true;
+                return reader::Flow::Stop;
+            }
+        }
+        reader::Flow::Continue
+    }
 }
 
 impl RecordChecker {
@@ -260,29 +304,23 @@ impl RecordChecker {
     /// up to `stop` (the end of the backup's last record), with pages of `blcksz` bytes
     /// (`xlp_xlog_blcksz` of the long header) in segments of `seg_size`.
     pub fn new(start: Lsn, stop: Lsn, seg_size: WalSegSize, blcksz: u32) -> Self {
-        let state = if start >= stop {
-            State::Done
-        } else {
-            State::Next { at: start }
-        };
         RecordChecker {
+            reader: reader::WalReader::new(start, seg_size, blcksz).start_is_record(),
             start,
-            stop,
-            seg_size: seg_size.bytes(),
             blcksz: u64::from(blcksz.max(1)),
-            magic: None,
-            tli: TimelineId(0),
-            prev: None,
             next_page: None,
-            before_start: true,
-            state,
-            stats: RecordStats::default(),
-            mark: None,
-            mark_reached: false,
-            past_mark: 0,
-            beyond: false,
-            capture: Vec::new(),
-            tablespaces_created: Vec::new(),
+            seen: Seen {
+                stop,
+                stats: RecordStats::default(),
+                mark: None,
+                mark_reached: false,
+                past_mark: 0,
+                beyond: false,
+                done: start >= stop,
+                crc_error: None,
+                tablespaces_created: Vec::new(),
+            },
+            failed: false,
         }
     }
 
@@ -303,10 +341,11 @@ impl RecordChecker {
     /// (not an error: nothing past the stop is needed), and the records read are not counted
     /// in [`RecordChecker::stats`] nor looked at for `CREATE TABLESPACE`.
     pub fn with_mark(mut self, mark: Lsn) -> Self {
-        self.mark = Some(mark);
-        if matches!(self.state, State::Done) {
+        self.seen.mark = Some(mark);
+        if self.seen.done {
             // An empty range: reading is for the mark only.
-            self.state = State::Next { at: self.start };
+            self.seen.done = false;
+            self.seen.beyond = true;
         }
         self
     }
@@ -314,26 +353,26 @@ impl RecordChecker {
     /// The `CREATE TABLESPACE` records among the records checked: replaying the backup's WAL
     /// creates these tablespaces' directories at their locations.
     pub fn tablespaces_created(&self) -> &[TablespaceCreate] {
-        &self.tablespaces_created
+        &self.seen.tablespaces_created
     }
 
     /// Whether the record ending at or after the mark ([`RecordChecker::scan_past`],
     /// [`RecordChecker::with_mark`]) was read.
     pub fn mark_reached(&self) -> bool {
-        self.mark_reached
+        self.seen.mark_reached
     }
 
     /// Complete, valid records read after the one that reached the mark (0 or 1: the scan is
     /// done after the first).
     pub fn records_past_mark(&self) -> u64 {
-        self.past_mark
+        self.seen.past_mark
     }
 
     /// True once every record starting before the stop LSN was checked, and with a mark once
     /// the record after it was read or the WAL past the stop ended (or an error was reported):
     /// later pages need not be fed.
     pub fn is_done(&self) -> bool {
-        matches!(self.state, State::Done | State::Failed)
+        self.failed || self.seen.done
     }
 
     /// The page size this checker reads.
@@ -342,7 +381,7 @@ impl RecordChecker {
     }
 
     pub fn stats(&self) -> RecordStats {
-        self.stats
+        self.seen.stats
     }
 
     /// Feeds the page at `page_lsn` (pages in LSN order, each `blcksz` bytes) from a file of
@@ -359,43 +398,12 @@ impl RecordChecker {
         }
         let r = self.feed_inner(page_lsn, page, file_tli);
         if r.is_err() {
-            if self.beyond {
+            if self.seen.beyond {
                 // The end of the WAL past the stop.
-                self.state = State::Done;
+                self.seen.done = true;
                 return Ok(());
             }
-            self.state = State::Failed;
-        }
-        r
-    }
-
-    /// Call after the last page: an error if a record, or WAL up to the stop, is missing.
-    pub fn finish(&mut self, end: Lsn) -> Result<RecordStats, RecordError> {
-        let r = match self.state {
-            State::Done | State::Failed => Ok(self.stats),
-            // Past the stop the WAL may end anywhere.
-            State::Next { .. } | State::In { .. } if self.beyond => {
-                self.state = State::Done;
-                Ok(self.stats)
-            }
-            State::Next { at } => Err(RecordError {
-                lsn: at,
-                what: RecordErrorKind::EndsBeforeStop {
-                    end,
-                    stop: self.stop,
-                },
-            }),
-            State::In { start, tot, .. } => Err(RecordError {
-                lsn: start,
-                what: RecordErrorKind::Incomplete {
-                    at: start,
-                    len: tot,
-                    end,
-                },
-            }),
-        };
-        if r.is_err() {
-            self.state = State::Failed;
+            self.failed = true;
         }
         r
     }
@@ -407,329 +415,121 @@ impl RecordChecker {
         file_tli: TimelineId,
     ) -> Result<(), RecordError> {
         let blcksz = self.blcksz;
-        let page_err = |what| {
-            Err(RecordError {
-                lsn: page_lsn,
-                what,
-            })
+        let out_of_order = |expected| RecordError {
+            lsn: page_lsn,
+            what: RecordErrorKind::OutOfOrder {
+                page: page_lsn,
+                expected,
+            },
         };
         if let Some(expected) = self.next_page {
             if page_lsn != expected {
-                return page_err(RecordErrorKind::OutOfOrder {
-                    page: page_lsn,
-                    expected,
-                });
+                return Err(out_of_order(expected));
             }
         }
         if page.len() as u64 != blcksz || page_lsn.0 % blcksz != 0 {
-            return page_err(RecordErrorKind::OutOfOrder {
-                page: page_lsn,
-                expected: Lsn(page_lsn.0 - page_lsn.0 % blcksz),
-            });
+            return Err(out_of_order(Lsn(page_lsn.0 - page_lsn.0 % blcksz)));
         }
         let page_end = page_lsn.0.saturating_add(blcksz);
         self.next_page = Some(Lsn(page_end));
-        // Pages no record of the range touches: before the start, or after a switch.
-        if let State::Next { at } = self.state {
-            if at.0 >= page_end {
-                return Ok(());
-            }
+        if page_end <= self.start.0 {
+            // Before the start's page: no record of the range is on it.
+            return Ok(());
         }
-        let (hsize, info, rem_len) = self.check_page_header(page_lsn, page, file_tli)?;
-        let data_start = page_lsn.0 + hsize as u64;
-        match self.state {
-            State::In {
-                start, tot, got, ..
-            } => {
-                if info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0 {
-                    // The record was abandoned at a crash; the server wrote a new one here,
-                    // linked to the record before the abandoned one.
-                    self.state = State::Next {
-                        at: Lsn(data_start),
-                    };
-                } else if info & XLP_FIRST_IS_CONTRECORD == 0 {
-                    return Err(RecordError {
-                        lsn: start,
-                        what: RecordErrorKind::NoContrecord {
-                            record: start,
-                            page: page_lsn,
-                            info,
-                        },
-                    });
-                } else if rem_len == 0 || u64::from(rem_len) != u64::from(tot - got) {
-                    return Err(RecordError {
-                        lsn: start,
-                        what: RecordErrorKind::ContrecordLength {
-                            record: start,
-                            page: page_lsn,
-                            rem_len,
-                            expected: u64::from(tot - got),
-                        },
-                    });
-                }
-            }
-            State::Next { at } => {
-                let at = if at.0 < data_start {
-                    Lsn(data_start)
-                } else {
-                    at
-                };
-                if info & XLP_FIRST_IS_CONTRECORD != 0 {
-                    let cont_end = data_start.saturating_add(maxalign(u64::from(rem_len)));
-                    if self.before_start && at.0 < cont_end {
-                        return Err(RecordError {
-                            lsn: self.start,
-                            what: RecordErrorKind::StartInsideRecord { start: self.start },
-                        });
-                    }
-                    if !self.before_start && at.0 == data_start {
-                        return Err(RecordError {
-                            lsn: at,
-                            what: RecordErrorKind::UnexpectedContrecord { at },
-                        });
-                    }
-                }
-                self.state = State::Next { at };
-            }
-            State::Done | State::Failed => return Ok(()),
+        let seen = &mut self.seen;
+        let r = self
+            .reader
+            .feed_page_flow(page_lsn, page, file_tli, &mut |rec| seen.record(rec));
+        if let Some(e) = self.seen.crc_error.take() {
+            return Err(e);
         }
-        let mut off = match self.state {
-            State::Next { at } => (at.0 - page_lsn.0) as usize,
-            _ => hsize,
-        };
-        let blcksz = blcksz as usize;
-        loop {
-            match &mut self.state {
-                State::Done | State::Failed => return Ok(()),
-                State::Next { at } => {
-                    let at = *at;
-                    if at >= self.stop && !self.beyond {
-                        // The record after the mark may still be wanted (see `with_mark`).
-                        let wanted = self.mark.is_some() && self.past_mark == 0;
-                        if !wanted {
-                            self.state = State::Done;
-                            return Ok(());
-                        }
-                        self.beyond = true;
-                    }
-                    off = (at.0 - page_lsn.0) as usize;
-                    if off >= blcksz {
-                        return Ok(());
-                    }
-                    let Some(len_bytes) = page.get(off..off + 4) else {
-                        return Err(RecordError {
-                            lsn: at,
-                            what: RecordErrorKind::Incomplete {
-                                at,
-                                len: 0,
-                                end: Lsn(page_end),
-                            },
-                        });
-                    };
-                    let tot = u32::from_le_bytes([
-                        len_bytes[0],
-                        len_bytes[1],
-                        len_bytes[2],
-                        len_bytes[3],
-                    ]);
-                    let err = |what| Err(RecordError { lsn: at, what });
-                    if tot == 0 {
-                        return err(RecordErrorKind::NoRecord {
-                            at,
-                            stop: self.stop,
-                        });
-                    }
-                    if (tot as usize) < RECORD_HEADER_SIZE {
-                        return err(RecordErrorKind::RecordTooShort { at, len: tot });
-                    }
-                    if tot > MAX_RECORD_SIZE {
-                        return err(RecordErrorKind::RecordTooLong { at, len: tot });
-                    }
-                    self.before_start = false;
-                    self.capture.clear();
-                    self.state = State::In {
-                        start: at,
-                        tot,
-                        got: 0,
-                        header: [0; RECORD_HEADER_SIZE],
-                        crc: 0,
-                    };
-                }
-                State::In {
-                    start,
-                    tot,
-                    got,
-                    header,
-                    crc,
-                } => {
-                    let take = ((*tot - *got) as usize).min(blcksz - off);
-                    let bytes = &page[off..off + take];
-                    let h = (RECORD_HEADER_SIZE.saturating_sub(*got as usize)).min(take);
-                    let had_header = *got as usize >= RECORD_HEADER_SIZE;
-                    if h > 0 {
-                        let g = *got as usize;
-                        header[g..g + h].copy_from_slice(&bytes[..h]);
-                    }
-                    *crc = crc32c::crc32c_append(*crc, &bytes[h..]);
-                    *got += take as u32;
-                    off += take;
-                    let start = *start;
-                    if !had_header && *got as usize >= RECORD_HEADER_SIZE {
-                        let xl_prev = Lsn(u64::from_le_bytes([
-                            header[8], header[9], header[10], header[11], header[12], header[13],
-                            header[14], header[15],
-                        ]));
-                        let ok = match self.prev {
-                            Some(p) => xl_prev == p,
-                            None => xl_prev < start,
-                        };
-                        if !ok {
-                            let expected = match self.prev {
-                                Some(p) => p.to_string(),
-                                None => format!("an LSN before {start}"),
-                            };
-                            return Err(RecordError {
-                                lsn: start,
-                                what: RecordErrorKind::PrevLink {
-                                    at: start,
-                                    found: xl_prev,
-                                    expected,
-                                },
-                            });
-                        }
-                    }
-                    if *got as usize >= RECORD_HEADER_SIZE
-                        && header[17] == RM_TBLSPC_ID
-                        && header[16] & 0xF0 == XLOG_TBLSPC_CREATE
-                        && *tot <= MAX_TBLSPC_RECORD
-                    {
-                        self.capture.extend_from_slice(&bytes[h..]);
-                    }
-                    if *got < *tot {
-                        // Continues on the next page.
-                        return Ok(());
-                    }
-                    let (tot, header) = (*tot, *header);
-                    let computed = crc32c::crc32c_append(*crc, &header[..20]);
-                    let stored =
-                        u32::from_le_bytes([header[20], header[21], header[22], header[23]]);
-                    let end = page_lsn.0 + off as u64;
-                    if computed != stored {
-                        return Err(RecordError {
-                            lsn: start,
-                            what: RecordErrorKind::Crc {
-                                at: start,
-                                end: Lsn(end),
-                                len: tot,
-                                stored,
-                                computed,
-                            },
-                        });
-                    }
-                    if !self.beyond {
-                        self.stats.records += 1;
-                        self.stats.bytes += u64::from(tot);
-                    }
-                    self.prev = Some(start);
-                    let (info, rmid) = (header[16], header[17]);
-                    if !self.beyond
-                        && rmid == RM_TBLSPC_ID
-                        && info & 0xF0 == XLOG_TBLSPC_CREATE
-                        && tot <= MAX_TBLSPC_RECORD
-                    {
-                        if let Some(t) = tablespace_create(start, &self.capture) {
-                            self.tablespaces_created.push(t);
-                        }
-                    }
-                    let next = if rmid == RM_XLOG_ID && info & 0xF0 == XLOG_SWITCH {
-                        self.stats.switches += 1;
-                        // The rest of the segment is unused (`XLogDecodeNextRecord`).
-                        end.div_ceil(self.seg_size).saturating_mul(self.seg_size)
-                    } else {
-                        maxalign(end)
-                    };
-                    self.state = State::Next { at: Lsn(next) };
-                    if let Some(mark) = self.mark {
-                        if self.mark_reached {
-                            self.past_mark = 1;
-                            if self.beyond {
-                                self.state = State::Done;
-                                return Ok(());
-                            }
-                            // Within the range: on to the stop (the loop ends there).
-                        } else {
-                            self.mark_reached = next >= mark.0;
-                        }
-                    }
-                }
-            }
-        }
+        r.map_err(|e| self.record_error(e))
     }
 
-    /// Checks a page header as `XLogReaderValidatePageHeader` does (the long header's system
-    /// identifier and sizes are checked per segment by [`super::check_segment_header`]);
-    /// returns the header size, `xlp_info` and `xlp_rem_len`.
-    fn check_page_header(
-        &mut self,
-        page_lsn: Lsn,
-        page: &[u8],
-        file_tli: TimelineId,
-    ) -> Result<(usize, u16, u32), RecordError> {
-        let err = |what| {
-            Err(RecordError {
-                lsn: page_lsn,
-                what,
-            })
-        };
-        let first_of_segment = page_lsn.0 % self.seg_size == 0;
-        let hsize = if first_of_segment {
-            LONG_HEADER_SIZE
-        } else {
-            SHORT_HEADER_SIZE
-        };
-        if page.len() < hsize || page[..SHORT_HEADER_SIZE].iter().all(|&b| b == 0) {
-            return err(RecordErrorKind::ZeroPage {
-                page: page_lsn,
-                stop: self.stop,
-            });
-        }
-        let Ok(h) = WalPageHeader::decode(page) else {
-            return err(RecordErrorKind::ZeroPage {
-                page: page_lsn,
-                stop: self.stop,
-            });
-        };
-        let expected = *self.magic.get_or_insert(h.magic);
-        if h.magic != expected {
-            return err(RecordErrorKind::PageMagic {
-                page: page_lsn,
-                found: h.magic,
+    /// The reader's error in the terms verify reports.
+    fn record_error(&self, e: reader::ReadError) -> RecordError {
+        use reader::ReadErrorKind as R;
+        let (lsn, stop) = (e.lsn, self.seen.stop);
+        let what = match e.what {
+            R::OutOfOrder { expected } => RecordErrorKind::OutOfOrder {
+                page: lsn,
                 expected,
+            },
+            R::ZeroPage => RecordErrorKind::ZeroPage { page: lsn, stop },
+            R::PageMagic { found, expected } => RecordErrorKind::PageMagic {
+                page: lsn,
+                found,
+                expected,
+            },
+            R::PageInfo { info } => RecordErrorKind::PageInfo { page: lsn, info },
+            R::PageAddress { found } => RecordErrorKind::PageAddress { page: lsn, found },
+            R::PageTimeline { found, prev, file } => RecordErrorKind::PageTimeline {
+                page: lsn,
+                found,
+                prev,
+                file,
+            },
+            R::NoContrecord { record, page, info } => {
+                RecordErrorKind::NoContrecord { record, page, info }
+            }
+            R::ContrecordLength {
+                record,
+                page,
+                rem_len,
+                expected,
+            } => RecordErrorKind::ContrecordLength {
+                record,
+                page,
+                rem_len,
+                expected: u64::from(expected),
+            },
+            R::UnexpectedContrecord => RecordErrorKind::UnexpectedContrecord { at: lsn },
+            R::StartInsideRecord => {
+                return RecordError {
+                    lsn: self.start,
+                    what: RecordErrorKind::StartInsideRecord { start: self.start },
+                };
+            }
+            R::NoRecord => RecordErrorKind::NoRecord { at: lsn, stop },
+            R::RecordLength { len } if (len as usize) < RECORD_HEADER_SIZE => {
+                RecordErrorKind::RecordTooShort { at: lsn, len }
+            }
+            R::RecordLength { len } => RecordErrorKind::RecordTooLong { at: lsn, len },
+            R::PrevLink { found, expected } => RecordErrorKind::PrevLink {
+                at: lsn,
+                found,
+                expected,
+            },
+        };
+        RecordError { lsn, what }
+    }
+
+    /// Call after the last page: an error if a record, or WAL up to the stop, is missing.
+    pub fn finish(&mut self, end: Lsn) -> Result<RecordStats, RecordError> {
+        if self.is_done() || self.seen.beyond {
+            // Past the stop the WAL may end anywhere.
+            self.seen.done |= !self.failed;
+            return Ok(self.seen.stats);
+        }
+        self.failed = true;
+        if let Some((start, tot)) = self.reader.record_in_progress() {
+            return Err(RecordError {
+                lsn: start,
+                what: RecordErrorKind::Incomplete {
+                    at: start,
+                    len: tot.unwrap_or(0),
+                    end,
+                },
             });
         }
-        let long = h.info & XLP_LONG_HEADER != 0;
-        if h.info & !XLP_ALL_FLAGS != 0 || long != first_of_segment {
-            return err(RecordErrorKind::PageInfo {
-                page: page_lsn,
-                info: h.info,
-            });
-        }
-        if h.pageaddr != page_lsn {
-            return err(RecordErrorKind::PageAddress {
-                page: page_lsn,
-                found: h.pageaddr,
-            });
-        }
-        if h.tli.0 == 0 || h.tli > file_tli || h.tli < self.tli {
-            return err(RecordErrorKind::PageTimeline {
-                page: page_lsn,
-                found: h.tli,
-                prev: self.tli,
-                file: file_tli,
-            });
-        }
-        self.tli = h.tli;
-        Ok((hsize, h.info, h.rem_len))
+        let at = self.reader.position().unwrap_or(self.start);
+        Err(RecordError {
+            lsn: at,
+            what: RecordErrorKind::EndsBeforeStop {
+                end,
+                stop: self.seen.stop,
+            },
+        })
     }
 }
 

@@ -8,9 +8,9 @@
 //! * every page starts with a header: 40 bytes on a segment's first page (`XLP_LONG_HEADER`),
 //!   24 on the others; `xlp_pageaddr` is the page's own LSN; `xlp_rem_len` is how many bytes
 //!   of a record continued from the previous page follow the header (`XLP_FIRST_IS_CONTRECORD`);
-//! * a record starts at a MAXALIGN (8) boundary wherever at least 24 bytes are left on the page
-//!   — its header may still be split if fewer are: then the record starts on the next page;
-//!   a record is `xl_tot_len` bytes (at least 24) and continues on as many pages as it needs;
+//! * a record starts at the MAXALIGN (8) boundary after the one before; its header may be
+//!   split between two pages (`XLogDecodeNextRecord`); a record is `xl_tot_len` bytes (at
+//!   least 24) and continues on as many pages as it needs;
 //! * reading from a page that starts inside a record (the middle of the WAL, a segment's first
 //!   page), the continuation is skipped (`XLogFindNextRecord`);
 //! * after an `XLOG_SWITCH` record the rest of the segment is unused;
@@ -39,13 +39,23 @@ fn maxalign(n: u64) -> u64 {
     n.div_ceil(MAXALIGN).saturating_mul(MAXALIGN)
 }
 
-/// A whole record as read: `lsn` is where it starts, `end` where it ends (not aligned), `bytes`
-/// its `xl_tot_len` bytes (header included, page headers removed).
+/// A whole record as read: `lsn` is where it starts, `end` where it ends (not aligned), `next`
+/// where the next record starts (`EndRecPtr`: the MAXALIGNed end, or the segment's end after
+/// a switch record), `bytes` its `xl_tot_len` bytes (header included, page headers removed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawRecord<'a> {
     pub lsn: Lsn,
     pub end: Lsn,
+    pub next: Lsn,
     pub bytes: &'a [u8],
+}
+
+/// What the reader does after handing out a record ([`WalReader::feed_page_flow`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Read no further: the reader is done.
+    Stop,
 }
 
 /// What went wrong reading, and where (`lsn`: the record's start, or the page's).
@@ -80,19 +90,24 @@ pub enum ReadErrorKind {
         file: TimelineId,
     },
     #[error(
-        "the record at {record} continues on this page, but the page has no contrecord flag (xlp_info 0x{info:04X})"
+        "the record at {record} continues on the page at {page}, but that page has no contrecord flag (xlp_info 0x{info:04X})"
     )]
-    NoContrecord { record: Lsn, info: u16 },
+    NoContrecord { record: Lsn, page: Lsn, info: u16 },
     #[error(
-        "the page says {rem_len} bytes of a continued record follow, but the record at {record} has {expected} bytes left"
+        "the page at {page} says {rem_len} bytes of a continued record follow, but the record at {record} has {expected} bytes left"
     )]
     ContrecordLength {
         record: Lsn,
+        page: Lsn,
         rem_len: u32,
         expected: u32,
     },
     #[error("a record should start here, but the page says it continues an earlier record")]
     UnexpectedContrecord,
+    #[error(
+        "reading was to begin at a record here, but this is inside a record continued from an earlier page"
+    )]
+    StartInsideRecord,
     #[error("no record here (length 0): the end of the WAL written so far")]
     NoRecord,
     #[error("invalid record length {len}: at least 24 and at most 1 GB")]
@@ -147,6 +162,9 @@ pub struct WalReader {
     buf: Vec<u8>,
     /// The current record's `xl_prev` was checked (its header is complete).
     header_checked: bool,
+    /// The start is a record's start ([`WalReader::start_is_record`]), not a page boundary
+    /// where a continuation may be skipped.
+    strict_start: bool,
     stats: ReaderStats,
 }
 
@@ -166,8 +184,17 @@ impl WalReader {
             state: State::Start { at: start },
             buf: Vec::new(),
             header_checked: false,
+            strict_start: false,
             stats: ReaderStats::default(),
         }
+    }
+
+    /// The start is where a record begins (a redo point, a record's `EndRecPtr`): a
+    /// continuation of an earlier record covering it is an error (`StartInsideRecord`), not
+    /// skipped.
+    pub fn start_is_record(mut self) -> Self {
+        self.strict_start = true;
+        self
     }
 
     /// Records starting at or after `stop` are not read (nor are the pages holding them
@@ -200,6 +227,15 @@ impl WalReader {
         matches!(self.state, State::In { .. })
     }
 
+    /// The record begun on a page fed and still incomplete: its start, and its `xl_tot_len`
+    /// once read.
+    pub fn record_in_progress(&self) -> Option<(Lsn, Option<u32>)> {
+        match self.state {
+            State::In { start, tot } => Some((start, tot)),
+            _ => None,
+        }
+    }
+
     /// Feeds a whole segment (or a run of whole pages) starting at `first_page`.
     pub fn feed_segment(
         &mut self,
@@ -229,6 +265,20 @@ impl WalReader {
         file_tli: TimelineId,
         on_record: &mut dyn FnMut(RawRecord<'_>),
     ) -> Result<(), ReadError> {
+        self.feed_page_flow(page_lsn, page, file_tli, &mut |r| {
+            on_record(r);
+            Flow::Continue
+        })
+    }
+
+    /// [`WalReader::feed_page`] where `on_record` says whether to read on.
+    pub fn feed_page_flow(
+        &mut self,
+        page_lsn: Lsn,
+        page: &[u8],
+        file_tli: TimelineId,
+        on_record: &mut dyn FnMut(RawRecord<'_>) -> Flow,
+    ) -> Result<(), ReadError> {
         if self.is_done() {
             return Ok(());
         }
@@ -244,7 +294,7 @@ impl WalReader {
         page_lsn: Lsn,
         page: &[u8],
         file_tli: TimelineId,
-        on_record: &mut dyn FnMut(RawRecord<'_>),
+        on_record: &mut dyn FnMut(RawRecord<'_>) -> Flow,
     ) -> Result<(), ReadError> {
         let ps = self.page_size;
         let at_err = |lsn, what| Err(ReadError { lsn, what });
@@ -275,6 +325,10 @@ impl WalReader {
         match self.state {
             State::Start { at } => {
                 let at = at.0.max(data_start);
+                let cont_end = data_start.saturating_add(maxalign(u64::from(rem_len)));
+                if self.strict_start && cont && at < cont_end {
+                    return at_err(Lsn(at), ReadErrorKind::StartInsideRecord);
+                }
                 if cont && !overwrite && at == data_start {
                     // Reading begins inside a record: skip its continuation.
                     let room = ps - hsize as u64;
@@ -311,6 +365,7 @@ impl WalReader {
                         start,
                         ReadErrorKind::NoContrecord {
                             record: start,
+                            page: page_lsn,
                             info,
                         },
                     );
@@ -323,6 +378,7 @@ impl WalReader {
                             start,
                             ReadErrorKind::ContrecordLength {
                                 record: start,
+                                page: page_lsn,
                                 rem_len,
                                 expected: expected as u32,
                             },
@@ -386,7 +442,10 @@ impl WalReader {
                         return Ok(());
                     }
                     let end = page_lsn.0 + off as u64;
-                    self.finish_record(start, Lsn(end), on_record);
+                    if self.finish_record(start, Lsn(end), on_record) == Flow::Stop {
+                        self.state = State::Done;
+                        return Ok(());
+                    }
                 }
                 State::Start { .. } | State::Done | State::Failed => return Ok(()),
             }
@@ -417,7 +476,12 @@ impl WalReader {
         })
     }
 
-    fn finish_record(&mut self, start: Lsn, end: Lsn, on_record: &mut dyn FnMut(RawRecord<'_>)) {
+    fn finish_record(
+        &mut self,
+        start: Lsn,
+        end: Lsn,
+        on_record: &mut dyn FnMut(RawRecord<'_>) -> Flow,
+    ) -> Flow {
         let (ps, seg) = (self.page_size, self.seg_size);
         let last = end.0 - 1;
         self.stats.records += 1;
@@ -432,11 +496,6 @@ impl WalReader {
         self.prev = Some(start);
         let switch = self.buf.get(17) == Some(&RM_XLOG_ID)
             && self.buf.get(16).is_some_and(|i| i & 0xF0 == XLOG_SWITCH);
-        on_record(RawRecord {
-            lsn: start,
-            end,
-            bytes: &self.buf,
-        });
         let next = if switch {
             self.stats.switches += 1;
             end.0.div_ceil(seg).saturating_mul(seg)
@@ -444,6 +503,12 @@ impl WalReader {
             maxalign(end.0)
         };
         self.state = State::Next { at: Lsn(next) };
+        on_record(RawRecord {
+            lsn: start,
+            end,
+            next: Lsn(next),
+            bytes: &self.buf,
+        })
     }
 
     /// Checks a page header (`XLogReaderValidatePageHeader`; the long header's system id and

@@ -1,10 +1,18 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::wal::{
+    LONG_HEADER_SIZE, SHORT_HEADER_SIZE, XLP_FIRST_IS_CONTRECORD,
+    XLP_FIRST_IS_OVERWRITE_CONTRECORD, XLP_LONG_HEADER,
+};
 
 const SEG: u64 = 1 << 20;
 const BLCKSZ: usize = 8192;
 const MAGIC: u16 = 0xD110;
+
+fn maxalign(n: u64) -> u64 {
+    n.div_ceil(8) * 8
+}
 
 /// Lays out WAL as the server does: page headers (long at segment starts), records that
 /// continue across pages with `XLP_FIRST_IS_CONTRECORD`/`xlp_rem_len`, MAXALIGNed starts,
