@@ -19,7 +19,9 @@ use crate::progress::{CliProgress, ProgressMode};
 use crate::render::field;
 
 pub const LONG_ABOUT: &str = "\
-Restores a backup written by pgsafe backup into a new or empty data directory.
+Restores a backup written by pgsafe backup into a new or empty data directory (with --delta: \
+into an existing, stopped data directory of the same system, writing only the files and blocks \
+that differ and removing what the backup does not have).
 
 Refuses, before writing anything: a target that is not empty (or cannot be created), a target \
 with a running server, an incomplete backup, a backup without backup_label, a backup that fails \
@@ -83,6 +85,13 @@ pub struct RestoreArgs {
     /// The new data directory: must not exist yet, or be empty.
     #[arg(short = 'D', long = "pgdata", value_name = "TARGET")]
     pub pgdata: PathBuf,
+    /// TARGET is an existing, stopped data directory of the backup's system (a standby to
+    /// rebuild, an earlier restore): write only the files and 8 KiB blocks that differ from the
+    /// backup and remove what the backup does not have; the result is what a restore into an
+    /// empty directory gives. Refused, changing nothing, for a running server or another
+    /// system's data directory. Symbolic links in TARGET are removed, never followed.
+    #[arg(long, conflicts_with = "from_copy")]
+    pub delta: bool,
     /// BACKUP is a snapshot-mode copy of PGDATA (cp -a or a storage snapshot taken between
     /// `pgsafe start` and `pgsafe stop --output-dir`), not a pgsafe backup folder. Its pg_wal is
     /// not used: pass --restore-command (or --standby --primary-conninfo).
@@ -274,6 +283,7 @@ pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
         check_space: !args.skip_space_check,
         allow_live_tablespaces: args.allow_live_tablespaces,
         wal_archive,
+        delta: args.delta,
     };
     {
         let cancel = Arc::clone(&cancel);
@@ -291,6 +301,7 @@ pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
         args.progress
     });
     let before = target_state(&args.pgdata);
+    let control_before = args.pgdata.join("global/pg_control").exists();
     let result = match &stored {
         Some(s) => pgsafe::restore::run_restore_stored(s, &opts, &progress),
         None => run_restore(&opts, &progress),
@@ -301,6 +312,13 @@ pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
         Err(e) => {
             // Another restore's files are not this one's to call incomplete.
             let busy = matches!(e, RestoreError::TargetBusy(_));
+            // Refusals of a delta restore come before it changes anything.
+            let refusal = matches!(
+                e,
+                RestoreError::DeltaOtherSystem { .. }
+                    | RestoreError::DeltaNotADataDirectory { .. }
+                    | RestoreError::TargetRunning { .. }
+            );
             let wrote =
                 !busy && before != TargetState::NonEmpty && target_state(&args.pgdata) != before;
             let hint = match &e {
@@ -325,7 +343,21 @@ pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
                 Some(h) => anyhow::Error::new(e).context(h),
                 None => anyhow::Error::new(e),
             };
-            return Err(if wrote {
+            // A delta restore that started changing the target removed its pg_control
+            // first, so no server starts on it; running it again finishes the job.
+            let delta_started = args.delta
+                && !busy
+                && before == TargetState::NonEmpty
+                && !args.pgdata.join("global/pg_control").exists()
+                && (control_before || !refusal);
+            return Err(if delta_started {
+                e.context(format!(
+                    "the delta restore failed after it began changing {}: it has no \
+                     global/pg_control now, so no server can start on it; run the same restore \
+                     with --delta again (it finishes the job), or restore into an empty directory",
+                    args.pgdata.display()
+                ))
+            } else if wrote {
                 e.context(format!(
                     "the restore failed; {} is an INCOMPLETE restore (it has no \
                      global/pg_control, so no server can start on it): remove it",
@@ -349,6 +381,21 @@ pub fn run(mut args: RestoreArgs) -> anyhow::Result<u8> {
     let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
     println!("restore complete: {}", report.target.display());
     field("from", report.source.display());
+    if let Some(d) = &report.delta {
+        field(
+            "delta",
+            format!(
+                "{} file(s) written, {} unchanged; {} block(s) written, {} already equal ({}); \
+                 {} entr(y/ies) the backup does not have removed",
+                d.files_written,
+                d.files_unchanged,
+                d.blocks_written,
+                d.blocks_skipped,
+                mib(d.bytes_written),
+                d.entries_removed
+            ),
+        );
+    }
     field(
         "restored",
         format!(

@@ -290,6 +290,8 @@ impl HasKind for RestoreError {
             R::TargetNotEmpty(_)
             | R::TargetRunning { .. }
             | R::TargetUnusable { .. }
+            | R::DeltaOtherSystem { .. }
+            | R::DeltaNotADataDirectory { .. }
             | R::TablespaceNotEmpty { .. }
             | R::TablespaceCreatedDuringBackup { .. }
             | R::LiveTablespacesOnThisHost { .. }

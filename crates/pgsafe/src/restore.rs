@@ -53,6 +53,7 @@ use crate::verify::{Problem, VerifyError};
 mod archived_wal;
 mod backup_end;
 mod config;
+mod delta;
 mod guard;
 mod includes;
 mod isolation;
@@ -69,6 +70,7 @@ mod writer;
 pub use crate::fsutil::is_plain_absolute;
 pub use backup_end::BackupEnd;
 pub use config::{ArchiveMode, DisabledSetting};
+pub use delta::DeltaReport;
 pub use isolation::{ConfigOutcome, archive_summary};
 use owner::resolve_owner;
 use plan::{check_target, map_tablespaces, open_backup, tablespace_map_bytes, tablespace_oid};
@@ -177,6 +179,10 @@ pub struct RestoreOptions {
     /// it instead of copying it) is verified against it and gets its WAL fetched from it into
     /// the restored `pg_wal/` ([`archived_wal`]).
     pub wal_archive: Option<crate::verify::WalArchive>,
+    /// The target is an existing, stopped data directory of the backup's system: write only
+    /// the files and blocks that differ, remove what the backup does not have
+    /// ([`delta`]). An empty target is restored as usual.
+    pub delta: bool,
 }
 
 impl RestoreOptions {
@@ -197,6 +203,7 @@ impl RestoreOptions {
             check_space: true,
             allow_live_tablespaces: false,
             wal_archive: None,
+            delta: false,
         }
     }
 }
@@ -228,6 +235,21 @@ pub enum RestoreError {
     TargetRunning { target: PathBuf, pid: i32 },
     #[error("cannot restore into {target}: {why}")]
     TargetUnusable { target: PathBuf, why: String },
+    #[error(
+        "{target} is a data directory of another database system (system identifier {found}; \
+         the backup's is {backup}): a delta restore only brings a copy of the same system up to \
+         date; nothing was changed. Restore into a new or empty directory instead"
+    )]
+    DeltaOtherSystem {
+        target: PathBuf,
+        found: crate::types::SystemId,
+        backup: crate::types::SystemId,
+    },
+    #[error(
+        "{target} cannot be brought up to date by a delta restore: {why}; nothing was changed. \
+         Restore into a new or empty directory instead"
+    )]
+    DeltaNotADataDirectory { target: PathBuf, why: String },
     #[error(
         "tablespace {oid}: its restore location {} is not empty: map it to a new empty \
          directory (or empty that directory)",
@@ -461,13 +483,20 @@ fn restore(
     // Absolute from here on: the overlap checks, the tablespace links and the start command
     // all need it.
     let target = &std::path::absolute(&opts.target).ctx("resolve", &opts.target)?;
-    let target_exists = check_target(target)?;
+    // A delta restore into a directory with entries compares and brings them up to date;
+    // into an empty one it is an ordinary restore.
+    let delta_target = opts.delta && delta::check_target(target)?;
+    let target_exists = delta_target || check_target(target)?;
     guard::check_target_vs_source(target, &opts.source)?;
     // Held for the whole restore (a target created below is locked right after creating it);
-    // emptiness is checked again under the lock.
+    // emptiness (no live server, for a delta) is checked again under the lock.
     let mut lock = if target_exists {
         let l = guard::TargetLock::acquire(target)?;
-        check_target(target)?;
+        if delta_target {
+            delta::check_target(target)?;
+        } else {
+            check_target(target)?;
+        }
         Some(l)
     } else {
         None
@@ -498,6 +527,7 @@ fn restore(
         &opts.tablespace_map,
         target,
         &opts.source,
+        delta_target,
     )?;
     let unconfirmed: Vec<(u32, PathBuf)> = tablespaces
         .iter()
@@ -534,13 +564,41 @@ fn restore(
     source.warnings.extend(dropped);
     source.warnings.extend(isolation::replay_warning(opts));
     isolation::check_live_tablespaces(&source, opts)?;
+    let modes = Modes::new(source.group_access);
+    let w = Writer {
+        target,
+        owner,
+        modes,
+        sync: opts.sync,
+        tablespaces: &tablespaces,
+    };
+    let store = source.store.as_ref();
+    // A delta restore scans the target (changing nothing) and checks its system.
+    let delta_plan = match delta_target {
+        true => {
+            let control = w.read_control(&source.control, store)?;
+            Some(delta::plan(
+                &w,
+                &source,
+                &tablespaces,
+                control.system_identifier,
+            )?)
+        }
+        false => None,
+    };
     if opts.check_space {
-        let files = source
-            .files
-            .iter()
-            .chain(std::iter::once(&source.control))
-            .map(|f| (tablespace_oid(&f.rel), f.size));
-        guard::check_space(&guard::space_needs(target, &tablespaces, files))?;
+        match &delta_plan {
+            // What the target's files of the backup do not already take.
+            Some(p) => guard::check_space(&[(target.clone(), p.extra_bytes)])?,
+            None => {
+                let files = source
+                    .files
+                    .iter()
+                    .chain(std::iter::once(&source.control))
+                    .map(|f| (tablespace_oid(&f.rel), f.size));
+                guard::check_space(&guard::space_needs(target, &tablespaces, files))?;
+            }
+        }
     }
     // A cancel before any write leaves nothing behind.
     if opts
@@ -552,13 +610,10 @@ fn restore(
     }
 
     progress.phase(Phase::Restore);
-    let modes = Modes::new(source.group_access);
-    let w = Writer {
-        target,
-        owner,
-        modes,
-        sync: opts.sync,
-        tablespaces: &tablespaces,
+    let delta_counts = delta_target.then(delta::DeltaCounts::default);
+    let entries_removed = match &delta_plan {
+        Some(p) => delta::prepare(&w, p, &report::restore_marker(&source))?,
+        None => 0,
     };
     let mut created: Vec<PathBuf> = Vec::new();
     let mut parents_to_sync = match w.make_root(target_exists) {
@@ -582,8 +637,14 @@ fn restore(
         }
     }
     let skip_checksums = verification == "full";
-    let store = source.store.as_ref();
-    let copied = w.copy_files(&source.files, store, opts, skip_checksums, progress)?;
+    let copied = w.copy_files(
+        &source.files,
+        store,
+        opts,
+        skip_checksums,
+        delta_counts.as_ref(),
+        progress,
+    )?;
     if let Some(archive) = opts
         .wal_archive
         .as_ref()
@@ -678,6 +739,7 @@ fn restore(
         start_command: start_command(target, owner_name.as_deref()),
         recovery_plan: recovery_plan(&source, &opts.recovery, stop_lsn, target),
         warnings,
+        delta: delta_counts.map(|c| c.report(entries_removed)),
         elapsed_secs: started.elapsed().as_secs_f64(),
     };
     drop(lock);

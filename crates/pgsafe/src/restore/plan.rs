@@ -142,6 +142,7 @@ pub(super) fn map_tablespaces(
     mappings: &[TablespaceMapping],
     target: &Path,
     backup: &Path,
+    delta: bool,
 ) -> Result<Vec<TablespacePlan>, RestoreError> {
     let target_resolved = guard::resolved(target)?;
     let backup_resolved = guard::resolved(backup)?;
@@ -224,7 +225,8 @@ pub(super) fn map_tablespaces(
         }
         let existed = match fs::read_dir(&location) {
             Ok(mut rd) => {
-                if rd.next().is_some() {
+                // A delta restore brings the location's files up to date (restore/delta.rs).
+                if !delta && rd.next().is_some() {
                     return Err(RestoreError::TablespaceNotEmpty {
                         oid,
                         path: location,

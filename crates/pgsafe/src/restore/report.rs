@@ -61,6 +61,9 @@ pub struct RestoreReport {
     /// What recovery will do, in words.
     pub recovery_plan: String,
     pub warnings: Vec<String>,
+    /// A delta restore (into an existing data directory): what it wrote and left alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<super::DeltaReport>,
     pub elapsed_secs: f64,
 }
 

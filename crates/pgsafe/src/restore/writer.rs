@@ -7,6 +7,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::delta::{self, DeltaCounts};
 use super::report::restore_marker;
 use super::source::SourceRead;
 use super::{
@@ -25,7 +26,7 @@ use crate::progress::{Phase, Progress};
 impl Writer<'_> {
     /// Where a PGDATA-relative path goes: inside a tablespace's location for
     /// `pg_tblspc/<oid>/…`, else inside the target.
-    fn dest_of(&self, rel: &RelPath) -> PathBuf {
+    pub(super) fn dest_of(&self, rel: &RelPath) -> PathBuf {
         if let Some((t, rest)) = self.tablespace_part(rel) {
             return match rest {
                 Some(rest) => t.location.join(rest.as_path()),
@@ -45,6 +46,11 @@ impl Writer<'_> {
         let oid: u32 = std::str::from_utf8(oid).ok()?.parse().ok()?;
         let t = self.tablespaces.iter().find(|t| t.oid == oid)?;
         Some((t, rest))
+    }
+
+    /// `pg_tblspc/<oid>` of a planned tablespace: a link the restore makes, not a directory.
+    pub(super) fn is_tablespace_link(&self, rel: &RelPath) -> bool {
+        matches!(self.tablespace_part(rel), Some((_, None)))
     }
 
     /// Gives `path` to the owner (following a symbolic link: the target may be one).
@@ -182,6 +188,7 @@ impl Writer<'_> {
         store: Option<&StoredBackup>,
         opts: &RestoreOptions,
         skip_checksums: bool,
+        delta: Option<&DeltaCounts>,
         progress: &dyn Progress,
     ) -> Result<Copied, RestoreError> {
         let mut order: Vec<usize> = (0..files.len()).collect();
@@ -197,6 +204,7 @@ impl Writer<'_> {
             store,
             halt: &halt,
             check_sums: !skip_checksums,
+            delta,
             progress,
         };
         let outs = pool::run(
@@ -399,6 +407,8 @@ struct CopyCtx<'a> {
     halt: &'a Halt<'a, RestoreError>,
     /// Check sizes and checksums while writing (when the backup was not fully verified first).
     check_sums: bool,
+    /// A delta restore: the target's existing files are merged block by block ([`delta`]).
+    delta: Option<&'a DeltaCounts>,
     progress: &'a dyn Progress,
 }
 
@@ -442,6 +452,11 @@ impl CopyCtx<'_> {
         // inflate to terabytes, and a plain one can grow after the checks.
         let limit = f.size.saturating_add(1);
         let dest = self.w.dest_of(&f.rel);
+        if let Some(counts) = self.delta {
+            if let Some(out) = delta::open_existing(&dest)? {
+                return self.merge_file(f, src, out, &dest, buf, counts);
+            }
+        }
         let mut out = self.w.create_file(&dest)?;
         let check = self.check_sums && f.checksum.is_some();
         let mut size = 0u64;
@@ -505,6 +520,9 @@ impl CopyCtx<'_> {
         if size != f.size {
             return Err(self.damaged(f, format!("{size} bytes, the manifest says {}", f.size)));
         }
+        if let Some(counts) = self.delta {
+            counts.new_file(size);
+        }
         if self.w.sync {
             // Start writeback now; the fsync comes in one pass after every file is written
             // (far fewer journal commits than an fsync per file while writing).
@@ -516,5 +534,75 @@ impl CopyCtx<'_> {
             );
         }
         Ok(size)
+    }
+
+    /// A delta restore's file the target has: only the blocks that differ are written, then it
+    /// is cut to the backup's length and given the restored mode and owner.
+    fn merge_file(
+        &self,
+        f: &SourceFile,
+        src: SourceRead<'_>,
+        out: File,
+        dest: &Path,
+        buf: &mut Vec<u8>,
+        counts: &DeltaCounts,
+    ) -> Result<u64, RestoreError> {
+        if buf.len() < 2 * CHUNK {
+            buf.resize(2 * CHUNK, 0);
+        }
+        let check = self.check_sums && f.checksum.is_some();
+        let alg = f.checksum.as_ref().map(|(a, _)| *a).filter(|_| check);
+        let mut hasher = alg
+            .unwrap_or(crate::checksum::ChecksumAlgorithm::None)
+            .hasher();
+        let mut reader = f
+            .compression
+            .decoder(src.into_reader())
+            .ctx("read", &f.path)?
+            .take(f.size.saturating_add(1));
+        let before = out.metadata().ctx("inspect", dest)?.len();
+        let compressed = !f.compression.is_none();
+        let m = delta::merge(
+            &mut reader,
+            &out,
+            dest,
+            buf,
+            &|e| {
+                if compressed {
+                    self.damaged(f, format!("it does not decompress: {e}"))
+                } else {
+                    FsError::new("read", &f.path, e).into()
+                }
+            },
+            &mut |b| {
+                hasher.update(b);
+                self.step(b.len())
+            },
+        )?;
+        if m.size > f.size {
+            return Err(self.more_than_manifest(f));
+        }
+        if let (Some((_, expected)), Some(found)) = (&f.checksum, hasher.finish_hex()) {
+            if !found.eq_ignore_ascii_case(expected) {
+                return Err(
+                    self.damaged(f, format!("checksum {found}, the manifest says {expected}"))
+                );
+            }
+        }
+        if m.size != f.size {
+            return Err(self.damaged(f, format!("{} bytes, the manifest says {}", m.size, f.size)));
+        }
+        let cut = before > m.size;
+        if cut {
+            out.set_len(m.size).ctx("truncate", dest)?;
+        }
+        out.set_permissions(fs::Permissions::from_mode(self.w.modes.file))
+            .ctx("set permissions of", dest)?;
+        if let Some(o) = self.w.owner {
+            nix::unistd::fchown(&out, Some(o.uid), Some(o.gid))
+                .map_err(|e| FsError::new("change owner of", dest, io::Error::from(e)))?;
+        }
+        counts.merged(&m, cut);
+        Ok(m.size)
     }
 }
