@@ -399,6 +399,38 @@ impl PostmasterPid {
     }
 }
 
+/// Whether the System V shared memory segment a `postmaster.pid` names (its seventh line: key
+/// and id) still has processes attached — the check PostgreSQL makes before it takes over a
+/// data directory whose pid file names a process that seems gone (`PGSharedMemoryIsInUse`,
+/// src/backend/port/sysv_shmem.c): a server in another PID namespace (a container sharing the
+/// volume) is invisible to `kill(pid, 0)` here, but its processes are still attached. `None`:
+/// the pid file names no segment, or the kernel's list (`/proc/sysvipc/shm`) cannot be read
+/// (nor can a segment in another IPC namespace be seen).
+pub fn shared_memory_in_use(pid_file: &[u8]) -> Option<bool> {
+    let text = String::from_utf8_lossy(pid_file);
+    let mut fields = text.split('\n').nth(6)?.split_whitespace();
+    let _key: u64 = fields.next()?.parse().ok()?;
+    let id: i64 = fields.next()?.parse().ok()?;
+    let list = std::fs::read_to_string("/proc/sysvipc/shm").ok()?;
+    shm_attached(&list, id)
+}
+
+/// The attach count of segment `id` in `/proc/sysvipc/shm`'s text, as "is it above 0"
+/// (`Some(false)`: not listed, so removed).
+fn shm_attached(list: &str, id: i64) -> Option<bool> {
+    let mut lines = list.lines();
+    let head: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let id_col = head.iter().position(|h| *h == "shmid")?;
+    let nattch_col = head.iter().position(|h| *h == "nattch")?;
+    for l in lines {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        if cols.get(id_col).and_then(|c| c.parse::<i64>().ok()) == Some(id) {
+            return Some(cols.get(nattch_col)?.parse::<u64>().ok()? > 0);
+        }
+    }
+    Some(false)
+}
+
 fn process_exists(pid: i32) -> bool {
     use nix::errno::Errno;
     use nix::sys::signal::kill;
@@ -413,6 +445,18 @@ fn process_exists(pid: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_memory_attach_counts_are_read_from_the_kernels_list() {
+        let list = "       key      shmid perms       size  cpid  lpid nattch   uid\n  \
+                    26272001    2523136   600         56 10659 13517      0   999\n  \
+                    3477703    2228225   600         56   771   798      7   999\n";
+        assert_eq!(shm_attached(list, 2228225), Some(true));
+        assert_eq!(shm_attached(list, 2523136), Some(false));
+        assert_eq!(shm_attached(list, 42), Some(false));
+        assert_eq!(shm_attached("garbage", 42), None);
+        assert_eq!(shared_memory_in_use(b"4242\n/d\n1\n5432\n/tmp\n\n"), None);
+    }
 
     #[test]
     fn postmaster_pid_parses_a_real_file() {

@@ -229,8 +229,9 @@ pub enum RestoreError {
     )]
     TargetNotEmpty(PathBuf),
     #[error(
-        "a server is running in {target} (postmaster.pid names process {pid}, which is alive): \
-         stop it, and restore into a new or empty directory"
+        "a server is running in {target} (postmaster.pid names process {pid}, which is alive, \
+         or the shared memory it names still has processes attached: a server seen from \
+         another PID namespace): stop it, and restore into a new or empty directory"
     )]
     TargetRunning { target: PathBuf, pid: i32 },
     #[error("cannot restore into {target}: {why}")]

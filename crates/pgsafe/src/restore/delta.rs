@@ -126,7 +126,13 @@ pub(super) fn check_target(target: &Path) -> Result<bool, RestoreError> {
     // Read without following a link: a planted link must not name another process.
     if let Ok(b) = crate::datadir::read_bounded(&target.join("postmaster.pid"), 1 << 16, false) {
         let pid = PostmasterPid::parse(&b).with_liveness();
-        if let (Some(p), Some(true)) = (pid.pid, pid.process_running) {
+        // The pid alone is not trusted: a server in another PID namespace (a container
+        // sharing the volume) is invisible to it, but its processes are still attached to
+        // the shared memory segment the file names, as PostgreSQL itself checks.
+        let attached = crate::datadir::shared_memory_in_use(&b) == Some(true);
+        if let Some(p) = pid.pid
+            && (pid.process_running == Some(true) || attached)
+        {
             return Err(RestoreError::TargetRunning {
                 target: target.to_owned(),
                 pid: p,
