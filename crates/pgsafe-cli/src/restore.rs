@@ -535,6 +535,7 @@ fn plan_pitr(
         pgsafe::storage::Location::S3(c) => crate::config::s3_command_args(c),
         _ => (Vec::new(), None),
     };
+    let (env, key_advice) = key_files_for_server(repo.encrypted())?;
     let absolute = |p: &std::path::Path| {
         std::fs::canonicalize(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
     };
@@ -555,14 +556,53 @@ fn plan_pitr(
             cluster,
             config: cfg.path.as_deref().map(absolute).transpose()?,
             extra_args,
+            env,
         },
         timing: crate::repo::timing()?,
     };
     let (mut plan, opts) = pitr::plan(&repo, &req)?;
-    if let Some(a) = s3_advice {
+    for a in s3_advice.into_iter().chain(key_advice) {
         plan.warnings.push(format!("restore_command: {a}"));
     }
     Ok((plan, opts))
+}
+
+/// Variables written in front of a command (`NAME=value`).
+type CommandEnv = Vec<(String, String)>;
+
+/// The key files of an encrypted repository this run reads, for restore_command (the server's
+/// environment has none of this run's variables): `PGSAFE_KEY_FILE` and
+/// `PGSAFE_PASSPHRASE_FILE` as absolute paths. A passphrase given in the variable itself cannot
+/// be written into the command: what to tell the DBA instead.
+fn key_files_for_server(encrypted: bool) -> anyhow::Result<(CommandEnv, Option<String>)> {
+    use pgsafe::storage::crypt::open::{KEY_FILE_ENV, PASSPHRASE_ENV, PASSPHRASE_FILE_ENV};
+    let mut env = Vec::new();
+    if !encrypted {
+        return Ok((env, None));
+    }
+    for name in [KEY_FILE_ENV, PASSPHRASE_FILE_ENV] {
+        if let Some(f) = std::env::var_os(name).filter(|f| !f.is_empty()) {
+            let abs = std::path::absolute(&f)
+                .map_err(|e| anyhow::anyhow!("{name} {}: {e}", f.to_string_lossy()))?;
+            let abs = abs.to_str().ok_or_else(|| {
+                crate::failure::usage(format!(
+                    "{name} {} is not valid UTF-8: it cannot be written into restore_command",
+                    abs.display()
+                ))
+            })?;
+            env.push((name.to_owned(), abs.to_owned()));
+        }
+    }
+    let advice = (std::env::var_os(PASSPHRASE_ENV).is_some()
+        && std::env::var_os(PASSPHRASE_FILE_ENV).is_none())
+    .then(|| {
+        format!(
+            "the passphrase comes from {PASSPHRASE_ENV}, which is not written into the command \
+             (every database user can read it): the server's environment must hold it, or give \
+             the passphrase in a file ({PASSPHRASE_FILE_ENV}) readable by the server's user"
+        )
+    });
+    Ok((env, advice))
 }
 
 fn print_plan(p: &PitrPlan) {

@@ -15,6 +15,14 @@
 //!   and `expire --keep-full 1` remove the first backup's objects from the bucket, and a restore
 //!   to a target after the second backup still finds every WAL segment it needs.
 //!
+//! - `encrypted_repository_on_s3` (15): an age-encrypted repository in the bucket, created by a
+//!   host holding only the public key: it backs up and its server archives (archive_command
+//!   with `PGSAFE_KEY_FILE=` the writer key file in front) but cannot restore (a clear error,
+//!   nothing written); `key rotate` to a new recipient, `key writer-key` for the database host,
+//!   `key list`; the new identity restores to an LSN target (restore_command carries its key
+//!   file) with exactly the marks before it, the old identity is refused; `expire` removes the
+//!   first backup's objects and its keyring entries, and a restore past the second backup works.
+//!
 //! amcheck: pg_amcheck (Debian's 15 client) with heap checks on 14+, bt_index_check below
 //! (`pgsafe_testkit::amcheck`).
 
@@ -681,3 +689,240 @@ fn faults_are_retried_or_fail_cleanly(major: u32) {
     assert_eq!(latest[0]["id"], first.as_str(), "{m}: {doc}");
 }
 per_major!(faults_are_retried_or_fail_cleanly: 16);
+
+/// [`S3Rig::pgsafe`] with `PGSAFE_KEY_FILE` set to `key_file`.
+fn with_key(rig: &S3Rig, key_file: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["--config", s(&rig.config)];
+    all.extend_from_slice(args);
+    let mut cmd = command(&all);
+    cmd.env("PGSAFE_KEY_FILE", key_file);
+    cmd.output().unwrap()
+}
+
+/// Makes `file` readable by the server's user (root-owned, its group, 0640).
+fn server_readable(file: &Path) {
+    std::os::unix::fs::chown(file, Some(0), Some(server_user().gid.as_raw())).unwrap();
+    fs::set_permissions(file, fs::Permissions::from_mode(0o640)).unwrap();
+}
+
+/// An age identity written as a key file the server can read; its recipient.
+fn identity_file(dir: &Path, name: &str) -> (PathBuf, String) {
+    use age::secrecy::ExposeSecret;
+    let id = age::x25519::Identity::generate();
+    let file = dir.join(name);
+    fs::write(&file, format!("{}\n", id.to_string().expose_secret())).unwrap();
+    server_readable(&file);
+    (file, id.to_public().to_string())
+}
+
+fn encrypted_repository_on_s3(major: u32) {
+    let prefix = "enc";
+    let rig = S3Rig::new(S3Kind::S3sFs, prefix);
+    let dir = rig.scratch.path();
+    let (identity, recipient) = identity_file(dir, "identity.key");
+    let (identity2, recipient2) = identity_file(dir, "identity2.key");
+    let writer = dir.join("writer.key");
+    let m = format!("PostgreSQL {major}");
+
+    // The server archives with the writer key file (public keys only) in front of the command.
+    let mut opts = ClusterOptions::new().fast_unsafe();
+    if major >= 11 {
+        opts = opts.wal_segsize_mb(1);
+    }
+    let cmd = format!(
+        "PGSAFE_KEY_FILE={} {} --config {} archive-push --cluster {CLUSTER} %p",
+        pgsafe_testkit::shell_quote(&writer),
+        pgsafe_testkit::shell_quote(&bin()),
+        pgsafe_testkit::shell_quote(&rig.config),
+    );
+    opts = opts
+        .conf("archive_mode = on")
+        .conf(format!("archive_command = '{}'", cmd.replace('\'', "''")));
+    let c = Cluster::started(&PgInstall::major(major), opts);
+    let conn = c.conninfo();
+    ok(
+        rig.pgsafe(&[
+            "init",
+            "--cluster",
+            CLUSTER,
+            "-D",
+            s(c.data_dir()),
+            "-d",
+            &conn,
+            "--encrypt",
+            "age",
+            "--recipient",
+            &recipient,
+            "--writer-key-out",
+            s(&writer),
+        ]),
+        &format!("{m}: init --encrypt age"),
+    );
+    server_readable(&writer);
+
+    pgbench_init(&c, 1);
+    let mut marks = Marks::create(&c, MARKS, 0);
+    marks.mark(&c, None);
+    let backup_args = [
+        "backup",
+        "--cluster",
+        CLUSTER,
+        "-D",
+        s(c.data_dir()),
+        "-d",
+        &conn,
+        "--json",
+        "--progress",
+        "none",
+    ];
+    let out = ok(
+        with_key(&rig, &writer, &backup_args),
+        &format!("{m}: backup, public key"),
+    );
+    let first = json(&out)["backup_id"].as_str().unwrap().to_owned();
+    let m1 = marks.mark(&c, None);
+    let m2 = marks.mark(&c, None);
+    wait_archived(&c);
+
+    // The public-key host cannot restore: a clear error, nothing written.
+    let target = dir.join("refused");
+    let lsn2 = m2.lsn.to_string();
+    let restore = |key: &Path, data: &Path, lsn: &str| {
+        with_key(
+            &rig,
+            key,
+            &[
+                "restore",
+                "--cluster",
+                CLUSTER,
+                "--pgdata",
+                s(data),
+                "--progress",
+                "none",
+                "--target-action",
+                "promote",
+                "--target-lsn",
+                lsn,
+            ],
+        )
+    };
+    let out = restore(&writer, &target, &lsn2);
+    failed(&out, &["age identity file or the passphrase"]);
+    assert!(
+        !target.join("PG_VERSION").exists(),
+        "{m}: a refused restore wrote files"
+    );
+    let _ = fs::remove_dir_all(&target);
+
+    // Rotate to a new recipient; the database host gets a key file for it.
+    ok(
+        with_key(
+            &rig,
+            &identity,
+            &["key", "rotate", "--recipient", &recipient2, "--json"],
+        ),
+        &format!("{m}: key rotate"),
+    );
+    let writer2 = dir.join("writer2.key");
+    ok(
+        with_key(
+            &rig,
+            &identity2,
+            &[
+                "key",
+                "writer-key",
+                "--recipient",
+                &recipient2,
+                "--out",
+                s(&writer2),
+            ],
+        ),
+        &format!("{m}: key writer-key"),
+    );
+    fs::copy(&writer2, &writer).unwrap();
+    server_readable(&writer);
+    let out = ok(
+        rig.pgsafe(&["key", "list", "--json"]),
+        &format!("{m}: key list"),
+    );
+    assert!(
+        text(&out).contains(&recipient2) || text(&out).contains("age"),
+        "{}",
+        text(&out)
+    );
+
+    // The old identity opens nothing any more; the new one restores to the target.
+    let out = restore(&identity, &dir.join("old-identity"), &lsn2);
+    failed(&out, &[]);
+    let _ = fs::remove_dir_all(dir.join("old-identity"));
+    let data = dir.join("lsn");
+    let out = ok(
+        restore(&identity2, &data, &lsn2),
+        &format!("{m}: restore, new identity"),
+    );
+    assert!(!text(&out).contains("AGE-SECRET-KEY"), "{}", text(&out));
+    let auto = fs::read_to_string(data.join("postgresql.auto.conf")).unwrap_or_default()
+        + &fs::read_to_string(data.join("recovery.conf")).unwrap_or_default();
+    assert!(
+        auto.contains(&format!("PGSAFE_KEY_FILE={}", identity2.display())),
+        "{m}: {auto}"
+    );
+    let check = |data: &Path, marks: &[i32]| {
+        let mut r = Cluster::adopt(c.install(), data, ClusterOptions::new().fast_unsafe());
+        r.start();
+        r.wait_recovery_done();
+        check_marks(&mut r.connect(), MARKS, marks)
+            .unwrap_or_else(|e| panic!("{m}: {e}; server log:\n{}", r.server_log_tail(40)));
+        pgbench_invariant(&mut r.connect()).unwrap_or_else(|e| panic!("{m}: {e}"));
+        r.stop();
+        drop(r);
+        let _ = fs::remove_dir_all(data);
+    };
+    check(&data, &marks.ids_through(m2.id));
+    let _ = m1;
+
+    // A second backup (the new writer key file), expire keeps one: the first backup's objects
+    // and its keyring entries leave the bucket.
+    let out = ok(
+        with_key(&rig, &writer, &backup_args),
+        &format!("{m}: second backup"),
+    );
+    let second = json(&out)["backup_id"].as_str().unwrap().to_owned();
+    let m3 = marks.mark(&c, None);
+    wait_archived(&c);
+    let keys_of = |id: &str| {
+        let prefix = format!("pgsafe-keyring/data/{CLUSTER}/backups/{id}/");
+        rig.objects("enc")
+            .into_iter()
+            .filter(|o| o.starts_with(&prefix))
+            .count()
+    };
+    assert!(
+        keys_of(&first) > 0 && keys_of(&second) > 0,
+        "{m}: {:?}",
+        rig.objects("enc")
+    );
+    ok(
+        with_key(
+            &rig,
+            &identity2,
+            &["expire", "--cluster", CLUSTER, "--keep-full", "1"],
+        ),
+        &format!("{m}: expire"),
+    );
+    let left: Vec<String> = rig
+        .objects("enc")
+        .into_iter()
+        .filter(|o| o.contains(&first))
+        .collect();
+    assert!(left.is_empty(), "{m}: the expired backup left {left:?}");
+    assert!(keys_of(&second) > 0, "{m}: the kept backup's key is gone");
+    let data = dir.join("after-expire");
+    let lsn3 = m3.lsn.to_string();
+    ok(
+        restore(&identity2, &data, &lsn3),
+        &format!("{m}: restore after expire"),
+    );
+    check(&data, &marks.ids_through(m3.id));
+}
+per_major!(encrypted_repository_on_s3: 15);

@@ -309,6 +309,11 @@ impl Repository {
         &self.location
     }
 
+    /// Whether the repository is encrypted (its objects need keys).
+    pub fn encrypted(&self) -> bool {
+        self.encrypted
+    }
+
     /// The repository's folder, for a repository on this host (`None`: object storage).
     pub fn local_root(&self) -> Option<&Path> {
         if self.encrypted {

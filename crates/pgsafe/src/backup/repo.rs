@@ -150,6 +150,7 @@ pub fn run_repo_backup(
         backend: b,
         location: repo.location(),
         cluster,
+        write_only: repo.encrypted() && !crate::storage::crypt::open::host_can_read(),
     };
     let (result, released) = lease.hold_while(b, &lost, &on_lost, || {
         run_with(&opts, &target, request, progress)

@@ -38,6 +38,9 @@ pub(super) enum WalRequest<'a> {
         backend: &'a Arc<dyn Backend>,
         location: &'a Location,
         cluster: &'a Ident,
+        /// The repository is encrypted and this host holds only its public keys: it cannot
+        /// read archived WAL back.
+        write_only: bool,
     },
 }
 
@@ -93,11 +96,26 @@ pub(super) fn decide<'a>(
             asked: Some(m @ (WalMode::Include | WalMode::None)),
             ..
         } => return Ok(plain(m, asked_reason(m))),
+        // The read-back check of archived WAL needs keys this host does not have (an
+        // encrypted repository, public keys only): the backup copies its WAL itself.
+        WalRequest::Repository {
+            asked: None,
+            write_only: true,
+            ..
+        } => {
+            return Ok(plain(
+                WalMode::Include,
+                "included: this host holds only the encrypted repository's public keys, so it \
+                 cannot read archived WAL back to check it; the backup holds its own WAL"
+                    .into(),
+            ));
+        }
         WalRequest::Repository {
             asked,
             backend,
             location,
             cluster,
+            ..
         } => (asked, backend, location, cluster),
     };
     let archiving = ServerArchiving::read(client, info.version, info.in_recovery)

@@ -34,6 +34,9 @@ pub struct ArchiveGet {
     /// More arguments, written after the others (how to reach an object store: the server's
     /// environment has none of the variables this run may have used).
     pub extra_args: Vec<String>,
+    /// Variables set for the command, written in front of it (`NAME=value`; the files holding
+    /// an encrypted repository's keys).
+    pub env: Vec<(String, String)>,
 }
 
 impl ArchiveGet {
@@ -48,7 +51,11 @@ impl ArchiveGet {
             }
             Ok(shell_quote(s).replace('%', "%%"))
         };
-        let mut cmd = format!(
+        let mut cmd = String::new();
+        for (k, v) in &self.env {
+            cmd.push_str(&format!("{k}={} ", shell_quote(v).replace('%', "%%")));
+        }
+        cmd += &format!(
             "{} archive-get --repo {} --cluster {}",
             text(&self.exe)?,
             // An object-storage repository is a URL, the same wherever the command runs.
@@ -515,7 +522,7 @@ mod tests {
         let exe = dir.path().join("pg safe's 100% \"bin\"");
         std::fs::write(
             &exe,
-            "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n",
+            "#!/bin/sh\nprintf '%s\\n' \"$PGSAFE_KEY_FILE\"\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n",
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -527,12 +534,14 @@ mod tests {
             cluster: Ident::new("main").unwrap(),
             config: Some(PathBuf::from("/etc/pg safe/%p.toml")),
             extra_args: vec!["--s3-region".into(), "it's 100%f $X".into()],
+            env: vec![("PGSAFE_KEY_FILE".into(), "/etc/pg safe/%f key".into())],
         };
         let cmd = get.command().unwrap();
         let args = run_as_postgres(&cmd, "000000010000000000000003", "pg_wal/RECOVERYXLOG");
         assert_eq!(
             args,
             [
+                "/etc/pg safe/%f key",
                 "archive-get",
                 "--repo",
                 repo.to_str().unwrap(),

@@ -295,7 +295,22 @@ impl Backend for Encrypted {
     }
 
     fn delete_prefix(&self, prefix: &ObjectName) -> Result<u64> {
-        self.inner.delete_prefix(prefix)
+        let deleted = self.inner.delete_prefix(prefix)?;
+        // A whole scope removed (a backup, a WAL epoch): its data keys go with it, after the
+        // data, so that an interruption leaves a key without objects, never objects without
+        // their key. Only for a scope's own prefix: deeper prefixes share the scope's key with
+        // objects that stay.
+        let scope_root = prefix
+            .join("x")
+            .ok()
+            .and_then(|child| (self.scoping)(&child))
+            .is_some_and(|scope| scope == *prefix);
+        if scope_root {
+            let keys =
+                ObjectName::new(format!("{}/data", keys::KEYRING))?.join(prefix.as_bytes())?;
+            self.inner.delete_prefix(&keys)?;
+        }
+        Ok(deleted)
     }
 
     fn sync_all(&self) -> Result<()> {

@@ -83,6 +83,12 @@ pub fn material_from_env() -> Result<KeyMaterial, KeyError> {
     Ok(m)
 }
 
+/// Whether the keys this process has (installed, else from the environment) can unwrap data
+/// keys: `false` for a host holding only public keys (or none).
+pub fn host_can_read() -> bool {
+    material().is_ok_and(|m| m.can_read())
+}
+
 fn material() -> Result<KeyMaterial, KeyError> {
     match &*installed().lock().unwrap_or_else(|p| p.into_inner()) {
         Some(f) => f(),

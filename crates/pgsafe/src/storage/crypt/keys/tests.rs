@@ -319,3 +319,33 @@ fn key_files_are_parsed_and_bad_lines_named_not_quoted() {
 }
 
 use age::secrecy::ExposeSecret;
+
+#[test]
+fn deleting_a_scope_deletes_its_keys_and_only_its_keys() {
+    let mem = MemoryBackend::new();
+    let (_, k) = Keyring::create(&mem, pass("p"), FAST).unwrap();
+    let e = over(&mem, k);
+    let other = "c/backups/B2/base/1/1259";
+    for f in [FILE, "c/backups/B1/global/pg_control", other, SEG] {
+        e.put(&n(f), b"data", PutOptions::default()).unwrap();
+    }
+    let keys_of = |scope: &str| {
+        mem.list(Some(&n(&format!("{KEYRING}/data/{scope}"))))
+            .unwrap()
+            .len()
+    };
+    assert!(keys_of("c/backups/B1") > 0 && keys_of("c/backups/B2") > 0);
+    // A prefix inside a scope leaves the scope's key: other objects still need it.
+    e.delete_prefix(&n("c/backups/B1/base")).unwrap();
+    assert!(keys_of("c/backups/B1") > 0);
+    assert_eq!(
+        e.get(&n("c/backups/B1/global/pg_control"), 100).unwrap(),
+        b"data"
+    );
+    // The whole backup: its objects, then its keys; the other backup's and the WAL's stay.
+    e.delete_prefix(&n("c/backups/B1")).unwrap();
+    assert_eq!(keys_of("c/backups/B1"), 0);
+    assert!(keys_of("c/backups/B2") > 0 && keys_of("c/wal/00000001/00000000") > 0);
+    assert_eq!(e.get(&n(other), 100).unwrap(), b"data");
+    assert_eq!(e.get(&n(SEG), 100).unwrap(), b"data");
+}
