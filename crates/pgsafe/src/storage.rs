@@ -323,7 +323,7 @@ pub(crate) fn same_bytes(mut a: impl Read, mut b: impl Read) -> io::Result<bool>
 }
 
 /// Reads until `buf` is full or the stream ends.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match r.read(&mut buf[got..]) {

@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 
 use crate::codec::Compression;
 use crate::repo::Registration;
-use crate::storage::{Backend, ErrorKind, Ident, ObjectName, ObjectReader, StorageError};
+use crate::storage::{
+    Backend, ErrorKind, Ident, ObjectName, ObjectReader, StorageError, read_full,
+};
 use crate::wal::{LONG_HEADER_SIZE, check_segment_header};
 
 use super::push::{TEXT_FILE_LIMIT, check_text};
@@ -295,18 +297,4 @@ fn copy_checked(
             "it is longer than a WAL segment of this cluster ({want} bytes)"
         ))),
     }
-}
-
-/// Reads until `buf` is full or the stream ends.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
