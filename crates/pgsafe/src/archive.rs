@@ -26,6 +26,7 @@ pub mod prefetch;
 pub mod push;
 pub mod report;
 pub mod spool;
+pub mod summarize;
 pub mod wal_retention;
 
 pub use crate::layout::{ArchiveFile, NameError};

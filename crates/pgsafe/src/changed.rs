@@ -21,6 +21,10 @@ use serde::Serialize;
 use crate::wal::record::decode::{Fork, RelFileLocator};
 use crate::wal::summary::BlockRefTable;
 
+pub mod records;
+pub mod source;
+pub use records::apply_record;
+
 /// What is known about one relation fork.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ForkChanges {

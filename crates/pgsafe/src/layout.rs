@@ -26,6 +26,7 @@ mod stored;
 #[cfg(test)]
 mod tests;
 mod wal_name;
+mod wal_summary_name;
 
 pub use archived_wal::{ArchiveReadError, WalArchive};
 pub use incremental::{
@@ -36,6 +37,7 @@ pub use listing::{HARD_LINK_WHY, Listing, list_backup};
 pub use stored::StoredBackup;
 pub(crate) use wal_name::object_name as wal_object_name;
 pub use wal_name::{ArchiveFile, NameError};
+pub use wal_summary_name::{WAL_SUMMARY_DIR, WAL_SUMMARY_SUFFIX, wal_summary_object};
 
 use crate::codec::Compression;
 use crate::plan::RelPath;

@@ -10,6 +10,8 @@
 //!                                             folder writes; pg_verifybackup reads it)
 //! <repo>/<cluster>/events/<time>-<kind>-<rand>.json   pin, unpin, verified, expire-started
 //! <repo>/<cluster>/leases/<kind>-<holder>-<seq>.json  leases with an expiry
+//! <repo>/<cluster>/wal-summaries/<timeline>/<log>/<segment>.json  changed blocks of an archived
+//!                                             segment (archive-push; crate::archive::summarize)
 //! ```
 //! Every object is written once (create-only) and never changed in place; what the repository
 //! holds is [`catalog::derive`]d from listings and these immutable documents, so a crash at any

@@ -204,6 +204,7 @@ pub fn push_file_summed(
     }
 
     let mut sum = FileSum { size: 0, crc32c: 0 };
+    let mut summary = super::summarize::PushSummary::start(file, reg);
     let put = {
         let writer = backend.writer(&object, PutOptions::default())?;
         let store = |e: io::Error| crate::storage::StorageError::io("store", &object, e);
@@ -221,6 +222,7 @@ pub fn push_file_summed(
                 let copied = copy_limited(&mut f, want, |buf| {
                     sum.crc32c = crc32c::crc32c_append(sum.crc32c, buf);
                     sum.size += buf.len() as u64;
+                    summary.feed(buf);
                     sink.write_all(buf)
                 })
                 .map_err(|e| match e {
@@ -246,7 +248,10 @@ pub fn push_file_summed(
     };
     match put {
         Ok(PutOutcome::Created) => match settle(backend, cluster, file, &object, &mut f, &text)? {
-            PushOutcome::Stored => Ok(pushed(PushOutcome::Stored, Some(sum))),
+            PushOutcome::Stored => {
+                summary.store(backend, cluster);
+                Ok(pushed(PushOutcome::Stored, Some(sum)))
+            }
             // Ours was removed: the same bytes were already stored under another name.
             PushOutcome::AlreadyPresent => Ok(Pushed {
                 outcome: PushOutcome::AlreadyPresent,

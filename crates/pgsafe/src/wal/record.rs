@@ -27,7 +27,7 @@ use crate::types::{Lsn, TimelineId, WalSegSize};
 pub mod decode;
 pub mod reader;
 #[cfg(test)]
-mod testwal;
+pub(crate) mod testwal;
 
 pub use decode::RECORD_HEADER_SIZE;
 /// `RM_XLOG_ID` and `XLOG_SWITCH` (`pg_control.h`); `XLR_INFO_MASK` is the low nibble.

@@ -24,7 +24,7 @@
 //!   `BKPIMAGE_IS_COMPRESSED` 0x02 (pglz), `BKPIMAGE_APPLY` 0x04; 15+ `HAS_HOLE` 0x01,
 //!   `APPLY` 0x02, `COMPRESS_PGLZ` 0x04, `COMPRESS_LZ4` 0x08, `COMPRESS_ZSTD` 0x10.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::types::Lsn;
 
@@ -85,7 +85,7 @@ pub fn rmgr_name(rmid: u8) -> Option<&'static str> {
 }
 
 /// A relation's physical identity (`RelFileNode` in 10–15, `RelFileLocator` in 16+).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RelFileLocator {
     /// Tablespace OID (1663 `pg_default`, 1664 `pg_global`).
     pub spc_oid: u32,
@@ -102,7 +102,7 @@ impl std::fmt::Display for RelFileLocator {
 }
 
 /// A relation fork (`ForkNumber`, `src/include/common/relpath.h`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fork {
     Main = 0,

@@ -227,6 +227,15 @@ impl WalReader {
         matches!(self.state, State::In { .. })
     }
 
+    /// The record begun on a page fed and still incomplete: its start and its bytes read so
+    /// far (page headers removed).
+    pub fn partial_record(&self) -> Option<(Lsn, &[u8])> {
+        match self.state {
+            State::In { start, .. } => Some((start, &self.buf)),
+            _ => None,
+        }
+    }
+
     /// The record begun on a page fed and still incomplete: its start, and its `xl_tot_len`
     /// once read.
     pub fn record_in_progress(&self) -> Option<(Lsn, Option<u32>)> {
