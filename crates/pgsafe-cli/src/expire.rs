@@ -17,7 +17,8 @@ use crate::repo::{RepoArgs, open, timing};
 pub struct ExpireArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
-    /// Keep this many newest valid backups (complete, verification not failed). Default:
+    /// Keep this many newest valid full backups (complete, verification not failed), and every
+    /// backup newer than the oldest of them. Default:
     /// `keep_full` in the config file.
     #[arg(long, value_name = "N")]
     pub keep_full: Option<u32>,
@@ -124,7 +125,7 @@ fn print_wal(w: &WalPlan, dry_run: bool, deleted: u64) {
 fn retention(keep: &KeepOptions) -> String {
     let mut parts = Vec::new();
     if let Some(n) = keep.keep_full {
-        parts.push(format!("keep the {n} newest valid backups"));
+        parts.push(format!("keep the {n} newest valid full backups"));
     }
     if let Some(d) = keep.keep_within {
         parts.push(format!(

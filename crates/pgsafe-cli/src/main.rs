@@ -235,10 +235,13 @@ enum Command {
     #[command(
         long_about = "Applies retention to one cluster of a repository. Backups are ordered by \
                       lineage (timeline, then stop LSN), never by ID. --keep-full N keeps the N \
-                      newest valid backups, --keep-within DURATION every backup that finished \
+                      newest valid full backups (and every backup newer than the oldest of \
+                      them), --keep-within DURATION every backup that finished \
                       within it (both: the union); only backups older in lineage than every \
                       kept one are deleted. Never deleted: the newest valid backup, pinned and \
-                      running backups, backups of another cluster or with unreadable metadata. \
+                      running backups, backups of another cluster or with unreadable metadata, \
+                      and the chain of a kept differential or incremental backup (its parents \
+                      down to the full: expire never breaks a chain). \
                       Without a retention nothing complete is deleted. Incomplete leftovers \
                       (interrupted backups, no live lease) are always deleted. The plan is \
                       checked before anything is deleted and printed first; --dry-run stops \

@@ -18,8 +18,11 @@
 //!   system identifier whose LSNs and timelines start again from the beginning; backups of
 //!   another system identifier than the cluster's registration are therefore never ordered
 //!   against the cluster's and never expired automatically: they are kept and reported.
-//! - `keep_full` counts valid backups (complete and not failed verification): "keep 2" means
-//!   two restorable backups. `keep_within` keeps the complete backups that stopped within the
+//! - `keep_full` counts valid FULL backups (complete, not failed verification, no parent):
+//!   "keep 2" means two restorable full backups, and with them every differential or
+//!   incremental backup newer than the older of the two (the kept part is contiguous, below). A
+//!   backup with a parent is restored from its chain down to a full, so it never counts alone:
+//!   a catalog of old pgsafe versions, whose backups are all full, plans as before. `keep_within` keeps the complete backups that stopped within the
 //!   duration before `now`; a stop time after `now` (a clock that went backwards) counts as
 //!   within. Both together keep the union.
 //! - Retention only ever deletes the OLDEST complete backups: every complete backup newer in
@@ -102,7 +105,8 @@ pub struct Lineage {
     pub finished_at: i64,
     /// Verification ran and found the backup damaged: it does not count as a valid backup.
     pub verification_failed: bool,
-    /// The backup this one needs to be restored (an incremental's parent); none today.
+    /// The backup this one needs to be restored (a differential or incremental backup's
+    /// parent); none for a full backup.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
 }
@@ -122,12 +126,19 @@ impl Lineage {
     fn is_valid(&self) -> bool {
         !self.verification_failed
     }
+
+    /// A valid full backup: what `keep_full` counts (a backup with a parent is restored from
+    /// its chain, see [`Need::Parent`]).
+    fn is_valid_full(&self) -> bool {
+        self.is_valid() && self.parent.is_none()
+    }
 }
 
 /// How much to keep. `None` for both keeps every complete backup.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct KeepOptions {
-    /// Keep this many newest valid backups (at least 1).
+    /// Keep this many newest valid full backups (at least 1), and every backup newer than the
+    /// oldest of them.
     pub keep_full: Option<u32>,
     /// Keep the complete backups that finished within this long before now (more than zero).
     #[serde(rename = "keep_within_secs", serialize_with = "serialize_secs")]
@@ -164,7 +175,7 @@ pub enum KeepReason {
     Pinned,
     /// The newest valid backup of the cluster.
     NewestValid,
-    /// One of the `of` newest valid backups (`rank` 1 is the newest).
+    /// One of the `of` newest valid full backups (`rank` 1 is the newest).
     WithinNewest { rank: u32, of: u32 },
     /// Finished within the retention duration (or after now).
     WithinDuration {
@@ -173,7 +184,8 @@ pub enum KeepReason {
     },
     /// Newer in lineage than a backup retention keeps.
     NewerThanKept,
-    /// Another kept backup needs it (an incremental's parent).
+    /// Another kept backup needs it: the parent of a kept differential or incremental backup
+    /// (a restore of that backup reads its whole chain).
     NeededBy { id: String },
     /// No complete backup of the cluster is valid: none is deleted.
     NoValidBackup,
@@ -222,13 +234,17 @@ impl fmt::Display for KeepReason {
             KeepReason::Pinned => f.write_str("pinned"),
             KeepReason::NewestValid => f.write_str("the newest valid backup"),
             KeepReason::WithinNewest { rank, of } => {
-                write!(f, "within the {of} newest valid backups (#{rank})")
+                write!(f, "within the {of} newest valid full backups (#{rank})")
             }
             KeepReason::WithinDuration { secs } => {
                 write!(f, "finished within the last {}", human_secs(*secs))
             }
             KeepReason::NewerThanKept => f.write_str("newer than a backup retention keeps"),
-            KeepReason::NeededBy { id } => write!(f, "needed by kept backup {id}"),
+            KeepReason::NeededBy { id } => write!(
+                f,
+                "needed by kept backup {id}: its parent (a restore of {id} reads its chain \
+                 down to a full backup, so expire never breaks it)"
+            ),
             KeepReason::NoValidBackup => {
                 f.write_str("no complete backup of this cluster is valid: none is deleted")
             }
@@ -514,7 +530,7 @@ pub fn plan(
                     if rank >= n {
                         break;
                     }
-                    if lineage(i).is_some_and(Lineage::is_valid) {
+                    if lineage(i).is_some_and(Lineage::is_valid_full) {
                         rank += 1;
                         decisions[i].get_or_insert(Decision::Keep(KeepReason::WithinNewest {
                             rank,

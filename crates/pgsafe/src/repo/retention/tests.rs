@@ -314,10 +314,16 @@ fn pinned_and_parents_are_kept() {
         child,
         pinned_incomplete,
     ];
+    // keep_full counts full backups: "unrelated" is the newest full, so it is kept, and so
+    // is everything newer; the child's chain is kept as its needs.
     let p = plan(entries, SYS, keep(Some(1), None), now).unwrap();
     p.check().unwrap();
-    assert_eq!(deleted(&p), ["unrelated"]);
+    assert!(deleted(&p).is_empty(), "{:?}", deleted(&p));
     let d = decisions(&p);
+    assert_eq!(
+        d["unrelated"],
+        Decision::Keep(KeepReason::WithinNewest { rank: 1, of: 1 })
+    );
     assert_eq!(d["pinned"], Decision::Keep(KeepReason::Pinned));
     assert_eq!(
         d["parent"],
@@ -599,8 +605,14 @@ proptest! {
             prop_assert!(ours.iter().all(|b| !b.decision.is_delete()));
         }
         if let Some(n) = options.keep_full {
-            let kept_valid = valid.iter().filter(|&&i| !ours[i].decision.is_delete()).count();
-            prop_assert!(kept_valid >= valid.len().min(n as usize));
+            // keep_full counts full backups (no parent).
+            let fulls: Vec<usize> = valid
+                .iter()
+                .copied()
+                .filter(|&i| lineage_of(&ours[i].backup).unwrap().parent.is_none())
+                .collect();
+            let kept = fulls.iter().filter(|&&i| !ours[i].decision.is_delete()).count();
+            prop_assert!(kept >= fulls.len().min(n as usize));
         }
         if let Some(d) = options.keep_within {
             let cutoff = i128::from(now) - i128::from(d.as_secs());
@@ -726,4 +738,70 @@ proptest! {
             prop_assert!(p.check().is_ok(), "{:?}", p.check());
         }
     }
+}
+
+/// A backup of `id` with `parent` (a differential or incremental backup).
+fn child_of(id: &str, parent: &str, stop: u64, at: i64) -> BackupEntry {
+    let mut b = complete(id, SYS, stop, 1, at);
+    if let EntryState::Complete(l) = &mut b.state {
+        l.parent = Some(parent.into());
+    }
+    b
+}
+
+#[test]
+fn keep_full_counts_full_backups_and_never_breaks_a_chain() {
+    let now = 100 * DAY;
+    // f1 <- i1 <- i2 (incremental), f2 <- i3, f2 <- d4 (differential).
+    let entries = || {
+        vec![
+            complete("f1", SYS, 1000, 1, 10 * DAY),
+            child_of("i1", "f1", 2000, 11 * DAY),
+            child_of("i2", "i1", 3000, 12 * DAY),
+            complete("f2", SYS, 4000, 1, 13 * DAY),
+            child_of("i3", "f2", 5000, 14 * DAY),
+            child_of("d4", "f2", 6000, 15 * DAY),
+        ]
+    };
+    // One full: f2 and the backups built on it; f1's chain goes whole.
+    let p = plan(entries(), SYS, keep(Some(1), None), now).unwrap();
+    p.check().unwrap();
+    assert_eq!(deleted(&p), ["f1", "i1", "i2"]);
+    let d = decisions(&p);
+    assert_eq!(
+        d["f2"],
+        Decision::Keep(KeepReason::WithinNewest { rank: 1, of: 1 })
+    );
+    assert_eq!(d["d4"], Decision::Keep(KeepReason::NewestValid));
+    // Two fulls: the incrementals between them do not count, nothing goes.
+    let p = plan(entries(), SYS, keep(Some(2), None), now).unwrap();
+    p.check().unwrap();
+    assert!(deleted(&p).is_empty());
+    // A duration that ends inside f1's chain keeps the chain's start.
+    let p = plan(entries(), SYS, keep(None, Some(100 - 12)), now).unwrap();
+    p.check().unwrap();
+    assert!(deleted(&p).is_empty(), "{:?}", deleted(&p));
+    let d = decisions(&p);
+    assert_eq!(
+        d["i1"],
+        Decision::Keep(KeepReason::NeededBy { id: "i2".into() })
+    );
+    assert_eq!(
+        d["f1"],
+        Decision::Keep(KeepReason::NeededBy { id: "i1".into() })
+    );
+    assert!(d["f1"].to_string().contains("never breaks"), "{}", d["f1"]);
+    // A full that failed verification does not count: the next older full is kept, and the
+    // chain of the failed one stays whole as it is newer.
+    let mut e = entries();
+    if let EntryState::Complete(l) = &mut e[3].state {
+        l.verification_failed = true;
+    }
+    let p = plan(e, SYS, keep(Some(1), None), now).unwrap();
+    p.check().unwrap();
+    assert!(deleted(&p).is_empty(), "{:?}", deleted(&p));
+    assert_eq!(
+        decisions(&p)["f1"],
+        Decision::Keep(KeepReason::WithinNewest { rank: 1, of: 1 })
+    );
 }
