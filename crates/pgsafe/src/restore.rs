@@ -52,6 +52,7 @@ use crate::verify::{Problem, VerifyError};
 
 mod archived_wal;
 mod backup_end;
+pub mod chain;
 mod config;
 mod delta;
 mod guard;
