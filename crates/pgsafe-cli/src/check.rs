@@ -113,6 +113,25 @@ fn render(r: &CheckReport) {
         ),
     );
     field("repository", &r.repository.path);
+    if let Some(o) = &r.repository.object_store {
+        let skew = o.clock_skew_secs.map_or_else(
+            || "clock not compared".to_owned(),
+            |s| format!("clock {s} s off"),
+        );
+        let delete = if o.can_delete {
+            "may delete"
+        } else {
+            "may not delete (expire needs a key that may)"
+        };
+        field(
+            "object store",
+            if o.writable {
+                format!("creates objects, {skew}, {delete}")
+            } else {
+                "cannot create objects".to_owned()
+            },
+        );
+    }
     field("wal_level", &r.settings.wal_level);
     field("archive_mode", &r.settings.archive_mode);
     if let Some(lib) = &r.settings.archive_library {

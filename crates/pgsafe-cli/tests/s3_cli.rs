@@ -455,6 +455,20 @@ fn archive_backup_restore_expire_on(kind: S3Kind, major: u32) {
     let out = rig.pgsafe(&["check", "--cluster", CLUSTER, "-d", &conn, "--json"]);
     let doc = json(&out);
     assert_eq!(out.status.code(), Some(0), "{m}: check: {doc}");
+    // The object store stands in for the folder checks: writable, the clock agrees, deletes.
+    let o = &doc["repository"]["object_store"];
+    assert_eq!(o["writable"], true, "{m}: {doc}");
+    assert_eq!(o["can_delete"], true, "{m}: {doc}");
+    assert!(
+        o["clock_skew_secs"].as_u64().is_some_and(|s| s < 300),
+        "{m}: {doc}"
+    );
+    assert!(
+        !rig.objects(prefix)
+            .iter()
+            .any(|o| o.starts_with("pgsafe-check/")),
+        "{m}: the probe object was left"
+    );
 
     pgbench_init(&c, 1);
     let mut marks = Marks::create(&c, MARKS, 0);

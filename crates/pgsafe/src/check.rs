@@ -13,6 +13,7 @@
 //! is in the repository.
 
 mod gaps;
+pub mod object_store;
 mod repository;
 mod server;
 mod settings;
@@ -465,6 +466,9 @@ fn open_repository(
             return (None, state);
         }
     };
+    if !opened.location().is_local() {
+        object_store_findings(&opened, &mut state, problems);
+    }
     if state.read_only {
         problems.push(finding(
             "repository_read_only",
@@ -495,6 +499,42 @@ fn open_repository(
         ));
     }
     (Some((opened, reg)), state)
+}
+
+/// A repository in object storage: what stands for the folder checks (a probe object created,
+/// its time compared with ours, deleted). Not being able to delete is not a problem here
+/// (a create-only key is a deliberate choice for an archiving host): the state says so.
+fn object_store_findings(repo: &Repository, state: &mut RepoState, problems: &mut Vec<Finding>) {
+    let st = object_store::probe(repo);
+    if let Some(e) = &st.write_error {
+        problems.push(finding(
+            "repository_not_writable",
+            format!(
+                "no object can be created in the repository {}: {e}. archive-push cannot \
+                 store WAL there",
+                repo.location()
+            ),
+            Some(
+                "give this key the right to create objects under the repository's prefix \
+                 (s3:PutObject; s3:GetObject and s3:ListBucket to read back)"
+                    .into(),
+            ),
+        ));
+    }
+    if let Some(secs) = st.clock_skew_secs
+        && secs > object_store::SKEW_LIMIT.as_secs()
+    {
+        problems.push(finding(
+            "clock_skew",
+            format!(
+                "this host's clock and the object store's differ by {secs} s: S3 refuses \
+                 signed requests more than 15 minutes off, and backup and WAL times in the \
+                 catalog are this host's"
+            ),
+            Some("synchronise the clock (NTP, chrony or systemd-timesyncd)".into()),
+        ));
+    }
+    state.object_store = Some(st);
 }
 
 /// When the data directory is on this host: can its owner (the user `archive_command` runs

@@ -28,6 +28,8 @@ pub struct RepoState {
     pub server_user: Option<String>,
     /// A folder or file of the repository that user cannot use as `archive-push` must, and why.
     pub server_cannot_write: Option<String>,
+    /// For a repository in object storage: the probe's findings (create, clock, delete).
+    pub object_store: Option<super::object_store::ObjectStoreState>,
 }
 
 /// The file system's view of `path`: mounted read-only, free bytes.
