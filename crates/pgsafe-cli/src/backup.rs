@@ -90,6 +90,13 @@ pub struct BackupArgs {
     /// Remove the partial target if the backup fails (default: keep it, marked incomplete).
     #[arg(long)]
     pub remove_on_failure: bool,
+    /// Backup type (with --repo): full, diff (the changes since the newest complete full
+    /// backup) or incr (the changes since the newest complete backup). When that parent cannot
+    /// serve (another system's, failed verification, another timeline…) the backup is full;
+    /// the output says which and why. Default: full. A backup into a folder (--target) is
+    /// always full.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub backup_type: Option<pgsafe::info::BackupType>,
     /// Progress display on stderr.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
@@ -118,6 +125,12 @@ pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
         )
     });
     pgsafe::session::check_label(&label)?;
+    if args.target.is_some() && args.backup_type.is_some_and(|t| !t.is_full()) {
+        return Err(crate::failure::usage(
+            "--type diff and --type incr need a repository (--repo): a backup into a folder is \
+             always full",
+        ));
+    }
     // A folder (--target), or the repository (--repo, or the config file's with --cluster).
     let repo = match &args.target {
         Some(_) => None,
@@ -157,6 +170,7 @@ pub fn run(args: BackupArgs) -> anyhow::Result<u8> {
         cancel: Some(Arc::clone(&cancel)),
         before_open: None,
         check_pages: !args.no_verify_checksums,
+        backup_type: args.backup_type,
     };
     {
         // First Ctrl-C (or SIGTERM): stop cleanly — the server-side backup is aborted and the
@@ -267,6 +281,7 @@ fn report(
         if let Some((cluster, id)) = in_repo {
             field("backup ID", format!("{id} (cluster {cluster})"));
         }
+        field("type", type_line(&info));
         field("label", &info.label);
         field(
             "server",
@@ -293,6 +308,12 @@ fn report(
                 info.compression
             ),
         );
+        if let Some(r) = info.bytes_read {
+            field("read", mib(r));
+        }
+        if let Some(c) = &info.changed_source {
+            field("changed blocks", format!("{}: {}", c.kind.name(), c.reason));
+        }
         field(
             "WAL",
             format!(
@@ -318,6 +339,21 @@ fn report(
     } else {
         exit::OK
     })
+}
+
+/// The backup's type, its parent and why.
+fn type_line(info: &backup::BackupInfo) -> String {
+    let mut s = info.backup_type.to_string();
+    if let Some(p) = &info.parent {
+        s.push_str(&format!(
+            " (parent {p}, {} incremental file(s))",
+            info.incremental_files
+        ));
+    }
+    if let Some(r) = &info.backup_type_reason {
+        s.push_str(&format!(" — {r}"));
+    }
+    s
 }
 
 /// One line on the page checks.

@@ -615,6 +615,21 @@ fn print_detail(cluster: &Ident, d: &BackupDetail) {
     field("cluster", cluster);
     field("backup", &b.id);
     field("type", b.kind);
+    if let Some(p) = &b.parent {
+        field("parent", p);
+    }
+    if let Some(why) = &b.chain_problem {
+        field("chain", format!("BROKEN: {why}"));
+    }
+    if let Some(r) = &b.type_reason {
+        field("type reason", r);
+    }
+    if let Some(cs) = &b.changed_source {
+        field(
+            "changed blocks",
+            format!("{}: {}", cs.kind.name(), cs.reason),
+        );
+    }
     let state = match (&b.reason, b.latest) {
         (Some(why), _) => format!("{}: {why}", b.state),
         (None, true) => format!("{} (latest)", b.state),
@@ -676,6 +691,9 @@ fn print_detail(cluster: &Ident, d: &BackupDetail) {
             opt(d.files)
         ),
     );
+    if let Some(r) = b.bytes_read {
+        field("read", size(r));
+    }
     field("compression", opt(d.compression.as_deref()));
     field("checksums", opt(d.checksum_algorithm.as_deref()));
     field(

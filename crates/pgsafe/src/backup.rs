@@ -41,6 +41,7 @@ use crate::types::{Lsn, PgVersion, TimelineId, WalSegSize, WalSegment};
 mod finish;
 pub mod liveness;
 pub mod location;
+mod parent;
 pub mod repo;
 mod repo_wal;
 mod tablespaces;
@@ -88,6 +89,10 @@ pub struct BackupOptions {
     pub before_open: Option<CopyHook>,
     /// Check every page's checksum while copying (when the cluster has data checksums).
     pub check_pages: bool,
+    /// Full, differential or incremental; `None`: incremental when an earlier backup can be
+    /// its parent, else full (see `backup/parent.rs`). Backups outside a repository are
+    /// always full.
+    pub backup_type: Option<crate::info::BackupType>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +193,7 @@ pub fn run_backup(
         opts,
         &target,
         repo_wal::WalRequest::Folder(opts.wal),
+        None,
         progress,
     )
 }
@@ -227,6 +233,7 @@ fn run_with(
     opts: &BackupOptions,
     target: &Target,
     wal_request: repo_wal::WalRequest<'_>,
+    type_request: Option<parent::TypeRequest<'_>>,
     progress: &dyn Progress,
 ) -> Result<BackupInfo, BackupError> {
     let began = Instant::now();
@@ -262,6 +269,19 @@ fn run_with(
     let encoding = session.info().server_encoding.clone();
     let tablespaces_before = tablespaces::list(session.client(), &encoding)?;
     let mut started = session.start_backup(&opts.label, opts.fast)?;
+    // After the start: the parent is checked against this backup's start point.
+    let control = datadir.control()?;
+    let mut decision = parent::decide(
+        type_request,
+        &parent::Current {
+            start_lsn: started.start_lsn,
+            start_tli: started.start_tli,
+            pgdata: &opts.pgdata,
+            data_checksums: control.data_checksum_version != 0,
+            blcksz: control.blcksz,
+            relseg_size: control.relseg_size,
+        },
+    );
     // The copy stops on this flag: set on Ctrl-C (opts.cancel) or when the session is lost.
     let stop_copy = AtomicBool::new(false);
     let (result, lost) =
@@ -271,7 +291,30 @@ fn run_with(
             for w in &plan.warnings {
                 progress.warn(w);
             }
-            let report = copy_data(opts, target, &plan, pages, progress, &stop_copy)?;
+            let incremental = match &decision.parent {
+                Some(p) => match p.for_plan(&plan, control.relseg_size) {
+                    Ok(c) => Some(c),
+                    Err(reason) => {
+                        decision = parent::Decision {
+                            backup_type: crate::info::BackupType::Full,
+                            reason,
+                            parent: None,
+                        };
+                        None
+                    }
+                },
+                None => None,
+            };
+            progress.notice(&format!("backup type: {}", decision.reason));
+            let report = copy_data(
+                opts,
+                target,
+                &plan,
+                pages,
+                incremental.as_ref(),
+                progress,
+                &stop_copy,
+            )?;
             Ok::<_, BackupError>((plan, report))
         });
     let result = match lost {
@@ -304,6 +347,7 @@ fn run_with(
         began,
         started_at,
         &tablespaces_before,
+        &decision,
     )
 }
 
@@ -593,6 +637,7 @@ fn copy_data(
     target: &Target,
     plan: &BackupPlan,
     pages: Option<PageCheckOptions>,
+    incremental: Option<&copy::IncrementalCopy>,
     progress: &dyn Progress,
     stop: &AtomicBool,
 ) -> Result<CopyReport, BackupError> {
@@ -610,6 +655,7 @@ fn copy_data(
         cancel: Some(stop),
         before_open: Some(&hook_fn),
         pages,
+        incremental,
         ..CopyOptions::default()
     };
     // The data files go through the storage interface like pgsafe's own files (write-once

@@ -69,12 +69,14 @@ use crate::storage::{
 };
 
 mod file;
+pub mod incremental;
 mod pages;
 #[cfg(test)]
 mod tests;
 mod work;
 
 pub use crate::codec::{Compression, DEFAULT_ZSTD_LEVEL};
+pub use incremental::IncrementalCopy;
 pub use pages::PageCheckOptions;
 
 /// Default [`CopyOptions::split_size`]: 64 MiB (a 1 GiB relation segment becomes 16 ranges).
@@ -110,6 +112,9 @@ pub struct CopyOptions<'a> {
     /// Check the page checksums of relation files while copying them (clusters with data
     /// checksums); see the `pages` module.
     pub pages: Option<PageCheckOptions>,
+    /// A differential or incremental backup: relation files are stored as their changed
+    /// blocks where they can be ([`incremental`]).
+    pub incremental: Option<&'a IncrementalCopy>,
 }
 
 impl Default for CopyOptions<'_> {
@@ -125,6 +130,7 @@ impl Default for CopyOptions<'_> {
             sync: SyncMode::Storage,
             before_open: None,
             pages: None,
+            incremental: None,
         }
     }
 }
@@ -198,6 +204,8 @@ pub struct CopyReport {
     pub elapsed: Duration,
     /// Page checksums checked ([`CopyOptions::pages`]): pages, corrupt and changed blocks.
     pub pages: Option<PageChecksumReport>,
+    /// Bytes read from the data directory's files (pg_control included).
+    pub bytes_read: u64,
 }
 
 /// Why a copy failed.
@@ -278,6 +286,7 @@ pub fn copy_plan_to(
         stored_bytes: 0,
         elapsed: Duration::ZERO,
         pages: None,
+        bytes_read: 0,
     };
     for (out, _) in outputs {
         report.files.extend(out.files);
@@ -288,6 +297,7 @@ pub fn copy_plan_to(
     report.vanished.sort();
     report.resized.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
     report.pages = ctx.page_report();
+    report.bytes_read = ctx.bytes_read();
 
     // Planned modes, deepest first (PostgreSQL's directories are owner-writable: initdb makes
     // them 0700, or 0750 with group access).
@@ -307,6 +317,7 @@ pub fn copy_plan_to(
     let control = copy_control_file(plan, store, opts)?;
     progress.bytes(control.size);
     progress.file_done(&control.rel_path.to_string(), control.size);
+    report.bytes_read += control.size;
     report.files.push(control);
 
     report.bytes = report.files.iter().map(|f| f.size).sum();

@@ -297,7 +297,8 @@ impl HasKind for RestoreError {
             | R::LiveTablespacesOnThisHost { .. }
             | R::OwnerNotConfirmed { .. }
             | R::NoSpace { .. }
-            | R::UnconfirmedLocations(_) => ErrorKind::Refused,
+            | R::UnconfirmedLocations(_)
+            | R::NeedsChain { .. } => ErrorKind::Refused,
             R::TablespaceMapping(_)
             | R::NotACopy(_)
             | R::NoWal { .. }

@@ -111,6 +111,10 @@ pub struct BackupInfo {
     /// Full, differential or incremental (absent: full, as every backup of older pgsafe).
     #[serde(default, skip_serializing_if = "BackupType::is_full")]
     pub backup_type: BackupType,
+    /// Why the backup has its type (e.g. why it is full though an incremental was asked for);
+    /// absent in backups of older pgsafe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_type_reason: Option<String>,
     /// The backup this one stores the changes since (its ID in the repository): only for
     /// differential and incremental backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]

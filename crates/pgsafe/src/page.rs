@@ -294,6 +294,12 @@ impl PageScanner {
     }
 }
 
+/// Whether an incremental backup must store `page` (see [`changed_pages`]): its `pd_lsn` is
+/// after `since`, or it is new (`pd_upper` 0).
+pub fn page_changed_since(page: &[u8; BLCKSZ], since: Lsn) -> bool {
+    pd_upper(page) == 0 || page_lsn(page) > since
+}
+
 /// The pages of a relation file (`bytes`, from block 0 of the file) an incremental backup
 /// must copy when scanning pages is the only source of changes: those whose `pd_lsn` is after
 /// `since` (the prior backup's start), and every new page (`pd_upper` 0: not initialised yet,
@@ -306,7 +312,7 @@ pub fn changed_pages(bytes: &[u8], since: Lsn) -> Vec<u32> {
     let mut n: u32 = 0;
     for p in pages.by_ref() {
         if let Ok(page) = <&[u8; BLCKSZ]>::try_from(p) {
-            if pd_upper(page) == 0 || page_lsn(page) > since {
+            if page_changed_since(page, since) {
                 out.push(n);
             }
         }

@@ -272,6 +272,17 @@ pub enum RestoreError {
     NoLabel(PathBuf),
     #[error("pgsafe.json of the backup is unreadable: {0}")]
     BadInfo(#[source] crate::info::InfoError),
+    #[error(
+        "{path} is a{} {backup_type} backup: it holds only the changes since backup {parent}, \
+         and this pgsafe restores full backups only. Restore a full backup, or use a pgsafe \
+         that restores chains",
+        if *backup_type == crate::info::BackupType::Incr { "n" } else { "" }
+    )]
+    NeedsChain {
+        path: PathBuf,
+        backup_type: crate::info::BackupType,
+        parent: String,
+    },
     #[error("backup_label of the backup is invalid: {0}")]
     BadLabel(#[source] crate::label::LabelError),
     #[error("tablespace_map of the backup is invalid: {0}")]

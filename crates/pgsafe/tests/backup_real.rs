@@ -70,6 +70,7 @@ fn ddl_during_copy(major: u32) {
         cancel: None,
         before_open: Some(Arc::new(hook)),
         check_pages: true,
+        backup_type: None,
     };
     let info = run_backup(&opts, &NoProgress).unwrap();
     let m = format!("PostgreSQL {major}");

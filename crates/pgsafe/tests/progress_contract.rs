@@ -145,6 +145,7 @@ fn contract_and_counts(major: u32, compression: Compression) {
         cancel: None,
         before_open: None,
         check_pages: true,
+        backup_type: None,
     };
     let rec = Recorder::default();
     let info = run_backup(&opts, &rec).unwrap();

@@ -52,6 +52,7 @@ fn backup_options(c: &Cluster, compression: Compression) -> BackupOptions {
         cancel: None,
         before_open: None,
         check_pages: true,
+        backup_type: None,
     }
 }
 

@@ -41,6 +41,7 @@ fn backup(c: &Cluster, target: &Path) {
         cancel: None,
         before_open: None,
         check_pages: true,
+        backup_type: None,
     };
     run_backup(&opts, &NoProgress).unwrap();
 }

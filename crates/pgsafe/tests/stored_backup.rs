@@ -78,6 +78,7 @@ fn stored_in_memory(major: u32, compression: Compression) {
         cancel: None,
         before_open: None,
         check_pages: true,
+        backup_type: None,
     };
     run_backup(&opts, &NoProgress).unwrap();
     let from_folder = verify_backup(&folder, &full(), &NoProgress).unwrap();

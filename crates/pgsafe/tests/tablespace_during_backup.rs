@@ -89,6 +89,7 @@ fn tablespace_created_during_backup(major: u32) {
         cancel: None,
         before_open: Some(Arc::new(hook)),
         check_pages: true,
+        backup_type: None,
     };
     let info = run_backup(&opts, &NoProgress).unwrap();
     let newts_oid =

@@ -95,6 +95,7 @@ fn created_and_dropped_during_backup(major: u32) {
         cancel: None,
         before_open: Some(Arc::new(hook)),
         check_pages: true,
+        backup_type: None,
     };
     let info = run_backup(&opts, &NoProgress).unwrap();
     // Neither list saw it, but the backup's WAL has its CREATE TABLESPACE: recorded.

@@ -281,3 +281,33 @@ pub fn path_str(p: &Path) -> &str {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// `pgsafe backup --repo REPO --cluster NAME` of `c` with `extra` flags (JSON summary, no
+/// progress), to completion: the output (check it with [`ok`] and [`json`]).
+pub fn repo_backup(c: &Cluster, repo: &Path, name: &str, extra: &[&str]) -> Output {
+    let conn = c.conninfo();
+    let mut args = vec![
+        "backup",
+        "--repo",
+        path_str(repo),
+        "--cluster",
+        name,
+        "-D",
+        path_str(c.data_dir()),
+        "-d",
+        &conn,
+        "--json",
+        "--progress",
+        "none",
+    ];
+    args.extend_from_slice(extra);
+    pgsafe(&args)
+}
+
+/// [`repo_backup`] that must succeed: its JSON summary (`backup_id`, `backup_type`, `parent`…).
+pub fn repo_backup_ok(c: &Cluster, repo: &Path, name: &str, extra: &[&str]) -> Value {
+    json(&ok(
+        repo_backup(c, repo, name, extra),
+        "pgsafe backup --repo",
+    ))
+}

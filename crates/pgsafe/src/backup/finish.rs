@@ -15,11 +15,12 @@ use crate::copy::CopyReport;
 use crate::datadir::DataDir;
 use crate::fsutil::{self, FsError, IoContext};
 use crate::info::{
-    BackupInfo, INFO_FORMAT_FULL, TablespaceChange, TablespaceChangeKind, TablespaceInfo, WalInfo,
-    WalMode, crc32c_hex,
+    BackupInfo, INFO_FORMAT, INFO_FORMAT_FULL, TablespaceChange, TablespaceChangeKind,
+    TablespaceInfo, WalInfo, WalMode, crc32c_hex,
 };
 use crate::layout::{
     COMPLETE_MARKER, INCOMPLETE_MARKER, LABEL_FILE, MANIFEST_FILE, MAP_FILE, WAL_DIR,
+    incremental_target,
 };
 use crate::manifest::{ManifestVersion, ManifestWriter};
 use crate::plan::BackupPlan;
@@ -44,6 +45,7 @@ pub(super) fn finish(
     began: Instant,
     started_at: i64,
     tablespaces_before: &[tablespaces::ServerTablespace],
+    decision: &super::parent::Decision,
 ) -> Result<BackupInfo, BackupError> {
     let label_bytes = stopped.label.as_bytes().to_vec();
     let store = open_store(target)?;
@@ -221,7 +223,11 @@ pub(super) fn finish(
     let label = crate::label::BackupLabel::parse(&label_bytes).map_err(SessionError::from)?;
     let copy_secs = report.elapsed.as_secs_f64();
     let backup_info = BackupInfo {
-        format: INFO_FORMAT_FULL,
+        format: if decision.backup_type.is_full() {
+            INFO_FORMAT_FULL
+        } else {
+            INFO_FORMAT
+        },
         pgsafe_version: env!("CARGO_PKG_VERSION").into(),
         label: opts.label.clone(),
         system_identifier: info.system_id,
@@ -278,12 +284,17 @@ pub(super) fn finish(
             .iter()
             .map(|d| crate::textbytes::TextBytes::from(d.rel_path.as_bytes()))
             .collect(),
-        backup_type: crate::info::BackupType::Full,
-        parent: None,
-        parent_start_lsn: None,
-        changed_source: None,
-        bytes_read: Some(report.bytes),
-        incremental_files: 0,
+        backup_type: decision.backup_type,
+        backup_type_reason: Some(decision.reason.clone()),
+        parent: decision.parent.as_ref().map(|p| p.id.to_string()),
+        parent_start_lsn: decision.parent.as_ref().map(|p| p.info.start_lsn),
+        changed_source: decision.parent.as_ref().map(|p| p.changed_source()),
+        bytes_read: Some(report.bytes_read),
+        incremental_files: report
+            .files
+            .iter()
+            .filter(|f| incremental_target(f.rel_path.as_bytes(), decision.backup_type).is_some())
+            .count() as u64,
     };
     let json = backup_info.to_json().map_err(BackupError::EncodeInfo)?;
     // The manifest lists pgsafe.json too (so pg_verifybackup accepts the complete backup), but

@@ -152,8 +152,14 @@ pub fn run_repo_backup(
         cluster,
         write_only: repo.encrypted() && !crate::storage::crypt::open::host_can_read(),
     };
+    let type_request = super::parent::TypeRequest {
+        repo,
+        cluster,
+        timing,
+        asked: opts.backup_type,
+    };
     let (result, released) = lease.hold_while(b, &lost, &on_lost, || {
-        run_with(&opts, &target, request, progress)
+        run_with(&opts, &target, request, Some(type_request), progress)
     });
     let release_warning = released.err().map(|e| e.to_string());
     match result {

@@ -21,6 +21,9 @@ pub(super) enum Outcome {
     Vanished(RelPath),
     /// A range of a file whose other ranges are still being copied.
     Pending,
+    /// A relation file of an incremental backup is stored (as an incremental object, or whole
+    /// when every block changed), and how it shrank if it did.
+    StoredIncremental(CopiedFile, Option<super::SizeChange>),
 }
 
 impl<'a> Ctx<'a> {
@@ -42,7 +45,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Opens a source file; `None` if it vanished.
-    fn open_source(&self, file: &PlanFile) -> Result<Option<File>, CopyError> {
+    pub(super) fn open_source(&self, file: &PlanFile) -> Result<Option<File>, CopyError> {
         if let Some(hook) = self.opts.before_open {
             hook(&file.rel_path);
         }
@@ -55,7 +58,7 @@ impl<'a> Ctx<'a> {
 
     /// Reads `len` bytes of `src` from `offset` (fewer if the file is shorter now), a buffer at
     /// a time: checks its pages, then hands each buffer to `sink`. Returns the bytes read.
-    fn read_range(
+    pub(super) fn read_range(
         &self,
         file: &PlanFile,
         src: &File,

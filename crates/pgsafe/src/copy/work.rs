@@ -1,6 +1,7 @@
 //! The copy's work list for the pool: a whole file per item, or one range of a split file, and
 //! what every worker shares (the target, the stop state, the rate limit, the page findings).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::{
@@ -17,7 +18,12 @@ use crate::storage::{Backend, ObjectName};
 /// One unit of work: a whole file, or one range of a split file.
 pub(super) enum Work {
     Whole(usize),
-    Range { split: usize, index: usize },
+    /// A relation file of an incremental backup ([`super::incremental`]).
+    Incremental(usize),
+    Range {
+        split: usize,
+        index: usize,
+    },
 }
 
 /// A file copied as ranges, and what its ranges have done so far.
@@ -84,6 +90,8 @@ pub(super) struct Ctx<'a> {
     throttle: Option<TokenBucket>,
     /// What the page checks of each file or range found.
     pages: Mutex<pages::Collected>,
+    /// Bytes read from the source files.
+    bytes_read: AtomicU64,
 }
 
 impl<'a> Ctx<'a> {
@@ -121,7 +129,12 @@ impl<'a> Ctx<'a> {
         let mut items = Vec::with_capacity(plan.files.len());
         let mut splits = Vec::new();
         for (i, f) in plan.files.iter().enumerate() {
-            if splittable && f.size > split_size {
+            if opts
+                .incremental
+                .is_some_and(|inc| inc.candidate(&f.rel_path, f.size))
+            {
+                items.push(Work::Incremental(i));
+            } else if splittable && f.size > split_size {
                 let ranges = pool::ranges(f.size, range_size);
                 for index in 0..ranges.len() {
                     items.push(Work::Range {
@@ -154,14 +167,21 @@ impl<'a> Ctx<'a> {
                 .filter(|r| *r > 0)
                 .map(|r| TokenBucket::new(r, Arc::new(SystemClock::default()))),
             pages: Mutex::new(pages::Collected::default()),
+            bytes_read: AtomicU64::new(0),
         }
+    }
+
+    /// Bytes read from the data directory's files so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
     }
 
     /// A worker's state: what it produced, and its read buffer.
     pub fn worker_state(&self) -> (WorkerOut, Vec<u8>) {
         let mut size = self.opts.buffer_size.max(4096);
-        if self.opts.pages.is_some() {
-            // Whole pages per read, so each page is checked in the buffer it was read into.
+        if self.opts.pages.is_some() || self.opts.incremental.is_some() {
+            // Whole pages per read, so each page is checked (or scanned for its LSN) in the
+            // buffer it was read into.
             size = size.next_multiple_of(BLCKSZ);
         }
         (WorkerOut::default(), vec![0u8; size])
@@ -176,6 +196,10 @@ impl<'a> Ctx<'a> {
     ) -> Result<(), CopyError> {
         let outcome = match item {
             Work::Whole(f) => self.copy_whole(&self.plan.files[*f], buf)?,
+            Work::Incremental(f) => match self.opts.incremental {
+                Some(inc) => self.copy_incremental(&self.plan.files[*f], inc, buf)?,
+                None => self.copy_whole(&self.plan.files[*f], buf)?,
+            },
             Work::Range { split, index } => {
                 let split = &self.splits[*split];
                 if split.ordered {
@@ -195,6 +219,11 @@ impl<'a> Ctx<'a> {
                         stored: f.size,
                     });
                 }
+                out.files.push(f);
+            }
+            Outcome::StoredIncremental(f, shrunk) => {
+                self.progress.file_done(&f.rel_path.to_string(), f.size);
+                out.resized.extend(shrunk);
                 out.files.push(f);
             }
             Outcome::Vanished(rel) => out.vanished.push(rel),
@@ -218,6 +247,7 @@ impl<'a> Ctx<'a> {
     /// Accounts for `n` bytes read: progress, throttling, and the stop check.
     pub fn after_read(&self, n: usize) -> Result<(), CopyError> {
         self.progress.bytes(n as u64);
+        self.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
         if let Some(t) = &self.throttle {
             // In pieces of at most one burst, so a stop is seen while waiting.
             let mut left = n as u64;

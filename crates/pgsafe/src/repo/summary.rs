@@ -139,6 +139,16 @@ pub struct BackupSummary {
     /// Source pages that failed their checksum during the copy; `None` when not checked.
     pub page_checksum_errors: Option<u64>,
     pub writer: Option<Writer>,
+    /// The backup a differential or incremental one stores the changes since.
+    pub parent: Option<Ident>,
+    /// Why the backup has its type (absent in backups of older pgsafe).
+    pub type_reason: Option<String>,
+    /// Bytes the backup read from the data directory (absent in backups of older pgsafe).
+    pub bytes_read: Option<u64>,
+    /// Where a differential or incremental backup's changed blocks came from, and why.
+    pub changed_source: Option<crate::info::ChangedSource>,
+    /// Why the backup's chain cannot be restored (a missing, incomplete or foreign link).
+    pub chain_problem: Option<String>,
 }
 
 /// A point a restore can reach: a usable backup's stop point.
@@ -254,7 +264,7 @@ pub fn backup_summary(e: &BackupEntry, latest: Option<&Ident>) -> BackupSummary 
     };
     BackupSummary {
         id: e.id.clone(),
-        kind: FULL,
+        kind: e.backup_type.name(),
         state: e.state.name(),
         reason,
         usable: usable(e),
@@ -282,7 +292,25 @@ pub fn backup_summary(e: &BackupEntry, latest: Option<&Ident>) -> BackupSummary 
             pid: l.pid,
             lease_expires_at: l.expires_at.clone(),
         }),
+        parent: e.parent.clone(),
+        type_reason: i.and_then(|i| i.backup_type_reason.clone()),
+        bytes_read: i.and_then(|i| i.bytes_read),
+        changed_source: i.and_then(|i| i.changed_source.clone()),
+        chain_problem: None,
     }
+}
+
+/// [`backup_summary`] with what the catalog says of the backup's chain: a differential or
+/// incremental backup whose chain is broken is not usable.
+fn summary_in(c: &Catalog, e: &BackupEntry, latest: Option<&Ident>) -> BackupSummary {
+    let mut s = backup_summary(e, latest);
+    if e.is_complete() && !e.backup_type.is_full() {
+        if let Err(why) = c.chain(e.id.as_str()) {
+            s.usable = false;
+            s.chain_problem = Some(why.to_string());
+        }
+    }
+    s
 }
 
 fn problems_of(c: &Catalog, now_us: i64) -> Vec<Problem> {
@@ -529,7 +557,7 @@ pub fn summarize(c: &Catalog, now_us: i64) -> ClusterSummary {
         backups: c
             .backups
             .iter()
-            .map(|e| backup_summary(e, latest_id.as_ref()))
+            .map(|e| summary_in(c, e, latest_id.as_ref()))
             .collect(),
     }
 }
@@ -578,7 +606,7 @@ pub fn backup_detail(c: &Catalog, e: &BackupEntry) -> BackupDetail {
     let latest = c.latest().map(|l| &l.id);
     let i = e.info.as_ref();
     BackupDetail {
-        summary: backup_summary(e, latest),
+        summary: summary_in(c, e, latest),
         server_version: i.map(|i| i.server_version),
         system_identifier: i.map(|i| i.system_identifier),
         pgsafe_version: i.map(|i| i.pgsafe_version.clone()),

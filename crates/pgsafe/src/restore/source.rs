@@ -189,6 +189,14 @@ pub(super) fn backup_outline(store: &StoredBackup) -> Result<Outline, RestoreErr
         Some(b) => BackupInfo::parse(&b).map_err(RestoreError::BadInfo)?,
         None => return Err(RestoreError::Incomplete(root.to_owned())),
     };
+    // Until restore reads chains: a backup of changes alone would leave holes.
+    if !info.backup_type.is_full() {
+        return Err(RestoreError::NeedsChain {
+            path: root.to_owned(),
+            backup_type: info.backup_type,
+            parent: info.parent.clone().unwrap_or_default(),
+        });
+    }
     if !store.exists(LABEL_FILE) {
         return Err(RestoreError::NoLabel(root.to_owned()));
     }
