@@ -10,6 +10,7 @@ mod ahead;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use pgsafe::archive::pusher::{PusherEnd, PusherOptions};
 use pgsafe::archive::{self, ArchiveFile, PushOptions, failure, spool};
 use pgsafe::codec::Compression;
 use pgsafe::repo::{Registration, Repository};
@@ -94,6 +95,9 @@ fn file_of(path: &Path) -> anyhow::Result<ArchiveFile> {
 }
 
 pub fn push(args: PushArgs) -> anyhow::Result<u8> {
+    if args.ahead.background {
+        return background(&args);
+    }
     let file = file_of(&args.path)?;
     let pushed = push_file(&args, &file);
     if let Err(e) = &pushed {
@@ -120,21 +124,118 @@ fn push_file(args: &PushArgs, file: &ArchiveFile) -> anyhow::Result<u8> {
     let opts = PushOptions {
         compression: configured.unwrap_or(PushOptions::default().compression),
     };
-    let report = archive::lookahead::push(
-        repo.backend(),
-        &repo.path(),
-        &cluster,
-        &reg,
-        &file,
-        &args.path,
-        &opts,
-        &la,
-    )?;
+    let report = if args.ahead.background_pusher {
+        let po = PusherOptions {
+            parallel: la.parallel,
+            queue_max: la.queue_max,
+            ..PusherOptions::default()
+        };
+        let repo_path = spool::repo_identity(&repo.path());
+        let mut start = |wal_dir: &Path| {
+            start_pusher(&repo_path, &cluster, opts.compression, la.parallel, wal_dir)
+        };
+        archive::pusher::push_async(
+            repo.backend(),
+            &repo.path(),
+            &cluster,
+            &reg,
+            &file,
+            &args.path,
+            &opts,
+            &la,
+            &po,
+            &mut start,
+        )?
+    } else {
+        archive::lookahead::push(
+            repo.backend(),
+            &repo.path(),
+            &cluster,
+            &reg,
+            &file,
+            &args.path,
+            &opts,
+            &la,
+        )?
+    };
     ahead::push_report(&file, &report);
     // Failures recorded only locally (the repository was unreachable) go into it now.
     if let Some(spool) = spool::Spool::beside(&args.path) {
         let repo_id = spool::repo_identity(&repo.path());
         failure::flush(&spool, repo.backend(), &repo_id, &cluster);
+    }
+    Ok(exit::OK)
+}
+
+/// Starts the background pusher of `wal_dir` as a process of its own (its own process group,
+/// so signals to the archiver's group do not stop it mid-push; not waited for). One that finds
+/// another running exits at once.
+fn start_pusher(
+    repo: &str,
+    cluster: &Ident,
+    compression: Compression,
+    parallel: usize,
+    wal_dir: &Path,
+) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let wal = std::fs::canonicalize(wal_dir).unwrap_or_else(|_| wal_dir.to_owned());
+    let spawned = std::process::Command::new(exe)
+        .arg("archive-push")
+        .args(["--repo", repo, "--cluster", cluster.as_str()])
+        .args(["--compress", &compression.to_string()])
+        .args(["--parallel", &parallel.to_string()])
+        .arg("--background")
+        .arg(&wal)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    // Not waited for: it outlives this call (and is then its init's child).
+    drop(spawned);
+}
+
+/// `archive-push --background PG_WAL`: the background pusher (library `archive::pusher`).
+fn background(args: &PushArgs) -> anyhow::Result<u8> {
+    let la = args.ahead.look_ahead(&args.repo)?;
+    let (repo, cluster, reg) = open(&args.repo)?;
+    let configured = match args.compress {
+        Some(c) => Some(c),
+        None => {
+            crate::config::resolved(Some(cluster.as_str()))?
+                .settings
+                .archive_compress
+        }
+    };
+    let opts = PushOptions {
+        compression: configured.unwrap_or(PushOptions::default().compression),
+    };
+    let po = PusherOptions {
+        parallel: la.parallel,
+        queue_max: la.queue_max,
+        ..PusherOptions::default()
+    };
+    match archive::pusher::run(
+        repo.backend(),
+        &repo.path(),
+        &cluster,
+        &reg,
+        &args.path,
+        &opts,
+        &po,
+    )? {
+        PusherEnd::AlreadyRunning => eprintln!(
+            "pgsafe: a background pusher already runs for {}",
+            args.path.display()
+        ),
+        PusherEnd::Idle { stored, failed } => eprintln!(
+            "pgsafe: background pusher for {}: {stored} files stored, {failed} failed; idle, \
+             exiting",
+            args.path.display()
+        ),
     }
     Ok(exit::OK)
 }

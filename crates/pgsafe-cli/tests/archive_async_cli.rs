@@ -584,3 +584,169 @@ fn recovery_through_the_queue(major: u32) {
 }
 
 per_major!(recovery_through_the_queue: 10, 17);
+
+// ---- the background pusher (`archive-push --async`) ------------------------------------------
+
+/// `pgsafe archive-push --background PG_WAL`: the background pusher a `--async` call starts,
+/// started by hand as the server user.
+fn pusher_cmd(c: &Cluster, repo: &Path) -> Command {
+    let wal = c.data_dir().join("pg_wal");
+    let mut cmd = push_cmd_in(repo, CLUSTER, &wal, &["--background"]);
+    cmd.current_dir(c.data_dir());
+    server_user().apply(&mut cmd);
+    cmd
+}
+
+/// Whether no background pusher holds the lock of `c`'s pg_wal.
+fn no_pusher(c: &Cluster) -> bool {
+    let lock = c.data_dir().join("pg_wal/pgsafe_archive/async/pusher.lock");
+    match fs::OpenOptions::new().write(true).open(&lock) {
+        Ok(f) => nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok(),
+        Err(_) => true,
+    }
+}
+
+/// Every acknowledgement in the spool names an object that is in the repository: nothing is
+/// recorded as stored before it is.
+fn acks_hold(c: &Cluster, repo: &Path) {
+    for name in spool(c, "ack") {
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = c.data_dir().join("pg_wal/pgsafe_archive/ack").join(&name);
+        let Ok(text) = fs::read_to_string(&path) else {
+            continue; // consumed meanwhile
+        };
+        let rec: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let object = rec["object"].as_str().unwrap();
+        assert!(
+            repo.join(object).is_file(),
+            "{name} acknowledges {object}, which is not in the repository"
+        );
+    }
+}
+
+/// With `--async` the calls are answered from the background pusher's acknowledgements (no
+/// call pushes ahead itself), the archive holds every segment byte for byte, and the pusher
+/// exits by itself once nothing waits.
+fn background_pusher_archives_a_backlog(major: u32) {
+    let scratch = server_owned_tempdir();
+    let c = stalled_server(major);
+    let repo = new_repo(&c, scratch.path(), "repo");
+    let segs = make_segments(&c, 20);
+
+    let calls = drain(&c, &repo, &["--async"]);
+    assert!(calls.len() >= 20);
+    assert!(
+        calls.iter().all(|(_, o)| !stderr(o).contains("ahead")),
+        "{calls:?}"
+    );
+    assert_archived(&repo, &segs, scratch.path());
+    assert!(
+        spool(&c, "async/error").is_empty(),
+        "{:?}",
+        spool(&c, "async/error")
+    );
+    wait_until("the background pusher exits when idle", &c, || {
+        no_pusher(&c)
+    });
+}
+
+per_major!(background_pusher_archives_a_backlog: 10, 17);
+
+/// A background pusher killed (SIGKILL) while it pushes leaves no acknowledgement without its
+/// object, and the archiver's calls afterwards archive every segment byte for byte.
+#[test]
+fn a_background_pusher_killed_mid_batch() {
+    let scratch = server_owned_tempdir();
+    let c = stalled_server(17);
+    let repo = new_repo(&c, scratch.path(), "repo");
+    let segs = make_segments(&c, 24);
+    for round in 1..=3 {
+        let mut p = pusher_cmd(&c, &repo).spawn().unwrap();
+        wait_until("the pusher stores a file", &c, || {
+            spool(&c, "ack").len() >= round || p.try_wait().unwrap().is_some()
+        });
+        let _ = p.kill();
+        let _ = p.wait();
+        acks_hold(&c, &repo);
+    }
+    drain(&c, &repo, &["--async"]);
+    assert_archived(&repo, &segs, scratch.path());
+}
+
+/// Two background pushers started at once: one works, the other sees the lock and does
+/// nothing; the calls are then all answered from acknowledgements.
+#[test]
+fn two_background_pushers_started_at_once() {
+    let scratch = server_owned_tempdir();
+    let c = stalled_server(15);
+    let repo = new_repo(&c, scratch.path(), "repo");
+    let segs = make_segments(&c, 16);
+    let spawn = || {
+        pusher_cmd(&c, &repo)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    let idle = outs
+        .iter()
+        .filter(|o| stderr(o).contains("already runs"))
+        .count();
+    assert_eq!(idle, 1, "{outs:?}");
+    assert!(outs.iter().all(|o| o.status.success()), "{outs:?}");
+    acks_hold(&c, &repo);
+    let calls = drain(&c, &repo, &["--async"]);
+    assert!(calls.iter().all(|(_, o)| o.stderr.is_empty()), "{calls:?}");
+    assert_archived(&repo, &segs, scratch.path());
+}
+
+/// PostgreSQL's archiver with `--async` while the repository is unwritable: every call fails
+/// (nothing is reported archived that is not stored), and once it is writable again the
+/// archiver catches up with every segment byte for byte.
+#[test]
+fn background_pusher_with_the_repository_unwritable_then_back() {
+    let scratch = server_owned_tempdir();
+    let repo = scratch.path().join("repo");
+    let command = format!(
+        "{} archive-push --repo {} --cluster {CLUSTER} --async %p",
+        s(&bin()),
+        s(&repo)
+    );
+    let c = Cluster::started(
+        &PgInstall::major(16),
+        ClusterOptions::new()
+            .fast_unsafe()
+            .conf("archive_mode = on")
+            .conf(format!("archive_command = '{command}'"))
+            .conf("max_wal_size = 1GB"),
+    );
+    ok(repo_init(&c, &repo, CLUSTER), "pgsafe init");
+    give_to_server_user(&repo);
+    let first = make_segments(&c, 1);
+    wait_until("the first segment is archived", &c, || ready(&c).is_empty());
+    assert_archived(&repo, &first, scratch.path());
+
+    writable(&repo, false);
+    let stuck = make_segments(&c, 4);
+    wait_until("a push fails", &c, || {
+        c.query_one::<i64>("SELECT failed_count FROM pg_stat_archiver") > 0
+    });
+    let waiting = ready(&c);
+    for (seg, _) in &stuck {
+        assert!(
+            waiting.contains(seg),
+            "{seg} was reported archived: {waiting:?}"
+        );
+    }
+    acks_hold(&c, &repo);
+
+    writable(&repo, true);
+    let more = make_segments(&c, 1); // wakes the archiver up
+    wait_until("the backlog is archived", &c, || ready(&c).is_empty());
+    assert_archived(&repo, &stuck, scratch.path());
+    assert_archived(&repo, &more, scratch.path());
+}

@@ -24,6 +24,7 @@ pub mod get;
 pub mod lookahead;
 pub mod prefetch;
 pub mod push;
+pub mod pusher;
 pub mod report;
 pub mod spool;
 pub mod summarize;

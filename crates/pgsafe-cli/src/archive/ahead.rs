@@ -28,6 +28,15 @@ pub struct PushAheadArgs {
     /// default (`archive_push_queue_max` in the config file).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub archive_push_queue_max: Option<u64>,
+    /// Push in a background process that keeps pushing the files waiting in
+    /// pg_wal/archive_status between PostgreSQL's calls (one per pg_wal, started by a call
+    /// when none runs, gone when nothing waits): a call exits 0 once that process has durably
+    /// stored its file, or pushes the file itself when it could not.
+    #[arg(long = "async")]
+    pub background_pusher: bool,
+    /// Run as that background process for the pg_wal folder PATH (started by --async).
+    #[arg(long, hide = true)]
+    pub background: bool,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {

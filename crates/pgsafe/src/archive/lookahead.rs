@@ -235,7 +235,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// read) and the stamp, which lets the acknowledgement skip reading the file again
 /// ([`Spool::take_ack`]).
 #[allow(clippy::too_many_arguments)]
-fn push_ahead(
+pub(crate) fn push_ahead(
     backend: &dyn Backend,
     spool: &Spool,
     binding: &Binding,
@@ -291,7 +291,7 @@ fn stored_object(
 /// Whether an acknowledgement's object is still in the archive, and the local file (whose
 /// bytes the record proved) is still the registered cluster's: its first page is checked as
 /// a push checks it.
-fn spooled_object_ok(
+pub(crate) fn spooled_object_ok(
     backend: &dyn Backend,
     reg: &Registration,
     file: &ArchiveFile,
